@@ -1,0 +1,397 @@
+//! SATS-JSON: the JSON form of algebraic values that SpacetimeDB 1.3 writes and accepts.
+//!
+//! Writing (driven by a type): products with named elements are objects, unnamed ones arrays;
+//! sums are `{"Variant": payload}` (or `[tag, payload]` for an unnamed variant); unit is `[]`;
+//! `Array(U8)` is a lowercase hex string; 128-bit integers are JSON numbers; 256-bit integers are
+//! `"0x…"` strings (negative `i256` as `"-0x…"`); non-finite floats are `null`.
+//!
+//! Reading accepts the same, plus what 1.3 also accepts: products as arrays, sums as
+//! `[tag, payload]` or `{"<tag>": payload}`, `null` for an `Option`'s `none`, byte arrays as arrays
+//! of numbers. Errors name what was expected; input is never trusted.
+
+use std::fmt::{self, Write as _};
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+use crate::bsatn::MAX_DEPTH;
+use crate::types::{AlgebraicType, ProductType, SumType, Typespace};
+use crate::value::{AlgebraicValue, SumValue, F32, F64, I256, U256};
+
+/// Why a value could not be written as, or read from, SATS-JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    #[error("value does not match its type: {0}")]
+    Mismatch(String),
+    #[error("type reference {0} does not exist in the typespace")]
+    DanglingRef(u32),
+    #[error("value nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+    #[error("{0}")]
+    Parse(String),
+}
+
+/// Writes `v`, of type `ty`, as SATS-JSON.
+pub fn to_string(ts: &Typespace, ty: &AlgebraicType, v: &AlgebraicValue) -> Result<String, JsonError> {
+    let mut out = String::new();
+    write(&mut out, ts, ty, v)?;
+    Ok(out)
+}
+
+/// Appends `v`, of type `ty`, as SATS-JSON to `out`.
+pub fn write(out: &mut String, ts: &Typespace, ty: &AlgebraicType, v: &AlgebraicValue) -> Result<(), JsonError> {
+    write_at(out, ts, ty, v, 0)
+}
+
+/// Appends a JSON string literal, escaped as serde_json escapes it.
+pub fn write_str(out: &mut String, s: &str) {
+    // serde_json cannot fail to serialise a str into a String.
+    out.push_str(&serde_json::to_string(s).unwrap_or_default());
+}
+
+fn write_f64(out: &mut String, f: f64) {
+    if f.is_finite() {
+        out.push_str(ryu::Buffer::new().format_finite(f));
+    } else {
+        out.push_str("null");
+    }
+}
+
+fn write_f32(out: &mut String, f: f32) {
+    if f.is_finite() {
+        out.push_str(ryu::Buffer::new().format_finite(f));
+    } else {
+        out.push_str("null");
+    }
+}
+
+fn mismatch(ty: &AlgebraicType, v: &AlgebraicValue) -> JsonError {
+    JsonError::Mismatch(format!("{v:?} is not a {ty:?}"))
+}
+
+fn write_at(
+    out: &mut String,
+    ts: &Typespace,
+    ty: &AlgebraicType,
+    v: &AlgebraicValue,
+    depth: u32,
+) -> Result<(), JsonError> {
+    use AlgebraicType as T;
+    use AlgebraicValue as V;
+    if depth > MAX_DEPTH {
+        return Err(JsonError::TooDeep);
+    }
+    match (ty, v) {
+        (T::Ref(r), _) => {
+            let ty = ts.types.get(*r as usize).ok_or(JsonError::DanglingRef(*r))?;
+            write_at(out, ts, ty, v, depth + 1)?
+        }
+        (T::Bool, V::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
+        (T::I8, V::I8(x)) => write!(out, "{x}").unwrap_or(()),
+        (T::U8, V::U8(x)) => write!(out, "{x}").unwrap_or(()),
+        (T::I16, V::I16(x)) => write!(out, "{x}").unwrap_or(()),
+        (T::U16, V::U16(x)) => write!(out, "{x}").unwrap_or(()),
+        (T::I32, V::I32(x)) => write!(out, "{x}").unwrap_or(()),
+        (T::U32, V::U32(x)) => write!(out, "{x}").unwrap_or(()),
+        (T::I64, V::I64(x)) => write!(out, "{x}").unwrap_or(()),
+        (T::U64, V::U64(x)) => write!(out, "{x}").unwrap_or(()),
+        (T::I128, V::I128(x)) => write!(out, "{x}").unwrap_or(()),
+        (T::U128, V::U128(x)) => write!(out, "{x}").unwrap_or(()),
+        (T::I256, V::I256(x)) => write!(out, "\"{:-#x}\"", **x).unwrap_or(()),
+        (T::U256, V::U256(x)) => write!(out, "\"{:#x}\"", **x).unwrap_or(()),
+        (T::F32, V::F32(x)) => write_f32(out, x.0),
+        (T::F64, V::F64(x)) => write_f64(out, x.0),
+        (T::String, V::String(s)) => write_str(out, s),
+        (T::Array(elem), V::Array(items)) => {
+            if **elem == T::U8 {
+                out.push('"');
+                for item in items.iter() {
+                    let V::U8(b) = item else { return Err(mismatch(elem, item)) };
+                    write!(out, "{b:02x}").unwrap_or(());
+                }
+                out.push('"');
+            } else {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write_at(out, ts, elem, item, depth + 1)?;
+                }
+                out.push(']');
+            }
+        }
+        (T::Product(p), V::Product(items)) => write_product(out, ts, p, items, depth)?,
+        (T::Sum(s), V::Sum(SumValue { tag, value })) => {
+            let variant = s.variants.get(*tag as usize).ok_or_else(|| mismatch(ty, v))?;
+            match &variant.name {
+                Some(name) => {
+                    out.push('{');
+                    write_str(out, name);
+                    out.push(':');
+                    write_at(out, ts, &variant.ty, value, depth + 1)?;
+                    out.push('}');
+                }
+                None => {
+                    write!(out, "[{tag},").unwrap_or(());
+                    write_at(out, ts, &variant.ty, value, depth + 1)?;
+                    out.push(']');
+                }
+            }
+        }
+        _ => return Err(mismatch(ty, v)),
+    }
+    Ok(())
+}
+
+fn write_product(
+    out: &mut String,
+    ts: &Typespace,
+    p: &ProductType,
+    items: &[AlgebraicValue],
+    depth: u32,
+) -> Result<(), JsonError> {
+    if p.elements.len() != items.len() {
+        return Err(JsonError::Mismatch(format!(
+            "product has {} elements, its type {}",
+            items.len(),
+            p.elements.len()
+        )));
+    }
+    // A product is an object only when every element has a name (the unit type is `[]`).
+    let named = !p.elements.is_empty() && p.elements.iter().all(|e| e.name.is_some());
+    out.push(if named { '{' } else { '[' });
+    for (i, (e, item)) in p.elements.iter().zip(items).enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if let (true, Some(name)) = (named, &e.name) {
+            write_str(out, name);
+            out.push(':');
+        }
+        write_at(out, ts, &e.ty, item, depth + 1)?;
+    }
+    out.push(if named { '}' } else { ']' });
+    Ok(())
+}
+
+/// Reads a value of type `ty` from SATS-JSON text.
+pub fn from_str(ts: &Typespace, ty: &AlgebraicType, json: &str) -> Result<AlgebraicValue, JsonError> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let v = TypedSeed::new(ts, ty).deserialize(&mut de).map_err(|e| JsonError::Parse(e.to_string()))?;
+    de.end().map_err(|e| JsonError::Parse(e.to_string()))?;
+    Ok(v)
+}
+
+/// A serde seed that reads one value of a given algebraic type from any self-describing format.
+#[derive(Clone, Copy)]
+pub struct TypedSeed<'a> {
+    ts: &'a Typespace,
+    ty: &'a AlgebraicType,
+    depth: u32,
+}
+
+impl<'a> TypedSeed<'a> {
+    pub fn new(ts: &'a Typespace, ty: &'a AlgebraicType) -> Self {
+        Self { ts, ty, depth: 0 }
+    }
+
+    fn child(&self, ty: &'a AlgebraicType) -> Self {
+        Self { ts: self.ts, ty, depth: self.depth + 1 }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for TypedSeed<'_> {
+    type Value = AlgebraicValue;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<AlgebraicValue, D::Error> {
+        use AlgebraicType as T;
+        use AlgebraicValue as V;
+        if self.depth > MAX_DEPTH {
+            return Err(de::Error::custom("value nested too deeply"));
+        }
+        let num = |e: String| <D::Error as de::Error>::custom(e);
+        Ok(match self.ty {
+            T::Ref(r) => {
+                let ty = self.ts.types.get(*r as usize).ok_or_else(|| num(format!("dangling type reference {r}")))?;
+                return self.child(ty).deserialize(de);
+            }
+            T::Bool => V::Bool(serde::Deserialize::deserialize(de)?),
+            T::I8 => V::I8(serde::Deserialize::deserialize(de)?),
+            T::U8 => V::U8(serde::Deserialize::deserialize(de)?),
+            T::I16 => V::I16(serde::Deserialize::deserialize(de)?),
+            T::U16 => V::U16(serde::Deserialize::deserialize(de)?),
+            T::I32 => V::I32(serde::Deserialize::deserialize(de)?),
+            T::U32 => V::U32(serde::Deserialize::deserialize(de)?),
+            T::I64 => V::I64(serde::Deserialize::deserialize(de)?),
+            T::U64 => V::U64(serde::Deserialize::deserialize(de)?),
+            T::I128 => V::I128(serde::Deserialize::deserialize(de)?),
+            T::U128 => V::U128(serde::Deserialize::deserialize(de)?),
+            T::I256 => {
+                let s: std::borrow::Cow<'_, str> = serde::Deserialize::deserialize(de)?;
+                V::I256(Box::new(I256::from_str_hex(&s).map_err(|e| num(format!("invalid i256 {s:?}: {e}")))?))
+            }
+            T::U256 => {
+                let s: std::borrow::Cow<'_, str> = serde::Deserialize::deserialize(de)?;
+                V::U256(Box::new(U256::from_str_hex(&s).map_err(|e| num(format!("invalid u256 {s:?}: {e}")))?))
+            }
+            T::F32 => V::F32(F32(serde::Deserialize::deserialize(de)?)),
+            T::F64 => V::F64(F64(serde::Deserialize::deserialize(de)?)),
+            T::String => V::String(String::deserialize_owned(de)?.into()),
+            T::Array(elem) if **elem == T::U8 => de.deserialize_any(BytesVisitor)?,
+            T::Array(elem) => de.deserialize_seq(ArrayVisitor(self.child(elem)))?,
+            T::Product(p) => de.deserialize_any(ProductVisitor { seed: self, ty: p })?,
+            T::Sum(s) => de.deserialize_any(SumVisitor { seed: self, ty: s })?,
+        })
+    }
+}
+
+trait DeserializeOwnedString {
+    fn deserialize_owned<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Error>;
+}
+impl DeserializeOwnedString for String {
+    fn deserialize_owned<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Error> {
+        serde::Deserialize::deserialize(de)
+    }
+}
+
+struct BytesVisitor;
+impl<'de> Visitor<'de> for BytesVisitor {
+    type Value = AlgebraicValue;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a hex string or an array of bytes")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<AlgebraicValue, E> {
+        let bytes = hex::decode(v).map_err(|e| E::custom(format!("invalid hex string: {e}")))?;
+        Ok(AlgebraicValue::bytes(&bytes))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AlgebraicValue, A::Error> {
+        let mut out = Vec::new();
+        while let Some(b) = seq.next_element::<u8>()? {
+            out.push(AlgebraicValue::U8(b));
+        }
+        Ok(AlgebraicValue::Array(out.into()))
+    }
+}
+
+struct ArrayVisitor<'a>(TypedSeed<'a>);
+impl<'de> Visitor<'de> for ArrayVisitor<'_> {
+    type Value = AlgebraicValue;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AlgebraicValue, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq.next_element_seed(self.0)? {
+            out.push(v);
+        }
+        Ok(AlgebraicValue::Array(out.into()))
+    }
+}
+
+struct ProductVisitor<'a> {
+    seed: TypedSeed<'a>,
+    ty: &'a ProductType,
+}
+
+impl<'de> Visitor<'de> for ProductVisitor<'_> {
+    type Value = AlgebraicValue;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a product (object or array) of {} elements", self.ty.elements.len())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AlgebraicValue, A::Error> {
+        let n = self.ty.elements.len();
+        let mut out = Vec::with_capacity(n);
+        for (i, e) in self.ty.elements.iter().enumerate() {
+            match seq.next_element_seed(self.seed.child(&e.ty))? {
+                Some(v) => out.push(v),
+                None => return Err(de::Error::invalid_length(i, &self)),
+            }
+        }
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::invalid_length(n + 1, &self));
+        }
+        Ok(AlgebraicValue::Product(out.into()))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AlgebraicValue, A::Error> {
+        let n = self.ty.elements.len();
+        let mut slots: Vec<Option<AlgebraicValue>> = vec![None; n];
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            let i = self
+                .ty
+                .index_of(&key)
+                .or_else(|| key.parse::<usize>().ok().filter(|i| *i < n))
+                .ok_or_else(|| de::Error::custom(format!("unknown field `{key}`")))?;
+            if slots[i].is_some() {
+                return Err(de::Error::custom(format!("duplicate field `{key}`")));
+            }
+            slots[i] = Some(map.next_value_seed(self.seed.child(&self.ty.elements[i].ty))?);
+        }
+        let mut out = Vec::with_capacity(n);
+        for (slot, e) in slots.into_iter().zip(self.ty.elements.iter()) {
+            match slot {
+                Some(v) => out.push(v),
+                None => {
+                    let name = e.name.as_deref().unwrap_or("?");
+                    return Err(de::Error::custom(format!("missing field `{name}`")));
+                }
+            }
+        }
+        Ok(AlgebraicValue::Product(out.into()))
+    }
+}
+
+struct SumVisitor<'a> {
+    seed: TypedSeed<'a>,
+    ty: &'a SumType,
+}
+
+impl SumVisitor<'_> {
+    fn tag_of<E: de::Error>(&self, key: &str) -> Result<u8, E> {
+        if let Some(i) = self.ty.variants.iter().position(|v| v.name.as_deref() == Some(key)) {
+            return Ok(i as u8);
+        }
+        match key.parse::<u8>() {
+            Ok(t) if (t as usize) < self.ty.variants.len() => Ok(t),
+            _ => Err(E::custom(format!("unknown variant `{key}`"))),
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for SumVisitor<'_> {
+    type Value = AlgebraicValue;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a sum value: {\"Variant\": payload}")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AlgebraicValue, A::Error> {
+        let key = map
+            .next_key::<std::borrow::Cow<'de, str>>()?
+            .ok_or_else(|| de::Error::custom("expected map representing sum type to have exactly one field"))?;
+        let tag = self.tag_of::<A::Error>(&key)?;
+        let value = map.next_value_seed(self.seed.child(&self.ty.variants[tag as usize].ty))?;
+        if map.next_key::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom("expected map representing sum type to have exactly one field"));
+        }
+        Ok(AlgebraicValue::Sum(SumValue { tag, value: Box::new(value) }))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AlgebraicValue, A::Error> {
+        const ERR: &str = "expected seq representing sum type to have exactly two fields";
+        let tag: u8 = seq.next_element()?.ok_or_else(|| de::Error::custom(ERR))?;
+        let variant = self
+            .ty
+            .variants
+            .get(tag as usize)
+            .ok_or_else(|| de::Error::custom(format!("unknown variant tag {tag}")))?;
+        let value = seq.next_element_seed(self.seed.child(&variant.ty))?.ok_or_else(|| de::Error::custom(ERR))?;
+        if seq.next_element::<de::IgnoredAny>()?.is_some() {
+            return Err(de::Error::custom(ERR));
+        }
+        Ok(AlgebraicValue::Sum(SumValue { tag, value: Box::new(value) }))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<AlgebraicValue, E> {
+        if self.ty.as_option().is_some() {
+            Ok(AlgebraicValue::none())
+        } else {
+            Err(E::invalid_type(de::Unexpected::Unit, &self))
+        }
+    }
+}

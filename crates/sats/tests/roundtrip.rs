@@ -1,0 +1,167 @@
+//! Property tests: every generated value survives BSATN and SATS-JSON round trips.
+
+use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue, ProductType, SumType, Typespace, F32, F64, I256, U256};
+use proptest::prelude::*;
+
+fn leaf_type() -> impl Strategy<Value = AlgebraicType> {
+    use AlgebraicType::*;
+    prop_oneof![
+        Just(Bool), Just(I8), Just(U8), Just(I16), Just(U16), Just(I32), Just(U32), Just(I64), Just(U64),
+        Just(I128), Just(U128), Just(I256), Just(U256), Just(F32), Just(F64), Just(String),
+        Just(AlgebraicType::identity()), Just(AlgebraicType::timestamp()), Just(AlgebraicType::schedule_at()),
+    ]
+}
+
+fn any_type() -> impl Strategy<Value = AlgebraicType> {
+    leaf_type().prop_recursive(4, 24, 4, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(AlgebraicType::array),
+            inner.clone().prop_map(AlgebraicType::option),
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(|tys| {
+                let names: Vec<String> = (0..tys.len()).map(|i| format!("f{i}")).collect();
+                AlgebraicType::Product(ProductType::new(names.iter().map(|n| n.as_str()).zip(tys)))
+            }),
+            proptest::collection::vec(inner.clone(), 0..3).prop_map(|tys| AlgebraicType::Product(ProductType::tuple(tys))),
+            proptest::collection::vec(inner, 1..4).prop_map(|tys| {
+                let names: Vec<String> = (0..tys.len()).map(|i| format!("V{i}")).collect();
+                AlgebraicType::Sum(SumType::new(names.iter().map(|n| n.as_str()).zip(tys)))
+            }),
+        ]
+    })
+}
+
+fn value_of(ty: &AlgebraicType) -> BoxedStrategy<AlgebraicValue> {
+    use AlgebraicType as T;
+    use AlgebraicValue as V;
+    match ty {
+        T::Ref(_) => unreachable!("generated types have no refs"),
+        T::Bool => any::<bool>().prop_map(V::Bool).boxed(),
+        T::I8 => any::<i8>().prop_map(V::I8).boxed(),
+        T::U8 => any::<u8>().prop_map(V::U8).boxed(),
+        T::I16 => any::<i16>().prop_map(V::I16).boxed(),
+        T::U16 => any::<u16>().prop_map(V::U16).boxed(),
+        T::I32 => any::<i32>().prop_map(V::I32).boxed(),
+        T::U32 => any::<u32>().prop_map(V::U32).boxed(),
+        T::I64 => any::<i64>().prop_map(V::I64).boxed(),
+        T::U64 => any::<u64>().prop_map(V::U64).boxed(),
+        T::I128 => any::<i128>().prop_map(V::I128).boxed(),
+        T::U128 => any::<u128>().prop_map(V::U128).boxed(),
+        T::I256 => any::<[u8; 32]>().prop_map(|b| V::I256(Box::new(I256::from_le_bytes(b)))).boxed(),
+        T::U256 => any::<[u8; 32]>().prop_map(|b| V::U256(Box::new(U256::from_le_bytes(b)))).boxed(),
+        // JSON has no NaN or infinities: SpacetimeDB writes them as null, which cannot come back.
+        T::F32 => any::<f32>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| V::F32(F32(f))).boxed(),
+        T::F64 => any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| V::F64(F64(f))).boxed(),
+        T::String => ".{0,12}".prop_map(V::string).boxed(),
+        T::Array(elem) => proptest::collection::vec(value_of(elem), 0..4).prop_map(|v| V::Array(v.into())).boxed(),
+        T::Product(p) => {
+            let parts: Vec<_> = p.elements.iter().map(|e| value_of(&e.ty)).collect();
+            parts.prop_map(|v| V::Product(v.into())).boxed()
+        }
+        T::Sum(s) => {
+            let variants: Vec<_> = s
+                .variants
+                .iter()
+                .enumerate()
+                .map(|(i, v)| value_of(&v.ty).prop_map(move |x| V::sum(i as u8, x)).boxed())
+                .collect();
+            proptest::strategy::Union::new(variants).boxed()
+        }
+    }
+}
+
+fn typed_value() -> impl Strategy<Value = (AlgebraicType, AlgebraicValue)> {
+    any_type().prop_flat_map(|ty| value_of(&ty).prop_map(move |v| (ty.clone(), v)))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn bsatn_decode_of_encode_is_identity((ty, v) in typed_value()) {
+        let ts = Typespace::default();
+        let bytes = bsatn::to_vec(&v);
+        prop_assert_eq!(bsatn::decode(&ts, &ty, &bytes).unwrap(), v);
+        let mut r = bsatn::Reader::new(&bytes);
+        bsatn::skip(&ts, &ty, &mut r).unwrap();
+        prop_assert!(r.remaining().is_empty());
+    }
+
+    #[test]
+    fn json_read_of_write_is_identity((ty, v) in typed_value()) {
+        let ts = Typespace::default();
+        let text = json::to_string(&ts, &ty, &v).unwrap();
+        let back = json::from_str(&ts, &ty, &text).unwrap();
+        prop_assert_eq!(back, v, "json was {}", text);
+    }
+
+    #[test]
+    fn truncated_bsatn_is_an_error_never_a_panic((ty, v) in typed_value(), cut in any::<prop::sample::Index>()) {
+        let ts = Typespace::default();
+        let bytes = bsatn::to_vec(&v);
+        if !bytes.is_empty() {
+            let n = cut.index(bytes.len());
+            prop_assert!(bsatn::decode(&ts, &ty, &bytes[..n]).is_err());
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(ty in any_type(), bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let ts = Typespace::default();
+        let _ = bsatn::decode(&ts, &ty, &bytes);
+        let _ = bsatn::skip(&ts, &ty, &mut bsatn::Reader::new(&bytes));
+    }
+}
+
+#[test]
+fn json_matches_spacetimedb_forms() {
+    let ts = Typespace::default();
+    let cases: Vec<(AlgebraicType, AlgebraicValue, &str)> = vec![
+        (AlgebraicType::U256, AlgebraicValue::U256(Box::new(U256::MAX)), "\"0xffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\""),
+        (AlgebraicType::U256, AlgebraicValue::U256(Box::new(U256::ZERO)), "\"0x0\""),
+        (AlgebraicType::I256, AlgebraicValue::I256(Box::new(I256::MIN)), "\"-0x8000000000000000000000000000000000000000000000000000000000000000\""),
+        (AlgebraicType::I256, AlgebraicValue::I256(Box::new(I256::new(-1))), "\"-0x1\""),
+        (AlgebraicType::U128, AlgebraicValue::U128(u128::MAX), "340282366920938463463374607431768211455"),
+        (AlgebraicType::I128, AlgebraicValue::I128(i128::MIN), "-170141183460469231731687303715884105728"),
+        (AlgebraicType::option(AlgebraicType::I32), AlgebraicValue::none(), "{\"none\":[]}"),
+        (AlgebraicType::option(AlgebraicType::I32), AlgebraicValue::some(AlgebraicValue::I32(-5)), "{\"some\":-5}"),
+        (AlgebraicType::array(AlgebraicType::U8), AlgebraicValue::bytes(&[0, 171, 255]), "\"00abff\""),
+        (AlgebraicType::F64, AlgebraicValue::F64(F64(1.0)), "1.0"),
+        (AlgebraicType::F64, AlgebraicValue::F64(F64(f64::NAN)), "null"),
+        (AlgebraicType::F32, AlgebraicValue::F32(F32(f32::MAX)), "3.4028235e38"),
+        (AlgebraicType::unit(), AlgebraicValue::unit(), "[]"),
+        (AlgebraicType::timestamp(), AlgebraicValue::product([AlgebraicValue::I64(5)]), "{\"__timestamp_micros_since_unix_epoch__\":5}"),
+        (AlgebraicType::schedule_at(), AlgebraicValue::sum(0, AlgebraicValue::product([AlgebraicValue::I64(1000)])), "{\"Interval\":{\"__time_duration_micros__\":1000}}"),
+    ];
+    for (ty, v, want) in cases {
+        assert_eq!(json::to_string(&ts, &ty, &v).unwrap(), want);
+        if want != "null" {
+            assert_eq!(json::from_str(&ts, &ty, want).unwrap(), v, "reading {want}");
+        }
+    }
+}
+
+#[test]
+fn json_rejects_bad_input_with_errors() {
+    let ts = Typespace::default();
+    let p = AlgebraicType::product([("a", AlgebraicType::U8), ("b", AlgebraicType::String)]);
+    for bad in [r#"{"a":1}"#, r#"{"a":1,"b":"x","c":2}"#, r#"{"a":256,"b":"x"}"#, "[1]", "[1,\"x\",3]", "\"x\"", "{", ""] {
+        assert!(json::from_str(&ts, &p, bad).is_err(), "{bad} should fail");
+    }
+    assert!(json::from_str(&ts, &AlgebraicType::U256, "5").is_err());
+    assert!(json::from_str(&ts, &AlgebraicType::U256, "\"-0x1\"").is_err());
+    assert!(json::from_str(&ts, &AlgebraicType::option(AlgebraicType::U8), "null").is_ok());
+}
+
+#[test]
+fn bsatn_rejects_malformed_input() {
+    let ts = Typespace::default();
+    assert!(matches!(bsatn::decode(&ts, &AlgebraicType::Bool, &[2]), Err(bsatn::DecodeError::InvalidBool(2))));
+    assert!(bsatn::decode(&ts, &AlgebraicType::String, &[1, 0, 0, 0, 0xff]).is_err());
+    assert!(bsatn::decode(&ts, &AlgebraicType::array(AlgebraicType::unit()), &[255, 255, 255, 255]).is_err());
+    assert!(bsatn::decode(&ts, &AlgebraicType::U32, &[1, 0, 0, 0, 9]).is_err());
+    assert!(bsatn::decode(&ts, &AlgebraicType::Ref(3), &[]).is_err());
+    // A self-referential type nests only as deep as the input allows, and never overflows the stack.
+    let ts = Typespace { types: vec![AlgebraicType::option(AlgebraicType::Ref(0))] };
+    let deep = vec![0u8; 100_000];
+    assert!(bsatn::decode(&ts, &AlgebraicType::Ref(0), &deep).is_err());
+}
