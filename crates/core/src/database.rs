@@ -1,0 +1,250 @@
+//! One database: a module host and its tables, with lifecycle reducers, argument decoding and
+//! scheduled reducers. Owned by exactly one writer (see [`crate::executor`]).
+
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use epoch_host::{CallContext, HostConfig, HostError, ModuleHost, ReducerOutcome, ReducerResult};
+use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue};
+use epoch_schema::{Lifecycle, ModuleDef};
+use epoch_store::TxDelta;
+
+use crate::scheduler::Scheduler;
+
+/// A caller's identity and connection, little-endian as the ABI passes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Caller {
+    pub identity: [u8; 32],
+    pub connection_id: [u8; 16],
+}
+
+impl Caller {
+    /// A caller with no connection (an HTTP call, the scheduler, a test).
+    pub fn identity(identity: [u8; 32]) -> Self {
+        Self { identity, connection_id: [0; 16] }
+    }
+}
+
+/// Reducer arguments as a client sends them.
+#[derive(Debug, Clone)]
+pub enum ReducerArgs {
+    /// SATS-JSON: an array of the arguments in order, or an object by parameter name.
+    Json(String),
+    /// BSATN of the parameter product.
+    Bsatn(Vec<u8>),
+}
+
+/// Why a reducer could not be called at all (as opposed to failing once called).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    #[error("no such reducer `{0}`")]
+    NoSuchReducer(String),
+    #[error("invalid arguments for reducer `{reducer}`: {message}")]
+    InvalidArguments { reducer: String, message: String },
+    #[error("lifecycle reducer `{0}` cannot be called directly")]
+    LifecycleReducer(String),
+}
+
+/// Why a database could not be created from a module.
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("the module's init reducer failed: {0}")]
+    InitFailed(String),
+}
+
+/// The current time in microseconds since the Unix epoch.
+pub fn now_micros() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+/// A database: one module, its tables, and its schedules.
+pub struct Database {
+    host: ModuleHost,
+    identity: [u8; 32],
+    scheduler: Scheduler,
+    /// Reducers queued by `volatile_nonatomic_schedule_immediate`, run after the current call.
+    immediate: VecDeque<(String, Vec<u8>)>,
+}
+
+impl Database {
+    /// Loads `wasm` as a new database with identity `identity`, and runs the module's `init`
+    /// reducer (if any) with `owner` as the caller, as a first publish does.
+    pub fn create(wasm: &[u8], identity: [u8; 32], owner: Caller, config: HostConfig) -> Result<Self, CreateError> {
+        let host = ModuleHost::load(wasm, identity, config)?;
+        let scheduler = Scheduler::new(host.def());
+        let mut db = Self { host, identity, scheduler, immediate: VecDeque::new() };
+        if let Some(init) = db.host.def().lifecycle_reducer(Lifecycle::Init) {
+            let params = db.host.def().reducers[init].params.clone();
+            // `init` takes no arguments beyond the context in 1.3 modules; pass an empty product.
+            let args = if params.elements.is_empty() { Vec::new() } else { return Err(CreateError::InitFailed("init must take no arguments".into())) };
+            let r = db.run(init, args, owner, now_micros());
+            if let Some(msg) = r.outcome.error_message() {
+                return Err(CreateError::InitFailed(msg));
+            }
+        }
+        Ok(db)
+    }
+
+    pub fn def(&self) -> &ModuleDef {
+        self.host.def()
+    }
+
+    pub fn identity(&self) -> [u8; 32] {
+        self.identity
+    }
+
+    pub fn host(&self) -> &ModuleHost {
+        &self.host
+    }
+
+    pub fn store(&self) -> &epoch_store::Store {
+        self.host.db()
+    }
+
+    pub fn logs(&self) -> &epoch_host::ModuleLogs {
+        self.host.logs()
+    }
+
+    /// Decodes client arguments for reducer `reducer_id` into BSATN, checking them against its
+    /// parameter types.
+    pub fn encode_args(&self, reducer_id: usize, args: &ReducerArgs) -> Result<Vec<u8>, CallError> {
+        let def = self.host.def();
+        let reducer = &def.reducers[reducer_id];
+        let ty = AlgebraicType::Product(reducer.params.clone());
+        let invalid = |message: String| CallError::InvalidArguments { reducer: reducer.name.clone(), message };
+        match args {
+            ReducerArgs::Json(text) => {
+                let v = json::from_str(&def.typespace, &ty, text).map_err(|e| invalid(e.to_string()))?;
+                Ok(bsatn::to_vec(&v))
+            }
+            ReducerArgs::Bsatn(bytes) => {
+                bsatn::skip(&def.typespace, &ty, &mut bsatn::Reader::new(bytes))
+                    .and_then(|_| bsatn::decode(&def.typespace, &ty, bytes).map(drop))
+                    .map_err(|e| invalid(e.to_string()))?;
+                Ok(bytes.clone())
+            }
+        }
+    }
+
+    /// Calls reducer `name` as `caller`. Lifecycle reducers are refused; use the dedicated methods.
+    pub fn call(&mut self, name: &str, args: ReducerArgs, caller: Caller) -> Result<ReducerResult, CallError> {
+        let id = self.host.def().reducer_id(name).ok_or_else(|| CallError::NoSuchReducer(name.to_string()))?;
+        if self.host.def().reducers[id].lifecycle.is_some() {
+            return Err(CallError::LifecycleReducer(name.to_string()));
+        }
+        let args = self.encode_args(id, &args)?;
+        let result = self.run(id, args, caller, now_micros());
+        self.drain_immediate();
+        Ok(result)
+    }
+
+    /// Runs the module's `client_connected` reducer, if it has one.
+    pub fn client_connected(&mut self, caller: Caller) -> Option<ReducerResult> {
+        self.lifecycle(Lifecycle::OnConnect, caller)
+    }
+
+    /// Runs the module's `client_disconnected` reducer, if it has one.
+    pub fn client_disconnected(&mut self, caller: Caller) -> Option<ReducerResult> {
+        self.lifecycle(Lifecycle::OnDisconnect, caller)
+    }
+
+    fn lifecycle(&mut self, lc: Lifecycle, caller: Caller) -> Option<ReducerResult> {
+        let id = self.host.def().lifecycle_reducer(lc)?;
+        let r = self.run(id, Vec::new(), caller, now_micros());
+        self.drain_immediate();
+        Some(r)
+    }
+
+    /// Runs one reducer and feeds its committed changes to the scheduler.
+    fn run(&mut self, id: usize, args: Vec<u8>, caller: Caller, timestamp_micros: i64) -> ReducerResult {
+        let ctx = CallContext { sender: caller.identity, connection_id: caller.connection_id, timestamp_micros };
+        let mut r = self.host.call_reducer(id as u32, args, ctx);
+        self.after_commit(&mut r);
+        r
+    }
+
+    fn after_commit(&mut self, r: &mut ReducerResult) {
+        if let Some(delta) = &r.delta {
+            self.scheduler.observe(self.host.db(), delta, now_micros());
+        }
+        self.immediate.extend(r.scheduled_immediate.drain(..));
+    }
+
+    /// Runs reducers the module queued with `volatile_nonatomic_schedule_immediate`, bounded so a
+    /// module that keeps queueing cannot hold the writer forever.
+    fn drain_immediate(&mut self) {
+        for _ in 0..1024 {
+            let Some((name, args)) = self.immediate.pop_front() else { return };
+            match self.host.def().reducer_id(&name) {
+                Some(id) => {
+                    let me = Caller::identity(self.identity);
+                    let r = self.run(id, args, me, now_micros());
+                    if let Some(msg) = r.outcome.error_message() {
+                        tracing::debug!(reducer = %name, "immediately scheduled reducer failed: {msg}");
+                    }
+                }
+                None => tracing::warn!(reducer = %name, "module scheduled an unknown reducer"),
+            }
+        }
+    }
+
+    /// When the next scheduled reducer is due, in microseconds since the Unix epoch.
+    pub fn next_due_micros(&self) -> Option<i64> {
+        self.scheduler.next_due()
+    }
+
+    /// Runs every scheduled reducer due at `now`; returns how many ran.
+    pub fn run_due(&mut self, now: i64) -> usize {
+        let mut ran = 0;
+        while let Some(job) = self.scheduler.pop_due(now) {
+            ran += 1;
+            let Some(row) = self.scheduler.row_of(self.host.db(), &job) else { continue };
+            let Some(reducer) = self.host.def().reducer_id(&job.reducer) else { continue };
+            // A scheduled reducer takes the row as its one argument: the product's encoding is the row's.
+            let me = Caller::identity(self.identity);
+            let r = self.run(reducer, row, me, job.due_micros.max(now_micros()));
+            if let ReducerOutcome::Committed = r.outcome {
+            } else if let Some(msg) = r.outcome.error_message() {
+                tracing::debug!(reducer = %job.reducer, "scheduled reducer failed: {msg}");
+            }
+            // As 1.3 does: a one-shot row is deleted after its call, an interval is queued again.
+            let mut cleanup = self.scheduler.finish(&mut self.host, &job);
+            self.after_commit(&mut cleanup);
+        }
+        self.drain_immediate();
+        ran
+    }
+
+    /// Every row of table `name` as SATS-JSON objects, in storage order (for tools and tests).
+    pub fn rows_json(&self, name: &str) -> Option<Vec<String>> {
+        let table = self.store().table_by_name(name)?;
+        let ty = AlgebraicType::Product(table.schema.row_type().clone());
+        let ts = &self.store().typespace;
+        Some(
+            table
+                .iter()
+                .map(|(_, row)| {
+                    bsatn::decode(ts, &ty, row)
+                        .ok()
+                        .and_then(|v| json::to_string(ts, &ty, &v).ok())
+                        .unwrap_or_default()
+                })
+                .collect(),
+        )
+    }
+
+    /// Every row of table `name`, decoded.
+    pub fn rows(&self, name: &str) -> Option<Vec<AlgebraicValue>> {
+        let table = self.store().table_by_name(name)?;
+        let ty = AlgebraicType::Product(table.schema.row_type().clone());
+        let ts = &self.store().typespace;
+        Some(table.iter().filter_map(|(_, row)| bsatn::decode(ts, &ty, row).ok()).collect())
+    }
+
+    /// Feeds a delta produced outside a reducer (e.g. SQL DML) to the scheduler.
+    pub fn observe_delta(&mut self, delta: &TxDelta) {
+        self.scheduler.observe(self.host.db(), delta, now_micros());
+    }
+}

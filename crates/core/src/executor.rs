@@ -1,0 +1,66 @@
+//! The single writer of a database: a thread that owns the [`Database`], runs requests one at a
+//! time in arrival order, and fires scheduled reducers when they fall due.
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+
+use crate::database::{now_micros, Database};
+
+type Job = Box<dyn FnOnce(&mut Database) + Send>;
+
+/// The longest the writer sleeps without looking at its schedule.
+const IDLE_WAKE: Duration = Duration::from_millis(500);
+/// Requests waiting for the writer; callers block (back-pressure) when it is full.
+const QUEUE_CAPACITY: usize = 4096;
+
+/// A handle to a database's writer thread. Dropping every handle stops the thread.
+#[derive(Clone)]
+pub struct DatabaseHandle {
+    tx: Sender<Job>,
+}
+
+/// The writer thread is gone (the database was shut down or its thread panicked).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the database is shut down")]
+pub struct ShutDown;
+
+impl DatabaseHandle {
+    /// Starts the writer thread for `db`.
+    pub fn spawn(db: Database, name: &str) -> (Self, JoinHandle<()>) {
+        let (tx, rx) = bounded::<Job>(QUEUE_CAPACITY);
+        let thread = std::thread::Builder::new()
+            .name(format!("db-{name}"))
+            .spawn(move || writer_loop(db, rx))
+            .expect("spawning a database writer thread");
+        (Self { tx }, thread)
+    }
+
+    /// Runs `f` on the writer and waits for its result.
+    pub fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut Database) -> R + Send + 'static) -> Result<R, ShutDown> {
+        let (rtx, rrx) = bounded(1);
+        self.tx
+            .send(Box::new(move |db| {
+                let _ = rtx.send(f(db));
+            }))
+            .map_err(|_| ShutDown)?;
+        rrx.recv().map_err(|_| ShutDown)
+    }
+}
+
+fn writer_loop(mut db: Database, rx: Receiver<Job>) {
+    loop {
+        let now = now_micros();
+        db.run_due(now);
+        let wait = match db.next_due_micros() {
+            Some(due) => Duration::from_micros(due.saturating_sub(now_micros()).max(0) as u64).min(IDLE_WAKE),
+            None => IDLE_WAKE,
+        };
+        match rx.recv_timeout(wait) {
+            Ok(job) => job(&mut db),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! # epoch-core
+//!
+//! A [`Database`] is one module with its tables: it decodes client arguments, refuses direct
+//! calls of lifecycle reducers, runs `init` on creation and `client_connected` /
+//! `client_disconnected` on request, and fires scheduled reducers. A [`DatabaseHandle`] puts it
+//! on its own writer thread, so reducers are serializable by construction.
+//!
+//! Not for: HTTP, identities or durability.
+
+pub mod database;
+pub mod executor;
+pub mod scheduler;
+
+pub use database::{now_micros, Caller, CallError, CreateError, Database, ReducerArgs};
+pub use epoch_host::{HostConfig, ReducerOutcome, ReducerResult};
+pub use executor::{DatabaseHandle, ShutDown};

@@ -1,0 +1,273 @@
+//! The raw module definition (`RawModuleDef::V9`) exactly as a module's `__describe_module__` writes
+//! it in BSATN, and its decoder.
+
+use epoch_sats::bsatn::{DecodeError, Reader};
+use epoch_sats::{AlgebraicType, ProductType, ProductTypeElement, SumType, SumTypeVariant, Typespace};
+
+/// Nesting limit for types inside a module definition.
+const MAX_TYPE_DEPTH: u32 = 64;
+
+/// A module's self-description, before validation.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawModuleDefV9 {
+    pub typespace: Typespace,
+    pub tables: Vec<RawTableDefV9>,
+    pub reducers: Vec<RawReducerDefV9>,
+    pub types: Vec<RawTypeDefV9>,
+    /// `misc_exports` has no variants in 1.3, so it is always empty.
+    pub row_level_security: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTableDefV9 {
+    pub name: String,
+    pub product_type_ref: u32,
+    pub primary_key: Vec<u16>,
+    pub indexes: Vec<RawIndexDefV9>,
+    pub constraints: Vec<RawConstraintDefV9>,
+    pub sequences: Vec<RawSequenceDefV9>,
+    pub schedule: Option<RawScheduleDefV9>,
+    pub table_type: TableType,
+    pub table_access: TableAccess,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableType {
+    System,
+    User,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableAccess {
+    Public,
+    Private,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawIndexDefV9 {
+    pub name: Option<String>,
+    pub accessor_name: Option<String>,
+    pub algorithm: RawIndexAlgorithm,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawIndexAlgorithm {
+    BTree { columns: Vec<u16> },
+    Hash { columns: Vec<u16> },
+    Direct { column: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawConstraintDefV9 {
+    pub name: Option<String>,
+    /// The one kind of constraint 1.3 has: `Unique { columns }`.
+    pub unique_columns: Vec<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawSequenceDefV9 {
+    pub name: Option<String>,
+    pub column: u16,
+    pub start: Option<i128>,
+    pub min_value: Option<i128>,
+    pub max_value: Option<i128>,
+    pub increment: i128,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawScheduleDefV9 {
+    pub name: Option<String>,
+    pub reducer_name: String,
+    pub scheduled_at_column: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ScopedTypeName {
+    pub scope: Vec<String>,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawTypeDefV9 {
+    pub name: ScopedTypeName,
+    pub ty: u32,
+    pub custom_ordering: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lifecycle {
+    Init,
+    OnConnect,
+    OnDisconnect,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawReducerDefV9 {
+    pub name: String,
+    pub params: ProductType,
+    pub lifecycle: Option<Lifecycle>,
+}
+
+/// Why the bytes from `__describe_module__` are not a module definition Epoch can load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RawDefError {
+    #[error("malformed module definition: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("module definition version V8 is not supported; rebuild the module with spacetimedb 1.x")]
+    V8NotSupported,
+    #[error("unknown module definition version tag {0}")]
+    UnknownVersion(u8),
+}
+
+/// Decodes a BSATN `RawModuleDef`, accepting only the `V9` form that `spacetimedb` 1.x modules emit.
+pub fn decode_module_def(bytes: &[u8]) -> Result<RawModuleDefV9, RawDefError> {
+    let mut r = Reader::new(bytes);
+    let def = match r.u8()? {
+        0 => return Err(RawDefError::V8NotSupported),
+        1 => module_v9(&mut r)?,
+        tag => return Err(RawDefError::UnknownVersion(tag)),
+    };
+    r.finish()?;
+    Ok(def)
+}
+
+fn module_v9(r: &mut Reader<'_>) -> Result<RawModuleDefV9, DecodeError> {
+    let typespace = Typespace { types: r.vec(|r| algebraic_type(r, 0))? };
+    let tables = r.vec(table)?;
+    let reducers = r.vec(reducer)?;
+    let types = r.vec(type_def)?;
+    let misc = r.len_prefix(1)?;
+    if misc != 0 {
+        // `RawMiscModuleExportV9` has no variants: any element is undecodable.
+        return Err(DecodeError::InvalidTag { tag: r.u8()?, variants: 0 });
+    }
+    let row_level_security = r.vec(|r| r.str().map(String::from))?;
+    Ok(RawModuleDefV9 { typespace, tables, reducers, types, row_level_security })
+}
+
+fn string(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+    r.str().map(String::from)
+}
+
+fn opt_string(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
+    r.option(string)
+}
+
+fn col_list(r: &mut Reader<'_>) -> Result<Vec<u16>, DecodeError> {
+    r.vec(|r| r.u16())
+}
+
+fn table(r: &mut Reader<'_>) -> Result<RawTableDefV9, DecodeError> {
+    let name = string(r)?;
+    let product_type_ref = r.u32()?;
+    let primary_key = col_list(r)?;
+    let indexes = r.vec(|r| {
+        let name = opt_string(r)?;
+        let accessor_name = opt_string(r)?;
+        let algorithm = match r.u8()? {
+            0 => RawIndexAlgorithm::BTree { columns: col_list(r)? },
+            1 => RawIndexAlgorithm::Hash { columns: col_list(r)? },
+            2 => RawIndexAlgorithm::Direct { column: r.u16()? },
+            tag => return Err(DecodeError::InvalidTag { tag, variants: 3 }),
+        };
+        Ok(RawIndexDefV9 { name, accessor_name, algorithm })
+    })?;
+    let constraints = r.vec(|r| {
+        let name = opt_string(r)?;
+        match r.u8()? {
+            0 => Ok(RawConstraintDefV9 { name, unique_columns: col_list(r)? }),
+            tag => Err(DecodeError::InvalidTag { tag, variants: 1 }),
+        }
+    })?;
+    let sequences = r.vec(|r| {
+        Ok(RawSequenceDefV9 {
+            name: opt_string(r)?,
+            column: r.u16()?,
+            start: r.option(|r| r.i128())?,
+            min_value: r.option(|r| r.i128())?,
+            max_value: r.option(|r| r.i128())?,
+            increment: r.i128()?,
+        })
+    })?;
+    let schedule = r.option(|r| {
+        Ok(RawScheduleDefV9 { name: opt_string(r)?, reducer_name: string(r)?, scheduled_at_column: r.u16()? })
+    })?;
+    let table_type = match r.u8()? {
+        0 => TableType::System,
+        1 => TableType::User,
+        tag => return Err(DecodeError::InvalidTag { tag, variants: 2 }),
+    };
+    let table_access = match r.u8()? {
+        0 => TableAccess::Public,
+        1 => TableAccess::Private,
+        tag => return Err(DecodeError::InvalidTag { tag, variants: 2 }),
+    };
+    Ok(RawTableDefV9 {
+        name,
+        product_type_ref,
+        primary_key,
+        indexes,
+        constraints,
+        sequences,
+        schedule,
+        table_type,
+        table_access,
+    })
+}
+
+fn reducer(r: &mut Reader<'_>) -> Result<RawReducerDefV9, DecodeError> {
+    let name = string(r)?;
+    let params = product_type(r, 0)?;
+    let lifecycle = r.option(|r| match r.u8()? {
+        0 => Ok(Lifecycle::Init),
+        1 => Ok(Lifecycle::OnConnect),
+        2 => Ok(Lifecycle::OnDisconnect),
+        tag => Err(DecodeError::InvalidTag { tag, variants: 3 }),
+    })?;
+    Ok(RawReducerDefV9 { name, params, lifecycle })
+}
+
+fn type_def(r: &mut Reader<'_>) -> Result<RawTypeDefV9, DecodeError> {
+    let scope = r.vec(string)?;
+    let name = string(r)?;
+    Ok(RawTypeDefV9 { name: ScopedTypeName { scope, name }, ty: r.u32()?, custom_ordering: r.bool()? })
+}
+
+fn product_type(r: &mut Reader<'_>, depth: u32) -> Result<ProductType, DecodeError> {
+    let elements = r.vec(|r| Ok(ProductTypeElement { name: r.option(|r| r.str().map(Into::into))?, ty: algebraic_type(r, depth + 1)? }))?;
+    Ok(ProductType { elements: elements.into() })
+}
+
+/// Decodes an `AlgebraicType` in its own BSATN form (a sum with one variant per type constructor).
+pub fn algebraic_type(r: &mut Reader<'_>, depth: u32) -> Result<AlgebraicType, DecodeError> {
+    use AlgebraicType as T;
+    if depth > MAX_TYPE_DEPTH {
+        return Err(DecodeError::TooDeep);
+    }
+    Ok(match r.u8()? {
+        0 => T::Ref(r.u32()?),
+        1 => {
+            let variants = r.vec(|r| Ok(SumTypeVariant { name: r.option(|r| r.str().map(Into::into))?, ty: algebraic_type(r, depth + 1)? }))?;
+            T::Sum(SumType { variants: variants.into() })
+        }
+        2 => T::Product(product_type(r, depth)?),
+        3 => T::Array(Box::new(algebraic_type(r, depth + 1)?)),
+        4 => T::String,
+        5 => T::Bool,
+        6 => T::I8,
+        7 => T::U8,
+        8 => T::I16,
+        9 => T::U16,
+        10 => T::I32,
+        11 => T::U32,
+        12 => T::I64,
+        13 => T::U64,
+        14 => T::I128,
+        15 => T::U128,
+        16 => T::I256,
+        17 => T::U256,
+        18 => T::F32,
+        19 => T::F64,
+        tag => return Err(DecodeError::InvalidTag { tag, variants: 20 }),
+    })
+}

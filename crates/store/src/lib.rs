@@ -1,0 +1,415 @@
+//! # epoch-store
+//!
+//! The in-memory relational store of one database: tables whose rows stay BSATN bytes, B-tree
+//! indexes on one or several columns (decoded key columns only), unique constraints, `auto_inc`
+//! sequences on every integer width, and transactions that roll back completely.
+//!
+//! One writer owns a [`Store`] (the database executor), so a transaction mutates tables in place
+//! and keeps an undo log: commit is cheap (it turns the log into a [`TxDelta`]), and rollback
+//! replays the log backwards. Set semantics as in SpacetimeDB: inserting a row identical to a
+//! present one changes nothing.
+//!
+//! Not for: durability (the commitlog consumes [`TxDelta`]s) or SQL.
+//!
+//! ```
+//! # use epoch_store::Store;
+//! # fn demo(store: &mut Store, table: u32, row: &mut [u8]) -> Result<(), epoch_store::StoreError> {
+//! store.begin();
+//! store.insert(table, row)?;
+//! let delta = store.commit()?;
+//! # Ok(()) }
+//! ```
+
+mod table;
+
+use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use epoch_sats::bsatn::{self, DecodeError, Reader};
+use epoch_sats::{AlgebraicType, AlgebraicValue, Typespace};
+use epoch_schema::ModuleDef;
+
+pub use table::{Index, RowId, Sequence, Table, TableSchema};
+
+/// Why a store operation failed. Each maps to one errno of the module ABI.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("not in a transaction")]
+    NotInTransaction,
+    #[error("no such table")]
+    NoSuchTable,
+    #[error("no such index")]
+    NoSuchIndex,
+    #[error("the index is not unique")]
+    IndexNotUnique,
+    #[error("no row with that key")]
+    NoSuchRow,
+    #[error("could not decode: {0}")]
+    Decode(#[from] DecodeError),
+    #[error("duplicate key {key} violates unique constraint `{constraint}` of table `{table}`")]
+    UniqueViolation { table: String, constraint: String, key: String },
+    #[error("sequence on column `{column}` of table `{table}` is exhausted")]
+    SequenceExhausted { table: String, column: String },
+    #[error("stored row is corrupt")]
+    Corrupt,
+}
+
+/// The rows one transaction inserted and deleted, per table, in commit order of tables.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TxDelta {
+    pub tables: Vec<TableDelta>,
+}
+
+/// The net change to one table.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TableDelta {
+    pub table_id: u32,
+    pub inserts: Vec<Box<[u8]>>,
+    pub deletes: Vec<Box<[u8]>>,
+}
+
+impl TxDelta {
+    pub fn is_empty(&self) -> bool {
+        self.tables.iter().all(|t| t.inserts.is_empty() && t.deletes.is_empty())
+    }
+}
+
+#[derive(Debug)]
+enum Undo {
+    Inserted { table: u32, row: RowId },
+    Deleted { table: u32, row: RowId, bytes: Box<[u8]>, inserted_in_tx: bool },
+}
+
+#[derive(Debug, Default)]
+struct TxState {
+    undo: Vec<Undo>,
+    inserted: HashSet<(u32, RowId)>,
+}
+
+/// The tables of one database.
+#[derive(Debug)]
+pub struct Store {
+    pub typespace: Arc<Typespace>,
+    tables: Vec<Table>,
+    table_ids: HashMap<String, u32>,
+    /// Index name → (table id, position in the table's indexes).
+    index_names: HashMap<String, (u32, usize)>,
+    /// Index id → (table id, position).
+    index_ids: HashMap<u32, (u32, usize)>,
+    tx: Option<TxState>,
+}
+
+/// Index ids are unique across a database; they start here so they are never mistaken for table ids.
+const FIRST_INDEX_ID: u32 = 1 << 16;
+
+impl Store {
+    /// Creates empty tables for every table of the module.
+    pub fn new(def: &ModuleDef) -> Self {
+        let typespace = Arc::new(def.typespace.clone());
+        let mut tables = Vec::with_capacity(def.tables.len());
+        let mut table_ids = HashMap::new();
+        let mut index_names = HashMap::new();
+        let mut index_ids = HashMap::new();
+        let mut next_index = FIRST_INDEX_ID;
+        for (i, t) in def.tables.iter().enumerate() {
+            let id = i as u32;
+            let schema = Arc::new(TableSchema::new(t.clone(), typespace.clone()));
+            let table = Table::new(id, schema, next_index);
+            for (pos, idx) in table.indexes.iter().enumerate() {
+                index_names.insert(idx.name.clone(), (id, pos));
+                index_ids.insert(idx.id, (id, pos));
+            }
+            next_index += table.indexes.len() as u32;
+            table_ids.insert(t.name.clone(), id);
+            tables.push(table);
+        }
+        Self { typespace, tables, table_ids, index_names, index_ids, tx: None }
+    }
+
+    pub fn tables(&self) -> &[Table] {
+        &self.tables
+    }
+
+    pub fn table(&self, id: u32) -> Result<&Table, StoreError> {
+        self.tables.get(id as usize).ok_or(StoreError::NoSuchTable)
+    }
+
+    fn table_mut(&mut self, id: u32) -> Result<&mut Table, StoreError> {
+        self.tables.get_mut(id as usize).ok_or(StoreError::NoSuchTable)
+    }
+
+    pub fn table_id(&self, name: &str) -> Option<u32> {
+        self.table_ids.get(name).copied()
+    }
+
+    pub fn table_by_name(&self, name: &str) -> Option<&Table> {
+        self.table_id(name).and_then(|id| self.tables.get(id as usize))
+    }
+
+    pub fn index_id(&self, name: &str) -> Option<u32> {
+        let (t, pos) = self.index_names.get(name)?;
+        Some(self.tables[*t as usize].indexes[*pos].id)
+    }
+
+    /// The table and index behind an index id.
+    pub fn index(&self, index_id: u32) -> Result<(&Table, &Index), StoreError> {
+        let (t, pos) = self.index_ids.get(&index_id).ok_or(StoreError::NoSuchIndex)?;
+        let table = &self.tables[*t as usize];
+        Ok((table, &table.indexes[*pos]))
+    }
+
+    pub fn in_tx(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Starts a transaction. Any transaction left open is rolled back first.
+    pub fn begin(&mut self) {
+        if self.tx.is_some() {
+            self.rollback();
+        }
+        self.tx = Some(TxState::default());
+    }
+
+    fn tx(&mut self) -> Result<&mut TxState, StoreError> {
+        self.tx.as_mut().ok_or(StoreError::NotInTransaction)
+    }
+
+    /// Ends the transaction, keeping its changes; returns what changed.
+    pub fn commit(&mut self) -> Result<TxDelta, StoreError> {
+        let tx = self.tx.take().ok_or(StoreError::NotInTransaction)?;
+        // Inserted rows are read back from the tables; a row inserted and deleted within the
+        // transaction cancels out.
+        let mut inserts: Vec<Option<(u32, RowId)>> = Vec::new();
+        let mut live: HashMap<(u32, RowId), usize> = HashMap::new();
+        let mut deletes: Vec<(u32, Box<[u8]>)> = Vec::new();
+        for u in tx.undo {
+            match u {
+                Undo::Inserted { table, row } => {
+                    live.insert((table, row), inserts.len());
+                    inserts.push(Some((table, row)));
+                }
+                Undo::Deleted { table, row, bytes, inserted_in_tx } => {
+                    if inserted_in_tx {
+                        if let Some(i) = live.remove(&(table, row)) {
+                            inserts[i] = None;
+                        }
+                    } else {
+                        deletes.push((table, bytes));
+                    }
+                }
+            }
+        }
+        let mut by_table: Vec<Option<TableDelta>> = (0..self.tables.len()).map(|_| None).collect();
+        for (table, bytes) in deletes {
+            by_table[table as usize]
+                .get_or_insert_with(|| TableDelta { table_id: table, ..Default::default() })
+                .deletes
+                .push(bytes);
+        }
+        for (table, row) in inserts.into_iter().flatten() {
+            let bytes: Box<[u8]> = self.tables[table as usize].get(row).ok_or(StoreError::Corrupt)?.into();
+            by_table[table as usize]
+                .get_or_insert_with(|| TableDelta { table_id: table, ..Default::default() })
+                .inserts
+                .push(bytes);
+        }
+        Ok(TxDelta { tables: by_table.into_iter().flatten().collect() })
+    }
+
+    /// Ends the transaction, undoing every change it made.
+    pub fn rollback(&mut self) {
+        let Some(tx) = self.tx.take() else { return };
+        for u in tx.undo.into_iter().rev() {
+            match u {
+                Undo::Inserted { table, row } => {
+                    self.tables[table as usize].take(row);
+                }
+                Undo::Deleted { table, row, bytes, .. } => self.tables[table as usize].restore(row, bytes),
+            }
+        }
+    }
+
+    /// Fills `auto_inc` columns that hold zero in `row` with the next sequence values; returns them.
+    fn apply_sequences(&mut self, table_id: u32, row: &mut [u8]) -> Result<Vec<u16>, StoreError> {
+        let table = self.table_mut(table_id)?;
+        let mut generated = Vec::new();
+        let schema = table.schema.clone();
+        for seq in table.sequences.iter_mut() {
+            let off = schema.column_offset(row, seq.column)?;
+            let ty = schema.column_type(seq.column);
+            if !table::integer_is_zero(ty, &row[off..]) {
+                continue;
+            }
+            let v = seq.next_value().ok_or_else(|| StoreError::SequenceExhausted {
+                table: schema.name().to_string(),
+                column: schema.def.column_name(seq.column).to_string(),
+            })?;
+            table::write_integer(ty, v, &mut row[off..]).ok_or(StoreError::Corrupt)?;
+            generated.push(seq.column);
+        }
+        Ok(generated)
+    }
+
+    /// Inserts a BSATN row. `auto_inc` columns holding zero are filled in, in `row` itself;
+    /// returns the new (or identical existing) row's id and the columns that were generated.
+    pub fn insert(&mut self, table_id: u32, row: &mut [u8]) -> Result<(RowId, Vec<u16>), StoreError> {
+        self.tx()?;
+        self.table(table_id)?.schema.validate_row(row)?;
+        let generated = self.apply_sequences(table_id, row)?;
+        let table = &self.tables[table_id as usize];
+        if let Some(existing) = table.find_same(row)? {
+            return Ok((existing, generated));
+        }
+        table.check_unique(row)?;
+        let id = self.tables[table_id as usize].put(row.into())?;
+        let tx = self.tx()?;
+        tx.undo.push(Undo::Inserted { table: table_id, row: id });
+        tx.inserted.insert((table_id, id));
+        Ok((id, generated))
+    }
+
+    /// Replaces the row whose key in unique index `index_id` equals the new row's key.
+    pub fn update(&mut self, table_id: u32, index_id: u32, row: &mut [u8]) -> Result<(RowId, Vec<u16>), StoreError> {
+        self.tx()?;
+        let (t, pos) = *self.index_ids.get(&index_id).ok_or(StoreError::NoSuchIndex)?;
+        if t != table_id {
+            return Err(StoreError::NoSuchIndex);
+        }
+        self.table(table_id)?.schema.validate_row(row)?;
+        if !self.tables[t as usize].indexes[pos].unique {
+            return Err(StoreError::IndexNotUnique);
+        }
+        let generated = self.apply_sequences(table_id, row)?;
+        let table = &self.tables[t as usize];
+        let idx = &table.indexes[pos];
+        let key = table.schema.key_of(row, &idx.columns)?;
+        let old = idx.get_unique(&key).ok_or(StoreError::NoSuchRow)?;
+        let table = &mut self.tables[t as usize];
+        let old_bytes = table.take(old).ok_or(StoreError::Corrupt)?;
+        if let Err(e) = table.check_unique(row) {
+            table.restore(old, old_bytes);
+            return Err(e);
+        }
+        let new = match table.put(row.into()) {
+            Ok(id) => id,
+            Err(e) => {
+                table.restore(old, old_bytes);
+                return Err(e);
+            }
+        };
+        let tx = self.tx()?;
+        let inserted_in_tx = tx.inserted.remove(&(table_id, old));
+        tx.undo.push(Undo::Deleted { table: table_id, row: old, bytes: old_bytes, inserted_in_tx });
+        tx.undo.push(Undo::Inserted { table: table_id, row: new });
+        tx.inserted.insert((table_id, new));
+        Ok((new, generated))
+    }
+
+    /// Deletes the given rows; returns how many existed.
+    pub fn delete_rows(&mut self, table_id: u32, rows: &[RowId]) -> Result<u32, StoreError> {
+        self.tx()?;
+        self.table(table_id)?;
+        let mut n = 0;
+        for &row in rows {
+            if let Some(bytes) = self.tables[table_id as usize].take(row) {
+                let tx = self.tx()?;
+                let inserted_in_tx = tx.inserted.remove(&(table_id, row));
+                tx.undo.push(Undo::Deleted { table: table_id, row, bytes, inserted_in_tx });
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Deletes every row equal to one of the BSATN-encoded rows in `relation` (a `Vec<row>`).
+    pub fn delete_by_rel(&mut self, table_id: u32, relation: &[u8]) -> Result<u32, StoreError> {
+        self.tx()?;
+        let table = self.table(table_id)?;
+        let schema = table.schema.clone();
+        let mut r = Reader::new(relation);
+        let n = r.len_prefix(0)?;
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let start = r.remaining();
+            for e in schema.row_type().elements.iter() {
+                bsatn::skip(&schema.typespace, &e.ty, &mut r)?;
+            }
+            let row = &start[..start.len() - r.remaining().len()];
+            if let Some(id) = table.find_same(row)? {
+                ids.push(id);
+            }
+        }
+        r.finish()?;
+        self.delete_rows(table_id, &ids)
+    }
+
+    /// Rows of index `index_id` matching a BSATN `prefix` of `prefix_elems` key columns and BSATN
+    /// `Bound`s on the next column; returns the table id and row ids in key order.
+    pub fn index_scan(
+        &self,
+        index_id: u32,
+        prefix: &[u8],
+        prefix_elems: u16,
+        rstart: &[u8],
+        rend: &[u8],
+    ) -> Result<(u32, Vec<RowId>), StoreError> {
+        let (table, idx) = self.index(index_id)?;
+        let k = prefix_elems as usize;
+        if k >= idx.columns.len() {
+            return Err(StoreError::Decode(DecodeError::Invalid(format!(
+                "prefix of {k} elements for an index of {} columns",
+                idx.columns.len()
+            ))));
+        }
+        let schema = &table.schema;
+        let mut r = Reader::new(prefix);
+        let prefix_values = idx.columns[..k]
+            .iter()
+            .map(|c| bsatn::decode_from(&self.typespace, schema.column_type(*c), &mut r))
+            .collect::<Result<Vec<_>, _>>()?;
+        r.finish()?;
+        let col_ty = schema.column_type(idx.columns[k]);
+        let start = decode_bound(&self.typespace, col_ty, rstart)?;
+        let end = decode_bound(&self.typespace, col_ty, rend)?;
+        let mut out = Vec::new();
+        idx.scan(&prefix_values, start.as_ref(), end.as_ref(), &mut out);
+        Ok((table.id, out))
+    }
+
+    /// Deletes what [`Store::index_scan`] would find; returns how many rows.
+    pub fn delete_by_index_scan(
+        &mut self,
+        index_id: u32,
+        prefix: &[u8],
+        prefix_elems: u16,
+        rstart: &[u8],
+        rend: &[u8],
+    ) -> Result<u32, StoreError> {
+        self.tx()?;
+        let (table, rows) = self.index_scan(index_id, prefix, prefix_elems, rstart, rend)?;
+        self.delete_rows(table, &rows)
+    }
+
+    /// Finds the row whose unique-index key equals `key`.
+    pub fn find_by_unique(&self, index_id: u32, key: &AlgebraicValue) -> Result<Option<&[u8]>, StoreError> {
+        let (table, idx) = self.index(index_id)?;
+        if !idx.unique {
+            return Err(StoreError::IndexNotUnique);
+        }
+        Ok(idx.get_unique(key).and_then(|r| table.get(r)))
+    }
+}
+
+/// Decodes a BSATN `Bound<T>`: `Included(v)` (tag 0), `Excluded(v)` (1), `Unbounded` (2).
+fn decode_bound(ts: &Typespace, ty: &AlgebraicType, bytes: &[u8]) -> Result<Bound<AlgebraicValue>, StoreError> {
+    let mut r = Reader::new(bytes);
+    let b = match r.u8()? {
+        0 => Bound::Included(bsatn::decode_from(ts, ty, &mut r)?),
+        1 => Bound::Excluded(bsatn::decode_from(ts, ty, &mut r)?),
+        2 => Bound::Unbounded,
+        tag => return Err(DecodeError::InvalidTag { tag, variants: 3 }.into()),
+    };
+    r.finish()?;
+    Ok(b)
+}

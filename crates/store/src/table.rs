@@ -1,0 +1,491 @@
+//! One table: rows kept as BSATN bytes in slots, with B-tree indexes over decoded key columns.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+
+use epoch_sats::bsatn::{self, Reader};
+use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType, Typespace};
+use epoch_schema::TableDef;
+
+use crate::StoreError;
+
+/// The position of a row inside its table; stable while the row lives.
+pub type RowId = u32;
+
+/// What the store needs to know about a table, derived once from its definition.
+#[derive(Debug)]
+pub struct TableSchema {
+    pub def: TableDef,
+    pub typespace: Arc<Typespace>,
+    /// For each column, its BSATN length when fixed.
+    pub(crate) fixed_len: Vec<Option<usize>>,
+}
+
+impl TableSchema {
+    pub fn new(def: TableDef, typespace: Arc<Typespace>) -> Self {
+        let fixed_len = def.row_type.elements.iter().map(|e| e.ty.fixed_bsatn_len(&typespace)).collect();
+        Self { def, typespace, fixed_len }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.def.name
+    }
+
+    pub fn row_type(&self) -> &ProductType {
+        &self.def.row_type
+    }
+
+    /// The type of column `col`.
+    pub fn column_type(&self, col: u16) -> &AlgebraicType {
+        &self.def.row_type.elements[col as usize].ty
+    }
+
+    /// Byte offset of `col` in `row`, skipping earlier columns (fast when they have fixed sizes).
+    pub(crate) fn column_offset(&self, row: &[u8], col: u16) -> Result<usize, StoreError> {
+        let mut offset = 0usize;
+        let mut r: Option<Reader<'_>> = None;
+        for c in 0..col as usize {
+            match (&mut r, self.fixed_len[c]) {
+                (None, Some(n)) => offset += n,
+                (None, None) => {
+                    let mut rd = Reader::new(row.get(offset..).ok_or(StoreError::Corrupt)?);
+                    bsatn::skip(&self.typespace, &self.def.row_type.elements[c].ty, &mut rd)?;
+                    r = Some(rd);
+                }
+                (Some(rd), _) => bsatn::skip(&self.typespace, &self.def.row_type.elements[c].ty, rd)?,
+            }
+        }
+        Ok(match r {
+            Some(rd) => row.len() - rd.remaining().len(),
+            None => offset,
+        })
+    }
+
+    /// Decodes the value of column `col` from a row.
+    pub fn column_value(&self, row: &[u8], col: u16) -> Result<AlgebraicValue, StoreError> {
+        let off = self.column_offset(row, col)?;
+        let mut r = Reader::new(row.get(off..).ok_or(StoreError::Corrupt)?);
+        Ok(bsatn::decode_from(&self.typespace, self.column_type(col), &mut r)?)
+    }
+
+    /// The index key of a row: the column's value, or a product of values for several columns.
+    pub fn key_of(&self, row: &[u8], cols: &[u16]) -> Result<AlgebraicValue, StoreError> {
+        match cols {
+            [c] => self.column_value(row, *c),
+            _ => Ok(AlgebraicValue::Product(
+                cols.iter().map(|c| self.column_value(row, *c)).collect::<Result<Vec<_>, _>>()?.into(),
+            )),
+        }
+    }
+
+    /// Checks that `row` is exactly one well-formed value of the row type.
+    pub fn validate_row(&self, row: &[u8]) -> Result<(), StoreError> {
+        let mut r = Reader::new(row);
+        for e in self.def.row_type.elements.iter() {
+            bsatn::skip(&self.typespace, &e.ty, &mut r)?;
+        }
+        r.finish()?;
+        Ok(())
+    }
+}
+
+/// A B-tree index over one or more columns.
+#[derive(Debug)]
+pub struct Index {
+    pub id: u32,
+    pub name: String,
+    pub columns: Vec<u16>,
+    pub unique: bool,
+    /// Name of the unique constraint this index enforces, for error messages.
+    pub constraint: Option<String>,
+    pub(crate) map: IndexMap,
+}
+
+#[derive(Debug)]
+pub(crate) enum IndexMap {
+    Unique(BTreeMap<AlgebraicValue, RowId>),
+    Multi(BTreeSet<(AlgebraicValue, RowId)>),
+}
+
+impl Index {
+    fn insert(&mut self, key: AlgebraicValue, row: RowId) {
+        match &mut self.map {
+            IndexMap::Unique(m) => {
+                m.insert(key, row);
+            }
+            IndexMap::Multi(s) => {
+                s.insert((key, row));
+            }
+        }
+    }
+
+    fn remove(&mut self, key: AlgebraicValue, row: RowId) {
+        match &mut self.map {
+            IndexMap::Unique(m) => {
+                m.remove(&key);
+            }
+            IndexMap::Multi(s) => {
+                s.remove(&(key, row));
+            }
+        }
+    }
+
+    /// The row under `key` in a unique index.
+    pub fn get_unique(&self, key: &AlgebraicValue) -> Option<RowId> {
+        match &self.map {
+            IndexMap::Unique(m) => m.get(key).copied(),
+            IndexMap::Multi(_) => None,
+        }
+    }
+
+    /// Rows whose key starts with `prefix` and whose next column lies between `start` and `end`,
+    /// in key order. With an empty prefix on a one-column index this is a plain range scan.
+    pub fn scan(
+        &self,
+        prefix: &[AlgebraicValue],
+        start: Bound<&AlgebraicValue>,
+        end: Bound<&AlgebraicValue>,
+        out: &mut Vec<RowId>,
+    ) {
+        let multi_col = self.columns.len() > 1;
+        if !multi_col {
+            // `prefix` is empty: the key is the value itself.
+            if let (IndexMap::Unique(m), Bound::Included(a), Bound::Included(b)) = (&self.map, start, end) {
+                if a == b {
+                    out.extend(m.get(a).copied());
+                    return;
+                }
+            }
+            match &self.map {
+                IndexMap::Unique(m) => {
+                    if bounds_empty(start, end) {
+                        return;
+                    }
+                    out.extend(m.range::<AlgebraicValue, _>((start, end)).map(|(_, r)| *r))
+                }
+                IndexMap::Multi(s) => {
+                    let lo = match start {
+                        Bound::Included(v) => Bound::Included((v.clone(), RowId::MIN)),
+                        Bound::Excluded(v) => Bound::Excluded((v.clone(), RowId::MAX)),
+                        Bound::Unbounded => Bound::Unbounded,
+                    };
+                    let hi = match end {
+                        Bound::Included(v) => Bound::Included((v.clone(), RowId::MAX)),
+                        Bound::Excluded(v) => Bound::Excluded((v.clone(), RowId::MIN)),
+                        Bound::Unbounded => Bound::Unbounded,
+                    };
+                    if bounds_empty(lo.as_ref(), hi.as_ref()) {
+                        return;
+                    }
+                    out.extend(s.range((lo, hi)).map(|(_, r)| *r))
+                }
+            }
+            return;
+        }
+        // Multi-column keys are products; a shorter product sorts before all its extensions, so
+        // the scan starts at `prefix ++ [start]` and walks forward while the key still matches.
+        let k = prefix.len();
+        let mut seek: Vec<AlgebraicValue> = prefix.to_vec();
+        if let Bound::Included(v) | Bound::Excluded(v) = start {
+            seek.push(v.clone());
+        }
+        let seek = AlgebraicValue::Product(seek.into());
+        let matches = |key: &AlgebraicValue| -> Option<bool> {
+            // Some(true): in range; Some(false): skip; None: past the end.
+            let parts = key.as_product()?;
+            if parts.len() <= k || parts[..k] != *prefix {
+                return None;
+            }
+            let v = &parts[k];
+            match end {
+                Bound::Included(e) if v > e => return None,
+                Bound::Excluded(e) if v >= e => return None,
+                _ => {}
+            }
+            Some(match start {
+                Bound::Excluded(s) => v > s,
+                _ => true,
+            })
+        };
+        match &self.map {
+            IndexMap::Unique(m) => {
+                for (key, row) in m.range(seek..) {
+                    match matches(key) {
+                        Some(true) => out.push(*row),
+                        Some(false) => continue,
+                        None => break,
+                    }
+                }
+            }
+            IndexMap::Multi(s) => {
+                for (key, row) in s.range((seek, RowId::MIN)..) {
+                    match matches(key) {
+                        Some(true) => out.push(*row),
+                        Some(false) => continue,
+                        None => break,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a range is empty or inverted (BTreeMap::range panics on inverted ranges).
+fn bounds_empty<T: Ord>(start: Bound<&T>, end: Bound<&T>) -> bool {
+    match (start, end) {
+        (Bound::Included(a), Bound::Included(b)) => a > b,
+        (Bound::Included(a), Bound::Excluded(b))
+        | (Bound::Excluded(a), Bound::Included(b))
+        | (Bound::Excluded(a), Bound::Excluded(b)) => a >= b,
+        _ => false,
+    }
+}
+
+/// An `auto_inc` sequence on one integer column.
+#[derive(Debug)]
+pub struct Sequence {
+    pub column: u16,
+    pub next: i128,
+    pub increment: i128,
+    pub min: i128,
+    pub max: i128,
+}
+
+impl Sequence {
+    fn new(def: &epoch_schema::SequenceDef, ty: &AlgebraicType) -> Self {
+        let (tmin, tmax) = integer_range(ty);
+        let min = def.min_value.unwrap_or(1).max(tmin);
+        let max = def.max_value.unwrap_or(tmax).min(tmax);
+        let start = def.start.unwrap_or(if def.increment >= 0 { min } else { max });
+        Self { column: def.column, next: start, increment: if def.increment == 0 { 1 } else { def.increment }, min, max }
+    }
+
+    /// Hands out the next value, or fails when the sequence has run past its range.
+    pub fn next_value(&mut self) -> Option<i128> {
+        let v = self.next;
+        if v < self.min || v > self.max {
+            return None;
+        }
+        self.next = v.saturating_add(self.increment);
+        Some(v)
+    }
+}
+
+/// The range of an integer type, clamped to `i128`.
+fn integer_range(ty: &AlgebraicType) -> (i128, i128) {
+    use AlgebraicType as T;
+    match ty {
+        T::I8 => (i8::MIN as i128, i8::MAX as i128),
+        T::U8 => (0, u8::MAX as i128),
+        T::I16 => (i16::MIN as i128, i16::MAX as i128),
+        T::U16 => (0, u16::MAX as i128),
+        T::I32 => (i32::MIN as i128, i32::MAX as i128),
+        T::U32 => (0, u32::MAX as i128),
+        T::I64 => (i64::MIN as i128, i64::MAX as i128),
+        T::U64 => (0, u64::MAX as i128),
+        T::U128 | T::U256 => (0, i128::MAX),
+        _ => (i128::MIN, i128::MAX),
+    }
+}
+
+/// Writes integer `v` as a value of integer type `ty` in BSATN, at the front of `out`.
+pub(crate) fn write_integer(ty: &AlgebraicType, v: i128, out: &mut [u8]) -> Option<()> {
+    use AlgebraicType as T;
+    let bytes: Vec<u8> = match ty {
+        T::I8 => (v as i8).to_le_bytes().to_vec(),
+        T::U8 => (v as u8).to_le_bytes().to_vec(),
+        T::I16 => (v as i16).to_le_bytes().to_vec(),
+        T::U16 => (v as u16).to_le_bytes().to_vec(),
+        T::I32 => (v as i32).to_le_bytes().to_vec(),
+        T::U32 => (v as u32).to_le_bytes().to_vec(),
+        T::I64 => (v as i64).to_le_bytes().to_vec(),
+        T::U64 => (v as u64).to_le_bytes().to_vec(),
+        T::I128 => v.to_le_bytes().to_vec(),
+        T::U128 => (v as u128).to_le_bytes().to_vec(),
+        T::I256 => epoch_sats::I256::new(v).to_le_bytes().to_vec(),
+        T::U256 => epoch_sats::U256::new(v as u128).to_le_bytes().to_vec(),
+        _ => return None,
+    };
+    out.get_mut(..bytes.len())?.copy_from_slice(&bytes);
+    Some(())
+}
+
+/// Whether the integer stored at the front of `bytes` (of type `ty`) is zero.
+pub(crate) fn integer_is_zero(ty: &AlgebraicType, bytes: &[u8]) -> bool {
+    let n = match ty {
+        AlgebraicType::I8 | AlgebraicType::U8 => 1,
+        AlgebraicType::I16 | AlgebraicType::U16 => 2,
+        AlgebraicType::I32 | AlgebraicType::U32 => 4,
+        AlgebraicType::I64 | AlgebraicType::U64 => 8,
+        AlgebraicType::I128 | AlgebraicType::U128 => 16,
+        AlgebraicType::I256 | AlgebraicType::U256 => 32,
+        _ => return false,
+    };
+    bytes.get(..n).is_some_and(|b| b.iter().all(|&x| x == 0))
+}
+
+/// A table's rows, indexes and sequences.
+#[derive(Debug)]
+pub struct Table {
+    pub id: u32,
+    pub schema: Arc<TableSchema>,
+    rows: Vec<Option<Box<[u8]>>>,
+    free: Vec<RowId>,
+    len: usize,
+    pub indexes: Vec<Index>,
+    pub sequences: Vec<Sequence>,
+    /// Rows by content hash, kept only for tables with no unique index, to give set semantics.
+    by_content: Option<HashMap<u64, Vec<RowId>>>,
+}
+
+fn content_hash(row: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(row)
+}
+
+impl Table {
+    pub fn new(id: u32, schema: Arc<TableSchema>, first_index_id: u32) -> Self {
+        let def = &schema.def;
+        let indexes: Vec<Index> = def
+            .indexes
+            .iter()
+            .enumerate()
+            .map(|(i, idx)| {
+                let unique = def.index_is_unique(idx);
+                let columns = idx.algorithm.columns();
+                let mut sorted = columns.clone();
+                sorted.sort_unstable();
+                let constraint =
+                    def.constraints.iter().find(|c| c.unique_columns == sorted).map(|c| c.name.clone());
+                Index {
+                    id: first_index_id + i as u32,
+                    name: idx.name.clone(),
+                    columns,
+                    unique,
+                    constraint,
+                    map: if unique { IndexMap::Unique(BTreeMap::new()) } else { IndexMap::Multi(BTreeSet::new()) },
+                }
+            })
+            .collect();
+        let sequences =
+            def.sequences.iter().map(|s| Sequence::new(s, &def.row_type.elements[s.column as usize].ty)).collect();
+        let by_content = (!indexes.iter().any(|i| i.unique)).then(HashMap::new);
+        Self { id, schema, rows: Vec::new(), free: Vec::new(), len: 0, indexes, sequences, by_content }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, row: RowId) -> Option<&[u8]> {
+        self.rows.get(row as usize)?.as_deref()
+    }
+
+    /// Every live row with its id, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (RowId, &[u8])> {
+        self.rows.iter().enumerate().filter_map(|(i, r)| r.as_deref().map(|r| (i as RowId, r)))
+    }
+
+    /// Finds a row with exactly these bytes.
+    pub fn find_same(&self, row: &[u8]) -> Result<Option<RowId>, StoreError> {
+        if let Some(idx) = self.indexes.iter().find(|i| i.unique) {
+            let key = self.schema.key_of(row, &idx.columns)?;
+            return Ok(idx.get_unique(&key).filter(|r| self.get(*r) == Some(row)));
+        }
+        if let Some(m) = &self.by_content {
+            return Ok(m.get(&content_hash(row)).and_then(|ids| ids.iter().copied().find(|r| self.get(*r) == Some(row))));
+        }
+        Ok(None)
+    }
+
+    /// Checks every unique index for a different row with the same key.
+    pub(crate) fn check_unique(&self, row: &[u8]) -> Result<(), StoreError> {
+        for idx in self.indexes.iter().filter(|i| i.unique) {
+            let key = self.schema.key_of(row, &idx.columns)?;
+            if idx.get_unique(&key).is_some() {
+                return Err(StoreError::UniqueViolation {
+                    table: self.schema.name().to_string(),
+                    constraint: idx.constraint.clone().unwrap_or_else(|| idx.name.clone()),
+                    key: format!("{key:?}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a row already checked for uniqueness; returns its id.
+    pub(crate) fn put(&mut self, row: Box<[u8]>) -> Result<RowId, StoreError> {
+        let keys = self
+            .indexes
+            .iter()
+            .map(|idx| self.schema.key_of(&row, &idx.columns))
+            .collect::<Result<Vec<_>, _>>()?;
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.rows.push(None);
+                (self.rows.len() - 1) as RowId
+            }
+        };
+        for (idx, key) in self.indexes.iter_mut().zip(keys) {
+            idx.insert(key, id);
+        }
+        if let Some(m) = &mut self.by_content {
+            m.entry(content_hash(&row)).or_default().push(id);
+        }
+        self.rows[id as usize] = Some(row);
+        self.len += 1;
+        Ok(id)
+    }
+
+    /// Removes a row, returning its bytes.
+    pub(crate) fn take(&mut self, id: RowId) -> Option<Box<[u8]>> {
+        let row = self.rows.get_mut(id as usize)?.take()?;
+        for idx in self.indexes.iter_mut() {
+            // The row was indexed when it was put, so its key decodes again.
+            if let Ok(key) = self.schema.key_of(&row, &idx.columns) {
+                idx.remove(key, id);
+            }
+        }
+        if let Some(m) = &mut self.by_content {
+            let h = content_hash(&row);
+            if let Some(ids) = m.get_mut(&h) {
+                ids.retain(|r| *r != id);
+                if ids.is_empty() {
+                    m.remove(&h);
+                }
+            }
+        }
+        self.free.push(id);
+        self.len -= 1;
+        Some(row)
+    }
+
+    /// Puts a row back into the slot it came from (rollback of a delete).
+    pub(crate) fn restore(&mut self, id: RowId, row: Box<[u8]>) {
+        if let Some(pos) = self.free.iter().rposition(|r| *r == id) {
+            self.free.swap_remove(pos);
+        }
+        let keys: Vec<_> = self.indexes.iter().map(|idx| self.schema.key_of(&row, &idx.columns).ok()).collect();
+        for (idx, key) in self.indexes.iter_mut().zip(keys) {
+            if let Some(key) = key {
+                idx.insert(key, id);
+            }
+        }
+        if let Some(m) = &mut self.by_content {
+            m.entry(content_hash(&row)).or_default().push(id);
+        }
+        self.rows[id as usize] = Some(row);
+        self.len += 1;
+    }
+
+    /// The index with the given id.
+    pub fn index(&self, index_id: u32) -> Option<&Index> {
+        self.indexes.iter().find(|i| i.id == index_id)
+    }
+}
