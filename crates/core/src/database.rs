@@ -78,7 +78,11 @@ impl Database {
         if let Some(init) = db.host.def().lifecycle_reducer(Lifecycle::Init) {
             let params = db.host.def().reducers[init].params.clone();
             // `init` takes no arguments beyond the context in 1.3 modules; pass an empty product.
-            let args = if params.elements.is_empty() { Vec::new() } else { return Err(CreateError::InitFailed("init must take no arguments".into())) };
+            let args = if params.elements.is_empty() {
+                Vec::new()
+            } else {
+                return Err(CreateError::InitFailed("init must take no arguments".into()));
+            };
             let r = db.run(init, args, owner, now_micros());
             if let Some(msg) = r.outcome.error_message() {
                 return Err(CreateError::InitFailed(msg));
@@ -226,10 +230,7 @@ impl Database {
             table
                 .iter()
                 .map(|(_, row)| {
-                    bsatn::decode(ts, &ty, row)
-                        .ok()
-                        .and_then(|v| json::to_string(ts, &ty, &v).ok())
-                        .unwrap_or_default()
+                    bsatn::decode(ts, &ty, row).ok().and_then(|v| json::to_string(ts, &ty, &v).ok()).unwrap_or_default()
                 })
                 .collect(),
         )

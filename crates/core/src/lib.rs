@@ -11,6 +11,6 @@ pub mod database;
 pub mod executor;
 pub mod scheduler;
 
-pub use database::{now_micros, Caller, CallError, CreateError, Database, ReducerArgs};
+pub use database::{now_micros, CallError, Caller, CreateError, Database, ReducerArgs};
 pub use epoch_host::{HostConfig, ReducerOutcome, ReducerResult};
 pub use executor::{DatabaseHandle, ShutDown};

@@ -69,10 +69,16 @@ impl Scheduler {
             .enumerate()
             .filter_map(|(i, t)| {
                 let s = t.schedule.as_ref()?;
-                let id_index = t.indexes.iter().find(|ix| ix.algorithm.columns() == [s.id_column]).map(|ix| ix.name.clone());
+                let id_index =
+                    t.indexes.iter().find(|ix| ix.algorithm.columns() == [s.id_column]).map(|ix| ix.name.clone());
                 Some((
                     i as u32,
-                    ScheduledTable { reducer: s.reducer_name.clone(), at_column: s.at_column, id_column: s.id_column, id_index },
+                    ScheduledTable {
+                        reducer: s.reducer_name.clone(),
+                        at_column: s.at_column,
+                        id_column: s.id_column,
+                        id_index,
+                    },
                 ))
             })
             .collect();
@@ -139,7 +145,9 @@ impl Scheduler {
             let row = ix.get_unique(&AlgebraicValue::U64(job.id))?;
             return Some((row, table.get(row)?));
         }
-        table.iter().find(|(_, r)| matches!(table.schema.column_value(r, st.id_column), Ok(AlgebraicValue::U64(i)) if i == job.id))
+        table.iter().find(
+            |(_, r)| matches!(table.schema.column_value(r, st.id_column), Ok(AlgebraicValue::U64(i)) if i == job.id),
+        )
     }
 
     /// The BSATN row a job fires with, if the row still exists (it may have been cancelled).
@@ -149,10 +157,16 @@ impl Scheduler {
 
     /// After a job's reducer ran: deletes a one-shot row, or queues an interval row again.
     pub fn finish(&mut self, host: &mut ModuleHost, job: &Job) -> ReducerResult {
-        let mut result =
-            ReducerResult { outcome: ReducerOutcome::Committed, delta: None, duration: Duration::ZERO, scheduled_immediate: Vec::new() };
+        let mut result = ReducerResult {
+            outcome: ReducerOutcome::Committed,
+            delta: None,
+            duration: Duration::ZERO,
+            scheduled_immediate: Vec::new(),
+        };
         let Some(st) = self.tables.get(&job.table).cloned() else { return result };
-        let found = self.find_row(host.db(), job).map(|(id, row)| (id, host.db().table(job.table).ok().and_then(|t| t.schema.column_value(row, st.at_column).ok())));
+        let found = self.find_row(host.db(), job).map(|(id, row)| {
+            (id, host.db().table(job.table).ok().and_then(|t| t.schema.column_value(row, st.at_column).ok()))
+        });
         let Some((row_id, at)) = found else { return result };
         match at.as_ref().and_then(schedule_at) {
             Some(ScheduleAt::Interval(d)) => self.enqueue(job.table, job.id, now_micros().saturating_add(d.max(0))),

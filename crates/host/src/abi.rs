@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use wasmtime::{bail, format_err as anyhow, Result};
 use epoch_store::{Store as Db, StoreError};
+use wasmtime::{bail, format_err as anyhow, Result};
 use wasmtime::{Caller, Linker, Memory, ResourceLimiter};
 
 use crate::logs::{now_micros, LogLevel, LogRecord, ModuleLogs};
@@ -148,7 +148,14 @@ impl Env {
         self.sink.take().unwrap_or_default()
     }
 
-    fn log(&self, level: LogLevel, target: Option<String>, filename: Option<String>, line: Option<u32>, message: String) {
+    fn log(
+        &self,
+        level: LogLevel,
+        target: Option<String>,
+        filename: Option<String>,
+        line: Option<u32>,
+        message: String,
+    ) {
         self.logs.push(LogRecord { level, ts_micros: now_micros(), target, filename, line_number: line, message });
     }
 }
@@ -236,63 +243,79 @@ fn generated_columns(db: &Db, table_id: u32, row_id: u32, cols: &[u16]) -> Resul
 /// Registers every `spacetime_10.0` function in `linker`.
 pub fn link(linker: &mut Linker<Env>) -> Result<()> {
     let m = ABI_MODULE;
-    linker.func_wrap(m, "table_id_from_name", |mut c: Caller<'_, Env>, ptr: u32, len: u32, out: u32| -> Result<u32> {
-        let (mem, env) = mem_env(&mut c)?;
-        let name = std::str::from_utf8(slice(mem, ptr, len)?).map_err(|_| anyhow!("table name is not UTF-8"))?;
-        let id = match db(env) {
-            Ok(db) => db.table_id(name),
-            Err(e) => return store_errno(e),
-        };
-        match id {
-            Some(id) => write_bytes(mem, out, &id.to_le_bytes()).map(|_| 0),
-            None => Ok(errno::NO_SUCH_TABLE),
-        }
-    })?;
-    linker.func_wrap(m, "index_id_from_name", |mut c: Caller<'_, Env>, ptr: u32, len: u32, out: u32| -> Result<u32> {
-        let (mem, env) = mem_env(&mut c)?;
-        let name = std::str::from_utf8(slice(mem, ptr, len)?).map_err(|_| anyhow!("index name is not UTF-8"))?;
-        let id = match db(env) {
-            Ok(db) => db.index_id(name),
-            Err(e) => return store_errno(e),
-        };
-        match id {
-            Some(id) => write_bytes(mem, out, &id.to_le_bytes()).map(|_| 0),
-            None => Ok(errno::NO_SUCH_INDEX),
-        }
-    })?;
-    linker.func_wrap(m, "datastore_table_row_count", |mut c: Caller<'_, Env>, table: u32, out: u32| -> Result<u32> {
-        let (mem, env) = mem_env(&mut c)?;
-        let n = match db(env).and_then(|db| db.table(table).map(|t| t.len() as u64)) {
-            Ok(n) => n,
-            Err(e) => return store_errno(e),
-        };
-        write_bytes(mem, out, &n.to_le_bytes()).map(|_| 0)
-    })?;
-    linker.func_wrap(m, "datastore_table_scan_bsatn", |mut c: Caller<'_, Env>, table: u32, out: u32| -> Result<u32> {
-        let (mem, env) = mem_env(&mut c)?;
-        let rows: Vec<u8>;
-        let ends: Vec<u32>;
-        {
-            let t = match db(env).and_then(|db| db.table(table)) {
-                Ok(t) => t,
+    linker.func_wrap(
+        m,
+        "table_id_from_name",
+        |mut c: Caller<'_, Env>, ptr: u32, len: u32, out: u32| -> Result<u32> {
+            let (mem, env) = mem_env(&mut c)?;
+            let name = std::str::from_utf8(slice(mem, ptr, len)?).map_err(|_| anyhow!("table name is not UTF-8"))?;
+            let id = match db(env) {
+                Ok(db) => db.table_id(name),
                 Err(e) => return store_errno(e),
             };
-            let mut data = Vec::new();
-            let mut e = Vec::with_capacity(t.len());
-            for (_, row) in t.iter() {
-                data.extend_from_slice(row);
-                e.push(data.len() as u32);
+            match id {
+                Some(id) => write_bytes(mem, out, &id.to_le_bytes()).map(|_| 0),
+                None => Ok(errno::NO_SUCH_TABLE),
             }
-            rows = data;
-            ends = e;
-        }
-        let handle = open_iter(env, std::iter::empty())?;
-        if let Some(Some(it)) = env.iters.get_mut(handle as usize - 1) {
-            it.data = rows;
-            it.ends = ends;
-        }
-        write_bytes(mem, out, &handle.to_le_bytes()).map(|_| 0)
-    })?;
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "index_id_from_name",
+        |mut c: Caller<'_, Env>, ptr: u32, len: u32, out: u32| -> Result<u32> {
+            let (mem, env) = mem_env(&mut c)?;
+            let name = std::str::from_utf8(slice(mem, ptr, len)?).map_err(|_| anyhow!("index name is not UTF-8"))?;
+            let id = match db(env) {
+                Ok(db) => db.index_id(name),
+                Err(e) => return store_errno(e),
+            };
+            match id {
+                Some(id) => write_bytes(mem, out, &id.to_le_bytes()).map(|_| 0),
+                None => Ok(errno::NO_SUCH_INDEX),
+            }
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "datastore_table_row_count",
+        |mut c: Caller<'_, Env>, table: u32, out: u32| -> Result<u32> {
+            let (mem, env) = mem_env(&mut c)?;
+            let n = match db(env).and_then(|db| db.table(table).map(|t| t.len() as u64)) {
+                Ok(n) => n,
+                Err(e) => return store_errno(e),
+            };
+            write_bytes(mem, out, &n.to_le_bytes()).map(|_| 0)
+        },
+    )?;
+    linker.func_wrap(
+        m,
+        "datastore_table_scan_bsatn",
+        |mut c: Caller<'_, Env>, table: u32, out: u32| -> Result<u32> {
+            let (mem, env) = mem_env(&mut c)?;
+            let rows: Vec<u8>;
+            let ends: Vec<u32>;
+            {
+                let t = match db(env).and_then(|db| db.table(table)) {
+                    Ok(t) => t,
+                    Err(e) => return store_errno(e),
+                };
+                let mut data = Vec::new();
+                let mut e = Vec::with_capacity(t.len());
+                for (_, row) in t.iter() {
+                    data.extend_from_slice(row);
+                    e.push(data.len() as u32);
+                }
+                rows = data;
+                ends = e;
+            }
+            let handle = open_iter(env, std::iter::empty())?;
+            if let Some(Some(it)) = env.iters.get_mut(handle as usize - 1) {
+                it.data = rows;
+                it.ends = ends;
+            }
+            write_bytes(mem, out, &handle.to_le_bytes()).map(|_| 0)
+        },
+    )?;
     for name in ["datastore_index_scan_range_bsatn", "datastore_btree_scan_bsatn"] {
         linker.func_wrap(
             m,
@@ -535,7 +558,8 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
     })?;
     linker.func_wrap(m, "console_timer_end", |mut c: Caller<'_, Env>, id: u32| -> Result<u32> {
         let env = c.data_mut();
-        let Some(Some((name, start))) = id.checked_sub(1).and_then(|i| env.timers.get_mut(i as usize)).map(Option::take)
+        let Some(Some((name, start))) =
+            id.checked_sub(1).and_then(|i| env.timers.get_mut(i as usize)).map(Option::take)
         else {
             return Ok(errno::NO_SUCH_CONSOLE_TIMER);
         };

@@ -171,27 +171,11 @@ impl ModuleHost {
         let env = Env::new(module_identity, logs.clone(), config.memory_max_bytes);
         let (mut store, instance, call_reducer) = instantiate(&module, &linker, env, &config)?;
 
-        let describe = instance
-            .get_typed_func::<u32, ()>(&mut store, "__describe_module__")
-            .map_err(|_| HostError::MissingExport("__describe_module__"))?;
-        let (_, sink) = store.data_mut().start_call(Vec::new());
-        store.set_epoch_deadline(deadline_ticks(config.reducer_timeout));
-        let res = describe.call(&mut store, sink);
-        let bytes = store.data_mut().finish_call();
-        res.map_err(|e| HostError::Instantiate(format!("__describe_module__ failed: {e:#}")))?;
+        let bytes = describe(&mut store, &instance, &config)?;
         let def = epoch_schema::module_def_from_bytes(&bytes)?;
         store.data_mut().db = Some(Db::new(&def));
 
-        Ok(Self {
-            module,
-            linker,
-            store: Some(store),
-            call_reducer,
-            def: Arc::new(def),
-            config,
-            logs,
-            poisoned: false,
-        })
+        Ok(Self { module, linker, store: Some(store), call_reducer, def: Arc::new(def), config, logs, poisoned: false })
     }
 
     pub fn def(&self) -> &Arc<ModuleDef> {
@@ -229,7 +213,10 @@ impl ModuleHost {
         let old = self.store.take().expect("the wasm store is present");
         let mut env = old.into_data();
         env.memory = None;
-        let (store, _, call_reducer) = instantiate(&self.module, &self.linker, env, &self.config)?;
+        let (mut store, instance, call_reducer) = instantiate(&self.module, &self.linker, env, &self.config)?;
+        // 1.3 modules register their reducers while describing themselves, so a fresh instance
+        // must describe itself again before it can dispatch reducer calls.
+        describe(&mut store, &instance, &self.config)?;
         self.store = Some(store);
         self.call_reducer = call_reducer;
         self.poisoned = false;
@@ -278,10 +265,15 @@ impl ModuleHost {
         }
         let (source, sink) = store.data_mut().start_call(args);
         store.set_epoch_deadline(deadline_ticks(timeout));
-        let s: [u64; 4] = std::array::from_fn(|i| u64::from_le_bytes(ctx.sender[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
-        let c: [u64; 2] =
-            std::array::from_fn(|i| u64::from_le_bytes(ctx.connection_id[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
-        let res = call.call(&mut *store, (reducer_id, s[0], s[1], s[2], s[3], c[0], c[1], ctx.timestamp_micros as u64, source, sink));
+        let s: [u64; 4] =
+            std::array::from_fn(|i| u64::from_le_bytes(ctx.sender[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
+        let c: [u64; 2] = std::array::from_fn(|i| {
+            u64::from_le_bytes(ctx.connection_id[i * 8..i * 8 + 8].try_into().unwrap_or_default())
+        });
+        let res = call.call(
+            &mut *store,
+            (reducer_id, s[0], s[1], s[2], s[3], c[0], c[1], ctx.timestamp_micros as u64, source, sink),
+        );
         let env = store.data_mut();
         let message = env.finish_call();
         let scheduled_immediate = std::mem::take(&mut env.scheduled_immediate);
@@ -315,6 +307,19 @@ impl ModuleHost {
     }
 }
 
+/// Calls `__describe_module__` and returns the BSATN module definition it writes.
+fn describe(store: &mut Store<Env>, instance: &Instance, config: &HostConfig) -> Result<Vec<u8>, HostError> {
+    let describe = instance
+        .get_typed_func::<u32, ()>(&mut *store, "__describe_module__")
+        .map_err(|_| HostError::MissingExport("__describe_module__"))?;
+    let (_, sink) = store.data_mut().start_call(Vec::new());
+    store.set_epoch_deadline(deadline_ticks(config.reducer_timeout));
+    let res = describe.call(&mut *store, sink);
+    let bytes = store.data_mut().finish_call();
+    res.map_err(|e| HostError::Instantiate(format!("__describe_module__ failed: {e:#}")))?;
+    Ok(bytes)
+}
+
 fn instantiate(
     module: &Module,
     linker: &Linker<Env>,
@@ -341,7 +346,9 @@ fn instantiate(
         let msg = store.data_mut().finish_call();
         match res {
             Ok(0) => {}
-            Ok(_) => return Err(HostError::Instantiate(format!("__setup__ failed: {}", String::from_utf8_lossy(&msg)))),
+            Ok(_) => {
+                return Err(HostError::Instantiate(format!("__setup__ failed: {}", String::from_utf8_lossy(&msg))))
+            }
             Err(e) => return Err(err(e)),
         }
     }

@@ -115,10 +115,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `Option<T>` as a sum: tag 0 is `some`, tag 1 is `none`.
-    pub fn option<T>(
-        &mut self,
-        f: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
-    ) -> Result<Option<T>, DecodeError> {
+    pub fn option<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, DecodeError>) -> Result<Option<T>, DecodeError> {
         match self.u8()? {
             0 => f(self).map(Some),
             1 => Ok(None),
@@ -194,10 +191,8 @@ impl Decoder<'_, '_> {
             }
             T::Sum(s) => {
                 let tag = r.u8()?;
-                let variant = s
-                    .variants
-                    .get(tag as usize)
-                    .ok_or(DecodeError::InvalidTag { tag, variants: s.variants.len() })?;
+                let variant =
+                    s.variants.get(tag as usize).ok_or(DecodeError::InvalidTag { tag, variants: s.variants.len() })?;
                 let value = self.value(&variant.ty, r, depth + 1)?;
                 V::Sum(SumValue { tag, value: Box::new(value) })
             }
@@ -252,10 +247,7 @@ fn skip_inner(
         T::Product(p) => p.elements.iter().try_for_each(|e| skip_inner(ts, &e.ty, r, depth + 1, budget)),
         T::Sum(s) => {
             let tag = r.u8()?;
-            let v = s
-                .variants
-                .get(tag as usize)
-                .ok_or(DecodeError::InvalidTag { tag, variants: s.variants.len() })?;
+            let v = s.variants.get(tag as usize).ok_or(DecodeError::InvalidTag { tag, variants: s.variants.len() })?;
             skip_inner(ts, &v.ty, r, depth + 1, budget)
         }
         T::Array(elem) => {

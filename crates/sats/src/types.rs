@@ -104,10 +104,7 @@ impl AlgebraicType {
 
     /// `ScheduleAt`: `Interval(TimeDuration) | Time(Timestamp)`.
     pub fn schedule_at() -> Self {
-        Self::Sum(SumType::new([
-            ("Interval", Self::time_duration()),
-            ("Time", Self::timestamp()),
-        ]))
+        Self::Sum(SumType::new([("Interval", Self::time_duration()), ("Time", Self::timestamp())]))
     }
 
     /// A product of named elements.
@@ -173,12 +170,7 @@ impl AlgebraicType {
 impl SumType {
     /// A sum of named variants.
     pub fn new<'a>(variants: impl IntoIterator<Item = (&'a str, AlgebraicType)>) -> Self {
-        Self {
-            variants: variants
-                .into_iter()
-                .map(|(n, ty)| SumTypeVariant { name: Some(n.into()), ty })
-                .collect(),
-        }
+        Self { variants: variants.into_iter().map(|(n, ty)| SumTypeVariant { name: Some(n.into()), ty }).collect() }
     }
 
     /// If this is `some(T) | none(())`, returns `T`.
@@ -199,19 +191,12 @@ impl SumType {
 impl ProductType {
     /// A product of named elements.
     pub fn new<'a>(elements: impl IntoIterator<Item = (&'a str, AlgebraicType)>) -> Self {
-        Self {
-            elements: elements
-                .into_iter()
-                .map(|(n, ty)| ProductTypeElement { name: Some(n.into()), ty })
-                .collect(),
-        }
+        Self { elements: elements.into_iter().map(|(n, ty)| ProductTypeElement { name: Some(n.into()), ty }).collect() }
     }
 
     /// A product of unnamed elements (a tuple).
     pub fn tuple(elements: impl IntoIterator<Item = AlgebraicType>) -> Self {
-        Self {
-            elements: elements.into_iter().map(|ty| ProductTypeElement { name: None, ty }).collect(),
-        }
+        Self { elements: elements.into_iter().map(|ty| ProductTypeElement { name: None, ty }).collect() }
     }
 
     /// If this product is one of SpacetimeDB's special types, the marker field name.

@@ -6,9 +6,25 @@ use proptest::prelude::*;
 fn leaf_type() -> impl Strategy<Value = AlgebraicType> {
     use AlgebraicType::*;
     prop_oneof![
-        Just(Bool), Just(I8), Just(U8), Just(I16), Just(U16), Just(I32), Just(U32), Just(I64), Just(U64),
-        Just(I128), Just(U128), Just(I256), Just(U256), Just(F32), Just(F64), Just(String),
-        Just(AlgebraicType::identity()), Just(AlgebraicType::timestamp()), Just(AlgebraicType::schedule_at()),
+        Just(Bool),
+        Just(I8),
+        Just(U8),
+        Just(I16),
+        Just(U16),
+        Just(I32),
+        Just(U32),
+        Just(I64),
+        Just(U64),
+        Just(I128),
+        Just(U128),
+        Just(I256),
+        Just(U256),
+        Just(F32),
+        Just(F64),
+        Just(String),
+        Just(AlgebraicType::identity()),
+        Just(AlgebraicType::timestamp()),
+        Just(AlgebraicType::schedule_at()),
     ]
 }
 
@@ -21,7 +37,8 @@ fn any_type() -> impl Strategy<Value = AlgebraicType> {
                 let names: Vec<String> = (0..tys.len()).map(|i| format!("f{i}")).collect();
                 AlgebraicType::Product(ProductType::new(names.iter().map(|n| n.as_str()).zip(tys)))
             }),
-            proptest::collection::vec(inner.clone(), 0..3).prop_map(|tys| AlgebraicType::Product(ProductType::tuple(tys))),
+            proptest::collection::vec(inner.clone(), 0..3)
+                .prop_map(|tys| AlgebraicType::Product(ProductType::tuple(tys))),
             proptest::collection::vec(inner, 1..4).prop_map(|tys| {
                 let names: Vec<String> = (0..tys.len()).map(|i| format!("V{i}")).collect();
                 AlgebraicType::Sum(SumType::new(names.iter().map(|n| n.as_str()).zip(tys)))
@@ -116,9 +133,17 @@ proptest! {
 fn json_matches_spacetimedb_forms() {
     let ts = Typespace::default();
     let cases: Vec<(AlgebraicType, AlgebraicValue, &str)> = vec![
-        (AlgebraicType::U256, AlgebraicValue::U256(Box::new(U256::MAX)), "\"0xffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\""),
+        (
+            AlgebraicType::U256,
+            AlgebraicValue::U256(Box::new(U256::MAX)),
+            "\"0xffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\"",
+        ),
         (AlgebraicType::U256, AlgebraicValue::U256(Box::new(U256::ZERO)), "\"0x0\""),
-        (AlgebraicType::I256, AlgebraicValue::I256(Box::new(I256::MIN)), "\"-0x8000000000000000000000000000000000000000000000000000000000000000\""),
+        (
+            AlgebraicType::I256,
+            AlgebraicValue::I256(Box::new(I256::MIN)),
+            "\"-0x8000000000000000000000000000000000000000000000000000000000000000\"",
+        ),
         (AlgebraicType::I256, AlgebraicValue::I256(Box::new(I256::new(-1))), "\"-0x1\""),
         (AlgebraicType::U128, AlgebraicValue::U128(u128::MAX), "340282366920938463463374607431768211455"),
         (AlgebraicType::I128, AlgebraicValue::I128(i128::MIN), "-170141183460469231731687303715884105728"),
@@ -129,8 +154,16 @@ fn json_matches_spacetimedb_forms() {
         (AlgebraicType::F64, AlgebraicValue::F64(F64(f64::NAN)), "null"),
         (AlgebraicType::F32, AlgebraicValue::F32(F32(f32::MAX)), "3.4028235e38"),
         (AlgebraicType::unit(), AlgebraicValue::unit(), "[]"),
-        (AlgebraicType::timestamp(), AlgebraicValue::product([AlgebraicValue::I64(5)]), "{\"__timestamp_micros_since_unix_epoch__\":5}"),
-        (AlgebraicType::schedule_at(), AlgebraicValue::sum(0, AlgebraicValue::product([AlgebraicValue::I64(1000)])), "{\"Interval\":{\"__time_duration_micros__\":1000}}"),
+        (
+            AlgebraicType::timestamp(),
+            AlgebraicValue::product([AlgebraicValue::I64(5)]),
+            "{\"__timestamp_micros_since_unix_epoch__\":5}",
+        ),
+        (
+            AlgebraicType::schedule_at(),
+            AlgebraicValue::sum(0, AlgebraicValue::product([AlgebraicValue::I64(1000)])),
+            "{\"Interval\":{\"__time_duration_micros__\":1000}}",
+        ),
     ];
     for (ty, v, want) in cases {
         assert_eq!(json::to_string(&ts, &ty, &v).unwrap(), want);
@@ -144,7 +177,9 @@ fn json_matches_spacetimedb_forms() {
 fn json_rejects_bad_input_with_errors() {
     let ts = Typespace::default();
     let p = AlgebraicType::product([("a", AlgebraicType::U8), ("b", AlgebraicType::String)]);
-    for bad in [r#"{"a":1}"#, r#"{"a":1,"b":"x","c":2}"#, r#"{"a":256,"b":"x"}"#, "[1]", "[1,\"x\",3]", "\"x\"", "{", ""] {
+    for bad in
+        [r#"{"a":1}"#, r#"{"a":1,"b":"x","c":2}"#, r#"{"a":256,"b":"x"}"#, "[1]", "[1,\"x\",3]", "\"x\"", "{", ""]
+    {
         assert!(json::from_str(&ts, &p, bad).is_err(), "{bad} should fail");
     }
     assert!(json::from_str(&ts, &AlgebraicType::U256, "5").is_err());

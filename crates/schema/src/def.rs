@@ -4,9 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use epoch_sats::{AlgebraicType, ProductType, Typespace};
 
-use crate::raw::{
-    Lifecycle, RawIndexAlgorithm, RawModuleDefV9, RawTableDefV9, RawTypeDefV9, TableAccess, TableType,
-};
+use crate::raw::{Lifecycle, RawIndexAlgorithm, RawModuleDefV9, RawTableDefV9, RawTypeDefV9, TableAccess, TableType};
 
 /// A module definition that passed validation: what the store and host are built from.
 #[derive(Debug, Clone, PartialEq)]
@@ -395,9 +393,8 @@ impl Validator<'_> {
                 RawIndexAlgorithm::Direct { column } => {
                     if self.check_cols(&t.name, &row_type, &format!("index `{name}`"), &[*column]) {
                         let ty = &row_type.elements[*column as usize].ty;
-                        let simple_enum = |s: &epoch_sats::SumType| {
-                            s.variants.iter().all(|v| v.ty == AlgebraicType::unit())
-                        };
+                        let simple_enum =
+                            |s: &epoch_sats::SumType| s.variants.iter().all(|v| v.ty == AlgebraicType::unit());
                         let ok = match ty {
                             AlgebraicType::U8 | AlgebraicType::U16 | AlgebraicType::U32 | AlgebraicType::U64 => true,
                             AlgebraicType::Sum(s) => simple_enum(s),
@@ -511,9 +508,8 @@ impl Validator<'_> {
                 .elements
                 .get(s.scheduled_at_column as usize)
                 .is_some_and(|e| e.ty == AlgebraicType::schedule_at());
-            let id_column = primary_key.filter(|pk| {
-                row_type.elements.get(*pk as usize).is_some_and(|e| e.ty == AlgebraicType::U64)
-            });
+            let id_column = primary_key
+                .filter(|pk| row_type.elements.get(*pk as usize).is_some_and(|e| e.ty == AlgebraicType::U64));
             match (at_ok, id_column) {
                 (true, Some(id_column)) => Some(ScheduleDef {
                     name,

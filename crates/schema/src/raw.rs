@@ -234,7 +234,9 @@ fn type_def(r: &mut Reader<'_>) -> Result<RawTypeDefV9, DecodeError> {
 }
 
 fn product_type(r: &mut Reader<'_>, depth: u32) -> Result<ProductType, DecodeError> {
-    let elements = r.vec(|r| Ok(ProductTypeElement { name: r.option(|r| r.str().map(Into::into))?, ty: algebraic_type(r, depth + 1)? }))?;
+    let elements = r.vec(|r| {
+        Ok(ProductTypeElement { name: r.option(|r| r.str().map(Into::into))?, ty: algebraic_type(r, depth + 1)? })
+    })?;
     Ok(ProductType { elements: elements.into() })
 }
 
@@ -247,7 +249,9 @@ pub fn algebraic_type(r: &mut Reader<'_>, depth: u32) -> Result<AlgebraicType, D
     Ok(match r.u8()? {
         0 => T::Ref(r.u32()?),
         1 => {
-            let variants = r.vec(|r| Ok(SumTypeVariant { name: r.option(|r| r.str().map(Into::into))?, ty: algebraic_type(r, depth + 1)? }))?;
+            let variants = r.vec(|r| {
+                Ok(SumTypeVariant { name: r.option(|r| r.str().map(Into::into))?, ty: algebraic_type(r, depth + 1)? })
+            })?;
             T::Sum(SumType { variants: variants.into() })
         }
         2 => T::Product(product_type(r, depth)?),

@@ -258,7 +258,13 @@ impl Sequence {
         let min = def.min_value.unwrap_or(1).max(tmin);
         let max = def.max_value.unwrap_or(tmax).min(tmax);
         let start = def.start.unwrap_or(if def.increment >= 0 { min } else { max });
-        Self { column: def.column, next: start, increment: if def.increment == 0 { 1 } else { def.increment }, min, max }
+        Self {
+            column: def.column,
+            next: start,
+            increment: if def.increment == 0 { 1 } else { def.increment },
+            min,
+            max,
+        }
     }
 
     /// Hands out the next value, or fails when the sequence has run past its range.
@@ -356,8 +362,7 @@ impl Table {
                 let columns = idx.algorithm.columns();
                 let mut sorted = columns.clone();
                 sorted.sort_unstable();
-                let constraint =
-                    def.constraints.iter().find(|c| c.unique_columns == sorted).map(|c| c.name.clone());
+                let constraint = def.constraints.iter().find(|c| c.unique_columns == sorted).map(|c| c.name.clone());
                 Index {
                     id: first_index_id + i as u32,
                     name: idx.name.clone(),
@@ -398,7 +403,9 @@ impl Table {
             return Ok(idx.get_unique(&key).filter(|r| self.get(*r) == Some(row)));
         }
         if let Some(m) = &self.by_content {
-            return Ok(m.get(&content_hash(row)).and_then(|ids| ids.iter().copied().find(|r| self.get(*r) == Some(row))));
+            return Ok(m
+                .get(&content_hash(row))
+                .and_then(|ids| ids.iter().copied().find(|r| self.get(*r) == Some(row))));
         }
         Ok(None)
     }
@@ -420,11 +427,8 @@ impl Table {
 
     /// Stores a row already checked for uniqueness; returns its id.
     pub(crate) fn put(&mut self, row: Box<[u8]>) -> Result<RowId, StoreError> {
-        let keys = self
-            .indexes
-            .iter()
-            .map(|idx| self.schema.key_of(&row, &idx.columns))
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys =
+            self.indexes.iter().map(|idx| self.schema.key_of(&row, &idx.columns)).collect::<Result<Vec<_>, _>>()?;
         let id = match self.free.pop() {
             Some(id) => id,
             None => {

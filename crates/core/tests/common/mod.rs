@@ -31,9 +31,5 @@ pub fn call_as(db: &mut Database, who: [u8; 32], reducer: &str, args: &str) -> R
 }
 
 pub fn rows(db: &Database, table: &str) -> Vec<serde_json::Value> {
-    db.rows_json(table)
-        .expect("table exists")
-        .iter()
-        .map(|s| serde_json::from_str(s).expect("row json"))
-        .collect()
+    db.rows_json(table).expect("table exists").iter().map(|s| serde_json::from_str(s).expect("row json")).collect()
 }

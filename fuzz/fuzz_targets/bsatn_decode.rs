@@ -1,0 +1,28 @@
+//! BSATN decoding of fixed types: never panics; whatever decodes re-encodes to the same bytes and
+//! is accepted by `skip`.
+#![no_main]
+
+mod common;
+
+use std::sync::OnceLock;
+
+use epoch_sats::bsatn;
+use libfuzzer_sys::fuzz_target;
+
+static CASES: OnceLock<Vec<common::Case>> = OnceLock::new();
+
+fuzz_target!(|data: &[u8]| {
+    let cases = CASES.get_or_init(common::cases);
+    let Some((&sel, bytes)) = data.split_first() else { return };
+    let c = &cases[sel as usize % cases.len()];
+
+    let decoded = bsatn::decode(&c.ts, &c.ty, bytes);
+    let mut r = bsatn::Reader::new(bytes);
+    let skipped = bsatn::skip(&c.ts, &c.ty, &mut r);
+
+    if let Ok(v) = decoded {
+        assert_eq!(bsatn::to_vec(&v), bytes, "{}: re-encoding {v:?} is not the input", c.name);
+        assert_eq!(skipped, Ok(()), "{}: decode accepted {v:?} but skip rejected it", c.name);
+        assert!(r.remaining().is_empty(), "{}: skip left {} bytes that decode consumed", c.name, r.remaining().len());
+    }
+});
