@@ -7,6 +7,7 @@
 //!
 //! Not for: HTTP, identities or durability.
 
+pub mod bench;
 pub mod database;
 pub mod executor;
 pub mod scheduler;
@@ -14,3 +15,8 @@ pub mod scheduler;
 pub use database::{now_micros, CallError, Caller, CreateError, Database, ReducerArgs};
 pub use epoch_host::{HostConfig, ReducerOutcome, ReducerResult};
 pub use executor::{DatabaseHandle, ShutDown};
+
+/// The `/schema?version=9` document of a module, pretty-printed.
+pub fn schema_json(def: &epoch_schema::ModuleDef) -> String {
+    serde_json::to_string_pretty(&epoch_schema::json::schema_v9(def)).unwrap_or_default()
+}

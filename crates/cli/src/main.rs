@@ -1,0 +1,119 @@
+//! `epoch`: the command-line entry point. Thin by design: it parses arguments and wires crates.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use epoch_core::{bench, Caller, Database, HostConfig, ReducerArgs};
+
+#[derive(Parser)]
+#[command(name = "epoch", version, about = "Epoch: a real-time database server for SpacetimeDB 1.3 modules")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load a module in-process, call reducers in order, and print tables.
+    Run {
+        /// The module's .wasm file.
+        module: PathBuf,
+        /// A reducer call: NAME followed by its JSON argument array, e.g. --call transfer '[1,2,30]'.
+        #[arg(long = "call", num_args = 2, value_names = ["REDUCER", "JSON_ARGS"])]
+        calls: Vec<String>,
+        /// Print every row of this table as SATS-JSON after the calls.
+        #[arg(long = "show")]
+        show: Vec<String>,
+        /// Print the module's logs after the calls.
+        #[arg(long)]
+        logs: bool,
+        /// Print the module's /schema?version=9 JSON.
+        #[arg(long)]
+        schema: bool,
+        /// Per-reducer time limit in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
+    },
+    /// Measure the in-process engine: empty calls, transfers, bulk inserts, point lookups.
+    Bench {
+        /// The bank module (defaults to the repository's fixture).
+        #[arg(long, default_value = "tests/fixtures/modules/bank.wasm")]
+        bank: PathBuf,
+        /// Smaller counts, for a quick look.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    match Cli::parse().command {
+        Command::Run { module, calls, show, logs, schema, timeout_ms } => {
+            run(module, calls, show, logs, schema, timeout_ms)
+        }
+        Command::Bench { bank, quick } => run_bench(bank, quick),
+    }
+}
+
+fn run(
+    module: PathBuf,
+    calls: Vec<String>,
+    show: Vec<String>,
+    logs: bool,
+    schema: bool,
+    timeout_ms: u64,
+) -> Result<()> {
+    let wasm = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
+    let config = HostConfig { reducer_timeout: Duration::from_millis(timeout_ms), ..HostConfig::default() };
+    let owner = Caller::identity([1; 32]);
+    let mut db = Database::create(&wasm, [2; 32], owner, config)?;
+    if schema {
+        println!("{}", epoch_core::schema_json(db.def()));
+    }
+    let mut failed = false;
+    for pair in calls.chunks(2) {
+        let [name, args] = pair else { bail!("--call takes a reducer name and a JSON array") };
+        let r = db.call(name, ReducerArgs::Json(args.clone()), owner)?;
+        match r.outcome.error_message() {
+            None => println!("{name}: committed in {:?}", r.duration),
+            Some(msg) => {
+                failed = true;
+                println!("{name}: failed: {msg}");
+            }
+        }
+    }
+    for table in show {
+        let rows = db.rows_json(&table).with_context(|| format!("no table named {table}"))?;
+        println!("{table} ({} rows)", rows.len());
+        for row in rows {
+            println!("  {row}");
+        }
+    }
+    if logs {
+        for l in db.logs().tail(None) {
+            println!("{} {} {}", l.level.as_str(), l.target.as_deref().unwrap_or("-"), l.message);
+        }
+    }
+    if failed {
+        std::process::exit(2);
+    }
+    Ok(())
+}
+
+fn run_bench(bank: PathBuf, quick: bool) -> Result<()> {
+    let wasm = std::fs::read(&bank).with_context(|| format!("reading {}", bank.display()))?;
+    let scale = if quick { 10 } else { 1 };
+    let results = [
+        bench::empty_reducer(200_000 / scale),
+        bench::transfer_fast(&wasm, 200_000 / scale),
+        bench::insert_rows(&wasm, 1_000_000 / scale as u32),
+        bench::point_lookups(&wasm, 1_000_000 / scale as u32, 1_000_000 / scale),
+    ];
+    println!("{:<36} {:>12} {:>14} {:>14}", "workload", "ops", "per op", "ops/s");
+    for m in &results {
+        println!("{:<36} {:>12} {:>14?} {:>14.0}", m.name, m.iterations, m.per_op(), m.ops_per_sec());
+    }
+    Ok(())
+}
