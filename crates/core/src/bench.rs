@@ -41,22 +41,29 @@ pub fn noop_module_def() -> Vec<u8> {
     d
 }
 
-/// A hand-written module whose only reducer returns at once: the host's own cost per call.
-pub fn noop_module_wat() -> String {
-    let def = noop_module_def();
+/// A hand-written module that describes itself with `def` (BSATN) and whose `__call_reducer__`
+/// runs the WebAssembly text `body`; `extra_imports` are added to its imports. For benchmarks
+/// and tests that need a module the fixtures do not provide.
+pub fn module_wat(def: &[u8], body: &str, extra_imports: &str) -> String {
     let escaped: String = def.iter().map(|b| format!("\\{b:02x}")).collect();
     format!(
         r#"(module
   (import "spacetime_10.0" "bytes_sink_write" (func $sink_write (param i32 i32 i32) (result i32)))
+  {extra_imports}
   (memory (export "memory") 1)
   (data (i32.const 16) "{escaped}")
   (func (export "__describe_module__") (param $sink i32)
     (i32.store (i32.const 8) (i32.const {len}))
     (drop (call $sink_write (local.get $sink) (i32.const 16) (i32.const 8))))
   (func (export "__call_reducer__") (param i32 i64 i64 i64 i64 i64 i64 i64 i32 i32) (result i32)
-    (i32.const 0)))"#,
+    {body}))"#,
         len = def.len()
     )
+}
+
+/// A module whose only reducer, `noop`, returns at once: the host's own cost per call.
+pub fn noop_module_wat() -> String {
+    module_wat(&noop_module_def(), "(i32.const 0)", "")
 }
 
 fn caller() -> Caller {

@@ -10,22 +10,8 @@ fn create(wasm: &[u8]) -> Result<Database, CreateError> {
     Database::create(wasm, DB_IDENTITY, Caller::identity(OWNER), HostConfig::default())
 }
 
-/// A module that describes itself with `def` (BSATN) and whose reducer runs `body`.
 fn module_with(def: &[u8], body: &str, extra_imports: &str) -> String {
-    let escaped: String = def.iter().map(|b| format!("\\{b:02x}")).collect();
-    format!(
-        r#"(module
-  (import "spacetime_10.0" "bytes_sink_write" (func $sink_write (param i32 i32 i32) (result i32)))
-  {extra_imports}
-  (memory (export "memory") 1)
-  (data (i32.const 16) "{escaped}")
-  (func (export "__describe_module__") (param $sink i32)
-    (i32.store (i32.const 8) (i32.const {len}))
-    (drop (call $sink_write (local.get $sink) (i32.const 16) (i32.const 8))))
-  (func (export "__call_reducer__") (param i32 i64 i64 i64 i64 i64 i64 i64 i32 i32) (result i32)
-    {body}))"#,
-        len = def.len()
-    )
+    bench::module_wat(def, body, extra_imports)
 }
 
 #[test]

@@ -209,13 +209,8 @@ fn db(env: &mut Env) -> Result<&mut Db, StoreError> {
     env.db.as_mut().filter(|db| db.in_tx()).ok_or(StoreError::NotInTransaction)
 }
 
-/// Collects the given rows into a new iterator; returns its handle.
-fn open_iter<'a>(env: &mut Env, rows: impl Iterator<Item = &'a [u8]>) -> Result<u32> {
-    let mut it = RowIter::default();
-    for row in rows {
-        it.data.extend_from_slice(row);
-        it.ends.push(it.data.len() as u32);
-    }
+/// Registers an iterator over `data` (rows ending at `ends`); returns its handle.
+fn open_iter(env: &mut Env, data: Vec<u8>, ends: Vec<u32>) -> Result<u32> {
     let slot = match env.iters.iter().position(Option::is_none) {
         Some(i) => i,
         None if env.iters.len() >= env.max_open_iters => bail!("too many open row iterators"),
@@ -224,9 +219,32 @@ fn open_iter<'a>(env: &mut Env, rows: impl Iterator<Item = &'a [u8]>) -> Result<
             env.iters.len() - 1
         }
     };
-    env.iters[slot] = Some(it);
+    env.iters[slot] = Some(RowIter { data, ends, next: 0 });
     // Handle 0 is the invalid iterator.
     Ok(slot as u32 + 1)
+}
+
+/// Copies rows into one buffer with their end offsets, as an iterator holds them.
+fn collect_rows<'a>(rows: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, Vec<u32>) {
+    let mut data = Vec::new();
+    let mut ends = Vec::new();
+    for row in rows {
+        data.extend_from_slice(row);
+        ends.push(data.len() as u32);
+    }
+    (data, ends)
+}
+
+/// Finishes an insert or update: writes the generated columns back over the row buffer and
+/// their length into `row_len_ptr`, or returns the errno.
+fn write_back(mem: &mut [u8], row_ptr: u32, row_len_ptr: u32, res: Result<Vec<u8>, StoreError>) -> Result<u32> {
+    match res {
+        Ok(gen) => {
+            write_bytes(mem, row_ptr, &gen)?;
+            write_bytes(mem, row_len_ptr, &(gen.len() as u32).to_le_bytes()).map(|_| 0)
+        }
+        Err(e) => store_errno(e),
+    }
 }
 
 /// Writes back the generated columns of a freshly stored row as a BSATN product.
@@ -292,27 +310,11 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
         "datastore_table_scan_bsatn",
         |mut c: Caller<'_, Env>, table: u32, out: u32| -> Result<u32> {
             let (mem, env) = mem_env(&mut c)?;
-            let rows: Vec<u8>;
-            let ends: Vec<u32>;
-            {
-                let t = match db(env).and_then(|db| db.table(table)) {
-                    Ok(t) => t,
-                    Err(e) => return store_errno(e),
-                };
-                let mut data = Vec::new();
-                let mut e = Vec::with_capacity(t.len());
-                for (_, row) in t.iter() {
-                    data.extend_from_slice(row);
-                    e.push(data.len() as u32);
-                }
-                rows = data;
-                ends = e;
-            }
-            let handle = open_iter(env, std::iter::empty())?;
-            if let Some(Some(it)) = env.iters.get_mut(handle as usize - 1) {
-                it.data = rows;
-                it.ends = ends;
-            }
+            let (data, ends) = match db(env).and_then(|db| db.table(table)) {
+                Ok(t) => collect_rows(t.iter().map(|(_, row)| row)),
+                Err(e) => return store_errno(e),
+            };
+            let handle = open_iter(env, data, ends)?;
             write_bytes(mem, out, &handle.to_le_bytes()).map(|_| 0)
         },
     )?;
@@ -339,23 +341,15 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
                 let found = db(env).and_then(|db| {
                     let (table, rows) = db.index_scan(index, prefix, prefix_elems, rstart, rend)?;
                     let t = db.table(table)?;
-                    let mut data = Vec::new();
-                    let mut ends = Vec::with_capacity(rows.len());
-                    for r in rows {
-                        data.extend_from_slice(t.get(r).ok_or(StoreError::Corrupt)?);
-                        ends.push(data.len() as u32);
-                    }
-                    Ok((data, ends))
+                    let rows =
+                        rows.iter().map(|r| t.get(*r).ok_or(StoreError::Corrupt)).collect::<Result<Vec<_>, _>>()?;
+                    Ok(collect_rows(rows.into_iter()))
                 });
                 let (data, ends) = match found {
                     Ok(x) => x,
                     Err(e) => return store_errno(e),
                 };
-                let handle = open_iter(env, std::iter::empty())?;
-                if let Some(Some(it)) = env.iters.get_mut(handle as usize - 1) {
-                    it.data = data;
-                    it.ends = ends;
-                }
+                let handle = open_iter(env, data, ends)?;
                 write_bytes(mem, out, &handle.to_le_bytes()).map(|_| 0)
             },
         )?;
@@ -414,13 +408,7 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
                 let (id, gen) = db.insert(table, row)?;
                 generated_columns(db, table, id, &gen)
             });
-            match res {
-                Ok(gen) => {
-                    write_bytes(mem, row_ptr, &gen)?;
-                    write_bytes(mem, row_len_ptr, &(gen.len() as u32).to_le_bytes()).map(|_| 0)
-                }
-                Err(e) => store_errno(e),
-            }
+            write_back(mem, row_ptr, row_len_ptr, res)
         },
     )?;
     linker.func_wrap(
@@ -434,13 +422,7 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
                 let (id, gen) = db.update(table, index, row)?;
                 generated_columns(db, table, id, &gen)
             });
-            match res {
-                Ok(gen) => {
-                    write_bytes(mem, row_ptr, &gen)?;
-                    write_bytes(mem, row_len_ptr, &(gen.len() as u32).to_le_bytes()).map(|_| 0)
-                }
-                Err(e) => store_errno(e),
-            }
+            write_back(mem, row_ptr, row_len_ptr, res)
         },
     )?;
     for name in ["datastore_delete_by_index_scan_range_bsatn", "datastore_delete_by_btree_scan_bsatn"] {
