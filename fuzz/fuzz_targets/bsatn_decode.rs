@@ -1,5 +1,5 @@
 //! BSATN decoding of fixed types: never panics; whatever decodes re-encodes to the same bytes and
-//! is accepted by `skip`.
+//! is accepted by `skip`, and whatever `skip` accepts whole, `decode` accepts too.
 #![no_main]
 
 mod common;
@@ -24,5 +24,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(bsatn::to_vec(&v), bytes, "{}: re-encoding {v:?} is not the input", c.name);
         assert_eq!(skipped, Ok(()), "{}: decode accepted {v:?} but skip rejected it", c.name);
         assert!(r.remaining().is_empty(), "{}: skip left {} bytes that decode consumed", c.name, r.remaining().len());
+    } else if let (Ok(()), true, Err(e)) = (&skipped, r.remaining().is_empty(), &decoded) {
+        panic!("{}: skip accepted {bytes:02x?} but decode rejected it: {e}", c.name);
     }
 });

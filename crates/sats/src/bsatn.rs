@@ -253,8 +253,9 @@ fn skip_inner(
         T::Array(elem) => {
             let n = r.u32()? as usize;
             *budget = budget.checked_sub(n).ok_or(DecodeError::LengthTooLarge(n as u64))?;
-            // Fixed-size elements can be skipped in one step.
-            if let Some(len) = elem.fixed_bsatn_len(ts).filter(|_| !matches!(**elem, T::Bool | T::Sum(_))) {
+            // Elements whose every byte pattern is valid can be skipped in one step; anything with
+            // a bool or a sum tag inside must be checked element by element.
+            if let Some(len) = elem.fixed_bsatn_len(ts).filter(|_| elem.is_plain_bytes(ts)) {
                 let total = n.checked_mul(len).ok_or(DecodeError::LengthTooLarge(n as u64))?;
                 return r.take(total).map(drop);
             }

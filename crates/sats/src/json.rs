@@ -39,7 +39,27 @@ pub fn to_string(ts: &Typespace, ty: &AlgebraicType, v: &AlgebraicValue) -> Resu
 
 /// Appends `v`, of type `ty`, as SATS-JSON to `out`.
 pub fn write(out: &mut String, ts: &Typespace, ty: &AlgebraicType, v: &AlgebraicValue) -> Result<(), JsonError> {
-    write_at(out, ts, ty, v, 0)
+    write_at(out, ts, ty, v, 0, Style::Named)
+}
+
+/// Appends `v` in the positional form the `/sql` route uses for rows: every product is an array
+/// and every sum is `[tag, payload]`.
+pub fn write_positional(
+    out: &mut String,
+    ts: &Typespace,
+    ty: &AlgebraicType,
+    v: &AlgebraicValue,
+) -> Result<(), JsonError> {
+    write_at(out, ts, ty, v, 0, Style::Positional)
+}
+
+/// How products and sums are written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Style {
+    /// Objects for named products, `{"Variant": payload}` for sums.
+    Named,
+    /// Arrays for products, `[tag, payload]` for sums.
+    Positional,
 }
 
 /// Appends a JSON string literal, escaped as serde_json escapes it.
@@ -74,6 +94,7 @@ fn write_at(
     ty: &AlgebraicType,
     v: &AlgebraicValue,
     depth: u32,
+    style: Style,
 ) -> Result<(), JsonError> {
     use AlgebraicType as T;
     use AlgebraicValue as V;
@@ -83,7 +104,7 @@ fn write_at(
     match (ty, v) {
         (T::Ref(r), _) => {
             let ty = ts.types.get(*r as usize).ok_or(JsonError::DanglingRef(*r))?;
-            write_at(out, ts, ty, v, depth + 1)?
+            write_at(out, ts, ty, v, depth + 1, style)?
         }
         (T::Bool, V::Bool(b)) => out.push_str(if *b { "true" } else { "false" }),
         (T::I8, V::I8(x)) => write!(out, "{x}").unwrap_or(()),
@@ -115,25 +136,25 @@ fn write_at(
                     if i > 0 {
                         out.push(',');
                     }
-                    write_at(out, ts, elem, item, depth + 1)?;
+                    write_at(out, ts, elem, item, depth + 1, style)?;
                 }
                 out.push(']');
             }
         }
-        (T::Product(p), V::Product(items)) => write_product(out, ts, p, items, depth)?,
+        (T::Product(p), V::Product(items)) => write_product(out, ts, p, items, depth, style)?,
         (T::Sum(s), V::Sum(SumValue { tag, value })) => {
             let variant = s.variants.get(*tag as usize).ok_or_else(|| mismatch(ty, v))?;
-            match &variant.name {
+            match variant.name.as_ref().filter(|_| style == Style::Named) {
                 Some(name) => {
                     out.push('{');
                     write_str(out, name);
                     out.push(':');
-                    write_at(out, ts, &variant.ty, value, depth + 1)?;
+                    write_at(out, ts, &variant.ty, value, depth + 1, style)?;
                     out.push('}');
                 }
                 None => {
                     write!(out, "[{tag},").unwrap_or(());
-                    write_at(out, ts, &variant.ty, value, depth + 1)?;
+                    write_at(out, ts, &variant.ty, value, depth + 1, style)?;
                     out.push(']');
                 }
             }
@@ -149,6 +170,7 @@ fn write_product(
     p: &ProductType,
     items: &[AlgebraicValue],
     depth: u32,
+    style: Style,
 ) -> Result<(), JsonError> {
     if p.elements.len() != items.len() {
         return Err(JsonError::Mismatch(format!(
@@ -158,7 +180,7 @@ fn write_product(
         )));
     }
     // A product is an object only when every element has a name (the unit type is `[]`).
-    let named = !p.elements.is_empty() && p.elements.iter().all(|e| e.name.is_some());
+    let named = style == Style::Named && !p.elements.is_empty() && p.elements.iter().all(|e| e.name.is_some());
     out.push(if named { '{' } else { '[' });
     for (i, (e, item)) in p.elements.iter().zip(items).enumerate() {
         if i > 0 {
@@ -168,7 +190,7 @@ fn write_product(
             write_str(out, name);
             out.push(':');
         }
-        write_at(out, ts, &e.ty, item, depth + 1)?;
+        write_at(out, ts, &e.ty, item, depth + 1, style)?;
     }
     out.push(if named { '}' } else { ']' });
     Ok(())

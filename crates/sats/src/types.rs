@@ -136,6 +136,23 @@ impl AlgebraicType {
         }
     }
 
+    /// Whether every byte string of this type's fixed length is a valid value (integers, floats
+    /// and products of them), so that skipping such values needs no check of their bytes.
+    pub fn is_plain_bytes(&self, ts: &Typespace) -> bool {
+        self.plain_depth(ts, 0)
+    }
+
+    fn plain_depth(&self, ts: &Typespace, depth: u32) -> bool {
+        use AlgebraicType::*;
+        depth <= 64
+            && match self {
+                I8 | U8 | I16 | U16 | I32 | U32 | I64 | U64 | I128 | U128 | I256 | U256 | F32 | F64 => true,
+                Product(p) => p.elements.iter().all(|e| e.ty.plain_depth(ts, depth + 1)),
+                Ref(r) => ts.types.get(*r as usize).is_some_and(|t| t.plain_depth(ts, depth + 1)),
+                Bool | String | Sum(_) | Array(_) => false,
+            }
+    }
+
     /// The number of bytes every value of this type takes in BSATN, when that is fixed.
     pub fn fixed_bsatn_len(&self, ts: &Typespace) -> Option<usize> {
         self.fixed_len_depth(ts, 0)

@@ -188,6 +188,31 @@ fn json_rejects_bad_input_with_errors() {
 }
 
 #[test]
+fn skip_checks_bools_and_tags_inside_fixed_size_array_elements() {
+    // Found by the bsatn_decode fuzz target: skip accepted what decode rejects.
+    let elem = AlgebraicType::product([
+        ("flag", AlgebraicType::Bool),
+        ("n", AlgebraicType::U16),
+        ("e", AlgebraicType::Sum(SumType::new([("A", AlgebraicType::unit()), ("B", AlgebraicType::unit())]))),
+    ]);
+    let ty = AlgebraicType::array(elem);
+    let ts = Typespace::default();
+    for bad in [[1, 0, 0, 0, 2, 0, 0, 0], [1, 0, 0, 0, 1, 0, 0, 9]] {
+        assert!(bsatn::decode(&ts, &ty, &bad).is_err());
+        assert!(bsatn::skip(&ts, &ty, &mut bsatn::Reader::new(&bad)).is_err(), "{bad:?}");
+    }
+    let ts = Typespace { types: vec![AlgebraicType::Bool] };
+    let by_ref = AlgebraicType::array(AlgebraicType::Ref(0));
+    assert!(bsatn::skip(&ts, &by_ref, &mut bsatn::Reader::new(&[1, 0, 0, 0, 7])).is_err());
+    // Plain numeric arrays still skip in one step and stay correct.
+    let nums = AlgebraicType::array(AlgebraicType::product([("x", AlgebraicType::I32), ("y", AlgebraicType::F64)]));
+    let mut r =
+        bsatn::Reader::new(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    bsatn::skip(&Typespace::default(), &nums, &mut r).unwrap();
+    assert!(r.remaining().is_empty());
+}
+
+#[test]
 fn bsatn_rejects_malformed_input() {
     let ts = Typespace::default();
     assert!(matches!(bsatn::decode(&ts, &AlgebraicType::Bool, &[2]), Err(bsatn::DecodeError::InvalidBool(2))));

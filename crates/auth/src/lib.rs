@@ -1,0 +1,321 @@
+//! # epoch-auth
+//!
+//! Identities and tokens as SpacetimeDB 1.3 makes them: an [`Identity`] is derived from a token's
+//! issuer and subject (`blake3` of `"{iss}|{sub}"`, with a `c200` prefix and a checksum), and
+//! tokens are ES256 JWTs signed by the server's key pair, kept in the data directory. Tokens from
+//! other OpenID issuers verify against their configured public keys.
+//!
+//! Not for: deciding who may do what (the API layer does that with the verified identity).
+
+use std::fmt;
+use std::path::Path;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// A 256-bit identity. Stored little-endian, as the module ABI passes it; shown big-endian hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity(pub [u8; 32]);
+
+impl Identity {
+    /// The identity of the holder of a token with this issuer and subject.
+    pub fn from_claims(issuer: &str, subject: &str) -> Self {
+        let first = blake3::hash(format!("{issuer}|{subject}").as_bytes());
+        let id_hash = &first.as_bytes()[..26];
+        let mut checksum_input = [0u8; 28];
+        checksum_input[0] = 0xc2;
+        checksum_input[2..].copy_from_slice(id_hash);
+        let checksum = blake3::hash(&checksum_input);
+        let mut be = [0u8; 32];
+        be[0] = 0xc2;
+        be[2..6].copy_from_slice(&checksum.as_bytes()[..4]);
+        be[6..].copy_from_slice(id_hash);
+        Self::from_be_bytes(be)
+    }
+
+    pub fn from_be_bytes(mut be: [u8; 32]) -> Self {
+        be.reverse();
+        Self(be)
+    }
+
+    pub fn to_be_bytes(self) -> [u8; 32] {
+        let mut b = self.0;
+        b.reverse();
+        b
+    }
+
+    /// 64 lowercase hex digits, most significant first.
+    pub fn to_hex(self) -> String {
+        hex::encode(self.to_be_bytes())
+    }
+
+    /// Parses 64 hex digits (an optional `0x` is accepted).
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let s = s.strip_prefix("0x").unwrap_or(s);
+        let bytes: [u8; 32] = hex::decode(s).ok()?.try_into().ok()?;
+        Some(Self::from_be_bytes(bytes))
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Identity({})", self.to_hex())
+    }
+}
+
+/// The claims of a SpacetimeDB token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Claims {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hex_identity: Option<String>,
+    pub sub: String,
+    pub iss: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "string_or_vec")]
+    pub aud: Vec<String>,
+    #[serde(default)]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<u64>,
+}
+
+fn string_or_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// Why a token was not accepted, or keys could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("token issuer `{0}` is not trusted by this server")]
+    UntrustedIssuer(String),
+    #[error("token's hex_identity does not match its issuer and subject")]
+    IdentityMismatch,
+    #[error("key error: {0}")]
+    Key(String),
+    #[error("reading or writing keys: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A verified caller.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    pub identity: Identity,
+    pub claims: Claims,
+}
+
+/// A trusted third-party issuer and the public key its tokens verify with.
+pub struct TrustedIssuer {
+    pub issuer: String,
+    key: DecodingKey,
+    algorithm: Algorithm,
+}
+
+impl TrustedIssuer {
+    /// An issuer whose tokens are ES256-signed by the key in `public_key_pem`.
+    pub fn es256(issuer: &str, public_key_pem: &[u8]) -> Result<Self, AuthError> {
+        let key = DecodingKey::from_ec_pem(public_key_pem).map_err(|e| AuthError::Key(e.to_string()))?;
+        Ok(Self { issuer: issuer.to_string(), key, algorithm: Algorithm::ES256 })
+    }
+
+    /// An issuer whose tokens are RS256-signed by the key in `public_key_pem`.
+    pub fn rs256(issuer: &str, public_key_pem: &[u8]) -> Result<Self, AuthError> {
+        let key = DecodingKey::from_rsa_pem(public_key_pem).map_err(|e| AuthError::Key(e.to_string()))?;
+        Ok(Self { issuer: issuer.to_string(), key, algorithm: Algorithm::RS256 })
+    }
+}
+
+/// The server's signing keys and the issuers it trusts.
+pub struct Authority {
+    /// The issuer written into tokens this server signs.
+    pub issuer: String,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    public_key_pem: String,
+    trusted: Vec<TrustedIssuer>,
+}
+
+/// The file names of the server's key pair inside its key directory.
+pub const PRIVATE_KEY_FILE: &str = "id_ecdsa";
+pub const PUBLIC_KEY_FILE: &str = "id_ecdsa.pub";
+
+impl Authority {
+    /// Loads the key pair from `dir`, creating it (P-256, PKCS#8 PEM) on first start.
+    pub fn load_or_create(dir: &Path, issuer: &str) -> Result<Self, AuthError> {
+        let private = dir.join(PRIVATE_KEY_FILE);
+        let public = dir.join(PUBLIC_KEY_FILE);
+        if !private.exists() || !public.exists() {
+            std::fs::create_dir_all(dir)?;
+            let (priv_pem, pub_pem) = generate_key_pair()?;
+            write_private(&private, priv_pem.as_bytes())?;
+            std::fs::write(&public, pub_pem.as_bytes())?;
+        }
+        let priv_pem = std::fs::read(&private)?;
+        let pub_pem = std::fs::read_to_string(&public)?;
+        Self::from_pem(&priv_pem, &pub_pem, issuer)
+    }
+
+    pub fn from_pem(private_pem: &[u8], public_pem: &str, issuer: &str) -> Result<Self, AuthError> {
+        Ok(Self {
+            issuer: issuer.to_string(),
+            encoding: EncodingKey::from_ec_pem(private_pem).map_err(|e| AuthError::Key(e.to_string()))?,
+            decoding: DecodingKey::from_ec_pem(public_pem.as_bytes()).map_err(|e| AuthError::Key(e.to_string()))?,
+            public_key_pem: public_pem.to_string(),
+            trusted: Vec::new(),
+        })
+    }
+
+    /// Trusts tokens from another issuer.
+    pub fn trust(&mut self, issuer: TrustedIssuer) {
+        self.trusted.push(issuer);
+    }
+
+    /// The public key, PEM, as `/v1/identity/public-key` serves it.
+    pub fn public_key_pem(&self) -> &str {
+        &self.public_key_pem
+    }
+
+    /// Creates a fresh identity (a random subject under this server's issuer) and its token.
+    pub fn create_identity(&self) -> Result<(Identity, String), AuthError> {
+        let subject = uuid::Uuid::new_v4().to_string();
+        let identity = Identity::from_claims(&self.issuer, &subject);
+        let token = self.sign(identity, &subject, None)?;
+        Ok((identity, token))
+    }
+
+    /// Signs a token for `subject` under this server's issuer.
+    pub fn sign(&self, identity: Identity, subject: &str, exp: Option<u64>) -> Result<String, AuthError> {
+        let claims = Claims {
+            hex_identity: Some(identity.to_hex()),
+            sub: subject.to_string(),
+            iss: self.issuer.clone(),
+            aud: vec!["spacetimedb".to_string()],
+            iat: Some(now_secs()),
+            exp,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.encoding)
+            .map_err(|e| AuthError::Key(e.to_string()))
+    }
+
+    /// Verifies a token's signature (ours or a trusted issuer's) and expiry; returns its identity.
+    pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        let unverified = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))?
+            .claims;
+        let (key, alg) = if unverified.iss == self.issuer {
+            (&self.decoding, Algorithm::ES256)
+        } else {
+            let t = self
+                .trusted
+                .iter()
+                .find(|t| t.issuer == unverified.iss)
+                .ok_or_else(|| AuthError::UntrustedIssuer(unverified.iss.clone()))?;
+            (&t.key, t.algorithm)
+        };
+        let mut validation = Validation::new(alg);
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        validation.validate_exp = true;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &validation)
+            .map_err(|e| AuthError::InvalidToken(e.to_string()))?
+            .claims;
+        let identity = Identity::from_claims(&claims.iss, &claims.sub);
+        if let Some(h) = &claims.hex_identity {
+            if Identity::from_hex(h) != Some(identity) {
+                return Err(AuthError::IdentityMismatch);
+            }
+        }
+        Ok(Verified { identity, claims })
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A new P-256 key pair as (PKCS#8 private key PEM, public key PEM).
+pub fn generate_key_pair() -> Result<(String, String), AuthError> {
+    use p256::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
+    let secret = p256::SecretKey::random(&mut rand_core::OsRng);
+    let private = secret.to_pkcs8_pem(LineEnding::LF).map_err(|e| AuthError::Key(e.to_string()))?;
+    let public = secret.public_key().to_public_key_pem(LineEnding::LF).map_err(|e| AuthError::Key(e.to_string()))?;
+    Ok((private.to_string(), public))
+}
+
+/// Writes a private key readable only by its owner.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identities_start_with_c200_and_round_trip_hex() {
+        let id = Identity::from_claims("localhost", "abc");
+        assert!(id.to_hex().starts_with("c200"));
+        assert_eq!(Identity::from_hex(&id.to_hex()), Some(id));
+        assert_eq!(Identity::from_hex("zz"), None);
+    }
+
+    #[test]
+    fn tokens_verify_and_tampering_is_rejected() {
+        let dir = std::env::temp_dir().join(format!("epoch-auth-{}", uuid::Uuid::new_v4()));
+        let auth = Authority::load_or_create(&dir, "localhost").unwrap();
+        let (id, token) = auth.create_identity().unwrap();
+        assert_eq!(auth.verify(&token).unwrap().identity, id);
+        let mut bad = token.clone();
+        bad.pop();
+        bad.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert!(auth.verify(&bad).is_err());
+        assert!(auth.verify("not.a.token").is_err());
+        // The same keys load again from the directory.
+        let again = Authority::load_or_create(&dir, "localhost").unwrap();
+        assert_eq!(again.verify(&token).unwrap().identity, id);
+        // A token signed by someone else's key under our issuer name is refused.
+        let other_dir = dir.join("other");
+        let other = Authority::load_or_create(&other_dir, "localhost").unwrap();
+        let (_, foreign) = other.create_identity().unwrap();
+        assert!(auth.verify(&foreign).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn third_party_issuers_are_trusted_only_when_configured() {
+        let dir = std::env::temp_dir().join(format!("epoch-auth-{}", uuid::Uuid::new_v4()));
+        let mut auth = Authority::load_or_create(&dir.join("server"), "localhost").unwrap();
+        let idp = Authority::load_or_create(&dir.join("idp"), "https://idp.example").unwrap();
+        let (id, token) = idp.create_identity().unwrap();
+        assert!(matches!(auth.verify(&token), Err(AuthError::UntrustedIssuer(_))));
+        auth.trust(TrustedIssuer::es256("https://idp.example", idp.public_key_pem().as_bytes()).unwrap());
+        assert_eq!(auth.verify(&token).unwrap().identity, id);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

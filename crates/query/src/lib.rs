@@ -1,0 +1,483 @@
+//! # epoch-query
+//!
+//! The SQL that SpacetimeDB 1.3's `/sql` route answers, over an [`epoch_store::Store`]:
+//! `SELECT *`, `SELECT t.*`, column lists with `AS`, `COUNT(*) AS alias`, `WHERE` with
+//! `= <> != < > <= >=`, `AND`, `OR` and parentheses over columns and literals (integers, floats,
+//! strings, booleans, hex), and `LIMIT n`. Private tables are invisible to callers who may not
+//! see them, exactly like tables that do not exist. Error texts follow 1.3's.
+//!
+//! Not for: joins, DML and subscriptions (later work).
+
+use std::cmp::Ordering;
+
+use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType, ProductTypeElement, F64};
+use epoch_schema::TableAccess;
+use epoch_store::Store;
+use sqlparser::ast::{
+    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, LimitClause, ObjectNamePart, SelectItem,
+    SetExpr, Statement, TableFactor, UnaryOperator, Value,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+/// Why a query was refused. The texts are what 1.3 answers (HTTP 400).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SqlError {
+    #[error("Empty SQL query")]
+    Empty,
+    #[error("{0}")]
+    Parse(String),
+    #[error("Multiple SQL statements are not supported")]
+    MultipleStatements,
+    #[error("`{0}` is not a valid table")]
+    UnknownTable(String),
+    #[error("`{0}` is not in scope")]
+    UnknownColumn(String),
+    #[error("Only owners are authorized to run SQL DML statements")]
+    DmlNotOwner,
+    #[error("Unsupported: {0}")]
+    Unsupported(String),
+    #[error("Cannot compare `{column}` of type {ty} with {literal}")]
+    TypeMismatch { column: String, ty: String, literal: String },
+    #[error("The query returns more than {0} rows; add a WHERE clause or a LIMIT")]
+    TooManyRows(usize),
+    #[error("The query is longer than {0} bytes")]
+    TooLong(usize),
+}
+
+/// Who runs a query, and the limits it runs under.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryContext {
+    /// Whether the caller owns the database (and so sees private tables and may run DML).
+    pub is_owner: bool,
+    /// The most rows one query may return.
+    pub row_limit: usize,
+    /// The longest query text accepted, in bytes.
+    pub max_sql_len: usize,
+}
+
+impl Default for QueryContext {
+    fn default() -> Self {
+        Self { is_owner: false, row_limit: 100_000, max_sql_len: 64 * 1024 }
+    }
+}
+
+/// A query's answer: the result columns and the rows, each a product of those columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueryResult {
+    pub schema: ProductType,
+    pub rows: Vec<AlgebraicValue>,
+}
+
+/// A literal in a `WHERE` clause.
+#[derive(Debug, Clone, PartialEq)]
+enum Literal {
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Bool(bool),
+    Hex(Vec<u8>),
+}
+
+/// A `WHERE` condition with columns resolved to positions.
+#[derive(Debug, Clone)]
+enum Cond {
+    Cmp { col: usize, op: BinaryOperator, rhs: Operand },
+    And(Box<Cond>, Box<Cond>),
+    Or(Box<Cond>, Box<Cond>),
+    Const(bool),
+}
+
+#[derive(Debug, Clone)]
+enum Operand {
+    Col(usize),
+    Lit(AlgebraicValue),
+}
+
+enum Projection {
+    All,
+    Columns(Vec<(usize, String)>),
+    Count(String),
+}
+
+/// Parses and runs one `SELECT` against `store`.
+pub fn execute(store: &Store, sql: &str, ctx: QueryContext) -> Result<QueryResult, SqlError> {
+    if sql.len() > ctx.max_sql_len {
+        return Err(SqlError::TooLong(ctx.max_sql_len));
+    }
+    if sql.trim().is_empty() {
+        return Err(SqlError::Empty);
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| SqlError::Parse(e.to_string()))?;
+    if statements.len() > 1 {
+        return Err(SqlError::MultipleStatements);
+    }
+    let Some(statement) = statements.pop() else { return Err(SqlError::Empty) };
+    let query = match statement {
+        Statement::Query(q) => q,
+        Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) if !ctx.is_owner => {
+            return Err(SqlError::DmlNotOwner)
+        }
+        other => return Err(SqlError::Unsupported(format!("{other}"))),
+    };
+    if query.order_by.is_some() {
+        return Err(SqlError::Unsupported("ORDER BY".into()));
+    }
+    let limit = match &query.limit_clause {
+        None => None,
+        Some(LimitClause::LimitOffset { limit: Some(e), offset: None, limit_by }) if limit_by.is_empty() => {
+            match literal(e)? {
+                Literal::Int(n) if n >= 0 => Some(n as usize),
+                _ => return Err(SqlError::Unsupported("LIMIT must be a non-negative integer".into())),
+            }
+        }
+        Some(_) => return Err(SqlError::Unsupported("this form of LIMIT".into())),
+    };
+    let SetExpr::Select(select) = *query.body else {
+        return Err(SqlError::Unsupported("only SELECT queries are supported".into()));
+    };
+    if select.distinct.is_some() {
+        return Err(SqlError::Unsupported("DISTINCT".into()));
+    }
+    if select.having.is_some()
+        || !matches!(select.group_by, sqlparser::ast::GroupByExpr::Expressions(ref e, _) if e.is_empty())
+    {
+        return Err(SqlError::Unsupported("GROUP BY".into()));
+    }
+    let [from] = select.from.as_slice() else {
+        return Err(SqlError::Unsupported("a query must read exactly one table".into()));
+    };
+    if !from.joins.is_empty() {
+        return Err(SqlError::Unsupported("joins".into()));
+    }
+    let TableFactor::Table { name, alias, .. } = &from.relation else {
+        return Err(SqlError::Unsupported("subqueries".into()));
+    };
+    let table_name = match name.0.as_slice() {
+        [ObjectNamePart::Identifier(id)] => id.value.clone(),
+        _ => return Err(SqlError::Unsupported(format!("table name {name}"))),
+    };
+    let table = store
+        .table_by_name(&table_name)
+        .filter(|t| ctx.is_owner || t.schema.def.table_access == TableAccess::Public)
+        .ok_or_else(|| SqlError::UnknownTable(table_name.clone()))?;
+    let row_type = table.schema.row_type().clone();
+    let scope = Scope { table: &table_name, alias: alias.as_ref().map(|a| a.name.value.as_str()), row_type: &row_type };
+
+    let projection = scope.projection(&select.projection)?;
+    let cond = match &select.selection {
+        Some(e) => scope.condition(e)?,
+        None => Cond::Const(true),
+    };
+
+    let ts = &store.typespace;
+    let ty = AlgebraicType::Product(row_type.clone());
+    let mut rows = Vec::new();
+    let mut count: u64 = 0;
+    for (_, bytes) in table.iter() {
+        let row = epoch_sats::bsatn::decode(ts, &ty, bytes).map_err(|e| SqlError::Unsupported(e.to_string()))?;
+        let cols = row.as_product().unwrap_or(&[]);
+        if !eval(&cond, cols) {
+            continue;
+        }
+        if let Projection::Count(_) = projection {
+            count += 1;
+            continue;
+        }
+        if limit.is_some_and(|l| rows.len() >= l) {
+            break;
+        }
+        if rows.len() >= ctx.row_limit {
+            return Err(SqlError::TooManyRows(ctx.row_limit));
+        }
+        rows.push(match &projection {
+            Projection::All => row,
+            Projection::Columns(c) => AlgebraicValue::Product(c.iter().map(|(i, _)| cols[*i].clone()).collect()),
+            Projection::Count(_) => unreachable!("handled above"),
+        });
+    }
+    let schema = match projection {
+        Projection::All => row_type,
+        Projection::Columns(c) => ProductType {
+            elements: c
+                .iter()
+                .map(|(i, name)| ProductTypeElement {
+                    name: Some(name.as_str().into()),
+                    ty: row_type.elements[*i].ty.clone(),
+                })
+                .collect(),
+        },
+        Projection::Count(alias) => {
+            rows = vec![AlgebraicValue::product([AlgebraicValue::U64(count)])];
+            ProductType::new([(alias.as_str(), AlgebraicType::U64)])
+        }
+    };
+    Ok(QueryResult { schema, rows })
+}
+
+struct Scope<'a> {
+    table: &'a str,
+    alias: Option<&'a str>,
+    row_type: &'a ProductType,
+}
+
+impl Scope<'_> {
+    fn column(&self, e: &Expr) -> Result<Option<usize>, SqlError> {
+        let name = match e {
+            Expr::Identifier(id) => id.value.as_str(),
+            Expr::CompoundIdentifier(parts) => match parts.as_slice() {
+                [t, c] if t.value == self.table || Some(t.value.as_str()) == self.alias => c.value.as_str(),
+                [t, _] => return Err(SqlError::UnknownTable(t.value.clone())),
+                _ => return Err(SqlError::Unsupported(format!("identifier {e}"))),
+            },
+            _ => return Ok(None),
+        };
+        self.row_type.index_of(name).map(Some).ok_or_else(|| SqlError::UnknownColumn(name.to_string()))
+    }
+
+    fn projection(&self, items: &[SelectItem]) -> Result<Projection, SqlError> {
+        if let [SelectItem::Wildcard(_)] = items {
+            return Ok(Projection::All);
+        }
+        if let [SelectItem::QualifiedWildcard(kind, _)] = items {
+            let t = kind.to_string();
+            if t == self.table || Some(t.as_str()) == self.alias {
+                return Ok(Projection::All);
+            }
+            return Err(SqlError::UnknownTable(t));
+        }
+        let mut cols = Vec::new();
+        for item in items {
+            let (expr, alias) = match item {
+                SelectItem::UnnamedExpr(e) => (e, None),
+                SelectItem::ExprWithAlias { expr, alias } => (expr, Some(alias.value.clone())),
+                _ => return Err(SqlError::Unsupported("mixing * with columns".into())),
+            };
+            if is_count_star(expr) {
+                return match (items.len(), alias) {
+                    (1, Some(alias)) => Ok(Projection::Count(alias)),
+                    (1, None) => Err(SqlError::Unsupported("COUNT(*) needs an alias: COUNT(*) AS n".into())),
+                    _ => Err(SqlError::Unsupported("COUNT(*) with other columns".into())),
+                };
+            }
+            let Some(i) = self.column(expr)? else {
+                return Err(SqlError::Unsupported(format!("projection {expr}")));
+            };
+            let name = alias.unwrap_or_else(|| self.row_type.elements[i].name.as_deref().unwrap_or("").to_string());
+            cols.push((i, name));
+        }
+        Ok(Projection::Columns(cols))
+    }
+
+    fn condition(&self, e: &Expr) -> Result<Cond, SqlError> {
+        match e {
+            Expr::Nested(inner) => self.condition(inner),
+            Expr::BinaryOp { left, op: BinaryOperator::And, right } => {
+                Ok(Cond::And(Box::new(self.condition(left)?), Box::new(self.condition(right)?)))
+            }
+            Expr::BinaryOp { left, op: BinaryOperator::Or, right } => {
+                Ok(Cond::Or(Box::new(self.condition(left)?), Box::new(self.condition(right)?)))
+            }
+            Expr::BinaryOp { left, op, right } if is_comparison(op) => {
+                match (self.column(left)?, self.column(right)?) {
+                    (Some(l), Some(r)) => Ok(Cond::Cmp { col: l, op: op.clone(), rhs: Operand::Col(r) }),
+                    (Some(c), None) => {
+                        Ok(Cond::Cmp { col: c, op: op.clone(), rhs: Operand::Lit(self.coerce(c, right)?) })
+                    }
+                    (None, Some(c)) => Ok(Cond::Cmp { col: c, op: flip(op), rhs: Operand::Lit(self.coerce(c, left)?) }),
+                    (None, None) => Err(SqlError::Unsupported(format!("comparison without a column: {e}"))),
+                }
+            }
+            Expr::Value(v) if matches!(v.value, Value::Boolean(_)) => {
+                Ok(Cond::Const(matches!(v.value, Value::Boolean(true))))
+            }
+            other => Err(SqlError::Unsupported(format!("WHERE {other}"))),
+        }
+    }
+
+    /// Turns a literal into a value of column `col`'s type.
+    fn coerce(&self, col: usize, e: &Expr) -> Result<AlgebraicValue, SqlError> {
+        let lit = literal(e)?;
+        let column = &self.row_type.elements[col];
+        let mismatch = || SqlError::TypeMismatch {
+            column: column.name.as_deref().unwrap_or("?").to_string(),
+            ty: format!("{:?}", column.ty),
+            literal: e.to_string(),
+        };
+        literal_value(&column.ty, &lit).ok_or_else(mismatch)
+    }
+}
+
+fn is_count_star(e: &Expr) -> bool {
+    let Expr::Function(f) = e else { return false };
+    let FunctionArguments::List(list) = &f.args else { return false };
+    f.name.to_string().eq_ignore_ascii_case("count")
+        && matches!(list.args.as_slice(), [FunctionArg::Unnamed(FunctionArgExpr::Wildcard)])
+}
+
+fn is_comparison(op: &BinaryOperator) -> bool {
+    use BinaryOperator::*;
+    matches!(op, Eq | NotEq | Lt | LtEq | Gt | GtEq)
+}
+
+fn flip(op: &BinaryOperator) -> BinaryOperator {
+    use BinaryOperator::*;
+    match op {
+        Lt => Gt,
+        LtEq => GtEq,
+        Gt => Lt,
+        GtEq => LtEq,
+        other => other.clone(),
+    }
+}
+
+fn literal(e: &Expr) -> Result<Literal, SqlError> {
+    match e {
+        Expr::Nested(inner) => literal(inner),
+        Expr::UnaryOp { op: UnaryOperator::Minus, expr } => match literal(expr)? {
+            Literal::Int(n) => Ok(Literal::Int(-n)),
+            Literal::Float(f) => Ok(Literal::Float(-f)),
+            _ => Err(SqlError::Unsupported(format!("literal {e}"))),
+        },
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => {
+                if let Some(hex) = n.strip_prefix("0x").or_else(|| n.strip_prefix("0X")) {
+                    return hex_bytes(hex)
+                        .map(Literal::Hex)
+                        .ok_or_else(|| SqlError::Unsupported(format!("literal {n}")));
+                }
+                n.parse::<i128>()
+                    .map(Literal::Int)
+                    .or_else(|_| n.parse::<f64>().map(Literal::Float))
+                    .map_err(|_| SqlError::Unsupported(format!("number {n}")))
+            }
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Ok(Literal::Str(s.clone())),
+            Value::HexStringLiteral(h) => {
+                hex_bytes(h).map(Literal::Hex).ok_or_else(|| SqlError::Unsupported(format!("hex literal {h}")))
+            }
+            Value::Boolean(b) => Ok(Literal::Bool(*b)),
+            other => Err(SqlError::Unsupported(format!("literal {other}"))),
+        },
+        // `0xABCD` reaches the parser as a number followed by an identifier in some dialects.
+        Expr::Identifier(id) if id.value.starts_with("0x") => {
+            hex_bytes(&id.value[2..]).map(Literal::Hex).ok_or_else(|| SqlError::Unsupported(format!("literal {id}")))
+        }
+        other => Err(SqlError::Unsupported(format!("expression {other}"))),
+    }
+}
+
+fn hex_bytes(h: &str) -> Option<Vec<u8>> {
+    let h = if h.len() % 2 == 1 { format!("0{h}") } else { h.to_string() };
+    (0..h.len()).step_by(2).map(|i| u8::from_str_radix(&h[i..i + 2], 16).ok()).collect()
+}
+
+/// A big-endian byte string as a 256-bit unsigned integer (at most 32 bytes).
+fn u256_from_be(bytes: &[u8]) -> Option<epoch_sats::U256> {
+    if bytes.len() > 32 {
+        return None;
+    }
+    let mut be = [0u8; 32];
+    be[32 - bytes.len()..].copy_from_slice(bytes);
+    Some(epoch_sats::U256::from_be_bytes(be))
+}
+
+/// The value of type `ty` a literal stands for, if it fits.
+fn literal_value(ty: &AlgebraicType, lit: &Literal) -> Option<AlgebraicValue> {
+    use AlgebraicType as T;
+    use AlgebraicValue as V;
+    Some(match (ty, lit) {
+        (T::Bool, Literal::Bool(b)) => V::Bool(*b),
+        (T::I8, Literal::Int(n)) => V::I8(i8::try_from(*n).ok()?),
+        (T::U8, Literal::Int(n)) => V::U8(u8::try_from(*n).ok()?),
+        (T::I16, Literal::Int(n)) => V::I16(i16::try_from(*n).ok()?),
+        (T::U16, Literal::Int(n)) => V::U16(u16::try_from(*n).ok()?),
+        (T::I32, Literal::Int(n)) => V::I32(i32::try_from(*n).ok()?),
+        (T::U32, Literal::Int(n)) => V::U32(u32::try_from(*n).ok()?),
+        (T::I64, Literal::Int(n)) => V::I64(i64::try_from(*n).ok()?),
+        (T::U64, Literal::Int(n)) => V::U64(u64::try_from(*n).ok()?),
+        (T::I128, Literal::Int(n)) => V::I128(*n),
+        (T::U128, Literal::Int(n)) => V::U128(u128::try_from(*n).ok()?),
+        (T::I256, Literal::Int(n)) => V::I256(Box::new(epoch_sats::I256::new(*n))),
+        (T::U256, Literal::Int(n)) => V::U256(Box::new(epoch_sats::U256::new(u128::try_from(*n).ok()?))),
+        (T::U256, Literal::Hex(b)) => V::U256(Box::new(u256_from_be(b)?)),
+        (T::F32, Literal::Float(f)) => V::F32(epoch_sats::F32(*f as f32)),
+        (T::F32, Literal::Int(n)) => V::F32(epoch_sats::F32(*n as f32)),
+        (T::F64, Literal::Float(f)) => V::F64(F64(*f)),
+        (T::F64, Literal::Int(n)) => V::F64(F64(*n as f64)),
+        (T::String, Literal::Str(s)) => V::String(s.as_str().into()),
+        (T::Array(e), Literal::Hex(b)) if **e == T::U8 => V::bytes(b),
+        // Identity, ConnectionId, Timestamp: a product with one special element.
+        (T::Product(p), _) if p.special_name().is_some() => V::product([literal_value(&p.elements[0].ty, lit)?]),
+        (T::Product(p), Literal::Str(s)) if p.special_name() == Some(epoch_sats::special::IDENTITY) => {
+            let b = hex_bytes(s.strip_prefix("0x").unwrap_or(s))?;
+            V::product([V::U256(Box::new(u256_from_be(&b)?))])
+        }
+        _ => return None,
+    })
+}
+
+fn eval(c: &Cond, row: &[AlgebraicValue]) -> bool {
+    match c {
+        Cond::Const(b) => *b,
+        Cond::And(a, b) => eval(a, row) && eval(b, row),
+        Cond::Or(a, b) => eval(a, row) || eval(b, row),
+        Cond::Cmp { col, op, rhs } => {
+            let rhs = match rhs {
+                Operand::Col(i) => &row[*i],
+                Operand::Lit(v) => v,
+            };
+            let ord = row[*col].cmp(rhs);
+            match op {
+                BinaryOperator::Eq => ord == Ordering::Equal,
+                BinaryOperator::NotEq => ord != Ordering::Equal,
+                BinaryOperator::Lt => ord == Ordering::Less,
+                BinaryOperator::LtEq => ord != Ordering::Greater,
+                BinaryOperator::Gt => ord == Ordering::Greater,
+                BinaryOperator::GtEq => ord != Ordering::Less,
+                _ => false,
+            }
+        }
+    }
+}
+
+/// Writes a result as the `/sql` route answers it: one statement's `{schema, rows, ...}`.
+pub fn result_json(ts: &epoch_sats::Typespace, r: &QueryResult, total_duration_micros: u64) -> String {
+    let mut out = String::from("{\"schema\":");
+    out.push_str(&schema_json(&r.schema));
+    out.push_str(",\"rows\":[");
+    let ty = AlgebraicType::Product(r.schema.clone());
+    for (i, row) in r.rows.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        // Rows were decoded with this very type, so writing them cannot mismatch.
+        let _ = epoch_sats::json::write_positional(&mut out, ts, &ty, row);
+    }
+    out.push_str(&format!(
+        "],\"total_duration_micros\":{total_duration_micros},\"stats\":{{\"rows_inserted\":0,\"rows_deleted\":0,\"rows_updated\":0}}}}"
+    ));
+    out
+}
+
+fn schema_json(p: &ProductType) -> String {
+    let mut out = String::from("{\"elements\":[");
+    for (i, e) in p.elements.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str("{\"name\":");
+        match &e.name {
+            Some(n) => {
+                out.push_str("{\"some\":");
+                epoch_sats::json::write_str(&mut out, n);
+                out.push('}');
+            }
+            None => out.push_str("{\"none\":[]}"),
+        }
+        out.push_str(",\"algebraic_type\":");
+        out.push_str(&epoch_schema::json::algebraic_type(&e.ty).to_string());
+        out.push('}');
+    }
+    out.push_str("]}");
+    out
+}
