@@ -16,6 +16,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start the server on a local data directory (no outside services needed).
+    Start {
+        /// Address to listen on; port 0 picks a free port (the chosen address is printed).
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen_addr: String,
+        /// Where the server keeps its keys (and, later, its data).
+        #[arg(long, default_value = "epoch-data")]
+        data_dir: PathBuf,
+        /// Per-reducer time limit in milliseconds.
+        #[arg(long, default_value_t = 10_000)]
+        reducer_timeout_ms: u64,
+        /// Largest module a publish may upload, in bytes.
+        #[arg(long, default_value_t = 64 << 20)]
+        max_module_bytes: usize,
+    },
     /// Load a module in-process, call reducers in order, and print tables.
     Run {
         /// The module's .wasm file.
@@ -50,11 +65,37 @@ enum Command {
 fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     match Cli::parse().command {
+        Command::Start { listen_addr, data_dir, reducer_timeout_ms, max_module_bytes } => {
+            start(listen_addr, data_dir, reducer_timeout_ms, max_module_bytes)
+        }
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
             run(module, calls, show, logs, schema, timeout_ms)
         }
         Command::Bench { bank, quick } => run_bench(bank, quick),
     }
+}
+
+fn start(listen_addr: String, data_dir: PathBuf, reducer_timeout_ms: u64, max_module_bytes: usize) -> Result<()> {
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let auth = epoch_auth::Authority::load_or_create(&data_dir.join("keys"), "localhost")?;
+    let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
+    let state = epoch_api::AppState {
+        control: std::sync::Arc::new(epoch_core::ControlPlane::new(config)),
+        auth: std::sync::Arc::new(auth),
+        metrics: Default::default(),
+        limits: epoch_api::ApiLimits { max_module_bytes, ..Default::default() },
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(&listen_addr).await.with_context(|| format!("binding {listen_addr}"))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to learn the port.
+        println!("epoch listening on http://{addr}");
+        tracing::info!(%addr, data_dir = %data_dir.display(), "server started");
+        epoch_api::serve(listener, state).await?;
+        Ok(())
+    })
 }
 
 fn run(

@@ -54,6 +54,15 @@ pub enum CreateError {
     InitFailed(String),
 }
 
+/// Why a module update was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("Database update rejected: Errors occurred:\n{0}\n")]
+    Rejected(String),
+}
+
 /// The current time in microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
@@ -75,7 +84,11 @@ impl Database {
         let host = ModuleHost::load(wasm, identity, config)?;
         let scheduler = Scheduler::new(host.def());
         let mut db = Self { host, identity, scheduler, immediate: VecDeque::new() };
+        for t in &db.host.def().tables {
+            db.system_log(format!("Creating table `{}`", t.name));
+        }
         if let Some(init) = db.host.def().lifecycle_reducer(Lifecycle::Init) {
+            db.system_log("Invoking `init` reducer".to_string());
             let params = db.host.def().reducers[init].params.clone();
             // `init` takes no arguments beyond the context in 1.3 modules; pass an empty product.
             let args = if params.elements.is_empty() {
@@ -88,7 +101,20 @@ impl Database {
                 return Err(CreateError::InitFailed(msg));
             }
         }
+        db.system_log("Database initialized".to_string());
         Ok(db)
+    }
+
+    /// A line in the module log written by the server itself, as 1.3 writes them.
+    fn system_log(&self, message: String) {
+        self.host.logs().push(epoch_host::LogRecord {
+            level: epoch_host::LogLevel::Info,
+            ts_micros: now_micros(),
+            target: None,
+            filename: Some("spacetimedb".to_string()),
+            line_number: None,
+            message,
+        });
     }
 
     pub fn def(&self) -> &ModuleDef {
@@ -165,6 +191,17 @@ impl Database {
     fn run(&mut self, id: usize, args: Vec<u8>, caller: Caller, timestamp_micros: i64) -> ReducerResult {
         let ctx = CallContext { sender: caller.identity, connection_id: caller.connection_id, timestamp_micros };
         let mut r = self.host.call_reducer(id as u32, args, ctx);
+        if let ReducerOutcome::Failed(msg) = &r.outcome {
+            // 1.3 records a reducer's own error in the module log, targeted at the reducer.
+            self.host.logs().push(epoch_host::LogRecord {
+                level: epoch_host::LogLevel::Error,
+                ts_micros: now_micros(),
+                target: Some(self.host.def().reducers[id].name.clone()),
+                filename: None,
+                line_number: None,
+                message: msg.clone(),
+            });
+        }
         self.after_commit(&mut r);
         r
     }
@@ -242,6 +279,35 @@ impl Database {
         let ty = AlgebraicType::Product(table.schema.row_type().clone());
         let ts = &self.store().typespace;
         Some(table.iter().filter_map(|(_, row)| bsatn::decode(ts, &ty, row).ok()).collect())
+    }
+
+    /// Replaces the module with `wasm`, keeping every row, when both define the same tables.
+    /// `init` does not run again. Refused (as SpacetimeDB refuses without a manual migration)
+    /// when tables were removed or changed.
+    pub fn update_module(&mut self, wasm: &[u8]) -> Result<(), UpdateError> {
+        let config = self.host.config().clone();
+        let mut new = ModuleHost::load_with_logs(wasm, self.identity, config, self.host.logs().clone())?;
+        let (old_tables, new_tables) = (&self.def().tables, &new.def().tables);
+        let mut problems = Vec::new();
+        for t in old_tables {
+            match new_tables.iter().find(|n| n.name == t.name) {
+                None => problems.push(format!("Removing the table {} requires a manual migration", t.name)),
+                Some(n) if n != t => {
+                    problems.push(format!("Changing the table {} requires a manual migration", t.name))
+                }
+                Some(_) => {}
+            }
+        }
+        for t in new_tables.iter().filter(|n| !old_tables.iter().any(|o| o.name == n.name)) {
+            problems.push(format!("Adding the table {} is not supported by this server yet", t.name));
+        }
+        if !problems.is_empty() {
+            return Err(UpdateError::Rejected(problems.join("\n\n")));
+        }
+        let tables = self.host.replace_db(epoch_store::Store::new(self.def()));
+        new.replace_db(tables);
+        self.host = new;
+        Ok(())
     }
 
     /// Feeds a delta produced outside a reducer (e.g. SQL DML) to the scheduler.

@@ -37,6 +37,16 @@ impl DatabaseHandle {
         (Self { tx }, thread)
     }
 
+    /// Runs `f` on the writer and hands its result to `then` (on the writer thread), without
+    /// blocking the caller; async callers complete a oneshot channel in `then`.
+    pub fn submit<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Database) -> R + Send + 'static,
+        then: impl FnOnce(R) + Send + 'static,
+    ) -> Result<(), ShutDown> {
+        self.tx.send(Box::new(move |db| then(f(db)))).map_err(|_| ShutDown)
+    }
+
     /// Runs `f` on the writer and waits for its result.
     pub fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut Database) -> R + Send + 'static) -> Result<R, ShutDown> {
         let (rtx, rrx) = bounded(1);

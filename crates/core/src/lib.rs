@@ -8,11 +8,13 @@
 //! Not for: HTTP, identities or durability.
 
 pub mod bench;
+pub mod control;
 pub mod database;
 pub mod executor;
 pub mod scheduler;
 
-pub use database::{now_micros, CallError, Caller, CreateError, Database, ReducerArgs};
+pub use control::{ControlError, ControlPlane, HostedDatabase, PublishOp, SetNamesError};
+pub use database::{now_micros, CallError, Caller, CreateError, Database, ReducerArgs, UpdateError};
 pub use epoch_host::{HostConfig, ReducerOutcome, ReducerResult};
 pub use executor::{DatabaseHandle, ShutDown};
 

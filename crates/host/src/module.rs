@@ -152,6 +152,18 @@ impl ModuleHost {
     /// Compiles `wasm`, checks its imports and exports, runs its start-up code and reads its
     /// definition; the database starts with empty tables.
     pub fn load(wasm: &[u8], module_identity: [u8; 32], config: HostConfig) -> Result<Self, HostError> {
+        let logs = ModuleLogs::new(config.log_capacity);
+        Self::load_with_logs(wasm, module_identity, config, logs)
+    }
+
+    /// Like [`ModuleHost::load`], writing module logs to an existing log (a module update keeps
+    /// the database's log).
+    pub fn load_with_logs(
+        wasm: &[u8],
+        module_identity: [u8; 32],
+        config: HostConfig,
+        logs: ModuleLogs,
+    ) -> Result<Self, HostError> {
         let engine = engine();
         let module = Module::new(engine, wasm).map_err(|e| HostError::InvalidWasm(format!("{e:#}")))?;
         for import in module.imports() {
@@ -167,7 +179,6 @@ impl ModuleHost {
         let mut linker = Linker::new(engine);
         abi::link(&mut linker).map_err(|e| HostError::Instantiate(format!("{e:#}")))?;
         let linker = Arc::new(linker);
-        let logs = ModuleLogs::new(config.log_capacity);
         let env = Env::new(module_identity, logs.clone(), config.memory_max_bytes);
         let (mut store, instance, call_reducer) = instantiate(&module, &linker, env, &config)?;
 
@@ -206,6 +217,11 @@ impl ModuleHost {
     /// The database's tables, for writes outside reducers (recovery, SQL DML).
     pub fn db_mut(&mut self) -> &mut Db {
         self.store_mut().data_mut().db.as_mut().expect("the database is set at load")
+    }
+
+    /// Swaps in another set of tables (a module update that keeps the data); returns the old ones.
+    pub fn replace_db(&mut self, db: Db) -> Db {
+        std::mem::replace(self.db_mut(), db)
     }
 
     /// Replaces the instance after a trap, keeping the tables.

@@ -1,0 +1,75 @@
+//! Who is asking: the bearer token (header or `?token=`), verified; anonymous callers of the
+//! database routes get a fresh identity and token, as 1.3 mints them.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use epoch_auth::Identity;
+
+use crate::AppState;
+
+/// The caller of a request, after the token check.
+#[derive(Debug, Clone)]
+pub struct CallerAuth {
+    pub identity: Identity,
+    pub token: String,
+    /// Whether the caller brought the token (rather than being given a fresh anonymous one).
+    pub presented: bool,
+}
+
+/// Why a presented token was refused.
+pub enum TokenRejection {
+    Malformed,
+    Invalid(String),
+}
+
+impl IntoResponse for TokenRejection {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Malformed => (StatusCode::BAD_REQUEST, "Authorization is invalid: malformed token").into_response(),
+            Self::Invalid(msg) => (StatusCode::UNAUTHORIZED, msg).into_response(),
+        }
+    }
+}
+
+/// The token a request carries: `Authorization: Bearer …` first, then `?token=`.
+fn presented_token(req: &Request) -> Result<Option<String>, TokenRejection> {
+    if let Some(h) = req.headers().get(header::AUTHORIZATION) {
+        let h = h.to_str().map_err(|_| TokenRejection::Malformed)?;
+        let token = h.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty());
+        return token.map(|t| Some(t.to_string())).ok_or(TokenRejection::Malformed);
+    }
+    let query = req.uri().query().unwrap_or("");
+    Ok(query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(|t| t.to_string()))
+}
+
+/// Verifies a presented token, if any.
+pub fn verify(state: &AppState, req: &Request) -> Result<Option<CallerAuth>, TokenRejection> {
+    let Some(token) = presented_token(req)? else { return Ok(None) };
+    let verified = state.auth.verify(&token).map_err(|e| TokenRejection::Invalid(e.to_string()))?;
+    Ok(Some(CallerAuth { identity: verified.identity, token, presented: true }))
+}
+
+/// Middleware for the database routes: resolves the caller (minting an anonymous identity when
+/// there is no token) and adds `spacetime-identity` and `spacetime-identity-token` to the answer.
+pub async fn database_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let caller = match verify(&state, &req) {
+        Ok(Some(c)) => c,
+        Ok(None) => match state.auth.create_identity() {
+            Ok((identity, token)) => CallerAuth { identity, token, presented: false },
+            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        },
+        Err(rejection) => return rejection.into_response(),
+    };
+    req.extensions_mut().insert(caller.clone());
+    let mut resp = next.run(req).await;
+    let headers = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&caller.identity.to_hex()) {
+        headers.insert("spacetime-identity", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&caller.token) {
+        headers.insert("spacetime-identity-token", v);
+    }
+    resp
+}

@@ -1,0 +1,549 @@
+//! `/v1/database/...`: publish, describe, delete, names, identity, call, schema, logs, sql.
+//! Statuses and bodies follow SpacetimeDB 1.3 (see `docs/notes/http-api-1.3.md`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use epoch_auth::Identity;
+use epoch_core::{
+    CallError, Caller, ControlError, Database, HostedDatabase, PublishOp, ReducerArgs, ReducerOutcome, SetNamesError,
+};
+use epoch_schema::Lifecycle;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::CallerAuth;
+use crate::AppState;
+
+const TEXT: (header::HeaderName, &str) = (header::CONTENT_TYPE, "text/plain; charset=utf-8");
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (status, [TEXT], body.into()).into_response()
+}
+
+fn status_530() -> StatusCode {
+    StatusCode::from_u16(530).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// A path segment naming a database: 64 hex digits are an identity, anything else a name.
+enum NameOrIdentity {
+    Identity(Identity),
+    Name(String),
+}
+
+fn parse_name_or_identity(s: &str) -> Result<NameOrIdentity, Response> {
+    let hex = s.strip_prefix("0x").unwrap_or(s);
+    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Identity::from_hex(hex)
+            .map(NameOrIdentity::Identity)
+            .ok_or_else(|| text(StatusCode::BAD_REQUEST, "Invalid URL: invalid identity"));
+    }
+    validate_name(s).map_err(|e| text(StatusCode::BAD_REQUEST, format!("Invalid URL: {e}")))?;
+    Ok(NameOrIdentity::Name(s.to_string()))
+}
+
+/// 1.3's database-name rule: lowercase letters and digits in groups joined by single hyphens.
+fn validate_name(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() {
+        return Err("database names cannot be empty");
+    }
+    if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return Err("invalid characters in database name");
+    }
+    if s.starts_with('-') || s.ends_with('-') || s.contains("--") {
+        return Err("invalid hyphen in database name");
+    }
+    Ok(())
+}
+
+/// Resolves a path segment to a database identity: unknown names are an empty 404.
+fn resolve(state: &AppState, segment: &str) -> Result<Identity, Response> {
+    match parse_name_or_identity(segment)? {
+        NameOrIdentity::Identity(id) => Ok(id),
+        NameOrIdentity::Name(n) => {
+            state.control.resolve_name(&n).map(Identity).ok_or_else(|| StatusCode::NOT_FOUND.into_response())
+        }
+    }
+}
+
+/// Resolves a path segment to a hosted database: a known identity without one is
+/// `404 No such database.`.
+fn lookup(state: &AppState, segment: &str) -> Result<Arc<HostedDatabase>, Response> {
+    let id = resolve(state, segment)?;
+    state.control.get(&id.0).ok_or_else(|| text(StatusCode::NOT_FOUND, "No such database."))
+}
+
+/// Runs `f` on a database's writer without blocking the async runtime.
+async fn on_db<R: Send + 'static>(
+    db: &HostedDatabase,
+    f: impl FnOnce(&mut Database) -> R + Send + 'static,
+) -> Result<R, Response> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let gone = || text(StatusCode::SERVICE_UNAVAILABLE, "The database is shutting down");
+    db.handle
+        .submit(f, move |r| {
+            let _ = tx.send(r);
+        })
+        .map_err(|_| gone())?;
+    rx.await.map_err(|_| gone())
+}
+
+#[derive(Deserialize)]
+pub struct PublishQuery {
+    #[serde(default)]
+    clear: bool,
+    num_replicas: Option<usize>,
+}
+
+fn publish_result(op: PublishOp, domain: Option<&str>, identity: Identity) -> Response {
+    let op = match op {
+        PublishOp::Created => "created",
+        PublishOp::Updated => "updated",
+    };
+    Json(json!({"Success": {"domain": domain, "database_identity": identity.to_hex(), "op": op}})).into_response()
+}
+
+fn control_error(e: ControlError) -> Response {
+    match e {
+        ControlError::Update(epoch_core::UpdateError::Rejected(_)) => text(StatusCode::BAD_REQUEST, e.to_string()),
+        ControlError::NoSuchDatabase => text(StatusCode::NOT_FOUND, "No such database."),
+        ControlError::ShutDown(_) => text(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        _ => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn do_publish(
+    state: AppState,
+    identity: Identity,
+    domain: Option<String>,
+    caller: Identity,
+    wasm: Bytes,
+    q: PublishQuery,
+) -> Response {
+    if q.num_replicas.is_some_and(|n| n > u8::MAX as usize) {
+        return text(StatusCode::BAD_REQUEST, "Replication factor {n} out of bounds");
+    }
+    // Compiling and initialising a module is CPU work: keep it off the async workers.
+    let control = state.control.clone();
+    let res = tokio::task::spawn_blocking(move || control.publish(identity.0, caller.0, &wasm, q.clear)).await;
+    match res {
+        Ok(Ok(op)) => {
+            tracing::info!(database = %identity, ?op, "published");
+            publish_result(op, domain.as_deref(), identity)
+        }
+        Ok(Err(e)) => control_error(e),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+/// `POST /v1/database`: a new database with a fresh identity.
+pub async fn publish_new(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Query(q): Query<PublishQuery>,
+    wasm: Bytes,
+) -> Response {
+    let identity = Identity::from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
+    do_publish(state, identity, None, caller.identity, wasm, q).await
+}
+
+/// `PUT /v1/database/:name_or_identity`: create or update.
+pub async fn publish(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Path(segment): Path<String>,
+    Query(q): Query<PublishQuery>,
+    wasm: Bytes,
+) -> Response {
+    let target = match parse_name_or_identity(&segment) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    match target {
+        NameOrIdentity::Identity(id) => do_publish(state, id, None, caller.identity, wasm, q).await,
+        NameOrIdentity::Name(name) => {
+            let identity = match state.control.resolve_name(&name) {
+                Some(id) => Identity(id),
+                None => {
+                    let id = Identity::from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
+                    // Register the name first, as 1.3 does; a lost race means someone else has it.
+                    if let Err(e) = state.control.add_name(&name, id.0, caller.identity.0) {
+                        return control_error(e);
+                    }
+                    id
+                }
+            };
+            do_publish(state, identity, Some(name), caller.identity, wasm, q).await
+        }
+    }
+}
+
+/// `GET /v1/database/:n`.
+pub async fn describe(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
+    let db = match lookup(&state, &segment) {
+        Ok(db) => db,
+        Err(r) => return r,
+    };
+    let mut program = db.program_hash;
+    program.reverse();
+    Json(json!({
+        "database_identity": {"__identity__": format!("0x{}", Identity(db.identity).to_hex())},
+        "owner_identity": {"__identity__": format!("0x{}", Identity(db.owner).to_hex())},
+        "host_type": {"Wasm": []},
+        "initial_program": format!("0x{}", hex::encode(program)),
+    }))
+    .into_response()
+}
+
+/// `DELETE /v1/database/:n`.
+pub async fn delete(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Path(segment): Path<String>,
+) -> Response {
+    let id = match resolve(&state, &segment) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match state.control.delete(id.0, caller.identity.0) {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+pub async fn get_names(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
+    match resolve(&state, &segment) {
+        Ok(id) => Json(json!({ "names": state.control.names_of(&id.0) })).into_response(),
+        Err(r) => r,
+    }
+}
+
+pub async fn add_name(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Path(segment): Path<String>,
+    body: String,
+) -> Response {
+    let id = match resolve(&state, &segment) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let name = body.trim();
+    if let Err(e) = validate_name(name) {
+        return text(StatusCode::BAD_REQUEST, e);
+    }
+    match state.control.add_name(name, id.0, caller.identity.0) {
+        Ok(()) => Json(json!({"Success": {"domain": name, "database_identity": id.to_hex()}})).into_response(),
+        Err(e) => control_error(e),
+    }
+}
+
+pub async fn set_names(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let id = match resolve(&state, &segment) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    if let Err(r) = require_json(&headers) {
+        return r;
+    }
+    let names: Vec<String> = match serde_json::from_slice(&body) {
+        Ok(n) => n,
+        Err(e) => return text(StatusCode::BAD_REQUEST, format!("Failed to parse the request body as JSON: {e}")),
+    };
+    if let Some((n, e)) = names.iter().find_map(|n| validate_name(n).err().map(|e| (n, e))) {
+        return text(StatusCode::BAD_REQUEST, format!("Error parsing `{n}`: {e}"));
+    }
+    match state.control.set_names(id.0, caller.identity.0, &names) {
+        Ok(()) => Json(json!("Success")).into_response(),
+        Err(SetNamesError::DatabaseNotFound) => {
+            (StatusCode::NOT_FOUND, Json(json!("DatabaseNotFound"))).into_response()
+        }
+        Err(SetNamesError::NotYourDatabase) => {
+            (StatusCode::UNAUTHORIZED, Json(json!({"NotYourDatabase": {"database": id.to_hex()}}))).into_response()
+        }
+        Err(e @ SetNamesError::InUse(_)) => {
+            (StatusCode::BAD_REQUEST, Json(json!({"OtherError": e.to_string()}))).into_response()
+        }
+        Err(SetNamesError::PermissionDenied(d)) => {
+            (StatusCode::UNAUTHORIZED, Json(json!({"PermissionDenied": {"domain": d}}))).into_response()
+        }
+    }
+}
+
+pub async fn get_identity(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
+    match resolve(&state, &segment) {
+        Ok(id) => text(StatusCode::OK, id.to_hex()),
+        Err(r) => r,
+    }
+}
+
+/// WebSocket subscriptions come with the WebSocket milestone; until then a plain GET is told to
+/// upgrade, exactly as 1.3 answers a request without the upgrade headers.
+pub async fn subscribe() -> Response {
+    (
+        StatusCode::UPGRADE_REQUIRED,
+        [(header::CONNECTION, "upgrade"), (header::UPGRADE, "websocket"), TEXT],
+        "This service requires use of the websocket protocol",
+    )
+        .into_response()
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), Response> {
+    match headers.get(header::CONTENT_TYPE) {
+        None => Err(text(StatusCode::BAD_REQUEST, "Header of type `content-type` was missing")),
+        Some(v) if v.to_str().is_ok_and(|v| v.eq_ignore_ascii_case("application/json")) => Ok(()),
+        Some(_) => {
+            Err(text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Expected request with `Content-Type: application/json`"))
+        }
+    }
+}
+
+fn lifecycle_name(l: Lifecycle) -> &'static str {
+    match l {
+        Lifecycle::Init => "Init",
+        Lifecycle::OnConnect => "OnConnect",
+        Lifecycle::OnDisconnect => "OnDisconnect",
+    }
+}
+
+/// What a call produced, computed on the writer thread.
+enum CallAnswer {
+    Rejected(String),
+    NoSuchReducer,
+    Lifecycle(Lifecycle),
+    BadArgs(String),
+    Ran { outcome: ReducerOutcome, duration: Duration },
+}
+
+/// `POST /v1/database/:n/call/:reducer`: `client_connected`, the reducer, `client_disconnected`.
+pub async fn call(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Path((segment, reducer)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let db = match lookup(&state, &segment) {
+        Ok(db) => db,
+        Err(r) => return r,
+    };
+    if let Err(r) = require_json(&headers) {
+        return r;
+    }
+    let Ok(args) = String::from_utf8(body.to_vec()) else {
+        return text(StatusCode::BAD_REQUEST, "Request body didn't contain valid UTF-8");
+    };
+    let mut connection_id = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut connection_id);
+    let who = Caller { identity: caller.identity.0, connection_id };
+    let name = reducer.clone();
+    let answer = on_db(&db, move |d| {
+        if let Some(r) = d.client_connected(who) {
+            if !r.outcome.is_committed() {
+                return CallAnswer::Rejected(r.outcome.error_message().unwrap_or_default());
+            }
+        }
+        let res = d.call(&name, ReducerArgs::Json(args), who);
+        d.client_disconnected(who);
+        match res {
+            Ok(r) => CallAnswer::Ran { outcome: r.outcome, duration: r.duration },
+            Err(CallError::NoSuchReducer(_)) => CallAnswer::NoSuchReducer,
+            Err(CallError::LifecycleReducer(n)) => {
+                let lc = d.def().reducers.iter().find(|r| r.name == n).and_then(|r| r.lifecycle);
+                CallAnswer::Lifecycle(lc.unwrap_or(Lifecycle::Init))
+            }
+            Err(e @ CallError::InvalidArguments { .. }) => CallAnswer::BadArgs(e.to_string()),
+        }
+    })
+    .await;
+    let answer = match answer {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let db_hex = Identity(db.identity).to_hex();
+    match answer {
+        CallAnswer::Rejected(msg) => text(StatusCode::FORBIDDEN, msg),
+        CallAnswer::NoSuchReducer => text(StatusCode::NOT_FOUND, "no such reducer"),
+        CallAnswer::Lifecycle(l) => text(
+            StatusCode::BAD_REQUEST,
+            format!("can't directly call special {} lifecycle reducer", lifecycle_name(l)),
+        ),
+        CallAnswer::BadArgs(msg) => text(StatusCode::BAD_REQUEST, msg),
+        CallAnswer::Ran { outcome, duration } => {
+            state.metrics.reducer_call(&db_hex, &reducer, duration, !outcome.is_committed());
+            let timing = [
+                ("spacetime-energy-used", "0".to_string()),
+                ("spacetime-execution-duration-micros", duration.as_micros().to_string()),
+            ];
+            let (status, body) = match outcome {
+                ReducerOutcome::Committed => (StatusCode::OK, String::new()),
+                ReducerOutcome::Failed(msg) => (status_530(), msg),
+                ReducerOutcome::Panicked(_) | ReducerOutcome::Trapped(_) => {
+                    (status_530(), "The Wasm instance encountered a fatal error.".to_string())
+                }
+                other => (status_530(), other.error_message().unwrap_or_default()),
+            };
+            (status, [TEXT], timing, body).into_response()
+        }
+    }
+}
+
+pub async fn schema(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    Query(q): Query<std::collections::HashMap<String, String>>,
+) -> Response {
+    let db = match lookup(&state, &segment) {
+        Ok(db) => db,
+        Err(r) => return r,
+    };
+    match q.get("version").map(String::as_str) {
+        None => text(StatusCode::BAD_REQUEST, "Failed to deserialize query string: missing field `version`"),
+        Some("9") => Json(epoch_schema::json::schema_v9(&db.def)).into_response(),
+        Some(v) => text(
+            StatusCode::BAD_REQUEST,
+            format!("Failed to deserialize query string: unknown variant `{v}`, expected `9`"),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    num_lines: Option<usize>,
+    #[serde(default)]
+    follow: bool,
+}
+
+/// How often a follower looks for new log lines.
+const FOLLOW_POLL: Duration = Duration::from_millis(100);
+
+pub async fn logs(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Path(segment): Path<String>,
+    Query(q): Query<LogsQuery>,
+) -> Response {
+    let db = match lookup(&state, &segment) {
+        Ok(db) => db,
+        Err(r) => return r,
+    };
+    if db.owner != caller.identity.0 {
+        return text(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Identity does not own database, expected: {} got: {}",
+                Identity(db.owner).to_hex(),
+                caller.identity.to_hex()
+            ),
+        );
+    }
+    let lines = |records: Vec<epoch_host::LogRecord>| -> String {
+        records.iter().map(|r| format!("{}\n", log_json(r))).collect()
+    };
+    let headers = [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")];
+    let seen = db.logs.total();
+    let first = lines(db.logs.tail(q.num_lines));
+    if !q.follow {
+        return (headers, first).into_response();
+    }
+    let logs = db.logs.clone();
+    let stream = futures::stream::unfold((Some(first), seen, logs), |(first, seen, logs)| async move {
+        if let Some(first) = first {
+            return Some((Ok::<_, std::io::Error>(first), (None, seen, logs)));
+        }
+        loop {
+            tokio::time::sleep(FOLLOW_POLL).await;
+            let (new, total) = logs.since(seen);
+            if !new.is_empty() {
+                let chunk: String = new.iter().map(|r| format!("{}\n", log_json(r))).collect();
+                return Some((Ok(chunk), (None, total, logs)));
+            }
+        }
+    });
+    (headers, Body::from_stream(stream)).into_response()
+}
+
+/// A log line as 1.3 writes it: absent fields are left out.
+fn log_json(r: &epoch_host::LogRecord) -> String {
+    let mut m = serde_json::Map::new();
+    m.insert("level".into(), json!(r.level.as_str()));
+    m.insert("ts".into(), json!(r.ts_micros));
+    if let Some(t) = &r.target {
+        m.insert("target".into(), json!(t));
+    }
+    if let Some(f) = &r.filename {
+        m.insert("filename".into(), json!(f));
+    }
+    if let Some(l) = r.line_number {
+        m.insert("line_number".into(), json!(l));
+    }
+    m.insert("message".into(), json!(r.message));
+    serde_json::Value::Object(m).to_string()
+}
+
+/// `POST /v1/database/:n/sql`: the body is the query text.
+pub async fn sql(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Path(segment): Path<String>,
+    body: Bytes,
+) -> Response {
+    let db = match lookup(&state, &segment) {
+        Ok(db) => db,
+        Err(r) => return r,
+    };
+    let sql = match String::from_utf8(body.to_vec()) {
+        Ok(s) => s,
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("Request body didn't contain valid UTF-8: {}", e.utf8_error()),
+            )
+        }
+    };
+    let ctx = epoch_query::QueryContext {
+        is_owner: db.owner == caller.identity.0,
+        row_limit: state.limits.max_sql_rows,
+        max_sql_len: state.limits.max_sql_bytes,
+    };
+    let started = Instant::now();
+    let result = on_db(&db, move |d| {
+        let store = d.store();
+        epoch_query::execute(store, &sql, ctx).map(|r| (r, store.typespace.clone()))
+    })
+    .await;
+    match result {
+        Err(r) => r,
+        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
+        Ok(Ok((r, ts))) => {
+            let micros = started.elapsed().as_micros() as u64;
+            let body = format!("[{}]", epoch_query::result_json(&ts, &r, micros));
+            (
+                [
+                    (header::CONTENT_TYPE, "application/json".to_string()),
+                    (header::HeaderName::from_static("spacetime-execution-duration-micros"), micros.to_string()),
+                ],
+                body,
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn timestamp(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
+    match lookup(&state, &segment) {
+        Ok(_) => Json(json!({"__timestamp_micros_since_unix_epoch__": epoch_core::now_micros()})).into_response(),
+        Err(r) => r,
+    }
+}

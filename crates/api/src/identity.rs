@@ -1,0 +1,91 @@
+//! `/v1/identity`, `/v1/ping`, `/v1/health` and the metrics routes.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use epoch_auth::Identity;
+use serde_json::json;
+
+use crate::auth::{self, TokenRejection};
+use crate::AppState;
+
+pub async fn ping(State(state): State<AppState>, req: Request) -> Response {
+    match auth::verify(&state, &req) {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+pub async fn health() -> Response {
+    Json(json!({"nodes": [0], "package_name": "epoch", "schedulable": true, "version": env!("CARGO_PKG_VERSION")}))
+        .into_response()
+}
+
+pub async fn create(State(state): State<AppState>) -> Response {
+    match state.auth.create_identity() {
+        Ok((identity, token)) => Json(json!({"identity": identity.to_hex(), "token": token})).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+pub async fn public_key(State(state): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "application/pem-certificate-chain")], state.auth.public_key_pem().to_string())
+        .into_response()
+}
+
+fn required(state: &AppState, req: &Request) -> Result<auth::CallerAuth, Response> {
+    match auth::verify(state, req) {
+        Ok(Some(c)) => Ok(c),
+        Ok(None) => Err((StatusCode::UNAUTHORIZED, "Authorization required").into_response()),
+        Err(r) => Err(r.into_response()),
+    }
+}
+
+/// A short-lived token for opening a WebSocket (the SDKs exchange their token for one).
+pub async fn websocket_token(State(state): State<AppState>, req: Request) -> Response {
+    let caller = match required(&state, &req) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let claims = match state.auth.verify(&caller.token) {
+        Ok(v) => v.claims,
+        Err(e) => return TokenRejection::Invalid(e.to_string()).into_response(),
+    };
+    match state.auth.sign_short_lived(&claims, 60) {
+        Ok(token) => Json(json!({ "token": token })).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+pub async fn verify(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
+    let Some(id) = Identity::from_hex(&id) else {
+        return (StatusCode::BAD_REQUEST, format!("Invalid URL: invalid identity {id:?}")).into_response();
+    };
+    match required(&state, &req) {
+        Ok(c) if c.identity == id => StatusCode::NO_CONTENT.into_response(),
+        Ok(_) => StatusCode::BAD_REQUEST.into_response(),
+        Err(r) => r,
+    }
+}
+
+pub async fn databases(State(state): State<AppState>, Path(id): Path<String>) -> Response {
+    let Some(id) = Identity::from_hex(&id) else {
+        return (StatusCode::BAD_REQUEST, format!("Invalid URL: invalid identity {id:?}")).into_response();
+    };
+    let owned: Vec<String> = state.control.owned_by(&id.0).iter().map(|d| Identity(*d).to_hex()).collect();
+    Json(json!({ "identities": owned })).into_response()
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let mut tables = Vec::new();
+    for db in state.control.all() {
+        let name = Identity(db.identity).to_hex();
+        let sizes = db
+            .handle
+            .with(|d| d.store().tables().iter().map(|t| (t.schema.name().to_string(), t.len())).collect::<Vec<_>>())
+            .unwrap_or_default();
+        tables.extend(sizes.into_iter().map(|(t, n)| (name.clone(), t, n)));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&tables)).into_response()
+}

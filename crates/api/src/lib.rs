@@ -1,0 +1,94 @@
+//! # epoch-api
+//!
+//! SpacetimeDB 1.3's HTTP API on axum: `/v1/identity`, `/v1/database/...`, `/v1/ping`,
+//! `/v1/health`, and Prometheus metrics at `/metrics` and `/v1/metrics`. Statuses and bodies follow
+//! the reference server (see `docs/notes/http-api-1.3.md`), so the official CLI and SDKs work
+//! against it unchanged.
+//!
+//! Not for: running modules (epoch-core) or token cryptography (epoch-auth).
+
+mod auth;
+mod database;
+mod identity;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use epoch_auth::Authority;
+use epoch_core::ControlPlane;
+
+pub use auth::CallerAuth;
+pub use metrics::Metrics;
+
+/// Limits on what clients may send and receive.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// The largest module a publish may upload (413 above it).
+    pub max_module_bytes: usize,
+    /// The largest body of any other request (413 above it).
+    pub max_body_bytes: usize,
+    /// The longest SQL text (400 above it).
+    pub max_sql_bytes: usize,
+    /// The most rows one SQL query may return (400 above it).
+    pub max_sql_rows: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self { max_module_bytes: 64 << 20, max_body_bytes: 2 << 20, max_sql_bytes: 64 << 10, max_sql_rows: 100_000 }
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub control: Arc<ControlPlane>,
+    pub auth: Arc<Authority>,
+    pub metrics: Arc<Metrics>,
+    pub limits: ApiLimits,
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let module_limit = DefaultBodyLimit::max(state.limits.max_module_bytes);
+    let database = Router::new()
+        .route("/", post(database::publish_new).layer(module_limit))
+        .route(
+            "/{name_or_identity}",
+            get(database::describe).put(database::publish).layer(module_limit).delete(database::delete),
+        )
+        .route("/{name_or_identity}/names", get(database::get_names).post(database::add_name).put(database::set_names))
+        .route("/{name_or_identity}/identity", get(database::get_identity))
+        .route("/{name_or_identity}/subscribe", get(database::subscribe))
+        .route("/{name_or_identity}/call/{reducer}", post(database::call))
+        .route("/{name_or_identity}/schema", get(database::schema))
+        .route("/{name_or_identity}/logs", get(database::logs))
+        .route("/{name_or_identity}/sql", post(database::sql))
+        .route("/{name_or_identity}/unstable/timestamp", get(database::timestamp))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::database_auth));
+    let v1 = Router::new()
+        .route("/ping", get(identity::ping))
+        .route("/health", get(identity::health))
+        .route("/metrics", get(identity::metrics))
+        .route("/identity", post(identity::create))
+        .route("/identity/public-key", get(identity::public_key))
+        .route("/identity/websocket-token", post(identity::websocket_token))
+        .route("/identity/{identity}/verify", get(identity::verify))
+        .route("/identity/{identity}/databases", get(identity::databases))
+        .nest("/database", database);
+    Router::new()
+        .nest("/v1", v1)
+        .route("/metrics", get(identity::metrics))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>()).await
+}
