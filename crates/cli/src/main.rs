@@ -7,9 +7,17 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use epoch_core::{bench, Caller, Database, HostConfig, ReducerArgs};
 
+mod client;
+
 #[derive(Parser)]
 #[command(name = "epoch", version, about = "Epoch: a real-time database server for SpacetimeDB 1.3 modules")]
 struct Cli {
+    /// The server client commands talk to.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:3000")]
+    server: String,
+    /// Where client commands keep their tokens (default: $EPOCH_CONFIG or ~/.config/epoch/cli.json).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,6 +59,37 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         timeout_ms: u64,
     },
+    /// Get a server-issued identity and save its token for the server.
+    Login,
+    /// Publish (create or update) a database from a module.
+    Publish {
+        /// The database name.
+        name: String,
+        /// The module's .wasm file.
+        #[arg(long)]
+        wasm: PathBuf,
+        /// Start the database afresh, dropping its data.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Call a reducer; each argument is JSON (anything else is taken as a string).
+    Call { database: String, reducer: String, args: Vec<String> },
+    /// Run a SQL query and print the result as a table.
+    Sql { database: String, query: String },
+    /// Print a database's module logs.
+    Logs {
+        database: String,
+        /// Only the last N lines.
+        #[arg(short = 'n', long)]
+        num_lines: Option<usize>,
+        /// Keep printing new lines as they come.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Print a database's schema (the /schema?version=9 document).
+    Describe { database: String },
+    /// Delete a database.
+    Delete { database: String },
     /// Measure the in-process engine: empty calls, transfers, bulk inserts, point lookups.
     Bench {
         /// The bank module (defaults to the repository's fixture).
@@ -64,7 +103,17 @@ enum Command {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let config = cli.config.clone().unwrap_or_else(client::default_config_path);
+    let session = || client::Session::open(&cli.server, &config);
+    match cli.command {
+        Command::Login => client::login_command(&cli.server, &config),
+        Command::Publish { name, wasm, clear } => session()?.publish(&name, &wasm, clear),
+        Command::Call { database, reducer, args } => session()?.call(&database, &reducer, &args),
+        Command::Sql { database, query } => session()?.sql(&database, &query),
+        Command::Logs { database, num_lines, follow } => session()?.logs(&database, num_lines, follow),
+        Command::Describe { database } => session()?.describe(&database),
+        Command::Delete { database } => session()?.delete(&database),
         Command::Start { listen_addr, data_dir, reducer_timeout_ms, max_module_bytes } => {
             start(listen_addr, data_dir, reducer_timeout_ms, max_module_bytes)
         }

@@ -95,7 +95,7 @@ impl ControlPlane {
     pub fn owned_by(&self, owner: &IdentityBytes) -> Vec<IdentityBytes> {
         let mut v: Vec<_> =
             self.state.read().databases.values().filter(|d| d.owner == *owner).map(|d| d.identity).collect();
-        v.sort_by_key(|id| hex_be(id));
+        v.sort_by_key(hex_be);
         v
     }
 

@@ -240,7 +240,10 @@ impl Scope<'_> {
             return Ok(Projection::All);
         }
         if let [SelectItem::QualifiedWildcard(kind, _)] = items {
-            let t = kind.to_string();
+            let t = match kind {
+                sqlparser::ast::SelectItemQualifiedWildcardKind::ObjectName(n) => n.to_string(),
+                other => other.to_string(),
+            };
             if t == self.table || Some(t.as_str()) == self.alias {
                 return Ok(Projection::All);
             }

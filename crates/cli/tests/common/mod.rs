@@ -1,0 +1,88 @@
+//! Starts the real `epoch` binary on a free port for a test, and stops it afterwards.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Self {
+        let data_dir = std::env::temp_dir().join(format!("epoch-test-{}-{}", std::process::id(), rand_suffix()));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_epoch"))
+            .args(["start", "--listen-addr", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("epoch starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
+        let url = line.trim().strip_prefix("epoch listening on ").expect("listening line").to_string();
+        Self { child, url, data_dir }
+    }
+
+    pub fn http(&self) -> reqwest::blocking::Client {
+        reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap()
+    }
+
+    /// A new identity: (identity hex, token).
+    pub fn identity(&self) -> (String, String) {
+        let v: serde_json::Value =
+            self.http().post(format!("{}/v1/identity", self.url)).send().unwrap().json().unwrap();
+        (v["identity"].as_str().unwrap().to_string(), v["token"].as_str().unwrap().to_string())
+    }
+
+    pub fn publish(&self, token: &str, name: &str, module: &str) -> reqwest::blocking::Response {
+        self.http()
+            .put(format!("{}/v1/database/{name}", self.url))
+            .bearer_auth(token)
+            .body(std::fs::read(fixture(module)).unwrap())
+            .send()
+            .unwrap()
+    }
+
+    pub fn call(&self, token: &str, db: &str, reducer: &str, args: &str) -> (u16, String) {
+        let r = self
+            .http()
+            .post(format!("{}/v1/database/{db}/call/{reducer}", self.url))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(args.to_string())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    }
+
+    pub fn sql(&self, token: Option<&str>, db: &str, q: &str) -> (u16, String) {
+        let mut req = self.http().post(format!("{}/v1/database/{db}/sql", self.url)).body(q.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(format!("{}/../../tests/fixtures/modules/{name}.wasm", env!("CARGO_MANIFEST_DIR")))
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::time::SystemTime::now())
+}
