@@ -12,6 +12,14 @@ if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 
   rustup component add rustfmt clippy
 fi
 
+# The official SpacetimeDB 1.3 CLI, for the compatibility test (about 11 minutes to build once).
+if ! command -v spacetimedb-cli >/dev/null 2>&1; then
+  echo "== installing spacetimedb-cli 1.3.0"
+  cargo install spacetimedb-cli --version 1.3.0 --locked
+fi
+export PATH="$HOME/.cargo/bin:$PATH"
+export EPOCH_REQUIRE_SPACETIME_CLI=1
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
