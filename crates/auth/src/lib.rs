@@ -148,7 +148,13 @@ pub struct Authority {
     decoding: DecodingKey,
     public_key_pem: String,
     trusted: Vec<TrustedIssuer>,
+    /// Tokens already verified, by their full text (signature included), so a client that sends
+    /// the same token on every request pays for the signature check once.
+    verified: parking_lot::Mutex<std::collections::HashMap<String, Verified>>,
 }
+
+/// How many verified tokens are remembered; the cache starts over when full.
+const VERIFIED_CACHE_MAX: usize = 16_384;
 
 /// The file names of the server's key pair inside its key directory.
 pub const PRIVATE_KEY_FILE: &str = "id_ecdsa";
@@ -177,6 +183,7 @@ impl Authority {
             decoding: DecodingKey::from_ec_pem(public_pem.as_bytes()).map_err(|e| AuthError::Key(e.to_string()))?,
             public_key_pem: public_pem.to_string(),
             trusted: Vec::new(),
+            verified: Default::default(),
         })
     }
 
@@ -225,6 +232,21 @@ impl Authority {
     /// As in 1.3, a token our key verifies is accepted whatever its issuer (we re-sign foreign
     /// claims for WebSocket tokens).
     pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        if let Some(v) = self.verified.lock().get(token) {
+            if v.claims.exp.is_none_or(|exp| exp > now_secs()) {
+                return Ok(v.clone());
+            }
+        }
+        let v = self.verify_uncached(token)?;
+        let mut cache = self.verified.lock();
+        if cache.len() >= VERIFIED_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(token.to_string(), v.clone());
+        Ok(v)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<Verified, AuthError> {
         let validation = |alg| {
             let mut v = Validation::new(alg);
             v.validate_aud = false;
