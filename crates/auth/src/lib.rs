@@ -80,7 +80,8 @@ pub struct Claims {
     pub aud: Vec<String>,
     #[serde(default)]
     pub iat: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Written as `null` when the token does not expire, as 1.3 writes it.
+    #[serde(default)]
     pub exp: Option<u64>,
 }
 
@@ -152,6 +153,9 @@ pub struct Authority {
     /// the same token on every request pays for the signature check once.
     verified: parking_lot::Mutex<std::collections::HashMap<String, Verified>>,
 }
+
+/// Clock skew allowed when checking `exp`, as jsonwebtoken's default.
+const EXP_LEEWAY_SECS: u64 = 60;
 
 /// How many verified tokens are remembered; the cache starts over when full.
 const VERIFIED_CACHE_MAX: usize = 16_384;
@@ -251,7 +255,8 @@ impl Authority {
             let mut v = Validation::new(alg);
             v.validate_aud = false;
             v.required_spec_claims.clear();
-            v.validate_exp = true;
+            // `exp` may be null (tokens that never expire); it is checked below.
+            v.validate_exp = false;
             v
         };
         let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation(Algorithm::ES256)) {
@@ -273,6 +278,9 @@ impl Authority {
                     .claims
             }
         };
+        if claims.exp.is_some_and(|exp| exp + EXP_LEEWAY_SECS < now_secs()) {
+            return Err(AuthError::InvalidToken("the token has expired".into()));
+        }
         if claims.sub.is_empty() || claims.sub.len() > 128 || claims.iss.is_empty() || claims.iss.len() > 128 {
             return Err(AuthError::InvalidToken("sub and iss must be 1 to 128 bytes".into()));
         }
@@ -347,6 +355,39 @@ mod tests {
         let (_, foreign) = other.create_identity().unwrap();
         assert!(auth.verify(&foreign).is_err());
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn expired_tokens_are_refused_and_unexpiring_ones_write_exp_null() {
+        let dir = std::env::temp_dir().join(format!("epoch-auth-{}", uuid::Uuid::new_v4()));
+        let auth = Authority::load_or_create(&dir, "localhost").unwrap();
+        let (id, token) = auth.create_identity().unwrap();
+        let payload = token.split('.').nth(1).unwrap();
+        let claims: serde_json::Value = serde_json::from_slice(&base64url(payload)).unwrap();
+        assert_eq!(claims["exp"], serde_json::Value::Null);
+        assert_eq!(claims["hex_identity"], id.to_hex());
+        let expired = auth.sign(id, &auth.verify(&token).unwrap().claims.sub, Some(1_000)).unwrap();
+        assert!(auth.verify(&expired).is_err());
+        let claims = auth.verify(&token).unwrap().claims;
+        let short = auth.sign_short_lived(&claims, 60).unwrap();
+        assert_eq!(auth.verify(&short).unwrap().identity, id);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    fn base64url(s: &str) -> Vec<u8> {
+        let table = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut bits = 0u32;
+        let mut n = 0;
+        let mut out = Vec::new();
+        for c in s.bytes() {
+            bits = (bits << 6) | table.iter().position(|t| *t == c).unwrap() as u32;
+            n += 6;
+            if n >= 8 {
+                n -= 8;
+                out.push((bits >> n) as u8);
+            }
+        }
+        out
     }
 
     #[test]

@@ -38,6 +38,13 @@ enum Command {
         /// Largest module a publish may upload, in bytes.
         #[arg(long, default_value_t = 64 << 20)]
         max_module_bytes: usize,
+        /// Most rows one SQL query may return.
+        #[arg(long, default_value_t = 100_000)]
+        max_sql_rows: usize,
+        /// Trust tokens from another OpenID issuer: ISSUER=PATH to its ES256 (P-256) public key, PEM.
+        /// Repeat for several issuers.
+        #[arg(long = "trusted-issuer", value_name = "ISSUER=PEM_FILE")]
+        trusted_issuers: Vec<String>,
     },
     /// Load a module in-process, call reducers in order, and print tables.
     Run {
@@ -114,8 +121,16 @@ fn main() -> Result<()> {
         Command::Logs { database, num_lines, follow } => session()?.logs(&database, num_lines, follow),
         Command::Describe { database } => session()?.describe(&database),
         Command::Delete { database } => session()?.delete(&database),
-        Command::Start { listen_addr, data_dir, reducer_timeout_ms, max_module_bytes } => {
-            start(listen_addr, data_dir, reducer_timeout_ms, max_module_bytes)
+        Command::Start {
+            listen_addr,
+            data_dir,
+            reducer_timeout_ms,
+            max_module_bytes,
+            max_sql_rows,
+            trusted_issuers,
+        } => {
+            let limits = epoch_api::ApiLimits { max_module_bytes, max_sql_rows, ..Default::default() };
+            start(listen_addr, data_dir, reducer_timeout_ms, limits, &trusted_issuers)
         }
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
             run(module, calls, show, logs, schema, timeout_ms)
@@ -124,15 +139,27 @@ fn main() -> Result<()> {
     }
 }
 
-fn start(listen_addr: String, data_dir: PathBuf, reducer_timeout_ms: u64, max_module_bytes: usize) -> Result<()> {
+fn start(
+    listen_addr: String,
+    data_dir: PathBuf,
+    reducer_timeout_ms: u64,
+    limits: epoch_api::ApiLimits,
+    trusted_issuers: &[String],
+) -> Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let auth = epoch_auth::Authority::load_or_create(&data_dir.join("keys"), "localhost")?;
+    let mut auth = epoch_auth::Authority::load_or_create(&data_dir.join("keys"), "localhost")?;
+    for spec in trusted_issuers {
+        let (issuer, path) = spec.split_once('=').context("--trusted-issuer takes ISSUER=PEM_FILE")?;
+        let pem = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        auth.trust(epoch_auth::TrustedIssuer::es256(issuer, &pem)?);
+        tracing::info!(issuer, "trusting tokens from issuer");
+    }
     let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
     let state = epoch_api::AppState {
         control: std::sync::Arc::new(epoch_core::ControlPlane::new(config)),
         auth: std::sync::Arc::new(auth),
         metrics: Default::default(),
-        limits: epoch_api::ApiLimits { max_module_bytes, ..Default::default() },
+        limits,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

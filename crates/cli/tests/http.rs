@@ -314,3 +314,42 @@ fn client_commands_publish_call_query_describe_and_delete() {
     let saved: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
     assert_eq!(saved["tokens"].as_object().unwrap().len(), 1);
 }
+
+#[test]
+fn tokens_from_a_configured_third_party_issuer_are_accepted() {
+    // An outside identity provider with its own key pair.
+    let dir = std::env::temp_dir().join(format!("epoch-idp-{}", std::process::id()));
+    let idp = epoch_auth::Authority::load_or_create(&dir, "https://idp.example").unwrap();
+    let (id, token) = idp.create_identity().unwrap();
+    let pem = dir.join(epoch_auth::PUBLIC_KEY_FILE);
+    let spec = format!("https://idp.example={}", pem.display());
+
+    let untrusting = Server::start(&[]);
+    let r = untrusting.publish(&token, "ext", "bank");
+    assert_eq!(r.status(), 401, "an unknown issuer is refused");
+
+    let s = Server::start(&["--trusted-issuer", &spec]);
+    let r = s.publish(&token, "ext", "bank");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["spacetime-identity"].to_str().unwrap(), id.to_hex());
+    let r = s.http().get(format!("{}/v1/identity/{}/verify", s.url, id.to_hex())).bearer_auth(&token).send().unwrap();
+    assert_eq!(r.status(), 204);
+    // The owner's identity is the one derived from the provider's issuer and subject.
+    let owned: Value =
+        s.http().get(format!("{}/v1/identity/{}/databases", s.url, id.to_hex())).send().unwrap().json().unwrap();
+    assert_eq!(owned["identities"].as_array().unwrap().len(), 1);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn sql_results_are_capped_at_the_row_limit() {
+    let s = Server::start(&["--max-sql-rows", "10"]);
+    let (_, t) = s.identity();
+    s.publish(&t, "bank", "bank");
+    s.call(&t, "bank", "open_accounts", "[0, 11, 1]");
+    let (status, body) = s.sql(Some(&t), "bank", "SELECT * FROM account");
+    assert_eq!(status, 400);
+    assert!(body.contains("more than 10 rows"), "{body}");
+    assert_eq!(s.sql(Some(&t), "bank", "SELECT * FROM account LIMIT 10").0, 200);
+    assert_eq!(s.sql(Some(&t), "bank", "SELECT COUNT(*) AS n FROM account").0, 200);
+}
