@@ -1,0 +1,433 @@
+//! # epoch-commitlog
+//!
+//! The durable record of a database: committed transactions appended to segment files, each
+//! frame `[len u32][crc32c u32][record]`, and snapshots of all rows at a log offset.
+//!
+//! - [`CommitLog`] owns a writer thread. Appends queue up while it fsyncs, so one fsync covers
+//!   every transaction that arrived meanwhile (group commit); [`CommitLog::on_durable`] runs a
+//!   callback once a given offset is on disk, which is how callers acknowledge only durable work.
+//!   [`Durability::Async`] instead acknowledges after the write and fsyncs on a timer.
+//! - [`read_log`] replays the log: a torn last frame (a crash mid-write) is cut off; a bad frame
+//!   followed by more data is corruption, reported with its segment and byte offset, unless the
+//!   caller chooses to keep only what comes before it.
+//! - [`write_snapshot`] / [`read_latest_snapshot`] store and find the newest valid snapshot.
+//!
+//! Not for: knowing what rows mean (the store applies them).
+
+mod record;
+mod snapshot;
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+
+pub use record::{SequenceState, TableChange, TxRecord};
+pub use snapshot::{read_latest_snapshot, write_snapshot, Snapshot, SnapshotError};
+
+/// Every segment starts with these bytes.
+const SEGMENT_MAGIC: &[u8; 8] = b"EPOCHLG1";
+/// Bytes of a frame header: length and checksum.
+const FRAME_HEADER: usize = 8;
+/// The largest record a frame may hold; a longer length field is corruption.
+pub const MAX_RECORD_BYTES: usize = 256 << 20;
+
+/// When a commit counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Acknowledge after fsync (group commit). Nothing acknowledged is ever lost.
+    Sync,
+    /// Acknowledge after the write reaches the OS; fsync every `interval`. A machine crash (not
+    /// a process crash) can lose up to `interval` of acknowledged transactions.
+    Async { interval: Duration },
+}
+
+/// How the log is kept.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// A segment is closed and a new one started past this size.
+    pub segment_max_bytes: u64,
+}
+
+/// Why the log could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("commitlog I/O error at {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "commitlog is corrupt in segment {segment} at byte {byte_offset} (after transaction offset {last_good:?}): {reason}; \
+         start with --recover-truncate to keep only the transactions before it"
+    )]
+    Corrupt { segment: PathBuf, byte_offset: u64, last_good: Option<u64>, reason: String },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io { path: path.to_path_buf(), source }
+}
+
+fn segment_name(start_offset: u64) -> String {
+    format!("{start_offset:020}.log")
+}
+
+/// The segments in `dir`, sorted by their first offset.
+fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(io_err(dir))?.path();
+        let start =
+            path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".log")).and_then(|n| n.parse().ok());
+        if let Some(start) = start {
+            out.push((start, path));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What replaying the log found.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub records: Vec<TxRecord>,
+    /// Bytes cut off the end of the last segment (a torn write), if any.
+    pub torn_bytes: u64,
+    /// Set when corruption was skipped on request: where the log was cut.
+    pub truncated_at: Option<(PathBuf, u64)>,
+}
+
+/// Reads every record with an offset of at least `from_offset`. A torn last frame is cut off the
+/// file. A bad frame followed by more data is [`LogError::Corrupt`], unless `truncate_corruption`,
+/// in which case the log is cut there (and later segments removed).
+pub fn read_log(dir: &Path, from_offset: u64, truncate_corruption: bool) -> Result<Replay, LogError> {
+    let segs = segments(dir)?;
+    let mut replay = Replay::default();
+    let mut expected: Option<u64> = None;
+    for (i, (_, path)) in segs.iter().enumerate() {
+        let is_last = i + 1 == segs.len();
+        let bytes = std::fs::read(path).map_err(io_err(path))?;
+        let mut problem: Option<(u64, String, bool)> = None; // (byte, reason, torn)
+        if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+            problem = Some((0, "bad segment header".into(), is_last && bytes.len() < SEGMENT_MAGIC.len()));
+        }
+        let mut pos = SEGMENT_MAGIC.len();
+        while problem.is_none() && pos < bytes.len() {
+            let rest = &bytes[pos..];
+            if rest.len() < FRAME_HEADER {
+                problem = Some((pos as u64, "truncated frame header".into(), is_last));
+                break;
+            }
+            let len = u32::from_le_bytes(rest[..4].try_into().unwrap_or_default()) as usize;
+            let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap_or_default());
+            if len > MAX_RECORD_BYTES {
+                problem = Some((pos as u64, format!("frame length {len} is too large"), false));
+                break;
+            }
+            if rest.len() < FRAME_HEADER + len {
+                problem = Some((pos as u64, "truncated frame".into(), is_last));
+                break;
+            }
+            let payload = &rest[FRAME_HEADER..FRAME_HEADER + len];
+            let frame_end = pos + FRAME_HEADER + len;
+            if crc32c::crc32c(payload) != crc {
+                // A bad checksum on the very last frame of the log is a torn write.
+                problem = Some((pos as u64, "checksum mismatch".into(), is_last && frame_end == bytes.len()));
+                break;
+            }
+            let rec = match TxRecord::decode(payload) {
+                Ok(r) => r,
+                Err(e) => {
+                    problem = Some((pos as u64, format!("undecodable record: {e}"), false));
+                    break;
+                }
+            };
+            if expected.is_some_and(|e| e != rec.offset) {
+                problem = Some((
+                    pos as u64,
+                    format!("expected transaction offset {:?}, found {}", expected, rec.offset),
+                    false,
+                ));
+                break;
+            }
+            expected = Some(rec.offset + 1);
+            if rec.offset >= from_offset {
+                replay.records.push(rec);
+            }
+            pos = frame_end;
+        }
+        let Some((byte, reason, torn)) = problem else { continue };
+        if !torn && !truncate_corruption {
+            return Err(LogError::Corrupt {
+                segment: path.clone(),
+                byte_offset: byte,
+                last_good: expected.map(|e| e - 1),
+                reason,
+            });
+        }
+        // Cut the log here: shorten this segment and drop any later ones.
+        let keep = byte.max(SEGMENT_MAGIC.len() as u64);
+        let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+        if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+            drop(f);
+            std::fs::remove_file(path).map_err(io_err(path))?;
+        } else {
+            f.set_len(keep).map_err(io_err(path))?;
+            f.sync_all().map_err(io_err(path))?;
+        }
+        if torn {
+            replay.torn_bytes = bytes.len() as u64 - keep;
+        } else {
+            replay.truncated_at = Some((path.clone(), byte));
+        }
+        for (_, later) in &segs[i + 1..] {
+            std::fs::remove_file(later).map_err(io_err(later))?;
+        }
+        break;
+    }
+    Ok(replay)
+}
+
+type Callback = Box<dyn FnOnce() + Send>;
+
+enum Cmd {
+    Append(u64, Vec<u8>),
+    OnDurable(u64, Callback),
+    /// Remove whole segments whose records all come before this offset.
+    Prune(u64),
+}
+
+/// An open log with its writer thread.
+pub struct CommitLog {
+    tx: Sender<Cmd>,
+    /// One past the highest offset known durable (0: nothing yet).
+    durable_end: Arc<AtomicU64>,
+    next_offset: AtomicU64,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CommitLog {
+    /// Opens the log in `config.dir` for appending after offset `next_offset - 1` (the replay
+    /// must have happened first, so the last segment ends on a whole frame).
+    pub fn open(config: LogConfig, next_offset: u64) -> Result<Self, LogError> {
+        std::fs::create_dir_all(&config.dir).map_err(io_err(&config.dir))?;
+        let segs = segments(&config.dir)?;
+        let (path, fresh) = match segs.last() {
+            Some((_, p)) => (p.clone(), false),
+            None => (config.dir.join(segment_name(next_offset)), true),
+        };
+        let file = open_segment(&path, fresh)?;
+        let size = file.metadata().map_err(io_err(&path))?.len();
+        let durable_end = Arc::new(AtomicU64::new(next_offset));
+        let (tx, rx) = unbounded();
+        let writer = Writer { config, file, path, size, durable_end: durable_end.clone(), waiting: Vec::new() };
+        let thread = std::thread::Builder::new()
+            .name("commitlog".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| LogError::Io { path: PathBuf::from("commitlog thread"), source: e })?;
+        Ok(Self { tx, durable_end, next_offset: AtomicU64::new(next_offset), thread: Some(thread) })
+    }
+
+    /// The offset the next appended record must carry.
+    pub fn next_offset(&self) -> u64 {
+        self.next_offset.load(Ordering::Acquire)
+    }
+
+    /// Queues `record` (whose offset must be [`CommitLog::next_offset`]) for writing.
+    pub fn append(&self, record: &TxRecord) {
+        debug_assert_eq!(record.offset, self.next_offset());
+        let mut payload = Vec::with_capacity(128);
+        record.encode(&mut payload);
+        self.next_offset.store(record.offset + 1, Ordering::Release);
+        // The writer lives as long as this handle; a send can only fail after it panicked.
+        let _ = self.tx.send(Cmd::Append(record.offset, payload));
+    }
+
+    /// Runs `f` once every record up to and including `offset` is durable.
+    pub fn on_durable(&self, offset: u64, f: impl FnOnce() + Send + 'static) {
+        if self.durable_end.load(Ordering::Acquire) > offset {
+            return f();
+        }
+        let _ = self.tx.send(Cmd::OnDurable(offset, Box::new(f)));
+    }
+
+    /// Blocks until every appended record is durable.
+    pub fn flush(&self) {
+        let Some(last) = self.next_offset().checked_sub(1) else { return };
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.on_durable(last, move || {
+            let _ = tx.send(());
+        });
+        let _ = rx.recv();
+    }
+
+    /// Asks the writer to delete segments that hold only records before `offset`.
+    pub fn prune_before(&self, offset: u64) {
+        let _ = self.tx.send(Cmd::Prune(offset));
+    }
+}
+
+impl Drop for CommitLog {
+    fn drop(&mut self) {
+        self.flush();
+        let (tx, _) = unbounded();
+        drop(std::mem::replace(&mut self.tx, tx));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn open_segment(path: &Path, fresh: bool) -> Result<File, LogError> {
+    let mut file = OpenOptions::new().create(true).append(true).open(path).map_err(io_err(path))?;
+    if fresh || file.metadata().map_err(io_err(path))?.len() == 0 {
+        file.write_all(SEGMENT_MAGIC).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+        if let Some(dir) = path.parent() {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))?;
+        }
+    }
+    Ok(file)
+}
+
+struct Writer {
+    config: LogConfig,
+    file: File,
+    path: PathBuf,
+    size: u64,
+    durable_end: Arc<AtomicU64>,
+    waiting: Vec<(u64, Callback)>,
+}
+
+/// How many queued commands one batch takes at most, so callbacks are not starved.
+const MAX_BATCH: usize = 4096;
+
+impl Writer {
+    fn run(mut self, rx: Receiver<Cmd>) {
+        let mut last_sync = Instant::now();
+        let mut written_end = self.durable_end.load(Ordering::Acquire);
+        let mut buf = Vec::with_capacity(1 << 16);
+        loop {
+            let timeout = match self.config.durability {
+                Durability::Sync => Duration::from_secs(3600),
+                Durability::Async { interval } => interval,
+            };
+            let first = match rx.recv_timeout(timeout) {
+                Ok(cmd) => Some(cmd),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    self.sync(written_end);
+                    return;
+                }
+            };
+            let mut batch: Vec<Cmd> = first.into_iter().collect();
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            for cmd in batch {
+                match cmd {
+                    Cmd::Append(offset, payload) => {
+                        if self.size >= self.config.segment_max_bytes {
+                            self.flush_buf(&mut buf);
+                            self.rotate(offset);
+                        }
+                        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                        buf.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+                        buf.extend_from_slice(&payload);
+                        self.size += (FRAME_HEADER + payload.len()) as u64;
+                        written_end = offset + 1;
+                    }
+                    Cmd::OnDurable(offset, f) => self.waiting.push((offset, f)),
+                    Cmd::Prune(before) => self.prune(before),
+                }
+            }
+            self.flush_buf(&mut buf);
+            match self.config.durability {
+                Durability::Sync => self.sync(written_end),
+                Durability::Async { interval } => {
+                    // Written to the OS counts as done; fsync on the timer.
+                    self.durable_end.store(written_end, Ordering::Release);
+                    if last_sync.elapsed() >= interval {
+                        let _ = self.file.sync_data();
+                        last_sync = Instant::now();
+                    }
+                }
+            }
+            self.run_callbacks();
+        }
+    }
+
+    fn flush_buf(&mut self, buf: &mut Vec<u8>) {
+        if buf.is_empty() {
+            return;
+        }
+        if let Err(e) = self.file.write_all(buf) {
+            // Without the log nothing can be acknowledged safely: stop the process loudly.
+            tracing::error!(path = %self.path.display(), "commitlog write failed: {e}; aborting");
+            std::process::abort();
+        }
+        buf.clear();
+    }
+
+    fn sync(&mut self, written_end: u64) {
+        if self.durable_end.load(Ordering::Acquire) >= written_end {
+            return;
+        }
+        if let Err(e) = self.file.sync_data() {
+            tracing::error!(path = %self.path.display(), "commitlog fsync failed: {e}; aborting");
+            std::process::abort();
+        }
+        self.durable_end.store(written_end, Ordering::Release);
+    }
+
+    fn run_callbacks(&mut self) {
+        let durable_end = self.durable_end.load(Ordering::Acquire);
+        let (ready, waiting): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.waiting).into_iter().partition(|(o, _)| *o < durable_end);
+        self.waiting = waiting;
+        for (_, f) in ready {
+            f();
+        }
+    }
+
+    fn rotate(&mut self, next_offset: u64) {
+        let _ = self.file.sync_data();
+        let path = self.config.dir.join(segment_name(next_offset));
+        match open_segment(&path, true) {
+            Ok(f) => {
+                self.file = f;
+                self.path = path;
+                self.size = SEGMENT_MAGIC.len() as u64;
+            }
+            Err(e) => {
+                tracing::error!("cannot start a new commitlog segment: {e}; aborting");
+                std::process::abort();
+            }
+        }
+    }
+
+    fn prune(&mut self, before: u64) {
+        let Ok(segs) = segments(&self.config.dir) else { return };
+        // Segment i holds offsets [start_i, start_{i+1}); it can go when start_{i+1} <= before.
+        for pair in segs.windows(2) {
+            let ((_, path), (next_start, _)) = (&pair[0], &pair[1]);
+            if *next_start <= before && *path != self.path {
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::warn!(path = %path.display(), "could not prune a commitlog segment: {e}");
+                }
+            }
+        }
+    }
+}
