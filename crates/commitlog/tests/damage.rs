@@ -28,7 +28,7 @@ fn record(offset: u64) -> TxRecord {
     }
 }
 
-fn write(d: &PathBuf, n: u64, segment_max_bytes: u64) {
+fn write(d: &std::path::Path, n: u64, segment_max_bytes: u64) {
     let log =
         CommitLog::open(LogConfig { dir: d.clone(), durability: Durability::Sync, segment_max_bytes }, 0).unwrap();
     for i in 0..n {
@@ -37,7 +37,7 @@ fn write(d: &PathBuf, n: u64, segment_max_bytes: u64) {
     log.flush();
 }
 
-fn only_segment(d: &PathBuf) -> PathBuf {
+fn only_segment(d: &std::path::Path) -> PathBuf {
     let mut segs: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()).collect();
     segs.sort();
     segs.pop().unwrap()
