@@ -29,8 +29,8 @@ fn record(offset: u64) -> TxRecord {
 }
 
 fn write(d: &std::path::Path, n: u64, segment_max_bytes: u64) {
-    let log =
-        CommitLog::open(LogConfig { dir: d.clone(), durability: Durability::Sync, segment_max_bytes }, 0).unwrap();
+    let log = CommitLog::open(LogConfig { dir: d.to_path_buf(), durability: Durability::Sync, segment_max_bytes }, 0)
+        .unwrap();
     for i in 0..n {
         log.append(&record(i));
     }
