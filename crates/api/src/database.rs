@@ -278,6 +278,7 @@ pub async fn set_names(
         Err(SetNamesError::PermissionDenied(d)) => {
             (StatusCode::UNAUTHORIZED, Json(json!({"PermissionDenied": {"domain": d}}))).into_response()
         }
+        Err(e @ SetNamesError::Storage(_)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

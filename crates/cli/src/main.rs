@@ -41,6 +41,21 @@ enum Command {
         /// Most rows one SQL query may return.
         #[arg(long, default_value_t = 100_000)]
         max_sql_rows: usize,
+        /// `sync`: answer a reducer call only once its transaction is fsynced (group commit).
+        /// `async`: answer after the write and fsync every 50 ms; a machine crash (not a
+        /// process crash) can lose the last 50 ms of answered transactions.
+        #[arg(long, default_value = "sync", value_parser = ["sync", "async"])]
+        durability: String,
+        /// Write a snapshot after this many transactions.
+        #[arg(long, default_value_t = 100_000)]
+        snapshot_every: u64,
+        /// If a commitlog is corrupt in the middle, start from its last good transaction instead
+        /// of refusing to start.
+        #[arg(long)]
+        recover_truncate: bool,
+        /// Keep everything in memory (nothing survives a restart).
+        #[arg(long)]
+        in_memory: bool,
         /// Trust tokens from another OpenID issuer: ISSUER=PATH to its ES256 (P-256) public key, PEM.
         /// Repeat for several issuers.
         #[arg(long = "trusted-issuer", value_name = "ISSUER=PEM_FILE")]
@@ -128,9 +143,23 @@ fn main() -> Result<()> {
             max_module_bytes,
             max_sql_rows,
             trusted_issuers,
+            durability,
+            snapshot_every,
+            recover_truncate,
+            in_memory,
         } => {
             let limits = epoch_api::ApiLimits { max_module_bytes, max_sql_rows, ..Default::default() };
-            start(listen_addr, data_dir, reducer_timeout_ms, limits, &trusted_issuers)
+            let durability = match durability.as_str() {
+                "async" => epoch_core::Durability::Async { interval: Duration::from_millis(50) },
+                _ => epoch_core::Durability::Sync,
+            };
+            let persist = (!in_memory).then_some(epoch_core::PersistConfig {
+                durability,
+                snapshot_every,
+                recover_truncate,
+                ..Default::default()
+            });
+            start(listen_addr, data_dir, reducer_timeout_ms, limits, &trusted_issuers, persist)
         }
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
             run(module, calls, show, logs, schema, timeout_ms)
@@ -145,6 +174,7 @@ fn start(
     reducer_timeout_ms: u64,
     limits: epoch_api::ApiLimits,
     trusted_issuers: &[String],
+    persist: Option<epoch_core::PersistConfig>,
 ) -> Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let mut auth = epoch_auth::Authority::load_or_create(&data_dir.join("keys"), "localhost")?;
@@ -155,8 +185,17 @@ fn start(
         tracing::info!(issuer, "trusting tokens from issuer");
     }
     let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
+    let control = match persist {
+        Some(p) => {
+            let started = std::time::Instant::now();
+            let cp = epoch_core::ControlPlane::open(&data_dir, config, p)?;
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "databases recovered");
+            cp
+        }
+        None => epoch_core::ControlPlane::new(config),
+    };
     let state = epoch_api::AppState {
-        control: std::sync::Arc::new(epoch_core::ControlPlane::new(config)),
+        control: std::sync::Arc::new(control),
         auth: std::sync::Arc::new(auth),
         metrics: Default::default(),
         limits,

@@ -1,8 +1,13 @@
 //! The control plane: which databases exist, who owns them, and the names that point at them.
 //!
-//! Held in memory for now; the durability milestone moves it into a system database.
+//! With a data directory, the control plane is durable: `control.json` (databases, owners, names)
+//! is replaced atomically (write, fsync, rename) on every change, each module is kept as
+//! `databases/<identity>/module.wasm` beside that database's commitlog and snapshots, and
+//! [`ControlPlane::open`] brings every database back after a restart or a crash.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use epoch_host::{HostConfig, ModuleLogs};
@@ -11,6 +16,7 @@ use parking_lot::RwLock;
 
 use crate::database::{Caller, CreateError, Database, UpdateError};
 use crate::executor::{DatabaseHandle, ShutDown};
+use crate::persist::PersistConfig;
 
 /// A 256-bit identity, little-endian (as the module ABI and `Caller` carry it).
 pub type IdentityBytes = [u8; 32];
@@ -48,6 +54,10 @@ pub enum ControlError {
     NoSuchDatabase,
     #[error(transparent)]
     ShutDown(#[from] ShutDown),
+    #[error("saving the control plane at {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("the control plane file {path} is unreadable: {message}")]
+    Corrupt { path: PathBuf, message: String },
 }
 
 fn hex_be(id: &IdentityBytes) -> String {
@@ -67,6 +77,51 @@ struct State {
 pub struct ControlPlane {
     state: RwLock<State>,
     config: HostConfig,
+    /// Where databases live durably; `None` keeps everything in memory.
+    storage: Option<(PathBuf, PersistConfig)>,
+}
+
+/// The durable form of the control plane.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct SavedState {
+    databases: Vec<SavedDatabase>,
+    names: Vec<SavedName>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedDatabase {
+    identity: String,
+    owner: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedName {
+    name: String,
+    identity: String,
+    owner: String,
+}
+
+fn from_hex_be(s: &str) -> Option<IdentityBytes> {
+    let mut b: [u8; 32] = (0..32)
+        .map(|i| u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?
+        .try_into()
+        .ok()?;
+    b.reverse();
+    Some(b)
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new file whole.
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 fn keccak(bytes: &[u8]) -> [u8; 32] {
@@ -75,8 +130,95 @@ fn keccak(bytes: &[u8]) -> [u8; 32] {
 }
 
 impl ControlPlane {
+    /// An in-memory control plane: nothing survives the process.
     pub fn new(config: HostConfig) -> Self {
-        Self { state: RwLock::new(State::default()), config }
+        Self { state: RwLock::new(State::default()), config, storage: None }
+    }
+
+    /// A durable control plane in `data_dir`, with every database found there reopened.
+    pub fn open(data_dir: &Path, config: HostConfig, persist: PersistConfig) -> Result<Self, ControlError> {
+        let file = data_dir.join("control.json");
+        let saved: SavedState = match std::fs::read(&file) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| ControlError::Corrupt { path: file.clone(), message: e.to_string() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SavedState::default(),
+            Err(source) => return Err(ControlError::Io { path: file, source }),
+        };
+        let cp = Self {
+            state: RwLock::new(State::default()),
+            config,
+            storage: Some((data_dir.to_path_buf(), persist.clone())),
+        };
+        let bad = |what: &str| ControlError::Corrupt { path: file.clone(), message: format!("bad identity in {what}") };
+        for d in &saved.databases {
+            let identity = from_hex_be(&d.identity).ok_or_else(|| bad("databases"))?;
+            let owner = from_hex_be(&d.owner).ok_or_else(|| bad("databases"))?;
+            let dir = cp.database_dir(&identity).expect("durable");
+            let module = dir.join("module.wasm");
+            let wasm = std::fs::read(&module).map_err(|source| ControlError::Io { path: module.clone(), source })?;
+            let started = std::time::Instant::now();
+            let (db, report) = Database::open_persistent(&wasm, identity, cp.config.clone(), &dir, persist.clone())?;
+            tracing::info!(
+                database = %d.identity,
+                snapshot = ?report.snapshot_offset,
+                replayed = report.replayed,
+                torn_bytes = report.torn_bytes,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "database recovered"
+            );
+            if let Some((seg, byte)) = &report.truncated_at {
+                tracing::warn!(database = %d.identity, segment = %seg.display(), byte, "log cut at corruption on request");
+            }
+            cp.insert_hosted(db, owner, &wasm);
+        }
+        let mut st = cp.state.write();
+        for n in &saved.names {
+            let id = from_hex_be(&n.identity).ok_or_else(|| bad("names"))?;
+            let owner = from_hex_be(&n.owner).ok_or_else(|| bad("names"))?;
+            st.names.insert(n.name.clone(), id);
+            st.name_owners.insert(n.name.clone(), owner);
+        }
+        drop(st);
+        Ok(cp)
+    }
+
+    fn database_dir(&self, identity: &IdentityBytes) -> Option<PathBuf> {
+        self.storage.as_ref().map(|(dir, _)| dir.join("databases").join(hex_be(identity)))
+    }
+
+    /// Saves the control plane (durable mode); called with the state lock held, after a change.
+    fn save(&self, st: &State) -> Result<(), ControlError> {
+        let Some((dir, _)) = &self.storage else { return Ok(()) };
+        let saved = SavedState {
+            databases: st
+                .databases
+                .values()
+                .map(|d| SavedDatabase { identity: hex_be(&d.identity), owner: hex_be(&d.owner) })
+                .collect(),
+            names: st
+                .names
+                .iter()
+                .map(|(name, id)| SavedName {
+                    name: name.clone(),
+                    identity: hex_be(id),
+                    owner: hex_be(st.name_owners.get(name).unwrap_or(id)),
+                })
+                .collect(),
+        };
+        let path = dir.join("control.json");
+        let bytes = serde_json::to_vec_pretty(&saved).unwrap_or_default();
+        std::fs::create_dir_all(dir)
+            .and_then(|_| write_atomically(&path, &bytes))
+            .map_err(|source| ControlError::Io { path, source })
+    }
+
+    fn insert_hosted(&self, db: Database, owner: IdentityBytes, wasm: &[u8]) {
+        let identity = db.identity();
+        let logs = db.logs().clone();
+        let def = Arc::new(db.def().clone());
+        let (handle, _thread) = DatabaseHandle::spawn(db, &hex_be(&identity)[..16]);
+        let hosted = HostedDatabase { identity, owner, handle, logs, program_hash: keccak(wasm), def };
+        self.state.write().databases.insert(identity, Arc::new(hosted));
     }
 
     pub fn get(&self, identity: &IdentityBytes) -> Option<Arc<HostedDatabase>> {
@@ -111,7 +253,7 @@ impl ControlPlane {
         }
         st.names.insert(name.to_string(), identity);
         st.name_owners.insert(name.to_string(), caller);
-        Ok(())
+        self.save(&st)
     }
 
     /// Replaces every name of `identity` with `names` (owner only; names in use elsewhere refused).
@@ -141,7 +283,7 @@ impl ControlPlane {
             st.names.insert(n.clone(), identity);
             st.name_owners.insert(n.clone(), caller);
         }
-        Ok(())
+        self.save(&st).map_err(|e| SetNamesError::Storage(e.to_string()))
     }
 
     /// Creates the database `identity` from `wasm` (running `init` as `caller`), or updates its
@@ -163,6 +305,10 @@ impl ControlPlane {
             if !clear {
                 let wasm_owned = wasm.to_vec();
                 existing.handle.with(move |db| db.update_module(&wasm_owned))??;
+                if let Some(dir) = self.database_dir(&identity) {
+                    let path = dir.join("module.wasm");
+                    write_atomically(&path, wasm).map_err(|source| ControlError::Io { path, source })?;
+                }
                 let def = existing.handle.with(|db| Arc::new(db.def().clone()))?;
                 let updated = HostedDatabase {
                     identity,
@@ -177,13 +323,23 @@ impl ControlPlane {
             }
         }
         let existed = self.get(&identity).is_some();
-        let db = Database::create(wasm, identity, Caller::identity(caller), self.config.clone())?;
-        let logs = db.logs().clone();
-        let def = Arc::new(db.def().clone());
-        let (handle, _thread) = DatabaseHandle::spawn(db, &hex_be(&identity)[..16]);
-        let hosted = HostedDatabase { identity, owner: caller, handle, logs, program_hash: keccak(wasm), def };
-        // Replacing the entry drops the old handle, which stops the old writer thread.
-        self.state.write().databases.insert(identity, Arc::new(hosted));
+        if existed {
+            // `clear`: stop the old database before its files are replaced.
+            self.state.write().databases.remove(&identity);
+        }
+        let owner = Caller::identity(caller);
+        let db = match (&self.storage, self.database_dir(&identity)) {
+            (Some((_, persist)), Some(dir)) => {
+                let db =
+                    Database::create_persistent(wasm, identity, owner, self.config.clone(), &dir, persist.clone())?;
+                let path = dir.join("module.wasm");
+                write_atomically(&path, wasm).map_err(|source| ControlError::Io { path, source })?;
+                db
+            }
+            _ => Database::create(wasm, identity, owner, self.config.clone())?,
+        };
+        self.insert_hosted(db, caller, wasm);
+        self.save(&self.state.read())?;
         Ok(if existed { PublishOp::Updated } else { PublishOp::Created })
     }
 
@@ -197,6 +353,11 @@ impl ControlPlane {
             }
             Some(_) => {
                 st.databases.remove(&identity);
+                self.save(&st)?;
+                drop(st);
+                if let Some(dir) = self.database_dir(&identity) {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
                 Ok(())
             }
         }
@@ -214,4 +375,6 @@ pub enum SetNamesError {
     InUse(String),
     #[error("permission denied for {0}")]
     PermissionDenied(String),
+    #[error("{0}")]
+    Storage(String),
 }

@@ -9,6 +9,7 @@ use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue};
 use epoch_schema::{Lifecycle, ModuleDef};
 use epoch_store::TxDelta;
 
+use crate::persist::{PersistConfig, PersistError, Persistence, RecoveryReport};
 use crate::scheduler::Scheduler;
 
 /// A caller's identity and connection, little-endian as the ABI passes them.
@@ -52,6 +53,10 @@ pub enum CreateError {
     Host(#[from] HostError),
     #[error("the module's init reducer failed: {0}")]
     InitFailed(String),
+    #[error(transparent)]
+    Persist(#[from] PersistError),
+    #[error("preparing {path}: {source}")]
+    Io { path: std::path::PathBuf, source: std::io::Error },
 }
 
 /// Why a module update was not applied.
@@ -75,6 +80,8 @@ pub struct Database {
     scheduler: Scheduler,
     /// Reducers queued by `volatile_nonatomic_schedule_immediate`, run after the current call.
     immediate: VecDeque<(String, Vec<u8>)>,
+    /// The commitlog and snapshots, for a durable database.
+    persist: Option<Persistence>,
 }
 
 impl Database {
@@ -83,7 +90,75 @@ impl Database {
     pub fn create(wasm: &[u8], identity: [u8; 32], owner: Caller, config: HostConfig) -> Result<Self, CreateError> {
         let host = ModuleHost::load(wasm, identity, config)?;
         let scheduler = Scheduler::new(host.def());
-        let mut db = Self { host, identity, scheduler, immediate: VecDeque::new() };
+        let mut db = Self { host, identity, scheduler, immediate: VecDeque::new(), persist: None };
+        db.initialize(owner)?;
+        Ok(db)
+    }
+
+    /// Like [`Database::create`], keeping the data durably in `dir` (emptied first): every
+    /// committed transaction, `init`'s included, goes to the commitlog.
+    pub fn create_persistent(
+        wasm: &[u8],
+        identity: [u8; 32],
+        owner: Caller,
+        config: HostConfig,
+        dir: &std::path::Path,
+        persist: PersistConfig,
+    ) -> Result<Self, CreateError> {
+        let host = ModuleHost::load(wasm, identity, config)?;
+        let io = |source| CreateError::Io { path: dir.to_path_buf(), source };
+        match std::fs::remove_dir_all(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let scheduler = Scheduler::new(host.def());
+        let mut db = Self { host, identity, scheduler, immediate: VecDeque::new(), persist: None };
+        let (p, _) = Persistence::open(dir, persist, db.host.db_mut())?;
+        db.persist = Some(p);
+        db.initialize(owner)?;
+        Ok(db)
+    }
+
+    /// Reopens a durable database from `dir`: the newest valid snapshot, then the log after it.
+    /// `init` does not run; schedules resume from the scheduled tables' rows.
+    pub fn open_persistent(
+        wasm: &[u8],
+        identity: [u8; 32],
+        config: HostConfig,
+        dir: &std::path::Path,
+        persist: PersistConfig,
+    ) -> Result<(Self, RecoveryReport), CreateError> {
+        let mut host = ModuleHost::load(wasm, identity, config)?;
+        let (p, report) = Persistence::open(dir, persist, host.db_mut())?;
+        let mut scheduler = Scheduler::new(host.def());
+        let all_rows = TxDelta {
+            tables: host
+                .db()
+                .tables()
+                .iter()
+                .map(|t| epoch_store::TableDelta {
+                    table_id: t.id,
+                    inserts: t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect(),
+                    deletes: Vec::new(),
+                })
+                .collect(),
+        };
+        scheduler.observe(host.db(), &all_rows, now_micros());
+        Ok((Self { host, identity, scheduler, immediate: VecDeque::new(), persist: Some(p) }, report))
+    }
+
+    /// Where a durable database's transactions are acknowledged from: the log and the offset of
+    /// the last transaction handed to it.
+    pub fn durable_barrier(&self) -> Option<(std::sync::Arc<epoch_commitlog::CommitLog>, u64)> {
+        let p = self.persist.as_ref()?;
+        Some((p.log().clone(), p.last_offset()?))
+    }
+
+    /// Runs `init` (if any) as `owner`, with the system log lines 1.3 writes at creation.
+    fn initialize(&mut self, owner: Caller) -> Result<(), CreateError> {
+        let db = self;
         for t in &db.host.def().tables {
             db.system_log(format!("Creating table `{}`", t.name));
         }
@@ -102,7 +177,7 @@ impl Database {
             }
         }
         db.system_log("Database initialized".to_string());
-        Ok(db)
+        Ok(())
     }
 
     /// A line in the module log written by the server itself, as 1.3 writes them.
@@ -190,7 +265,21 @@ impl Database {
     /// Runs one reducer and feeds its committed changes to the scheduler.
     fn run(&mut self, id: usize, args: Vec<u8>, caller: Caller, timestamp_micros: i64) -> ReducerResult {
         let ctx = CallContext { sender: caller.identity, connection_id: caller.connection_id, timestamp_micros };
+        let logged_args = self.persist.is_some().then(|| args.clone());
         let mut r = self.host.call_reducer(id as u32, args, ctx);
+        if let (Some(p), Some(delta)) = (self.persist.as_mut(), r.delta.as_ref()) {
+            if !delta.is_empty() {
+                let name = &self.host.def().reducers[id].name;
+                p.record(
+                    self.host.db(),
+                    name,
+                    caller.identity,
+                    logged_args.unwrap_or_default(),
+                    timestamp_micros,
+                    delta,
+                );
+            }
+        }
         if let ReducerOutcome::Failed(msg) = &r.outcome {
             // 1.3 records a reducer's own error in the module log, targeted at the reducer.
             self.host.logs().push(epoch_host::LogRecord {
@@ -252,6 +341,9 @@ impl Database {
             }
             // As 1.3 does: a one-shot row is deleted after its call, an interval is queued again.
             let mut cleanup = self.scheduler.finish(&mut self.host, &job);
+            if let (Some(p), Some(delta)) = (self.persist.as_mut(), cleanup.delta.as_ref()) {
+                p.record(self.host.db(), "__scheduler__", self.identity, Vec::new(), now_micros(), delta);
+            }
             self.after_commit(&mut cleanup);
         }
         self.drain_immediate();

@@ -44,17 +44,24 @@ impl DatabaseHandle {
         f: impl FnOnce(&mut Database) -> R + Send + 'static,
         then: impl FnOnce(R) + Send + 'static,
     ) -> Result<(), ShutDown> {
-        self.tx.send(Box::new(move |db| then(f(db)))).map_err(|_| ShutDown)
+        self.tx
+            .send(Box::new(move |db| {
+                let r = f(db);
+                // Durable databases answer only once everything the job committed is on disk.
+                match db.durable_barrier() {
+                    Some((log, offset)) => log.on_durable(offset, move || then(r)),
+                    None => then(r),
+                }
+            }))
+            .map_err(|_| ShutDown)
     }
 
     /// Runs `f` on the writer and waits for its result.
     pub fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut Database) -> R + Send + 'static) -> Result<R, ShutDown> {
         let (rtx, rrx) = bounded(1);
-        self.tx
-            .send(Box::new(move |db| {
-                let _ = rtx.send(f(db));
-            }))
-            .map_err(|_| ShutDown)?;
+        self.submit(f, move |r| {
+            let _ = rtx.send(r);
+        })?;
         rrx.recv().map_err(|_| ShutDown)
     }
 }

@@ -11,12 +11,15 @@ pub mod bench;
 pub mod control;
 pub mod database;
 pub mod executor;
+pub mod persist;
 pub mod scheduler;
 
 pub use control::{ControlError, ControlPlane, HostedDatabase, PublishOp, SetNamesError};
 pub use database::{now_micros, CallError, Caller, CreateError, Database, ReducerArgs, UpdateError};
+pub use epoch_commitlog::Durability;
 pub use epoch_host::{HostConfig, ReducerOutcome, ReducerResult};
 pub use executor::{DatabaseHandle, ShutDown};
+pub use persist::{PersistConfig, PersistError, RecoveryReport};
 
 /// The `/schema?version=9` document of a module, pretty-printed.
 pub fn schema_json(def: &epoch_schema::ModuleDef) -> String {

@@ -391,6 +391,53 @@ impl Store {
         self.delete_rows(table, &rows)
     }
 
+    /// Every sequence's next value: (table id, column, next).
+    pub fn sequence_states(&self) -> Vec<(u32, u16, i128)> {
+        self.tables.iter().flat_map(|t| t.sequences.iter().map(move |s| (t.id, s.column, s.next))).collect()
+    }
+
+    /// The sequences of one table: (column, next).
+    pub fn table_sequences(&self, table_id: u32) -> Vec<(u16, i128)> {
+        self.tables
+            .get(table_id as usize)
+            .map(|t| t.sequences.iter().map(|s| (s.column, s.next)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Moves a sequence forward to at least `next` (recovery; never backwards, so no value is
+    /// handed out twice).
+    pub fn advance_sequence(&mut self, table_id: u32, column: u16, next: i128) {
+        if let Some(s) =
+            self.tables.get_mut(table_id as usize).and_then(|t| t.sequences.iter_mut().find(|s| s.column == column))
+        {
+            s.next = s.next.max(next);
+        }
+    }
+
+    /// Applies a recovered change outside any reducer: rows are stored exactly as logged
+    /// (sequences untouched), deletes remove the identical row.
+    pub fn apply_recovered(
+        &mut self,
+        table_id: u32,
+        inserts: &[Box<[u8]>],
+        deletes: &[Box<[u8]>],
+    ) -> Result<(), StoreError> {
+        let table = self.table_mut(table_id)?;
+        for row in deletes {
+            if let Some(id) = table.find_same(row)? {
+                table.take(id);
+            }
+        }
+        for row in inserts {
+            table.schema.validate_row(row)?;
+            if table.find_same(row)?.is_none() {
+                table.check_unique(row)?;
+                table.put(row.clone())?;
+            }
+        }
+        Ok(())
+    }
+
     /// Finds the row whose unique-index key equals `key`.
     pub fn find_by_unique(&self, index_id: u32, key: &AlgebraicValue) -> Result<Option<&[u8]>, StoreError> {
         let (table, idx) = self.index(index_id)?;

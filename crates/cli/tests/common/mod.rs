@@ -9,11 +9,31 @@ pub struct Server {
     child: Child,
     pub url: String,
     pub data_dir: PathBuf,
+    /// Whether dropping the server deletes its data directory.
+    pub owns_data: bool,
 }
 
 impl Server {
     pub fn start(extra: &[&str]) -> Self {
         let data_dir = std::env::temp_dir().join(format!("epoch-test-{}-{}", std::process::id(), rand_suffix()));
+        Self::spawn(data_dir, extra)
+    }
+
+    /// Starts on an existing (or new) data directory, which outlives this server.
+    pub fn start_in(data_dir: PathBuf, extra: &[&str]) -> Self {
+        let mut server = Self::spawn(data_dir, extra);
+        server.owns_data = false;
+        server
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn crash(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.owns_data = false;
+    }
+
+    fn spawn(data_dir: PathBuf, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_epoch"))
             .args(["start", "--listen-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
@@ -25,7 +45,7 @@ impl Server {
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
         let url = line.trim().strip_prefix("epoch listening on ").expect("listening line").to_string();
-        Self { child, url, data_dir }
+        Self { child, url, data_dir, owns_data: true }
     }
 
     pub fn http(&self) -> reqwest::blocking::Client {
@@ -74,7 +94,9 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.owns_data {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 }
 
@@ -82,7 +104,7 @@ pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(format!("{}/../../tests/fixtures/modules/{name}.wasm", env!("CARGO_MANIFEST_DIR")))
 }
 
-fn rand_suffix() -> u64 {
+pub fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
 }

@@ -1,0 +1,227 @@
+//! A database's durable state: every committed transaction goes to its commitlog before anyone
+//! is told it happened; snapshots are written in the background every N transactions; recovery
+//! is the newest valid snapshot plus the log after it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Sender, TrySendError};
+use epoch_commitlog::{
+    read_latest_snapshot, read_log, write_snapshot, CommitLog, Durability, LogConfig, LogError, SequenceState,
+    Snapshot, TableChange, TxRecord,
+};
+use epoch_store::{Store, TxDelta};
+
+/// How a database keeps its data.
+#[derive(Debug, Clone)]
+pub struct PersistConfig {
+    pub durability: Durability,
+    /// A snapshot is taken after this many transactions since the last one.
+    pub snapshot_every: u64,
+    pub segment_max_bytes: u64,
+    /// On mid-log corruption, start from the last good transaction instead of refusing to start.
+    pub recover_truncate: bool,
+}
+
+impl Default for PersistConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Sync,
+            snapshot_every: 100_000,
+            segment_max_bytes: 64 << 20,
+            recover_truncate: false,
+        }
+    }
+}
+
+impl PersistConfig {
+    pub fn async_every(interval: Duration) -> Self {
+        Self { durability: Durability::Async { interval }, ..Self::default() }
+    }
+}
+
+/// Why a database's files could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("recovering {path}: {message}")]
+    Recovery { path: PathBuf, message: String },
+}
+
+/// The open log of one database and its snapshot schedule.
+pub struct Persistence {
+    dir: PathBuf,
+    log: Arc<CommitLog>,
+    config: PersistConfig,
+    last_snapshot: u64,
+    /// Snapshots to write, handed to a background thread so the writer never waits on disk.
+    snapshots: Sender<Snapshot>,
+}
+
+fn log_dir(dir: &Path) -> PathBuf {
+    dir.join("log")
+}
+
+fn snapshot_dir(dir: &Path) -> PathBuf {
+    dir.join("snapshots")
+}
+
+/// What recovery found, for the operator's log.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryReport {
+    pub snapshot_offset: Option<u64>,
+    pub replayed: usize,
+    pub torn_bytes: u64,
+    pub truncated_at: Option<(PathBuf, u64)>,
+}
+
+impl Persistence {
+    /// Recovers `store` from `dir` (snapshot, then log) and opens the log for appending.
+    pub fn open(dir: &Path, config: PersistConfig, store: &mut Store) -> Result<(Self, RecoveryReport), PersistError> {
+        let recovery = |message: String| PersistError::Recovery { path: dir.to_path_buf(), message };
+        let mut report = RecoveryReport::default();
+        let snapshot = read_latest_snapshot(&snapshot_dir(dir));
+        let mut next_offset = 0;
+        if let Some(s) = &snapshot {
+            for (table, rows) in &s.tables {
+                store
+                    .apply_recovered(*table, rows, &[])
+                    .map_err(|e| recovery(format!("snapshot {}: {e}", s.offset)))?;
+            }
+            for q in &s.sequences {
+                store.advance_sequence(q.table_id, q.column, q.next);
+            }
+            next_offset = s.offset + 1;
+            report.snapshot_offset = Some(s.offset);
+        }
+        let replay = read_log(&log_dir(dir), next_offset, config.recover_truncate)?;
+        if let Some(first) = replay.records.first() {
+            if first.offset != next_offset {
+                return Err(recovery(format!(
+                    "the log resumes at transaction {} but the snapshot ends at {}; transactions are missing",
+                    first.offset,
+                    next_offset.saturating_sub(1)
+                )));
+            }
+        }
+        for rec in &replay.records {
+            for t in &rec.tables {
+                store
+                    .apply_recovered(t.table_id, &t.inserts, &t.deletes)
+                    .map_err(|e| recovery(format!("transaction {}: {e}", rec.offset)))?;
+            }
+            for q in &rec.sequences {
+                store.advance_sequence(q.table_id, q.column, q.next);
+            }
+            next_offset = rec.offset + 1;
+        }
+        report.replayed = replay.records.len();
+        report.torn_bytes = replay.torn_bytes;
+        report.truncated_at = replay.truncated_at;
+        let log = CommitLog::open(
+            LogConfig { dir: log_dir(dir), durability: config.durability, segment_max_bytes: config.segment_max_bytes },
+            next_offset,
+        )?;
+        let log = Arc::new(log);
+        let snapshots = spawn_snapshot_writer(snapshot_dir(dir), log.clone());
+        let last_snapshot = report.snapshot_offset.unwrap_or(0);
+        Ok((Self { dir: dir.to_path_buf(), log, config, last_snapshot, snapshots }, report))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn log(&self) -> &Arc<CommitLog> {
+        &self.log
+    }
+
+    /// The offset of the last transaction handed to the log, if any.
+    pub fn last_offset(&self) -> Option<u64> {
+        self.log.next_offset().checked_sub(1)
+    }
+
+    /// Appends one committed transaction; snapshots when it is time.
+    pub fn record(
+        &mut self,
+        store: &Store,
+        reducer: &str,
+        caller: [u8; 32],
+        args: Vec<u8>,
+        timestamp_micros: i64,
+        delta: &TxDelta,
+    ) {
+        let offset = self.log.next_offset();
+        let tables: Vec<TableChange> = delta
+            .tables
+            .iter()
+            .map(|t| TableChange { table_id: t.table_id, inserts: t.inserts.clone(), deletes: t.deletes.clone() })
+            .collect();
+        let sequences = delta
+            .tables
+            .iter()
+            .filter(|t| !t.inserts.is_empty())
+            .flat_map(|t| {
+                store.table_sequences(t.table_id).into_iter().map(move |(column, next)| SequenceState {
+                    table_id: t.table_id,
+                    column,
+                    next,
+                })
+            })
+            .collect();
+        let rec = TxRecord { offset, timestamp_micros, reducer: reducer.to_string(), caller, args, tables, sequences };
+        self.log.append(&rec);
+        if offset >= self.last_snapshot + self.config.snapshot_every {
+            self.snapshot(store, offset);
+        }
+    }
+
+    /// Copies every row (on the writer, so the copy is consistent) and hands it to the snapshot
+    /// thread. Skipped if the previous snapshot is still being written.
+    pub fn snapshot(&mut self, store: &Store, offset: u64) {
+        let snap = Snapshot {
+            offset,
+            tables: store
+                .tables()
+                .iter()
+                .map(|t| (t.id, t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect()))
+                .collect(),
+            sequences: store
+                .sequence_states()
+                .into_iter()
+                .map(|(table_id, column, next)| SequenceState { table_id, column, next })
+                .collect(),
+        };
+        match self.snapshots.try_send(snap) {
+            Ok(()) => self.last_snapshot = offset,
+            Err(TrySendError::Full(_)) => tracing::debug!("previous snapshot still being written; skipping"),
+            Err(TrySendError::Disconnected(_)) => tracing::warn!("the snapshot writer is gone"),
+        }
+    }
+}
+
+/// Snapshots kept on disk; the log is pruned up to the oldest of them.
+const SNAPSHOTS_KEPT: usize = 2;
+
+fn spawn_snapshot_writer(dir: PathBuf, log: Arc<CommitLog>) -> Sender<Snapshot> {
+    let (tx, rx) = bounded::<Snapshot>(1);
+    let spawned = std::thread::Builder::new().name("snapshots".into()).spawn(move || {
+        for snap in rx {
+            // Only snapshot what the log already holds durably, so replay never needs more.
+            log.flush();
+            match write_snapshot(&dir, &snap, SNAPSHOTS_KEPT) {
+                Ok(oldest_kept) => {
+                    tracing::info!(offset = snap.offset, "snapshot written");
+                    log.prune_before(oldest_kept + 1);
+                }
+                Err(e) => tracing::error!("snapshot at {} failed: {e}", snap.offset),
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the snapshot writer: {e}");
+    }
+    tx
+}
