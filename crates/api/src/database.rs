@@ -14,7 +14,6 @@ use epoch_core::{
     CallError, Caller, ControlError, Database, HostedDatabase, PublishOp, ReducerArgs, ReducerOutcome, SetNamesError,
 };
 use epoch_schema::Lifecycle;
-use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::CallerAuth;
@@ -93,11 +92,34 @@ async fn on_db<R: Send + 'static>(
     rx.await.map_err(|_| gone())
 }
 
-#[derive(Deserialize)]
+/// Query parameters, parsed with the error texts 1.3's extractor gives.
+type Params = Query<std::collections::HashMap<String, String>>;
+
+fn query_error(msg: &str) -> Response {
+    text(StatusCode::BAD_REQUEST, format!("Failed to deserialize query string: {msg}"))
+}
+
+fn bool_param(q: &std::collections::HashMap<String, String>, name: &str) -> Result<bool, Response> {
+    match q.get(name).map(String::as_str) {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(_) => Err(query_error("provided string was not `true` or `false`")),
+    }
+}
+
+fn usize_param(q: &std::collections::HashMap<String, String>, name: &str) -> Result<Option<usize>, Response> {
+    q.get(name).map(|v| v.parse::<usize>().map_err(|e| query_error(&e.to_string()))).transpose()
+}
+
 pub struct PublishQuery {
-    #[serde(default)]
     clear: bool,
     num_replicas: Option<usize>,
+}
+
+impl PublishQuery {
+    fn parse(Query(q): Params) -> Result<Self, Response> {
+        Ok(Self { clear: bool_param(&q, "clear")?, num_replicas: usize_param(&q, "num_replicas")? })
+    }
 }
 
 fn publish_result(op: PublishOp, domain: Option<&str>, identity: Identity) -> Response {
@@ -145,9 +167,13 @@ async fn do_publish(
 pub async fn publish_new(
     State(state): State<AppState>,
     Extension(caller): Extension<CallerAuth>,
-    Query(q): Query<PublishQuery>,
+    q: Params,
     wasm: Bytes,
 ) -> Response {
+    let q = match PublishQuery::parse(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
     let identity = Identity::from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
     do_publish(state, identity, None, caller.identity, wasm, q).await
 }
@@ -157,9 +183,13 @@ pub async fn publish(
     State(state): State<AppState>,
     Extension(caller): Extension<CallerAuth>,
     Path(segment): Path<String>,
-    Query(q): Query<PublishQuery>,
+    q: Params,
     wasm: Bytes,
 ) -> Response {
+    let q = match PublishQuery::parse(q) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
     let target = match parse_name_or_identity(&segment) {
         Ok(t) => t,
         Err(r) => return r,
@@ -254,8 +284,12 @@ pub async fn set_names(
         Ok(id) => id,
         Err(r) => return r,
     };
-    if let Err(r) = require_json(&headers) {
-        return r;
+    // Unlike /call, 1.3 answers a missing content type here with 415 too.
+    if !headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.to_str().is_ok_and(|v| v.eq_ignore_ascii_case("application/json")))
+    {
+        return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Expected request with `Content-Type: application/json`");
     }
     let names: Vec<String> = match serde_json::from_slice(&body) {
         Ok(n) => n,
@@ -393,6 +427,11 @@ pub async fn call(
                 ReducerOutcome::Panicked(_) | ReducerOutcome::Trapped(_) => {
                     (status_530(), "The Wasm instance encountered a fatal error.".to_string())
                 }
+                // 1.3 stops a runaway reducer when its energy runs out; answer as it does. The
+                // module log says why.
+                ReducerOutcome::OutOfTime(_) => {
+                    (StatusCode::PAYMENT_REQUIRED, "Module energy budget exhausted.".to_string())
+                }
                 other => (status_530(), other.error_message().unwrap_or_default()),
             };
             (status, [TEXT], timing, body).into_response()
@@ -419,13 +458,6 @@ pub async fn schema(
     }
 }
 
-#[derive(Deserialize)]
-pub struct LogsQuery {
-    num_lines: Option<usize>,
-    #[serde(default)]
-    follow: bool,
-}
-
 /// How often a follower looks for new log lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(100);
 
@@ -433,8 +465,12 @@ pub async fn logs(
     State(state): State<AppState>,
     Extension(caller): Extension<CallerAuth>,
     Path(segment): Path<String>,
-    Query(q): Query<LogsQuery>,
+    Query(q): Params,
 ) -> Response {
+    let (num_lines, follow) = match (usize_param(&q, "num_lines"), bool_param(&q, "follow")) {
+        (Ok(n), Ok(f)) => (n, f),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
     let db = match lookup(&state, &segment) {
         Ok(db) => db,
         Err(r) => return r,
@@ -454,8 +490,8 @@ pub async fn logs(
     };
     let headers = [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")];
     let seen = db.logs.total();
-    let first = lines(db.logs.tail(q.num_lines));
-    if !q.follow {
+    let first = lines(db.logs.tail(num_lines));
+    if !follow {
         return (headers, first).into_response();
     }
     let logs = db.logs.clone();
@@ -490,6 +526,9 @@ fn log_json(r: &epoch_host::LogRecord) -> String {
         m.insert("line_number".into(), json!(l));
     }
     m.insert("message".into(), json!(r.message));
+    if let Some(trace) = &r.trace {
+        m.insert("trace".into(), trace.iter().map(|f| json!({ "func_name": f })).collect());
+    }
     serde_json::Value::Object(m).to_string()
 }
 

@@ -60,7 +60,7 @@ pub async fn websocket_token(State(state): State<AppState>, req: Request) -> Res
 
 pub async fn verify(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
     let Some(id) = Identity::from_hex(&id) else {
-        return (StatusCode::BAD_REQUEST, format!("Invalid URL: invalid identity {id:?}")).into_response();
+        return bad_identity(&id);
     };
     match required(&state, &req) {
         Ok(c) if c.identity == id => StatusCode::NO_CONTENT.into_response(),
@@ -69,9 +69,22 @@ pub async fn verify(State(state): State<AppState>, Path(id): Path<String>, req: 
     }
 }
 
+/// Epoch does not meter energy; every balance is zero, as a fresh 1.3 identity's is.
+pub async fn energy(Path(id): Path<String>) -> Response {
+    match Identity::from_hex(&id) {
+        Some(_) => Json(json!({ "balance": "0" })).into_response(),
+        None => bad_identity(&id),
+    }
+}
+
+fn bad_identity(id: &str) -> Response {
+    (StatusCode::BAD_REQUEST, format!("Invalid URL: invalid value: string {id:?}, expected a byte array or hex string"))
+        .into_response()
+}
+
 pub async fn databases(State(state): State<AppState>, Path(id): Path<String>) -> Response {
     let Some(id) = Identity::from_hex(&id) else {
-        return (StatusCode::BAD_REQUEST, format!("Invalid URL: invalid identity {id:?}")).into_response();
+        return bad_identity(&id);
     };
     let owned: Vec<String> = state.control.owned_by(&id.0).iter().map(|d| Identity(*d).to_hex()).collect();
     Json(json!({ "identities": owned })).into_response()

@@ -83,7 +83,19 @@ pub fn router(state: AppState) -> Router {
         .route("/identity/websocket-token", post(identity::websocket_token))
         .route("/identity/{identity}/verify", get(identity::verify))
         .route("/identity/{identity}/databases", get(identity::databases))
-        .nest("/database", database);
+        .route("/energy/{identity}", get(identity::energy))
+        .nest("/database", database)
+        // As 1.3: any origin may call the API from a browser.
+        .layer(
+            tower_http::cors::CorsLayer::new()
+                .allow_origin(tower_http::cors::Any)
+                .allow_methods(tower_http::cors::Any)
+                .allow_headers([
+                    axum::http::header::AUTHORIZATION,
+                    axum::http::header::ACCEPT,
+                    axum::http::header::CONTENT_TYPE,
+                ]),
+        );
     Router::new()
         .nest("/v1", v1)
         .route("/metrics", get(identity::metrics))

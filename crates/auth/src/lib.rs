@@ -101,7 +101,8 @@ fn string_or_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, 
 /// Why a token was not accepted, or keys could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
-    #[error("invalid token: {0}")]
+    /// The text is what 1.3 answers for a rejected token, e.g. `TokenError(Error(InvalidToken))`.
+    #[error("{0}")]
     InvalidToken(String),
     #[error("token issuer `{0}` is not trusted by this server")]
     UntrustedIssuer(String),
@@ -262,20 +263,16 @@ impl Authority {
         let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation(Algorithm::ES256)) {
             Ok(data) => data.claims,
             Err(local_err) => {
-                let unverified = jsonwebtoken::dangerous::insecure_decode::<Claims>(token)
-                    .map_err(|e| AuthError::InvalidToken(e.to_string()))?
-                    .claims;
+                let unverified = jsonwebtoken::dangerous::insecure_decode::<Claims>(token).map_err(token_error)?.claims;
                 if unverified.iss == self.issuer {
-                    return Err(AuthError::InvalidToken(local_err.to_string()));
+                    return Err(token_error(local_err));
                 }
                 let t = self
                     .trusted
                     .iter()
                     .find(|t| t.issuer == unverified.iss)
                     .ok_or_else(|| AuthError::UntrustedIssuer(unverified.iss.clone()))?;
-                jsonwebtoken::decode::<Claims>(token, &t.key, &validation(t.algorithm))
-                    .map_err(|e| AuthError::InvalidToken(e.to_string()))?
-                    .claims
+                jsonwebtoken::decode::<Claims>(token, &t.key, &validation(t.algorithm)).map_err(token_error)?.claims
             }
         };
         if claims.exp.is_some_and(|exp| exp + EXP_LEEWAY_SECS < now_secs()) {
@@ -292,6 +289,11 @@ impl Authority {
         }
         Ok(Verified { identity, claims })
     }
+}
+
+/// A JWT library error in the form 1.3 reports it.
+fn token_error(e: jsonwebtoken::errors::Error) -> AuthError {
+    AuthError::InvalidToken(format!("TokenError(Error({:?}))", e.kind()))
 }
 
 fn now_secs() -> u64 {

@@ -614,6 +614,22 @@ fn body_diff(expected: &str, actual: &str) -> String {
     )
 }
 
+/// Steps where Epoch knowingly answers differently, each with its reason:
+/// `tests/differential/known-differences.json`. A listed step that starts matching fails the
+/// test, so the list only shrinks.
+fn load_known_differences() -> BTreeMap<(String, usize), String> {
+    let path = repo_root().join("tests/differential/known-differences.json");
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|_| b"[]".to_vec())).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let key = (d["scenario"].as_str().unwrap().to_string(), d["step"].as_u64().unwrap() as usize);
+            (key, d["reason"].as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
 #[test]
 fn http_answers_match_spacetimedb_1_3() {
     let dir = repo_root().join("tests/differential");
@@ -623,6 +639,7 @@ fn http_answers_match_spacetimedb_1_3() {
 
     let server = start_epoch();
     let mut mismatches: Vec<String> = Vec::new();
+    let mut known_differences = load_known_differences();
     let mut total_steps = 0;
 
     for scenario in scenarios.as_array().unwrap() {
@@ -697,8 +714,13 @@ fn http_answers_match_spacetimedb_1_3() {
             if exp_body != got.body {
                 diffs.push(body_diff(exp_body, &got.body));
             }
-            if !diffs.is_empty() {
-                mismatches.push(format!("{head}\n{}", diffs.join("\n")));
+            let known = known_differences.remove(&(name.to_string(), i));
+            match (diffs.is_empty(), known) {
+                (false, None) => mismatches.push(format!("{head}\n{}", diffs.join("\n"))),
+                (true, Some(reason)) => mismatches.push(format!(
+                    "{head}\n    now matches the reference: remove it from known-differences.json ({reason})"
+                )),
+                _ => {}
             }
             recorded.push(Some(got));
         }

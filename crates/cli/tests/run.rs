@@ -44,7 +44,7 @@ fn a_failing_reducer_is_reported_and_sets_the_exit_code() {
 fn bad_arguments_and_missing_files_are_errors_not_panics() {
     let out = epoch(&["run", &fixture("bank"), "--call", "transfer", "[\"x\"]"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid arguments for reducer `transfer`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid arguments for reducer transfer"));
     let out = epoch(&["run", "/nonexistent.wasm"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("reading /nonexistent.wasm"));

@@ -30,6 +30,14 @@ pub struct HostedDatabase {
     /// Keccak-256 of the module's wasm, as 1.3 reports it in `initial_program`.
     pub program_hash: [u8; 32],
     pub def: Arc<ModuleDef>,
+    /// Creation order, for listings that 1.3 gives in creation order.
+    pub created_seq: u64,
+}
+
+static CREATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn next_created() -> u64 {
+    CREATED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// What a publish did.
@@ -189,10 +197,11 @@ impl ControlPlane {
     /// Saves the control plane (durable mode); called with the state lock held, after a change.
     fn save(&self, st: &State) -> Result<(), ControlError> {
         let Some((dir, _)) = &self.storage else { return Ok(()) };
+        let mut dbs: Vec<&Arc<HostedDatabase>> = st.databases.values().collect();
+        dbs.sort_by_key(|d| d.created_seq);
         let saved = SavedState {
-            databases: st
-                .databases
-                .values()
+            databases: dbs
+                .iter()
                 .map(|d| SavedDatabase { identity: hex_be(&d.identity), owner: hex_be(&d.owner) })
                 .collect(),
             names: st
@@ -217,7 +226,15 @@ impl ControlPlane {
         let logs = db.logs().clone();
         let def = Arc::new(db.def().clone());
         let (handle, _thread) = DatabaseHandle::spawn(db, &hex_be(&identity)[..16]);
-        let hosted = HostedDatabase { identity, owner, handle, logs, program_hash: keccak(wasm), def };
+        let hosted = HostedDatabase {
+            identity,
+            owner,
+            handle,
+            logs,
+            program_hash: keccak(wasm),
+            def,
+            created_seq: next_created(),
+        };
         self.state.write().databases.insert(identity, Arc::new(hosted));
     }
 
@@ -235,10 +252,10 @@ impl ControlPlane {
 
     /// The databases `owner` owns, in identity order.
     pub fn owned_by(&self, owner: &IdentityBytes) -> Vec<IdentityBytes> {
-        let mut v: Vec<_> =
-            self.state.read().databases.values().filter(|d| d.owner == *owner).map(|d| d.identity).collect();
-        v.sort_by_key(hex_be);
-        v
+        let st = self.state.read();
+        let mut v: Vec<_> = st.databases.values().filter(|d| d.owner == *owner).collect();
+        v.sort_by_key(|d| d.created_seq);
+        v.into_iter().map(|d| d.identity).collect()
     }
 
     pub fn all(&self) -> Vec<Arc<HostedDatabase>> {
@@ -317,6 +334,7 @@ impl ControlPlane {
                     logs: existing.logs.clone(),
                     program_hash: keccak(wasm),
                     def,
+                    created_seq: existing.created_seq,
                 };
                 self.state.write().databases.insert(identity, Arc::new(updated));
                 return Ok(PublishOp::Updated);

@@ -40,7 +40,7 @@ pub enum ReducerArgs {
 pub enum CallError {
     #[error("no such reducer `{0}`")]
     NoSuchReducer(String),
-    #[error("invalid arguments for reducer `{reducer}`: {message}")]
+    #[error("invalid arguments for reducer {reducer}: {message}")]
     InvalidArguments { reducer: String, message: String },
     #[error("lifecycle reducer `{0}` cannot be called directly")]
     LifecycleReducer(String),
@@ -180,6 +180,19 @@ impl Database {
         Ok(())
     }
 
+    /// A failed outside call, logged as 1.3 logs it (so module authors see bad clients).
+    fn external_error(&self, message: String) {
+        self.host.logs().push(epoch_host::LogRecord {
+            level: epoch_host::LogLevel::Error,
+            ts_micros: now_micros(),
+            target: None,
+            filename: Some("external".to_string()),
+            line_number: None,
+            message,
+            trace: None,
+        });
+    }
+
     /// A line in the module log written by the server itself, as 1.3 writes them.
     fn system_log(&self, message: String) {
         self.host.logs().push(epoch_host::LogRecord {
@@ -189,6 +202,7 @@ impl Database {
             filename: Some("spacetimedb".to_string()),
             line_number: None,
             message,
+            trace: None,
         });
     }
 
@@ -221,7 +235,8 @@ impl Database {
         let invalid = |message: String| CallError::InvalidArguments { reducer: reducer.name.clone(), message };
         match args {
             ReducerArgs::Json(text) => {
-                let v = json::from_str(&def.typespace, &ty, text).map_err(|e| invalid(e.to_string()))?;
+                let v = json::reducer_args_from_str(&def.typespace, &reducer.name, &reducer.params, text)
+                    .map_err(invalid)?;
                 Ok(bsatn::to_vec(&v))
             }
             ReducerArgs::Bsatn(bytes) => {
@@ -235,11 +250,25 @@ impl Database {
 
     /// Calls reducer `name` as `caller`. Lifecycle reducers are refused; use the dedicated methods.
     pub fn call(&mut self, name: &str, args: ReducerArgs, caller: Caller) -> Result<ReducerResult, CallError> {
-        let id = self.host.def().reducer_id(name).ok_or_else(|| CallError::NoSuchReducer(name.to_string()))?;
+        let Some(id) = self.host.def().reducer_id(name) else {
+            self.external_error(format!(
+                "External attempt to call nonexistent reducer {name:?} failed. Have you run `spacetime generate` recently?"
+            ));
+            return Err(CallError::NoSuchReducer(name.to_string()));
+        };
         if self.host.def().reducers[id].lifecycle.is_some() {
             return Err(CallError::LifecycleReducer(name.to_string()));
         }
-        let args = self.encode_args(id, &args)?;
+        let args = match self.encode_args(id, &args) {
+            Ok(a) => a,
+            Err(e) => {
+                self.external_error(format!(
+                    "External attempt to call reducer {name:?} failed, invalid arguments.\n\
+                     This is likely due to a mismatched client schema, have you run `spacetime generate` recently?"
+                ));
+                return Err(e);
+            }
+        };
         let result = self.run(id, args, caller, now_micros());
         self.drain_immediate();
         Ok(result)
@@ -280,6 +309,19 @@ impl Database {
                 );
             }
         }
+        // A reducer stopped at the time limit logs nothing, as 1.3 logs nothing when energy runs
+        // out (the caller gets 402); running out of memory is worth a line.
+        if let ReducerOutcome::OutOfMemory = &r.outcome {
+            self.host.logs().push(epoch_host::LogRecord {
+                level: epoch_host::LogLevel::Error,
+                ts_micros: now_micros(),
+                target: Some(self.host.def().reducers[id].name.clone()),
+                filename: None,
+                line_number: None,
+                message: r.outcome.error_message().unwrap_or_default(),
+                trace: None,
+            });
+        }
         if let ReducerOutcome::Failed(msg) = &r.outcome {
             // 1.3 records a reducer's own error in the module log, targeted at the reducer.
             self.host.logs().push(epoch_host::LogRecord {
@@ -289,6 +331,7 @@ impl Database {
                 filename: None,
                 line_number: None,
                 message: msg.clone(),
+                trace: None,
             });
         }
         self.after_commit(&mut r);

@@ -156,7 +156,15 @@ impl Env {
         line: Option<u32>,
         message: String,
     ) {
-        self.logs.push(LogRecord { level, ts_micros: now_micros(), target, filename, line_number: line, message });
+        self.logs.push(LogRecord {
+            level,
+            ts_micros: now_micros(),
+            target,
+            filename,
+            line_number: line,
+            message,
+            trace: None,
+        });
     }
 }
 
@@ -521,10 +529,30 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
             let file = if file_ptr == 0 { None } else { Some(str_lossy(mem, file_ptr, file_len)?) };
             let message = str_lossy(mem, msg_ptr, msg_len)?;
             let level = LogLevel::from_abi(level as u8);
+            let line = (line != u32::MAX).then_some(line);
             if level == LogLevel::Panic {
                 env.panic_message = Some(message.clone());
+                // As 1.3 does, a panic line carries the wasm call stack that led to it.
+                let trace: Vec<String> = wasmtime::WasmBacktrace::capture(&c)
+                    .frames()
+                    .iter()
+                    .map(|f| {
+                        f.func_name()
+                            .map_or_else(|| "<unknown>".to_string(), |n| rustc_demangle::demangle(n).to_string())
+                    })
+                    .collect();
+                let env = c.data();
+                env.logs.push(LogRecord {
+                    level,
+                    ts_micros: now_micros(),
+                    target,
+                    filename: file,
+                    line_number: line,
+                    message,
+                    trace: Some(trace),
+                });
+                return Ok(());
             }
-            let line = (line != u32::MAX).then_some(line);
             env.log(level, target, file, line, message);
             Ok(())
         },

@@ -53,6 +53,8 @@ pub struct LogRecord {
     pub filename: Option<String>,
     pub line_number: Option<u32>,
     pub message: String,
+    /// For panics: the wasm call stack, innermost first, as function names.
+    pub trace: Option<Vec<String>>,
 }
 
 impl LogRecord {
@@ -65,6 +67,7 @@ impl LogRecord {
             "filename": self.filename,
             "line_number": self.line_number,
             "message": self.message,
+            "trace": self.trace.as_ref().map(|t| t.iter().map(|f| serde_json::json!({"func_name": f})).collect::<Vec<_>>()),
         })
     }
 }

@@ -108,7 +108,8 @@ pub fn execute(store: &Store, sql: &str, ctx: QueryContext) -> Result<QueryResul
     if sql.trim().is_empty() {
         return Err(SqlError::Empty);
     }
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| SqlError::Parse(e.to_string()))?;
+    let mut statements =
+        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| SqlError::Parse(parse_message(&e)))?;
     if statements.len() > 1 {
         return Err(SqlError::MultipleStatements);
     }
@@ -213,6 +214,12 @@ pub fn execute(store: &Store, sql: &str, ctx: QueryContext) -> Result<QueryResul
         }
     };
     Ok(QueryResult { schema, rows })
+}
+
+/// A parse error worded as 1.3's parser words it (`Expected an SQL statement, found: X at Line: 1,
+/// Column 1`): newer sqlparser versions add colons after `Expected` and `Column`.
+fn parse_message(e: &sqlparser::parser::ParserError) -> String {
+    e.to_string().replace("Expected: ", "Expected ").replace(", Column: ", ", Column ")
 }
 
 struct Scope<'a> {
@@ -446,7 +453,7 @@ fn eval(c: &Cond, row: &[AlgebraicValue]) -> bool {
 /// Writes a result as the `/sql` route answers it: one statement's `{schema, rows, ...}`.
 pub fn result_json(ts: &epoch_sats::Typespace, r: &QueryResult, total_duration_micros: u64) -> String {
     let mut out = String::from("{\"schema\":");
-    out.push_str(&schema_json(&r.schema));
+    out.push_str(&schema_json(&r.schema, ts));
     out.push_str(",\"rows\":[");
     let ty = AlgebraicType::Product(r.schema.clone());
     for (i, row) in r.rows.iter().enumerate() {
@@ -462,7 +469,37 @@ pub fn result_json(ts: &epoch_sats::Typespace, r: &QueryResult, total_duration_m
     out
 }
 
-fn schema_json(p: &ProductType) -> String {
+/// `ty` with every type reference replaced by its definition, as 1.3 writes result schemas.
+fn expand_refs(ty: &AlgebraicType, ts: &epoch_sats::Typespace, depth: u32) -> AlgebraicType {
+    use epoch_sats::{SumType, SumTypeVariant};
+    if depth > 32 {
+        return ty.clone();
+    }
+    match ty {
+        AlgebraicType::Ref(r) => match ts.types.get(*r as usize) {
+            Some(t) => expand_refs(t, ts, depth + 1),
+            None => ty.clone(),
+        },
+        AlgebraicType::Product(p) => AlgebraicType::Product(ProductType {
+            elements: p
+                .elements
+                .iter()
+                .map(|e| ProductTypeElement { name: e.name.clone(), ty: expand_refs(&e.ty, ts, depth + 1) })
+                .collect(),
+        }),
+        AlgebraicType::Sum(s) => AlgebraicType::Sum(SumType {
+            variants: s
+                .variants
+                .iter()
+                .map(|v| SumTypeVariant { name: v.name.clone(), ty: expand_refs(&v.ty, ts, depth + 1) })
+                .collect(),
+        }),
+        AlgebraicType::Array(e) => AlgebraicType::Array(Box::new(expand_refs(e, ts, depth + 1))),
+        other => other.clone(),
+    }
+}
+
+fn schema_json(p: &ProductType, ts: &epoch_sats::Typespace) -> String {
     let mut out = String::from("{\"elements\":[");
     for (i, e) in p.elements.iter().enumerate() {
         if i > 0 {
@@ -478,7 +515,7 @@ fn schema_json(p: &ProductType) -> String {
             None => out.push_str("{\"none\":[]}"),
         }
         out.push_str(",\"algebraic_type\":");
-        out.push_str(&epoch_schema::json::algebraic_type(&e.ty).to_string());
+        out.push_str(&epoch_schema::json::algebraic_type(&expand_refs(&e.ty, ts, 0)).to_string());
         out.push('}');
     }
     out.push_str("]}");

@@ -204,21 +204,60 @@ pub fn from_str(ts: &Typespace, ty: &AlgebraicType, json: &str) -> Result<Algebr
     Ok(v)
 }
 
+/// Reads a reducer's arguments (a product of `params`) from SATS-JSON, with errors in 1.3's form:
+/// `{path}: {path}: {message}`, e.g. `.: .: invalid length 1, expected reducer args for transfer
+/// with 3 elements at line 1 column 3` or `[0]: [0]: invalid type: string "a", expected u32 …`.
+pub fn reducer_args_from_str(
+    ts: &Typespace,
+    reducer: &str,
+    params: &ProductType,
+    json: &str,
+) -> Result<AlgebraicValue, String> {
+    let ty = AlgebraicType::Product(params.clone());
+    let expectation = format!("reducer args for {reducer} with {} elements", params.elements.len());
+    let mut de = serde_json::Deserializer::from_str(json);
+    let mut track = serde_path_to_error::Track::new();
+    let seed = TypedSeed { ts, ty: &ty, depth: 0, top_expectation: Some(&expectation) };
+    let result = seed.deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track));
+    // 1.3 prints the path twice: once itself and once inside the error it wraps.
+    let v = result.map_err(|e| {
+        let path = track.path();
+        format!("{path}: {path}: {e}")
+    })?;
+    de.end().map_err(|e| format!(".: .: {e}"))?;
+    Ok(v)
+}
+
 /// A serde seed that reads one value of a given algebraic type from any self-describing format.
 #[derive(Clone, Copy)]
 pub struct TypedSeed<'a> {
     ts: &'a Typespace,
     ty: &'a AlgebraicType,
     depth: u32,
+    /// What the outermost product is called in errors ("reducer args for …").
+    top_expectation: Option<&'a str>,
 }
 
 impl<'a> TypedSeed<'a> {
     pub fn new(ts: &'a Typespace, ty: &'a AlgebraicType) -> Self {
-        Self { ts, ty, depth: 0 }
+        Self { ts, ty, depth: 0, top_expectation: None }
     }
 
     fn child(&self, ty: &'a AlgebraicType) -> Self {
-        Self { ts: self.ts, ty, depth: self.depth + 1 }
+        Self { ts: self.ts, ty, depth: self.depth + 1, top_expectation: None }
+    }
+}
+
+/// Reads a 256-bit integer from a `"0x…"` string, with ethnum's errors as 1.3 reports them.
+struct Int256Visitor<T>(fn(&str) -> Result<T, std::num::ParseIntError>);
+
+impl<'de, T> Visitor<'de> for Int256Visitor<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a formatted 256-bit integer")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.0)(v).map_err(E::custom)
     }
 }
 
@@ -248,14 +287,8 @@ impl<'de> DeserializeSeed<'de> for TypedSeed<'_> {
             T::U64 => V::U64(serde::Deserialize::deserialize(de)?),
             T::I128 => V::I128(serde::Deserialize::deserialize(de)?),
             T::U128 => V::U128(serde::Deserialize::deserialize(de)?),
-            T::I256 => {
-                let s: std::borrow::Cow<'_, str> = serde::Deserialize::deserialize(de)?;
-                V::I256(Box::new(I256::from_str_hex(&s).map_err(|e| num(format!("invalid i256 {s:?}: {e}")))?))
-            }
-            T::U256 => {
-                let s: std::borrow::Cow<'_, str> = serde::Deserialize::deserialize(de)?;
-                V::U256(Box::new(U256::from_str_hex(&s).map_err(|e| num(format!("invalid u256 {s:?}: {e}")))?))
-            }
+            T::I256 => V::I256(Box::new(de.deserialize_str(Int256Visitor(I256::from_str_hex))?)),
+            T::U256 => V::U256(Box::new(de.deserialize_str(Int256Visitor(U256::from_str_hex))?)),
             T::F32 => V::F32(F32(serde::Deserialize::deserialize(de)?)),
             T::F64 => V::F64(F64(serde::Deserialize::deserialize(de)?)),
             T::String => V::String(String::deserialize_owned(de)?.into()),
@@ -280,10 +313,10 @@ struct BytesVisitor;
 impl<'de> Visitor<'de> for BytesVisitor {
     type Value = AlgebraicValue;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a hex string or an array of bytes")
+        f.write_str("a byte array or hex string")
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<AlgebraicValue, E> {
-        let bytes = hex::decode(v).map_err(|e| E::custom(format!("invalid hex string: {e}")))?;
+        let bytes = hex::decode(v).map_err(|_| E::invalid_value(de::Unexpected::Str(v), &self))?;
         Ok(AlgebraicValue::bytes(&bytes))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AlgebraicValue, A::Error> {
@@ -318,7 +351,10 @@ struct ProductVisitor<'a> {
 impl<'de> Visitor<'de> for ProductVisitor<'_> {
     type Value = AlgebraicValue;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "a product (object or array) of {} elements", self.ty.elements.len())
+        match self.seed.top_expectation {
+            Some(e) => f.write_str(e),
+            None => write!(f, "a product (object or array) of {} elements", self.ty.elements.len()),
+        }
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AlgebraicValue, A::Error> {
         let n = self.ty.elements.len();
