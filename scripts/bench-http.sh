@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# HTTP reducer throughput: bank.transfer_fast with wrk (2 threads, 16 connections), Epoch and, when
-# it is installed (../shared/tools/build-reference.sh), the reference SpacetimeDB 1.3 server, one
-# after the other on the same machine. Prints both and the ratio.
+# HTTP reducer throughput: bank.transfer_fast with wrk (2 threads, 16 connections): Epoch with
+# fsync group commit (answers only durable transactions), Epoch with async durability, and, when
+# it is installed (../shared/tools/build-reference.sh), the reference SpacetimeDB 1.3 server (which
+# answers before its transaction is on disk), one after the other on the same machine.
 # Usage: scripts/bench-http.sh [SECONDS]   (needs wrk: apt-get install wrk)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,15 +37,22 @@ bench() {
 }
 
 ./target/release/epoch start --listen-addr 127.0.0.1:3950 --data-dir "$tmp/epoch" >/dev/null 2>&1 &
+pid=$!
 wait_up http://127.0.0.1:3950
-epoch_rps="$(bench epoch http://127.0.0.1:3950)"
-kill %1 2>/dev/null || true
+epoch_rps="$(bench "epoch (sync, fsync group commit)" http://127.0.0.1:3950)"
+kill $pid 2>/dev/null || true
+
+./target/release/epoch start --listen-addr 127.0.0.1:3952 --data-dir "$tmp/epoch-async" --durability async >/dev/null 2>&1 &
+pid=$!
+wait_up http://127.0.0.1:3952
+bench "epoch (async durability)" http://127.0.0.1:3952 >/dev/null
+kill $pid 2>/dev/null || true
 
 if [ -x "$ref" ]; then
   "$ref" 127.0.0.1:3951 "$tmp/ref" >/dev/null 2>&1 &
   wait_up http://127.0.0.1:3951
   ref_rps="$(bench reference http://127.0.0.1:3951)"
-  python3 -c "print(f'epoch / reference = {float(\"$epoch_rps\") / float(\"$ref_rps\"):.2f}x')"
+  python3 -c "print(f'epoch (sync) / reference = {float(\"$epoch_rps\") / float(\"$ref_rps\"):.2f}x')"
 else
   echo "reference server not installed: run ../shared/tools/build-reference.sh for a side-by-side ratio"
 fi

@@ -271,5 +271,10 @@ fn run_bench(bank: PathBuf, quick: bool) -> Result<()> {
     for m in &results {
         println!("{:<36} {:>12} {:>14?} {:>14.0}", m.name, m.iterations, m.per_op(), m.ops_per_sec());
     }
+    let (from_log, from_snapshot, bytes) = bench::recovery(&wasm, 1_000_000 / scale as u32);
+    for m in [&from_log, &from_snapshot] {
+        println!("{:<36} {:>12} {:>14?} (total)", m.name, m.iterations, m.elapsed);
+    }
+    println!("{:<36} {:>12}", "on-disk size with snapshot (bytes)", bytes);
     Ok(())
 }

@@ -128,3 +128,47 @@ pub fn point_lookups(bank_wasm: &[u8], rows: u32, n: u64) -> Measurement {
     assert_eq!(found, n);
     Measurement { name: "point lookup by primary key", iterations: n, elapsed: start.elapsed() }
 }
+
+/// Start-up times of a durable database holding `rows` accounts: (from the log only, from a
+/// snapshot, bytes on disk with the snapshot).
+pub fn recovery(bank_wasm: &[u8], rows: u32) -> (Measurement, Measurement, u64) {
+    use crate::persist::PersistConfig;
+    let dir = std::env::temp_dir().join(format!("epoch-bench-recovery-{}", std::process::id()));
+    let config = PersistConfig { snapshot_every: u64::MAX, ..PersistConfig::default() };
+    let identity = [6; 32];
+    {
+        let mut db =
+            Database::create_persistent(bank_wasm, identity, caller(), HostConfig::default(), &dir, config.clone())
+                .expect("bank loads");
+        let r = db.call("open_accounts", ReducerArgs::Json(format!("[0, {rows}, 1]")), caller()).expect("call");
+        assert!(r.outcome.is_committed());
+    }
+    let open = |what: &'static str| {
+        let start = Instant::now();
+        let (db, _) = Database::open_persistent(bank_wasm, identity, HostConfig::default(), &dir, config.clone())
+            .expect("recovers");
+        let elapsed = start.elapsed();
+        assert_eq!(db.store().table_by_name("account").map(|t| t.len()), Some(rows as usize));
+        (db, Measurement { name: what, iterations: rows as u64, elapsed })
+    };
+    let (mut db, from_log) = open("start from the log only (rows)");
+    db.snapshot_now().expect("snapshot");
+    drop(db);
+    let (_, from_snapshot) = open("start from a snapshot (rows)");
+    let bytes = dir_size(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    (from_log, from_snapshot, bytes)
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

@@ -149,6 +149,14 @@ impl Database {
         Ok((Self { host, identity, scheduler, immediate: VecDeque::new(), persist: Some(p) }, report))
     }
 
+    /// Writes a snapshot now (durable databases; a no-op otherwise).
+    pub fn snapshot_now(&mut self) -> Result<(), epoch_commitlog::SnapshotError> {
+        match self.persist.as_mut() {
+            Some(p) => p.snapshot_now(self.host.db()),
+            None => Ok(()),
+        }
+    }
+
     /// Where a durable database's transactions are acknowledged from: the log and the offset of
     /// the last transaction handed to it.
     pub fn durable_barrier(&self) -> Option<(std::sync::Arc<epoch_commitlog::CommitLog>, u64)> {

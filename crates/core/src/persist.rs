@@ -178,27 +178,38 @@ impl Persistence {
         }
     }
 
+    /// Writes a snapshot of the current state now and waits for it (tools and benchmarks).
+    pub fn snapshot_now(&mut self, store: &Store) -> Result<(), epoch_commitlog::SnapshotError> {
+        let Some(offset) = self.last_offset() else { return Ok(()) };
+        self.log.flush();
+        let oldest_kept = write_snapshot(&snapshot_dir(&self.dir), &copy_state(store, offset), SNAPSHOTS_KEPT)?;
+        self.log.prune_before(oldest_kept + 1);
+        self.last_snapshot = offset;
+        Ok(())
+    }
+
     /// Copies every row (on the writer, so the copy is consistent) and hands it to the snapshot
     /// thread. Skipped if the previous snapshot is still being written.
     pub fn snapshot(&mut self, store: &Store, offset: u64) {
-        let snap = Snapshot {
-            offset,
-            tables: store
-                .tables()
-                .iter()
-                .map(|t| (t.id, t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect()))
-                .collect(),
-            sequences: store
-                .sequence_states()
-                .into_iter()
-                .map(|(table_id, column, next)| SequenceState { table_id, column, next })
-                .collect(),
-        };
+        let snap = copy_state(store, offset);
         match self.snapshots.try_send(snap) {
             Ok(()) => self.last_snapshot = offset,
             Err(TrySendError::Full(_)) => tracing::debug!("previous snapshot still being written; skipping"),
             Err(TrySendError::Disconnected(_)) => tracing::warn!("the snapshot writer is gone"),
         }
+    }
+}
+
+/// Every row and sequence of `store`, as of log offset `offset`.
+fn copy_state(store: &Store, offset: u64) -> Snapshot {
+    Snapshot {
+        offset,
+        tables: store.tables().iter().map(|t| (t.id, t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect())).collect(),
+        sequences: store
+            .sequence_states()
+            .into_iter()
+            .map(|(table_id, column, next)| SequenceState { table_id, column, next })
+            .collect(),
     }
 }
 

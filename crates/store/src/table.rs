@@ -383,6 +383,11 @@ impl Table {
         self.len
     }
 
+    /// Makes room for `n` more rows.
+    pub(crate) fn reserve(&mut self, n: usize) {
+        self.rows.reserve(n);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
