@@ -558,23 +558,25 @@ pub async fn sql(
         max_sql_len: state.limits.max_sql_bytes,
     };
     let started = Instant::now();
-    let result = on_db(&db, move |d| {
-        let store = d.store();
-        epoch_query::execute(store, &sql, ctx).map(|r| (r, store.typespace.clone()))
-    })
-    .await;
+    let result = on_db(&db, move |d| d.sql(&sql, ctx).map(|o| (o, d.store().typespace.clone()))).await;
     match result {
         Err(r) => r,
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
-        Ok(Ok((r, ts))) => {
+        Ok(Ok((outcome, ts))) => {
             let micros = started.elapsed().as_micros() as u64;
-            let body = format!("[{}]", epoch_query::result_json(&ts, &r, micros));
+            let result = match outcome {
+                epoch_query::Outcome::Rows(r) => epoch_query::result_json(&ts, &r, micros),
+                epoch_query::Outcome::Dml { stats, .. } => {
+                    let empty = epoch_query::QueryResult { schema: Default::default(), rows: Vec::new() };
+                    epoch_query::result_json_with(&ts, &empty, micros, stats)
+                }
+            };
             (
                 [
                     (header::CONTENT_TYPE, "application/json".to_string()),
                     (header::HeaderName::from_static("spacetime-execution-duration-micros"), micros.to_string()),
                 ],
-                body,
+                format!("[{result}]"),
             )
                 .into_response()
         }

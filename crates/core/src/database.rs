@@ -453,6 +453,25 @@ impl Database {
         Ok(())
     }
 
+    /// Runs one SQL statement. DML commits like a reducer: logged (so it is durable before the
+    /// answer), and seen by the scheduler.
+    pub fn sql(
+        &mut self,
+        sql: &str,
+        ctx: epoch_query::QueryContext,
+    ) -> Result<epoch_query::Outcome, epoch_query::SqlError> {
+        let outcome = epoch_query::run(self.host.db_mut(), sql, ctx)?;
+        if let epoch_query::Outcome::Dml { delta, .. } = &outcome {
+            if !delta.is_empty() {
+                if let Some(p) = self.persist.as_mut() {
+                    p.record(self.host.db(), "__sql__", [0; 32], sql.as_bytes().to_vec(), now_micros(), delta);
+                }
+                self.scheduler.observe(self.host.db(), delta, now_micros());
+            }
+        }
+        Ok(outcome)
+    }
+
     /// Feeds a delta produced outside a reducer (e.g. SQL DML) to the scheduler.
     pub fn observe_delta(&mut self, delta: &TxDelta) {
         self.scheduler.observe(self.host.db(), delta, now_micros());

@@ -100,8 +100,8 @@ enum Projection {
     Count(String),
 }
 
-/// Parses and runs one `SELECT` against `store`.
-pub fn execute(store: &Store, sql: &str, ctx: QueryContext) -> Result<QueryResult, SqlError> {
+/// Parses one statement, refusing empty, over-long and multiple-statement input.
+fn parse_one(sql: &str, ctx: QueryContext) -> Result<Statement, SqlError> {
     if sql.len() > ctx.max_sql_len {
         return Err(SqlError::TooLong(ctx.max_sql_len));
     }
@@ -113,14 +113,196 @@ pub fn execute(store: &Store, sql: &str, ctx: QueryContext) -> Result<QueryResul
     if statements.len() > 1 {
         return Err(SqlError::MultipleStatements);
     }
-    let Some(statement) = statements.pop() else { return Err(SqlError::Empty) };
-    let query = match statement {
-        Statement::Query(q) => q,
+    statements.pop().ok_or(SqlError::Empty)
+}
+
+/// What a statement did.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A `SELECT`'s rows.
+    Rows(QueryResult),
+    /// A DML statement's counts and the changes it committed.
+    Dml { stats: DmlStats, delta: epoch_store::TxDelta },
+}
+
+/// Rows a DML statement changed, as the `/sql` route reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DmlStats {
+    pub rows_inserted: u64,
+    pub rows_deleted: u64,
+    pub rows_updated: u64,
+}
+
+/// Runs one statement: a `SELECT`, or (owners only) `INSERT`, `UPDATE` or `DELETE` in a
+/// transaction of its own that either commits whole or changes nothing.
+pub fn run(store: &mut Store, sql: &str, ctx: QueryContext) -> Result<Outcome, SqlError> {
+    match parse_one(sql, ctx)? {
+        Statement::Query(q) => select(store, q, ctx).map(Outcome::Rows),
+        s @ (Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_)) => {
+            if !ctx.is_owner {
+                return Err(SqlError::DmlNotOwner);
+            }
+            store.begin();
+            match dml(store, s) {
+                Ok(stats) => {
+                    let delta = store.commit().map_err(store_err)?;
+                    Ok(Outcome::Dml { stats, delta })
+                }
+                Err(e) => {
+                    store.rollback();
+                    Err(e)
+                }
+            }
+        }
+        other => Err(SqlError::Unsupported(format!("{other}"))),
+    }
+}
+
+/// Parses and runs one `SELECT` against `store`.
+pub fn execute(store: &Store, sql: &str, ctx: QueryContext) -> Result<QueryResult, SqlError> {
+    match parse_one(sql, ctx)? {
+        Statement::Query(q) => select(store, q, ctx),
         Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_) if !ctx.is_owner => {
-            return Err(SqlError::DmlNotOwner)
+            Err(SqlError::DmlNotOwner)
+        }
+        other => Err(SqlError::Unsupported(format!("{other}"))),
+    }
+}
+
+fn table_name(name: &sqlparser::ast::ObjectName) -> Result<String, SqlError> {
+    match name.0.as_slice() {
+        [ObjectNamePart::Identifier(id)] => Ok(id.value.clone()),
+        _ => Err(SqlError::Unsupported(format!("table name {name}"))),
+    }
+}
+
+fn dml_table(store: &Store, name: &str) -> Result<(u32, ProductType), SqlError> {
+    let t = store.table_by_name(name).ok_or_else(|| SqlError::UnknownTable(name.to_string()))?;
+    Ok((t.id, t.schema.row_type().clone()))
+}
+
+fn single_table(from: &[sqlparser::ast::TableWithJoins]) -> Result<String, SqlError> {
+    match from {
+        [t] if t.joins.is_empty() => match &t.relation {
+            TableFactor::Table { name, .. } => table_name(name),
+            _ => Err(SqlError::Unsupported("subqueries".into())),
+        },
+        _ => Err(SqlError::Unsupported("DML on more than one table".into())),
+    }
+}
+
+/// Rows of `table_id` matching `cond`: (row id, decoded columns).
+fn matching(
+    store: &Store,
+    table_id: u32,
+    row_type: &ProductType,
+    cond: &Cond,
+) -> Result<Vec<(u32, Vec<AlgebraicValue>)>, SqlError> {
+    let table = store.table(table_id).map_err(store_err)?;
+    let ty = AlgebraicType::Product(row_type.clone());
+    let mut out = Vec::new();
+    for (id, bytes) in table.iter() {
+        let row = epoch_sats::bsatn::decode(&store.typespace, &ty, bytes)
+            .map_err(|e| SqlError::Unsupported(e.to_string()))?;
+        let cols = row.as_product().unwrap_or(&[]).to_vec();
+        if eval(cond, &cols) {
+            out.push((id, cols));
+        }
+    }
+    Ok(out)
+}
+
+fn store_err(e: epoch_store::StoreError) -> SqlError {
+    SqlError::Unsupported(e.to_string())
+}
+
+fn dml(store: &mut Store, statement: Statement) -> Result<DmlStats, SqlError> {
+    let mut stats = DmlStats::default();
+    match statement {
+        Statement::Insert(ins) => {
+            let sqlparser::ast::TableObject::TableName(name) = &ins.table else {
+                return Err(SqlError::Unsupported("INSERT into a table function".into()));
+            };
+            let name = table_name(name)?;
+            let (table_id, row_type) = dml_table(store, &name)?;
+            let scope = Scope { table: &name, alias: None, row_type: &row_type };
+            let columns: Vec<usize> = if ins.columns.is_empty() {
+                (0..row_type.elements.len()).collect()
+            } else {
+                ins.columns
+                    .iter()
+                    .map(|c| scope.column(&Expr::Identifier(c.clone())).map(|c| c.unwrap_or(0)))
+                    .collect::<Result<_, _>>()?
+            };
+            let mut sorted = columns.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            if sorted.len() != row_type.elements.len() || columns.len() != sorted.len() {
+                return Err(SqlError::Unsupported("INSERT must give every column exactly once".into()));
+            }
+            let Some(SetExpr::Values(values)) = ins.source.as_deref().map(|q| q.body.as_ref()) else {
+                return Err(SqlError::Unsupported("INSERT takes VALUES".into()));
+            };
+            for row in &values.rows {
+                if row.len() != columns.len() {
+                    return Err(SqlError::Unsupported("each VALUES row must give every listed column".into()));
+                }
+                let mut cols = vec![AlgebraicValue::unit(); row_type.elements.len()];
+                for (expr, &c) in row.iter().zip(&columns) {
+                    cols[c] = scope.coerce(c, expr)?;
+                }
+                let mut bytes = epoch_sats::bsatn::to_vec(&AlgebraicValue::Product(cols.into()));
+                store.insert(table_id, &mut bytes).map_err(store_err)?;
+                stats.rows_inserted += 1;
+            }
+        }
+        Statement::Update { table, assignments, selection, from: None, returning: None, or: None } => {
+            let name = single_table(std::slice::from_ref(&table))?;
+            let (table_id, row_type) = dml_table(store, &name)?;
+            let scope = Scope { table: &name, alias: None, row_type: &row_type };
+            let mut sets = Vec::new();
+            for a in &assignments {
+                let sqlparser::ast::AssignmentTarget::ColumnName(col) = &a.target else {
+                    return Err(SqlError::Unsupported("tuple assignments".into()));
+                };
+                let col = table_name(col)?;
+                let c = scope.column(&Expr::Identifier(sqlparser::ast::Ident::new(col)))?.unwrap_or(0);
+                sets.push((c, scope.coerce(c, &a.value)?));
+            }
+            let cond = match &selection {
+                Some(e) => scope.condition(e)?,
+                None => Cond::Const(true),
+            };
+            for (id, mut cols) in matching(store, table_id, &row_type, &cond)? {
+                for (c, v) in &sets {
+                    cols[*c] = v.clone();
+                }
+                store.delete_rows(table_id, &[id]).map_err(store_err)?;
+                let mut bytes = epoch_sats::bsatn::to_vec(&AlgebraicValue::Product(cols.into()));
+                store.insert(table_id, &mut bytes).map_err(store_err)?;
+                stats.rows_updated += 1;
+            }
+        }
+        Statement::Delete(del) => {
+            let from = match &del.from {
+                sqlparser::ast::FromTable::WithFromKeyword(t) | sqlparser::ast::FromTable::WithoutKeyword(t) => t,
+            };
+            let name = single_table(from)?;
+            let (table_id, row_type) = dml_table(store, &name)?;
+            let scope = Scope { table: &name, alias: None, row_type: &row_type };
+            let cond = match &del.selection {
+                Some(e) => scope.condition(e)?,
+                None => Cond::Const(true),
+            };
+            let ids: Vec<u32> = matching(store, table_id, &row_type, &cond)?.into_iter().map(|(id, _)| id).collect();
+            stats.rows_deleted = store.delete_rows(table_id, &ids).map_err(store_err)? as u64;
         }
         other => return Err(SqlError::Unsupported(format!("{other}"))),
-    };
+    }
+    Ok(stats)
+}
+
+fn select(store: &Store, query: Box<sqlparser::ast::Query>, ctx: QueryContext) -> Result<QueryResult, SqlError> {
     if query.order_by.is_some() {
         return Err(SqlError::Unsupported("ORDER BY".into()));
     }
@@ -452,6 +634,16 @@ fn eval(c: &Cond, row: &[AlgebraicValue]) -> bool {
 
 /// Writes a result as the `/sql` route answers it: one statement's `{schema, rows, ...}`.
 pub fn result_json(ts: &epoch_sats::Typespace, r: &QueryResult, total_duration_micros: u64) -> String {
+    result_json_with(ts, r, total_duration_micros, DmlStats::default())
+}
+
+/// Like [`result_json`], with the DML counts of the statement.
+pub fn result_json_with(
+    ts: &epoch_sats::Typespace,
+    r: &QueryResult,
+    total_duration_micros: u64,
+    stats: DmlStats,
+) -> String {
     let mut out = String::from("{\"schema\":");
     out.push_str(&schema_json(&r.schema, ts));
     out.push_str(",\"rows\":[");
@@ -464,7 +656,8 @@ pub fn result_json(ts: &epoch_sats::Typespace, r: &QueryResult, total_duration_m
         let _ = epoch_sats::json::write_positional(&mut out, ts, &ty, row);
     }
     out.push_str(&format!(
-        "],\"total_duration_micros\":{total_duration_micros},\"stats\":{{\"rows_inserted\":0,\"rows_deleted\":0,\"rows_updated\":0}}}}"
+        "],\"total_duration_micros\":{total_duration_micros},\"stats\":{{\"rows_inserted\":{},\"rows_deleted\":{},\"rows_updated\":{}}}}}",
+        stats.rows_inserted, stats.rows_deleted, stats.rows_updated
     ));
     out
 }
