@@ -88,11 +88,14 @@ impl Database {
     /// Loads `wasm` as a new database with identity `identity`, and runs the module's `init`
     /// reducer (if any) with `owner` as the caller, as a first publish does.
     pub fn create(wasm: &[u8], identity: [u8; 32], owner: Caller, config: HostConfig) -> Result<Self, CreateError> {
-        let host = ModuleHost::load(wasm, identity, config)?;
-        let scheduler = Scheduler::new(host.def());
-        let mut db = Self { host, identity, scheduler, immediate: VecDeque::new(), persist: None };
+        let mut db = Self::from_host(ModuleHost::load(wasm, identity, config)?, identity);
         db.initialize(owner)?;
         Ok(db)
+    }
+
+    fn from_host(host: ModuleHost, identity: [u8; 32]) -> Self {
+        let scheduler = Scheduler::new(host.def());
+        Self { host, identity, scheduler, immediate: VecDeque::new(), persist: None }
     }
 
     /// Like [`Database::create`], keeping the data durably in `dir` (emptied first): every
@@ -113,8 +116,7 @@ impl Database {
             Err(e) => return Err(io(e)),
         }
         std::fs::create_dir_all(dir).map_err(io)?;
-        let scheduler = Scheduler::new(host.def());
-        let mut db = Self { host, identity, scheduler, immediate: VecDeque::new(), persist: None };
+        let mut db = Self::from_host(host, identity);
         let (p, _) = Persistence::open(dir, persist, db.host.db_mut())?;
         db.persist = Some(p);
         db.initialize(owner)?;
@@ -188,30 +190,27 @@ impl Database {
         Ok(())
     }
 
-    /// A failed outside call, logged as 1.3 logs it (so module authors see bad clients).
-    fn external_error(&self, message: String) {
+    /// Writes a line to the module log on the server's behalf.
+    fn server_log(&self, level: epoch_host::LogLevel, target: Option<String>, filename: Option<&str>, message: String) {
         self.host.logs().push(epoch_host::LogRecord {
-            level: epoch_host::LogLevel::Error,
+            level,
             ts_micros: now_micros(),
-            target: None,
-            filename: Some("external".to_string()),
+            target,
+            filename: filename.map(str::to_string),
             line_number: None,
             message,
             trace: None,
         });
     }
 
+    /// A failed outside call, logged as 1.3 logs it (so module authors see bad clients).
+    fn external_error(&self, message: String) {
+        self.server_log(epoch_host::LogLevel::Error, None, Some("external"), message);
+    }
+
     /// A line in the module log written by the server itself, as 1.3 writes them.
     fn system_log(&self, message: String) {
-        self.host.logs().push(epoch_host::LogRecord {
-            level: epoch_host::LogLevel::Info,
-            ts_micros: now_micros(),
-            target: None,
-            filename: Some("spacetimedb".to_string()),
-            line_number: None,
-            message,
-            trace: None,
-        });
+        self.server_log(epoch_host::LogLevel::Info, None, Some("spacetimedb"), message);
     }
 
     pub fn def(&self) -> &ModuleDef {
@@ -320,27 +319,13 @@ impl Database {
         // A reducer stopped at the time limit logs nothing, as 1.3 logs nothing when energy runs
         // out (the caller gets 402); running out of memory is worth a line.
         if let ReducerOutcome::OutOfMemory = &r.outcome {
-            self.host.logs().push(epoch_host::LogRecord {
-                level: epoch_host::LogLevel::Error,
-                ts_micros: now_micros(),
-                target: Some(self.host.def().reducers[id].name.clone()),
-                filename: None,
-                line_number: None,
-                message: r.outcome.error_message().unwrap_or_default(),
-                trace: None,
-            });
+            let target = Some(self.host.def().reducers[id].name.clone());
+            self.server_log(epoch_host::LogLevel::Error, target, None, r.outcome.error_message().unwrap_or_default());
         }
         if let ReducerOutcome::Failed(msg) = &r.outcome {
             // 1.3 records a reducer's own error in the module log, targeted at the reducer.
-            self.host.logs().push(epoch_host::LogRecord {
-                level: epoch_host::LogLevel::Error,
-                ts_micros: now_micros(),
-                target: Some(self.host.def().reducers[id].name.clone()),
-                filename: None,
-                line_number: None,
-                message: msg.clone(),
-                trace: None,
-            });
+            let target = Some(self.host.def().reducers[id].name.clone());
+            self.server_log(epoch_host::LogLevel::Error, target, None, msg.clone());
         }
         self.after_commit(&mut r);
         r
