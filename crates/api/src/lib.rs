@@ -15,6 +15,7 @@ mod auth;
 mod database;
 mod identity;
 mod metrics;
+pub mod sync;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +55,9 @@ pub struct AppState {
     pub auth: Arc<Authority>,
     pub metrics: Arc<Metrics>,
     pub limits: ApiLimits,
+    /// The server-wide admin API key of the sync API (`EPOCH_ADMIN_API_KEY`); databases may
+    /// also carry their own in their sync configuration.
+    pub admin_api_key: Option<Arc<str>>,
 }
 
 /// The whole HTTP API.
@@ -84,6 +88,9 @@ pub fn router(state: AppState) -> Router {
         .route("/identity/{identity}/verify", get(identity::verify))
         .route("/identity/{identity}/databases", get(identity::databases))
         .route("/energy/{identity}", get(identity::energy))
+        // The sync API checks its own credentials (no anonymous identities here).
+        .route("/database/{name_or_identity}/permissions", post(sync::permissions).delete(sync::permissions))
+        .route("/database/{name_or_identity}/sync/config", get(sync::get_config).put(sync::put_config))
         .nest("/database", database)
         // As 1.3: any origin may call the API from a browser.
         .layer(

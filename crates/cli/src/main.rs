@@ -56,6 +56,9 @@ enum Command {
         /// Keep everything in memory (nothing survives a restart).
         #[arg(long)]
         in_memory: bool,
+        /// File holding the sync API's admin key (else the EPOCH_ADMIN_API_KEY environment variable).
+        #[arg(long)]
+        admin_api_key_file: Option<PathBuf>,
         /// Trust tokens from another OpenID issuer: ISSUER=PATH to its ES256 (P-256) public key, PEM.
         /// Repeat for several issuers.
         #[arg(long = "trusted-issuer", value_name = "ISSUER=PEM_FILE")]
@@ -147,7 +150,18 @@ fn main() -> Result<()> {
             snapshot_every,
             recover_truncate,
             in_memory,
+            admin_api_key_file,
         } => {
+            let admin_api_key = match admin_api_key_file {
+                Some(path) => Some(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => std::env::var("EPOCH_ADMIN_API_KEY").ok(),
+            }
+            .filter(|k| !k.is_empty());
             let limits = epoch_api::ApiLimits { max_module_bytes, max_sql_rows, ..Default::default() };
             let durability = match durability.as_str() {
                 "async" => epoch_core::Durability::Async { interval: Duration::from_millis(50) },
@@ -159,7 +173,7 @@ fn main() -> Result<()> {
                 recover_truncate,
                 ..Default::default()
             });
-            start(listen_addr, data_dir, reducer_timeout_ms, limits, &trusted_issuers, persist)
+            start(listen_addr, data_dir, reducer_timeout_ms, limits, &trusted_issuers, persist, admin_api_key)
         }
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
             run(module, calls, show, logs, schema, timeout_ms)
@@ -175,6 +189,7 @@ fn start(
     limits: epoch_api::ApiLimits,
     trusted_issuers: &[String],
     persist: Option<epoch_core::PersistConfig>,
+    admin_api_key: Option<String>,
 ) -> Result<()> {
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let mut auth = epoch_auth::Authority::load_or_create(&data_dir.join("keys"), "localhost")?;
@@ -199,6 +214,7 @@ fn start(
         auth: std::sync::Arc::new(auth),
         metrics: Default::default(),
         limits,
+        admin_api_key: admin_api_key.map(std::sync::Arc::from),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

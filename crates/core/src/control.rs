@@ -79,6 +79,10 @@ struct State {
     names: BTreeMap<String, IdentityBytes>,
     /// Name → the identity that registered it (only it may move the name).
     name_owners: HashMap<String, IdentityBytes>,
+    /// (database, identity) → permissions granted by the database's owner (e.g. `sync`).
+    permissions: BTreeMap<(IdentityBytes, IdentityBytes), Vec<String>>,
+    /// Database → its sync configuration (JSON, as the owner set it).
+    sync_configs: HashMap<IdentityBytes, serde_json::Value>,
 }
 
 /// Every database on this server.
@@ -94,6 +98,23 @@ pub struct ControlPlane {
 struct SavedState {
     databases: Vec<SavedDatabase>,
     names: Vec<SavedName>,
+    #[serde(default)]
+    permissions: Vec<SavedPermission>,
+    #[serde(default)]
+    sync_configs: Vec<SavedSyncConfig>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedPermission {
+    database: String,
+    identity: String,
+    permission: String,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SavedSyncConfig {
+    database: String,
+    config: serde_json::Value,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -122,7 +143,12 @@ fn from_hex_be(s: &str) -> Option<IdentityBytes> {
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new file whole.
 fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    // The control plane holds sync credentials: readable by the server's user only.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut f = options.open(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, path)?;
@@ -180,6 +206,15 @@ impl ControlPlane {
             cp.insert_hosted(db, owner, &wasm);
         }
         let mut st = cp.state.write();
+        for p in &saved.permissions {
+            let db = from_hex_be(&p.database).ok_or_else(|| bad("permissions"))?;
+            let id = from_hex_be(&p.identity).ok_or_else(|| bad("permissions"))?;
+            st.permissions.entry((db, id)).or_default().push(p.permission.clone());
+        }
+        for c in &saved.sync_configs {
+            let db = from_hex_be(&c.database).ok_or_else(|| bad("sync_configs"))?;
+            st.sync_configs.insert(db, c.config.clone());
+        }
         for n in &saved.names {
             let id = from_hex_be(&n.identity).ok_or_else(|| bad("names"))?;
             let owner = from_hex_be(&n.owner).ok_or_else(|| bad("names"))?;
@@ -212,6 +247,22 @@ impl ControlPlane {
                     identity: hex_be(id),
                     owner: hex_be(st.name_owners.get(name).unwrap_or(id)),
                 })
+                .collect(),
+            permissions: st
+                .permissions
+                .iter()
+                .flat_map(|((db, id), perms)| {
+                    perms.iter().map(move |p| SavedPermission {
+                        database: hex_be(db),
+                        identity: hex_be(id),
+                        permission: p.clone(),
+                    })
+                })
+                .collect(),
+            sync_configs: st
+                .sync_configs
+                .iter()
+                .map(|(db, config)| SavedSyncConfig { database: hex_be(db), config: config.clone() })
                 .collect(),
         };
         let path = dir.join("control.json");
@@ -361,6 +412,55 @@ impl ControlPlane {
         Ok(if existed { PublishOp::Updated } else { PublishOp::Created })
     }
 
+    /// Grants (`grant`) or revokes a permission on `database` to `identity`; owner only.
+    pub fn set_permission(
+        &self,
+        database: IdentityBytes,
+        caller: IdentityBytes,
+        identity: IdentityBytes,
+        permission: &str,
+        grant: bool,
+    ) -> Result<(), ControlError> {
+        let mut st = self.state.write();
+        let db = st.databases.get(&database).ok_or(ControlError::NoSuchDatabase)?;
+        if db.owner != caller {
+            return Err(ControlError::NotOwner {
+                caller: hex_be(&caller),
+                database: hex_be(&database)[..16].to_string(),
+            });
+        }
+        let perms = st.permissions.entry((database, identity)).or_default();
+        perms.retain(|p| p != permission);
+        if grant {
+            perms.push(permission.to_string());
+        }
+        if perms.is_empty() {
+            st.permissions.remove(&(database, identity));
+        }
+        self.save(&st)
+    }
+
+    /// Whether `identity` holds `permission` on `database` (owners hold every permission).
+    pub fn has_permission(&self, database: &IdentityBytes, identity: &IdentityBytes, permission: &str) -> bool {
+        let st = self.state.read();
+        st.databases.get(database).is_some_and(|d| d.owner == *identity)
+            || st.permissions.get(&(*database, *identity)).is_some_and(|p| p.iter().any(|x| x == permission))
+    }
+
+    /// Stores a database's sync configuration (the caller checks ownership).
+    pub fn set_sync_config(&self, database: IdentityBytes, config: serde_json::Value) -> Result<(), ControlError> {
+        let mut st = self.state.write();
+        if !st.databases.contains_key(&database) {
+            return Err(ControlError::NoSuchDatabase);
+        }
+        st.sync_configs.insert(database, config);
+        self.save(&st)
+    }
+
+    pub fn sync_config(&self, database: &IdentityBytes) -> Option<serde_json::Value> {
+        self.state.read().sync_configs.get(database).cloned()
+    }
+
     /// Deletes a database (owner only). Names stay, as in 1.3; a missing database is no error.
     pub fn delete(&self, identity: IdentityBytes, caller: IdentityBytes) -> Result<(), ControlError> {
         let mut st = self.state.write();
@@ -371,6 +471,8 @@ impl ControlPlane {
             }
             Some(_) => {
                 st.databases.remove(&identity);
+                st.permissions.retain(|(db, _), _| *db != identity);
+                st.sync_configs.remove(&identity);
                 self.save(&st)?;
                 drop(st);
                 if let Some(dir) = self.database_dir(&identity) {

@@ -1,0 +1,236 @@
+//! The sync API's shared pieces: who may call it (an admin API key *and* a bearer token whose
+//! identity owns the database or holds the `sync` permission), its one error shape, and the
+//! routes that configure it: `…/permissions` and `…/sync/config`.
+
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use epoch_auth::Identity;
+use serde_json::{json, Value};
+
+use crate::AppState;
+
+/// The permission that lets a non-owner run sync operations on a database.
+pub const SYNC_PERMISSION: &str = "sync";
+
+/// An error of the sync API: `{"error", "message", "code", "requestId"}`.
+pub struct SyncError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl SyncError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self { status, message: message.into() }
+    }
+}
+
+impl IntoResponse for SyncError {
+    fn into_response(self) -> Response {
+        let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
+        if self.status.is_server_error() {
+            tracing::error!(request_id, "sync API error: {}", self.message);
+        }
+        let body = json!({
+            "error": self.status.canonical_reason().unwrap_or("Error"),
+            "message": self.message,
+            "code": self.status.as_u16(),
+            "requestId": request_id,
+        });
+        (self.status, Json(body)).into_response()
+    }
+}
+
+/// Compares secrets in time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() != b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    diff == 0
+}
+
+/// Who called a sync route, once both credentials checked out.
+pub struct SyncCaller {
+    pub identity: Identity,
+    pub database: Identity,
+    pub is_owner: bool,
+}
+
+/// Resolves a database for the sync API (404 in the sync error shape).
+pub fn sync_database(state: &AppState, segment: &str) -> Result<Identity, SyncError> {
+    let not_found = || SyncError::new(StatusCode::NOT_FOUND, format!("no database named {segment}"));
+    let id = match Identity::from_hex(segment) {
+        Some(id) => id,
+        None => Identity(state.control.resolve_name(segment).ok_or_else(not_found)?),
+    };
+    state.control.get(&id.0).ok_or_else(not_found)?;
+    Ok(id)
+}
+
+/// Checks the admin key (the server's, or the database's own from its sync config) and the
+/// bearer token; `owner_only` also refuses holders of the `sync` permission.
+pub fn authorize(
+    state: &AppState,
+    headers: &HeaderMap,
+    req_token: Option<&str>,
+    database: Identity,
+    owner_only: bool,
+) -> Result<SyncCaller, SyncError> {
+    let unauthorized = |m: &str| SyncError::new(StatusCode::UNAUTHORIZED, m);
+    let presented = headers
+        .get("x-admin-api-key")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| unauthorized("missing X-Admin-API-Key"))?;
+    let db_key = state.control.sync_config(&database.0).and_then(|c| c["adminApiKey"].as_str().map(str::to_string));
+    let keys = state.admin_api_key.iter().map(|k| k.to_string()).chain(db_key);
+    let mut key_ok = false;
+    for k in keys {
+        key_ok |= constant_time_eq(k.as_bytes(), presented.as_bytes());
+    }
+    if !key_ok {
+        return Err(unauthorized("invalid admin API key"));
+    }
+    let token = req_token.ok_or_else(|| unauthorized("missing bearer token"))?;
+    let identity = state.auth.verify(token).map_err(|e| unauthorized(&format!("invalid bearer token: {e}")))?.identity;
+    let is_owner = state.control.get(&database.0).is_some_and(|d| d.owner == identity.0);
+    let allowed = is_owner || (!owner_only && state.control.has_permission(&database.0, &identity.0, SYNC_PERMISSION));
+    if !allowed {
+        return Err(SyncError::new(
+            StatusCode::FORBIDDEN,
+            format!("identity {identity} may not run sync operations on this database"),
+        ));
+    }
+    Ok(SyncCaller { identity, database, is_owner })
+}
+
+/// The bearer token of a request, if it has one.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+/// `POST` / `DELETE /v1/database/:n/permissions` with `{"identity": "<hex>", "permission": "sync"}`:
+/// the owner grants or revokes a permission.
+pub async fn permissions(State(state): State<AppState>, Path(segment): Path<String>, req: Request) -> Response {
+    let grant = req.method() == axum::http::Method::POST;
+    let headers = req.headers().clone();
+    let result = async {
+        let database = sync_database(&state, &segment)?;
+        let token = bearer(&headers).ok_or_else(|| SyncError::new(StatusCode::UNAUTHORIZED, "missing bearer token"))?;
+        let caller = state
+            .auth
+            .verify(token)
+            .map_err(|e| SyncError::new(StatusCode::UNAUTHORIZED, format!("invalid bearer token: {e}")))?
+            .identity;
+        let body = axum::body::to_bytes(req.into_body(), 64 << 10)
+            .await
+            .map_err(|e| SyncError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| SyncError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
+        let identity = v["identity"]
+            .as_str()
+            .and_then(Identity::from_hex)
+            .ok_or_else(|| SyncError::new(StatusCode::BAD_REQUEST, "`identity` must be 64 hex digits"))?;
+        let permission = v["permission"].as_str().unwrap_or_default();
+        if permission != SYNC_PERMISSION {
+            return Err(SyncError::new(
+                StatusCode::BAD_REQUEST,
+                format!("unknown permission {permission:?}; known: \"sync\""),
+            ));
+        }
+        state.control.set_permission(database.0, caller.0, identity.0, permission, grant).map_err(|e| match e {
+            epoch_core::ControlError::NotOwner { .. } => {
+                SyncError::new(StatusCode::FORBIDDEN, "only the database owner may change permissions")
+            }
+            other => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+        })?;
+        Ok(Json(json!({"success": true, "identity": identity.to_hex(), "permission": permission, "granted": grant})))
+    }
+    .await;
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Secrets are never returned: they are replaced by this marker.
+const MASK: &str = "********";
+
+fn masked(mut config: Value) -> Value {
+    if let Some(store) = config.get_mut("objectStore").and_then(Value::as_object_mut) {
+        for secret in ["secretAccessKey", "sessionToken"] {
+            if store.contains_key(secret) {
+                store.insert(secret.into(), json!(MASK));
+            }
+        }
+    }
+    if let Some(obj) = config.as_object_mut() {
+        if obj.contains_key("adminApiKey") {
+            obj.insert("adminApiKey".into(), json!(MASK));
+        }
+    }
+    config
+}
+
+/// Checks a sync configuration and fills in defaults.
+fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result<Value, SyncError> {
+    let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
+    let obj = v.as_object_mut().ok_or_else(|| bad("the configuration must be a JSON object".into()))?;
+    let url = obj
+        .get("objectStore")
+        .and_then(|s| s["url"].as_str())
+        .ok_or_else(|| bad("`objectStore.url` is required (s3://bucket/prefix or file:///path/prefix)".into()))?;
+    if !(url.starts_with("s3://") || url.starts_with("file:///")) {
+        return Err(bad(format!("`objectStore.url` must start with s3:// or file:///, not {url:?}")));
+    }
+    let reducer = obj.get("projectionReducer").and_then(Value::as_str).unwrap_or("project_aggregate").to_string();
+    let def = state.control.get(&database.0).map(|d| d.def.clone());
+    if def.is_none_or(|d| d.reducer_id(&reducer).is_none()) {
+        return Err(bad(format!("the module has no reducer `{reducer}`")));
+    }
+    obj.insert("projectionReducer".into(), json!(reducer));
+    Ok(v)
+}
+
+/// `PUT /v1/database/:n/sync/config` (owner only).
+pub async fn put_config(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = (|| {
+        let database = sync_database(&state, &segment)?;
+        authorize(&state, &headers, bearer(&headers), database, true)?;
+        let v: Value = serde_json::from_slice(&body)
+            .map_err(|e| SyncError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
+        let v = validate_config(&state, database, v)?;
+        state
+            .control
+            .set_sync_config(database.0, v.clone())
+            .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        Ok::<_, SyncError>(Json(masked(v)))
+    })();
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/database/:n/sync/config`, with secrets masked.
+pub async fn get_config(State(state): State<AppState>, Path(segment): Path<String>, headers: HeaderMap) -> Response {
+    let result = (|| {
+        let database = sync_database(&state, &segment)?;
+        authorize(&state, &headers, bearer(&headers), database, false)?;
+        let config = state
+            .control
+            .sync_config(&database.0)
+            .ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "this database has no sync configuration"))?;
+        Ok::<_, SyncError>(Json(masked(config)))
+    })();
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
