@@ -58,6 +58,8 @@ pub struct AppState {
     /// The server-wide admin API key of the sync API (`EPOCH_ADMIN_API_KEY`); databases may
     /// also carry their own in their sync configuration.
     pub admin_api_key: Option<Arc<str>>,
+    /// The sync engine's workflow runner.
+    pub runner: Option<Arc<epoch_sync::Runner>>,
 }
 
 /// The whole HTTP API.
@@ -91,6 +93,10 @@ pub fn router(state: AppState) -> Router {
         // The sync API checks its own credentials (no anonymous identities here).
         .route("/database/{name_or_identity}/permissions", post(sync::permissions).delete(sync::permissions))
         .route("/database/{name_or_identity}/sync/config", get(sync::get_config).put(sync::put_config))
+        .route("/database/{name_or_identity}/sync/resync-projections", post(sync::resync_projections))
+        .route("/database/{name_or_identity}/sync/workflows", get(sync::workflow))
+        .route("/database/{name_or_identity}/sync/workflows/{instance_id}", get(sync::workflow))
+        .route("/database/{name_or_identity}/sync/workflows/{instance_id}/{action}", post(sync::workflow))
         .nest("/database", database)
         // As 1.3: any origin may call the API from a browser.
         .layer(

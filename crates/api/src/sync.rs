@@ -234,3 +234,131 @@ pub async fn get_config(State(state): State<AppState>, Path(segment): Path<Strin
         Err(e) => e.into_response(),
     }
 }
+
+/// Parses one numeric query parameter within `range`, naming it in the error.
+fn numeric_param(
+    q: &std::collections::HashMap<String, String>,
+    name: &str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, SyncError> {
+    let Some(raw) = q.get(name) else { return Ok(default) };
+    let v: u32 = raw.parse().map_err(|_| {
+        SyncError::new(StatusCode::BAD_REQUEST, format!("`{name}` must be a whole number, not {raw:?}"))
+    })?;
+    if !range.contains(&v) {
+        return Err(SyncError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`{name}` must be between {} and {}, not {v}", range.start(), range.end()),
+        ));
+    }
+    Ok(v)
+}
+
+fn runner(state: &AppState) -> Result<&std::sync::Arc<epoch_sync::Runner>, SyncError> {
+    state
+        .runner
+        .as_ref()
+        .ok_or_else(|| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "the sync engine is not running"))
+}
+
+fn instance_json(i: &epoch_sync::Instance) -> Value {
+    let mut v = serde_json::to_value(i).unwrap_or(Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("etaMs".into(), json!(i.eta_ms()));
+        obj.remove("caller");
+    }
+    v
+}
+
+/// `POST /v1/database/:n/sync/resync-projections`.
+pub async fn resync_projections(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let result = (|| {
+        let database = sync_database(&state, &segment)?;
+        let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
+        let batch_size = numeric_param(&q, "batchSize", 20, 1..=1000)?;
+        let delay_seconds = numeric_param(&q, "delaySeconds", 3, 0..=3600)?;
+        let aggregate_type = q.get("aggregateType").filter(|t| !t.is_empty()).cloned();
+        let aggregate_id = q.get("aggregateId").filter(|t| !t.is_empty()).cloned();
+        if aggregate_id.is_some() && aggregate_type.is_none() {
+            return Err(SyncError::new(StatusCode::BAD_REQUEST, "`aggregateId` requires `aggregateType`"));
+        }
+        let config = state.control.sync_config(&database.0).ok_or_else(|| {
+            SyncError::new(StatusCode::BAD_REQUEST, "this database has no sync configuration; PUT …/sync/config first")
+        })?;
+        let url = config["objectStore"]["url"].as_str().unwrap_or_default().to_string();
+        let reducer = config["projectionReducer"].as_str().unwrap_or("project_aggregate").to_string();
+        let params =
+            epoch_sync::ResyncParams { aggregate_type, aggregate_id, batch_size, delay_seconds, max_attempts: 3 };
+        let i = runner(&state)?.start_resync(database.0, caller.identity.0, &url, &reducer, params).map_err(
+            |e| match e {
+                epoch_sync::RunnerError::Conflict(id) => {
+                    SyncError::new(StatusCode::CONFLICT, format!("a resync of this scope is already running: {id}"))
+                }
+                e @ epoch_sync::RunnerError::UnknownType(_) => SyncError::new(StatusCode::BAD_REQUEST, e.to_string()),
+                e @ epoch_sync::RunnerError::Source(_) => SyncError::new(StatusCode::BAD_REQUEST, e.to_string()),
+                e => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            },
+        )?;
+        Ok(Json(json!({
+            "success": true,
+            "instanceId": i.id,
+            "aggregateTypes": i.aggregate_types,
+            "total": i.total,
+            "batchSize": batch_size,
+            "delaySeconds": delay_seconds,
+            "batches": i.total.div_ceil(batch_size as u64),
+            "counts": i.counts,
+            "errors": i.errors,
+        })))
+    })();
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /v1/database/:n/sync/workflows[/:id]` and `POST …/:id/{pause,resume,terminate}`.
+pub async fn workflow(
+    State(state): State<AppState>,
+    Path(parts): Path<Vec<(String, String)>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Response {
+    let get = |k: &str| parts.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let (segment, id, action) = (get("name_or_identity").unwrap_or_default(), get("instance_id"), get("action"));
+    let result = (|| {
+        let database = sync_database(&state, &segment)?;
+        authorize(&state, &headers, bearer(&headers), database, false)?;
+        let runner = runner(&state)?;
+        let Some(id) = id else {
+            return Ok(Json(
+                json!({ "instances": runner.list(&database.0).iter().map(instance_json).collect::<Vec<_>>() }),
+            ));
+        };
+        let not_found = || SyncError::new(StatusCode::NOT_FOUND, format!("no workflow instance {id}"));
+        let i = runner.get(&id).filter(|i| Identity::from_hex(&i.database) == Some(database)).ok_or_else(not_found)?;
+        let i = match (method.as_str(), action.as_deref()) {
+            ("GET", None) => i,
+            ("POST", Some(a @ ("pause" | "resume" | "terminate"))) => {
+                let r = match a {
+                    "pause" => runner.pause(&id),
+                    "resume" => runner.resume(&id),
+                    _ => runner.terminate(&id),
+                };
+                r.map_err(|e| SyncError::new(StatusCode::CONFLICT, e.to_string()))?
+            }
+            _ => return Err(SyncError::new(StatusCode::NOT_FOUND, "unknown workflow action")),
+        };
+        Ok(Json(instance_json(&i)))
+    })();
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    }
+}

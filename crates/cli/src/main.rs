@@ -209,8 +209,11 @@ fn start(
         }
         None => epoch_core::ControlPlane::new(config),
     };
+    let control = std::sync::Arc::new(control);
+    let runner = epoch_sync::Runner::open(&data_dir.join("workflows"), control.clone())?;
     let state = epoch_api::AppState {
-        control: std::sync::Arc::new(control),
+        runner: Some(runner),
+        control,
         auth: std::sync::Arc::new(auth),
         metrics: Default::default(),
         limits,

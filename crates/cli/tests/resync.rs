@@ -1,0 +1,258 @@
+//! Resync projections from a `file://` object store, driven over HTTP against the real binary:
+//! shapes, scopes, validation, throttling, pause/resume/terminate, conflicts, newer live
+//! versions winning, and a crash in the middle.
+mod common;
+use common::*;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const KEY: &str = "resync-admin-key";
+const TYPES: [&str; 7] = ["user", "lock", "hub", "matter-device", "camera", "camera-role", "rtsp-camera"];
+
+fn write_store(root: &Path, per_type: usize) {
+    for t in TYPES {
+        std::fs::create_dir_all(root.join(t)).unwrap();
+        for i in 0..per_type {
+            let doc = json!({"version": (i % 5) + 1, "type": t, "id": format!("{t}-{i:04}"), "payload": {"n": i}});
+            std::fs::write(root.join(t).join(format!("{t}-{i:04}.json")), doc.to_string()).unwrap();
+        }
+    }
+}
+
+struct Ctx {
+    s: Server,
+    owner: String,
+}
+
+impl Ctx {
+    fn post(&self, path_and_query: &str) -> (u16, Value) {
+        let r = self
+            .s
+            .http()
+            .post(format!("{}/v1/database/proj/sync/{path_and_query}", self.s.url))
+            .header("X-Admin-API-Key", KEY)
+            .bearer_auth(&self.owner)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    }
+
+    fn get(&self, id: &str) -> Value {
+        self.s
+            .http()
+            .get(format!("{}/v1/database/proj/sync/workflows/{id}", self.s.url))
+            .header("X-Admin-API-Key", KEY)
+            .bearer_auth(&self.owner)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    fn wait(&self, id: &str, status: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let v = self.get(id);
+            if v["status"] == status || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn projections(&self) -> Vec<Value> {
+        let (status, body) =
+            self.s.sql(Some(&self.owner), "proj", "SELECT key, version, state FROM aggregate_projection");
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        v[0]["rows"].as_array().unwrap().clone()
+    }
+}
+
+fn setup(dir: &Path, store: &Path) -> Ctx {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("admin.key"), KEY).unwrap();
+    let s = Server::start_in(dir.to_path_buf(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
+    let (_, owner) = s.identity();
+    assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
+    let r = s
+        .http()
+        .put(format!("{}/v1/database/proj/sync/config", s.url))
+        .header("X-Admin-API-Key", KEY)
+        .bearer_auth(&owner)
+        .json(&json!({"objectStore": {"url": format!("file://{}", store.display())}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    Ctx { s, owner }
+}
+
+/// Every projection equals its document.
+fn assert_projections_match(ctx: &Ctx, store: &Path, expected_rows: usize) {
+    let rows = ctx.projections();
+    assert_eq!(rows.len(), expected_rows);
+    for r in rows {
+        let key = r[0].as_str().unwrap();
+        let (t, id) = key.split_once('/').unwrap();
+        let doc = std::fs::read_to_string(store.join(t).join(format!("{id}.json"))).unwrap();
+        assert_eq!(r[2].as_str().unwrap(), doc, "{key}");
+        let v: Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(r[1], v["version"], "{key}");
+    }
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("epoch-resync-{name}-{}-{}", std::process::id(), rand_suffix()))
+}
+
+#[test]
+fn full_type_and_single_resyncs_project_every_document() {
+    let (dir, store) = (temp("full"), temp("full-store"));
+    write_store(&store, 30);
+    let ctx = setup(&dir, &store);
+    // A live update with a newer version than the store's must survive the resync.
+    let live = json!(["user", "user-0003", 999, "{\"live\":true}"]).to_string();
+    assert_eq!(ctx.s.call(&ctx.owner, "proj", "project_aggregate", &live).0, 200);
+
+    let (status, body) = ctx.post("resync-projections?batchSize=50&delaySeconds=0");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["success"], true);
+    assert_eq!(body["total"], 210);
+    assert_eq!(body["batchSize"], 50);
+    assert_eq!(body["delaySeconds"], 0);
+    assert_eq!(body["batches"], 5);
+    assert_eq!(body["aggregateTypes"].as_array().unwrap().len(), 7);
+    assert_eq!(body["counts"]["matter-device"], 30);
+    assert_eq!(body["errors"], json!([]));
+    let id = body["instanceId"].as_str().unwrap().to_string();
+    let done = ctx.wait(&id, "complete", Duration::from_secs(60));
+    assert_eq!(
+        (done["status"].as_str(), done["done"].as_u64(), done["succeeded"].as_u64()),
+        (Some("complete"), Some(210), Some(210)),
+        "{done}"
+    );
+    let rows = ctx.projections();
+    assert_eq!(rows.len(), 210);
+    let live_row = rows.iter().find(|r| r[0] == "user/user-0003").unwrap();
+    assert_eq!(live_row[1], 999, "an older version never overwrites a newer one");
+
+    // One type, then one aggregate.
+    let (status, body) = ctx.post("resync-projections?aggregateType=lock&delaySeconds=0");
+    assert_eq!((status, body["total"].as_u64()), (200, Some(30)), "{body}");
+    ctx.wait(body["instanceId"].as_str().unwrap(), "complete", Duration::from_secs(30));
+    let (status, body) = ctx.post("resync-projections?aggregateType=hub&aggregateId=hub-0007&delaySeconds=0");
+    assert_eq!((status, body["total"].as_u64()), (200, Some(1)), "{body}");
+    let one = ctx.wait(body["instanceId"].as_str().unwrap(), "complete", Duration::from_secs(30));
+    assert_eq!(one["succeeded"], 1);
+
+    // Parameters are checked, and errors name them.
+    for (q, word) in [
+        ("batchSize=0", "batchSize"),
+        ("batchSize=1001", "batchSize"),
+        ("batchSize=abc", "batchSize"),
+        ("delaySeconds=3601", "delaySeconds"),
+        ("delaySeconds=-1", "delaySeconds"),
+        ("aggregateId=x", "aggregateType"),
+        ("aggregateType=boat", "boat"),
+    ] {
+        let (status, body) = ctx.post(&format!("resync-projections?{q}"));
+        assert_eq!(status, 400, "{q}: {body}");
+        assert!(body["message"].as_str().unwrap().contains(word), "{q}: {body}");
+    }
+    drop(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+#[test]
+fn throttle_pause_resume_terminate_and_conflicts() {
+    let (dir, store) = (temp("throttle"), temp("throttle-store"));
+    write_store(&store, 20);
+    let ctx = setup(&dir, &store);
+    // 20 aggregates in batches of 5 with 1 s between them: at least 3 s.
+    let started = Instant::now();
+    let (status, body) = ctx.post("resync-projections?aggregateType=camera&batchSize=5&delaySeconds=1");
+    assert_eq!(status, 200, "{body}");
+    let id = body["instanceId"].as_str().unwrap().to_string();
+    let (status, conflict) = ctx.post("resync-projections?aggregateType=camera&batchSize=5&delaySeconds=1");
+    assert_eq!(status, 409, "a second resync of the same scope is refused");
+    assert!(conflict["message"].as_str().unwrap().contains(&id), "{conflict}");
+    let done = ctx.wait(&id, "complete", Duration::from_secs(30));
+    assert_eq!(done["done"], 20, "{done}");
+    assert!(started.elapsed() >= Duration::from_secs(3), "throttled: took {:?}", started.elapsed());
+
+    // Pause holds it; resume finishes it.
+    let (_, body) = ctx.post("resync-projections?aggregateType=lock&batchSize=5&delaySeconds=1");
+    let id = body["instanceId"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, paused) = ctx.post(&format!("workflows/{id}/pause"));
+    assert_eq!(status, 200, "{paused}");
+    let held = ctx.wait(&id, "paused", Duration::from_secs(5));
+    assert_eq!(held["status"], "paused", "{held}");
+    let done_when_paused = held["done"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(ctx.get(&id)["done"].as_u64().unwrap(), done_when_paused, "nothing moves while paused");
+    assert!(done_when_paused < 20);
+    assert_eq!(ctx.post(&format!("workflows/{id}/resume")).0, 200);
+    let done = ctx.wait(&id, "complete", Duration::from_secs(30));
+    assert_eq!(done["done"], 20, "{done}");
+
+    // Terminate stops it for good.
+    let (_, body) = ctx.post("resync-projections?aggregateType=hub&batchSize=5&delaySeconds=1");
+    let id = body["instanceId"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ctx.post(&format!("workflows/{id}/terminate")).0, 200);
+    let t = ctx.wait(&id, "terminated", Duration::from_secs(5));
+    assert_eq!(t["status"], "terminated", "{t}");
+    assert!(t["done"].as_u64().unwrap() < 20);
+    assert_eq!(ctx.post(&format!("workflows/{id}/resume")).0, 409, "a finished instance cannot resume");
+    let list: Value = ctx
+        .s
+        .http()
+        .get(format!("{}/v1/database/proj/sync/workflows", ctx.s.url))
+        .header("X-Admin-API-Key", KEY)
+        .bearer_auth(&ctx.owner)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list["instances"].as_array().unwrap().len(), 3);
+    drop(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+#[test]
+fn a_resync_killed_midway_resumes_after_restart_and_completes_exactly() {
+    let (dir, store) = (temp("crash"), temp("crash-store"));
+    write_store(&store, 10);
+    let ctx = setup(&dir, &store);
+    let (status, body) = ctx.post("resync-projections?batchSize=7&delaySeconds=1");
+    assert_eq!(status, 200, "{body}");
+    let id = body["instanceId"].as_str().unwrap().to_string();
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = ctx.get(&id);
+    assert!(before["done"].as_u64().unwrap() < 70, "killed midway: {before}");
+    let Ctx { s, owner } = ctx;
+    s.crash();
+    let s = Server::start_in(dir.clone(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
+    let ctx = Ctx { s, owner };
+    let done = ctx.wait(&id, "complete", Duration::from_secs(60));
+    assert_eq!(
+        (done["done"].as_u64(), done["succeeded"].as_u64(), done["failed"].as_u64()),
+        (Some(70), Some(70), Some(0)),
+        "{done}"
+    );
+    assert_projections_match(&ctx, &store, 70);
+    // Each aggregate was applied once: the module counts applications and stale skips.
+    let (_, stats) = ctx.s.sql(Some(&ctx.owner), "proj", "SELECT applied, skipped_stale FROM ingest_stats");
+    let v: Value = serde_json::from_str(&stats).unwrap();
+    let applied = v[0]["rows"][0][0].as_u64().unwrap();
+    assert_eq!(applied, 70, "no aggregate was applied twice: {stats}");
+    drop(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&store);
+}
