@@ -60,6 +60,8 @@ pub struct AppState {
     pub admin_api_key: Option<Arc<str>>,
     /// The sync engine's workflow runner.
     pub runner: Option<Arc<epoch_sync::Runner>>,
+    /// The database the `/admin/…` seed paths act on.
+    pub default_database: Option<String>,
 }
 
 /// The whole HTTP API.
@@ -109,8 +111,14 @@ pub fn router(state: AppState) -> Router {
                     axum::http::header::CONTENT_TYPE,
                 ]),
         );
+    // The seed-compatible admin paths, for a server with a default database.
+    let admin = Router::new()
+        .route("/resync-projections", post(sync::admin_resync_projections))
+        .route("/workflows/{instance_id}", get(sync::workflow))
+        .route("/workflows/{instance_id}/{action}", post(sync::workflow));
     Router::new()
         .nest("/v1", v1)
+        .nest("/admin", admin)
         .route("/metrics", get(identity::metrics))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))

@@ -271,13 +271,38 @@ fn instance_json(i: &epoch_sync::Instance) -> Value {
     v
 }
 
+type QueryMap = axum::extract::Query<std::collections::HashMap<String, String>>;
+
 /// `POST /v1/database/:n/sync/resync-projections`.
 pub async fn resync_projections(
     State(state): State<AppState>,
     Path(segment): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<std::collections::HashMap<String, String>>,
+    q: QueryMap,
     headers: HeaderMap,
 ) -> Response {
+    resync(&state, &segment, q, &headers)
+}
+
+/// `POST /admin/resync-projections`: the same, on the server's default database.
+pub async fn admin_resync_projections(State(state): State<AppState>, q: QueryMap, headers: HeaderMap) -> Response {
+    match default_database(&state) {
+        Ok(db) => resync(&state, &db, q, &headers),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn default_database(state: &AppState) -> Result<String, SyncError> {
+    state.default_database.as_deref().map(str::to_string).ok_or_else(|| {
+        SyncError::new(
+            StatusCode::NOT_FOUND,
+            "this server has no default database (epoch start --default-database NAME)",
+        )
+    })
+}
+
+fn resync(state: &AppState, segment: &str, axum::extract::Query(q): QueryMap, headers: &HeaderMap) -> Response {
+    let (state, segment) = (state.clone(), segment.to_string());
+    let headers = headers.clone();
     let result = (|| {
         let database = sync_database(&state, &segment)?;
         let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
@@ -331,8 +356,13 @@ pub async fn workflow(
     headers: HeaderMap,
 ) -> Response {
     let get = |k: &str| parts.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let (segment, id, action) = (get("name_or_identity").unwrap_or_default(), get("instance_id"), get("action"));
+    let (segment, id, action) = (get("name_or_identity"), get("instance_id"), get("action"));
     let result = (|| {
+        // The /admin paths carry no database: they act on the server's default one.
+        let segment = match segment {
+            Some(s) => s,
+            None => default_database(&state)?,
+        };
         let database = sync_database(&state, &segment)?;
         authorize(&state, &headers, bearer(&headers), database, false)?;
         let runner = runner(&state)?;
@@ -345,10 +375,11 @@ pub async fn workflow(
         let i = runner.get(&id).filter(|i| Identity::from_hex(&i.database) == Some(database)).ok_or_else(not_found)?;
         let i = match (method.as_str(), action.as_deref()) {
             ("GET", None) => i,
-            ("POST", Some(a @ ("pause" | "resume" | "terminate"))) => {
+            ("POST", Some(a @ ("pause" | "resume" | "terminate" | "restart"))) => {
                 let r = match a {
                     "pause" => runner.pause(&id),
                     "resume" => runner.resume(&id),
+                    "restart" => runner.restart(&id),
                     _ => runner.terminate(&id),
                 };
                 r.map_err(|e| SyncError::new(StatusCode::CONFLICT, e.to_string()))?

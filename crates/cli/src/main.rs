@@ -22,48 +22,55 @@ struct Cli {
     command: Command,
 }
 
+/// Options of `epoch start`.
+#[derive(clap::Args)]
+struct StartArgs {
+    /// Address to listen on; port 0 picks a free port (the chosen address is printed).
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen_addr: String,
+    /// Where the server keeps its keys, control plane, modules, logs and snapshots.
+    #[arg(long, default_value = "epoch-data")]
+    data_dir: PathBuf,
+    /// Per-reducer time limit in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    reducer_timeout_ms: u64,
+    /// Largest module a publish may upload, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_module_bytes: usize,
+    /// Most rows one SQL query may return.
+    #[arg(long, default_value_t = 100_000)]
+    max_sql_rows: usize,
+    /// `sync`: answer a reducer call only once its transaction is fsynced (group commit).
+    /// `async`: answer after the write and fsync every 50 ms; a machine crash (not a
+    /// process crash) can lose the last 50 ms of answered transactions.
+    #[arg(long, default_value = "sync", value_parser = ["sync", "async"])]
+    durability: String,
+    /// Write a snapshot after this many transactions.
+    #[arg(long, default_value_t = 100_000)]
+    snapshot_every: u64,
+    /// If a commitlog is corrupt in the middle, start from its last good transaction instead
+    /// of refusing to start.
+    #[arg(long)]
+    recover_truncate: bool,
+    /// Keep everything in memory (nothing survives a restart).
+    #[arg(long)]
+    in_memory: bool,
+    /// The database the /admin/… seed paths of the sync API act on.
+    #[arg(long)]
+    default_database: Option<String>,
+    /// File holding the sync API's admin key (else the EPOCH_ADMIN_API_KEY environment variable).
+    #[arg(long)]
+    admin_api_key_file: Option<PathBuf>,
+    /// Trust tokens from another OpenID issuer: ISSUER=PATH to its ES256 (P-256) public key, PEM.
+    /// Repeat for several issuers.
+    #[arg(long = "trusted-issuer", value_name = "ISSUER=PEM_FILE")]
+    trusted_issuers: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Start the server on a local data directory (no outside services needed).
-    Start {
-        /// Address to listen on; port 0 picks a free port (the chosen address is printed).
-        #[arg(long, default_value = "127.0.0.1:3000")]
-        listen_addr: String,
-        /// Where the server keeps its keys (and, later, its data).
-        #[arg(long, default_value = "epoch-data")]
-        data_dir: PathBuf,
-        /// Per-reducer time limit in milliseconds.
-        #[arg(long, default_value_t = 10_000)]
-        reducer_timeout_ms: u64,
-        /// Largest module a publish may upload, in bytes.
-        #[arg(long, default_value_t = 64 << 20)]
-        max_module_bytes: usize,
-        /// Most rows one SQL query may return.
-        #[arg(long, default_value_t = 100_000)]
-        max_sql_rows: usize,
-        /// `sync`: answer a reducer call only once its transaction is fsynced (group commit).
-        /// `async`: answer after the write and fsync every 50 ms; a machine crash (not a
-        /// process crash) can lose the last 50 ms of answered transactions.
-        #[arg(long, default_value = "sync", value_parser = ["sync", "async"])]
-        durability: String,
-        /// Write a snapshot after this many transactions.
-        #[arg(long, default_value_t = 100_000)]
-        snapshot_every: u64,
-        /// If a commitlog is corrupt in the middle, start from its last good transaction instead
-        /// of refusing to start.
-        #[arg(long)]
-        recover_truncate: bool,
-        /// Keep everything in memory (nothing survives a restart).
-        #[arg(long)]
-        in_memory: bool,
-        /// File holding the sync API's admin key (else the EPOCH_ADMIN_API_KEY environment variable).
-        #[arg(long)]
-        admin_api_key_file: Option<PathBuf>,
-        /// Trust tokens from another OpenID issuer: ISSUER=PATH to its ES256 (P-256) public key, PEM.
-        /// Repeat for several issuers.
-        #[arg(long = "trusted-issuer", value_name = "ISSUER=PEM_FILE")]
-        trusted_issuers: Vec<String>,
-    },
+    Start(Box<StartArgs>),
     /// Load a module in-process, call reducers in order, and print tables.
     Run {
         /// The module's .wasm file.
@@ -139,42 +146,7 @@ fn main() -> Result<()> {
         Command::Logs { database, num_lines, follow } => session()?.logs(&database, num_lines, follow),
         Command::Describe { database } => session()?.describe(&database),
         Command::Delete { database } => session()?.delete(&database),
-        Command::Start {
-            listen_addr,
-            data_dir,
-            reducer_timeout_ms,
-            max_module_bytes,
-            max_sql_rows,
-            trusted_issuers,
-            durability,
-            snapshot_every,
-            recover_truncate,
-            in_memory,
-            admin_api_key_file,
-        } => {
-            let admin_api_key = match admin_api_key_file {
-                Some(path) => Some(
-                    std::fs::read_to_string(&path)
-                        .with_context(|| format!("reading {}", path.display()))?
-                        .trim()
-                        .to_string(),
-                ),
-                None => std::env::var("EPOCH_ADMIN_API_KEY").ok(),
-            }
-            .filter(|k| !k.is_empty());
-            let limits = epoch_api::ApiLimits { max_module_bytes, max_sql_rows, ..Default::default() };
-            let durability = match durability.as_str() {
-                "async" => epoch_core::Durability::Async { interval: Duration::from_millis(50) },
-                _ => epoch_core::Durability::Sync,
-            };
-            let persist = (!in_memory).then_some(epoch_core::PersistConfig {
-                durability,
-                snapshot_every,
-                recover_truncate,
-                ..Default::default()
-            });
-            start(listen_addr, data_dir, reducer_timeout_ms, limits, &trusted_issuers, persist, admin_api_key)
-        }
+        Command::Start(args) => start(*args),
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
             run(module, calls, show, logs, schema, timeout_ms)
         }
@@ -182,18 +154,42 @@ fn main() -> Result<()> {
     }
 }
 
-fn start(
-    listen_addr: String,
-    data_dir: PathBuf,
-    reducer_timeout_ms: u64,
-    limits: epoch_api::ApiLimits,
-    trusted_issuers: &[String],
-    persist: Option<epoch_core::PersistConfig>,
-    admin_api_key: Option<String>,
-) -> Result<()> {
+fn start(args: StartArgs) -> Result<()> {
+    let StartArgs {
+        listen_addr,
+        data_dir,
+        reducer_timeout_ms,
+        max_module_bytes,
+        max_sql_rows,
+        durability,
+        snapshot_every,
+        recover_truncate,
+        in_memory,
+        default_database,
+        admin_api_key_file,
+        trusted_issuers,
+    } = args;
+    let limits = epoch_api::ApiLimits { max_module_bytes, max_sql_rows, ..Default::default() };
+    let durability = match durability.as_str() {
+        "async" => epoch_core::Durability::Async { interval: Duration::from_millis(50) },
+        _ => epoch_core::Durability::Sync,
+    };
+    let persist = (!in_memory).then_some(epoch_core::PersistConfig {
+        durability,
+        snapshot_every,
+        recover_truncate,
+        ..Default::default()
+    });
+    let admin_api_key = match admin_api_key_file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_string(),
+        ),
+        None => std::env::var("EPOCH_ADMIN_API_KEY").ok(),
+    }
+    .filter(|k| !k.is_empty());
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let mut auth = epoch_auth::Authority::load_or_create(&data_dir.join("keys"), "localhost")?;
-    for spec in trusted_issuers {
+    for spec in &trusted_issuers {
         let (issuer, path) = spec.split_once('=').context("--trusted-issuer takes ISSUER=PEM_FILE")?;
         let pem = std::fs::read(path).with_context(|| format!("reading {path}"))?;
         auth.trust(epoch_auth::TrustedIssuer::es256(issuer, &pem)?);
@@ -210,7 +206,7 @@ fn start(
         None => epoch_core::ControlPlane::new(config),
     };
     let control = std::sync::Arc::new(control);
-    let runner = epoch_sync::Runner::open(&data_dir.join("workflows"), control.clone())?;
+    let runner = epoch_sync::Runner::open(&data_dir.join("workflows"), control.clone(), epoch_sync::DEFAULT_RETENTION)?;
     let state = epoch_api::AppState {
         runner: Some(runner),
         control,
@@ -218,6 +214,7 @@ fn start(
         metrics: Default::default(),
         limits,
         admin_api_key: admin_api_key.map(std::sync::Arc::from),
+        default_database,
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

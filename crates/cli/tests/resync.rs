@@ -256,3 +256,74 @@ fn a_resync_killed_midway_resumes_after_restart_and_completes_exactly() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&store);
 }
+
+#[test]
+fn admin_seed_paths_act_on_the_default_database_and_restart_runs_again() {
+    let (dir, store) = (temp("admin"), temp("admin-store"));
+    write_store(&store, 5);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin.key"), KEY).unwrap();
+    let key_file = dir.join("admin.key");
+    let s = Server::start_in(
+        dir.clone(),
+        &["--admin-api-key-file", key_file.to_str().unwrap(), "--default-database", "proj"],
+    );
+    let (_, owner) = s.identity();
+    assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
+    let r = s
+        .http()
+        .put(format!("{}/v1/database/proj/sync/config", s.url))
+        .header("X-Admin-API-Key", KEY)
+        .bearer_auth(&owner)
+        .json(&json!({"objectStore": {"url": format!("file://{}", store.display())}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let admin = |method: reqwest::Method, path: &str| -> (u16, Value) {
+        let r = s
+            .http()
+            .request(method, format!("{}/admin/{path}", s.url))
+            .header("X-Admin-API-Key", KEY)
+            .bearer_auth(&owner)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    let (status, body) = admin(reqwest::Method::POST, "resync-projections?delaySeconds=0&batchSize=10");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 35);
+    let id = body["instanceId"].as_str().unwrap().to_string();
+    let wait_complete = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, v) = admin(reqwest::Method::GET, &format!("workflows/{id}"));
+            if v["status"] == "complete" || Instant::now() > deadline {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(wait_complete()["done"], 35);
+    let (status, body) = admin(reqwest::Method::POST, &format!("workflows/{id}/restart"));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["done"], 0);
+    let again = wait_complete();
+    assert_eq!((again["done"].as_u64(), again["succeeded"].as_u64()), (Some(35), Some(35)), "{again}");
+    // Without credentials the seed paths refuse like every sync route.
+    let r = s.http().post(format!("{}/admin/resync-projections", s.url)).send().unwrap();
+    assert_eq!(r.status(), 401);
+    drop(s);
+
+    let plain = Server::start(&["--admin-api-key-file", key_file.to_str().unwrap()]);
+    let (_, t) = plain.identity();
+    let r = plain
+        .http()
+        .post(format!("{}/admin/resync-projections", plain.url))
+        .header("X-Admin-API-Key", KEY)
+        .bearer_auth(&t)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 404, "no default database configured");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -16,4 +16,4 @@ mod source;
 mod workflow;
 
 pub use source::{AggregateKey, FileSource, SourceError};
-pub use workflow::{Instance, ResyncParams, Runner, RunnerError, Status};
+pub use workflow::{Instance, ResyncParams, Runner, RunnerError, Status, DEFAULT_RETENTION};

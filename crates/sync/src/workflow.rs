@@ -97,6 +97,8 @@ pub enum RunnerError {
     NotFound(String),
     #[error("instance {0} has already finished")]
     Finished(String),
+    #[error("instance {0} is still running; pause or terminate it first")]
+    Running(String),
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error("saving workflow state at {path}: {source}")]
@@ -121,7 +123,12 @@ pub struct Runner {
     dir: PathBuf,
     control: Arc<ControlPlane>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// How long finished instances are kept.
+    retention: Duration,
 }
+
+/// Finished instances are kept this long by default, as Cloudflare Workflows keeps them.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -143,9 +150,9 @@ fn from_hex_be(s: &str) -> Option<[u8; 32]> {
 
 impl Runner {
     /// Opens the runner on `dir`, resuming every instance that had not finished.
-    pub fn open(dir: &Path, control: Arc<ControlPlane>) -> Result<Arc<Self>, RunnerError> {
+    pub fn open(dir: &Path, control: Arc<ControlPlane>, retention: Duration) -> Result<Arc<Self>, RunnerError> {
         std::fs::create_dir_all(dir).map_err(|source| RunnerError::Io { path: dir.to_path_buf(), source })?;
-        let runner = Arc::new(Self { dir: dir.to_path_buf(), control, slots: Mutex::new(HashMap::new()) });
+        let runner = Arc::new(Self { dir: dir.to_path_buf(), control, slots: Mutex::new(HashMap::new()), retention });
         for entry in
             std::fs::read_dir(dir).map_err(|source| RunnerError::Io { path: dir.to_path_buf(), source })?.flatten()
         {
@@ -166,6 +173,10 @@ impl Runner {
                 wake: Condvar::new(),
             });
             runner.slots.lock().insert(instance.id.clone(), slot.clone());
+            if runner.expired(&instance) {
+                runner.forget(&instance.id);
+                continue;
+            }
             if resume {
                 tracing::info!(id = %instance.id, done = instance.done, total = instance.total, "resuming workflow");
                 runner.spawn(slot);
@@ -250,12 +261,70 @@ impl Runner {
         Ok(instance)
     }
 
+    fn expired(&self, i: &Instance) -> bool {
+        i.ended_at.is_some_and(|end| now_ms().saturating_sub(end) > self.retention.as_millis() as u64)
+    }
+
+    fn forget(&self, id: &str) {
+        self.slots.lock().remove(id);
+        let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+    }
+
+    /// Drops finished instances older than the retention period.
+    fn prune(&self) {
+        let expired: Vec<String> = self
+            .slots
+            .lock()
+            .values()
+            .map(|s| s.instance.lock().clone())
+            .filter(|i| self.expired(i))
+            .map(|i| i.id)
+            .collect();
+        for id in expired {
+            self.forget(&id);
+        }
+    }
+
+    /// Starts a finished instance over from the beginning, with the same scope and settings.
+    pub fn restart(self: &Arc<Self>, id: &str) -> Result<Instance, RunnerError> {
+        let slot = self.slots.lock().get(id).cloned().ok_or_else(|| RunnerError::NotFound(id.into()))?;
+        let source = {
+            let i = slot.instance.lock();
+            if !i.status.is_finished() {
+                return Err(RunnerError::Running(id.into()));
+            }
+            FileSource::from_url(&i.source_url)?
+        };
+        let counts: BTreeMap<String, u64> = {
+            let i = slot.instance.lock();
+            let mut counts = BTreeMap::new();
+            for t in &i.aggregate_types {
+                counts.insert(t.clone(), if i.params.aggregate_id.is_some() { 1 } else { source.count(t)? });
+            }
+            counts
+        };
+        *slot.signal.lock() = Signal::Run;
+        let now = now_ms();
+        let restarted = self.update(&slot, |i| {
+            i.status = Status::Queued;
+            i.total = counts.values().sum();
+            i.counts = counts;
+            (i.done, i.succeeded, i.failed) = (0, 0, 0);
+            i.errors.clear();
+            i.cursor = None;
+            (i.started_at, i.ended_at) = (now, None);
+        });
+        self.spawn(slot);
+        Ok(restarted)
+    }
+
     pub fn get(&self, id: &str) -> Option<Instance> {
         self.slots.lock().get(id).map(|s| s.instance.lock().clone())
     }
 
     /// Instances of one database, newest first.
     pub fn list(&self, database: &[u8; 32]) -> Vec<Instance> {
+        self.prune();
         let hex = hex_be(database);
         let mut v: Vec<Instance> =
             self.slots.lock().values().map(|s| s.instance.lock().clone()).filter(|i| i.database == hex).collect();
