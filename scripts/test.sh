@@ -20,6 +20,13 @@ fi
 export PATH="$HOME/.cargo/bin:$PATH"
 export EPOCH_REQUIRE_SPACETIME_CLI=1
 
+# A real S3-compatible server for the sync engine's tests.
+if ! command -v moto_server >/dev/null 2>&1; then
+  echo "== installing moto[server]"
+  python3 -m pip install --quiet 'moto[server]'
+fi
+export EPOCH_REQUIRE_MOTO=1
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -280,13 +280,13 @@ pub async fn resync_projections(
     q: QueryMap,
     headers: HeaderMap,
 ) -> Response {
-    resync(&state, &segment, q, &headers)
+    resync(state, segment, q, headers).await
 }
 
 /// `POST /admin/resync-projections`: the same, on the server's default database.
 pub async fn admin_resync_projections(State(state): State<AppState>, q: QueryMap, headers: HeaderMap) -> Response {
     match default_database(&state) {
-        Ok(db) => resync(&state, &db, q, &headers),
+        Ok(db) => resync(state, db, q, headers).await,
         Err(e) => e.into_response(),
     }
 }
@@ -300,52 +300,61 @@ fn default_database(state: &AppState) -> Result<String, SyncError> {
     })
 }
 
-fn resync(state: &AppState, segment: &str, axum::extract::Query(q): QueryMap, headers: &HeaderMap) -> Response {
-    let (state, segment) = (state.clone(), segment.to_string());
-    let headers = headers.clone();
-    let result = (|| {
-        let database = sync_database(&state, &segment)?;
-        let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
-        let batch_size = numeric_param(&q, "batchSize", 20, 1..=1000)?;
-        let delay_seconds = numeric_param(&q, "delaySeconds", 3, 0..=3600)?;
-        let aggregate_type = q.get("aggregateType").filter(|t| !t.is_empty()).cloned();
-        let aggregate_id = q.get("aggregateId").filter(|t| !t.is_empty()).cloned();
-        if aggregate_id.is_some() && aggregate_type.is_none() {
-            return Err(SyncError::new(StatusCode::BAD_REQUEST, "`aggregateId` requires `aggregateType`"));
-        }
-        let config = state.control.sync_config(&database.0).ok_or_else(|| {
-            SyncError::new(StatusCode::BAD_REQUEST, "this database has no sync configuration; PUT …/sync/config first")
-        })?;
-        let url = config["objectStore"]["url"].as_str().unwrap_or_default().to_string();
-        let reducer = config["projectionReducer"].as_str().unwrap_or("project_aggregate").to_string();
-        let params =
-            epoch_sync::ResyncParams { aggregate_type, aggregate_id, batch_size, delay_seconds, max_attempts: 3 };
-        let i = runner(&state)?.start_resync(database.0, caller.identity.0, &url, &reducer, params).map_err(
-            |e| match e {
-                epoch_sync::RunnerError::Conflict(id) => {
-                    SyncError::new(StatusCode::CONFLICT, format!("a resync of this scope is already running: {id}"))
-                }
-                e @ epoch_sync::RunnerError::UnknownType(_) => SyncError::new(StatusCode::BAD_REQUEST, e.to_string()),
-                e @ epoch_sync::RunnerError::Source(_) => SyncError::new(StatusCode::BAD_REQUEST, e.to_string()),
-                e => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-            },
-        )?;
-        Ok(Json(json!({
-            "success": true,
-            "instanceId": i.id,
-            "aggregateTypes": i.aggregate_types,
-            "total": i.total,
-            "batchSize": batch_size,
-            "delaySeconds": delay_seconds,
-            "batches": i.total.div_ceil(batch_size as u64),
-            "counts": i.counts,
-            "errors": i.errors,
-        })))
-    })();
-    match result {
+async fn resync(state: AppState, segment: String, axum::extract::Query(q): QueryMap, headers: HeaderMap) -> Response {
+    match resync_inner(state, segment, q, headers).await {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+async fn resync_inner(
+    state: AppState,
+    segment: String,
+    q: std::collections::HashMap<String, String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, SyncError> {
+    let database = sync_database(&state, &segment)?;
+    let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
+    let batch_size = numeric_param(&q, "batchSize", 20, 1..=1000)?;
+    let delay_seconds = numeric_param(&q, "delaySeconds", 3, 0..=3600)?;
+    let aggregate_type = q.get("aggregateType").filter(|t| !t.is_empty()).cloned();
+    let aggregate_id = q.get("aggregateId").filter(|t| !t.is_empty()).cloned();
+    if aggregate_id.is_some() && aggregate_type.is_none() {
+        return Err(SyncError::new(StatusCode::BAD_REQUEST, "`aggregateId` requires `aggregateType`"));
+    }
+    let config = state.control.sync_config(&database.0).ok_or_else(|| {
+        SyncError::new(StatusCode::BAD_REQUEST, "this database has no sync configuration; PUT …/sync/config first")
+    })?;
+    let object_store = config["objectStore"].clone();
+    let reducer = config["projectionReducer"].as_str().unwrap_or("project_aggregate").to_string();
+    let params = epoch_sync::ResyncParams { aggregate_type, aggregate_id, batch_size, delay_seconds, max_attempts: 3 };
+    let runner = runner(&state)?.clone();
+    // Listing the source is blocking I/O (and an S3 source owns a runtime of its own).
+    let started = tokio::task::spawn_blocking(move || {
+        runner.start_resync(database.0, caller.identity.0, &object_store, &reducer, params)
+    })
+    .await
+    .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let i = started.map_err(|e| match e {
+        epoch_sync::RunnerError::Conflict(id) => {
+            SyncError::new(StatusCode::CONFLICT, format!("a resync of this scope is already running: {id}"))
+        }
+        e @ (epoch_sync::RunnerError::UnknownType(_) | epoch_sync::RunnerError::Source(_)) => {
+            SyncError::new(StatusCode::BAD_REQUEST, e.to_string())
+        }
+        e => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    })?;
+    Ok(Json(json!({
+        "success": true,
+        "instanceId": i.id,
+        "aggregateTypes": i.aggregate_types,
+        "total": i.total,
+        "batchSize": batch_size,
+        "delaySeconds": delay_seconds,
+        "batches": i.total.div_ceil(batch_size as u64),
+        "counts": i.counts,
+        "errors": i.errors,
+    })))
 }
 
 /// `GET /v1/database/:n/sync/workflows[/:id]` and `POST …/:id/{pause,resume,terminate}`.
@@ -379,7 +388,8 @@ pub async fn workflow(
                 let r = match a {
                     "pause" => runner.pause(&id),
                     "resume" => runner.resume(&id),
-                    "restart" => runner.restart(&id),
+                    // Restarting lists the source, which blocks (and may own a runtime).
+                    "restart" => tokio::task::block_in_place(|| runner.restart(&id)),
                     _ => runner.terminate(&id),
                 };
                 r.map_err(|e| SyncError::new(StatusCode::CONFLICT, e.to_string()))?

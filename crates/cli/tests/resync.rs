@@ -327,3 +327,103 @@ fn admin_seed_paths_act_on_the_default_database_and_restart_runs_again() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&store);
 }
+
+/// A real S3-compatible server for tests: moto's server mode (`pip install 'moto[server]'`).
+struct Moto {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let child = std::process::Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let moto = Self { child, url };
+        let http = reqwest::blocking::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.get(&moto.url).send().is_err() {
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(moto)
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn resync_from_an_s3_compatible_server() {
+    let Some(moto) = Moto::start() else {
+        assert!(
+            std::env::var_os("EPOCH_REQUIRE_MOTO").is_none(),
+            "moto_server is required (pip install 'moto[server]')"
+        );
+        eprintln!("skipping: moto_server is not installed (scripts/test.sh installs it)");
+        return;
+    };
+    let http = reqwest::blocking::Client::new();
+    assert!(http.put(format!("{}/aggregates", moto.url)).send().unwrap().status().is_success());
+    let mut docs = std::collections::BTreeMap::new();
+    for t in TYPES {
+        for i in 0..20 {
+            let id = format!("{t}-{i:04}");
+            let doc = json!({"version": i + 1, "type": t, "id": id}).to_string();
+            let r = http.put(format!("{}/aggregates/prod/{t}/{id}.json", moto.url)).body(doc.clone()).send().unwrap();
+            assert!(r.status().is_success(), "{}", r.text().unwrap());
+            docs.insert(format!("{t}/{id}"), doc);
+        }
+    }
+    let dir = temp("s3");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin.key"), KEY).unwrap();
+    let s = Server::start_in(dir.clone(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
+    let (_, owner) = s.identity();
+    assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
+    let config = json!({"objectStore": {"url": "s3://aggregates/prod", "endpoint": moto.url, "region": "us-east-1",
+                                        "accessKeyId": "test", "secretAccessKey": "test"}});
+    let r = s
+        .http()
+        .put(format!("{}/v1/database/proj/sync/config", s.url))
+        .header("X-Admin-API-Key", KEY)
+        .bearer_auth(&owner)
+        .json(&config)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ctx = Ctx { s, owner };
+    let (status, body) = ctx.post("resync-projections?batchSize=25&delaySeconds=0");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 140);
+    assert_eq!(body["aggregateTypes"].as_array().unwrap().len(), 7);
+    let done = ctx.wait(body["instanceId"].as_str().unwrap(), "complete", Duration::from_secs(120));
+    assert_eq!((done["succeeded"].as_u64(), done["failed"].as_u64()), (Some(140), Some(0)), "{done}");
+    let rows = ctx.projections();
+    assert_eq!(rows.len(), 140);
+    for r in rows {
+        let key = r[0].as_str().unwrap();
+        assert_eq!(r[2].as_str().unwrap(), docs[key], "{key}");
+    }
+    // One type and one aggregate from S3 too.
+    let (_, body) = ctx.post("resync-projections?aggregateType=camera-role&delaySeconds=0");
+    assert_eq!(body["total"], 20);
+    ctx.wait(body["instanceId"].as_str().unwrap(), "complete", Duration::from_secs(60));
+    let (_, body) = ctx.post("resync-projections?aggregateType=hub&aggregateId=hub-0003&delaySeconds=0");
+    assert_eq!(body["total"], 1);
+    let one = ctx.wait(body["instanceId"].as_str().unwrap(), "complete", Duration::from_secs(60));
+    assert_eq!(one["succeeded"], 1);
+    drop(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -7,7 +7,7 @@
 //! backoff; one bad item never stops the rest.
 //!
 //! The first kind is `resync-projections`: every aggregate document of an object store
-//! (`<prefix>/<type>/<id>.json`, each with an integer `version`) goes through the database's
+//! (`s3://bucket/prefix` or `file:///path/prefix`, laid out `<prefix>/<type>/<id>.json`, each with an integer `version`) goes through the database's
 //! projection reducer, in key order, so resumption is exact.
 //!
 //! Not for: HTTP (epoch-api routes to [`Runner`]).
@@ -15,5 +15,5 @@
 mod source;
 mod workflow;
 
-pub use source::{AggregateKey, FileSource, SourceError};
+pub use source::{AggregateKey, FileSource, S3Source, Source, SourceError};
 pub use workflow::{Instance, ResyncParams, Runner, RunnerError, Status, DEFAULT_RETENTION};

@@ -12,7 +12,7 @@ pub struct AggregateKey {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("unsupported object store URL {0:?} (this server reads file:/// stores; s3:// comes next)")]
+    #[error("unsupported object store URL {0:?} (use s3://bucket/prefix or file:///path/prefix)")]
     Unsupported(String),
     #[error("reading {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -89,14 +89,178 @@ impl FileSource {
     /// Reads one aggregate: its whole document and its `version`.
     pub fn get(&self, key: &AggregateKey) -> Result<(u64, String), SourceError> {
         let path = self.root.join(&key.aggregate_type).join(format!("{}.json", key.aggregate_id));
-        let text = std::fs::read_to_string(&path).map_err(Self::io(&path))?;
-        let bad = |message: String| SourceError::BadDocument {
-            key: format!("{}/{}", key.aggregate_type, key.aggregate_id),
-            message,
+        let bytes = std::fs::read(&path).map_err(Self::io(&path))?;
+        parse_document(key, &bytes)
+    }
+}
+
+/// An S3-compatible object store (AWS S3, Cloudflare R2, MinIO, moto): `s3://bucket/prefix`.
+/// Keys are listed in S3's lexicographic key order with `start-after`, so a resume point is exact
+/// and no listing is held in memory.
+pub struct S3Source {
+    store: std::sync::Arc<object_store::aws::AmazonS3>,
+    prefix: String,
+    runtime: std::sync::Arc<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for S3Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Source").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+fn s3_err(e: object_store::Error) -> SourceError {
+    SourceError::Io { path: PathBuf::from("s3"), source: std::io::Error::other(e.to_string()) }
+}
+
+impl S3Source {
+    /// A source for `s3://bucket/prefix` with the endpoint, region and credentials of `config`
+    /// (the `objectStore` object of a sync configuration).
+    pub fn from_config(url: &str, config: &serde_json::Value) -> Result<Self, SourceError> {
+        let rest = url.strip_prefix("s3://").ok_or_else(|| SourceError::Unsupported(url.into()))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let s = |k: &str| config.get(k).and_then(serde_json::Value::as_str).filter(|v| !v.is_empty());
+        let mut b = object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_region(s("region").unwrap_or("us-east-1"));
+        if let Some(endpoint) = s("endpoint") {
+            b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+        }
+        if let (Some(id), Some(secret)) = (s("accessKeyId"), s("secretAccessKey")) {
+            b = b.with_access_key_id(id).with_secret_access_key(secret);
+        }
+        let store = b.build().map_err(s3_err)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .map_err(|e| SourceError::Io { path: PathBuf::from("s3 runtime"), source: e })?;
+        Ok(Self {
+            store: std::sync::Arc::new(store),
+            prefix: prefix.trim_matches('/').to_string(),
+            runtime: std::sync::Arc::new(runtime),
+        })
+    }
+
+    /// Runs a future on the source's own runtime, from any thread (async callers included).
+    fn block<T: Send>(&self, f: impl std::future::Future<Output = T> + Send) -> T {
+        std::thread::scope(|s| s.spawn(|| self.runtime.block_on(f)).join().expect("the S3 call does not panic"))
+    }
+
+    fn path(&self, rest: &str) -> object_store::path::Path {
+        if self.prefix.is_empty() {
+            object_store::path::Path::from(rest)
+        } else {
+            object_store::path::Path::from(format!("{}/{rest}", self.prefix))
+        }
+    }
+
+    pub fn types(&self) -> Result<Vec<String>, SourceError> {
+        use object_store::ObjectStore;
+        let prefix = (!self.prefix.is_empty()).then(|| object_store::path::Path::from(self.prefix.as_str()));
+        let listed = self.block(self.store.list_with_delimiter(prefix.as_ref())).map_err(s3_err)?;
+        let mut out: Vec<String> =
+            listed.common_prefixes.iter().filter_map(|p| p.filename().map(str::to_string)).collect();
+        out.sort();
+        Ok(out)
+    }
+
+    pub fn list(&self, aggregate_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, SourceError> {
+        use futures::StreamExt;
+        use object_store::ObjectStore;
+        let dir = self.path(aggregate_type);
+        let stream = match after {
+            Some(a) => self.store.list_with_offset(Some(&dir), &self.path(&format!("{aggregate_type}/{a}.json"))),
+            None => self.store.list(Some(&dir)),
         };
-        let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let version =
-            doc.get("version").and_then(serde_json::Value::as_u64).ok_or_else(|| bad("no integer `version`".into()))?;
-        Ok((version, text))
+        let metas: Vec<_> = self.block(stream.take(limit).collect::<Vec<_>>());
+        let mut ids = Vec::with_capacity(metas.len());
+        for m in metas {
+            let m = m.map_err(s3_err)?;
+            if let Some(id) = m.location.filename().and_then(|n| n.strip_suffix(".json")) {
+                ids.push(id.to_string());
+            }
+        }
+        Ok(ids)
+    }
+
+    pub fn count(&self, aggregate_type: &str) -> Result<u64, SourceError> {
+        use futures::StreamExt;
+        use object_store::ObjectStore;
+        let dir = self.path(aggregate_type);
+        let n = self.block(self.store.list(Some(&dir)).fold(Ok(0u64), |acc, m| async move {
+            match (acc, m) {
+                (Ok(n), Ok(m)) => Ok(n + m.location.as_ref().ends_with(".json") as u64),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }));
+        n.map_err(s3_err)
+    }
+
+    pub fn get(&self, key: &AggregateKey) -> Result<(u64, String), SourceError> {
+        use object_store::ObjectStore;
+        let path = self.path(&format!("{}/{}.json", key.aggregate_type, key.aggregate_id));
+        let bytes = self.block(async { self.store.get(&path).await?.bytes().await }).map_err(s3_err)?;
+        parse_document(key, &bytes)
+    }
+}
+
+/// A document's `version` and text.
+fn parse_document(key: &AggregateKey, bytes: &[u8]) -> Result<(u64, String), SourceError> {
+    let bad = |message: String| SourceError::BadDocument {
+        key: format!("{}/{}", key.aggregate_type, key.aggregate_id),
+        message,
+    };
+    let text = String::from_utf8(bytes.to_vec()).map_err(|_| bad("not UTF-8".into()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let version =
+        doc.get("version").and_then(serde_json::Value::as_u64).ok_or_else(|| bad("no integer `version`".into()))?;
+    Ok((version, text))
+}
+
+/// Any aggregate source a sync configuration can name.
+#[derive(Debug)]
+pub enum Source {
+    File(FileSource),
+    S3(S3Source),
+}
+
+impl Source {
+    /// The source of a sync configuration's `objectStore`.
+    pub fn from_config(object_store: &serde_json::Value) -> Result<Self, SourceError> {
+        let url = object_store.get("url").and_then(serde_json::Value::as_str).unwrap_or_default();
+        if url.starts_with("s3://") {
+            Ok(Self::S3(S3Source::from_config(url, object_store)?))
+        } else {
+            Ok(Self::File(FileSource::from_url(url)?))
+        }
+    }
+
+    pub fn types(&self) -> Result<Vec<String>, SourceError> {
+        match self {
+            Self::File(s) => s.types(),
+            Self::S3(s) => s.types(),
+        }
+    }
+
+    pub fn list(&self, aggregate_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, SourceError> {
+        match self {
+            Self::File(s) => s.list(aggregate_type, after, limit),
+            Self::S3(s) => s.list(aggregate_type, after, limit),
+        }
+    }
+
+    pub fn count(&self, aggregate_type: &str) -> Result<u64, SourceError> {
+        match self {
+            Self::File(s) => s.count(aggregate_type),
+            Self::S3(s) => s.count(aggregate_type),
+        }
+    }
+
+    pub fn get(&self, key: &AggregateKey) -> Result<(u64, String), SourceError> {
+        match self {
+            Self::File(s) => s.get(key),
+            Self::S3(s) => s.get(key),
+        }
     }
 }

@@ -11,7 +11,7 @@ use epoch_sats::AlgebraicValue;
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
-use crate::source::{AggregateKey, FileSource, SourceError, LIST_PAGE};
+use crate::source::{AggregateKey, Source, SourceError, LIST_PAGE};
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,14 +198,16 @@ impl Runner {
     }
 
     /// Starts resyncing `database` from the object store at `url` through `reducer`.
+    /// `object_store` is the `objectStore` object of the database's sync configuration.
     pub fn start_resync(
         self: &Arc<Self>,
         database: [u8; 32],
         caller: [u8; 32],
-        url: &str,
+        object_store: &serde_json::Value,
         reducer: &str,
         params: ResyncParams,
     ) -> Result<Instance, RunnerError> {
+        let url = object_store.get("url").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
         let db_hex = hex_be(&database);
         if let Some(running) = self.slots.lock().values().find(|s| {
             let i = s.instance.lock();
@@ -216,7 +218,7 @@ impl Runner {
         }) {
             return Err(RunnerError::Conflict(running.instance.lock().id.clone()));
         }
-        let source = FileSource::from_url(url)?;
+        let source = Source::from_config(object_store)?;
         let all_types = source.types()?;
         let types = match &params.aggregate_type {
             Some(t) if !all_types.contains(t) => return Err(RunnerError::UnknownType(t.clone())),
@@ -234,7 +236,7 @@ impl Runner {
             kind: "resync-projections".into(),
             database: db_hex,
             caller: hex_be(&caller),
-            source_url: url.to_string(),
+            source_url: url,
             reducer: reducer.to_string(),
             params,
             status: Status::Queued,
@@ -293,7 +295,7 @@ impl Runner {
             if !i.status.is_finished() {
                 return Err(RunnerError::Running(id.into()));
             }
-            FileSource::from_url(&i.source_url)?
+            self.source_of(&i)?
         };
         let counts: BTreeMap<String, u64> = {
             let i = slot.instance.lock();
@@ -404,9 +406,21 @@ impl Runner {
         }
     }
 
+    /// The source of an instance: the database's current sync configuration (credentials may
+    /// have been rotated since the instance started).
+    fn source_of(&self, i: &Instance) -> Result<Source, SourceError> {
+        let db = from_hex_be(&i.database).ok_or_else(|| SourceError::Unsupported(i.source_url.clone()))?;
+        let config = self.control.sync_config(&db).unwrap_or_default();
+        let mut store = config.get("objectStore").cloned().unwrap_or_else(|| serde_json::json!({}));
+        if store.get("url").and_then(serde_json::Value::as_str) != Some(i.source_url.as_str()) {
+            store = serde_json::json!({ "url": i.source_url });
+        }
+        Source::from_config(&store)
+    }
+
     fn run(self: Arc<Self>, slot: Arc<Slot>) {
         let snapshot = slot.instance.lock().clone();
-        let source = match FileSource::from_url(&snapshot.source_url) {
+        let source = match self.source_of(&snapshot) {
             Ok(s) => s,
             Err(e) => {
                 self.update(&slot, |i| {
@@ -475,7 +489,7 @@ impl Runner {
         }
     }
 
-    fn apply_with_retries(&self, source: &FileSource, i: &Instance, key: &AggregateKey) -> Result<(), String> {
+    fn apply_with_retries(&self, source: &Source, i: &Instance, key: &AggregateKey) -> Result<(), String> {
         let mut last = String::new();
         for attempt in 0..i.params.max_attempts.max(1) {
             if attempt > 0 {
@@ -490,7 +504,7 @@ impl Runner {
     }
 
     /// Reads one aggregate and runs the projection reducer on it (durably, as any call).
-    fn apply(&self, source: &FileSource, i: &Instance, key: &AggregateKey) -> Result<(), String> {
+    fn apply(&self, source: &Source, i: &Instance, key: &AggregateKey) -> Result<(), String> {
         let (version, state) = source.get(key).map_err(|e| e.to_string())?;
         let database = from_hex_be(&i.database).ok_or("bad database id")?;
         let caller = Caller::identity(from_hex_be(&i.caller).ok_or("bad caller id")?);
@@ -515,7 +529,7 @@ impl Runner {
 }
 
 /// The next keys after the instance's cursor, in (type, id) order.
-fn next_batch(source: &FileSource, i: &Instance) -> Result<Vec<AggregateKey>, SourceError> {
+fn next_batch(source: &Source, i: &Instance) -> Result<Vec<AggregateKey>, SourceError> {
     let size = i.params.batch_size.max(1) as usize;
     if let (Some(t), Some(id)) = (&i.params.aggregate_type, &i.params.aggregate_id) {
         return Ok(if i.cursor.is_some() {
