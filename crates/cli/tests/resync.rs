@@ -427,3 +427,105 @@ fn resync_from_an_s3_compatible_server() {
     drop(ctx);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Document ids for `total` aggregates spread over the seven types.
+fn big_keys(total: usize) -> Vec<(String, String)> {
+    (0..total).map(|i| (TYPES[i % 7].to_string(), format!("{}-{:05}", TYPES[i % 7], i / 7))).collect()
+}
+
+fn doc_for(t: &str, id: &str) -> String {
+    json!({"version": 3, "type": t, "id": id}).to_string()
+}
+
+/// Runs a full resync of 10,000 aggregates while another caller writes newer versions of some of
+/// them; every projection ends up equal to its document, except the live ones, which keep the
+/// newer version.
+fn resync_ten_thousand_with_live_updates(ctx: &Ctx, keys: &[(String, String)]) {
+    let (status, body) = ctx.post("resync-projections?batchSize=1000&delaySeconds=0");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 10_000);
+    assert_eq!(body["batches"], 10);
+    let id = body["instanceId"].as_str().unwrap().to_string();
+    // Live updates race the resync.
+    let live: Vec<(String, String)> = keys.iter().step_by(97).cloned().collect();
+    for (t, aid) in &live {
+        let args = json!([t, aid, 100, format!("{{\"live\":\"{aid}\"}}")]).to_string();
+        assert_eq!(ctx.s.call(&ctx.owner, "proj", "project_aggregate", &args).0, 200);
+    }
+    let done = ctx.wait(&id, "complete", Duration::from_secs(300));
+    assert_eq!((done["succeeded"].as_u64(), done["failed"].as_u64()), (Some(10_000), Some(0)), "{done}");
+    let rows = ctx.projections();
+    assert_eq!(rows.len(), 10_000);
+    let live: std::collections::BTreeSet<String> = live.iter().map(|(t, i)| format!("{t}/{i}")).collect();
+    for r in rows {
+        let key = r[0].as_str().unwrap();
+        if live.contains(key) {
+            assert_eq!(r[1], 100, "{key}: a newer live version was overwritten");
+        } else {
+            let (t, i) = key.split_once('/').unwrap();
+            assert_eq!((r[1].as_u64(), r[2].as_str().unwrap()), (Some(3), doc_for(t, i).as_str()), "{key}");
+        }
+    }
+}
+
+#[test]
+fn ten_thousand_aggregates_from_files_with_live_updates() {
+    let (dir, store) = (temp("10k"), temp("10k-store"));
+    let keys = big_keys(10_000);
+    for (t, id) in &keys {
+        std::fs::create_dir_all(store.join(t)).unwrap();
+        std::fs::write(store.join(t).join(format!("{id}.json")), doc_for(t, id)).unwrap();
+    }
+    let ctx = setup(&dir, &store);
+    resync_ten_thousand_with_live_updates(&ctx, &keys);
+    drop(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&store);
+}
+
+#[test]
+fn ten_thousand_aggregates_from_s3_with_live_updates() {
+    let Some(moto) = Moto::start() else {
+        assert!(
+            std::env::var_os("EPOCH_REQUIRE_MOTO").is_none(),
+            "moto_server is required (pip install 'moto[server]')"
+        );
+        return;
+    };
+    let http = reqwest::blocking::Client::new();
+    assert!(http.put(format!("{}/big", moto.url)).send().unwrap().status().is_success());
+    let keys = big_keys(10_000);
+    // Upload from four threads to keep the test short.
+    std::thread::scope(|s| {
+        for part in keys.chunks(2_500) {
+            let (url, http) = (&moto.url, &http);
+            s.spawn(move || {
+                for (t, id) in part {
+                    let r = http.put(format!("{url}/big/agg/{t}/{id}.json")).body(doc_for(t, id)).send().unwrap();
+                    assert!(r.status().is_success());
+                }
+            });
+        }
+    });
+    let dir = temp("10k-s3");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin.key"), KEY).unwrap();
+    let s = Server::start_in(dir.clone(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
+    let (_, owner) = s.identity();
+    assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
+    let config = json!({"objectStore": {"url": "s3://big/agg", "endpoint": moto.url, "region": "us-east-1",
+                                        "accessKeyId": "test", "secretAccessKey": "test"}});
+    let r = s
+        .http()
+        .put(format!("{}/v1/database/proj/sync/config", s.url))
+        .header("X-Admin-API-Key", KEY)
+        .bearer_auth(&owner)
+        .json(&config)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let ctx = Ctx { s, owner };
+    resync_ten_thousand_with_live_updates(&ctx, &keys);
+    drop(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -461,10 +461,7 @@ impl Runner {
                 });
                 return;
             }
-            let mut results = Vec::with_capacity(batch.len());
-            for key in &batch {
-                results.push((key.clone(), self.apply_with_retries(&source, &current, key)));
-            }
+            let results = self.apply_batch(&source, &current, &batch);
             self.update(&slot, |i| {
                 for (key, result) in results {
                     i.done += 1;
@@ -489,22 +486,41 @@ impl Runner {
         }
     }
 
-    fn apply_with_retries(&self, source: &Source, i: &Instance, key: &AggregateKey) -> Result<(), String> {
-        let mut last = String::new();
-        for attempt in 0..i.params.max_attempts.max(1) {
-            if attempt > 0 {
+    /// Applies a batch: every item is submitted to the database writer at once (in key order, so
+    /// per-aggregate order holds) and acknowledged by one group-commit fsync; items that fail are
+    /// retried with backoff, one by one, up to `max_attempts` tries in all.
+    fn apply_batch(
+        &self,
+        source: &Source,
+        i: &Instance,
+        batch: &[AggregateKey],
+    ) -> Vec<(AggregateKey, Result<(), String>)> {
+        let pending: Vec<_> = batch.iter().map(|key| (key.clone(), self.submit(source, i, key))).collect();
+        let mut out = Vec::with_capacity(batch.len());
+        for (key, waiting) in pending {
+            let mut result = waiting.and_then(|rx| rx.recv().unwrap_or_else(|_| Err("the database shut down".into())));
+            for attempt in 1..i.params.max_attempts.max(1) {
+                if result.is_ok() {
+                    break;
+                }
                 std::thread::sleep(Duration::from_millis(50 << attempt.min(6)));
+                result = self
+                    .submit(source, i, &key)
+                    .and_then(|rx| rx.recv().unwrap_or_else(|_| Err("the database shut down".into())));
             }
-            match self.apply(source, i, key) {
-                Ok(()) => return Ok(()),
-                Err(e) => last = e,
-            }
+            out.push((key, result));
         }
-        Err(last)
+        out
     }
 
-    /// Reads one aggregate and runs the projection reducer on it (durably, as any call).
-    fn apply(&self, source: &Source, i: &Instance, key: &AggregateKey) -> Result<(), String> {
+    /// Reads one aggregate and queues the projection reducer call; the receiver yields the
+    /// outcome once the call is durable.
+    fn submit(
+        &self,
+        source: &Source,
+        i: &Instance,
+        key: &AggregateKey,
+    ) -> Result<std::sync::mpsc::Receiver<Result<(), String>>, String> {
         let (version, state) = source.get(key).map_err(|e| e.to_string())?;
         let database = from_hex_be(&i.database).ok_or("bad database id")?;
         let caller = Caller::identity(from_hex_be(&i.caller).ok_or("bad caller id")?);
@@ -516,15 +532,19 @@ impl Runner {
             AlgebraicValue::string(state),
         ]));
         let reducer = i.reducer.clone();
-        let result = db
-            .handle
-            .with(move |d| d.call(&reducer, ReducerArgs::Bsatn(args), caller).map(|r| r.outcome.error_message()))
+        let (tx, rx) = std::sync::mpsc::channel();
+        db.handle
+            .submit(
+                move |d| match d.call(&reducer, ReducerArgs::Bsatn(args), caller) {
+                    Ok(r) => r.outcome.error_message().map_or(Ok(()), Err),
+                    Err(e) => Err(e.to_string()),
+                },
+                move |r| {
+                    let _ = tx.send(r);
+                },
+            )
             .map_err(|e| e.to_string())?;
-        match result {
-            Ok(None) => Ok(()),
-            Ok(Some(msg)) => Err(msg),
-            Err(e) => Err(e.to_string()),
-        }
+        Ok(rx)
     }
 }
 
