@@ -50,21 +50,24 @@ pub struct Session {
     token: String,
 }
 
+/// The saved token for `server`, logging in (a server-issued identity) when there is none.
+pub fn token_for(server: &str, config_path: &Path) -> Result<String> {
+    let mut config = Config::load(config_path)?;
+    if let Some(t) = config.tokens.get(server) {
+        return Ok(t.clone());
+    }
+    let token = login(&Client::new(), server)?;
+    config.tokens.insert(server.to_string(), token.clone());
+    config.save(config_path)?;
+    Ok(token)
+}
+
 impl Session {
     /// Uses the saved token for `server`, logging in (a server-issued identity) when there is none.
     pub fn open(server: &str, config_path: &Path) -> Result<Self> {
         let server = server.trim_end_matches('/').to_string();
         let http = Client::builder().timeout(None).build()?;
-        let mut config = Config::load(config_path)?;
-        let token = match config.tokens.get(&server) {
-            Some(t) => t.clone(),
-            None => {
-                let token = login(&http, &server)?;
-                config.tokens.insert(server.clone(), token.clone());
-                config.save(config_path)?;
-                token
-            }
-        };
+        let token = token_for(&server, config_path)?;
         Ok(Self { http, server, token })
     }
 

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use epoch_core::{bench, Caller, Database, HostConfig, ReducerArgs};
 
 mod client;
+mod sync_cmd;
 
 #[derive(Parser)]
 #[command(name = "epoch", version, about = "Epoch: a real-time database server for SpacetimeDB 1.3 modules")]
@@ -18,6 +19,9 @@ struct Cli {
     /// Where client commands keep their tokens (default: $EPOCH_CONFIG or ~/.config/epoch/cli.json).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// The sync API's admin key, for `epoch sync …`.
+    #[arg(long, global = true, env = "EPOCH_ADMIN_API_KEY", hide_env_values = true)]
+    admin_api_key: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -122,6 +126,9 @@ enum Command {
     Describe { database: String },
     /// Delete a database.
     Delete { database: String },
+    /// The sync engine: resync projections, watch workflows, configure, grant.
+    #[command(subcommand)]
+    Sync(sync_cmd::SyncCommand),
     /// Measure the in-process engine: empty calls, transfers, bulk inserts, point lookups.
     Bench {
         /// The bank module (defaults to the repository's fixture).
@@ -146,6 +153,7 @@ fn main() -> Result<()> {
         Command::Logs { database, num_lines, follow } => session()?.logs(&database, num_lines, follow),
         Command::Describe { database } => session()?.describe(&database),
         Command::Delete { database } => session()?.delete(&database),
+        Command::Sync(cmd) => sync_cmd::run(cmd, &cli.server, &config, cli.admin_api_key.clone()),
         Command::Start(args) => start(*args),
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
             run(module, calls, show, logs, schema, timeout_ms)

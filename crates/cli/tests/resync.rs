@@ -529,3 +529,53 @@ fn ten_thousand_aggregates_from_s3_with_live_updates() {
     drop(ctx);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_cli_configures_grants_and_follows_a_resync() {
+    let (dir, store) = (temp("cli"), temp("cli-store"));
+    write_store(&store, 5);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin.key"), KEY).unwrap();
+    let s = Server::start_in(dir.clone(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
+    let cfg = dir.join("cli.json");
+    let epoch = |args: &[&str], key: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_epoch"));
+        cmd.args(["--server", &s.url, "--config"]).arg(&cfg).args(args).env_remove("EPOCH_ADMIN_API_KEY");
+        if let Some(k) = key {
+            cmd.env("EPOCH_ADMIN_API_KEY", k);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, _, err) = epoch(&["publish", "proj", "--wasm", fixture("projections").to_str().unwrap()], None);
+    assert!(ok, "{err}");
+    let url = format!("file://{}", store.display());
+    let (ok, out, err) = epoch(&["sync", "config", "--database", "proj", "--url", &url], Some(KEY));
+    assert!(ok, "{err}");
+    assert!(out.contains("project_aggregate"), "{out}");
+    let (ok, _, err) = epoch(&["sync", "resync", "--database", "proj"], None);
+    assert!(!ok && err.contains("admin key"), "{err}");
+    let (ok, _, err) = epoch(&["sync", "resync", "--database", "proj"], Some("wrong"));
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, out, err) =
+        epoch(&["sync", "resync", "--database", "proj", "--batch-size", "10", "--delay", "0", "--follow"], Some(KEY));
+    assert!(ok, "{err}");
+    assert!(out.contains("Started wf_") && out.contains("complete, 35 succeeded, 0 failed"), "{out}");
+    let id = out.split_whitespace().find(|w| w.starts_with("wf_")).unwrap().trim_end_matches(':').to_string();
+    let (ok, out, _) = epoch(&["sync", "status", "--database", "proj", &id], Some(KEY));
+    assert!(ok);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["status"], "complete");
+    let (helper, _) = s.identity();
+    let (ok, out, err) = epoch(&["sync", "grant", "--database", "proj", &helper], None);
+    assert!(ok && out.contains("Granted"), "{err}");
+    let (ok, out, err) = epoch(&["sync", "revoke", "--database", "proj", &helper], None);
+    assert!(ok && out.contains("Revoked"), "{err}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -1,0 +1,198 @@
+//! `epoch sync …`: run and watch the sync engine's workflows from the command line.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use reqwest::blocking::{Client, RequestBuilder};
+use serde_json::{json, Value};
+
+#[derive(Subcommand)]
+pub enum SyncCommand {
+    /// Resync projections from the database's object store.
+    Resync {
+        #[arg(long)]
+        database: String,
+        /// Only this aggregate type.
+        #[arg(long = "type")]
+        aggregate_type: Option<String>,
+        /// Only this aggregate (needs --type).
+        #[arg(long = "id")]
+        aggregate_id: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        batch_size: u32,
+        /// Seconds between batches.
+        #[arg(long, default_value_t = 3)]
+        delay: u32,
+        /// Show a progress bar until the instance ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Show a workflow instance (add --follow to watch it to the end).
+    Status {
+        #[arg(long)]
+        database: String,
+        id: String,
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Set the database's object store (owner only).
+    Config {
+        #[arg(long)]
+        database: String,
+        /// s3://bucket/prefix or file:///path/prefix
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        access_key_id: Option<String>,
+        /// The secret key; prefer the EPOCH_S3_SECRET_ACCESS_KEY environment variable.
+        #[arg(long, env = "EPOCH_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+        secret_access_key: Option<String>,
+        #[arg(long, default_value = "project_aggregate")]
+        reducer: String,
+    },
+    /// Let another identity run sync operations on the database (owner only).
+    Grant {
+        #[arg(long)]
+        database: String,
+        identity: String,
+    },
+    /// Take the `sync` permission back.
+    Revoke {
+        #[arg(long)]
+        database: String,
+        identity: String,
+    },
+}
+
+/// Runs a sync command against `server` with the saved token and the admin key.
+pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option<String>) -> Result<()> {
+    let server = server.trim_end_matches('/');
+    let token = crate::client::token_for(server, config_path)?;
+    let http = Client::new();
+    let key = || admin_key.clone().context("the sync API needs an admin key: --admin-api-key or EPOCH_ADMIN_API_KEY");
+    let auth = |req: RequestBuilder| -> Result<RequestBuilder> {
+        Ok(req.header("X-Admin-API-Key", key()?).bearer_auth(&token))
+    };
+    match cmd {
+        SyncCommand::Resync { database, aggregate_type, aggregate_id, batch_size, delay, follow } => {
+            let mut query = vec![("batchSize", batch_size.to_string()), ("delaySeconds", delay.to_string())];
+            query.extend(aggregate_type.map(|t| ("aggregateType", t)));
+            query.extend(aggregate_id.map(|t| ("aggregateId", t)));
+            let url = format!("{server}/v1/database/{database}/sync/resync-projections");
+            let v = answer(auth(http.post(url).query(&query))?)?;
+            let id = v["instanceId"].as_str().unwrap_or_default().to_string();
+            println!(
+                "Started {id}: {} aggregates of {} in {} batches",
+                v["total"],
+                v["aggregateTypes"].as_array().map(|a| a.len()).unwrap_or(0),
+                v["batches"]
+            );
+            if follow {
+                watch(&http, server, &database, &id, &auth)?;
+            }
+        }
+        SyncCommand::Status { database, id, follow } => {
+            if follow {
+                watch(&http, server, &database, &id, &auth)?;
+            } else {
+                let url = format!("{server}/v1/database/{database}/sync/workflows/{id}");
+                println!("{}", serde_json::to_string_pretty(&answer(auth(http.get(url))?)?)?);
+            }
+        }
+        SyncCommand::Config { database, url, endpoint, region, access_key_id, secret_access_key, reducer } => {
+            let mut store = json!({ "url": url });
+            for (k, v) in [
+                ("endpoint", endpoint),
+                ("region", region),
+                ("accessKeyId", access_key_id),
+                ("secretAccessKey", secret_access_key),
+            ] {
+                if let Some(v) = v {
+                    store[k] = json!(v);
+                }
+            }
+            let body = json!({ "objectStore": store, "projectionReducer": reducer });
+            let v = answer(auth(http.put(format!("{server}/v1/database/{database}/sync/config")).json(&body))?)?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        SyncCommand::Grant { database, identity } | SyncCommand::Revoke { database, identity }
+            if identity.len() != 64 =>
+        {
+            bail!("{identity} is not an identity (64 hex digits) for database {database}")
+        }
+        SyncCommand::Grant { database, identity } => {
+            let body = json!({ "identity": identity, "permission": "sync" });
+            answer(http.post(format!("{server}/v1/database/{database}/permissions")).bearer_auth(&token).json(&body))?;
+            println!("Granted sync on {database} to {identity}");
+        }
+        SyncCommand::Revoke { database, identity } => {
+            let body = json!({ "identity": identity, "permission": "sync" });
+            answer(
+                http.delete(format!("{server}/v1/database/{database}/permissions")).bearer_auth(&token).json(&body),
+            )?;
+            println!("Revoked sync on {database} from {identity}");
+        }
+    }
+    Ok(())
+}
+
+/// Sends a request; a sync API error becomes its message.
+fn answer(req: RequestBuilder) -> Result<Value> {
+    let resp = req.send().context("connecting to the server")?;
+    let status = resp.status();
+    let v: Value = resp.json().unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "{} ({status}, request {})",
+            v["message"].as_str().unwrap_or("request failed"),
+            v["requestId"].as_str().unwrap_or("-")
+        );
+    }
+    Ok(v)
+}
+
+/// Shows a progress bar (counts and ETA) until the instance ends.
+fn watch(
+    http: &Client,
+    server: &str,
+    database: &str,
+    id: &str,
+    auth: &dyn Fn(RequestBuilder) -> Result<RequestBuilder>,
+) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} (ETA {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let url = format!("{server}/v1/database/{database}/sync/workflows/{id}");
+    loop {
+        let v = answer(auth(http.get(&url))?)?;
+        bar.set_length(v["total"].as_u64().unwrap_or(0));
+        bar.set_position(v["done"].as_u64().unwrap_or(0));
+        bar.set_message(format!(
+            "{} ok, {} failed, {}",
+            v["succeeded"],
+            v["failed"],
+            v["status"].as_str().unwrap_or("?")
+        ));
+        let status = v["status"].as_str().unwrap_or("");
+        if matches!(status, "complete" | "errored" | "terminated") {
+            bar.finish();
+            println!("{id}: {status}, {} succeeded, {} failed", v["succeeded"], v["failed"]);
+            for e in v["errors"].as_array().into_iter().flatten().take(10) {
+                println!("  error: {}", e.as_str().unwrap_or_default());
+            }
+            if status != "complete" {
+                bail!("the workflow ended {status}");
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
