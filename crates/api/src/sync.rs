@@ -317,6 +317,7 @@ async fn resync_inner(
     let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
     let batch_size = numeric_param(&q, "batchSize", 20, 1..=1000)?;
     let delay_seconds = numeric_param(&q, "delaySeconds", 3, 0..=3600)?;
+    let max_attempts = numeric_param(&q, "maxAttempts", 3, 1..=10)?;
     let aggregate_type = q.get("aggregateType").filter(|t| !t.is_empty()).cloned();
     let aggregate_id = q.get("aggregateId").filter(|t| !t.is_empty()).cloned();
     if aggregate_id.is_some() && aggregate_type.is_none() {
@@ -327,7 +328,7 @@ async fn resync_inner(
     })?;
     let object_store = config["objectStore"].clone();
     let reducer = config["projectionReducer"].as_str().unwrap_or("project_aggregate").to_string();
-    let params = epoch_sync::ResyncParams { aggregate_type, aggregate_id, batch_size, delay_seconds, max_attempts: 3 };
+    let params = epoch_sync::ResyncParams { aggregate_type, aggregate_id, batch_size, delay_seconds, max_attempts };
     let runner = runner(&state)?.clone();
     // Listing the source is blocking I/O (and an S3 source owns a runtime of its own).
     let started = tokio::task::spawn_blocking(move || {

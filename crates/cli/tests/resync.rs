@@ -579,3 +579,54 @@ fn the_cli_configures_grants_and_follows_a_resync() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&store);
 }
+
+#[test]
+fn a_bad_aggregate_fails_alone_and_grantees_but_not_strangers_may_resync() {
+    let (dir, store) = (temp("bad"), temp("bad-store"));
+    write_store(&store, 4);
+    std::fs::write(store.join("lock").join("lock-broken.json"), "{\"no_version\": true}").unwrap();
+    std::fs::write(store.join("lock").join("lock-notjson.json"), "{").unwrap();
+    let ctx = setup(&dir, &store);
+    let (helper_id, helper) = ctx.s.identity();
+    let (_, stranger) = ctx.s.identity();
+    let try_resync = |token: Option<&str>, key: Option<&str>| -> (u16, Value) {
+        let mut req = ctx.s.http().post(format!(
+            "{}/v1/database/proj/sync/resync-projections?aggregateType=lock&delaySeconds=0&maxAttempts=2",
+            ctx.s.url
+        ));
+        if let Some(k) = key {
+            req = req.header("X-Admin-API-Key", k);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().unwrap();
+        (r.status().as_u16(), r.json().unwrap_or(Value::Null))
+    };
+    assert_eq!(try_resync(Some(&ctx.owner), None).0, 401);
+    assert_eq!(try_resync(Some(&ctx.owner), Some("nope")).0, 401);
+    assert_eq!(try_resync(None, Some(KEY)).0, 401);
+    assert_eq!(try_resync(Some(&stranger), Some(KEY)).0, 403);
+    assert_eq!(try_resync(Some(&helper), Some(KEY)).0, 403);
+    let r = ctx
+        .s
+        .http()
+        .post(format!("{}/v1/database/proj/permissions", ctx.s.url))
+        .bearer_auth(&ctx.owner)
+        .json(&json!({"identity": helper_id, "permission": "sync"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (status, body) = try_resync(Some(&helper), Some(KEY));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 6);
+    let done = ctx.wait(body["instanceId"].as_str().unwrap(), "complete", Duration::from_secs(30));
+    assert_eq!((done["succeeded"].as_u64(), done["failed"].as_u64()), (Some(4), Some(2)), "{done}");
+    let errors: Vec<&str> = done["errors"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(errors.iter().any(|e| e.contains("lock-broken") && e.contains("version")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("lock-notjson") && e.contains("not JSON")), "{errors:?}");
+    assert_eq!(ctx.projections().len(), 4);
+    drop(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&store);
+}
