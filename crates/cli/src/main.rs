@@ -59,6 +59,9 @@ struct StartArgs {
     /// Keep everything in memory (nothing survives a restart).
     #[arg(long)]
     in_memory: bool,
+    /// How many days finished sync workflow instances are kept.
+    #[arg(long, default_value_t = 7)]
+    workflow_retention_days: u64,
     /// The database the /admin/… seed paths of the sync API act on.
     #[arg(long)]
     default_database: Option<String>,
@@ -176,6 +179,7 @@ fn start(args: StartArgs) -> Result<()> {
         default_database,
         admin_api_key_file,
         trusted_issuers,
+        workflow_retention_days,
     } = args;
     let limits = epoch_api::ApiLimits { max_module_bytes, max_sql_rows, ..Default::default() };
     let durability = match durability.as_str() {
@@ -214,7 +218,11 @@ fn start(args: StartArgs) -> Result<()> {
         None => epoch_core::ControlPlane::new(config),
     };
     let control = std::sync::Arc::new(control);
-    let runner = epoch_sync::Runner::open(&data_dir.join("workflows"), control.clone(), epoch_sync::DEFAULT_RETENTION)?;
+    let runner = epoch_sync::Runner::open(
+        &data_dir.join("workflows"),
+        control.clone(),
+        Duration::from_secs(workflow_retention_days * 24 * 3600),
+    )?;
     let state = epoch_api::AppState {
         runner: Some(runner),
         control,

@@ -466,6 +466,17 @@ fn resync_ten_thousand_with_live_updates(ctx: &Ctx, keys: &[(String, String)]) {
             assert_eq!((r[1].as_u64(), r[2].as_str().unwrap()), (Some(3), doc_for(t, i).as_str()), "{key}");
         }
     }
+    // One type, and one aggregate, of the same store.
+    let (status, body) = ctx.post("resync-projections?aggregateType=matter-device&batchSize=1000&delaySeconds=0");
+    assert_eq!((status, body["total"].as_u64()), (200, Some(1_429)), "{body}");
+    assert_eq!(body["counts"], json!({"matter-device": 1429}));
+    let one_type = ctx.wait(body["instanceId"].as_str().unwrap(), "complete", Duration::from_secs(300));
+    assert_eq!(one_type["succeeded"], 1_429, "{one_type}");
+    let (t, id) = &keys[4_242];
+    let (status, body) = ctx.post(&format!("resync-projections?aggregateType={t}&aggregateId={id}&delaySeconds=0"));
+    assert_eq!((status, body["total"].as_u64(), body["batches"].as_u64()), (200, Some(1), Some(1)), "{body}");
+    let one = ctx.wait(body["instanceId"].as_str().unwrap(), "complete", Duration::from_secs(60));
+    assert_eq!(one["succeeded"], 1, "{one}");
 }
 
 #[test]
