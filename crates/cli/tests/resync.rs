@@ -73,6 +73,12 @@ impl Ctx {
 }
 
 fn setup(dir: &Path, store: &Path) -> Ctx {
+    setup_with(dir, json!({"url": format!("file://{}", store.display())}))
+}
+
+/// A server with the admin key, the projections module published as `proj`, and `object_store`
+/// as its sync source.
+fn setup_with(dir: &Path, object_store: Value) -> Ctx {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("admin.key"), KEY).unwrap();
     let s = Server::start_in(dir.to_path_buf(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
@@ -83,11 +89,16 @@ fn setup(dir: &Path, store: &Path) -> Ctx {
         .put(format!("{}/v1/database/proj/sync/config", s.url))
         .header("X-Admin-API-Key", KEY)
         .bearer_auth(&owner)
-        .json(&json!({"objectStore": {"url": format!("file://{}", store.display())}}))
+        .json(&json!({ "objectStore": object_store }))
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
     Ctx { s, owner }
+}
+
+fn s3_config(bucket_prefix: &str, endpoint: &str) -> Value {
+    json!({"url": format!("s3://{bucket_prefix}"), "endpoint": endpoint, "region": "us-east-1",
+           "accessKeyId": "test", "secretAccessKey": "test"})
 }
 
 /// Every projection equals its document.
@@ -387,23 +398,7 @@ fn resync_from_an_s3_compatible_server() {
         }
     }
     let dir = temp("s3");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("admin.key"), KEY).unwrap();
-    let s = Server::start_in(dir.clone(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
-    let (_, owner) = s.identity();
-    assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
-    let config = json!({"objectStore": {"url": "s3://aggregates/prod", "endpoint": moto.url, "region": "us-east-1",
-                                        "accessKeyId": "test", "secretAccessKey": "test"}});
-    let r = s
-        .http()
-        .put(format!("{}/v1/database/proj/sync/config", s.url))
-        .header("X-Admin-API-Key", KEY)
-        .bearer_auth(&owner)
-        .json(&config)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let ctx = Ctx { s, owner };
+    let ctx = setup_with(&dir, s3_config("aggregates/prod", &moto.url));
     let (status, body) = ctx.post("resync-projections?batchSize=25&delaySeconds=0");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["total"], 140);
@@ -519,23 +514,7 @@ fn ten_thousand_aggregates_from_s3_with_live_updates() {
         }
     });
     let dir = temp("10k-s3");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("admin.key"), KEY).unwrap();
-    let s = Server::start_in(dir.clone(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
-    let (_, owner) = s.identity();
-    assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
-    let config = json!({"objectStore": {"url": "s3://big/agg", "endpoint": moto.url, "region": "us-east-1",
-                                        "accessKeyId": "test", "secretAccessKey": "test"}});
-    let r = s
-        .http()
-        .put(format!("{}/v1/database/proj/sync/config", s.url))
-        .header("X-Admin-API-Key", KEY)
-        .bearer_auth(&owner)
-        .json(&config)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let ctx = Ctx { s, owner };
+    let ctx = setup_with(&dir, s3_config("big/agg", &moto.url));
     resync_ten_thousand_with_live_updates(&ctx, &keys);
     drop(ctx);
     let _ = std::fs::remove_dir_all(&dir);

@@ -68,7 +68,8 @@ pub enum ControlError {
     Corrupt { path: PathBuf, message: String },
 }
 
-fn hex_be(id: &IdentityBytes) -> String {
+/// An identity as 64 hex digits, most significant first.
+pub fn hex_be(id: &IdentityBytes) -> String {
     id.iter().rev().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -130,7 +131,8 @@ struct SavedName {
     owner: String,
 }
 
-fn from_hex_be(s: &str) -> Option<IdentityBytes> {
+/// Parses 64 hex digits (most significant first) into a little-endian identity.
+pub fn from_hex_be(s: &str) -> Option<IdentityBytes> {
     let mut b: [u8; 32] = (0..32)
         .map(|i| u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok())
         .collect::<Option<Vec<u8>>>()?

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use epoch_core::control::{from_hex_be, hex_be};
 use epoch_core::{Caller, ControlPlane, ReducerArgs};
 use epoch_sats::AlgebraicValue;
 use parking_lot::{Condvar, Mutex};
@@ -132,20 +133,6 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-fn hex_be(id: &[u8; 32]) -> String {
-    id.iter().rev().map(|b| format!("{b:02x}")).collect()
-}
-
-fn from_hex_be(s: &str) -> Option<[u8; 32]> {
-    let mut b: [u8; 32] = (0..32)
-        .map(|i| u8::from_str_radix(s.get(i * 2..i * 2 + 2)?, 16).ok())
-        .collect::<Option<Vec<u8>>>()?
-        .try_into()
-        .ok()?;
-    b.reverse();
-    Some(b)
 }
 
 impl Runner {
