@@ -199,6 +199,24 @@ fn col_id(v: u32) -> Result<u16> {
     u16::try_from(v).map_err(|_| anyhow!("ABI violation: a column id must fit in u16"))
 }
 
+/// An index range scan's arguments in module memory: `prefix_elems`, the prefix, and the two
+/// BSATN `Bound`s.
+type ScanBounds<'m> = (u16, &'m [u8], &'m [u8], &'m [u8]);
+
+/// Reads an index range scan's arguments: the prefix of `prefix_elems` key columns (absent when
+/// zero) and the two BSATN `Bound`s, as slices of module memory.
+fn scan_bounds(
+    mem: &[u8],
+    prefix_elems: u32,
+    prefix: (u32, u32),
+    rstart: (u32, u32),
+    rend: (u32, u32),
+) -> Result<ScanBounds<'_>> {
+    let prefix_elems = col_id(prefix_elems)?;
+    let prefix = if prefix_elems > 0 { slice(mem, prefix.0, prefix.1)? } else { &[][..] };
+    Ok((prefix_elems, prefix, slice(mem, rstart.0, rstart.1)?, slice(mem, rend.0, rend.1)?))
+}
+
 /// The errno for a store error, or a trap for failures a module cannot act on.
 fn store_errno(e: StoreError) -> Result<u32> {
     Ok(match e {
@@ -342,10 +360,13 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
              out: u32|
              -> Result<u32> {
                 let (mem, env) = mem_env(&mut c)?;
-                let prefix_elems = col_id(prefix_elems)?;
-                let prefix = if prefix_elems > 0 { slice(mem, prefix_ptr, prefix_len)? } else { &[][..] };
-                let rstart = slice(mem, rstart_ptr, rstart_len)?;
-                let rend = slice(mem, rend_ptr, rend_len)?;
+                let (prefix_elems, prefix, rstart, rend) = scan_bounds(
+                    mem,
+                    prefix_elems,
+                    (prefix_ptr, prefix_len),
+                    (rstart_ptr, rstart_len),
+                    (rend_ptr, rend_len),
+                )?;
                 let found = db(env).and_then(|db| {
                     let (table, rows) = db.index_scan(index, prefix, prefix_elems, rstart, rend)?;
                     let t = db.table(table)?;
@@ -449,11 +470,15 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
              out: u32|
              -> Result<u32> {
                 let (mem, env) = mem_env(&mut c)?;
-                let prefix_elems = col_id(prefix_elems)?;
-                let prefix = if prefix_elems > 0 { slice(mem, prefix_ptr, prefix_len)?.to_vec() } else { Vec::new() };
-                let rstart = slice(mem, rstart_ptr, rstart_len)?.to_vec();
-                let rend = slice(mem, rend_ptr, rend_len)?.to_vec();
-                match db(env).and_then(|db| db.delete_by_index_scan(index, &prefix, prefix_elems, &rstart, &rend)) {
+                let (prefix_elems, prefix, rstart, rend) = scan_bounds(
+                    mem,
+                    prefix_elems,
+                    (prefix_ptr, prefix_len),
+                    (rstart_ptr, rstart_len),
+                    (rend_ptr, rend_len),
+                )?;
+                let deleted = db(env).and_then(|db| db.delete_by_index_scan(index, prefix, prefix_elems, rstart, rend));
+                match deleted {
                     Ok(n) => write_bytes(mem, out, &n.to_le_bytes()).map(|_| 0),
                     Err(e) => store_errno(e),
                 }
