@@ -218,11 +218,7 @@ fn start(args: StartArgs) -> Result<()> {
         None => epoch_core::ControlPlane::new(config),
     };
     let control = std::sync::Arc::new(control);
-    let runner = epoch_sync::Runner::open(
-        &data_dir.join("workflows"),
-        control.clone(),
-        Duration::from_secs(workflow_retention_days * 24 * 3600),
-    )?;
+    let runner = epoch_sync::Runner::open(control.clone(), Duration::from_secs(workflow_retention_days * 24 * 3600))?;
     let state = epoch_api::AppState {
         runner: Some(runner),
         control,

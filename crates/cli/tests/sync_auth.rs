@@ -114,13 +114,14 @@ fn sync_routes_need_the_admin_key_and_an_allowed_identity() {
         .unwrap();
     assert_eq!(bad_perm.status(), 400);
 
-    // Configuration and permissions survive a crash; secrets are kept only in a private file.
+    // Configuration and permissions survive a crash; secrets are kept only in the system
+    // database, whose directory only the server's user may enter.
     s.crash();
-    let control = dir.join("control.json");
+    let system = dir.join("system");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&control).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(&system).unwrap().permissions().mode() & 0o777, 0o700);
     }
     let s = start(&dir);
     assert_eq!(config_request(&s, M::GET, Some(KEY), Some(&helper), None).0, 200);

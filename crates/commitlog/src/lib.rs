@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
-pub use record::{SequenceState, TableChange, TxRecord};
+pub use record::{AppliedSteps, SequenceState, TableChange, TxRecord, WorkflowStep};
 pub use snapshot::{read_latest_snapshot, write_snapshot, Snapshot, SnapshotError};
 
 /// Every segment starts with these bytes.

@@ -19,6 +19,27 @@ pub struct SequenceState {
     pub next: i128,
 }
 
+/// The workflow item a transaction completed, committed with it so that a workflow resumed after
+/// a crash knows exactly which items of its interrupted batch are already applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkflowStep {
+    /// The workflow instance id.
+    pub instance: String,
+    /// The batch number (1, 2, …) the item belongs to.
+    pub batch: u64,
+    /// The item's key within the instance (e.g. `user/u-1`).
+    pub item: String,
+}
+
+/// The items of one workflow instance's latest batch that are applied (kept in snapshots, so a
+/// snapshot that prunes the log keeps the record of an interrupted batch).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AppliedSteps {
+    pub instance: String,
+    pub batch: u64,
+    pub items: Vec<String>,
+}
+
 /// One committed transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TxRecord {
@@ -33,7 +54,12 @@ pub struct TxRecord {
     pub args: Vec<u8>,
     pub tables: Vec<TableChange>,
     pub sequences: Vec<SequenceState>,
+    /// The workflow item this transaction applied, if a workflow ran it.
+    pub step: Option<WorkflowStep>,
 }
+
+/// Tag that starts the optional step section (records written before it existed end earlier).
+const STEP_TAG: u8 = 1;
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -66,6 +92,10 @@ impl TxRecord {
             out.extend_from_slice(&s.column.to_le_bytes());
             out.extend_from_slice(&s.next.to_le_bytes());
         }
+        if let Some(step) = &self.step {
+            out.push(STEP_TAG);
+            step.encode(out);
+        }
     }
 
     /// Decodes a record from exactly `bytes`.
@@ -92,7 +122,27 @@ impl TxRecord {
         let sequences = (0..r.len_prefix(22)?)
             .map(|_| Ok(SequenceState { table_id: r.u32()?, column: r.u16()?, next: r.i128()? }))
             .collect::<Result<_, DecodeError>>()?;
+        let step = match r.remaining() {
+            [] => None,
+            [STEP_TAG, ..] => {
+                r.u8()?;
+                Some(WorkflowStep::decode(&mut r)?)
+            }
+            _ => return Err(DecodeError::Invalid("unknown trailing section in a log record".into())),
+        };
         r.finish()?;
-        Ok(Self { offset, timestamp_micros, reducer, caller, args, tables, sequences })
+        Ok(Self { offset, timestamp_micros, reducer, caller, args, tables, sequences, step })
+    }
+}
+
+impl WorkflowStep {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
+        put_bytes(out, self.instance.as_bytes());
+        out.extend_from_slice(&self.batch.to_le_bytes());
+        put_bytes(out, self.item.as_bytes());
+    }
+
+    pub(crate) fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self { instance: r.str()?.to_string(), batch: r.u64()?, item: r.str()?.to_string() })
     }
 }

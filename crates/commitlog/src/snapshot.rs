@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use epoch_sats::bsatn::{DecodeError, Reader};
 
-use crate::record::SequenceState;
+use crate::record::{AppliedSteps, SequenceState};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"EPOCHSN1";
 
@@ -21,6 +21,9 @@ pub struct Snapshot {
     /// (table id, rows as BSATN).
     pub tables: Vec<(u32, Vec<Box<[u8]>>)>,
     pub sequences: Vec<SequenceState>,
+    /// Workflow items applied in each instance's latest batch (an optional trailing section:
+    /// snapshots written before it existed have none).
+    pub steps: Vec<AppliedSteps>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +50,19 @@ fn encode(s: &Snapshot) -> Vec<u8> {
         out.extend_from_slice(&q.table_id.to_le_bytes());
         out.extend_from_slice(&q.column.to_le_bytes());
         out.extend_from_slice(&q.next.to_le_bytes());
+    }
+    if !s.steps.is_empty() {
+        let put = |out: &mut Vec<u8>, b: &[u8]| {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(b);
+        };
+        out.extend_from_slice(&(s.steps.len() as u32).to_le_bytes());
+        for a in &s.steps {
+            put(&mut out, a.instance.as_bytes());
+            out.extend_from_slice(&a.batch.to_le_bytes());
+            out.extend_from_slice(&(a.items.len() as u32).to_le_bytes());
+            a.items.iter().for_each(|i| put(&mut out, i.as_bytes()));
+        }
     }
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -81,8 +97,17 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
     let sequences = (0..r.len_prefix(22)?)
         .map(|_| Ok(SequenceState { table_id: r.u32()?, column: r.u16()?, next: r.i128()? }))
         .collect::<Result<_, DecodeError>>()?;
+    let mut steps = Vec::new();
+    if !r.remaining().is_empty() {
+        for _ in 0..r.len_prefix(16)? {
+            let instance = r.str()?.to_string();
+            let batch = r.u64()?;
+            let items = (0..r.len_prefix(4)?).map(|_| Ok(r.str()?.to_string())).collect::<Result<_, DecodeError>>()?;
+            steps.push(AppliedSteps { instance, batch, items });
+        }
+    }
     r.finish()?;
-    Ok(Snapshot { offset, tables, sequences })
+    Ok(Snapshot { offset, tables, sequences, steps })
 }
 
 fn snapshot_files(dir: &Path) -> Vec<(u64, PathBuf)> {

@@ -25,6 +25,12 @@ fn record(offset: u64) -> TxRecord {
             deletes: vec![vec![9; 3].into()],
         }],
         sequences: vec![SequenceState { table_id: 1, column: 0, next: offset as i128 + 1 }],
+        // Some records carry the workflow item they applied, so both encodings are exercised.
+        step: offset.is_multiple_of(3).then(|| WorkflowStep {
+            instance: format!("wf_{offset}"),
+            batch: offset / 3 + 1,
+            item: format!("user/u-{offset}"),
+        }),
     }
 }
 
@@ -119,6 +125,11 @@ fn damaged_or_deleted_newest_snapshot_falls_back_to_the_previous() {
         offset,
         tables: vec![(1, vec![vec![offset as u8; 4].into(), vec![7; 2].into()]), (2, vec![])],
         sequences: vec![SequenceState { table_id: 1, column: 0, next: 99 }],
+        steps: if offset == 30 {
+            vec![AppliedSteps { instance: "wf_a".into(), batch: 3, items: vec!["hub/h-1".into(), "hub/h-2".into()] }]
+        } else {
+            Vec::new()
+        },
     };
     write_snapshot(&d, &snap(10), 2).unwrap();
     write_snapshot(&d, &snap(20), 2).unwrap();

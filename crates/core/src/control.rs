@@ -1,9 +1,10 @@
 //! The control plane: which databases exist, who owns them, and the names that point at them.
 //!
-//! With a data directory, the control plane is durable: `control.json` (databases, owners, names)
-//! is replaced atomically (write, fsync, rename) on every change, each module is kept as
-//! `databases/<identity>/module.wasm` beside that database's commitlog and snapshots, and
-//! [`ControlPlane::open`] brings every database back after a restart or a crash.
+//! With a data directory, the control plane is durable: databases, owners, names, permissions and
+//! sync configurations are rows of the system database ([`SystemDb`], `data_dir/system/`), each
+//! change one durable transaction; each module is kept as `databases/<identity>/module.wasm`
+//! beside that database's commitlog and snapshots, and [`ControlPlane::open`] brings every
+//! database back after a restart or a crash.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -17,6 +18,7 @@ use parking_lot::RwLock;
 use crate::database::{Caller, CreateError, Database, UpdateError};
 use crate::executor::{DatabaseHandle, ShutDown};
 use crate::persist::PersistConfig;
+use crate::system::{SystemDb, SystemError, SystemTable};
 
 /// A 256-bit identity, little-endian (as the module ABI and `Caller` carry it).
 pub type IdentityBytes = [u8; 32];
@@ -64,8 +66,10 @@ pub enum ControlError {
     ShutDown(#[from] ShutDown),
     #[error("saving the control plane at {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("the control plane file {path} is unreadable: {message}")]
-    Corrupt { path: PathBuf, message: String },
+    #[error("the system table {table} is unreadable: {message}")]
+    Corrupt { table: &'static str, message: String },
+    #[error(transparent)]
+    System(#[from] SystemError),
 }
 
 /// An identity as 64 hex digits, most significant first.
@@ -92,43 +96,7 @@ pub struct ControlPlane {
     config: HostConfig,
     /// Where databases live durably; `None` keeps everything in memory.
     storage: Option<(PathBuf, PersistConfig)>,
-}
-
-/// The durable form of the control plane.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
-struct SavedState {
-    databases: Vec<SavedDatabase>,
-    names: Vec<SavedName>,
-    #[serde(default)]
-    permissions: Vec<SavedPermission>,
-    #[serde(default)]
-    sync_configs: Vec<SavedSyncConfig>,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SavedPermission {
-    database: String,
-    identity: String,
-    permission: String,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SavedSyncConfig {
-    database: String,
-    config: serde_json::Value,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SavedDatabase {
-    identity: String,
-    owner: String,
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct SavedName {
-    name: String,
-    identity: String,
-    owner: String,
+    system: Arc<SystemDb>,
 }
 
 /// Parses 64 hex digits (most significant first) into a little-endian identity.
@@ -168,34 +136,39 @@ fn keccak(bytes: &[u8]) -> [u8; 32] {
 impl ControlPlane {
     /// An in-memory control plane: nothing survives the process.
     pub fn new(config: HostConfig) -> Self {
-        Self { state: RwLock::new(State::default()), config, storage: None }
+        Self { state: RwLock::new(State::default()), config, storage: None, system: Arc::new(SystemDb::in_memory()) }
+    }
+
+    /// The system database (workflow instances live there too).
+    pub fn system(&self) -> &Arc<SystemDb> {
+        &self.system
     }
 
     /// A durable control plane in `data_dir`, with every database found there reopened.
     pub fn open(data_dir: &Path, config: HostConfig, persist: PersistConfig) -> Result<Self, ControlError> {
-        let file = data_dir.join("control.json");
-        let saved: SavedState = match std::fs::read(&file) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| ControlError::Corrupt { path: file.clone(), message: e.to_string() })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => SavedState::default(),
-            Err(source) => return Err(ControlError::Io { path: file, source }),
-        };
+        let system = Arc::new(SystemDb::open(&data_dir.join("system"), &persist)?);
         let cp = Self {
             state: RwLock::new(State::default()),
             config,
             storage: Some((data_dir.to_path_buf(), persist.clone())),
+            system,
         };
-        let bad = |what: &str| ControlError::Corrupt { path: file.clone(), message: format!("bad identity in {what}") };
-        for d in &saved.databases {
-            let identity = from_hex_be(&d.identity).ok_or_else(|| bad("databases"))?;
-            let owner = from_hex_be(&d.owner).ok_or_else(|| bad("databases"))?;
+        let id = |table: SystemTable, hex: &str| {
+            from_hex_be(hex)
+                .ok_or_else(|| ControlError::Corrupt { table: table.name(), message: format!("bad identity {hex:?}") })
+        };
+        let mut databases = cp.system.rows(SystemTable::Databases);
+        databases.sort_by_key(|r| r[2].parse::<u64>().unwrap_or(u64::MAX));
+        for d in &databases {
+            let identity = id(SystemTable::Databases, &d[0])?;
+            let owner = id(SystemTable::Databases, &d[1])?;
             let dir = cp.database_dir(&identity).expect("durable");
             let module = dir.join("module.wasm");
             let wasm = std::fs::read(&module).map_err(|source| ControlError::Io { path: module.clone(), source })?;
             let started = std::time::Instant::now();
             let (db, report) = Database::open_persistent(&wasm, identity, cp.config.clone(), &dir, persist.clone())?;
             tracing::info!(
-                database = %d.identity,
+                database = %d[0],
                 snapshot = ?report.snapshot_offset,
                 replayed = report.replayed,
                 torn_bytes = report.torn_bytes,
@@ -203,25 +176,25 @@ impl ControlPlane {
                 "database recovered"
             );
             if let Some((seg, byte)) = &report.truncated_at {
-                tracing::warn!(database = %d.identity, segment = %seg.display(), byte, "log cut at corruption on request");
+                tracing::warn!(database = %d[0], segment = %seg.display(), byte, "log cut at corruption on request");
             }
             cp.insert_hosted(db, owner, &wasm);
         }
         let mut st = cp.state.write();
-        for p in &saved.permissions {
-            let db = from_hex_be(&p.database).ok_or_else(|| bad("permissions"))?;
-            let id = from_hex_be(&p.identity).ok_or_else(|| bad("permissions"))?;
-            st.permissions.entry((db, id)).or_default().push(p.permission.clone());
+        for p in cp.system.rows(SystemTable::Permissions) {
+            let key = (id(SystemTable::Permissions, &p[0])?, id(SystemTable::Permissions, &p[1])?);
+            st.permissions.entry(key).or_default().push(p[2].clone());
         }
-        for c in &saved.sync_configs {
-            let db = from_hex_be(&c.database).ok_or_else(|| bad("sync_configs"))?;
-            st.sync_configs.insert(db, c.config.clone());
+        for c in cp.system.rows(SystemTable::SyncConfigs) {
+            let config = serde_json::from_str(&c[1]).map_err(|e| ControlError::Corrupt {
+                table: SystemTable::SyncConfigs.name(),
+                message: e.to_string(),
+            })?;
+            st.sync_configs.insert(id(SystemTable::SyncConfigs, &c[0])?, config);
         }
-        for n in &saved.names {
-            let id = from_hex_be(&n.identity).ok_or_else(|| bad("names"))?;
-            let owner = from_hex_be(&n.owner).ok_or_else(|| bad("names"))?;
-            st.names.insert(n.name.clone(), id);
-            st.name_owners.insert(n.name.clone(), owner);
+        for n in cp.system.rows(SystemTable::Names) {
+            st.names.insert(n[0].clone(), id(SystemTable::Names, &n[1])?);
+            st.name_owners.insert(n[0].clone(), id(SystemTable::Names, &n[2])?);
         }
         drop(st);
         Ok(cp)
@@ -231,47 +204,31 @@ impl ControlPlane {
         self.storage.as_ref().map(|(dir, _)| dir.join("databases").join(hex_be(identity)))
     }
 
-    /// Saves the control plane (durable mode); called with the state lock held, after a change.
+    /// Saves the control plane to the system tables in one transaction; called with the state
+    /// lock held, after a change.
     fn save(&self, st: &State) -> Result<(), ControlError> {
-        let Some((dir, _)) = &self.storage else { return Ok(()) };
         let mut dbs: Vec<&Arc<HostedDatabase>> = st.databases.values().collect();
         dbs.sort_by_key(|d| d.created_seq);
-        let saved = SavedState {
-            databases: dbs
-                .iter()
-                .map(|d| SavedDatabase { identity: hex_be(&d.identity), owner: hex_be(&d.owner) })
-                .collect(),
-            names: st
-                .names
-                .iter()
-                .map(|(name, id)| SavedName {
-                    name: name.clone(),
-                    identity: hex_be(id),
-                    owner: hex_be(st.name_owners.get(name).unwrap_or(id)),
-                })
-                .collect(),
-            permissions: st
-                .permissions
-                .iter()
-                .flat_map(|((db, id), perms)| {
-                    perms.iter().map(move |p| SavedPermission {
-                        database: hex_be(db),
-                        identity: hex_be(id),
-                        permission: p.clone(),
-                    })
-                })
-                .collect(),
-            sync_configs: st
-                .sync_configs
-                .iter()
-                .map(|(db, config)| SavedSyncConfig { database: hex_be(db), config: config.clone() })
-                .collect(),
-        };
-        let path = dir.join("control.json");
-        let bytes = serde_json::to_vec_pretty(&saved).unwrap_or_default();
-        std::fs::create_dir_all(dir)
-            .and_then(|_| write_atomically(&path, &bytes))
-            .map_err(|source| ControlError::Io { path, source })
+        let databases =
+            dbs.iter().map(|d| vec![hex_be(&d.identity), hex_be(&d.owner), d.created_seq.to_string()]).collect();
+        let names = st
+            .names
+            .iter()
+            .map(|(name, id)| vec![name.clone(), hex_be(id), hex_be(st.name_owners.get(name).unwrap_or(id))])
+            .collect();
+        let permissions = st
+            .permissions
+            .iter()
+            .flat_map(|((db, id), perms)| perms.iter().map(move |p| vec![hex_be(db), hex_be(id), p.clone()]))
+            .collect();
+        let sync_configs = st.sync_configs.iter().map(|(db, config)| vec![hex_be(db), config.to_string()]).collect();
+        self.system.write(|tx| {
+            tx.replace_all(SystemTable::Databases, databases)?;
+            tx.replace_all(SystemTable::Names, names)?;
+            tx.replace_all(SystemTable::Permissions, permissions)?;
+            tx.replace_all(SystemTable::SyncConfigs, sync_configs)
+        })?;
+        Ok(())
     }
 
     fn insert_hosted(&self, db: Database, owner: IdentityBytes, wasm: &[u8]) {

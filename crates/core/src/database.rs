@@ -9,8 +9,10 @@ use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue};
 use epoch_schema::{Lifecycle, ModuleDef};
 use epoch_store::TxDelta;
 
-use crate::persist::{PersistConfig, PersistError, Persistence, RecoveryReport};
+use crate::persist::{LoggedTx, PersistConfig, PersistError, Persistence, RecoveryReport};
 use crate::scheduler::Scheduler;
+use crate::steps::StepLedger;
+use epoch_commitlog::WorkflowStep;
 
 /// A caller's identity and connection, little-endian as the ABI passes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,6 +84,10 @@ pub struct Database {
     immediate: VecDeque<(String, Vec<u8>)>,
     /// The commitlog and snapshots, for a durable database.
     persist: Option<Persistence>,
+    /// Workflow items applied in each instance's latest batch.
+    steps: StepLedger,
+    /// The workflow item the reducer being called applies (set by [`Database::call_step`]).
+    pending_step: Option<WorkflowStep>,
 }
 
 impl Database {
@@ -95,7 +101,15 @@ impl Database {
 
     fn from_host(host: ModuleHost, identity: [u8; 32]) -> Self {
         let scheduler = Scheduler::new(host.def());
-        Self { host, identity, scheduler, immediate: VecDeque::new(), persist: None }
+        Self {
+            host,
+            identity,
+            scheduler,
+            immediate: VecDeque::new(),
+            persist: None,
+            steps: StepLedger::default(),
+            pending_step: None,
+        }
     }
 
     /// Like [`Database::create`], keeping the data durably in `dir` (emptied first): every
@@ -117,7 +131,7 @@ impl Database {
         }
         std::fs::create_dir_all(dir).map_err(io)?;
         let mut db = Self::from_host(host, identity);
-        let (p, _) = Persistence::open(dir, persist, db.host.db_mut())?;
+        let (p, _) = Persistence::open(dir, persist, db.host.db_mut(), &mut db.steps)?;
         db.persist = Some(p);
         db.initialize(owner)?;
         Ok(db)
@@ -133,7 +147,8 @@ impl Database {
         persist: PersistConfig,
     ) -> Result<(Self, RecoveryReport), CreateError> {
         let mut host = ModuleHost::load(wasm, identity, config)?;
-        let (p, report) = Persistence::open(dir, persist, host.db_mut())?;
+        let mut steps = StepLedger::default();
+        let (p, report) = Persistence::open(dir, persist, host.db_mut(), &mut steps)?;
         let mut scheduler = Scheduler::new(host.def());
         let all_rows = TxDelta {
             tables: host
@@ -148,13 +163,15 @@ impl Database {
                 .collect(),
         };
         scheduler.observe(host.db(), &all_rows, now_micros());
-        Ok((Self { host, identity, scheduler, immediate: VecDeque::new(), persist: Some(p) }, report))
+        let db =
+            Self { host, identity, scheduler, immediate: VecDeque::new(), persist: Some(p), steps, pending_step: None };
+        Ok((db, report))
     }
 
     /// Writes a snapshot now (durable databases; a no-op otherwise).
     pub fn snapshot_now(&mut self) -> Result<(), epoch_commitlog::SnapshotError> {
         match self.persist.as_mut() {
-            Some(p) => p.snapshot_now(self.host.db()),
+            Some(p) => p.snapshot_now(self.host.db(), &self.steps),
             None => Ok(()),
         }
     }
@@ -281,6 +298,32 @@ impl Database {
         Ok(result)
     }
 
+    /// Calls reducer `name` as one item of a workflow. When the call commits, `step` is committed
+    /// with it (in the same log record, even if the reducer changed nothing), so a workflow that
+    /// resumes after a crash can ask [`Database::applied_steps`] what its interrupted batch did.
+    pub fn call_step(
+        &mut self,
+        name: &str,
+        args: ReducerArgs,
+        caller: Caller,
+        step: WorkflowStep,
+    ) -> Result<ReducerResult, CallError> {
+        self.pending_step = Some(step);
+        let r = self.call(name, args, caller);
+        self.pending_step = None;
+        r
+    }
+
+    /// The latest batch of workflow `instance` seen here, and which of its items are applied.
+    pub fn applied_steps(&self, instance: &str) -> Option<(u64, std::collections::HashSet<String>)> {
+        self.steps.applied(instance)
+    }
+
+    /// Forgets workflow `instance` (it finished; nothing will ask again).
+    pub fn forget_steps(&mut self, instance: &str) {
+        self.steps.forget(instance);
+    }
+
     /// Runs the module's `client_connected` reducer, if it has one.
     pub fn client_connected(&mut self, caller: Caller) -> Option<ReducerResult> {
         self.lifecycle(Lifecycle::OnConnect, caller)
@@ -301,19 +344,25 @@ impl Database {
     /// Runs one reducer and feeds its committed changes to the scheduler.
     fn run(&mut self, id: usize, args: Vec<u8>, caller: Caller, timestamp_micros: i64) -> ReducerResult {
         let ctx = CallContext { sender: caller.identity, connection_id: caller.connection_id, timestamp_micros };
+        // Only the first reducer of a workflow call carries its step, not what it schedules.
+        let step = self.pending_step.take();
         let logged_args = self.persist.is_some().then(|| args.clone());
         let mut r = self.host.call_reducer(id as u32, args, ctx);
-        if let (Some(p), Some(delta)) = (self.persist.as_mut(), r.delta.as_ref()) {
-            if !delta.is_empty() {
-                let name = &self.host.def().reducers[id].name;
-                p.record(
-                    self.host.db(),
-                    name,
-                    caller.identity,
-                    logged_args.unwrap_or_default(),
-                    timestamp_micros,
-                    delta,
-                );
+        if let Some(delta) = r.delta.as_ref() {
+            if let Some(step) = &step {
+                self.steps.record(step);
+            }
+            if let Some(p) = self.persist.as_mut() {
+                if !delta.is_empty() || step.is_some() {
+                    let tx = LoggedTx {
+                        reducer: &self.host.def().reducers[id].name,
+                        caller: caller.identity,
+                        args: logged_args.unwrap_or_default(),
+                        timestamp_micros,
+                        step,
+                    };
+                    p.record(self.host.db(), &self.steps, tx, delta);
+                }
             }
         }
         // A reducer stopped at the time limit logs nothing, as 1.3 logs nothing when energy runs
@@ -378,7 +427,14 @@ impl Database {
             // As 1.3 does: a one-shot row is deleted after its call, an interval is queued again.
             let mut cleanup = self.scheduler.finish(&mut self.host, &job);
             if let (Some(p), Some(delta)) = (self.persist.as_mut(), cleanup.delta.as_ref()) {
-                p.record(self.host.db(), "__scheduler__", self.identity, Vec::new(), now_micros(), delta);
+                let tx = LoggedTx {
+                    reducer: "__scheduler__",
+                    caller: self.identity,
+                    args: Vec::new(),
+                    timestamp_micros: now_micros(),
+                    step: None,
+                };
+                p.record(self.host.db(), &self.steps, tx, delta);
             }
             self.after_commit(&mut cleanup);
         }
@@ -449,7 +505,14 @@ impl Database {
         if let epoch_query::Outcome::Dml { delta, .. } = &outcome {
             if !delta.is_empty() {
                 if let Some(p) = self.persist.as_mut() {
-                    p.record(self.host.db(), "__sql__", [0; 32], sql.as_bytes().to_vec(), now_micros(), delta);
+                    let tx = LoggedTx {
+                        reducer: "__sql__",
+                        caller: [0; 32],
+                        args: sql.as_bytes().to_vec(),
+                        timestamp_micros: now_micros(),
+                        step: None,
+                    };
+                    p.record(self.host.db(), &self.steps, tx, delta);
                 }
                 self.scheduler.observe(self.host.db(), delta, now_micros());
             }

@@ -13,13 +13,16 @@ pub mod database;
 pub mod executor;
 pub mod persist;
 pub mod scheduler;
+pub mod steps;
+pub mod system;
 
 pub use control::{ControlError, ControlPlane, HostedDatabase, PublishOp, SetNamesError};
 pub use database::{now_micros, CallError, Caller, CreateError, Database, ReducerArgs, UpdateError};
-pub use epoch_commitlog::Durability;
+pub use epoch_commitlog::{Durability, WorkflowStep};
 pub use epoch_host::{HostConfig, ReducerOutcome, ReducerResult};
 pub use executor::{DatabaseHandle, ShutDown};
 pub use persist::{PersistConfig, PersistError, RecoveryReport};
+pub use system::{SystemDb, SystemError, SystemTable};
 
 /// The `/schema?version=9` document of a module, pretty-printed.
 pub fn schema_json(def: &epoch_schema::ModuleDef) -> String {

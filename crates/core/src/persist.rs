@@ -9,9 +9,11 @@ use std::time::Duration;
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use epoch_commitlog::{
     read_latest_snapshot, read_log, write_snapshot, CommitLog, Durability, LogConfig, LogError, SequenceState,
-    Snapshot, TableChange, TxRecord,
+    Snapshot, TableChange, TxRecord, WorkflowStep,
 };
 use epoch_store::{Store, TxDelta};
+
+use crate::steps::StepLedger;
 
 /// How a database keeps its data.
 #[derive(Debug, Clone)]
@@ -68,6 +70,16 @@ fn snapshot_dir(dir: &Path) -> PathBuf {
     dir.join("snapshots")
 }
 
+/// What the log keeps of one transaction besides its rows.
+pub struct LoggedTx<'a> {
+    /// The reducer that ran, or a system name such as `__sql__`.
+    pub reducer: &'a str,
+    pub caller: [u8; 32],
+    pub args: Vec<u8>,
+    pub timestamp_micros: i64,
+    pub step: Option<WorkflowStep>,
+}
+
 /// What recovery found, for the operator's log.
 #[derive(Debug, Default, Clone)]
 pub struct RecoveryReport {
@@ -78,8 +90,14 @@ pub struct RecoveryReport {
 }
 
 impl Persistence {
-    /// Recovers `store` from `dir` (snapshot, then log) and opens the log for appending.
-    pub fn open(dir: &Path, config: PersistConfig, store: &mut Store) -> Result<(Self, RecoveryReport), PersistError> {
+    /// Recovers `store` and the workflow `steps` from `dir` (snapshot, then log) and opens the
+    /// log for appending.
+    pub fn open(
+        dir: &Path,
+        config: PersistConfig,
+        store: &mut Store,
+        steps: &mut StepLedger,
+    ) -> Result<(Self, RecoveryReport), PersistError> {
         let recovery = |message: String| PersistError::Recovery { path: dir.to_path_buf(), message };
         let mut report = RecoveryReport::default();
         let snapshot = read_latest_snapshot(&snapshot_dir(dir));
@@ -93,6 +111,7 @@ impl Persistence {
             for q in &s.sequences {
                 store.advance_sequence(q.table_id, q.column, q.next);
             }
+            steps.load(&s.steps);
             next_offset = s.offset + 1;
             report.snapshot_offset = Some(s.offset);
         }
@@ -114,6 +133,9 @@ impl Persistence {
             }
             for q in &rec.sequences {
                 store.advance_sequence(q.table_id, q.column, q.next);
+            }
+            if let Some(step) = &rec.step {
+                steps.record(step);
             }
             next_offset = rec.offset + 1;
         }
@@ -143,16 +165,10 @@ impl Persistence {
         self.log.next_offset().checked_sub(1)
     }
 
-    /// Appends one committed transaction; snapshots when it is time.
-    pub fn record(
-        &mut self,
-        store: &Store,
-        reducer: &str,
-        caller: [u8; 32],
-        args: Vec<u8>,
-        timestamp_micros: i64,
-        delta: &TxDelta,
-    ) {
+    /// Appends one committed transaction (with the workflow step it applied, if any); snapshots
+    /// when it is time.
+    pub fn record(&mut self, store: &Store, steps: &StepLedger, tx: LoggedTx<'_>, delta: &TxDelta) {
+        let LoggedTx { reducer, caller, args, timestamp_micros, step } = tx;
         let offset = self.log.next_offset();
         let tables: Vec<TableChange> = delta
             .tables
@@ -171,18 +187,19 @@ impl Persistence {
                 })
             })
             .collect();
-        let rec = TxRecord { offset, timestamp_micros, reducer: reducer.to_string(), caller, args, tables, sequences };
+        let rec =
+            TxRecord { offset, timestamp_micros, reducer: reducer.to_string(), caller, args, tables, sequences, step };
         self.log.append(&rec);
         if offset >= self.last_snapshot + self.config.snapshot_every {
-            self.snapshot(store, offset);
+            self.snapshot(store, steps, offset);
         }
     }
 
     /// Writes a snapshot of the current state now and waits for it (tools and benchmarks).
-    pub fn snapshot_now(&mut self, store: &Store) -> Result<(), epoch_commitlog::SnapshotError> {
+    pub fn snapshot_now(&mut self, store: &Store, steps: &StepLedger) -> Result<(), epoch_commitlog::SnapshotError> {
         let Some(offset) = self.last_offset() else { return Ok(()) };
         self.log.flush();
-        let oldest_kept = write_snapshot(&snapshot_dir(&self.dir), &copy_state(store, offset), SNAPSHOTS_KEPT)?;
+        let oldest_kept = write_snapshot(&snapshot_dir(&self.dir), &copy_state(store, steps, offset), SNAPSHOTS_KEPT)?;
         self.log.prune_before(oldest_kept + 1);
         self.last_snapshot = offset;
         Ok(())
@@ -190,8 +207,8 @@ impl Persistence {
 
     /// Copies every row (on the writer, so the copy is consistent) and hands it to the snapshot
     /// thread. Skipped if the previous snapshot is still being written.
-    pub fn snapshot(&mut self, store: &Store, offset: u64) {
-        let snap = copy_state(store, offset);
+    pub fn snapshot(&mut self, store: &Store, steps: &StepLedger, offset: u64) {
+        let snap = copy_state(store, steps, offset);
         match self.snapshots.try_send(snap) {
             Ok(()) => self.last_snapshot = offset,
             Err(TrySendError::Full(_)) => tracing::debug!("previous snapshot still being written; skipping"),
@@ -201,7 +218,7 @@ impl Persistence {
 }
 
 /// Every row and sequence of `store`, as of log offset `offset`.
-fn copy_state(store: &Store, offset: u64) -> Snapshot {
+fn copy_state(store: &Store, steps: &StepLedger, offset: u64) -> Snapshot {
     Snapshot {
         offset,
         tables: store.tables().iter().map(|t| (t.id, t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect())).collect(),
@@ -210,6 +227,7 @@ fn copy_state(store: &Store, offset: u64) -> Snapshot {
             .into_iter()
             .map(|(table_id, column, next)| SequenceState { table_id, column, next })
             .collect(),
+        steps: steps.to_snapshot(),
     }
 }
 

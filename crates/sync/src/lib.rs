@@ -12,8 +12,10 @@
 //!
 //! Not for: HTTP (epoch-api routes to [`Runner`]).
 
+mod resync;
 mod source;
 mod workflow;
 
+pub use resync::KIND as RESYNC_PROJECTIONS;
 pub use source::{AggregateKey, FileSource, S3Source, Source, SourceError};
 pub use workflow::{Instance, ResyncParams, Runner, RunnerError, Status, DEFAULT_RETENTION};

@@ -10,6 +10,13 @@ pub struct AggregateKey {
     pub aggregate_id: String,
 }
 
+impl AggregateKey {
+    /// `<type>/<id>`: how errors and workflow steps name the aggregate.
+    pub fn item(&self) -> String {
+        format!("{}/{}", self.aggregate_type, self.aggregate_id)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("unsupported object store URL {0:?} (use s3://bucket/prefix or file:///path/prefix)")]

@@ -1,18 +1,21 @@
-//! The workflow runner: instances as saved data, one thread per running instance.
+//! The workflow runner: instances as rows of the system database, one thread per running
+//! instance.
+//!
+//! Exactly once: an instance's row is rewritten after every batch, and each item's reducer call
+//! commits its [`WorkflowStep`] in the same transaction as its rows. An instance resumed after a
+//! crash asks the database which items of the interrupted batch are already applied and skips
+//! them, so nothing already done is done again.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use epoch_core::control::{from_hex_be, hex_be};
-use epoch_core::{Caller, ControlPlane, ReducerArgs};
-use epoch_sats::AlgebraicValue;
+use epoch_core::{ControlPlane, SystemError, SystemTable, WorkflowStep};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
-use crate::source::{AggregateKey, Source, SourceError, LIST_PAGE};
+use crate::source::{AggregateKey, SourceError};
 
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +78,16 @@ pub struct Instance {
     pub ended_at: Option<u64>,
     /// The last aggregate done: the run resumes after it.
     pub cursor: Option<AggregateKey>,
+    /// Batches finished in the current run.
+    #[serde(default)]
+    pub batches_done: u64,
+    /// Starts of this instance (a restart begins a new run); tells runs' steps apart.
+    #[serde(default)]
+    pub run: u32,
+    /// Items found already applied when resuming after a crash: counted as succeeded, not run
+    /// again.
+    #[serde(default)]
+    pub recovered: u64,
 }
 
 impl Instance {
@@ -85,6 +98,11 @@ impl Instance {
         }
         let elapsed = self.updated_at.saturating_sub(self.started_at);
         Some(elapsed * (self.total.saturating_sub(self.done)) / self.done)
+    }
+
+    /// The name this run's steps carry in the database's log.
+    fn step_instance(&self) -> String {
+        format!("{}#{}", self.id, self.run)
     }
 }
 
@@ -102,8 +120,10 @@ pub enum RunnerError {
     Running(String),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("saving workflow state at {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("unknown workflow kind `{0}`")]
+    UnknownKind(String),
+    #[error("saving workflow state: {0}")]
+    System(#[from] SystemError),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -121,7 +141,6 @@ struct Slot {
 
 /// Runs and keeps every workflow instance of a server.
 pub struct Runner {
-    dir: PathBuf,
     control: Arc<ControlPlane>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     /// How long finished instances are kept.
@@ -131,25 +150,19 @@ pub struct Runner {
 /// Finished instances are kept this long by default, as Cloudflare Workflows keeps them.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl Runner {
-    /// Opens the runner on `dir`, resuming every instance that had not finished.
-    pub fn open(dir: &Path, control: Arc<ControlPlane>, retention: Duration) -> Result<Arc<Self>, RunnerError> {
-        std::fs::create_dir_all(dir).map_err(|source| RunnerError::Io { path: dir.to_path_buf(), source })?;
-        let runner = Arc::new(Self { dir: dir.to_path_buf(), control, slots: Mutex::new(HashMap::new()), retention });
-        for entry in
-            std::fs::read_dir(dir).map_err(|source| RunnerError::Io { path: dir.to_path_buf(), source })?.flatten()
-        {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                continue;
-            }
-            let Some(instance) = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<Instance>(&b).ok())
-            else {
-                tracing::warn!(path = %path.display(), "skipping an unreadable workflow instance");
+    /// Opens the runner on the system database of `control`, resuming every instance that had
+    /// not finished.
+    pub fn open(control: Arc<ControlPlane>, retention: Duration) -> Result<Arc<Self>, RunnerError> {
+        let rows = control.system().rows(SystemTable::Workflows);
+        let runner = Arc::new(Self { control, slots: Mutex::new(HashMap::new()), retention });
+        for row in rows {
+            let Ok(instance) = serde_json::from_str::<Instance>(&row[4]) else {
+                tracing::warn!(id = %row[0], "skipping an unreadable workflow instance");
                 continue;
             };
             let resume = !instance.status.is_finished();
@@ -172,82 +185,54 @@ impl Runner {
         Ok(runner)
     }
 
-    fn save(&self, instance: &Instance) -> Result<(), RunnerError> {
-        let path = self.dir.join(format!("{}.json", instance.id));
-        let tmp = path.with_extension("tmp");
-        let io = |source| RunnerError::Io { path: path.clone(), source };
-        let bytes = serde_json::to_vec_pretty(instance).unwrap_or_default();
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(&bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
+    fn save(&self, i: &Instance) -> Result<(), RunnerError> {
+        let status = serde_json::to_value(i.status).ok().and_then(|v| v.as_str().map(str::to_string));
+        let row = vec![
+            i.id.clone(),
+            i.database.clone(),
+            i.kind.clone(),
+            status.unwrap_or_default(),
+            serde_json::to_string(i).unwrap_or_default(),
+        ];
+        self.control.system().write(|tx| tx.put(SystemTable::Workflows, row))?;
         Ok(())
     }
 
-    /// Starts resyncing `database` from the object store at `url` through `reducer`.
-    /// `object_store` is the `objectStore` object of the database's sync configuration.
-    pub fn start_resync(
+    /// Registers a new instance, saves it, and starts running it. Refused with
+    /// [`RunnerError::Conflict`] while an unfinished instance of the same database has the same
+    /// `scope` (as `same_scope` judges).
+    pub(crate) fn start(
         self: &Arc<Self>,
-        database: [u8; 32],
-        caller: [u8; 32],
-        object_store: &serde_json::Value,
-        reducer: &str,
-        params: ResyncParams,
+        instance: Instance,
+        same_scope: impl Fn(&Instance) -> bool,
     ) -> Result<Instance, RunnerError> {
-        let url = object_store.get("url").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
-        let db_hex = hex_be(&database);
-        if let Some(running) = self.slots.lock().values().find(|s| {
+        let mut slots = self.slots.lock();
+        if let Some(running) = slots.values().find(|s| {
             let i = s.instance.lock();
-            !i.status.is_finished()
-                && i.database == db_hex
-                && i.params.aggregate_type == params.aggregate_type
-                && i.params.aggregate_id == params.aggregate_id
+            !i.status.is_finished() && i.database == instance.database && i.kind == instance.kind && same_scope(&i)
         }) {
             return Err(RunnerError::Conflict(running.instance.lock().id.clone()));
         }
-        let source = Source::from_config(object_store)?;
-        let all_types = source.types()?;
-        let types = match &params.aggregate_type {
-            Some(t) if !all_types.contains(t) => return Err(RunnerError::UnknownType(t.clone())),
-            Some(t) => vec![t.clone()],
-            None => all_types,
-        };
-        let mut counts = BTreeMap::new();
-        for t in &types {
-            let n = if params.aggregate_id.is_some() { 1 } else { source.count(t)? };
-            counts.insert(t.clone(), n);
-        }
-        let now = now_ms();
-        let instance = Instance {
-            id: format!("wf_{}", uuid::Uuid::new_v4().simple()),
-            kind: "resync-projections".into(),
-            database: db_hex,
-            caller: hex_be(&caller),
-            source_url: url,
-            reducer: reducer.to_string(),
-            params,
-            status: Status::Queued,
-            aggregate_types: types,
-            total: counts.values().sum(),
-            done: 0,
-            succeeded: 0,
-            failed: 0,
-            counts,
-            errors: Vec::new(),
-            started_at: now,
-            updated_at: now,
-            ended_at: None,
-            cursor: None,
-        };
         self.save(&instance)?;
         let slot = Arc::new(Slot {
             instance: Mutex::new(instance.clone()),
             signal: Mutex::new(Signal::Run),
             wake: Condvar::new(),
         });
-        self.slots.lock().insert(instance.id.clone(), slot.clone());
+        slots.insert(instance.id.clone(), slot.clone());
+        drop(slots);
         self.spawn(slot);
         Ok(instance)
+    }
+
+    /// Whether an unfinished instance of `database` matches `f` (checked before costly setup).
+    pub(crate) fn running_like(&self, f: impl Fn(&Instance) -> bool) -> Option<String> {
+        self.slots
+            .lock()
+            .values()
+            .map(|s| s.instance.lock().clone())
+            .find(|i| !i.status.is_finished() && f(i))
+            .map(|i| i.id)
     }
 
     fn expired(&self, i: &Instance) -> bool {
@@ -256,7 +241,9 @@ impl Runner {
 
     fn forget(&self, id: &str) {
         self.slots.lock().remove(id);
-        let _ = std::fs::remove_file(self.dir.join(format!("{id}.json")));
+        if let Err(e) = self.control.system().write(|tx| tx.delete(SystemTable::Workflows, id)) {
+            tracing::warn!(id, "could not delete an expired workflow instance: {e}");
+        }
     }
 
     /// Drops finished instances older than the retention period.
@@ -277,20 +264,12 @@ impl Runner {
     /// Starts a finished instance over from the beginning, with the same scope and settings.
     pub fn restart(self: &Arc<Self>, id: &str) -> Result<Instance, RunnerError> {
         let slot = self.slots.lock().get(id).cloned().ok_or_else(|| RunnerError::NotFound(id.into()))?;
-        let source = {
-            let i = slot.instance.lock();
+        let counts = {
+            let i = slot.instance.lock().clone();
             if !i.status.is_finished() {
                 return Err(RunnerError::Running(id.into()));
             }
-            self.source_of(&i)?
-        };
-        let counts: BTreeMap<String, u64> = {
-            let i = slot.instance.lock();
-            let mut counts = BTreeMap::new();
-            for t in &i.aggregate_types {
-                counts.insert(t.clone(), if i.params.aggregate_id.is_some() { 1 } else { source.count(t)? });
-            }
-            counts
+            self.kind_of(&i)?.recount(&i)?
         };
         *slot.signal.lock() = Signal::Run;
         let now = now_ms();
@@ -301,6 +280,9 @@ impl Runner {
             (i.done, i.succeeded, i.failed) = (0, 0, 0);
             i.errors.clear();
             i.cursor = None;
+            i.batches_done = 0;
+            i.recovered = 0;
+            i.run += 1;
             (i.started_at, i.ended_at) = (now, None);
         });
         self.spawn(slot);
@@ -393,62 +375,70 @@ impl Runner {
         }
     }
 
-    /// The source of an instance: the database's current sync configuration (credentials may
-    /// have been rotated since the instance started).
-    fn source_of(&self, i: &Instance) -> Result<Source, SourceError> {
-        let db = from_hex_be(&i.database).ok_or_else(|| SourceError::Unsupported(i.source_url.clone()))?;
-        let config = self.control.sync_config(&db).unwrap_or_default();
-        let mut store = config.get("objectStore").cloned().unwrap_or_else(|| serde_json::json!({}));
-        if store.get("url").and_then(serde_json::Value::as_str) != Some(i.source_url.as_str()) {
-            store = serde_json::json!({ "url": i.source_url });
+    /// The kind that runs instance `i`.
+    fn kind_of(&self, i: &Instance) -> Result<Box<dyn Kind>, RunnerError> {
+        match i.kind.as_str() {
+            crate::resync::KIND => Ok(Box::new(crate::resync::ResyncProjections::for_instance(&self.control, i)?)),
+            other => Err(RunnerError::UnknownKind(other.to_string())),
         }
-        Source::from_config(&store)
+    }
+
+    fn fail(&self, slot: &Slot, error: String) {
+        self.finish(slot, Status::Errored, Some(error));
+    }
+
+    /// Ends the instance with `status`, and lets the database forget its steps.
+    fn finish(&self, slot: &Slot, status: Status, error: Option<String>) {
+        let i = self.update(slot, |i| {
+            i.status = status;
+            i.errors.extend(error);
+            i.ended_at = Some(now_ms());
+        });
+        if let Some(db) = from_hex_be(&i.database).and_then(|d| self.control.get(&d)) {
+            let name = i.step_instance();
+            let _ = db.handle.submit(move |d| d.forget_steps(&name), |_| {});
+        }
+    }
+
+    /// The items of the interrupted batch that the database already applied (after a crash),
+    /// by item key.
+    fn already_applied(&self, i: &Instance) -> HashSet<String> {
+        let Some(db) = from_hex_be(&i.database).and_then(|d| self.control.get(&d)) else { return HashSet::new() };
+        let (name, batch) = (i.step_instance(), i.batches_done + 1);
+        match db.handle.with(move |d| d.applied_steps(&name)) {
+            Ok(Some((b, items))) if b == batch => items,
+            _ => HashSet::new(),
+        }
     }
 
     fn run(self: Arc<Self>, slot: Arc<Slot>) {
         let snapshot = slot.instance.lock().clone();
-        let source = match self.source_of(&snapshot) {
-            Ok(s) => s,
-            Err(e) => {
-                self.update(&slot, |i| {
-                    i.status = Status::Errored;
-                    i.errors.push(e.to_string());
-                    i.ended_at = Some(now_ms());
-                });
-                return;
-            }
+        let kind = match self.kind_of(&snapshot) {
+            Ok(k) => k,
+            Err(e) => return self.fail(&slot, e.to_string()),
         };
+        let mut already = self.already_applied(&snapshot);
+        if !already.is_empty() {
+            tracing::info!(id = %snapshot.id, skipped = already.len(), "items of the interrupted batch are already applied");
+            let n = already.len() as u64;
+            self.update(&slot, |i| i.recovered += n);
+        }
         if slot.instance.lock().status == Status::Queued {
             self.update(&slot, |i| i.status = Status::Running);
         }
         loop {
             if !self.wait_while_paused(&slot) {
-                self.update(&slot, |i| {
-                    i.status = Status::Terminated;
-                    i.ended_at = Some(now_ms());
-                });
-                return;
+                return self.finish(&slot, Status::Terminated, None);
             }
             let current = slot.instance.lock().clone();
-            let batch = match next_batch(&source, &current) {
+            let batch = match kind.next_batch(&current) {
                 Ok(b) => b,
-                Err(e) => {
-                    self.update(&slot, |i| {
-                        i.status = Status::Errored;
-                        i.errors.push(format!("listing failed: {e}"));
-                        i.ended_at = Some(now_ms());
-                    });
-                    return;
-                }
+                Err(e) => return self.fail(&slot, format!("listing failed: {e}")),
             };
             if batch.is_empty() {
-                self.update(&slot, |i| {
-                    i.status = Status::Complete;
-                    i.ended_at = Some(now_ms());
-                });
-                return;
+                return self.finish(&slot, Status::Complete, None);
             }
-            let results = self.apply_batch(&source, &current, &batch);
+            let results = self.apply_batch(kind.as_ref(), &current, &batch, &mut already);
             self.update(&slot, |i| {
                 for (key, result) in results {
                     i.done += 1;
@@ -457,12 +447,13 @@ impl Runner {
                         Err(e) => {
                             i.failed += 1;
                             if i.errors.len() < MAX_ERRORS {
-                                i.errors.push(format!("{}/{}: {e}", key.aggregate_type, key.aggregate_id));
+                                i.errors.push(format!("{}: {e}", key.item()));
                             }
                         }
                     }
                     i.cursor = Some(key);
                 }
+                i.batches_done += 1;
             });
             // The pause between batches wakes early for pause and terminate.
             let delay = Duration::from_secs(current.params.delay_seconds as u64);
@@ -475,90 +466,63 @@ impl Runner {
 
     /// Applies a batch: every item is submitted to the database writer at once (in key order, so
     /// per-aggregate order holds) and acknowledged by one group-commit fsync; items that fail are
-    /// retried with backoff, one by one, up to `max_attempts` tries in all.
+    /// retried with backoff, one by one, up to `max_attempts` tries in all. Items in `already`
+    /// (applied before a crash) count as succeeded without running again.
     fn apply_batch(
         &self,
-        source: &Source,
+        kind: &dyn Kind,
         i: &Instance,
         batch: &[AggregateKey],
+        already: &mut HashSet<String>,
     ) -> Vec<(AggregateKey, Result<(), String>)> {
-        let pending: Vec<_> = batch.iter().map(|key| (key.clone(), self.submit(source, i, key))).collect();
+        let step = |key: &AggregateKey| WorkflowStep {
+            instance: i.step_instance(),
+            batch: i.batches_done + 1,
+            item: key.item(),
+        };
+        let recv = |waiting: Result<Receiver, String>| {
+            waiting.and_then(|rx| rx.recv().unwrap_or_else(|_| Err("the database shut down".into())))
+        };
+        let pending: Vec<_> = batch
+            .iter()
+            .map(|key| {
+                let waiting = if already.remove(&key.item()) { None } else { Some(kind.submit(i, key, step(key))) };
+                (key.clone(), waiting)
+            })
+            .collect();
         let mut out = Vec::with_capacity(batch.len());
         for (key, waiting) in pending {
-            let mut result = waiting.and_then(|rx| rx.recv().unwrap_or_else(|_| Err("the database shut down".into())));
+            let Some(waiting) = waiting else {
+                out.push((key, Ok(())));
+                continue;
+            };
+            let mut result = recv(waiting);
             for attempt in 1..i.params.max_attempts.max(1) {
                 if result.is_ok() {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50 << attempt.min(6)));
-                result = self
-                    .submit(source, i, &key)
-                    .and_then(|rx| rx.recv().unwrap_or_else(|_| Err("the database shut down".into())));
+                result = recv(kind.submit(i, &key, step(&key)));
             }
             out.push((key, result));
         }
         out
     }
-
-    /// Reads one aggregate and queues the projection reducer call; the receiver yields the
-    /// outcome once the call is durable.
-    fn submit(
-        &self,
-        source: &Source,
-        i: &Instance,
-        key: &AggregateKey,
-    ) -> Result<std::sync::mpsc::Receiver<Result<(), String>>, String> {
-        let (version, state) = source.get(key).map_err(|e| e.to_string())?;
-        let database = from_hex_be(&i.database).ok_or("bad database id")?;
-        let caller = Caller::identity(from_hex_be(&i.caller).ok_or("bad caller id")?);
-        let db = self.control.get(&database).ok_or("the database no longer exists")?;
-        let args = epoch_sats::bsatn::to_vec(&AlgebraicValue::product([
-            AlgebraicValue::string(key.aggregate_type.as_str()),
-            AlgebraicValue::string(key.aggregate_id.as_str()),
-            AlgebraicValue::U64(version),
-            AlgebraicValue::string(state),
-        ]));
-        let reducer = i.reducer.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        db.handle
-            .submit(
-                move |d| match d.call(&reducer, ReducerArgs::Bsatn(args), caller) {
-                    Ok(r) => r.outcome.error_message().map_or(Ok(()), Err),
-                    Err(e) => Err(e.to_string()),
-                },
-                move |r| {
-                    let _ = tx.send(r);
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        Ok(rx)
-    }
 }
 
-/// The next keys after the instance's cursor, in (type, id) order.
-fn next_batch(source: &Source, i: &Instance) -> Result<Vec<AggregateKey>, SourceError> {
-    let size = i.params.batch_size.max(1) as usize;
-    if let (Some(t), Some(id)) = (&i.params.aggregate_type, &i.params.aggregate_id) {
-        return Ok(if i.cursor.is_some() {
-            Vec::new()
-        } else {
-            vec![AggregateKey { aggregate_type: t.clone(), aggregate_id: id.clone() }]
-        });
-    }
-    let mut out = Vec::with_capacity(size);
-    for t in &i.aggregate_types {
-        let after = match &i.cursor {
-            Some(c) if c.aggregate_type == *t => Some(c.aggregate_id.as_str()),
-            Some(c) if c.aggregate_type > *t => continue,
-            _ => None,
-        };
-        let need = size - out.len();
-        for id in source.list(t, after, need.min(LIST_PAGE))? {
-            out.push(AggregateKey { aggregate_type: t.clone(), aggregate_id: id });
-        }
-        if out.len() >= size {
-            break;
-        }
-    }
-    Ok(out)
+/// Where an applied item's outcome arrives, once its transaction is durable.
+pub(crate) type Receiver = std::sync::mpsc::Receiver<Result<(), String>>;
+
+/// One kind of workflow: which items it goes through, and how one is applied. The runner owns
+/// everything else (batches, pacing, retries, progress, pause and resume, exactly-once).
+pub(crate) trait Kind: Send + Sync {
+    /// The next items after the instance's cursor, at most `batch_size`, in a fixed order (so a
+    /// cursor resumes exactly).
+    fn next_batch(&self, i: &Instance) -> Result<Vec<AggregateKey>, String>;
+
+    /// Queues one item on the database writer, committing `step` with it.
+    fn submit(&self, i: &Instance, key: &AggregateKey, step: WorkflowStep) -> Result<Receiver, String>;
+
+    /// Items in scope per group, counted afresh (for a restart).
+    fn recount(&self, i: &Instance) -> Result<BTreeMap<String, u64>, RunnerError>;
 }
