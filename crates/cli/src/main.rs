@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use epoch_core::{bench, Caller, Database, HostConfig, ReducerArgs};
 
 mod client;
+mod server_config;
 mod sync_cmd;
 
 #[derive(Parser)]
@@ -29,6 +30,9 @@ struct Cli {
 /// Options of `epoch start`.
 #[derive(clap::Args)]
 struct StartArgs {
+    /// A TOML file of these options (`default-database = "proj"`, …); flags win over it.
+    #[arg(long, env = "EPOCH_SERVER_CONFIG")]
+    config_file: Option<PathBuf>,
     /// Address to listen on; port 0 picks a free port (the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:3000")]
     listen_addr: String,
@@ -145,7 +149,7 @@ enum Command {
 
 fn main() -> Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(server_config::apply::<Cli>(std::env::args_os().collect())?);
     let config = cli.config.clone().unwrap_or_else(client::default_config_path);
     let session = || client::Session::open(&cli.server, &config);
     match cli.command {
@@ -167,6 +171,7 @@ fn main() -> Result<()> {
 
 fn start(args: StartArgs) -> Result<()> {
     let StartArgs {
+        config_file: _,
         listen_addr,
         data_dir,
         reducer_timeout_ms,
