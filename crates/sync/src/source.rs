@@ -28,10 +28,30 @@ pub enum SourceError {
 }
 
 /// An object store on the local file system.
-#[derive(Debug, Clone)]
+///
+/// A directory lists in no useful order, so each listing pass reads the whole type directory
+/// but keeps only the smallest [`READ_AHEAD`] ids after the resume point (a bounded heap: memory
+/// stays flat however many aggregates there are), and serves the following pages from them.
+#[derive(Debug)]
 pub struct FileSource {
     root: PathBuf,
+    /// Ids read ahead: (type, the id they follow, the ids in order).
+    ahead: std::sync::Mutex<Option<ReadAhead>>,
+    read_ahead: usize,
 }
+
+#[derive(Debug)]
+struct ReadAhead {
+    aggregate_type: String,
+    /// The id the buffered ids follow (`None`: the start of the type).
+    after: Option<String>,
+    ids: std::collections::VecDeque<String>,
+    /// Whether the pass that filled the buffer reached the end of the directory.
+    complete: bool,
+}
+
+/// Ids one pass over a type directory keeps, at most.
+pub const READ_AHEAD: usize = 10_000;
 
 /// The most keys one listing call returns; callers page with the last key.
 pub const LIST_PAGE: usize = 1000;
@@ -43,7 +63,7 @@ impl FileSource {
             .strip_prefix("file://")
             .filter(|p| p.starts_with('/'))
             .ok_or_else(|| SourceError::Unsupported(url.into()))?;
-        Ok(Self { root: PathBuf::from(path) })
+        Ok(Self { root: PathBuf::from(path), ahead: std::sync::Mutex::new(None), read_ahead: READ_AHEAD })
     }
 
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
@@ -67,19 +87,56 @@ impl FileSource {
 
     /// Ids of `aggregate_type` after `after` (exclusive), sorted, at most `limit`.
     pub fn list(&self, aggregate_type: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, SourceError> {
+        let mut ahead = self.ahead.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let usable = ahead.as_ref().is_some_and(|a| {
+            a.aggregate_type == aggregate_type && a.after.as_deref() == after && (a.complete || a.ids.len() >= limit)
+        });
+        if !usable {
+            let (ids, complete) = self.smallest_after(aggregate_type, after, self.read_ahead.max(limit))?;
+            *ahead = Some(ReadAhead {
+                aggregate_type: aggregate_type.to_string(),
+                after: after.map(str::to_string),
+                ids: ids.into(),
+                complete,
+            });
+        }
+        let a = ahead.as_mut().expect("filled above");
+        let page: Vec<String> = a.ids.drain(..limit.min(a.ids.len())).collect();
+        if let Some(last) = page.last() {
+            a.after = Some(last.clone());
+        }
+        Ok(page)
+    }
+
+    /// One pass over the type directory: the `keep` smallest ids after `after`, sorted, and
+    /// whether they are all there are.
+    fn smallest_after(
+        &self,
+        aggregate_type: &str,
+        after: Option<&str>,
+        keep: usize,
+    ) -> Result<(Vec<String>, bool), SourceError> {
         let dir = self.root.join(aggregate_type);
-        let mut ids: Vec<String> = Vec::new();
+        let mut heap = std::collections::BinaryHeap::with_capacity(keep + 1);
+        let mut dropped = false;
         for entry in std::fs::read_dir(&dir).map_err(Self::io(&dir))? {
             let entry = entry.map_err(Self::io(&dir))?;
             let name = entry.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
-            if after.is_none_or(|a| id > a) {
-                ids.push(id.to_string());
+            if after.is_some_and(|a| id <= a) {
+                continue;
+            }
+            if heap.len() == keep && heap.peek().is_some_and(|max: &String| id >= max.as_str()) {
+                dropped = true;
+                continue;
+            }
+            heap.push(id.to_string());
+            if heap.len() > keep {
+                heap.pop();
+                dropped = true;
             }
         }
-        ids.sort();
-        ids.truncate(limit);
-        Ok(ids)
+        Ok((heap.into_sorted_vec(), !dropped))
     }
 
     /// How many aggregates of each type there are.
@@ -269,5 +326,44 @@ impl Source {
             Self::File(s) => s.get(key),
             Self::S3(s) => s.get(key),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_listing_pages_exactly_through_read_ahead_boundaries_and_resumes_anywhere() {
+        let root = std::env::temp_dir().join(format!("epoch-source-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("user")).unwrap();
+        // Written in a scrambled order; 57 ids, a read-ahead of 10 and pages of 4.
+        let mut all: Vec<String> = (0..57).map(|i| format!("u-{:03}", (i * 37) % 57)).collect();
+        for id in &all {
+            std::fs::write(root.join("user").join(format!("{id}.json")), "{\"version\":1}").unwrap();
+        }
+        std::fs::write(root.join("user").join("notes.txt"), "not an aggregate").unwrap();
+        all.sort();
+        let mut source = FileSource::from_url(&format!("file://{}", root.display())).unwrap();
+        source.read_ahead = 10;
+        let mut seen = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = source.list("user", after.as_deref(), 4).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 4);
+            after = page.last().cloned();
+            seen.extend(page);
+        }
+        assert_eq!(seen, all);
+        // Resuming from any key (as after a crash) gives exactly what follows it.
+        assert_eq!(source.list("user", Some("u-030"), 3).unwrap(), vec!["u-031", "u-032", "u-033"]);
+        assert_eq!(source.list("user", Some("u-010"), 2).unwrap(), vec!["u-011", "u-012"]);
+        assert_eq!(source.list("user", Some("u-056"), 5).unwrap(), Vec::<String>::new());
+        assert_eq!(source.count("user").unwrap(), 57);
+        let _ = std::fs::remove_dir_all(&root);
     }
 }
