@@ -46,11 +46,19 @@ root, base = sys.argv[1], sys.argv[2]
 def put(path):
     rel = os.path.relpath(path, root)
     with open(path, "rb") as f:
-        req = urllib.request.Request(f"{base}/{rel}", data=f.read(), method="PUT")
+        req = urllib.request.Request(f"{base}/{rel}", data=f.read(), method="PUT",
+                                     headers={"Content-Type": "application/octet-stream"})
     urllib.request.urlopen(req).read()
 paths = [os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs]
 with ThreadPoolExecutor(8) as ex:
     list(ex.map(put, paths))
+# moto treats a body without a content type as a form and stores nothing: check one object
+# (reads need a signature; boto3 comes with moto).
+import boto3
+endpoint, bucket, prefix = base.rsplit("/", 2)
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="t", aws_secret_access_key="t", region_name="us-east-1")
+probe = s3.get_object(Bucket=bucket, Key=f"{prefix}/{os.path.relpath(paths[0], root)}")["Body"].read()
+assert probe, "moto stored an empty object; the upload is broken"
 PY
   store_config="{\"url\": \"s3://bench/agg\", \"endpoint\": \"http://127.0.0.1:$port\", \"region\": \"us-east-1\", \"accessKeyId\": \"t\", \"secretAccessKey\": \"t\"}"
 fi
