@@ -111,14 +111,17 @@ pub fn router(state: AppState) -> Router {
                     axum::http::header::CONTENT_TYPE,
                 ]),
         );
-    // The seed-compatible admin paths, for a server with a default database.
+    // The seed-compatible admin paths, for a server with a default database, under both of the
+    // prefixes our users' tools call.
     let admin = Router::new()
         .route("/resync-projections", post(sync::admin_resync_projections))
+        .route("/workflows", get(sync::admin_workflows))
         .route("/workflows/{instance_id}", get(sync::workflow))
         .route("/workflows/{instance_id}/{action}", post(sync::workflow));
     Router::new()
         .nest("/v1", v1)
-        .nest("/admin", admin)
+        .nest("/admin", admin.clone())
+        .nest("/api/admin", admin)
         .route("/metrics", get(identity::metrics))
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))

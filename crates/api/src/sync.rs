@@ -365,6 +365,21 @@ pub async fn workflow(
     method: axum::http::Method,
     headers: HeaderMap,
 ) -> Response {
+    workflow_route(state, parts, method, headers)
+}
+
+/// `GET /admin/workflows`: recent instances of the default database (a route with no path
+/// parameters, so it cannot share [`workflow`]'s extractor).
+pub async fn admin_workflows(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    workflow_route(state, Vec::new(), axum::http::Method::GET, headers)
+}
+
+fn workflow_route(
+    state: AppState,
+    parts: Vec<(String, String)>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Response {
     let get = |k: &str| parts.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     let (segment, id, action) = (get("name_or_identity"), get("instance_id"), get("action"));
     let result = (|| {
