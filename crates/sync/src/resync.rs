@@ -5,19 +5,18 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use epoch_core::control::{from_hex_be, hex_be};
-use epoch_core::{Caller, ControlPlane, ReducerArgs, WorkflowStep};
+use epoch_core::ControlPlane;
 use epoch_sats::AlgebraicValue;
 
 use crate::source::{AggregateKey, Source, SourceError, LIST_PAGE};
-use crate::workflow::{now_ms, Instance, Kind, Receiver, ResyncParams, Runner, RunnerError, Status};
+use crate::workflow::{now_ms, Instance, Kind, ResyncParams, Runner, RunnerError, Status};
 
 /// The kind's name, as instances and the API show it.
 pub const KIND: &str = "resync-projections";
 
-/// A running resync: its source and the database it projects into.
+/// A running resync: where its aggregates come from.
 pub(crate) struct ResyncProjections {
     source: Source,
-    control: Arc<ControlPlane>,
 }
 
 impl ResyncProjections {
@@ -30,7 +29,7 @@ impl ResyncProjections {
         if store.get("url").and_then(serde_json::Value::as_str) != Some(i.source_url.as_str()) {
             store = serde_json::json!({ "url": i.source_url });
         }
-        Ok(Self { source: Source::from_config(&store)?, control: control.clone() })
+        Ok(Self { source: Source::from_config(&store)? })
     }
 }
 
@@ -48,32 +47,26 @@ impl Kind for ResyncProjections {
         next_batch(&self.source, i).map_err(|e| e.to_string())
     }
 
-    /// Reads one aggregate and queues the projection reducer call.
-    fn submit(&self, i: &Instance, key: &AggregateKey, step: WorkflowStep) -> Result<Receiver, String> {
-        let (version, state) = self.source.get(key).map_err(|e| e.to_string())?;
-        let database = from_hex_be(&i.database).ok_or("bad database id")?;
-        let caller = Caller::identity(from_hex_be(&i.caller).ok_or("bad caller id")?);
-        let db = self.control.get(&database).ok_or("the database no longer exists")?;
-        let args = epoch_sats::bsatn::to_vec(&AlgebraicValue::product([
-            AlgebraicValue::string(key.aggregate_type.as_str()),
-            AlgebraicValue::string(key.aggregate_id.as_str()),
-            AlgebraicValue::U64(version),
-            AlgebraicValue::string(state),
-        ]));
-        let reducer = i.reducer.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        db.handle
-            .submit(
-                move |d| match d.call_step(&reducer, ReducerArgs::Bsatn(args), caller, step) {
-                    Ok(r) => r.outcome.error_message().map_or(Ok(()), Err),
-                    Err(e) => Err(e.to_string()),
-                },
-                move |r| {
-                    let _ = tx.send(r);
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        Ok(rx)
+    /// Reads the documents (concurrently from S3) and encodes the projection reducer's
+    /// arguments: (type, id, version, document).
+    fn arguments(&self, _: &Instance, keys: &[AggregateKey]) -> Vec<Result<Vec<u8>, String>> {
+        let docs = self.source.get_many(keys);
+        keys.iter()
+            .zip(docs)
+            .map(|(key, doc)| {
+                let (version, state) = doc.map_err(|e| match e {
+                    // The runner names the item itself.
+                    SourceError::BadDocument { message, .. } => message,
+                    e => e.to_string(),
+                })?;
+                Ok(epoch_sats::bsatn::to_vec(&AlgebraicValue::product([
+                    AlgebraicValue::string(key.aggregate_type.as_str()),
+                    AlgebraicValue::string(key.aggregate_id.as_str()),
+                    AlgebraicValue::U64(version),
+                    AlgebraicValue::string(state),
+                ])))
+            })
+            .collect()
     }
 
     fn recount(&self, i: &Instance) -> Result<BTreeMap<String, u64>, RunnerError> {

@@ -153,6 +153,8 @@ impl FileSource {
     /// Reads one aggregate: its whole document and its `version`.
     pub fn get(&self, key: &AggregateKey) -> Result<(u64, String), SourceError> {
         let path = self.root.join(&key.aggregate_type).join(format!("{}.json", key.aggregate_id));
+        let size = std::fs::metadata(&path).map_err(Self::io(&path))?.len();
+        check_size(key, size)?;
         let bytes = std::fs::read(&path).map_err(Self::io(&path))?;
         parse_document(key, &bytes)
     }
@@ -262,11 +264,41 @@ impl S3Source {
     }
 
     pub fn get(&self, key: &AggregateKey) -> Result<(u64, String), SourceError> {
+        self.block(self.get_async(key))
+    }
+
+    async fn get_async(&self, key: &AggregateKey) -> Result<(u64, String), SourceError> {
         use object_store::ObjectStore;
         let path = self.path(&format!("{}/{}.json", key.aggregate_type, key.aggregate_id));
-        let bytes = self.block(async { self.store.get(&path).await?.bytes().await }).map_err(s3_err)?;
+        let found = self.store.get(&path).await.map_err(s3_err)?;
+        check_size(key, found.meta.size as u64)?;
+        let bytes = found.bytes().await.map_err(s3_err)?;
         parse_document(key, &bytes)
     }
+
+    /// Reads several aggregates, [`FETCH_CONCURRENCY`] requests at a time; results in `keys`'
+    /// order. A batch thus costs a few round trips, not one per aggregate in sequence.
+    pub fn get_many(&self, keys: &[AggregateKey]) -> Vec<Result<(u64, String), SourceError>> {
+        use futures::StreamExt;
+        let reads = futures::stream::iter(keys).map(|k| self.get_async(k)).buffered(FETCH_CONCURRENCY);
+        self.block(reads.collect::<Vec<_>>())
+    }
+}
+
+/// Object-store reads in flight at once while fetching a batch.
+pub const FETCH_CONCURRENCY: usize = 32;
+
+/// The largest aggregate document read; a bigger one fails alone, without being loaded.
+pub const MAX_DOCUMENT_BYTES: u64 = 16 << 20;
+
+fn check_size(key: &AggregateKey, size: u64) -> Result<(), SourceError> {
+    if size > MAX_DOCUMENT_BYTES {
+        return Err(SourceError::BadDocument {
+            key: key.item(),
+            message: format!("{size} bytes is larger than the {MAX_DOCUMENT_BYTES}-byte limit"),
+        });
+    }
+    Ok(())
 }
 
 /// A document's `version` and text.
@@ -327,6 +359,14 @@ impl Source {
             Self::S3(s) => s.get(key),
         }
     }
+
+    /// Reads several aggregates (concurrently where that helps); results in `keys`' order.
+    pub fn get_many(&self, keys: &[AggregateKey]) -> Vec<Result<(u64, String), SourceError>> {
+        match self {
+            Self::File(s) => keys.iter().map(|k| s.get(k)).collect(),
+            Self::S3(s) => s.get_many(keys),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -364,6 +404,15 @@ mod tests {
         assert_eq!(source.list("user", Some("u-010"), 2).unwrap(), vec!["u-011", "u-012"]);
         assert_eq!(source.list("user", Some("u-056"), 5).unwrap(), Vec::<String>::new());
         assert_eq!(source.count("user").unwrap(), 57);
+        // A document over the size limit fails alone, without being read.
+        let big = std::fs::File::create(root.join("user").join("huge.json")).unwrap();
+        big.set_len(MAX_DOCUMENT_BYTES + 1).unwrap();
+        let key = |id: &str| AggregateKey { aggregate_type: "user".into(), aggregate_id: id.into() };
+        let got = Source::File(source).get_many(&[key("u-001"), key("huge"), key("u-002")]);
+        assert_eq!(got[0].as_ref().unwrap().0, 1);
+        let err = got[1].as_ref().unwrap_err().to_string();
+        assert!(err.contains("larger than the 16777216-byte limit"), "{err}");
+        assert!(got[2].is_ok());
         let _ = std::fs::remove_dir_all(&root);
     }
 }

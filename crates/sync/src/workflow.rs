@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use epoch_core::control::{from_hex_be, hex_be};
-use epoch_core::{ControlPlane, SystemError, SystemTable, WorkflowStep};
+use epoch_core::{Caller, ControlPlane, ReducerArgs, SystemError, SystemTable, WorkflowStep};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
@@ -464,10 +464,11 @@ impl Runner {
         }
     }
 
-    /// Applies a batch: every item is submitted to the database writer at once (in key order, so
-    /// per-aggregate order holds) and acknowledged by one group-commit fsync; items that fail are
-    /// retried with backoff, one by one, up to `max_attempts` tries in all. Items in `already`
-    /// (applied before a crash) count as succeeded without running again.
+    /// Applies a batch: the items' arguments are fetched (concurrently where the source allows),
+    /// every item is submitted to the database writer at once (in key order, so per-aggregate
+    /// order holds) and acknowledged by one group-commit fsync; items that fail are retried
+    /// with backoff, one by one, up to `max_attempts` tries in all. Items in `already` (applied
+    /// before a crash) count as succeeded without running again.
     fn apply_batch(
         &self,
         kind: &dyn Kind,
@@ -483,17 +484,17 @@ impl Runner {
         let recv = |waiting: Result<Receiver, String>| {
             waiting.and_then(|rx| rx.recv().unwrap_or_else(|_| Err("the database shut down".into())))
         };
-        let pending: Vec<_> = batch
+        let todo: Vec<AggregateKey> = batch.iter().filter(|k| !already.contains(&k.item())).cloned().collect();
+        let mut pending: HashMap<String, Result<Receiver, String>> = todo
             .iter()
-            .map(|key| {
-                let waiting = if already.remove(&key.item()) { None } else { Some(kind.submit(i, key, step(key))) };
-                (key.clone(), waiting)
-            })
+            .zip(kind.arguments(i, &todo))
+            .map(|(key, args)| (key.item(), args.and_then(|a| self.submit(i, a, step(key)))))
             .collect();
         let mut out = Vec::with_capacity(batch.len());
-        for (key, waiting) in pending {
-            let Some(waiting) = waiting else {
-                out.push((key, Ok(())));
+        for key in batch {
+            let Some(waiting) = pending.remove(&key.item()) else {
+                already.remove(&key.item());
+                out.push((key.clone(), Ok(())));
                 continue;
             };
             let mut result = recv(waiting);
@@ -502,26 +503,51 @@ impl Runner {
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50 << attempt.min(6)));
-                result = recv(kind.submit(i, &key, step(&key)));
+                let args = kind.arguments(i, std::slice::from_ref(key)).pop().unwrap_or_else(|| Err("no item".into()));
+                result = recv(args.and_then(|a| self.submit(i, a, step(key))));
             }
-            out.push((key, result));
+            out.push((key.clone(), result));
         }
         out
+    }
+
+    /// Queues a call of the instance's reducer with `args` on the database writer, committing
+    /// `step` with it; the receiver yields the outcome once the call is durable.
+    fn submit(&self, i: &Instance, args: Vec<u8>, step: WorkflowStep) -> Result<Receiver, String> {
+        let database = from_hex_be(&i.database).ok_or("bad database id")?;
+        let caller = Caller::identity(from_hex_be(&i.caller).ok_or("bad caller id")?);
+        let db = self.control.get(&database).ok_or("the database no longer exists")?;
+        let reducer = i.reducer.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        db.handle
+            .submit(
+                move |d| match d.call_step(&reducer, ReducerArgs::Bsatn(args), caller, step) {
+                    Ok(r) => r.outcome.error_message().map_or(Ok(()), Err),
+                    Err(e) => Err(e.to_string()),
+                },
+                move |r| {
+                    let _ = tx.send(r);
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(rx)
     }
 }
 
 /// Where an applied item's outcome arrives, once its transaction is durable.
 pub(crate) type Receiver = std::sync::mpsc::Receiver<Result<(), String>>;
 
-/// One kind of workflow: which items it goes through, and how one is applied. The runner owns
-/// everything else (batches, pacing, retries, progress, pause and resume, exactly-once).
+/// One kind of workflow: which items it goes through, and the reducer arguments of each. The
+/// runner owns everything else (calling the instance's reducer, batches, pacing, retries,
+/// progress, pause and resume, exactly-once).
 pub(crate) trait Kind: Send + Sync {
     /// The next items after the instance's cursor, at most `batch_size`, in a fixed order (so a
     /// cursor resumes exactly).
     fn next_batch(&self, i: &Instance) -> Result<Vec<AggregateKey>, String>;
 
-    /// Queues one item on the database writer, committing `step` with it.
-    fn submit(&self, i: &Instance, key: &AggregateKey, step: WorkflowStep) -> Result<Receiver, String>;
+    /// The reducer arguments (BSATN) of each item, in `keys`' order; an item that cannot be
+    /// read fails alone.
+    fn arguments(&self, i: &Instance, keys: &[AggregateKey]) -> Vec<Result<Vec<u8>, String>>;
 
     /// Items in scope per group, counted afresh (for a restart).
     fn recount(&self, i: &Instance) -> Result<BTreeMap<String, u64>, RunnerError>;
