@@ -388,24 +388,20 @@ fn admin_seed_paths_act_on_the_default_database_and_restart_runs_again() {
     let again = wait_complete();
     assert_eq!((again["done"].as_u64(), again["succeeded"].as_u64()), (Some(35), Some(35)), "{again}");
     // The same routes answer under /api/admin, and the list shows the instance.
-    let r = s
-        .http()
-        .get(format!("{}/api/admin/workflows", s.url))
-        .header("X-Admin-API-Key", KEY)
-        .bearer_auth(&owner)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let list: Value = r.json().unwrap();
+    let api_admin = |path: &str| {
+        let r = s
+            .http()
+            .get(format!("{}/api/admin/{path}", s.url))
+            .header("X-Admin-API-Key", KEY)
+            .bearer_auth(&owner)
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))
+    };
+    let (status, list) = api_admin("workflows");
+    assert_eq!(status, 200);
     assert_eq!(list["instances"][0]["id"], id.as_str(), "{list}");
-    let r = s
-        .http()
-        .get(format!("{}/api/admin/workflows/{id}", s.url))
-        .header("X-Admin-API-Key", KEY)
-        .bearer_auth(&owner)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(api_admin(&format!("workflows/{id}")).1["status"], "complete");
     // Without credentials the seed paths refuse like every sync route.
     let r = s.http().post(format!("{}/admin/resync-projections", s.url)).send().unwrap();
     assert_eq!(r.status(), 401);
