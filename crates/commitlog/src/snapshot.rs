@@ -32,6 +32,18 @@ pub enum SnapshotError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
+impl Snapshot {
+    /// The snapshot file's bytes: magic, body, crc32c.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Reads a snapshot file's bytes, checking magic and checksum.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        decode(bytes)
+    }
+}
+
 fn encode(s: &Snapshot) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(SNAPSHOT_MAGIC);
