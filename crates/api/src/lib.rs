@@ -99,6 +99,8 @@ pub fn router(state: AppState) -> Router {
         .route("/database/{name_or_identity}/sync/workflows", get(sync::workflow))
         .route("/database/{name_or_identity}/sync/workflows/{instance_id}", get(sync::workflow))
         .route("/database/{name_or_identity}/sync/workflows/{instance_id}/{action}", post(sync::workflow))
+        .route("/sync/workflows/{instance_id}", get(sync::any_workflow))
+        .route("/sync/workflows/{instance_id}/{action}", post(sync::any_workflow))
         .nest("/database", database)
         // As 1.3: any origin may call the API from a browser.
         .layer(

@@ -374,6 +374,24 @@ pub async fn admin_workflows(State(state): State<AppState>, headers: HeaderMap) 
     workflow_route(state, Vec::new(), axum::http::Method::GET, headers)
 }
 
+/// `GET /v1/sync/workflows/:instanceId` and `POST …/:action`: an instance found by its id
+/// alone (ids are unique server-wide), authorized against the database it belongs to.
+pub async fn any_workflow(
+    State(state): State<AppState>,
+    Path(parts): Path<Vec<(String, String)>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+) -> Response {
+    let id = parts.iter().find(|(n, _)| n == "instance_id").map(|(_, v)| v.clone()).unwrap_or_default();
+    let database = state.runner.as_ref().and_then(|r| r.get(&id)).map(|i| i.database);
+    let Some(database) = database else {
+        return SyncError::new(StatusCode::NOT_FOUND, format!("no workflow instance {id}")).into_response();
+    };
+    let mut parts = parts;
+    parts.push(("name_or_identity".to_string(), database));
+    workflow_route(state, parts, method, headers)
+}
+
 fn workflow_route(
     state: AppState,
     parts: Vec<(String, String)>,

@@ -31,12 +31,19 @@ pub enum SyncCommand {
     },
     /// Show a workflow instance (add --follow to watch it to the end).
     Status {
+        /// The instance's database (instance ids are unique, so this is optional).
         #[arg(long)]
-        database: String,
+        database: Option<String>,
         id: String,
         #[arg(long)]
         follow: bool,
     },
+    /// Pause a running workflow instance (it stops after the batch in flight).
+    Pause { id: String },
+    /// Resume a paused workflow instance.
+    Resume { id: String },
+    /// End a workflow instance for good.
+    Terminate { id: String },
     /// Set the database's object store (owner only).
     Config {
         #[arg(long)]
@@ -79,6 +86,11 @@ pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option
     let auth = |req: RequestBuilder| -> Result<RequestBuilder> {
         Ok(req.header("X-Admin-API-Key", key()?).bearer_auth(&token))
     };
+    let control = |id: &str, action: &str| -> Result<()> {
+        let v = answer(auth(http.post(format!("{}/{action}", instance_url(server, None, id))))?)?;
+        println!("{id}: {}", v["status"].as_str().unwrap_or("?"));
+        Ok(())
+    };
     match cmd {
         SyncCommand::Resync { database, aggregate_type, aggregate_id, batch_size, delay, follow } => {
             let mut query = vec![("batchSize", batch_size.to_string()), ("delaySeconds", delay.to_string())];
@@ -94,17 +106,20 @@ pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option
                 v["batches"]
             );
             if follow {
-                watch(&http, server, &database, &id, &auth)?;
+                watch(&http, &instance_url(server, Some(&database), &id), &id, &auth)?;
             }
         }
         SyncCommand::Status { database, id, follow } => {
+            let url = instance_url(server, database.as_deref(), &id);
             if follow {
-                watch(&http, server, &database, &id, &auth)?;
+                watch(&http, &url, &id, &auth)?;
             } else {
-                let url = format!("{server}/v1/database/{database}/sync/workflows/{id}");
                 println!("{}", serde_json::to_string_pretty(&answer(auth(http.get(url))?)?)?);
             }
         }
+        SyncCommand::Pause { id } => control(&id, "pause")?,
+        SyncCommand::Resume { id } => control(&id, "resume")?,
+        SyncCommand::Terminate { id } => control(&id, "terminate")?,
         SyncCommand::Config { database, url, endpoint, region, access_key_id, secret_access_key, reducer } => {
             let mut store = json!({ "url": url });
             for (k, v) in [
@@ -157,22 +172,23 @@ fn answer(req: RequestBuilder) -> Result<Value> {
     Ok(v)
 }
 
-/// Shows a progress bar (counts and ETA) until the instance ends.
-fn watch(
-    http: &Client,
-    server: &str,
-    database: &str,
-    id: &str,
-    auth: &dyn Fn(RequestBuilder) -> Result<RequestBuilder>,
-) -> Result<()> {
+/// Where instance `id` is read: under its database when named, else by id alone.
+fn instance_url(server: &str, database: Option<&str>, id: &str) -> String {
+    match database {
+        Some(db) => format!("{server}/v1/database/{db}/sync/workflows/{id}"),
+        None => format!("{server}/v1/sync/workflows/{id}"),
+    }
+}
+
+/// Shows a progress bar (counts and ETA) until the instance at `url` ends.
+fn watch(http: &Client, url: &str, id: &str, auth: &dyn Fn(RequestBuilder) -> Result<RequestBuilder>) -> Result<()> {
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} (ETA {eta})")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let url = format!("{server}/v1/database/{database}/sync/workflows/{id}");
     loop {
-        let v = answer(auth(http.get(&url))?)?;
+        let v = answer(auth(http.get(url))?)?;
         bar.set_length(v["total"].as_u64().unwrap_or(0));
         bar.set_position(v["done"].as_u64().unwrap_or(0));
         bar.set_message(format!(

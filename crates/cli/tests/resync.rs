@@ -642,6 +642,34 @@ fn the_cli_configures_grants_and_follows_a_resync() {
     assert!(ok);
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["status"], "complete");
+    // Instance ids are unique server-wide: status, pause, resume and terminate need only the id.
+    let status_of = |id: &str| -> String {
+        let (ok, out, err) = epoch(&["sync", "status", id], Some(KEY));
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["status"].as_str().unwrap().to_string()
+    };
+    assert_eq!(status_of(&id), "complete");
+    let (ok, out, err) =
+        epoch(&["sync", "resync", "--database", "proj", "--batch-size", "5", "--delay", "2"], Some(KEY));
+    assert!(ok, "{err}");
+    let slow = out.split_whitespace().find(|w| w.starts_with("wf_")).unwrap().trim_end_matches(':').to_string();
+    let wait_for = |want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while status_of(&slow) != want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(status_of(&slow), want);
+    };
+    assert!(epoch(&["sync", "pause", &slow], Some(KEY)).0);
+    wait_for("paused");
+    let (ok, out, _) = epoch(&["sync", "resume", &slow], Some(KEY));
+    assert!(ok && out.contains("running"), "{out}");
+    assert!(epoch(&["sync", "terminate", &slow], Some(KEY)).0);
+    wait_for("terminated");
+    let (ok, _, err) = epoch(&["sync", "status", &slow], Some("wrong"));
+    assert!(!ok && err.contains("401"), "{err}");
+    let (ok, _, err) = epoch(&["sync", "status", "wf_nosuch"], Some(KEY));
+    assert!(!ok && err.contains("404"), "{err}");
     let (helper, _) = s.identity();
     let (ok, out, err) = epoch(&["sync", "grant", "--database", "proj", &helper], None);
     assert!(ok && out.contains("Granted"), "{err}");
@@ -698,6 +726,12 @@ fn a_bad_aggregate_fails_alone_and_grantees_but_not_strangers_may_resync() {
     assert!(errors.iter().any(|e| e.contains("lock-broken") && e.contains("version")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("lock-notjson") && e.contains("not JSON")), "{errors:?}");
     assert_eq!(ctx.projections().len(), 4);
+    // By id alone, an instance is still guarded by its database's rules.
+    let by_id = |token: &str| {
+        let url = format!("{}/v1/sync/workflows/{}", ctx.s.url, done["id"].as_str().unwrap());
+        ctx.s.http().get(url).header("X-Admin-API-Key", KEY).bearer_auth(token).send().unwrap().status().as_u16()
+    };
+    assert_eq!((by_id(&stranger), by_id(&helper), by_id(&ctx.owner)), (403, 200, 200));
     drop(ctx);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&store);
