@@ -204,6 +204,8 @@ enum Cmd {
     OnDurable(u64, Callback),
     /// Remove whole segments whose records all come before this offset.
     Prune(u64),
+    /// Run the callback once everything appended so far is fsynced, whatever the durability.
+    Fsync(Callback),
 }
 
 /// An open log with its writer thread.
@@ -268,6 +270,22 @@ impl CommitLog {
             let _ = tx.send(());
         });
         let _ = rx.recv();
+    }
+
+    /// Blocks until every appended record is fsynced, even with [`Durability::Async`] (whose
+    /// acknowledgements only wait for the write). A workflow calls this before recording a
+    /// batch as done in another log, so that record never runs ahead of this one.
+    pub fn sync_to_disk(&self) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self
+            .tx
+            .send(Cmd::Fsync(Box::new(move || {
+                let _ = tx.send(());
+            })))
+            .is_ok()
+        {
+            let _ = rx.recv();
+        }
     }
 
     /// Asks the writer to delete segments that hold only records before `offset`.
@@ -336,6 +354,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let mut fsync_waiting: Vec<Callback> = Vec::new();
             for cmd in batch {
                 match cmd {
                     Cmd::Append(offset, payload) => {
@@ -351,6 +370,7 @@ impl Writer {
                     }
                     Cmd::OnDurable(offset, f) => self.waiting.push((offset, f)),
                     Cmd::Prune(before) => self.prune(before),
+                    Cmd::Fsync(f) => fsync_waiting.push(f),
                 }
             }
             self.flush_buf(&mut buf);
@@ -359,13 +379,15 @@ impl Writer {
                 Durability::Async { interval } => {
                     // Written to the OS counts as done; fsync on the timer.
                     self.durable_end.store(written_end, Ordering::Release);
-                    if last_sync.elapsed() >= interval {
+                    if last_sync.elapsed() >= interval || !fsync_waiting.is_empty() {
                         let _ = self.file.sync_data();
                         last_sync = Instant::now();
                     }
                 }
             }
             self.run_callbacks();
+            // In sync mode the fsync above already covered them.
+            fsync_waiting.into_iter().for_each(|f| f());
         }
     }
 

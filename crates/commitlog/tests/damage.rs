@@ -164,3 +164,22 @@ fn on_durable_runs_after_the_record_is_synced_in_both_modes() {
         assert_eq!(read_log(&d, 0, false).unwrap().records.len(), 100);
     }
 }
+
+#[test]
+fn sync_to_disk_returns_in_async_mode_without_waiting_for_the_timer() {
+    let d = dir("async-sync");
+    let config = LogConfig {
+        dir: d.clone(),
+        durability: Durability::Async { interval: Duration::from_secs(3600) },
+        segment_max_bytes: 1 << 20,
+    };
+    let log = CommitLog::open(config, 0).unwrap();
+    for i in 0..5 {
+        log.append(&record(i));
+    }
+    // Returning at all is the check: the timer would take an hour.
+    log.sync_to_disk();
+    assert_eq!(read_log(&d, 0, false).unwrap().records, (0..5).map(record).collect::<Vec<_>>());
+    drop(log);
+    let _ = std::fs::remove_dir_all(&d);
+}

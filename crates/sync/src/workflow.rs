@@ -400,6 +400,16 @@ impl Runner {
         }
     }
 
+    /// Makes the batch's transactions durable before the instance's row says the batch is done:
+    /// with `--durability async` they are acknowledged once written, not yet fsynced, and the
+    /// system row must never run ahead of the database.
+    fn sync_database(&self, i: &Instance) {
+        let Some(db) = from_hex_be(&i.database).and_then(|d| self.control.get(&d)) else { return };
+        if let Ok(Some(log)) = db.handle.with(|d| d.durable_barrier().map(|(log, _)| log)) {
+            log.sync_to_disk();
+        }
+    }
+
     /// The items of the interrupted batch that the database already applied (after a crash),
     /// by item key.
     fn already_applied(&self, i: &Instance) -> HashSet<String> {
@@ -439,6 +449,7 @@ impl Runner {
                 return self.finish(&slot, Status::Complete, None);
             }
             let results = self.apply_batch(kind.as_ref(), &current, &batch, &mut already);
+            self.sync_database(&current);
             self.update(&slot, |i| {
                 for (key, result) in results {
                     i.done += 1;
