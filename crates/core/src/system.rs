@@ -351,6 +351,29 @@ mod tests {
     }
 
     #[test]
+    fn many_progress_writes_snapshot_prune_and_recover() {
+        let dir = temp("snapshots");
+        let persist = PersistConfig::default();
+        let writes = SNAPSHOT_EVERY as usize + 200;
+        {
+            let db = SystemDb::open(&dir, &persist).unwrap();
+            for n in 0..writes {
+                let state = format!("{{\"done\":{n}}}");
+                db.write(|tx| tx.put(SystemTable::Workflows, row(&["wf_1", "db", "resync", "running", &state])))
+                    .unwrap();
+            }
+        }
+        assert!(
+            std::fs::read_dir(dir.join("snapshots")).unwrap().count() > 0,
+            "a snapshot was written after {SNAPSHOT_EVERY} writes"
+        );
+        let db = SystemDb::open(&dir, &persist).unwrap();
+        let last = format!("{{\"done\":{}}}", writes - 1);
+        assert_eq!(db.rows(SystemTable::Workflows), vec![row(&["wf_1", "db", "resync", "running", &last])]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn a_failed_write_keeps_nothing_and_replace_all_converges() {
         let db = SystemDb::in_memory();
         let r = db.write(|tx| {
