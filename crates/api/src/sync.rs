@@ -385,6 +385,20 @@ pub async fn any_workflow(
     let id = parts.iter().find(|(n, _)| n == "instance_id").map(|(_, v)| v.clone()).unwrap_or_default();
     let database = state.runner.as_ref().and_then(|r| r.get(&id)).map(|i| i.database);
     let Some(database) = database else {
+        // No database to check against: still refuse callers without credentials (the server's
+        // admin key, when it has one, and a valid token), so ids cannot be probed anonymously.
+        let unauthorized = |m: String| SyncError::new(StatusCode::UNAUTHORIZED, m).into_response();
+        let Some(presented) = headers.get("x-admin-api-key").and_then(|v| v.to_str().ok()) else {
+            return unauthorized("missing X-Admin-API-Key".into());
+        };
+        if state.admin_api_key.as_ref().is_some_and(|k| !constant_time_eq(k.as_bytes(), presented.as_bytes())) {
+            return unauthorized("invalid admin API key".into());
+        }
+        match bearer(&headers).map(|t| state.auth.verify(t)) {
+            None => return unauthorized("missing bearer token".into()),
+            Some(Err(e)) => return unauthorized(format!("invalid bearer token: {e}")),
+            Some(Ok(_)) => {}
+        }
         return SyncError::new(StatusCode::NOT_FOUND, format!("no workflow instance {id}")).into_response();
     };
     let mut parts = parts;

@@ -26,9 +26,12 @@ pub fn apply<C: CommandFactory>(args: Vec<OsString>) -> Result<Vec<OsString>> {
     let base = path.parent().unwrap_or(Path::new("."));
     let mut extra = Vec::new();
     for (key, value) in table {
-        let id = key.replace('-', "_");
-        let known = start_cmd.get_arguments().find(|a| a.get_id() == id.as_str() && a.get_long().is_some());
-        let Some(long) = known.and_then(|a| a.get_long()).filter(|_| id != "config_file") else {
+        // A key names the flag (`trusted-issuer`), in either spelling (`trusted_issuer`).
+        let wanted = key.replace('_', "-");
+        let known = start_cmd.get_arguments().find(|a| a.get_long() == Some(wanted.as_str()));
+        let Some((id, long)) =
+            known.and_then(|a| Some((a.get_id().to_string(), a.get_long()?))).filter(|(_, l)| *l != "config-file")
+        else {
             let names: Vec<&str> =
                 start_cmd.get_arguments().filter_map(|a| a.get_long()).filter(|l| *l != "config-file").collect();
             bail!("{}: unknown option `{key}` (known: {})", path.display(), names.join(", "));
@@ -37,32 +40,63 @@ pub fn apply<C: CommandFactory>(args: Vec<OsString>) -> Result<Vec<OsString>> {
             continue;
         }
         let is_path = long.ends_with("-dir") || long.ends_with("-file");
+        let relative = |p: &str| if Path::new(p).is_relative() { base.join(p).display().to_string() } else { p.into() };
         let flag = format!("--{long}");
         let scalar = |v: &toml::Value| -> Result<String> {
             Ok(match v {
-                toml::Value::String(s) if is_path && Path::new(s).is_relative() => base.join(s).display().to_string(),
+                toml::Value::String(s) if is_path => relative(s),
+                // ISSUER=PEM_FILE: the PEM path follows the file too.
+                toml::Value::String(s) if long == "trusted-issuer" => match s.split_once('=') {
+                    Some((issuer, pem)) => format!("{issuer}={}", relative(pem)),
+                    None => s.clone(),
+                },
                 toml::Value::String(s) => s.clone(),
                 toml::Value::Integer(i) => i.to_string(),
                 toml::Value::Float(f) => f.to_string(),
                 other => bail!("{}: option `{key}` cannot be {}", path.display(), other.type_str()),
             })
         };
+        // `--flag=value`, so a value that starts with `-` is not taken for a flag.
         match &value {
             toml::Value::Boolean(true) => extra.push(flag.into()),
             toml::Value::Boolean(false) => {}
             toml::Value::Array(items) => {
                 for item in items {
-                    extra.push(flag.clone().into());
-                    extra.push(scalar(item)?.into());
+                    extra.push(format!("{flag}={}", scalar(item)?).into());
                 }
             }
-            v => {
-                extra.push(flag.into());
-                extra.push(scalar(v)?.into());
-            }
+            v => extra.push(format!("{flag}={}", scalar(v)?).into()),
         }
     }
     let mut out = args;
     out.extend(extra);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[test]
+    fn keys_in_either_spelling_become_flags_with_values_that_may_start_with_a_dash() {
+        let dir = std::env::temp_dir().join(format!("epoch-server-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("epoch.toml");
+        std::fs::write(
+            &path,
+            "trusted-issuer = [\"https://id.example=keys/id.pem\"]\ndefault_database = \"-odd\"\nin-memory = true\n\
+             recover-truncate = false\n",
+        )
+        .unwrap();
+        let args = ["epoch", "start", "--config-file", path.to_str().unwrap()].map(std::ffi::OsString::from).to_vec();
+        let out = super::apply::<crate::Cli>(args).unwrap();
+        let out: Vec<String> = out.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let pem = dir.join("keys/id.pem").display().to_string();
+        assert!(out.contains(&format!("--trusted-issuer=https://id.example={pem}")), "{out:?}");
+        assert!(out.contains(&"--default-database=-odd".to_string()), "{out:?}");
+        assert!(out.contains(&"--in-memory".to_string()), "{out:?}");
+        assert!(!out.iter().any(|a| a.contains("recover-truncate")), "{out:?}");
+        assert!(crate::Cli::try_parse_from(&out).is_ok(), "{out:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

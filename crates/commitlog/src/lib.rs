@@ -380,7 +380,7 @@ impl Writer {
                     // Written to the OS counts as done; fsync on the timer.
                     self.durable_end.store(written_end, Ordering::Release);
                     if last_sync.elapsed() >= interval || !fsync_waiting.is_empty() {
-                        let _ = self.file.sync_data();
+                        self.fsync_or_abort();
                         last_sync = Instant::now();
                     }
                 }
@@ -407,11 +407,17 @@ impl Writer {
         if self.durable_end.load(Ordering::Acquire) >= written_end {
             return;
         }
+        self.fsync_or_abort();
+        self.durable_end.store(written_end, Ordering::Release);
+    }
+
+    /// After a failed fsync the kernel may have dropped the dirty pages: nothing written since
+    /// the last good fsync can be trusted, so the process stops rather than claim durability.
+    fn fsync_or_abort(&mut self) {
         if let Err(e) = self.file.sync_data() {
             tracing::error!(path = %self.path.display(), "commitlog fsync failed: {e}; aborting");
             std::process::abort();
         }
-        self.durable_end.store(written_end, Ordering::Release);
     }
 
     fn run_callbacks(&mut self) {

@@ -314,6 +314,22 @@ impl Database {
         r
     }
 
+    /// Commits `step` alone, with no rows: a workflow re-files an item applied in an earlier,
+    /// interrupted batch under its current batch, so later recoveries still find it.
+    pub fn note_step(&mut self, step: WorkflowStep) {
+        self.steps.record(&step);
+        if let Some(p) = self.persist.as_mut() {
+            let tx = LoggedTx {
+                reducer: "__workflow_step__",
+                caller: self.identity,
+                args: Vec::new(),
+                timestamp_micros: now_micros(),
+                step: Some(step),
+            };
+            p.record(self.host.db(), &self.steps, tx, &TxDelta::default());
+        }
+    }
+
     /// The latest batch of workflow `instance` seen here, and which of its items are applied.
     pub fn applied_steps(&self, instance: &str) -> Option<(u64, std::collections::HashSet<String>)> {
         self.steps.applied(instance)

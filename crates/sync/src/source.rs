@@ -32,6 +32,9 @@ pub enum SourceError {
 /// A directory lists in no useful order, so each listing pass reads the whole type directory
 /// but keeps only the smallest [`READ_AHEAD`] ids after the resume point (a bounded heap: memory
 /// stays flat however many aggregates there are), and serves the following pages from them.
+/// Like an S3 listing, a resync sees the store as it goes: an aggregate added behind the cursor
+/// (or among ids already read ahead) waits for the next resync, and one removed meanwhile fails
+/// alone as not found.
 #[derive(Debug)]
 pub struct FileSource {
     root: PathBuf,

@@ -263,13 +263,40 @@ impl Runner {
 
     /// Starts a finished instance over from the beginning, with the same scope and settings.
     pub fn restart(self: &Arc<Self>, id: &str) -> Result<Instance, RunnerError> {
-        let slot = self.slots.lock().get(id).cloned().ok_or_else(|| RunnerError::NotFound(id.into()))?;
-        let counts = {
-            let i = slot.instance.lock().clone();
+        // Claim the instance under the slots lock (as `start` registers), so two concurrent
+        // restarts, or a restart racing a new instance of the same scope, cannot both run.
+        let (slot, previous) = {
+            let slots = self.slots.lock();
+            let slot = slots.get(id).cloned().ok_or_else(|| RunnerError::NotFound(id.into()))?;
+            let mine = slot.instance.lock().clone();
+            let rival = slots.values().filter(|s| !Arc::ptr_eq(s, &slot)).find_map(|s| {
+                let i = s.instance.lock();
+                let same = !i.status.is_finished()
+                    && i.database == mine.database
+                    && i.kind == mine.kind
+                    && i.params.aggregate_type == mine.params.aggregate_type
+                    && i.params.aggregate_id == mine.params.aggregate_id;
+                same.then(|| i.id.clone())
+            });
+            if let Some(rival) = rival {
+                return Err(RunnerError::Conflict(rival));
+            }
+            let mut i = slot.instance.lock();
             if !i.status.is_finished() {
                 return Err(RunnerError::Running(id.into()));
             }
-            self.kind_of(&i)?.recount(&i)?
+            let previous = i.status;
+            i.status = Status::Queued;
+            drop(i);
+            (slot, previous)
+        };
+        let snapshot = slot.instance.lock().clone();
+        let counts = match self.kind_of(&snapshot).and_then(|k| k.recount(&snapshot)) {
+            Ok(c) => c,
+            Err(e) => {
+                slot.instance.lock().status = previous;
+                return Err(e);
+            }
         };
         *slot.signal.lock() = Signal::Run;
         let now = now_ms();
@@ -430,8 +457,6 @@ impl Runner {
         let mut already = self.already_applied(&snapshot);
         if !already.is_empty() {
             tracing::info!(id = %snapshot.id, skipped = already.len(), "items of the interrupted batch are already applied");
-            let n = already.len() as u64;
-            self.update(&slot, |i| i.recovered += n);
         }
         if slot.instance.lock().status == Status::Queued {
             self.update(&slot, |i| i.status = Status::Running);
@@ -448,9 +473,13 @@ impl Runner {
             if batch.is_empty() {
                 return self.finish(&slot, Status::Complete, None);
             }
+            let skipped_before = already.len();
             let results = self.apply_batch(kind.as_ref(), &current, &batch, &mut already);
+            let recovered = (skipped_before - already.len()) as u64;
             self.sync_database(&current);
             self.update(&slot, |i| {
+                // Counted with the batch, so a second crash before it ends does not count twice.
+                i.recovered += recovered;
                 for (key, result) in results {
                     i.done += 1;
                     match result {
@@ -496,6 +525,13 @@ impl Runner {
             waiting.and_then(|rx| rx.recv().unwrap_or_else(|_| Err("the database shut down".into())))
         };
         let todo: Vec<AggregateKey> = batch.iter().filter(|k| !already.contains(&k.item())).cloned().collect();
+        // An item applied before the crash may now fall in a later batch (the listing changed);
+        // its step is committed again under this batch, so a second crash still skips it.
+        let mut noted: HashMap<String, Result<Receiver, String>> = batch
+            .iter()
+            .filter(|k| already.contains(&k.item()))
+            .map(|key| (key.item(), self.note_step(i, step(key))))
+            .collect();
         let mut pending: HashMap<String, Result<Receiver, String>> = todo
             .iter()
             .zip(kind.arguments(i, &todo))
@@ -504,6 +540,9 @@ impl Runner {
         let mut out = Vec::with_capacity(batch.len());
         for key in batch {
             let Some(waiting) = pending.remove(&key.item()) else {
+                if let Some(Err(e)) = noted.remove(&key.item()).map(recv) {
+                    tracing::warn!(item = %key.item(), "could not note an already applied item: {e}");
+                }
                 already.remove(&key.item());
                 out.push((key.clone(), Ok(())));
                 continue;
@@ -520,6 +559,25 @@ impl Runner {
             out.push((key.clone(), result));
         }
         out
+    }
+
+    /// Commits `step` alone (no reducer call) for an item applied before a crash.
+    fn note_step(&self, i: &Instance, step: WorkflowStep) -> Result<Receiver, String> {
+        let database = from_hex_be(&i.database).ok_or("bad database id")?;
+        let db = self.control.get(&database).ok_or("the database no longer exists")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        db.handle
+            .submit(
+                move |d| {
+                    d.note_step(step);
+                    Ok(())
+                },
+                move |r| {
+                    let _ = tx.send(r);
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        Ok(rx)
     }
 
     /// Queues a call of the instance's reducer with `args` on the database writer, committing
