@@ -367,21 +367,21 @@ fn admin_seed_paths_act_on_the_default_database_and_restart_runs_again() {
     let admin = |method: reqwest::Method, path: &str| -> (u16, Value) {
         let r = s
             .http()
-            .request(method, format!("{}/admin/{path}", s.url))
+            .request(method, format!("{}/{path}", s.url))
             .header("X-Admin-API-Key", KEY)
             .bearer_auth(&owner)
             .send()
             .unwrap();
         (r.status().as_u16(), r.json().unwrap_or(Value::Null))
     };
-    let (status, body) = admin(reqwest::Method::POST, "resync-projections?delaySeconds=0&batchSize=10");
+    let (status, body) = admin(reqwest::Method::POST, "admin/resync-projections?delaySeconds=0&batchSize=10");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["total"], 35);
     let id = body["instanceId"].as_str().unwrap().to_string();
     let wait_complete = || {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (_, v) = admin(reqwest::Method::GET, &format!("workflows/{id}"));
+            let (_, v) = admin(reqwest::Method::GET, &format!("admin/workflows/{id}"));
             if v["status"] == "complete" || Instant::now() > deadline {
                 return v;
             }
@@ -389,26 +389,16 @@ fn admin_seed_paths_act_on_the_default_database_and_restart_runs_again() {
         }
     };
     assert_eq!(wait_complete()["done"], 35);
-    let (status, body) = admin(reqwest::Method::POST, &format!("workflows/{id}/restart"));
+    let (status, body) = admin(reqwest::Method::POST, &format!("admin/workflows/{id}/restart"));
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["done"], 0);
     let again = wait_complete();
     assert_eq!((again["done"].as_u64(), again["succeeded"].as_u64()), (Some(35), Some(35)), "{again}");
     // The same routes answer under /api/admin, and the list shows the instance.
-    let api_admin = |path: &str| {
-        let r = s
-            .http()
-            .get(format!("{}/api/admin/{path}", s.url))
-            .header("X-Admin-API-Key", KEY)
-            .bearer_auth(&owner)
-            .send()
-            .unwrap();
-        (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))
-    };
-    let (status, list) = api_admin("workflows");
+    let (status, list) = admin(reqwest::Method::GET, "api/admin/workflows");
     assert_eq!(status, 200);
     assert_eq!(list["instances"][0]["id"], id.as_str(), "{list}");
-    assert_eq!(api_admin(&format!("workflows/{id}")).1["status"], "complete");
+    assert_eq!(admin(reqwest::Method::GET, &format!("api/admin/workflows/{id}")).1["status"], "complete");
     // Without credentials the seed paths refuse like every sync route.
     let r = s.http().post(format!("{}/admin/resync-projections", s.url)).send().unwrap();
     assert_eq!(r.status(), 401);
