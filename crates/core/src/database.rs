@@ -86,8 +86,6 @@ pub struct Database {
     persist: Option<Persistence>,
     /// Workflow items applied in each instance's latest batch.
     steps: StepLedger,
-    /// The workflow item the reducer being called applies (set by [`Database::call_step`]).
-    pending_step: Option<WorkflowStep>,
 }
 
 impl Database {
@@ -101,15 +99,7 @@ impl Database {
 
     fn from_host(host: ModuleHost, identity: [u8; 32]) -> Self {
         let scheduler = Scheduler::new(host.def());
-        Self {
-            host,
-            identity,
-            scheduler,
-            immediate: VecDeque::new(),
-            persist: None,
-            steps: StepLedger::default(),
-            pending_step: None,
-        }
+        Self { host, identity, scheduler, immediate: VecDeque::new(), persist: None, steps: StepLedger::default() }
     }
 
     /// Like [`Database::create`], keeping the data durably in `dir` (emptied first): every
@@ -163,8 +153,7 @@ impl Database {
                 .collect(),
         };
         scheduler.observe(host.db(), &all_rows, now_micros());
-        let db =
-            Self { host, identity, scheduler, immediate: VecDeque::new(), persist: Some(p), steps, pending_step: None };
+        let db = Self { host, identity, scheduler, immediate: VecDeque::new(), persist: Some(p), steps };
         Ok((db, report))
     }
 
@@ -198,7 +187,7 @@ impl Database {
             } else {
                 return Err(CreateError::InitFailed("init must take no arguments".into()));
             };
-            let r = db.run(init, args, owner, now_micros());
+            let r = db.run(init, args, owner, now_micros(), None);
             if let Some(msg) = r.outcome.error_message() {
                 return Err(CreateError::InitFailed(msg));
             }
@@ -274,6 +263,29 @@ impl Database {
 
     /// Calls reducer `name` as `caller`. Lifecycle reducers are refused; use the dedicated methods.
     pub fn call(&mut self, name: &str, args: ReducerArgs, caller: Caller) -> Result<ReducerResult, CallError> {
+        self.call_with_step(name, args, caller, None)
+    }
+
+    /// Calls reducer `name` as one item of a workflow. When the call commits, `step` is committed
+    /// with it (in the same log record, even if the reducer changed nothing), so a workflow that
+    /// resumes after a crash can ask [`Database::applied_steps`] what its interrupted batch did.
+    pub fn call_step(
+        &mut self,
+        name: &str,
+        args: ReducerArgs,
+        caller: Caller,
+        step: WorkflowStep,
+    ) -> Result<ReducerResult, CallError> {
+        self.call_with_step(name, args, caller, Some(step))
+    }
+
+    fn call_with_step(
+        &mut self,
+        name: &str,
+        args: ReducerArgs,
+        caller: Caller,
+        step: Option<WorkflowStep>,
+    ) -> Result<ReducerResult, CallError> {
         let Some(id) = self.host.def().reducer_id(name) else {
             self.external_error(format!(
                 "External attempt to call nonexistent reducer {name:?} failed. Have you run `spacetime generate` recently?"
@@ -293,25 +305,10 @@ impl Database {
                 return Err(e);
             }
         };
-        let result = self.run(id, args, caller, now_micros());
+        // Only this reducer carries the step, not what it schedules.
+        let result = self.run(id, args, caller, now_micros(), step);
         self.drain_immediate();
         Ok(result)
-    }
-
-    /// Calls reducer `name` as one item of a workflow. When the call commits, `step` is committed
-    /// with it (in the same log record, even if the reducer changed nothing), so a workflow that
-    /// resumes after a crash can ask [`Database::applied_steps`] what its interrupted batch did.
-    pub fn call_step(
-        &mut self,
-        name: &str,
-        args: ReducerArgs,
-        caller: Caller,
-        step: WorkflowStep,
-    ) -> Result<ReducerResult, CallError> {
-        self.pending_step = Some(step);
-        let r = self.call(name, args, caller);
-        self.pending_step = None;
-        r
     }
 
     /// Commits `step` alone, with no rows: a workflow re-files an item applied in an earlier,
@@ -352,16 +349,22 @@ impl Database {
 
     fn lifecycle(&mut self, lc: Lifecycle, caller: Caller) -> Option<ReducerResult> {
         let id = self.host.def().lifecycle_reducer(lc)?;
-        let r = self.run(id, Vec::new(), caller, now_micros());
+        let r = self.run(id, Vec::new(), caller, now_micros(), None);
         self.drain_immediate();
         Some(r)
     }
 
-    /// Runs one reducer and feeds its committed changes to the scheduler.
-    fn run(&mut self, id: usize, args: Vec<u8>, caller: Caller, timestamp_micros: i64) -> ReducerResult {
+    /// Runs one reducer (the workflow item `step`, if any) and feeds its committed changes to
+    /// the scheduler.
+    fn run(
+        &mut self,
+        id: usize,
+        args: Vec<u8>,
+        caller: Caller,
+        timestamp_micros: i64,
+        step: Option<WorkflowStep>,
+    ) -> ReducerResult {
         let ctx = CallContext { sender: caller.identity, connection_id: caller.connection_id, timestamp_micros };
-        // Only the first reducer of a workflow call carries its step, not what it schedules.
-        let step = self.pending_step.take();
         let logged_args = self.persist.is_some().then(|| args.clone());
         let mut r = self.host.call_reducer(id as u32, args, ctx);
         if let Some(delta) = r.delta.as_ref() {
@@ -411,7 +414,7 @@ impl Database {
             match self.host.def().reducer_id(&name) {
                 Some(id) => {
                     let me = Caller::identity(self.identity);
-                    let r = self.run(id, args, me, now_micros());
+                    let r = self.run(id, args, me, now_micros(), None);
                     if let Some(msg) = r.outcome.error_message() {
                         tracing::debug!(reducer = %name, "immediately scheduled reducer failed: {msg}");
                     }
@@ -435,7 +438,7 @@ impl Database {
             let Some(reducer) = self.host.def().reducer_id(&job.reducer) else { continue };
             // A scheduled reducer takes the row as its one argument: the product's encoding is the row's.
             let me = Caller::identity(self.identity);
-            let r = self.run(reducer, row, me, job.due_micros.max(now_micros()));
+            let r = self.run(reducer, row, me, job.due_micros.max(now_micros()), None);
             if let ReducerOutcome::Committed = r.outcome {
             } else if let Some(msg) = r.outcome.error_message() {
                 tracing::debug!(reducer = %job.reducer, "scheduled reducer failed: {msg}");

@@ -87,11 +87,8 @@ impl Runner {
     ) -> Result<Instance, RunnerError> {
         let url = object_store.get("url").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
         let db_hex = hex_be(&database);
-        let same_scope = |i: &Instance| {
-            i.params.aggregate_type == params.aggregate_type && i.params.aggregate_id == params.aggregate_id
-        };
         // Checked before listing (which may be slow), and again when registering.
-        if let Some(id) = self.running_like(|i| i.database == db_hex && i.kind == KIND && same_scope(i)) {
+        if let Some(id) = self.running_in((&db_hex, KIND, &params.aggregate_type, &params.aggregate_id)) {
             return Err(RunnerError::Conflict(id));
         }
         let source = Source::from_config(object_store)?;
@@ -127,7 +124,7 @@ impl Runner {
             run: 0,
             recovered: 0,
         };
-        self.start(instance, same_scope)
+        self.start(instance)
     }
 }
 

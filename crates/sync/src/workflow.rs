@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use epoch_core::control::{from_hex_be, hex_be};
-use epoch_core::{Caller, ControlPlane, ReducerArgs, SystemError, SystemTable, WorkflowStep};
+use epoch_core::{Caller, ControlPlane, Database, HostedDatabase, ReducerArgs, SystemError, SystemTable, WorkflowStep};
 use parking_lot::{Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,9 @@ pub struct ResyncParams {
     /// Tries per item before it counts as failed.
     pub max_attempts: u32,
 }
+
+/// An instance's scope: (database, kind, aggregate type, aggregate id).
+pub(crate) type Scope<'a> = (&'a str, &'a str, &'a Option<String>, &'a Option<String>);
 
 /// The first errors an instance keeps.
 const MAX_ERRORS: usize = 100;
@@ -98,6 +101,11 @@ impl Instance {
         }
         let elapsed = self.updated_at.saturating_sub(self.started_at);
         Some(elapsed * (self.total.saturating_sub(self.done)) / self.done)
+    }
+
+    /// What two instances must not share while both run: database, kind and what they cover.
+    pub(crate) fn scope(&self) -> Scope<'_> {
+        (&self.database, &self.kind, &self.params.aggregate_type, &self.params.aggregate_id)
     }
 
     /// The name this run's steps carry in the database's log.
@@ -199,19 +207,11 @@ impl Runner {
     }
 
     /// Registers a new instance, saves it, and starts running it. Refused with
-    /// [`RunnerError::Conflict`] while an unfinished instance of the same database has the same
-    /// `scope` (as `same_scope` judges).
-    pub(crate) fn start(
-        self: &Arc<Self>,
-        instance: Instance,
-        same_scope: impl Fn(&Instance) -> bool,
-    ) -> Result<Instance, RunnerError> {
+    /// [`RunnerError::Conflict`] while an unfinished instance has the same scope.
+    pub(crate) fn start(self: &Arc<Self>, instance: Instance) -> Result<Instance, RunnerError> {
         let mut slots = self.slots.lock();
-        if let Some(running) = slots.values().find(|s| {
-            let i = s.instance.lock();
-            !i.status.is_finished() && i.database == instance.database && i.kind == instance.kind && same_scope(&i)
-        }) {
-            return Err(RunnerError::Conflict(running.instance.lock().id.clone()));
+        if let Some(running) = running_in_scope(&slots, instance.scope(), None) {
+            return Err(RunnerError::Conflict(running));
         }
         self.save(&instance)?;
         let slot = Arc::new(Slot {
@@ -225,14 +225,9 @@ impl Runner {
         Ok(instance)
     }
 
-    /// Whether an unfinished instance of `database` matches `f` (checked before costly setup).
-    pub(crate) fn running_like(&self, f: impl Fn(&Instance) -> bool) -> Option<String> {
-        self.slots
-            .lock()
-            .values()
-            .map(|s| s.instance.lock().clone())
-            .find(|i| !i.status.is_finished() && f(i))
-            .map(|i| i.id)
+    /// The id of an unfinished instance with `scope` (checked before costly setup).
+    pub(crate) fn running_in(&self, scope: Scope<'_>) -> Option<String> {
+        running_in_scope(&self.slots.lock(), scope, None)
     }
 
     fn expired(&self, i: &Instance) -> bool {
@@ -269,16 +264,7 @@ impl Runner {
             let slots = self.slots.lock();
             let slot = slots.get(id).cloned().ok_or_else(|| RunnerError::NotFound(id.into()))?;
             let mine = slot.instance.lock().clone();
-            let rival = slots.values().filter(|s| !Arc::ptr_eq(s, &slot)).find_map(|s| {
-                let i = s.instance.lock();
-                let same = !i.status.is_finished()
-                    && i.database == mine.database
-                    && i.kind == mine.kind
-                    && i.params.aggregate_type == mine.params.aggregate_type
-                    && i.params.aggregate_id == mine.params.aggregate_id;
-                same.then(|| i.id.clone())
-            });
-            if let Some(rival) = rival {
+            if let Some(rival) = running_in_scope(&slots, mine.scope(), Some(id)) {
                 return Err(RunnerError::Conflict(rival));
             }
             let mut i = slot.instance.lock();
@@ -421,7 +407,7 @@ impl Runner {
             i.errors.extend(error);
             i.ended_at = Some(now_ms());
         });
-        if let Some(db) = from_hex_be(&i.database).and_then(|d| self.control.get(&d)) {
+        if let Some(db) = self.database_of(&i) {
             let name = i.step_instance();
             let _ = db.handle.submit(move |d| d.forget_steps(&name), |_| {});
         }
@@ -431,7 +417,7 @@ impl Runner {
     /// with `--durability async` they are acknowledged once written, not yet fsynced, and the
     /// system row must never run ahead of the database.
     fn sync_database(&self, i: &Instance) {
-        let Some(db) = from_hex_be(&i.database).and_then(|d| self.control.get(&d)) else { return };
+        let Some(db) = self.database_of(i) else { return };
         if let Ok(Some(log)) = db.handle.with(|d| d.durable_barrier().map(|(log, _)| log)) {
             log.sync_to_disk();
         }
@@ -440,7 +426,7 @@ impl Runner {
     /// The items of the interrupted batch that the database already applied (after a crash),
     /// by item key.
     fn already_applied(&self, i: &Instance) -> HashSet<String> {
-        let Some(db) = from_hex_be(&i.database).and_then(|d| self.control.get(&d)) else { return HashSet::new() };
+        let Some(db) = self.database_of(i) else { return HashSet::new() };
         let (name, batch) = (i.step_instance(), i.batches_done + 1);
         match db.handle.with(move |d| d.applied_steps(&name)) {
             Ok(Some((b, items))) if b == batch => items,
@@ -561,46 +547,53 @@ impl Runner {
         out
     }
 
-    /// Commits `step` alone (no reducer call) for an item applied before a crash.
-    fn note_step(&self, i: &Instance, step: WorkflowStep) -> Result<Receiver, String> {
-        let database = from_hex_be(&i.database).ok_or("bad database id")?;
-        let db = self.control.get(&database).ok_or("the database no longer exists")?;
+    /// The database instance `i` works on, if it still exists.
+    fn database_of(&self, i: &Instance) -> Option<Arc<HostedDatabase>> {
+        from_hex_be(&i.database).and_then(|d| self.control.get(&d))
+    }
+
+    /// Queues `job` on the writer of the instance's database; the receiver yields its outcome
+    /// once what it committed is durable.
+    fn on_writer(
+        &self,
+        i: &Instance,
+        job: impl FnOnce(&mut Database) -> Result<(), String> + Send + 'static,
+    ) -> Result<Receiver, String> {
+        let db = self.database_of(i).ok_or("the database no longer exists")?;
         let (tx, rx) = std::sync::mpsc::channel();
         db.handle
-            .submit(
-                move |d| {
-                    d.note_step(step);
-                    Ok(())
-                },
-                move |r| {
-                    let _ = tx.send(r);
-                },
-            )
+            .submit(job, move |r| {
+                let _ = tx.send(r);
+            })
             .map_err(|e| e.to_string())?;
         Ok(rx)
     }
 
-    /// Queues a call of the instance's reducer with `args` on the database writer, committing
-    /// `step` with it; the receiver yields the outcome once the call is durable.
-    fn submit(&self, i: &Instance, args: Vec<u8>, step: WorkflowStep) -> Result<Receiver, String> {
-        let database = from_hex_be(&i.database).ok_or("bad database id")?;
-        let caller = Caller::identity(from_hex_be(&i.caller).ok_or("bad caller id")?);
-        let db = self.control.get(&database).ok_or("the database no longer exists")?;
-        let reducer = i.reducer.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        db.handle
-            .submit(
-                move |d| match d.call_step(&reducer, ReducerArgs::Bsatn(args), caller, step) {
-                    Ok(r) => r.outcome.error_message().map_or(Ok(()), Err),
-                    Err(e) => Err(e.to_string()),
-                },
-                move |r| {
-                    let _ = tx.send(r);
-                },
-            )
-            .map_err(|e| e.to_string())?;
-        Ok(rx)
+    /// Commits `step` alone (no reducer call) for an item applied before a crash.
+    fn note_step(&self, i: &Instance, step: WorkflowStep) -> Result<Receiver, String> {
+        self.on_writer(i, move |d| {
+            d.note_step(step);
+            Ok(())
+        })
     }
+
+    /// Calls the instance's reducer with `args`, committing `step` with it.
+    fn submit(&self, i: &Instance, args: Vec<u8>, step: WorkflowStep) -> Result<Receiver, String> {
+        let caller = Caller::identity(from_hex_be(&i.caller).ok_or("bad caller id")?);
+        let reducer = i.reducer.clone();
+        self.on_writer(i, move |d| match d.call_step(&reducer, ReducerArgs::Bsatn(args), caller, step) {
+            Ok(r) => r.outcome.error_message().map_or(Ok(()), Err),
+            Err(e) => Err(e.to_string()),
+        })
+    }
+}
+
+/// The id of an unfinished instance in `slots` with `scope`, other than `except`.
+fn running_in_scope(slots: &HashMap<String, Arc<Slot>>, scope: Scope<'_>, except: Option<&str>) -> Option<String> {
+    slots.iter().filter(|(id, _)| Some(id.as_str()) != except).find_map(|(_, s)| {
+        let i = s.instance.lock();
+        (!i.status.is_finished() && i.scope() == scope).then(|| i.id.clone())
+    })
 }
 
 /// Where an applied item's outcome arrives, once its transaction is durable.
