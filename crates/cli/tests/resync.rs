@@ -63,6 +63,13 @@ impl Ctx {
         }
     }
 
+    /// (applied, skipped_stale) as the projections module counts them.
+    fn ingest_stats(&self) -> ((Option<u64>, Option<u64>), String) {
+        let (_, stats) = self.s.sql(Some(&self.owner), "proj", "SELECT applied, skipped_stale FROM ingest_stats");
+        let v: Value = serde_json::from_str(&stats).unwrap();
+        ((v[0]["rows"][0][0].as_u64(), v[0]["rows"][0][1].as_u64()), stats)
+    }
+
     fn projections(&self) -> Vec<Value> {
         let (status, body) =
             self.s.sql(Some(&self.owner), "proj", "SELECT key, version, state FROM aggregate_projection");
@@ -73,15 +80,23 @@ impl Ctx {
 }
 
 fn setup(dir: &Path, store: &Path) -> Ctx {
-    setup_with(dir, json!({"url": format!("file://{}", store.display())}))
+    setup_with(dir, json!({"url": format!("file://{}", store.display())}), &[])
 }
 
-/// A server with the admin key, the projections module published as `proj`, and `object_store`
-/// as its sync source.
-fn setup_with(dir: &Path, object_store: Value) -> Ctx {
+/// Starts (or restarts) the server on `dir` with the admin key file written by [`setup_with`].
+fn start_server(dir: &Path, extra: &[&str]) -> Server {
+    let key = dir.join("admin.key");
+    let mut args = vec!["--admin-api-key-file", key.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Server::start_in(dir.to_path_buf(), &args)
+}
+
+/// A server (started with `extra` flags too) with the admin key, the projections module
+/// published as `proj`, and `object_store` as its sync source.
+fn setup_with(dir: &Path, object_store: Value, extra: &[&str]) -> Ctx {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("admin.key"), KEY).unwrap();
-    let s = Server::start_in(dir.to_path_buf(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
+    let s = start_server(dir, extra);
     let (_, owner) = s.identity();
     assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
     let r = s
@@ -249,8 +264,7 @@ fn a_resync_killed_midway_resumes_after_restart_and_completes_exactly() {
     assert!(before["done"].as_u64().unwrap() < 70, "killed midway: {before}");
     let Ctx { s, owner } = ctx;
     s.crash();
-    let s = Server::start_in(dir.clone(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
-    let ctx = Ctx { s, owner };
+    let ctx = Ctx { s: start_server(&dir, &[]), owner };
     let done = ctx.wait(&id, "complete", Duration::from_secs(60));
     assert_eq!(
         (done["done"].as_u64(), done["succeeded"].as_u64(), done["failed"].as_u64()),
@@ -259,10 +273,8 @@ fn a_resync_killed_midway_resumes_after_restart_and_completes_exactly() {
     );
     assert_projections_match(&ctx, &store, 70);
     // Each aggregate was applied once: the module counts applications and stale skips.
-    let (_, stats) = ctx.s.sql(Some(&ctx.owner), "proj", "SELECT applied, skipped_stale FROM ingest_stats");
-    let v: Value = serde_json::from_str(&stats).unwrap();
-    let applied = v[0]["rows"][0][0].as_u64().unwrap();
-    assert_eq!(applied, 70, "no aggregate was applied twice: {stats}");
+    let ((applied, _), stats) = ctx.ingest_stats();
+    assert_eq!(applied, Some(70), "no aggregate was applied twice: {stats}");
     drop(ctx);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&store);
@@ -278,22 +290,8 @@ fn kills_in_the_middle_of_batches_apply_nothing_twice() {
     let (dir, store) = (temp("midbatch"), temp("midbatch-store"));
     write_store(&store, 300);
     let total = 2100;
-    let args = |dir: &Path| {
-        vec![
-            "--admin-api-key-file".to_string(),
-            dir.join("admin.key").display().to_string(),
-            "--snapshot-every".into(),
-            "50".into(),
-        ]
-    };
-    let ctx = setup(&dir, &store);
-    let Ctx { s, owner } = ctx;
-    s.crash();
-    let start = |dir: &Path| {
-        let a = args(dir);
-        Server::start_in(dir.to_path_buf(), &a.iter().map(String::as_str).collect::<Vec<_>>())
-    };
-    let mut ctx = Ctx { s: start(&dir), owner };
+    let snapshots = ["--snapshot-every", "50"];
+    let mut ctx = setup_with(&dir, json!({"url": format!("file://{}", store.display())}), &snapshots);
     let (status, body) = ctx.post("resync-projections?batchSize=150&delaySeconds=0");
     assert_eq!(status, 200, "{body}");
     let id = body["instanceId"].as_str().unwrap().to_string();
@@ -319,7 +317,7 @@ fn kills_in_the_middle_of_batches_apply_nothing_twice() {
             let doc = json!({"version": 1, "type": t, "id": format!("{t}-{i:04}x")});
             std::fs::write(store.join(t).join(format!("{t}-{i:04}x.json")), doc.to_string()).unwrap();
         }
-        ctx = Ctx { s: start(&dir), owner };
+        ctx = Ctx { s: start_server(&dir, &snapshots), owner };
     }
     let done = ctx.wait(&id, "complete", Duration::from_secs(120));
     assert_eq!(done["status"], "complete", "{done}");
@@ -328,13 +326,8 @@ fn kills_in_the_middle_of_batches_apply_nothing_twice() {
     // Aggregates added behind the cursor are not in this run; each one listed is projected.
     let projected = ctx.projections().len() as u64;
     assert_eq!(done["succeeded"].as_u64(), Some(projected), "{done}");
-    let (_, stats) = ctx.s.sql(Some(&ctx.owner), "proj", "SELECT applied, skipped_stale FROM ingest_stats");
-    let v: Value = serde_json::from_str(&stats).unwrap();
-    assert_eq!(
-        (v[0]["rows"][0][0].as_u64(), v[0]["rows"][0][1].as_u64()),
-        (Some(projected), Some(0)),
-        "every aggregate applied once and none replayed: {stats}"
-    );
+    let (counts, stats) = ctx.ingest_stats();
+    assert_eq!(counts, (Some(projected), Some(0)), "every aggregate applied once and none replayed: {stats}");
     assert!(kills >= 3, "the server was killed {kills} times");
     assert!(done["recovered"].as_u64().unwrap() > 0, "some kill interrupted a batch: {done}");
     drop(ctx);
@@ -346,24 +339,9 @@ fn kills_in_the_middle_of_batches_apply_nothing_twice() {
 fn admin_seed_paths_act_on_the_default_database_and_restart_runs_again() {
     let (dir, store) = (temp("admin"), temp("admin-store"));
     write_store(&store, 5);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("admin.key"), KEY).unwrap();
+    let store_config = json!({"url": format!("file://{}", store.display())});
+    let Ctx { s, owner } = setup_with(&dir, store_config, &["--default-database", "proj"]);
     let key_file = dir.join("admin.key");
-    let s = Server::start_in(
-        dir.clone(),
-        &["--admin-api-key-file", key_file.to_str().unwrap(), "--default-database", "proj"],
-    );
-    let (_, owner) = s.identity();
-    assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
-    let r = s
-        .http()
-        .put(format!("{}/v1/database/proj/sync/config", s.url))
-        .header("X-Admin-API-Key", KEY)
-        .bearer_auth(&owner)
-        .json(&json!({"objectStore": {"url": format!("file://{}", store.display())}}))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
     let admin = |method: reqwest::Method, path: &str| -> (u16, Value) {
         let r = s
             .http()
@@ -477,7 +455,7 @@ fn resync_from_an_s3_compatible_server() {
         }
     }
     let dir = temp("s3");
-    let ctx = setup_with(&dir, s3_config("aggregates/prod", &moto.url));
+    let ctx = setup_with(&dir, s3_config("aggregates/prod", &moto.url), &[]);
     let (status, body) = ctx.post("resync-projections?batchSize=25&delaySeconds=0");
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["total"], 140);
@@ -593,7 +571,7 @@ fn ten_thousand_aggregates_from_s3_with_live_updates() {
         }
     });
     let dir = temp("10k-s3");
-    let ctx = setup_with(&dir, s3_config("big/agg", &moto.url));
+    let ctx = setup_with(&dir, s3_config("big/agg", &moto.url), &[]);
     resync_ten_thousand_with_live_updates(&ctx, &keys);
     drop(ctx);
     let _ = std::fs::remove_dir_all(&dir);
@@ -605,7 +583,7 @@ fn the_cli_configures_grants_and_follows_a_resync() {
     write_store(&store, 5);
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("admin.key"), KEY).unwrap();
-    let s = Server::start_in(dir.clone(), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
+    let s = start_server(&dir, &[]);
     let cfg = dir.join("cli.json");
     let epoch = |args: &[&str], key: Option<&str>| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_epoch"));
