@@ -4,17 +4,11 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use epoch_sats::bsatn;
 use libfuzzer_sys::fuzz_target;
 
-static CASES: OnceLock<Vec<common::Case>> = OnceLock::new();
-
 fuzz_target!(|data: &[u8]| {
-    let cases = CASES.get_or_init(common::cases);
-    let Some((&sel, bytes)) = data.split_first() else { return };
-    let c = &cases[sel as usize % cases.len()];
+    let Some((c, bytes)) = common::pick(data) else { return };
 
     let decoded = bsatn::decode(&c.ts, &c.ty, bytes);
     let mut r = bsatn::Reader::new(bytes);

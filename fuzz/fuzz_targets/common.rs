@@ -5,6 +5,14 @@
 
 use epoch_sats::{AlgebraicType as T, AlgebraicValue as V, ProductType, SumType, SumTypeVariant, Typespace};
 
+/// The case the first byte of `data` picks, and the rest of `data` (`None` for empty input).
+pub fn pick(data: &[u8]) -> Option<(&'static Case, &[u8])> {
+    static CASES: std::sync::OnceLock<Vec<Case>> = std::sync::OnceLock::new();
+    let cases = CASES.get_or_init(cases);
+    let (&sel, rest) = data.split_first()?;
+    Some((&cases[sel as usize % cases.len()], rest))
+}
+
 pub struct Case {
     pub name: &'static str,
     pub ts: Typespace,

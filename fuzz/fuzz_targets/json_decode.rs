@@ -5,17 +5,11 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use epoch_sats::{bsatn, json};
 use libfuzzer_sys::fuzz_target;
 
-static CASES: OnceLock<Vec<common::Case>> = OnceLock::new();
-
 fuzz_target!(|data: &[u8]| {
-    let cases = CASES.get_or_init(common::cases);
-    let Some((&sel, bytes)) = data.split_first() else { return };
-    let c = &cases[sel as usize % cases.len()];
+    let Some((c, bytes)) = common::pick(data) else { return };
     let text = String::from_utf8_lossy(bytes);
 
     let Ok(v) = json::from_str(&c.ts, &c.ty, &text) else { return };
