@@ -43,6 +43,64 @@ pub enum SqlError {
     TooManyRows(usize),
     #[error("The query is longer than {0} bytes")]
     TooLong(usize),
+    #[error("The query has more than {0} operators; split it into smaller queries")]
+    TooComplex(usize),
+    #[error("LIMIT {0} is out of range (at most {max})", max = u64::MAX)]
+    LimitOutOfRange(String),
+}
+
+/// The most operators (`AND`, `OR`, `NOT`, comparisons, arithmetic) one query may hold.
+///
+/// A chain like `a = 1 OR a = 1 OR …` parses into a tree as deep as it is long, and every pass
+/// over that tree (planning, evaluation, dropping it) recurses; this bound keeps each pass far
+/// inside a thread's stack, whatever a client sends within [`MAX_SQL_LEN`].
+pub const MAX_SQL_OPERATORS: usize = 512;
+
+/// The longest query text accepted, in bytes (the default of [`QueryContext::max_sql_len`]).
+pub const MAX_SQL_LEN: usize = 64 * 1024;
+
+/// Counts the operators of `sql` from its tokens (no tree is built, so nothing recurses) and
+/// refuses a query with more than [`MAX_SQL_OPERATORS`].
+fn check_operator_count(sql: &str) -> Result<(), SqlError> {
+    use sqlparser::keywords::Keyword;
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    // A text that does not tokenize is left to the parser, which reports it in 1.3's words.
+    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else { return Ok(()) };
+    let mut operators = 0usize;
+    for token in &tokens {
+        let is_operator = match token {
+            Token::Word(w) => {
+                matches!(
+                    w.keyword,
+                    Keyword::AND
+                        | Keyword::OR
+                        | Keyword::NOT
+                        | Keyword::IS
+                        | Keyword::IN
+                        | Keyword::LIKE
+                        | Keyword::BETWEEN
+                ) && w.quote_style.is_none()
+            }
+            Token::Whitespace(_)
+            | Token::Number(..)
+            | Token::SingleQuotedString(_)
+            | Token::DoubleQuotedString(_)
+            | Token::HexStringLiteral(_)
+            | Token::Comma
+            | Token::Period
+            | Token::SemiColon
+            | Token::RParen
+            | Token::EOF => false,
+            // Every other token (comparisons, arithmetic, an opening parenthesis, casts…) can
+            // add a level to the expression tree.
+            _ => true,
+        };
+        operators += is_operator as usize;
+        if operators > MAX_SQL_OPERATORS {
+            return Err(SqlError::TooComplex(MAX_SQL_OPERATORS));
+        }
+    }
+    Ok(())
 }
 
 /// Who runs a query, and the limits it runs under.
@@ -58,7 +116,7 @@ pub struct QueryContext {
 
 impl Default for QueryContext {
     fn default() -> Self {
-        Self { is_owner: false, row_limit: 100_000, max_sql_len: 64 * 1024 }
+        Self { is_owner: false, row_limit: 100_000, max_sql_len: MAX_SQL_LEN }
     }
 }
 
@@ -108,6 +166,7 @@ fn parse_one(sql: &str, ctx: QueryContext) -> Result<Statement, SqlError> {
     if sql.trim().is_empty() {
         return Err(SqlError::Empty);
     }
+    check_operator_count(sql)?;
     let mut statements =
         Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| SqlError::Parse(parse_message(&e)))?;
     if statements.len() > 1 {
@@ -310,7 +369,10 @@ fn select(store: &Store, query: Box<sqlparser::ast::Query>, ctx: QueryContext) -
         None => None,
         Some(LimitClause::LimitOffset { limit: Some(e), offset: None, limit_by }) if limit_by.is_empty() => {
             match literal(e)? {
-                Literal::Int(n) if n >= 0 => Some(n as usize),
+                Literal::Int(n) if n >= 0 => {
+                    let n = u64::try_from(n).map_err(|_| SqlError::LimitOutOfRange(n.to_string()))?;
+                    Some(usize::try_from(n).unwrap_or(usize::MAX))
+                }
                 _ => return Err(SqlError::Unsupported("LIMIT must be a non-negative integer".into())),
             }
         }
@@ -713,4 +775,85 @@ fn schema_json(p: &ProductType, ts: &epoch_sats::Typespace) -> String {
     }
     out.push_str("]}");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use epoch_sats::Typespace;
+    use epoch_schema::{ModuleDef, TableDef, TableType};
+
+    /// A store with one public table `t(id: u32)` holding ids 0..10.
+    fn store() -> Store {
+        let row_type = ProductType::new([("id", AlgebraicType::U32)]);
+        let def = ModuleDef {
+            typespace: Typespace { types: vec![AlgebraicType::Product(row_type.clone())] },
+            tables: vec![TableDef {
+                name: "t".into(),
+                product_type_ref: 0,
+                row_type,
+                primary_key: None,
+                indexes: Vec::new(),
+                constraints: Vec::new(),
+                sequences: Vec::new(),
+                schedule: None,
+                table_type: TableType::User,
+                table_access: TableAccess::Public,
+            }],
+            reducers: Vec::new(),
+            types: Vec::new(),
+            row_level_security: Vec::new(),
+        };
+        let mut store = Store::new(&def);
+        store.begin();
+        for id in 0u32..10 {
+            store.insert(0, &mut id.to_le_bytes()).unwrap();
+        }
+        store.commit().unwrap();
+        store
+    }
+
+    fn or_chain(terms: usize) -> String {
+        let mut sql = String::from("SELECT * FROM t WHERE id = 1");
+        for _ in 1..terms {
+            sql.push_str(" OR id = 1");
+        }
+        sql
+    }
+
+    #[test]
+    fn a_long_or_chain_is_refused_before_any_tree_is_built() {
+        // The hostile query of issue 10: ~5,000 ORs, about 50 KB, under the length cap.
+        let sql = or_chain(5_000);
+        assert!(sql.len() < MAX_SQL_LEN);
+        let err = execute(&store(), &sql, QueryContext::default()).unwrap_err();
+        assert_eq!(err, SqlError::TooComplex(MAX_SQL_OPERATORS));
+        // Nested parentheses and NOT chains count too.
+        let nested = format!("SELECT * FROM t WHERE {}id = 1{}", "(".repeat(600), ")".repeat(600));
+        assert_eq!(execute(&store(), &nested, QueryContext::default()).unwrap_err(), SqlError::TooComplex(512));
+    }
+
+    #[test]
+    fn a_chain_at_the_limit_still_runs_on_a_small_stack() {
+        // Each term has two operators (`=` and `OR`), so this is just under the cap; run on a
+        // thread with a 512 KiB stack to show the limit leaves plenty of room.
+        let sql = or_chain(MAX_SQL_OPERATORS / 2);
+        let rows = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(move || execute(&store(), &sql, QueryContext::default()).map(|r| r.rows.len()))
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(rows, Ok(1));
+    }
+
+    #[test]
+    fn limit_beyond_u64_is_refused_not_wrapped() {
+        let s = store();
+        let err = execute(&s, "SELECT * FROM t LIMIT 18446744073709551616", QueryContext::default()).unwrap_err();
+        assert_eq!(err, SqlError::LimitOutOfRange("18446744073709551616".into()));
+        let all = execute(&s, "SELECT * FROM t LIMIT 18446744073709551615", QueryContext::default()).unwrap();
+        assert_eq!(all.rows.len(), 10);
+        assert_eq!(execute(&s, "SELECT * FROM t LIMIT 3", QueryContext::default()).unwrap().rows.len(), 3);
+    }
 }
