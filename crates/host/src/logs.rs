@@ -76,7 +76,50 @@ pub fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
 
-/// A bounded, shareable log of one database: the oldest lines go first when it is full.
+/// The longest message kept of one log line, in bytes; the rest is cut, with a note saying how
+/// much.
+pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
+
+/// The most bytes one database's log ring holds (messages, targets, file names and traces);
+/// past it, the oldest lines go first, as they do past the line count.
+pub const MAX_LOG_RING_BYTES: usize = 8 << 20;
+
+impl LogRecord {
+    /// Roughly the heap bytes this record holds.
+    fn weight(&self) -> usize {
+        let trace = self.trace.as_ref().map_or(0, |t| t.iter().map(|f| f.len() + 24).sum());
+        self.message.len()
+            + self.target.as_ref().map_or(0, String::len)
+            + self.filename.as_ref().map_or(0, String::len)
+            + trace
+            + std::mem::size_of::<Self>()
+    }
+
+    /// Cuts every text of the record to [`MAX_LOG_LINE_BYTES`] (on a character boundary).
+    fn bound(&mut self) {
+        fn cut(text: &mut String) {
+            if text.len() > MAX_LOG_LINE_BYTES {
+                let mut end = MAX_LOG_LINE_BYTES;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let dropped = text.len() - end;
+                text.truncate(end);
+                text.push_str(&format!(" … [{dropped} more bytes cut]"));
+            }
+        }
+        cut(&mut self.message);
+        self.target.as_mut().map(cut);
+        self.filename.as_mut().map(cut);
+        if let Some(trace) = &mut self.trace {
+            trace.truncate(256);
+            trace.iter_mut().for_each(cut);
+        }
+    }
+}
+
+/// A bounded, shareable log of one database: the oldest lines go first when it is full, by
+/// count or by [`MAX_LOG_RING_BYTES`].
 #[derive(Debug, Clone)]
 pub struct ModuleLogs {
     inner: Arc<Mutex<LogRing>>,
@@ -86,23 +129,45 @@ pub struct ModuleLogs {
 struct LogRing {
     records: VecDeque<LogRecord>,
     capacity: usize,
+    /// The sum of the records' weights.
+    bytes: usize,
+    byte_capacity: usize,
     /// How many records were ever pushed; lets followers find the new ones.
     total: u64,
 }
 
 impl ModuleLogs {
+    /// A ring of at most `capacity` lines and [`MAX_LOG_RING_BYTES`].
     pub fn new(capacity: usize) -> Self {
-        let capacity = capacity.max(1);
-        Self { inner: Arc::new(Mutex::new(LogRing { records: VecDeque::new(), capacity, total: 0 })) }
+        Self::with_byte_capacity(capacity, MAX_LOG_RING_BYTES)
     }
 
-    pub fn push(&self, record: LogRecord) {
+    /// A ring of at most `capacity` lines and `byte_capacity` bytes.
+    pub fn with_byte_capacity(capacity: usize, byte_capacity: usize) -> Self {
+        let ring = LogRing { records: VecDeque::new(), capacity: capacity.max(1), bytes: 0, byte_capacity, total: 0 };
+        Self { inner: Arc::new(Mutex::new(ring)) }
+    }
+
+    /// Appends a line (cut to [`MAX_LOG_LINE_BYTES`]), dropping the oldest past either bound.
+    pub fn push(&self, mut record: LogRecord) {
+        record.bound();
+        let weight = record.weight();
         let mut ring = self.inner.lock();
-        if ring.records.len() == ring.capacity {
-            ring.records.pop_front();
+        while !ring.records.is_empty()
+            && (ring.records.len() >= ring.capacity || ring.bytes + weight > ring.byte_capacity)
+        {
+            let old = ring.records.pop_front().map_or(0, |r| r.weight());
+            ring.bytes -= old;
         }
+        ring.bytes += weight;
         ring.records.push_back(record);
         ring.total += 1;
+        debug_assert_eq!(ring.bytes, ring.records.iter().map(LogRecord::weight).sum::<usize>());
+    }
+
+    /// The bytes the ring holds now.
+    pub fn bytes(&self) -> usize {
+        self.inner.lock().bytes
     }
 
     /// The last `n` records (all of them if `n` is `None`), oldest first.
@@ -122,5 +187,51 @@ impl ModuleLogs {
 
     pub fn total(&self) -> u64 {
         self.inner.lock().total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(message: String) -> LogRecord {
+        LogRecord {
+            level: LogLevel::Info,
+            ts_micros: 0,
+            target: None,
+            filename: Some("src/lib.rs".into()),
+            line_number: Some(1),
+            message,
+            trace: None,
+        }
+    }
+
+    #[test]
+    fn huge_lines_are_cut_and_the_ring_is_bounded_in_bytes() {
+        let logs = ModuleLogs::new(10_000);
+        // A reducer logging 1 MiB a thousand times (issue 10, defect 7).
+        for _ in 0..1_000 {
+            logs.push(line("x".repeat(1 << 20)));
+        }
+        assert!(logs.bytes() <= MAX_LOG_RING_BYTES, "{} bytes held", logs.bytes());
+        let last = logs.tail(Some(20));
+        assert_eq!(last.len(), 20);
+        assert!(last.iter().all(|r| r.message.len() < MAX_LOG_LINE_BYTES + 64));
+        assert!(last[0].message.ends_with("more bytes cut]"), "{}", &last[0].message[MAX_LOG_LINE_BYTES - 8..]);
+        assert_eq!(logs.total(), 1_000);
+    }
+
+    #[test]
+    fn small_lines_are_bounded_by_count_and_kept_whole() {
+        let logs = ModuleLogs::with_byte_capacity(3, 1 << 20);
+        for i in 0..5 {
+            logs.push(line(format!("line {i} é")));
+        }
+        let kept: Vec<String> = logs.tail(None).into_iter().map(|r| r.message).collect();
+        assert_eq!(kept, ["line 2 é", "line 3 é", "line 4 é"]);
+        // A cut never splits a character.
+        let logs = ModuleLogs::new(4);
+        logs.push(line("é".repeat(MAX_LOG_LINE_BYTES)));
+        assert!(logs.tail(None)[0].message.starts_with('é'));
     }
 }
