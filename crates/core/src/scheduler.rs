@@ -5,6 +5,12 @@
 //! queue. When a row fires, its reducer runs with the row as argument and the module's identity
 //! as sender; afterwards, as in SpacetimeDB 1.3, a one-shot row is deleted and an interval row is
 //! queued again at now + d.
+//!
+//! Intervals follow 1.3's rule: a negative interval counts by its magnitude when the row is
+//! inserted, and re-queues with no delay; zero means "again at once". So one runaway schedule
+//! cannot starve the database, scheduled runs are capped at [`MAX_SCHEDULED_RUNS_PER_SECOND`]
+//! per database: past the cap, due calls wait for the next second (late, never dropped), and a
+//! log line says so once per second.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -53,12 +59,34 @@ fn schedule_at(v: &AlgebraicValue) -> Option<ScheduleAt> {
     }
 }
 
+/// The most scheduled reducer runs one database makes in one second.
+pub const MAX_SCHEDULED_RUNS_PER_SECOND: u32 = 1_000;
+
+const SECOND_MICROS: i64 = 1_000_000;
+
 /// The queue of scheduled calls of one database.
 #[derive(Debug, Default)]
 pub struct Scheduler {
     tables: HashMap<u32, ScheduledTable>,
     queue: BTreeSet<(i64, u32, u64)>,
     due_of: HashMap<(u32, u64), i64>,
+    /// The start of the current one-second window of the run cap, and the runs in it.
+    window_start: i64,
+    runs_in_window: u32,
+    /// Whether this window's throttling was logged.
+    throttle_logged: bool,
+}
+
+/// Microseconds from now until an `Interval(d)` row first fires: 1.3 takes a negative
+/// interval's magnitude.
+fn first_delay(d: i64) -> i64 {
+    d.saturating_abs()
+}
+
+/// Microseconds until an interval row fires again after a run: 1.3 re-queues a negative
+/// interval with no delay.
+fn repeat_delay(d: i64) -> i64 {
+    d.max(0)
 }
 
 impl Scheduler {
@@ -116,21 +144,41 @@ impl Scheduler {
                 let at = table.schema.column_value(row, st.at_column).ok();
                 match at.as_ref().and_then(schedule_at) {
                     Some(ScheduleAt::Time(t)) => self.enqueue(td.table_id, id, t),
-                    Some(ScheduleAt::Interval(d)) => self.enqueue(td.table_id, id, now.saturating_add(d.max(0))),
+                    Some(ScheduleAt::Interval(d)) => self.enqueue(td.table_id, id, now.saturating_add(first_delay(d))),
                     None => tracing::warn!(table = table.schema.name(), id, "scheduled row has no valid ScheduleAt"),
                 }
             }
         }
     }
 
-    /// When the earliest queued call is due.
+    /// When the earliest queued call may run: when it is due, or when the run cap's window
+    /// ends if this one is used up.
     pub fn next_due(&self) -> Option<i64> {
-        self.queue.first().map(|(due, _, _)| *due)
+        let due = self.queue.first().map(|(due, _, _)| *due)?;
+        if self.runs_in_window >= MAX_SCHEDULED_RUNS_PER_SECOND {
+            return Some(due.max(self.window_start.saturating_add(SECOND_MICROS)));
+        }
+        Some(due)
     }
 
-    /// Takes the earliest call due at or before `now`.
+    /// Takes the earliest call due at or before `now`, unless this second's runs are used up.
     pub fn pop_due(&mut self, now: i64) -> Option<Job> {
         let &(due, table, id) = self.queue.first().filter(|(due, _, _)| *due <= now)?;
+        if now >= self.window_start.saturating_add(SECOND_MICROS) || now < self.window_start {
+            (self.window_start, self.runs_in_window, self.throttle_logged) = (now, 0, false);
+        }
+        if self.runs_in_window >= MAX_SCHEDULED_RUNS_PER_SECOND {
+            if !self.throttle_logged {
+                self.throttle_logged = true;
+                tracing::warn!(
+                    limit = MAX_SCHEDULED_RUNS_PER_SECOND,
+                    queued = self.queue.len(),
+                    "scheduled reducers are due faster than the per-database limit; the rest wait for the next second"
+                );
+            }
+            return None;
+        }
+        self.runs_in_window += 1;
         self.queue.pop_first();
         self.due_of.remove(&(table, id));
         let reducer = self.tables.get(&table)?.reducer.clone();
@@ -169,7 +217,9 @@ impl Scheduler {
         });
         let Some((row_id, at)) = found else { return result };
         match at.as_ref().and_then(schedule_at) {
-            Some(ScheduleAt::Interval(d)) => self.enqueue(job.table, job.id, now_micros().saturating_add(d.max(0))),
+            Some(ScheduleAt::Interval(d)) => {
+                self.enqueue(job.table, job.id, now_micros().saturating_add(repeat_delay(d)))
+            }
             _ => {
                 let db = host.db_mut();
                 db.begin();
@@ -184,5 +234,37 @@ impl Scheduler {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_follow_1_3_and_runs_are_capped_per_second() {
+        assert_eq!((first_delay(-5), repeat_delay(-5)), (5, 0));
+        assert_eq!((first_delay(0), repeat_delay(0)), (0, 0));
+        assert_eq!(first_delay(i64::MIN), i64::MAX);
+        let mut s = Scheduler::default();
+        s.tables.insert(0, ScheduledTable { reducer: "tick".into(), at_column: 1, id_column: 0, id_index: None });
+        // Three thousand rows all due now: one second gives at most the cap.
+        for id in 0..3_000 {
+            s.enqueue(0, id, 0);
+        }
+        let now = 10 * SECOND_MICROS;
+        let mut ran = 0;
+        while s.pop_due(now).is_some() {
+            ran += 1;
+        }
+        assert_eq!(ran, MAX_SCHEDULED_RUNS_PER_SECOND);
+        assert_eq!(s.next_due(), Some(now + SECOND_MICROS), "the rest wait for the next window");
+        assert!(s.pop_due(now + SECOND_MICROS - 1).is_none());
+        let mut next = 0;
+        while s.pop_due(now + SECOND_MICROS).is_some() {
+            next += 1;
+        }
+        assert_eq!(next, MAX_SCHEDULED_RUNS_PER_SECOND, "late, never dropped");
+        assert_eq!(s.queue.len(), 1_000);
     }
 }
