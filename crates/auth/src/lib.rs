@@ -252,6 +252,7 @@ impl Authority {
     }
 
     fn verify_uncached(&self, token: &str) -> Result<Verified, AuthError> {
+        refuse_critical_extensions(token)?;
         let validation = |alg| {
             let mut v = Validation::new(alg);
             v.validate_aud = false;
@@ -289,6 +290,24 @@ impl Authority {
         }
         Ok(Verified { identity, claims })
     }
+}
+
+/// Refuses a token whose header lists `crit` extensions: this server understands none, and
+/// RFC 7515 §4.1.11 says such a token must then be rejected (the JWT library ignores `crit`).
+fn refuse_critical_extensions(token: &str) -> Result<(), AuthError> {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else { return Ok(()) };
+    // A header that does not decode is reported by the JWT library, in 1.3's words.
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else { return Ok(()) };
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return Ok(());
+    };
+    if fields.contains_key("crit") {
+        return Err(AuthError::InvalidToken(
+            "the token's header lists critical extensions (`crit`), and this server understands none".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A JWT library error in the form 1.3 reports it.
@@ -356,6 +375,31 @@ mod tests {
         let other = Authority::load_or_create(&other_dir, "localhost").unwrap();
         let (_, foreign) = other.create_identity().unwrap();
         assert!(auth.verify(&foreign).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn a_signed_token_with_a_crit_header_is_refused() {
+        let dir = std::env::temp_dir().join(format!("epoch-auth-{}", uuid::Uuid::new_v4()));
+        let auth = Authority::load_or_create(&dir, "localhost").unwrap();
+        let (identity, _) = auth.create_identity().unwrap();
+        let claims = Claims {
+            hex_identity: Some(identity.to_hex()),
+            sub: "someone".into(),
+            iss: "localhost".into(),
+            aud: Vec::new(),
+            iat: Some(now_secs()),
+            exp: None,
+        };
+        let claims = Claims { hex_identity: None, ..claims };
+        let mut header = Header::new(Algorithm::ES256);
+        header.crit = Some(vec!["exp-policy".into()]);
+        let with_crit = jsonwebtoken::encode(&header, &claims, &auth.encoding).unwrap();
+        let err = auth.verify(&with_crit).unwrap_err().to_string();
+        assert!(err.contains("critical extensions"), "{err}");
+        // The same claims signed without `crit` verify.
+        let plain = jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &auth.encoding).unwrap();
+        assert!(auth.verify(&plain).is_ok());
         std::fs::remove_dir_all(&dir).ok();
     }
 
