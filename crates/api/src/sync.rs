@@ -65,7 +65,14 @@ pub fn sync_database(state: &AppState, segment: &str) -> Result<Identity, SyncEr
         Some(id) => id,
         None => Identity(state.control.resolve_name(segment).ok_or_else(not_found)?),
     };
-    state.control.get(&id.0).ok_or_else(not_found)?;
+    if state.control.get(&id.0).is_none() {
+        return Err(match state.control.unavailable(&id.0) {
+            Some(u) => {
+                SyncError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the database is unavailable: {}", u.reason))
+            }
+            None => not_found(),
+        });
+    }
     Ok(id)
 }
 
@@ -83,7 +90,15 @@ pub fn authorize(
         .get("x-admin-api-key")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| unauthorized("missing X-Admin-API-Key"))?;
-    let db_key = state.control.sync_config(&database.0).and_then(|c| c["adminApiKey"].as_str().map(str::to_string));
+    if presented.is_empty() {
+        return Err(unauthorized("missing X-Admin-API-Key"));
+    }
+    // An empty key (stored before empty keys were refused) matches nothing.
+    let db_key = state
+        .control
+        .sync_config(&database.0)
+        .and_then(|c| c["adminApiKey"].as_str().map(str::to_string))
+        .filter(|k| !k.is_empty());
     let keys = state.admin_api_key.iter().map(|k| k.to_string()).chain(db_key);
     let mut key_ok = false;
     for k in keys {
@@ -173,6 +188,38 @@ fn masked(mut config: Value) -> Value {
     config
 }
 
+/// The shortest per-database admin key accepted.
+pub const MIN_ADMIN_KEY_LEN: usize = 16;
+
+/// Directories a `file://` store may never be in: the kernel's and devices' views, where
+/// "files" are endless or special.
+const FORBIDDEN_STORE_ROOTS: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// Checks a `file://` store's directory: absolute, without `.` or `..` steps, not the file
+/// system's root, not in [`FORBIDDEN_STORE_ROOTS`], and neither inside nor around the server's
+/// own data directory (links resolved where the path exists).
+fn check_store_path(state: &AppState, path: &std::path::Path) -> Result<(), String> {
+    use std::path::Component;
+    let refuse = |why: &str| Err(format!("`objectStore.url` cannot name {}: {why}", path.display()));
+    if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+        return refuse("the path must be absolute, without `.` or `..`");
+    }
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if resolved.parent().is_none() {
+        return refuse("the file system's root is not an object store");
+    }
+    if FORBIDDEN_STORE_ROOTS.iter().any(|r| resolved.starts_with(r)) {
+        return refuse("system directories are not object stores");
+    }
+    if let Some(data) = state.control.data_dir() {
+        let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+        if resolved.starts_with(&data) || data.starts_with(&resolved) {
+            return refuse("it overlaps the server's data directory");
+        }
+    }
+    Ok(())
+}
+
 /// Checks a sync configuration and fills in defaults.
 fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result<Value, SyncError> {
     let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
@@ -183,6 +230,19 @@ fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result
         .ok_or_else(|| bad("`objectStore.url` is required (s3://bucket/prefix or file:///path/prefix)".into()))?;
     if !(url.starts_with("s3://") || url.starts_with("file:///")) {
         return Err(bad(format!("`objectStore.url` must start with s3:// or file:///, not {url:?}")));
+    }
+    if let Some(path) = url.strip_prefix("file://") {
+        check_store_path(state, std::path::Path::new(path)).map_err(bad)?;
+    }
+    if let Some(key) = obj.get("adminApiKey") {
+        match key.as_str() {
+            Some(k) if k.len() >= MIN_ADMIN_KEY_LEN => {}
+            _ => {
+                return Err(bad(format!(
+                    "`adminApiKey` must be a string of at least {MIN_ADMIN_KEY_LEN} characters (or left out)"
+                )))
+            }
+        }
     }
     let reducer = obj.get("projectionReducer").and_then(Value::as_str).unwrap_or("project_aggregate").to_string();
     let def = state.control.get(&database.0).map(|d| d.def.clone());

@@ -25,6 +25,26 @@ pub enum SourceError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{key}: {message}")]
     BadDocument { key: String, message: String },
+    #[error("invalid aggregate type or id {0:?}: use 1 to {MAX_KEY_PART} letters, digits, `_`, `-`, `.`, `:` or `@`, not starting with `.`")]
+    InvalidKey(String),
+}
+
+/// The longest aggregate type or id accepted (a file name's limit on common file systems).
+pub const MAX_KEY_PART: usize = 200;
+
+/// Checks an aggregate type or id taken from a request: a strict character set, so that it
+/// names one file or key directly under its parent and never a path elsewhere (`..`, `/`, an
+/// absolute path, a hidden file).
+pub fn check_key_part(part: &str) -> Result<(), SourceError> {
+    let ok = !part.is_empty()
+        && part.len() <= MAX_KEY_PART
+        && !part.starts_with('.')
+        && part.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':' | b'@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SourceError::InvalidKey(part.chars().take(MAX_KEY_PART).collect()))
+    }
 }
 
 /// An object store on the local file system.
@@ -69,16 +89,17 @@ impl FileSource {
         Ok(Self { root: PathBuf::from(path), ahead: std::sync::Mutex::new(None), read_ahead: READ_AHEAD })
     }
 
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
-        move |source| SourceError::Io { path: path.to_path_buf(), source }
+    /// An I/O error naming the path inside the store (the server's own layout stays private).
+    fn io<'a>(&'a self, path: &'a Path) -> impl FnOnce(std::io::Error) -> SourceError + 'a {
+        move |source| SourceError::Io { path: path.strip_prefix(&self.root).unwrap_or(path).to_path_buf(), source }
     }
 
     /// The aggregate types present (subdirectories of the prefix), sorted.
     pub fn types(&self) -> Result<Vec<String>, SourceError> {
         let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.root).map_err(Self::io(&self.root))? {
-            let entry = entry.map_err(Self::io(&self.root))?;
-            if entry.file_type().map_err(Self::io(&self.root))?.is_dir() {
+        for entry in std::fs::read_dir(&self.root).map_err(self.io(&self.root))? {
+            let entry = entry.map_err(self.io(&self.root))?;
+            if entry.file_type().map_err(self.io(&self.root))?.is_dir() {
                 if let Some(n) = entry.file_name().to_str() {
                     out.push(n.to_string());
                 }
@@ -122,8 +143,12 @@ impl FileSource {
         let dir = self.root.join(aggregate_type);
         let mut heap = std::collections::BinaryHeap::with_capacity(keep + 1);
         let mut dropped = false;
-        for entry in std::fs::read_dir(&dir).map_err(Self::io(&dir))? {
-            let entry = entry.map_err(Self::io(&dir))?;
+        for entry in std::fs::read_dir(&dir).map_err(self.io(&dir))? {
+            let entry = entry.map_err(self.io(&dir))?;
+            // Regular files only: a link, a FIFO or a device is never an aggregate.
+            if !entry.file_type().is_ok_and(|t| t.is_file()) {
+                continue;
+            }
             let name = entry.file_name();
             let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".json")) else { continue };
             if after.is_some_and(|a| id <= a) {
@@ -146,19 +171,44 @@ impl FileSource {
     pub fn count(&self, aggregate_type: &str) -> Result<u64, SourceError> {
         let dir = self.root.join(aggregate_type);
         let n = std::fs::read_dir(&dir)
-            .map_err(Self::io(&dir))?
+            .map_err(self.io(&dir))?
             .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
             .filter(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".json")))
             .count();
         Ok(n as u64)
     }
 
     /// Reads one aggregate: its whole document and its `version`.
+    ///
+    /// Only a regular file directly under its type directory is read, and never more than
+    /// [`MAX_DOCUMENT_BYTES`]: the last path component is opened without following a link and
+    /// without blocking (a FIFO would wait forever), and what was opened is checked before a
+    /// byte of it is read.
     pub fn get(&self, key: &AggregateKey) -> Result<(u64, String), SourceError> {
+        use std::io::Read;
+        check_key_part(&key.aggregate_type)?;
+        check_key_part(&key.aggregate_id)?;
         let path = self.root.join(&key.aggregate_type).join(format!("{}.json", key.aggregate_id));
-        let size = std::fs::metadata(&path).map_err(Self::io(&path))?.len();
-        check_size(key, size)?;
-        let bytes = std::fs::read(&path).map_err(Self::io(&path))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.read(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        let file = options.open(&path).map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => {
+                SourceError::BadDocument { key: key.item(), message: "is a symbolic link, not a file".into() }
+            }
+            _ => self.io(&path)(e),
+        })?;
+        let meta = file.metadata().map_err(self.io(&path))?;
+        if !meta.is_file() {
+            return Err(SourceError::BadDocument { key: key.item(), message: "is not a regular file".into() });
+        }
+        check_size(key, meta.len())?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        // Bounded even if the file grows after the check.
+        file.take(MAX_DOCUMENT_BYTES + 1).read_to_end(&mut bytes).map_err(self.io(&path))?;
+        check_size(key, bytes.len() as u64)?;
         parse_document(key, &bytes)
     }
 }
@@ -192,6 +242,11 @@ impl S3Source {
         let mut b = object_store::aws::AmazonS3Builder::new()
             .with_bucket_name(bucket)
             .with_region(s("region").unwrap_or("us-east-1"));
+        // Client options first: setting them replaces earlier ones, `allow_http` included.
+        let client = object_store::ClientOptions::new()
+            .with_connect_timeout(S3_CONNECT_TIMEOUT)
+            .with_timeout(S3_REQUEST_TIMEOUT);
+        b = b.with_client_options(client);
         if let Some(endpoint) = s("endpoint") {
             b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
         }
@@ -272,6 +327,8 @@ impl S3Source {
 
     async fn get_async(&self, key: &AggregateKey) -> Result<(u64, String), SourceError> {
         use object_store::ObjectStore;
+        check_key_part(&key.aggregate_type)?;
+        check_key_part(&key.aggregate_id)?;
         let path = self.path(&format!("{}/{}.json", key.aggregate_type, key.aggregate_id));
         let found = self.store.get(&path).await.map_err(s3_err)?;
         check_size(key, found.meta.size as u64)?;
@@ -287,6 +344,13 @@ impl S3Source {
         self.block(reads.collect::<Vec<_>>())
     }
 }
+
+/// How long connecting to an S3-compatible endpoint may take.
+pub const S3_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long one S3 request (a listing page or a document) may take, so an item never hangs its
+/// workflow: past it the item fails (and is retried like any failure).
+pub const S3_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Object-store reads in flight at once while fetching a batch.
 pub const FETCH_CONCURRENCY: usize = 32;
