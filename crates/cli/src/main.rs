@@ -148,7 +148,11 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
+    // Logs go to standard error; standard output carries the listening line and command output.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse_from(server_config::apply::<Cli>(std::env::args_os().collect())?);
     let config = cli.config.clone().unwrap_or_else(client::default_config_path);
     let session = || client::Session::open(&cli.server, &config);
@@ -213,16 +217,13 @@ fn start(args: StartArgs) -> Result<()> {
         tracing::info!(issuer, "trusting tokens from issuer");
     }
     let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
+    // Databases open in the background: the server listens at once, and each database serves
+    // as soon as it is open (503 "starting" until then).
     let control = match persist {
-        Some(p) => {
-            let started = std::time::Instant::now();
-            let cp = epoch_core::ControlPlane::open(&data_dir, config, p)?;
-            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "databases recovered");
-            cp
-        }
-        None => epoch_core::ControlPlane::new(config),
+        Some(p) => epoch_core::ControlPlane::open_in_background(&data_dir, config, p)?,
+        None => std::sync::Arc::new(epoch_core::ControlPlane::new(config)),
     };
-    let control = std::sync::Arc::new(control);
+    let starting = control.clone();
     let runner = epoch_sync::Runner::open(control.clone(), Duration::from_secs(workflow_retention_days * 24 * 3600))?;
     let state = epoch_api::AppState {
         runner: Some(runner),
@@ -238,12 +239,26 @@ fn start(args: StartArgs) -> Result<()> {
         let listener =
             tokio::net::TcpListener::bind(&listen_addr).await.with_context(|| format!("binding {listen_addr}"))?;
         let addr = listener.local_addr()?;
-        // Tests and scripts read this line to learn the port.
-        println!("epoch listening on http://{addr}");
+        // Tests and scripts read this line to learn the port, and the next one to know that every
+        // database has opened. Nobody may be reading by then: a closed pipe is no error.
+        announce(&format!("epoch listening on http://{addr}"));
         tracing::info!(%addr, data_dir = %data_dir.display(), "server started");
+        let started = std::time::Instant::now();
+        tokio::task::spawn_blocking(move || {
+            starting.wait_started();
+            tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "every database has opened");
+            announce("epoch ready");
+        });
         epoch_api::serve(listener, state).await?;
         Ok(())
     })
+}
+
+/// Writes one line to standard output, ignoring a reader that has gone away.
+fn announce(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }
 
 fn run(

@@ -66,10 +66,10 @@ fn only_the_owner_may_republish_delete_rename_read_logs_or_private_tables() {
     assert_eq!(updated["Success"]["op"], "updated");
 
     let r = s.publish(&bob, "bank", "bank");
-    assert_eq!(r.status(), 500);
+    assert_eq!(r.status(), 403);
     assert!(r.text().unwrap().starts_with("Permission denied"));
     let r = s.http().delete(format!("{}/v1/database/bank", s.url)).bearer_auth(&bob).send().unwrap();
-    assert_eq!(r.status(), 500);
+    assert_eq!(r.status(), 403);
     let r = s.http().get(format!("{}/v1/database/bank/logs", s.url)).bearer_auth(&bob).send().unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().starts_with("Identity does not own database"));
@@ -106,7 +106,7 @@ fn only_the_owner_may_republish_delete_rename_read_logs_or_private_tables() {
     assert_eq!(s.http().get(format!("{}/v1/database/bank/identity", s.url)).send().unwrap().status(), 404);
     assert_eq!(s.http().get(format!("{}/v1/database/vault/identity", s.url)).send().unwrap().status(), 200);
     // A name someone else holds cannot be claimed.
-    assert_eq!(s.publish(&bob, "vault", "chat").status(), 500);
+    assert_eq!(s.publish(&bob, "vault", "chat").status(), 403);
 
     let r = s.http().delete(format!("{}/v1/database/vault", s.url)).bearer_auth(&alice).send().unwrap();
     assert_eq!(r.status(), 200);
@@ -126,7 +126,10 @@ fn call_answers_every_outcome_with_1_3_statuses() {
         (530, "The Wasm instance encountered a fatal error.".into())
     );
     // A runaway reducer is stopped at the time limit; 1.3 reports its equivalent (energy) as 402.
-    assert_eq!(s.call(&t, "tc", "spin", "[]"), (402, "Module energy budget exhausted.".into()));
+    assert_eq!(
+        s.call(&t, "tc", "spin", "[]"),
+        (402, "Module energy budget exhausted: the reducer ran past the time limit of 300 ms and was stopped.".into())
+    );
     assert_eq!(s.call(&t, "tc", "fill_grid", "[1, 1, \"b\"]").0, 200, "the database keeps serving");
     assert_eq!(s.call(&t, "tc", "nope", "[]"), (404, "no such reducer".into()));
     assert_eq!(s.call(&t, "tc", "init", "[]"), (400, "can't directly call special Init lifecycle reducer".into()));
@@ -182,7 +185,7 @@ fn limits_answer_with_clear_errors() {
     let r = s.publish(&t, "notwasm", "bank");
     assert_eq!(r.status(), 413);
     let r = s.http().put(format!("{}/v1/database/bad", s.url)).bearer_auth(&t).body("not wasm").send().unwrap();
-    assert_eq!(r.status(), 500);
+    assert_eq!(r.status(), 400);
     assert!(r.text().unwrap().starts_with("failed to parse WebAssembly module"));
 
     let s = Server::start(&[]);

@@ -62,6 +62,12 @@ pub enum ControlError {
     NameTaken(String),
     #[error("no such database")]
     NoSuchDatabase,
+    #[error("a publish of database `{0}` is already in progress; try again when it has finished")]
+    PublishInProgress(String),
+    #[error("database `{database}` holds {limit} names already, the most one database may have")]
+    TooManyNames { database: String, limit: usize },
+    #[error("database `{database}` is unavailable: {reason}")]
+    Unavailable { database: String, reason: String },
     #[error(transparent)]
     ShutDown(#[from] ShutDown),
     #[error("saving the control plane at {path}: {source}")]
@@ -77,9 +83,35 @@ pub fn hex_be(id: &IdentityBytes) -> String {
     id.iter().rev().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The most names one database may have (1.3 sets no bound; every name costs a row of the
+/// system database, rewritten on each change of the control plane).
+pub const MAX_NAMES_PER_DATABASE: usize = 64;
+
+/// A database the server knows of but cannot serve: its files failed to open.
+#[derive(Debug, Clone)]
+pub struct UnavailableDatabase {
+    pub owner: IdentityBytes,
+    /// Creation order (kept so the database keeps its place in listings and in the system table).
+    pub created_seq: u64,
+    /// Why it could not be opened (or that it is still opening), for the log and for every
+    /// request to it.
+    pub reason: String,
+    /// Whether it is still opening (rather than failed).
+    pub starting: bool,
+}
+
+/// Called with a database's identity when it is deleted or replaced (`clear`), so whatever
+/// works on it (workflows) stops.
+pub type DropListener = Box<dyn Fn(&IdentityBytes) + Send + Sync>;
+
 #[derive(Default)]
 struct State {
     databases: HashMap<IdentityBytes, Arc<HostedDatabase>>,
+    /// Databases being created right now → the identity creating them. Creating a database is
+    /// claimed here under the state lock, so two publishes can never both create one database.
+    pending: HashMap<IdentityBytes, IdentityBytes>,
+    /// Databases whose files failed to open at start; the others run regardless.
+    unavailable: HashMap<IdentityBytes, UnavailableDatabase>,
     /// Name → database identity.
     names: BTreeMap<String, IdentityBytes>,
     /// Name → the identity that registered it (only it may move the name).
@@ -97,7 +129,18 @@ pub struct ControlPlane {
     /// Where databases live durably; `None` keeps everything in memory.
     storage: Option<(PathBuf, PersistConfig)>,
     system: Arc<SystemDb>,
+    drop_listeners: RwLock<Vec<DropListener>>,
+    /// Databases waiting to be opened at start, in creation order.
+    start_queue: parking_lot::Mutex<std::collections::VecDeque<IdentityBytes>>,
+    /// Signalled whenever a database finished starting.
+    started: parking_lot::Condvar,
 }
+
+/// How many databases open at once while the server starts.
+pub const STARTER_THREADS: usize = 2;
+
+/// The reason given for a database that has not finished opening yet.
+const STARTING: &str = "the database is starting; try again shortly";
 
 /// Parses 64 hex digits (most significant first) into a little-endian identity.
 pub fn from_hex_be(s: &str) -> Option<IdentityBytes> {
@@ -136,7 +179,15 @@ fn keccak(bytes: &[u8]) -> [u8; 32] {
 impl ControlPlane {
     /// An in-memory control plane: nothing survives the process.
     pub fn new(config: HostConfig) -> Self {
-        Self { state: RwLock::new(State::default()), config, storage: None, system: Arc::new(SystemDb::in_memory()) }
+        Self {
+            state: RwLock::new(State::default()),
+            config,
+            storage: None,
+            system: Arc::new(SystemDb::in_memory()),
+            drop_listeners: RwLock::new(Vec::new()),
+            start_queue: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            started: parking_lot::Condvar::new(),
+        }
     }
 
     /// The system database (workflow instances live there too).
@@ -144,15 +195,50 @@ impl ControlPlane {
         &self.system
     }
 
-    /// A durable control plane in `data_dir`, with every database found there reopened.
+    /// A durable control plane in `data_dir`, with every database found there reopened before
+    /// it returns.
     pub fn open(data_dir: &Path, config: HostConfig, persist: PersistConfig) -> Result<Self, ControlError> {
+        let cp = Self::open_registered(data_dir, config, persist)?;
+        cp.start_queued();
+        Ok(cp)
+    }
+
+    /// A durable control plane in `data_dir` that returns at once: its databases open in the
+    /// background, [`STARTER_THREADS`] at a time, each serving as soon as it is open (until
+    /// then, requests to it are told it is starting). [`ControlPlane::wait_started`] waits for
+    /// them all.
+    pub fn open_in_background(
+        data_dir: &Path,
+        config: HostConfig,
+        persist: PersistConfig,
+    ) -> Result<Arc<Self>, ControlError> {
+        let cp = Arc::new(Self::open_registered(data_dir, config, persist)?);
+        let queued = cp.start_queue.lock().len();
+        for n in 0..STARTER_THREADS.min(queued) {
+            let starter = cp.clone();
+            let spawned =
+                std::thread::Builder::new().name(format!("db-start-{n}")).spawn(move || starter.start_queued());
+            if let Err(e) = spawned {
+                tracing::error!("cannot start a database starter thread: {e}");
+                cp.start_queued();
+            }
+        }
+        Ok(cp)
+    }
+
+    /// Reads the system database: names, permissions and sync configurations, and every
+    /// database queued to start (marked as starting).
+    fn open_registered(data_dir: &Path, config: HostConfig, persist: PersistConfig) -> Result<Self, ControlError> {
         let system = Arc::new(SystemDb::open(&data_dir.join("system"), &persist)?);
         import_legacy(data_dir, &system)?;
         let cp = Self {
             state: RwLock::new(State::default()),
             config,
-            storage: Some((data_dir.to_path_buf(), persist.clone())),
+            storage: Some((data_dir.to_path_buf(), persist)),
             system,
+            drop_listeners: RwLock::new(Vec::new()),
+            start_queue: parking_lot::Mutex::new(std::collections::VecDeque::new()),
+            started: parking_lot::Condvar::new(),
         };
         let id = |table: SystemTable, hex: &str| {
             from_hex_be(hex)
@@ -160,28 +246,17 @@ impl ControlPlane {
         };
         let mut databases = cp.system.rows(SystemTable::Databases);
         databases.sort_by_key(|r| r[2].parse::<u64>().unwrap_or(u64::MAX));
+        let mut st = cp.state.write();
+        let mut queue = cp.start_queue.lock();
         for d in &databases {
             let identity = id(SystemTable::Databases, &d[0])?;
             let owner = id(SystemTable::Databases, &d[1])?;
-            let dir = cp.database_dir(&identity).expect("durable");
-            let module = dir.join("module.wasm");
-            let wasm = std::fs::read(&module).map_err(|source| ControlError::Io { path: module.clone(), source })?;
-            let started = std::time::Instant::now();
-            let (db, report) = Database::open_persistent(&wasm, identity, cp.config.clone(), &dir, persist.clone())?;
-            tracing::info!(
-                database = %d[0],
-                snapshot = ?report.snapshot_offset,
-                replayed = report.replayed,
-                torn_bytes = report.torn_bytes,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "database recovered"
-            );
-            if let Some((seg, byte)) = &report.truncated_at {
-                tracing::warn!(database = %d[0], segment = %seg.display(), byte, "log cut at corruption on request");
-            }
-            cp.insert_hosted(db, owner, &wasm);
+            let created_seq = next_created();
+            st.unavailable
+                .insert(identity, UnavailableDatabase { owner, created_seq, reason: STARTING.into(), starting: true });
+            queue.push_back(identity);
         }
-        let mut st = cp.state.write();
+        drop(queue);
         for p in cp.system.rows(SystemTable::Permissions) {
             let key = (id(SystemTable::Permissions, &p[0])?, id(SystemTable::Permissions, &p[1])?);
             st.permissions.entry(key).or_default().push(p[2].clone());
@@ -201,6 +276,71 @@ impl ControlPlane {
         Ok(cp)
     }
 
+    /// Opens queued databases until the queue is empty. One database that cannot open does not
+    /// keep the others down: it is marked unavailable, with the reason, and every request to it
+    /// is told why.
+    fn start_queued(&self) {
+        loop {
+            let Some(identity) = self.start_queue.lock().pop_front() else { break };
+            let hex = hex_be(&identity);
+            let started = std::time::Instant::now();
+            let outcome = self.open_one(&identity);
+            let mut st = self.state.write();
+            let Some(entry) = st.unavailable.get(&identity).filter(|u| u.starting).cloned() else {
+                // Deleted or replaced while it was opening: what was opened is dropped.
+                continue;
+            };
+            match outcome {
+                Ok((db, report, wasm)) => {
+                    tracing::info!(
+                        database = %hex,
+                        snapshot = ?report.snapshot_offset,
+                        replayed = report.replayed,
+                        torn_bytes = report.torn_bytes,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "database recovered"
+                    );
+                    if let Some((seg, byte)) = &report.truncated_at {
+                        tracing::warn!(database = %hex, segment = %seg.display(), byte, "log cut at corruption on request");
+                    }
+                    st.unavailable.remove(&identity);
+                    st.databases.insert(identity, hosted(db, entry.owner, &wasm, entry.created_seq));
+                }
+                Err(e) => {
+                    tracing::error!(database = %hex, "database unavailable: it failed to open: {e}");
+                    st.unavailable
+                        .insert(identity, UnavailableDatabase { reason: e.to_string(), starting: false, ..entry });
+                }
+            }
+            drop(st);
+            self.started.notify_all();
+        }
+        self.started.notify_all();
+    }
+
+    fn open_one(&self, identity: &IdentityBytes) -> Result<(Database, crate::RecoveryReport, Vec<u8>), ControlError> {
+        let (Some(dir), Some((_, persist))) = (self.database_dir(identity), &self.storage) else {
+            return Err(ControlError::NoSuchDatabase);
+        };
+        let module = dir.join("module.wasm");
+        let wasm = std::fs::read(&module).map_err(|source| ControlError::Io { path: module.clone(), source })?;
+        let (db, report) = Database::open_persistent(&wasm, *identity, self.config.clone(), &dir, persist.clone())?;
+        Ok((db, report, wasm))
+    }
+
+    /// Waits until no database is starting any more.
+    pub fn wait_started(&self) {
+        let mut queue = self.start_queue.lock();
+        while !queue.is_empty() || self.state.read().unavailable.values().any(|u| u.starting) {
+            self.started.wait_for(&mut queue, std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// The server's data directory, for a durable control plane.
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.storage.as_ref().map(|(dir, _)| dir.as_path())
+    }
+
     fn database_dir(&self, identity: &IdentityBytes) -> Option<PathBuf> {
         self.storage.as_ref().map(|(dir, _)| dir.join("databases").join(hex_be(identity)))
     }
@@ -208,13 +348,25 @@ impl ControlPlane {
     /// Saves the control plane to the system tables in one transaction; called with the state
     /// lock held, after a change.
     fn save(&self, st: &State) -> Result<(), ControlError> {
-        let mut dbs: Vec<&Arc<HostedDatabase>> = st.databases.values().collect();
-        dbs.sort_by_key(|d| d.created_seq);
-        let databases =
-            dbs.iter().map(|d| vec![hex_be(&d.identity), hex_be(&d.owner), d.created_seq.to_string()]).collect();
+        self.save_with(st, |_| Ok(()))
+    }
+
+    /// [`Self::save`], with `more` written in the same transaction.
+    fn save_with(
+        &self,
+        st: &State,
+        more: impl FnOnce(&mut crate::system::SystemTx<'_>) -> Result<(), SystemError>,
+    ) -> Result<(), ControlError> {
+        let mut dbs: Vec<(IdentityBytes, IdentityBytes, u64)> =
+            st.databases.values().map(|d| (d.identity, d.owner, d.created_seq)).collect();
+        dbs.extend(st.unavailable.iter().map(|(id, u)| (*id, u.owner, u.created_seq)));
+        dbs.sort_by_key(|d| d.2);
+        let databases = dbs.iter().map(|(id, owner, seq)| vec![hex_be(id), hex_be(owner), seq.to_string()]).collect();
+        // A name claimed for a database still being created is written with the database.
         let names = st
             .names
             .iter()
+            .filter(|(_, id)| !st.pending.contains_key(*id))
             .map(|(name, id)| vec![name.clone(), hex_be(id), hex_be(st.name_owners.get(name).unwrap_or(id))])
             .collect();
         let permissions = st
@@ -227,30 +379,30 @@ impl ControlPlane {
             tx.replace_all(SystemTable::Databases, databases)?;
             tx.replace_all(SystemTable::Names, names)?;
             tx.replace_all(SystemTable::Permissions, permissions)?;
-            tx.replace_all(SystemTable::SyncConfigs, sync_configs)
+            tx.replace_all(SystemTable::SyncConfigs, sync_configs)?;
+            more(tx)
         })?;
         Ok(())
     }
 
-    fn insert_hosted(&self, db: Database, owner: IdentityBytes, wasm: &[u8]) {
-        let identity = db.identity();
-        let logs = db.logs().clone();
-        let def = Arc::new(db.def().clone());
-        let (handle, _thread) = DatabaseHandle::spawn(db, &hex_be(&identity)[..16]);
-        let hosted = HostedDatabase {
-            identity,
-            owner,
-            handle,
-            logs,
-            program_hash: keccak(wasm),
-            def,
-            created_seq: next_created(),
-        };
-        self.state.write().databases.insert(identity, Arc::new(hosted));
-    }
-
     pub fn get(&self, identity: &IdentityBytes) -> Option<Arc<HostedDatabase>> {
         self.state.read().databases.get(identity).cloned()
+    }
+
+    /// Why a database the server knows of is not being served, if it is not.
+    pub fn unavailable(&self, identity: &IdentityBytes) -> Option<UnavailableDatabase> {
+        self.state.read().unavailable.get(identity).cloned()
+    }
+
+    /// Registers `listener`, called whenever a database is deleted or replaced.
+    pub fn on_database_dropped(&self, listener: DropListener) {
+        self.drop_listeners.write().push(listener);
+    }
+
+    fn dropped(&self, identity: &IdentityBytes) {
+        for listener in self.drop_listeners.read().iter() {
+            listener(identity);
+        }
     }
 
     pub fn resolve_name(&self, name: &str) -> Option<IdentityBytes> {
@@ -264,21 +416,54 @@ impl ControlPlane {
     /// The databases `owner` owns, in identity order.
     pub fn owned_by(&self, owner: &IdentityBytes) -> Vec<IdentityBytes> {
         let st = self.state.read();
-        let mut v: Vec<_> = st.databases.values().filter(|d| d.owner == *owner).collect();
-        v.sort_by_key(|d| d.created_seq);
-        v.into_iter().map(|d| d.identity).collect()
+        let mut v: Vec<(u64, IdentityBytes)> =
+            st.databases.values().filter(|d| d.owner == *owner).map(|d| (d.created_seq, d.identity)).collect();
+        v.extend(st.unavailable.iter().filter(|(_, u)| u.owner == *owner).map(|(id, u)| (u.created_seq, *id)));
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The owner of a database, whether it is running, unavailable or being created.
+    fn owner_of(st: &State, identity: &IdentityBytes) -> Option<IdentityBytes> {
+        st.databases
+            .get(identity)
+            .map(|d| d.owner)
+            .or_else(|| st.unavailable.get(identity).map(|u| u.owner))
+            .or_else(|| st.pending.get(identity).copied())
+    }
+
+    fn not_owner(caller: &IdentityBytes, identity: &IdentityBytes) -> ControlError {
+        ControlError::NotOwner { caller: hex_be(caller), database: hex_be(identity)[..16].to_string() }
+    }
+
+    fn check_name_room(st: &State, identity: &IdentityBytes, adding: usize) -> Result<(), ControlError> {
+        let held = st.names.values().filter(|id| *id == identity).count();
+        if held + adding > MAX_NAMES_PER_DATABASE {
+            return Err(ControlError::TooManyNames {
+                database: hex_be(identity)[..16].to_string(),
+                limit: MAX_NAMES_PER_DATABASE,
+            });
+        }
+        Ok(())
     }
 
     pub fn all(&self) -> Vec<Arc<HostedDatabase>> {
         self.state.read().databases.values().cloned().collect()
     }
 
-    /// Points `name` at `identity`, registered to `caller`. A name already in use is refused.
+    /// Points `name` at `identity`, registered to `caller`, who must own the database. A name
+    /// already in use, or one past [`MAX_NAMES_PER_DATABASE`], is refused.
     pub fn add_name(&self, name: &str, identity: IdentityBytes, caller: IdentityBytes) -> Result<(), ControlError> {
         let mut st = self.state.write();
+        match Self::owner_of(&st, &identity) {
+            None => return Err(ControlError::NoSuchDatabase),
+            Some(owner) if owner != caller => return Err(Self::not_owner(&caller, &identity)),
+            Some(_) => {}
+        }
         if st.names.contains_key(name) {
             return Err(ControlError::NameTaken(name.to_string()));
         }
+        Self::check_name_room(&st, &identity, 1)?;
         st.names.insert(name.to_string(), identity);
         st.name_owners.insert(name.to_string(), caller);
         self.save(&st)
@@ -299,6 +484,9 @@ impl ControlPlane {
         if let Some(n) = names.iter().find(|n| st.names.contains_key(*n)) {
             return Err(SetNamesError::InUse(n.clone()));
         }
+        if names.len() > MAX_NAMES_PER_DATABASE {
+            return Err(SetNamesError::TooMany(MAX_NAMES_PER_DATABASE));
+        }
         let current: Vec<String> = st.names.iter().filter(|(_, id)| **id == identity).map(|(n, _)| n.clone()).collect();
         if let Some(n) = current.iter().find(|n| st.name_owners.get(*n).is_some_and(|o| *o != caller)) {
             return Err(SetNamesError::PermissionDenied(n.clone()));
@@ -314,6 +502,48 @@ impl ControlPlane {
         self.save(&st).map_err(|e| SetNamesError::Storage(e.to_string()))
     }
 
+    /// Publishes to the database `name` points at; a free name is claimed for a database with
+    /// identity `fresh` in the same step that claims its creation, so two callers racing for one
+    /// new name cannot both create it: the loser is told the name is someone else's. A name
+    /// that outlived its database (deleted) may be published again by whoever registered it.
+    /// A failed creation leaves the name free.
+    pub fn publish_to_name(
+        &self,
+        name: &str,
+        fresh: IdentityBytes,
+        caller: IdentityBytes,
+        wasm: &[u8],
+        clear: bool,
+    ) -> Result<(IdentityBytes, PublishOp), ControlError> {
+        let mut st = self.state.write();
+        let (identity, claimed) = match st.names.get(name).copied() {
+            Some(identity) => {
+                let name_owner = st.name_owners.get(name).copied().unwrap_or(identity);
+                let owner = Self::owner_of(&st, &identity).unwrap_or(name_owner);
+                if owner != caller {
+                    return Err(Self::not_owner(&caller, &identity));
+                }
+                (identity, false)
+            }
+            None => {
+                st.names.insert(name.to_string(), fresh);
+                st.name_owners.insert(name.to_string(), caller);
+                (fresh, true)
+            }
+        };
+        let claim = self.claim(&mut st, identity, caller, clear);
+        drop(st);
+        let result = claim.and_then(|claim| self.finish_publish(identity, caller, wasm, claim));
+        if result.is_err() && claimed {
+            let mut st = self.state.write();
+            if st.names.get(name) == Some(&fresh) && !st.databases.contains_key(&fresh) {
+                st.names.remove(name);
+                st.name_owners.remove(name);
+            }
+        }
+        result.map(|op| (identity, op))
+    }
+
     /// Creates the database `identity` from `wasm` (running `init` as `caller`), or updates its
     /// module if it exists and `caller` owns it. `clear` starts the existing database afresh.
     pub fn publish(
@@ -323,53 +553,118 @@ impl ControlPlane {
         wasm: &[u8],
         clear: bool,
     ) -> Result<PublishOp, ControlError> {
-        if let Some(existing) = self.get(&identity) {
-            if existing.owner != caller {
-                return Err(ControlError::NotOwner {
-                    caller: hex_be(&caller),
+        let claim = self.claim(&mut self.state.write(), identity, caller, clear)?;
+        self.finish_publish(identity, caller, wasm, claim)
+    }
+
+    /// Decides, under the state lock, what a publish of `identity` by `caller` does; a creation
+    /// is claimed in `pending` before the lock is let go.
+    fn claim(
+        &self,
+        st: &mut State,
+        identity: IdentityBytes,
+        caller: IdentityBytes,
+        clear: bool,
+    ) -> Result<Claim, ControlError> {
+        match Self::owner_of(st, &identity) {
+            Some(owner) if owner != caller => return Err(Self::not_owner(&caller, &identity)),
+            _ if st.pending.contains_key(&identity) => {
+                return Err(ControlError::PublishInProgress(hex_be(&identity)[..16].to_string()))
+            }
+            _ => {}
+        }
+        if let Some(existing) = st.databases.get(&identity) {
+            if !clear {
+                return Ok(Claim::Update(existing.clone()));
+            }
+        } else if let Some(u) = st.unavailable.get(&identity) {
+            if !clear || u.starting {
+                return Err(ControlError::Unavailable {
                     database: hex_be(&identity)[..16].to_string(),
+                    reason: u.reason.clone(),
                 });
             }
-            if !clear {
-                let wasm_owned = wasm.to_vec();
-                existing.handle.with(move |db| db.update_module(&wasm_owned))??;
-                if let Some(dir) = self.database_dir(&identity) {
-                    let path = dir.join("module.wasm");
-                    write_atomically(&path, wasm).map_err(|source| ControlError::Io { path, source })?;
-                }
-                let def = existing.handle.with(|db| Arc::new(db.def().clone()))?;
-                let updated = HostedDatabase {
-                    identity,
-                    owner: existing.owner,
-                    handle: existing.handle.clone(),
-                    logs: existing.logs.clone(),
-                    program_hash: keccak(wasm),
-                    def,
-                    created_seq: existing.created_seq,
-                };
-                self.state.write().databases.insert(identity, Arc::new(updated));
-                return Ok(PublishOp::Updated);
-            }
         }
-        let existed = self.get(&identity).is_some();
-        if existed {
-            // `clear`: stop the old database before its files are replaced.
-            self.state.write().databases.remove(&identity);
+        // A creation (or a `clear`, which replaces the database): stop the old one first.
+        let replaced = st.databases.remove(&identity).is_some() | st.unavailable.remove(&identity).is_some();
+        st.pending.insert(identity, caller);
+        Ok(Claim::Create { replaced })
+    }
+
+    fn finish_publish(
+        &self,
+        identity: IdentityBytes,
+        caller: IdentityBytes,
+        wasm: &[u8],
+        claim: Claim,
+    ) -> Result<PublishOp, ControlError> {
+        let replaced = match claim {
+            Claim::Update(existing) => return self.update(existing, wasm),
+            Claim::Create { replaced } => replaced,
+        };
+        if replaced {
+            self.dropped(&identity);
         }
         let owner = Caller::identity(caller);
-        let db = match (&self.storage, self.database_dir(&identity)) {
+        let created = match (&self.storage, self.database_dir(&identity)) {
             (Some((_, persist)), Some(dir)) => {
-                let db =
-                    Database::create_persistent(wasm, identity, owner, self.config.clone(), &dir, persist.clone())?;
-                let path = dir.join("module.wasm");
-                write_atomically(&path, wasm).map_err(|source| ControlError::Io { path, source })?;
-                db
+                let fresh = if replaced { Ok(()) } else { remove_stale_dir(&dir) };
+                fresh
+                    .and_then(|()| {
+                        Database::create_persistent(wasm, identity, owner, self.config.clone(), &dir, persist.clone())
+                            .map_err(ControlError::from)
+                    })
+                    .and_then(|db| {
+                        let path = dir.join("module.wasm");
+                        write_atomically(&path, wasm).map_err(|source| ControlError::Io { path, source })?;
+                        Ok(db)
+                    })
             }
-            _ => Database::create(wasm, identity, owner, self.config.clone())?,
+            _ => Database::create(wasm, identity, owner, self.config.clone()).map_err(ControlError::from),
         };
-        self.insert_hosted(db, caller, wasm);
-        self.save(&self.state.read())?;
-        Ok(if existed { PublishOp::Updated } else { PublishOp::Created })
+        let mut st = self.state.write();
+        let removed = st.pending.remove(&identity);
+        debug_assert_eq!(removed, Some(caller), "only the claimant finishes a creation");
+        let db = match created {
+            Ok(db) => db,
+            Err(e) => {
+                if replaced {
+                    // The old database is gone; write that down.
+                    self.save(&st)?;
+                }
+                return Err(e);
+            }
+        };
+        st.databases.insert(identity, hosted(db, caller, wasm, next_created()));
+        self.save(&st)?;
+        Ok(if replaced { PublishOp::Updated } else { PublishOp::Created })
+    }
+
+    /// Updates a running database's module, keeping its data.
+    fn update(&self, existing: Arc<HostedDatabase>, wasm: &[u8]) -> Result<PublishOp, ControlError> {
+        let identity = existing.identity;
+        let wasm_owned = wasm.to_vec();
+        existing.handle.with(move |db| db.update_module(&wasm_owned))??;
+        if let Some(dir) = self.database_dir(&identity) {
+            let path = dir.join("module.wasm");
+            write_atomically(&path, wasm).map_err(|source| ControlError::Io { path, source })?;
+        }
+        let def = existing.handle.with(|db| Arc::new(db.def().clone()))?;
+        let updated = HostedDatabase {
+            identity,
+            owner: existing.owner,
+            handle: existing.handle.clone(),
+            logs: existing.logs.clone(),
+            program_hash: keccak(wasm),
+            def,
+            created_seq: existing.created_seq,
+        };
+        let mut st = self.state.write();
+        // A delete (or `clear`) that came in meanwhile wins: do not bring the database back.
+        if st.databases.get(&identity).is_some_and(|d| Arc::ptr_eq(d, &existing)) {
+            st.databases.insert(identity, Arc::new(updated));
+        }
+        Ok(PublishOp::Updated)
     }
 
     /// Grants (`grant`) or revokes a permission on `database` to `identity`; owner only.
@@ -421,27 +716,67 @@ impl ControlPlane {
         self.state.read().sync_configs.get(database).cloned()
     }
 
-    /// Deletes a database (owner only). Names stay, as in 1.3; a missing database is no error.
+    /// Deletes a database (owner only): it stops, its files go, and its permissions, sync
+    /// configuration and workflow instances go with it (in the same system transaction), so
+    /// nothing of it can reach a database created later under the same name. Names stay, as in
+    /// 1.3. A missing database is no error.
     pub fn delete(&self, identity: IdentityBytes, caller: IdentityBytes) -> Result<(), ControlError> {
         let mut st = self.state.write();
-        match st.databases.get(&identity) {
-            None => Ok(()),
-            Some(db) if db.owner != caller => {
-                Err(ControlError::NotOwner { caller: hex_be(&caller), database: hex_be(&identity)[..16].to_string() })
+        match Self::owner_of(&st, &identity) {
+            None => return Ok(()),
+            Some(owner) if owner != caller => return Err(Self::not_owner(&caller, &identity)),
+            Some(_) if st.pending.contains_key(&identity) => {
+                return Err(ControlError::PublishInProgress(hex_be(&identity)[..16].to_string()))
             }
-            Some(_) => {
-                st.databases.remove(&identity);
-                st.permissions.retain(|(db, _), _| *db != identity);
-                st.sync_configs.remove(&identity);
-                self.save(&st)?;
-                drop(st);
-                if let Some(dir) = self.database_dir(&identity) {
-                    let _ = std::fs::remove_dir_all(dir);
-                }
-                Ok(())
+            Some(_) => {}
+        }
+        if let Some(u) = st.unavailable.get(&identity).filter(|u| u.starting) {
+            return Err(ControlError::Unavailable {
+                database: hex_be(&identity)[..16].to_string(),
+                reason: u.reason.clone(),
+            });
+        }
+        st.databases.remove(&identity);
+        st.unavailable.remove(&identity);
+        st.permissions.retain(|(db, _), _| *db != identity);
+        st.sync_configs.remove(&identity);
+        self.save_with(&st, |tx| tx.delete_where(SystemTable::Workflows, 1, &hex_be(&identity)))?;
+        drop(st);
+        self.dropped(&identity);
+        if let Some(dir) = self.database_dir(&identity) {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(database = %hex_be(&identity), "could not remove {}: {e}", dir.display());
             }
         }
+        Ok(())
     }
+}
+
+/// What a publish was cleared to do.
+enum Claim {
+    /// Update the running database's module.
+    Update(Arc<HostedDatabase>),
+    /// Create the database (claimed in `pending`); `replaced`: an old one was removed (`clear`).
+    Create { replaced: bool },
+}
+
+/// A new database's files must not mix with what an earlier database of the same identity left
+/// (deleted, with its directory not fully removed).
+fn remove_stale_dir(dir: &Path) -> Result<(), ControlError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(ControlError::Io { path: dir.to_path_buf(), source }),
+    }
+}
+
+/// Starts a database's writer thread and wraps it for the control plane.
+fn hosted(db: Database, owner: IdentityBytes, wasm: &[u8], created_seq: u64) -> Arc<HostedDatabase> {
+    let identity = db.identity();
+    let logs = db.logs().clone();
+    let def = Arc::new(db.def().clone());
+    let (handle, _thread) = DatabaseHandle::spawn(db, &hex_be(&identity)[..16]);
+    Arc::new(HostedDatabase { identity, owner, handle, logs, program_hash: keccak(wasm), def, created_seq })
 }
 
 /// Moves what earlier versions kept in files (`control.json`, `workflows/*.json`) into the
@@ -517,6 +852,8 @@ pub enum SetNamesError {
     InUse(String),
     #[error("permission denied for {0}")]
     PermissionDenied(String),
+    #[error("a database may have at most {0} names")]
+    TooMany(usize),
     #[error("{0}")]
     Storage(String),
 }

@@ -70,6 +70,11 @@ pub enum UpdateError {
     Rejected(String),
 }
 
+/// Where a durable database keeps its compiled module between starts.
+pub fn compiled_cache_path(dir: &std::path::Path) -> std::path::PathBuf {
+    dir.join("module.cwasm")
+}
+
 /// The current time in microseconds since the Unix epoch.
 pub fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
@@ -112,7 +117,8 @@ impl Database {
         dir: &std::path::Path,
         persist: PersistConfig,
     ) -> Result<Self, CreateError> {
-        let host = ModuleHost::load(wasm, identity, config)?;
+        let cache = compiled_cache_path(dir);
+        let host = ModuleHost::load(wasm, identity, HostConfig { compiled_cache: None, ..config })?;
         let io = |source| CreateError::Io { path: dir.to_path_buf(), source };
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
@@ -120,6 +126,7 @@ impl Database {
             Err(e) => return Err(io(e)),
         }
         std::fs::create_dir_all(dir).map_err(io)?;
+        host.save_compiled(&cache, wasm);
         let mut db = Self::from_host(host, identity);
         let (p, _) = Persistence::open(dir, persist, db.host.db_mut(), &mut db.steps)?;
         db.persist = Some(p);
@@ -136,6 +143,7 @@ impl Database {
         dir: &std::path::Path,
         persist: PersistConfig,
     ) -> Result<(Self, RecoveryReport), CreateError> {
+        let config = HostConfig { compiled_cache: Some(compiled_cache_path(dir)), ..config };
         let mut host = ModuleHost::load(wasm, identity, config)?;
         let mut steps = StepLedger::default();
         let (p, report) = Persistence::open(dir, persist, host.db_mut(), &mut steps)?;

@@ -292,6 +292,22 @@ impl SystemTx<'_> {
         }
     }
 
+    /// Deletes every row of `table` whose column `column` is `value`.
+    pub fn delete_where(&mut self, table: SystemTable, column: usize, value: &str) -> Result<(), SystemError> {
+        let doomed: Vec<Vec<u8>> = match self.store.table(table.id()) {
+            Ok(t) => t
+                .iter()
+                .filter(|(_, r)| decode_row(r).get(column).is_some_and(|c| c == value))
+                .map(|(_, r)| r.to_vec())
+                .collect(),
+            Err(source) => return Err(SystemError::Store { table: table.name(), source }),
+        };
+        for row in doomed {
+            self.delete_row(table, &row)?;
+        }
+        Ok(())
+    }
+
     /// Makes `rows` the whole content of `table`, touching only the rows that differ.
     pub fn replace_all(&mut self, table: SystemTable, rows: Vec<Row>) -> Result<(), SystemError> {
         let wanted: std::collections::HashSet<Vec<u8>> =

@@ -9,6 +9,7 @@
 //! Not for: scheduling, lifecycle policy or argument parsing; `epoch-core` does those.
 
 pub mod abi;
+mod compiled_cache;
 pub mod logs;
 mod module;
 

@@ -22,11 +22,18 @@ pub struct HostConfig {
     pub memory_max_bytes: usize,
     /// How many module log lines a database keeps.
     pub log_capacity: usize,
+    /// Where the compiled module is cached between starts (`None`: compile every time).
+    pub compiled_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for HostConfig {
     fn default() -> Self {
-        Self { reducer_timeout: Duration::from_secs(10), memory_max_bytes: 1 << 30, log_capacity: 10_000 }
+        Self {
+            reducer_timeout: Duration::from_secs(10),
+            memory_max_bytes: 1 << 30,
+            log_capacity: 10_000,
+            compiled_cache: None,
+        }
     }
 }
 
@@ -169,8 +176,18 @@ impl ModuleHost {
         // Binary modules are what clients publish; the text format is accepted for hand-written
         // test modules only, so that garbage gets the binary parser's error, as in 1.3.
         let is_text = wasm.trim_ascii_start().starts_with(b"(module");
-        let module = if is_text { Module::new(engine, wasm) } else { Module::from_binary(engine, wasm) }
-            .map_err(|e| HostError::InvalidWasm(format!("{e:#}")))?;
+        let cached = config.compiled_cache.as_deref().and_then(|path| crate::compiled_cache::load(engine, path, wasm));
+        let module = match cached {
+            Some(module) => module,
+            None => {
+                let module = if is_text { Module::new(engine, wasm) } else { Module::from_binary(engine, wasm) }
+                    .map_err(|e| HostError::InvalidWasm(format!("{e:#}")))?;
+                if let Some(path) = &config.compiled_cache {
+                    crate::compiled_cache::store(path, wasm, &module);
+                }
+                module
+            }
+        };
         for import in module.imports() {
             if import.module() != abi::ABI_MODULE || !abi::ABI_FUNCTIONS.contains(&import.name()) {
                 return Err(HostError::UnknownImport { module: import.module().into(), name: import.name().into() });
@@ -196,6 +213,12 @@ impl ModuleHost {
 
     pub fn def(&self) -> &Arc<ModuleDef> {
         &self.def
+    }
+
+    /// Caches this module's compiled code at `path` (it was compiled from `wasm`), for
+    /// [`HostConfig::compiled_cache`] to find at the next start.
+    pub fn save_compiled(&self, path: &std::path::Path, wasm: &[u8]) {
+        crate::compiled_cache::store(path, wasm, &self.module);
     }
 
     pub fn logs(&self) -> &ModuleLogs {

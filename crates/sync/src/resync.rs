@@ -87,6 +87,9 @@ impl Runner {
     ) -> Result<Instance, RunnerError> {
         let url = object_store.get("url").and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
         let db_hex = hex_be(&database);
+        for part in [&params.aggregate_type, &params.aggregate_id].into_iter().flatten() {
+            crate::source::check_key_part(part)?;
+        }
         // Checked before listing (which may be slow), and again when registering.
         if let Some(id) = self.running_in((&db_hex, KIND, &params.aggregate_type, &params.aggregate_id)) {
             return Err(RunnerError::Conflict(id));
@@ -123,6 +126,7 @@ impl Runner {
             batches_done: 0,
             run: 0,
             recovered: 0,
+            database_seq: None,
         };
         self.start(instance)
     }

@@ -91,6 +91,11 @@ pub struct Instance {
     /// again.
     #[serde(default)]
     pub recovered: u64,
+    /// Which incarnation of the database the instance works on (its creation sequence in this
+    /// process): a database deleted and created again under the same identity is another
+    /// database, and the instance must never touch it.
+    #[serde(skip)]
+    pub(crate) database_seq: Option<u64>,
 }
 
 impl Instance {
@@ -132,6 +137,8 @@ pub enum RunnerError {
     UnknownKind(String),
     #[error("saving workflow state: {0}")]
     System(#[from] SystemError),
+    #[error("the database no longer exists")]
+    NoDatabase,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -145,6 +152,28 @@ struct Slot {
     instance: Mutex<Instance>,
     signal: Mutex<Signal>,
     wake: Condvar,
+    /// Set when the instance's database is deleted or replaced: the instance is forgotten and
+    /// never saved again.
+    gone: std::sync::atomic::AtomicBool,
+    /// Held while the instance's row is written, so that once `gone` is set and this lock has
+    /// been taken, no save is in flight and none will start.
+    saving: Mutex<()>,
+}
+
+impl Slot {
+    fn new(instance: Instance, signal: Signal) -> Arc<Self> {
+        Arc::new(Self {
+            instance: Mutex::new(instance),
+            signal: Mutex::new(signal),
+            wake: Condvar::new(),
+            gone: std::sync::atomic::AtomicBool::new(false),
+            saving: Mutex::new(()),
+        })
+    }
+
+    fn is_gone(&self) -> bool {
+        self.gone.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// Runs and keeps every workflow instance of a server.
@@ -168,18 +197,22 @@ impl Runner {
     pub fn open(control: Arc<ControlPlane>, retention: Duration) -> Result<Arc<Self>, RunnerError> {
         let rows = control.system().rows(SystemTable::Workflows);
         let runner = Arc::new(Self { control, slots: Mutex::new(HashMap::new()), retention });
+        let weak = Arc::downgrade(&runner);
+        runner.control.on_database_dropped(Box::new(move |database| {
+            if let Some(runner) = weak.upgrade() {
+                runner.database_dropped(database);
+            }
+        }));
         for row in rows {
-            let Ok(instance) = serde_json::from_str::<Instance>(&row[4]) else {
+            let Ok(mut instance) = serde_json::from_str::<Instance>(&row[4]) else {
                 tracing::warn!(id = %row[0], "skipping an unreadable workflow instance");
                 continue;
             };
+            // Bound to its database when its thread starts (the database may still be opening).
+            instance.database_seq = None;
             let resume = !instance.status.is_finished();
             let signal = if instance.status == Status::Paused { Signal::Pause } else { Signal::Run };
-            let slot = Arc::new(Slot {
-                instance: Mutex::new(instance.clone()),
-                signal: Mutex::new(signal),
-                wake: Condvar::new(),
-            });
+            let slot = Slot::new(instance.clone(), signal);
             runner.slots.lock().insert(instance.id.clone(), slot.clone());
             if runner.expired(&instance) {
                 runner.forget(&instance.id);
@@ -208,21 +241,60 @@ impl Runner {
 
     /// Registers a new instance, saves it, and starts running it. Refused with
     /// [`RunnerError::Conflict`] while an unfinished instance has the same scope.
-    pub(crate) fn start(self: &Arc<Self>, instance: Instance) -> Result<Instance, RunnerError> {
+    pub(crate) fn start(self: &Arc<Self>, mut instance: Instance) -> Result<Instance, RunnerError> {
+        instance.database_seq = self.current_seq(&instance.database);
+        if instance.database_seq.is_none() {
+            return Err(RunnerError::NoDatabase);
+        }
         let mut slots = self.slots.lock();
         if let Some(running) = running_in_scope(&slots, instance.scope(), None) {
             return Err(RunnerError::Conflict(running));
         }
         self.save(&instance)?;
-        let slot = Arc::new(Slot {
-            instance: Mutex::new(instance.clone()),
-            signal: Mutex::new(Signal::Run),
-            wake: Condvar::new(),
-        });
+        let slot = Slot::new(instance.clone(), Signal::Run);
         slots.insert(instance.id.clone(), slot.clone());
         drop(slots);
         self.spawn(slot);
         Ok(instance)
+    }
+
+    /// The creation sequence of the database `hex` as it is now, if it exists.
+    fn current_seq(&self, hex: &str) -> Option<u64> {
+        from_hex_be(hex).and_then(|d| self.control.get(&d)).map(|d| d.created_seq)
+    }
+
+    /// A database was deleted or replaced: its instances end now and are forgotten (the control
+    /// plane removed their rows in the same transaction as the database), so none of them can
+    /// act on, or be restarted against, a database created later under the same identity.
+    fn database_dropped(&self, database: &[u8; 32]) {
+        let hex = hex_be(database);
+        let doomed: Vec<Arc<Slot>> = {
+            let mut slots = self.slots.lock();
+            let ids: Vec<String> =
+                slots.iter().filter(|(_, s)| s.instance.lock().database == hex).map(|(id, _)| id.clone()).collect();
+            ids.iter().filter_map(|id| slots.remove(id)).collect()
+        };
+        for slot in &doomed {
+            slot.gone.store(true, std::sync::atomic::Ordering::Release);
+            // Wait out a save in flight; later ones see `gone` and skip.
+            drop(slot.saving.lock());
+            let mut i = slot.instance.lock();
+            if !i.status.is_finished() {
+                i.status = Status::Terminated;
+                i.ended_at = Some(now_ms());
+                i.errors.push("the database was deleted".into());
+            }
+            drop(i);
+            *slot.signal.lock() = Signal::Terminate;
+            slot.wake.notify_all();
+        }
+        // Rows a thread saved between the control plane's transaction and the flags above.
+        if let Err(e) = self.control.system().write(|tx| tx.delete_where(SystemTable::Workflows, 1, &hex)) {
+            tracing::warn!(database = %hex, "could not remove the workflow instances of a dropped database: {e}");
+        }
+        if !doomed.is_empty() {
+            tracing::info!(database = %hex, instances = doomed.len(), "workflows of a dropped database ended");
+        }
     }
 
     /// The id of an unfinished instance with `scope` (checked before costly setup).
@@ -323,6 +395,14 @@ impl Runner {
         }
         *slot.signal.lock() = signal;
         slot.wake.notify_all();
+        if signal == Signal::Terminate {
+            // Ended now, even if the thread is still inside an item: the instance no longer
+            // holds its scope, and the thread only records what it finishes, then stops.
+            return Ok(self.update(&slot, |i| {
+                i.status = Status::Terminated;
+                i.ended_at = Some(now_ms());
+            }));
+        }
         let mut i = slot.instance.lock();
         if signal == Signal::Run && i.status == Status::Paused {
             i.status = Status::Running;
@@ -358,9 +438,14 @@ impl Runner {
         i.updated_at = now_ms();
         let copy = i.clone();
         drop(i);
-        if let Err(e) = self.save(&copy) {
-            tracing::error!(id = %copy.id, "could not save workflow progress: {e}");
+        let saving = slot.saving.lock();
+        // The database was dropped: the instance is over and has no row any more.
+        if !slot.is_gone() {
+            if let Err(e) = self.save(&copy) {
+                tracing::error!(id = %copy.id, "could not save workflow progress: {e}");
+            }
         }
+        drop(saving);
         copy
     }
 
@@ -434,7 +519,31 @@ impl Runner {
         }
     }
 
+    /// Waits while the instance's database is still opening (after a restart databases open in
+    /// the background) and binds the instance to it; `None` if it is gone or failed to open.
+    fn wait_for_database(&self, slot: &Slot) -> Option<u64> {
+        let hex = slot.instance.lock().database.clone();
+        let identity = from_hex_be(&hex)?;
+        loop {
+            if let Some(db) = self.control.get(&identity) {
+                slot.instance.lock().database_seq = Some(db.created_seq);
+                return Some(db.created_seq);
+            }
+            match self.control.unavailable(&identity) {
+                Some(u) if u.starting && !slot.is_gone() => std::thread::sleep(Duration::from_millis(50)),
+                _ => return None,
+            }
+        }
+    }
+
     fn run(self: Arc<Self>, slot: Arc<Slot>) {
+        if slot.instance.lock().database_seq.is_none() && self.wait_for_database(&slot).is_none() {
+            let why = match from_hex_be(&slot.instance.lock().database).and_then(|d| self.control.unavailable(&d)) {
+                Some(u) => format!("the database is unavailable: {}", u.reason),
+                None => "the database no longer exists".to_string(),
+            };
+            return self.fail(&slot, why);
+        }
         let snapshot = slot.instance.lock().clone();
         let kind = match self.kind_of(&snapshot) {
             Ok(k) => k,
@@ -549,7 +658,7 @@ impl Runner {
 
     /// The database instance `i` works on, if it still exists.
     fn database_of(&self, i: &Instance) -> Option<Arc<HostedDatabase>> {
-        from_hex_be(&i.database).and_then(|d| self.control.get(&d))
+        from_hex_be(&i.database).and_then(|d| self.control.get(&d)).filter(|db| i.database_seq == Some(db.created_seq))
     }
 
     /// Queues `job` on the writer of the instance's database; the receiver yields its outcome

@@ -11,6 +11,8 @@ pub struct Server {
     pub data_dir: PathBuf,
     /// Whether dropping the server deletes its data directory.
     pub owns_data: bool,
+    /// Signalled when the server prints `epoch ready`.
+    ready: std::sync::Mutex<std::sync::mpsc::Receiver<()>>,
 }
 
 impl Server {
@@ -34,18 +36,51 @@ impl Server {
     }
 
     fn spawn(data_dir: PathBuf, extra: &[&str]) -> Self {
+        let server = Self::spawn_listening(data_dir, extra);
+        server.wait_ready();
+        server
+    }
+
+    /// Starts on `data_dir` and returns as soon as the server listens: its databases may still
+    /// be opening (see [`Server::wait_ready`]).
+    pub fn start_listening(data_dir: PathBuf, extra: &[&str]) -> Self {
+        let mut server = Self::spawn_listening(data_dir, extra);
+        server.owns_data = false;
+        server
+    }
+
+    fn spawn_listening(data_dir: PathBuf, extra: &[&str]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_epoch"))
             .args(["start", "--listen-addr", "127.0.0.1:0", "--data-dir"])
             .arg(&data_dir)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(if std::env::var_os("EPOCH_TEST_STDERR").is_some() { Stdio::inherit() } else { Stdio::null() })
             .spawn()
             .expect("epoch starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("first line");
-        let url = line.trim().strip_prefix("epoch listening on ").expect("listening line").to_string();
-        Self { child, url, data_dir, owns_data: true }
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().expect("a first line").expect("readable");
+        let url = first.trim().strip_prefix("epoch listening on ").expect("listening line").to_string();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if line.trim() == "epoch ready" {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        Self { child, url, data_dir, owns_data: true, ready: std::sync::Mutex::new(rx) }
+    }
+
+    /// Waits until every database the server found at start has opened.
+    pub fn wait_ready(&self) {
+        let ready = self.ready.lock().unwrap();
+        ready.recv_timeout(std::time::Duration::from_secs(120)).expect("the server says every database has opened");
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn http(&self) -> reqwest::blocking::Client {
