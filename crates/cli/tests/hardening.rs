@@ -42,6 +42,13 @@ fn owner_of(s: &Server, name: &str) -> Option<String> {
     v["owner_identity"]["__identity__"].as_str().map(|h| h.trim_start_matches("0x").to_string())
 }
 
+/// The server's resident memory, in kB.
+fn rss_kb(s: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 fn count(s: &Server, token: &str, db: &str, table: &str) -> u64 {
     let (status, body) = s.sql(Some(token), db, &format!("SELECT COUNT(*) AS n FROM {table}"));
     assert_eq!(status, 200, "{body}");
@@ -380,9 +387,7 @@ fn paths_and_special_files_never_leave_the_store_and_never_hang() {
         assert!(v["errors"][0].as_str().unwrap().contains(why), "{v}");
     }
     // The server did not balloon reading /dev/zero.
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
-    let kb: u64 =
-        rss.lines().find(|l| l.starts_with("VmRSS")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let kb = rss_kb(&s);
     assert!(kb < 1_000_000, "RSS {kb} kB");
 
     // Terminate ends an instance at once: the scope is free for the next resync.
@@ -521,9 +526,7 @@ fn huge_log_lines_are_cut_and_the_log_stays_bounded() {
     let body = r.text().unwrap();
     assert!(body.len() < 20 * 20 * 1024, "{} bytes for 20 lines", body.len());
     assert!(body.contains("more bytes cut]"));
-    let rss = std::fs::read_to_string(format!("/proc/{}/status", s.pid())).unwrap();
-    let kb: u64 =
-        rss.lines().find(|l| l.starts_with("VmRSS")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let kb = rss_kb(&s);
     assert!(kb < 600_000, "RSS {kb} kB after logging 40 MiB");
 }
 
