@@ -121,13 +121,15 @@ fn concurrent_publishes_of_one_new_name_create_it_once_and_survive_a_kill() {
     let (bob_id, bob) = s.identity();
     let mut acknowledged = Vec::new();
     for i in 0..race_tries() {
-        let name = format!("loss-{i}");
-        let winner = publish_race(&s, &alice, &bob, &name).unwrap();
-        let expected_owner = if winner == alice { &alice_id } else { &bob_id };
-        assert_eq!(owner_of(&s, &name).as_deref(), Some(expected_owner.as_str()));
-        // An acknowledged write, which must survive everything below.
-        assert_eq!(s.call(&winner, &name, "open_accounts", "[0, 3, 7]").0, 200);
-        acknowledged.push((name, winner));
+        // By a new name, and by a new identity (which a publish may create too, as in 1.3).
+        for target in [format!("loss-{i}"), format!("c200{:044x}{:016x}", i, rand_suffix())] {
+            let winner = publish_race(&s, &alice, &bob, &target).unwrap();
+            let expected_owner = if winner == alice { &alice_id } else { &bob_id };
+            assert_eq!(owner_of(&s, &target).as_deref(), Some(expected_owner.as_str()));
+            // An acknowledged write, which must survive everything below.
+            assert_eq!(s.call(&winner, &target, "open_accounts", "[0, 3, 7]").0, 200);
+            acknowledged.push((target, winner));
+        }
     }
     // A kill in the middle of one more race.
     let gap = Duration::from_millis(rand_suffix() % 150);
@@ -372,6 +374,7 @@ fn paths_and_special_files_never_leave_the_store_and_never_hang() {
     let id = body["instanceId"].as_str().unwrap().to_string();
     let done = wait_for(&s, &owner, &id, |v| v["status"] == "complete");
     assert_eq!((done["status"].as_str(), done["succeeded"].as_u64()), (Some("complete"), Some(3)), "{done}");
+    assert_eq!((done["done"].as_u64(), done["failed"].as_u64()), (Some(3), Some(0)), "nothing else was listed: {done}");
     // Named directly, each fails alone at once, without reading the device or waiting on the FIFO.
     for (aggregate, why) in [("evil", "symbolic link"), ("slow", "not a regular file")] {
         let (status, body) = sync_post(
