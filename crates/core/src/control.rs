@@ -357,6 +357,7 @@ impl ControlPlane {
         st: &State,
         more: impl FnOnce(&mut crate::system::SystemTx<'_>) -> Result<(), SystemError>,
     ) -> Result<(), ControlError> {
+        debug_assert_invariants(st);
         let mut dbs: Vec<(IdentityBytes, IdentityBytes, u64)> =
             st.databases.values().map(|d| (d.identity, d.owner, d.created_seq)).collect();
         dbs.extend(st.unavailable.iter().map(|(id, u)| (*id, u.owner, u.created_seq)));
@@ -749,6 +750,24 @@ impl ControlPlane {
             }
         }
         Ok(())
+    }
+}
+
+/// A database is in exactly one of running, unavailable (starting or failed) and being
+/// created; every name's owner is recorded.
+fn debug_assert_invariants(st: &State) {
+    if cfg!(debug_assertions) {
+        for id in st.databases.keys() {
+            assert!(
+                !st.unavailable.contains_key(id) && !st.pending.contains_key(id),
+                "database {} in two states",
+                hex_be(id)
+            );
+        }
+        for id in st.unavailable.keys() {
+            assert!(!st.pending.contains_key(id), "database {} both unavailable and being created", hex_be(id));
+        }
+        assert!(st.names.keys().all(|n| st.name_owners.contains_key(n)), "a name without an owner");
     }
 }
 

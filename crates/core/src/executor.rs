@@ -32,6 +32,8 @@ impl DatabaseHandle {
         let (tx, rx) = bounded::<Job>(QUEUE_CAPACITY);
         let thread = std::thread::Builder::new()
             .name(format!("db-{name}"))
+            // SQL runs here too: give it the stack a query at the operator cap needs.
+            .stack_size(epoch_query::MIN_QUERY_STACK_BYTES)
             .spawn(move || writer_loop(db, rx))
             .expect("spawning a database writer thread");
         (Self { tx }, thread)

@@ -56,6 +56,11 @@ pub enum SqlError {
 /// inside a thread's stack, whatever a client sends within [`MAX_SQL_LEN`].
 pub const MAX_SQL_OPERATORS: usize = 512;
 
+/// The stack a thread that runs queries must have at the least: a query at
+/// [`MAX_SQL_OPERATORS`] fits in half of it even in a debug build (about 1.5 MiB there; far
+/// less in release).
+pub const MIN_QUERY_STACK_BYTES: usize = 8 << 20;
+
 /// The longest query text accepted, in bytes (the default of [`QueryContext::max_sql_len`]).
 pub const MAX_SQL_LEN: usize = 64 * 1024;
 
@@ -835,11 +840,11 @@ mod tests {
 
     #[test]
     fn a_chain_at_the_limit_still_runs_on_a_small_stack() {
-        // Each term has two operators (`=` and `OR`), so this is just under the cap; run on a
-        // thread with a 512 KiB stack to show the limit leaves plenty of room.
+        // Each term has two operators (`=` and `OR`), so this is just under the cap; run on half
+        // the stack a query thread gets, to show the limit leaves room even in a debug build.
         let sql = or_chain(MAX_SQL_OPERATORS / 2);
         let rows = std::thread::Builder::new()
-            .stack_size(512 * 1024)
+            .stack_size(MIN_QUERY_STACK_BYTES / 2)
             .spawn(move || execute(&store(), &sql, QueryContext::default()).map(|r| r.rows.len()))
             .unwrap()
             .join()
