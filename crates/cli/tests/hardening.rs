@@ -73,6 +73,10 @@ fn a_flood_of_ors_is_a_400_and_the_server_keeps_serving() {
     let mut at_cap = String::from("SELECT * FROM account WHERE id = 1");
     at_cap.push_str(&" OR id = 1".repeat(254));
     assert_eq!(s.sql(None, "bank", &at_cap).0, 200);
+    // Nesting that made the parser backtrack for seconds (found by fuzzing), even as the owner.
+    let backtracking = format!("UPDATE({}x", "UPDATE8(PDATE(I((n(PATE(".repeat(5));
+    let (status, body) = s.sql(Some(&t), "bank", &backtracking);
+    assert_eq!((status, body.as_str()), (400, "The query nests parentheses more than 10 deep"));
     // Deep nesting too.
     let nested = format!("SELECT * FROM account WHERE {}id = 1{}", "(".repeat(3_000), ")".repeat(3_000));
     assert_eq!(s.sql(None, "bank", &nested).0, 400);
