@@ -175,9 +175,26 @@ impl Store {
         self.tx.as_mut().ok_or(StoreError::NotInTransaction)
     }
 
+    /// In debug builds, checks that every row `undo` touched agrees with every index of its
+    /// table (the undo log and the indexes tell the same story).
+    fn debug_check_touched(&self, undo: &[Undo]) {
+        if cfg!(debug_assertions) {
+            for u in undo {
+                let (table, row, gone) = match u {
+                    Undo::Inserted { table, row } => (*table, *row, None),
+                    Undo::Deleted { table, row, bytes, .. } => (*table, *row, Some(&bytes[..])),
+                };
+                if let Err(e) = self.tables[table as usize].check_row(row, gone) {
+                    panic!("store invariant broken: {e}");
+                }
+            }
+        }
+    }
+
     /// Ends the transaction, keeping its changes; returns what changed.
     pub fn commit(&mut self) -> Result<TxDelta, StoreError> {
         let tx = self.tx.take().ok_or(StoreError::NotInTransaction)?;
+        self.debug_check_touched(&tx.undo);
         // Inserted rows are read back from the tables; a row inserted and deleted within the
         // transaction cancels out.
         let mut inserts: Vec<Option<(u32, RowId)>> = Vec::new();
@@ -220,12 +237,25 @@ impl Store {
     /// Ends the transaction, undoing every change it made.
     pub fn rollback(&mut self) {
         let Some(tx) = self.tx.take() else { return };
+        // What each touched slot held before the transaction, for the debug check afterwards.
+        let mut touched: Vec<(u32, RowId)> = Vec::new();
         for u in tx.undo.into_iter().rev() {
             match u {
                 Undo::Inserted { table, row } => {
                     self.tables[table as usize].take(row);
+                    touched.push((table, row));
                 }
-                Undo::Deleted { table, row, bytes, .. } => self.tables[table as usize].restore(row, bytes),
+                Undo::Deleted { table, row, bytes, .. } => {
+                    self.tables[table as usize].restore(row, bytes);
+                    touched.push((table, row));
+                }
+            }
+        }
+        if cfg!(debug_assertions) {
+            for (table, row) in touched {
+                if let Err(e) = self.tables[table as usize].check_row(row, None) {
+                    panic!("store invariant broken after rollback: {e}");
+                }
             }
         }
     }

@@ -131,6 +131,14 @@ impl Index {
         }
     }
 
+    /// Whether this index maps `key` to `row`.
+    pub(crate) fn maps(&self, key: &AlgebraicValue, row: RowId) -> bool {
+        match &self.map {
+            IndexMap::Unique(m) => m.get(key) == Some(&row),
+            IndexMap::Multi(s) => s.contains(&(key.clone(), row)),
+        }
+    }
+
     /// The row under `key` in a unique index.
     pub fn get_unique(&self, key: &AlgebraicValue) -> Option<RowId> {
         match &self.map {
@@ -453,6 +461,29 @@ impl Table {
     }
 
     /// Removes a row, returning its bytes.
+    /// Checks that slot `id` and every index agree: a live row is under its key in each index;
+    /// a row no longer there (`gone`, its last bytes) is under its key in none. For debug
+    /// assertions after a transaction.
+    pub(crate) fn check_row(&self, id: RowId, gone: Option<&[u8]>) -> Result<(), String> {
+        let (bytes, live) = match (self.get(id), gone) {
+            (Some(row), _) => (row, true),
+            (None, Some(old)) => (old, false),
+            (None, None) => return Ok(()),
+        };
+        for idx in &self.indexes {
+            let key = self.schema.key_of(bytes, &idx.columns).map_err(|e| e.to_string())?;
+            if idx.maps(&key, id) != live {
+                return Err(format!(
+                    "table {} row {id}: index {} {} it",
+                    self.schema.name(),
+                    idx.name,
+                    if live { "lacks" } else { "still holds" }
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn take(&mut self, id: RowId) -> Option<Box<[u8]>> {
         let row = self.rows.get_mut(id as usize)?.take()?;
         for idx in self.indexes.iter_mut() {
