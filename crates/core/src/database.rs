@@ -70,6 +70,25 @@ pub enum UpdateError {
     Rejected(String),
 }
 
+/// A committed transaction on its way through [`Database::on_commit`].
+struct Commit {
+    by: By,
+    /// Who asked for it.
+    caller: [u8; 32],
+    /// Its arguments as logged (empty for system transactions, or when nothing is logged).
+    args: Vec<u8>,
+    /// The workflow item it applied, if any.
+    step: Option<WorkflowStep>,
+}
+
+/// What made a transaction.
+enum By {
+    /// A module reducer, by id.
+    Reducer(usize),
+    /// The server itself: `__sql__`, `__scheduler__`, `__workflow_step__`.
+    System(&'static str),
+}
+
 /// Where a durable database keeps its compiled module between starts.
 pub fn compiled_cache_path(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("module.cwasm")
@@ -322,17 +341,9 @@ impl Database {
     /// Commits `step` alone, with no rows: a workflow re-files an item applied in an earlier,
     /// interrupted batch under its current batch, so later recoveries still find it.
     pub fn note_step(&mut self, step: WorkflowStep) {
-        self.steps.record(&step);
-        if let Some(p) = self.persist.as_mut() {
-            let tx = LoggedTx {
-                reducer: "__workflow_step__",
-                caller: self.identity,
-                args: Vec::new(),
-                timestamp_micros: now_micros(),
-                step: Some(step),
-            };
-            p.record(self.host.db(), &self.steps, tx, &TxDelta::default());
-        }
+        let caller = self.identity;
+        let commit = Commit { by: By::System("__workflow_step__"), caller, args: Vec::new(), step: Some(step) };
+        self.on_commit(commit, &TxDelta::default());
     }
 
     /// The latest batch of workflow `instance` seen here, and which of its items are applied.
@@ -376,21 +387,9 @@ impl Database {
         let logged_args = self.persist.is_some().then(|| args.clone());
         let mut r = self.host.call_reducer(id as u32, args, ctx);
         if let Some(delta) = r.delta.as_ref() {
-            if let Some(step) = &step {
-                self.steps.record(step);
-            }
-            if let Some(p) = self.persist.as_mut() {
-                if !delta.is_empty() || step.is_some() {
-                    let tx = LoggedTx {
-                        reducer: &self.host.def().reducers[id].name,
-                        caller: caller.identity,
-                        args: logged_args.unwrap_or_default(),
-                        timestamp_micros,
-                        step,
-                    };
-                    p.record(self.host.db(), &self.steps, tx, delta);
-                }
-            }
+            let commit =
+                Commit { by: By::Reducer(id), caller: caller.identity, args: logged_args.unwrap_or_default(), step };
+            self.on_commit_at(commit, delta, timestamp_micros);
         }
         // A reducer stopped at the time limit logs nothing, as 1.3 logs nothing when energy runs
         // out (the caller gets 402); running out of memory is worth a line.
@@ -408,10 +407,35 @@ impl Database {
     }
 
     fn after_commit(&mut self, r: &mut ReducerResult) {
-        if let Some(delta) = &r.delta {
+        self.immediate.extend(r.scheduled_immediate.drain(..));
+    }
+
+    /// The one path of every committed transaction (reducers, lifecycle and scheduled reducers,
+    /// scheduler clean-ups, SQL DML, workflow steps): the workflow step ledger, the commitlog
+    /// (which acknowledges it once durable), and the scheduler.
+    fn on_commit(&mut self, commit: Commit, delta: &TxDelta) {
+        self.on_commit_at(commit, delta, now_micros());
+    }
+
+    fn on_commit_at(&mut self, commit: Commit, delta: &TxDelta, timestamp_micros: i64) {
+        let Commit { by, caller, args, step } = commit;
+        if let Some(step) = &step {
+            self.steps.record(step);
+        }
+        if let Some(p) = self.persist.as_mut() {
+            // A workflow step is logged even when its reducer changed nothing.
+            if !delta.is_empty() || step.is_some() {
+                let reducer = match by {
+                    By::Reducer(id) => self.host.def().reducers[id].name.as_str(),
+                    By::System(name) => name,
+                };
+                let tx = LoggedTx { reducer, caller, args, timestamp_micros, step };
+                p.record(self.host.db(), &self.steps, tx, delta);
+            }
+        }
+        if !delta.is_empty() {
             self.scheduler.observe(self.host.db(), delta, now_micros());
         }
-        self.immediate.extend(r.scheduled_immediate.drain(..));
     }
 
     /// Runs reducers the module queued with `volatile_nonatomic_schedule_immediate`, bounded so a
@@ -453,15 +477,12 @@ impl Database {
             }
             // As 1.3 does: a one-shot row is deleted after its call, an interval is queued again.
             let mut cleanup = self.scheduler.finish(&mut self.host, &job);
-            if let (Some(p), Some(delta)) = (self.persist.as_mut(), cleanup.delta.as_ref()) {
-                let tx = LoggedTx {
-                    reducer: "__scheduler__",
-                    caller: self.identity,
-                    args: Vec::new(),
-                    timestamp_micros: now_micros(),
-                    step: None,
-                };
-                p.record(self.host.db(), &self.steps, tx, delta);
+            if let Some(delta) = cleanup.delta.take() {
+                let caller = self.identity;
+                self.on_commit(
+                    Commit { by: By::System("__scheduler__"), caller, args: Vec::new(), step: None },
+                    &delta,
+                );
             }
             self.after_commit(&mut cleanup);
         }
@@ -531,24 +552,10 @@ impl Database {
         let outcome = epoch_query::run(self.host.db_mut(), sql, ctx)?;
         if let epoch_query::Outcome::Dml { delta, .. } = &outcome {
             if !delta.is_empty() {
-                if let Some(p) = self.persist.as_mut() {
-                    let tx = LoggedTx {
-                        reducer: "__sql__",
-                        caller: [0; 32],
-                        args: sql.as_bytes().to_vec(),
-                        timestamp_micros: now_micros(),
-                        step: None,
-                    };
-                    p.record(self.host.db(), &self.steps, tx, delta);
-                }
-                self.scheduler.observe(self.host.db(), delta, now_micros());
+                let args = if self.persist.is_some() { sql.as_bytes().to_vec() } else { Vec::new() };
+                self.on_commit(Commit { by: By::System("__sql__"), caller: [0; 32], args, step: None }, delta);
             }
         }
         Ok(outcome)
-    }
-
-    /// Feeds a delta produced outside a reducer (e.g. SQL DML) to the scheduler.
-    pub fn observe_delta(&mut self, delta: &TxDelta) {
-        self.scheduler.observe(self.host.db(), delta, now_micros());
     }
 }
