@@ -611,10 +611,10 @@ pub async fn sql(
         Ok(Ok((outcome, ts))) => {
             let micros = started.elapsed().as_micros() as u64;
             let result = match outcome {
-                epoch_query::Outcome::Rows(r) => epoch_query::result_json(&ts, &r, micros),
+                epoch_query::Outcome::Rows(r) => crate::sql_json::result_json(&ts, &r, micros),
                 epoch_query::Outcome::Dml { stats, .. } => {
                     let empty = epoch_query::QueryResult { schema: Default::default(), rows: Vec::new() };
-                    epoch_query::result_json_with(&ts, &empty, micros, stats)
+                    crate::sql_json::result_json_with(&ts, &empty, micros, stats)
                 }
             };
             (

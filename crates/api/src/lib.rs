@@ -15,6 +15,7 @@ mod auth;
 mod database;
 mod identity;
 mod metrics;
+mod sql_json;
 pub mod sync;
 
 use std::net::SocketAddr;

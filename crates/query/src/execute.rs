@@ -1,0 +1,164 @@
+//! Execution: a planned `SELECT` run over a table (a full scan with the condition), and the
+//! evaluation of a condition on one row.
+
+use std::cmp::Ordering;
+
+use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType, ProductTypeElement};
+use epoch_schema::TableAccess;
+use epoch_store::Store;
+use sqlparser::ast::{BinaryOperator, LimitClause, ObjectNamePart, SetExpr, TableFactor};
+
+use crate::plan::{literal, Cond, Literal, Operand, Projection, Scope};
+use crate::{QueryContext, QueryResult, SqlError};
+
+pub(crate) fn select(
+    store: &Store,
+    query: Box<sqlparser::ast::Query>,
+    ctx: QueryContext,
+) -> Result<QueryResult, SqlError> {
+    if query.order_by.is_some() {
+        return Err(SqlError::Unsupported("ORDER BY".into()));
+    }
+    let limit = match &query.limit_clause {
+        None => None,
+        Some(LimitClause::LimitOffset { limit: Some(e), offset: None, limit_by }) if limit_by.is_empty() => {
+            match literal(e)? {
+                Literal::Int(n) if n >= 0 => {
+                    let n = u64::try_from(n).map_err(|_| SqlError::LimitOutOfRange(n.to_string()))?;
+                    Some(usize::try_from(n).unwrap_or(usize::MAX))
+                }
+                _ => return Err(SqlError::Unsupported("LIMIT must be a non-negative integer".into())),
+            }
+        }
+        Some(_) => return Err(SqlError::Unsupported("this form of LIMIT".into())),
+    };
+    let SetExpr::Select(select) = *query.body else {
+        return Err(SqlError::Unsupported("only SELECT queries are supported".into()));
+    };
+    if select.distinct.is_some() {
+        return Err(SqlError::Unsupported("DISTINCT".into()));
+    }
+    if select.having.is_some()
+        || !matches!(select.group_by, sqlparser::ast::GroupByExpr::Expressions(ref e, _) if e.is_empty())
+    {
+        return Err(SqlError::Unsupported("GROUP BY".into()));
+    }
+    let [from] = select.from.as_slice() else {
+        return Err(SqlError::Unsupported("a query must read exactly one table".into()));
+    };
+    if !from.joins.is_empty() {
+        return Err(SqlError::Unsupported("joins".into()));
+    }
+    let TableFactor::Table { name, alias, .. } = &from.relation else {
+        return Err(SqlError::Unsupported("subqueries".into()));
+    };
+    let table_name = match name.0.as_slice() {
+        [ObjectNamePart::Identifier(id)] => id.value.clone(),
+        _ => return Err(SqlError::Unsupported(format!("table name {name}"))),
+    };
+    let table = store
+        .table_by_name(&table_name)
+        .filter(|t| ctx.is_owner || t.schema.def.table_access == TableAccess::Public)
+        .ok_or_else(|| SqlError::UnknownTable(table_name.clone()))?;
+    let row_type = table.schema.row_type().clone();
+    let scope = Scope { table: &table_name, alias: alias.as_ref().map(|a| a.name.value.as_str()), row_type: &row_type };
+
+    let projection = scope.projection(&select.projection)?;
+    let cond = match &select.selection {
+        Some(e) => scope.condition(e)?,
+        None => Cond::Const(true),
+    };
+
+    let ts = &store.typespace;
+    let ty = AlgebraicType::Product(row_type.clone());
+    let mut rows = Vec::new();
+    let mut count: u64 = 0;
+    for (_, bytes) in table.iter() {
+        let row = epoch_sats::bsatn::decode(ts, &ty, bytes).map_err(|e| SqlError::Unsupported(e.to_string()))?;
+        let cols = row.as_product().unwrap_or(&[]);
+        if !eval(&cond, cols) {
+            continue;
+        }
+        if let Projection::Count(_) = projection {
+            count += 1;
+            continue;
+        }
+        if limit.is_some_and(|l| rows.len() >= l) {
+            break;
+        }
+        if rows.len() >= ctx.row_limit {
+            return Err(SqlError::TooManyRows(ctx.row_limit));
+        }
+        rows.push(match &projection {
+            Projection::All => row,
+            Projection::Columns(c) => AlgebraicValue::Product(c.iter().map(|(i, _)| cols[*i].clone()).collect()),
+            Projection::Count(_) => unreachable!("handled above"),
+        });
+    }
+    let schema = match projection {
+        Projection::All => row_type,
+        Projection::Columns(c) => ProductType {
+            elements: c
+                .iter()
+                .map(|(i, name)| ProductTypeElement {
+                    name: Some(name.as_str().into()),
+                    ty: row_type.elements[*i].ty.clone(),
+                })
+                .collect(),
+        },
+        Projection::Count(alias) => {
+            rows = vec![AlgebraicValue::product([AlgebraicValue::U64(count)])];
+            ProductType::new([(alias.as_str(), AlgebraicType::U64)])
+        }
+    };
+    Ok(QueryResult { schema, rows })
+}
+
+/// Rows of `table_id` matching `cond`: (row id, decoded columns).
+pub(crate) fn matching(
+    store: &Store,
+    table_id: u32,
+    row_type: &ProductType,
+    cond: &Cond,
+) -> Result<Vec<(u32, Vec<AlgebraicValue>)>, SqlError> {
+    let table = store.table(table_id).map_err(store_err)?;
+    let ty = AlgebraicType::Product(row_type.clone());
+    let mut out = Vec::new();
+    for (id, bytes) in table.iter() {
+        let row = epoch_sats::bsatn::decode(&store.typespace, &ty, bytes)
+            .map_err(|e| SqlError::Unsupported(e.to_string()))?;
+        let cols = row.as_product().unwrap_or(&[]).to_vec();
+        if eval(cond, &cols) {
+            out.push((id, cols));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn eval(c: &Cond, row: &[AlgebraicValue]) -> bool {
+    match c {
+        Cond::Const(b) => *b,
+        Cond::And(a, b) => eval(a, row) && eval(b, row),
+        Cond::Or(a, b) => eval(a, row) || eval(b, row),
+        Cond::Cmp { col, op, rhs } => {
+            let rhs = match rhs {
+                Operand::Col(i) => &row[*i],
+                Operand::Lit(v) => v,
+            };
+            let ord = row[*col].cmp(rhs);
+            match op {
+                BinaryOperator::Eq => ord == Ordering::Equal,
+                BinaryOperator::NotEq => ord != Ordering::Equal,
+                BinaryOperator::Lt => ord == Ordering::Less,
+                BinaryOperator::LtEq => ord != Ordering::Greater,
+                BinaryOperator::Gt => ord == Ordering::Greater,
+                BinaryOperator::GtEq => ord != Ordering::Less,
+                _ => false,
+            }
+        }
+    }
+}
+
+pub(crate) fn store_err(e: epoch_store::StoreError) -> SqlError {
+    SqlError::Unsupported(e.to_string())
+}
