@@ -9,9 +9,7 @@
 
 use epoch_query::{QueryContext, MAX_SQL_LEN};
 use epoch_sats::{AlgebraicType, ProductType, Typespace};
-use epoch_schema::{
-    ConstraintDef, IndexAlgorithm, IndexDef, ModuleDef, TableAccess, TableDef, TableType,
-};
+use epoch_schema::{ModuleDef, TableAccess, TableDef};
 use epoch_store::Store;
 use libfuzzer_sys::fuzz_target;
 
@@ -24,29 +22,13 @@ fn def() -> ModuleDef {
         ("balance", AlgebraicType::I64),
     ]);
     let ledger = ProductType::new([("n", AlgebraicType::U64), ("memo", AlgebraicType::String)]);
-    let table = |name: &str, i: u32, row_type: ProductType, access: TableAccess, keyed: bool| TableDef {
-        name: name.into(),
-        product_type_ref: i,
-        row_type,
-        primary_key: keyed.then_some(0),
-        indexes: if keyed {
-            vec![IndexDef {
-                name: format!("{name}_id_idx_btree"),
-                accessor_name: None,
-                algorithm: IndexAlgorithm::BTree(vec![0]),
-            }]
+    let table = |name: &str, i: u32, row_type: ProductType, access: TableAccess, keyed: bool| {
+        let table = TableDef { table_access: access, ..TableDef::plain(name, i, row_type) };
+        if keyed {
+            table.with_unique_key(0)
         } else {
-            Vec::new()
-        },
-        constraints: if keyed {
-            vec![ConstraintDef { name: format!("{name}_id_key"), unique_columns: vec![0] }]
-        } else {
-            Vec::new()
-        },
-        sequences: Vec::new(),
-        schedule: None,
-        table_type: TableType::User,
-        table_access: access,
+            table
+        }
     };
     ModuleDef {
         typespace: Typespace {

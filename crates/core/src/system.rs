@@ -11,7 +11,7 @@ use std::path::Path;
 use epoch_commitlog::Durability;
 use epoch_sats::bsatn::Reader;
 use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType, Typespace};
-use epoch_schema::{ConstraintDef, IndexAlgorithm, IndexDef, ModuleDef, TableAccess, TableDef, TableType};
+use epoch_schema::{ModuleDef, TableAccess, TableDef, TableType};
 use epoch_store::{Store, StoreError};
 use parking_lot::Mutex;
 
@@ -96,30 +96,15 @@ fn module_def() -> ModuleDef {
         .map(|(i, t)| {
             let row_type = ProductType::new(t.columns().iter().map(|c| (*c, AlgebraicType::String)));
             typespace.types.push(AlgebraicType::Product(row_type.clone()));
-            let key = format!("{}_{}", t.name(), t.columns()[0]);
-            TableDef {
-                name: t.name().to_string(),
-                product_type_ref: i as u32,
-                row_type,
-                primary_key: t.keyed().then_some(0),
-                indexes: if t.keyed() {
-                    vec![IndexDef {
-                        name: format!("{key}_idx_btree"),
-                        accessor_name: None,
-                        algorithm: IndexAlgorithm::BTree(vec![0]),
-                    }]
-                } else {
-                    Vec::new()
-                },
-                constraints: if t.keyed() {
-                    vec![ConstraintDef { name: format!("{key}_key"), unique_columns: vec![0] }]
-                } else {
-                    Vec::new()
-                },
-                sequences: Vec::new(),
-                schedule: None,
+            let table = TableDef {
                 table_type: TableType::System,
                 table_access: TableAccess::Private,
+                ..TableDef::plain(t.name(), i as u32, row_type)
+            };
+            if t.keyed() {
+                table.with_unique_key(0)
+            } else {
+                table
             }
         })
         .collect();

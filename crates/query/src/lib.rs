@@ -157,25 +157,14 @@ pub fn execute(store: &Store, sql: &str, ctx: QueryContext) -> Result<QueryResul
 mod tests {
     use super::*;
     use epoch_sats::{AlgebraicType, Typespace};
-    use epoch_schema::{ModuleDef, TableAccess, TableDef, TableType};
+    use epoch_schema::{ModuleDef, TableDef};
 
     /// A store with one public table `t(id: u32)` holding ids 0..10.
     fn store() -> Store {
         let row_type = ProductType::new([("id", AlgebraicType::U32)]);
         let def = ModuleDef {
             typespace: Typespace { types: vec![AlgebraicType::Product(row_type.clone())] },
-            tables: vec![TableDef {
-                name: "t".into(),
-                product_type_ref: 0,
-                row_type,
-                primary_key: None,
-                indexes: Vec::new(),
-                constraints: Vec::new(),
-                sequences: Vec::new(),
-                schedule: None,
-                table_type: TableType::User,
-                table_access: TableAccess::Public,
-            }],
+            tables: vec![TableDef::plain("t", 0, row_type)],
             reducers: Vec::new(),
             types: Vec::new(),
             row_level_security: Vec::new(),

@@ -109,6 +109,43 @@ impl ModuleDef {
 }
 
 impl TableDef {
+    /// A public user table with no primary key, indexes, constraints, sequences or schedule:
+    /// the starting point for tables built by hand (system tables, tests, fuzz targets).
+    pub fn plain(name: impl Into<String>, product_type_ref: u32, row_type: ProductType) -> Self {
+        Self {
+            name: name.into(),
+            product_type_ref,
+            row_type,
+            primary_key: None,
+            indexes: Vec::new(),
+            constraints: Vec::new(),
+            sequences: Vec::new(),
+            schedule: None,
+            table_type: TableType::User,
+            table_access: TableAccess::Public,
+        }
+    }
+
+    /// Adds a B-tree index on `cols`, named as 1.3 names it (`{table}_{col…}_idx_btree`), keeping
+    /// the indexes sorted by name.
+    pub fn with_btree_index(mut self, cols: &[u16]) -> Self {
+        let names: Vec<&str> = cols.iter().map(|c| self.column_name(*c)).collect();
+        let name = format!("{}_{}_idx_btree", self.name, names.join("_"));
+        self.indexes.push(IndexDef { name, accessor_name: None, algorithm: IndexAlgorithm::BTree(cols.to_vec()) });
+        self.indexes.sort_by(|a, b| a.name.cmp(&b.name));
+        self
+    }
+
+    /// Makes column `col` the primary key: a B-tree index and a unique constraint on it
+    /// (`{table}_{col}_key`), named as 1.3 names them.
+    pub fn with_unique_key(mut self, col: u16) -> Self {
+        let name = format!("{}_{}_key", self.name, self.column_name(col));
+        self.constraints.push(ConstraintDef { name, unique_columns: vec![col] });
+        self.constraints.sort_by(|a, b| a.name.cmp(&b.name));
+        self.primary_key = Some(col);
+        self.with_btree_index(&[col])
+    }
+
     /// Whether some unique constraint covers exactly the columns of `index`.
     pub fn index_is_unique(&self, index: &IndexDef) -> bool {
         let mut cols = index.algorithm.columns();
@@ -539,5 +576,23 @@ impl Validator<'_> {
             table_type: t.table_type,
             table_access: t.table_access,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hand_built_tables_get_1_3_names_sorted_and_a_unique_primary_key() {
+        let row = ProductType::new([("id", AlgebraicType::U32), ("grp", AlgebraicType::U8)]);
+        let t = TableDef::plain("acct", 0, row).with_unique_key(0).with_btree_index(&[1]);
+        let names: Vec<&str> = t.indexes.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(names, ["acct_grp_idx_btree", "acct_id_idx_btree"]);
+        assert_eq!(t.constraints[0].name, "acct_id_key");
+        assert_eq!(t.primary_key, Some(0));
+        assert!(t.index_is_unique(&t.indexes[1]));
+        assert!(!t.index_is_unique(&t.indexes[0]));
+        assert_eq!((t.table_type, t.table_access), (TableType::User, TableAccess::Public));
     }
 }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use epoch_sats::{bsatn, AlgebraicType, AlgebraicValue, ProductType, Typespace};
-use epoch_schema::{ConstraintDef, IndexAlgorithm, IndexDef, ModuleDef, TableAccess, TableDef, TableType};
+use epoch_schema::{ModuleDef, TableDef};
 use epoch_store::{Store, StoreError, TxDelta};
 use proptest::prelude::*;
 
@@ -19,32 +19,11 @@ fn def() -> ModuleDef {
     let acct =
         ProductType::new([("id", AlgebraicType::U32), ("grp", AlgebraicType::U8), ("note", AlgebraicType::String)]);
     let bag = ProductType::new([("a", AlgebraicType::U8), ("b", AlgebraicType::U8)]);
-    let index = |name: &str, col: u16| IndexDef {
-        name: name.into(),
-        accessor_name: None,
-        algorithm: IndexAlgorithm::BTree(vec![col]),
-    };
-    let table = |name: &str, i: u32, row_type: ProductType| TableDef {
-        name: name.into(),
-        product_type_ref: i,
-        row_type,
-        primary_key: None,
-        indexes: Vec::new(),
-        constraints: Vec::new(),
-        sequences: Vec::new(),
-        schedule: None,
-        table_type: TableType::User,
-        table_access: TableAccess::Public,
-    };
-    let acct_table = TableDef {
-        primary_key: Some(0),
-        indexes: vec![index("acct_grp_idx_btree", 1), index("acct_id_idx_btree", 0)],
-        constraints: vec![ConstraintDef { name: "acct_id_key".into(), unique_columns: vec![0] }],
-        ..table("acct", 0, acct.clone())
-    };
+
+    let acct_table = TableDef::plain("acct", 0, acct.clone()).with_unique_key(0).with_btree_index(&[1]);
     ModuleDef {
         typespace: Typespace { types: vec![AlgebraicType::Product(acct), AlgebraicType::Product(bag.clone())] },
-        tables: vec![acct_table, table("bag", 1, bag)],
+        tables: vec![acct_table, TableDef::plain("bag", 1, bag)],
         reducers: Vec::new(),
         types: Vec::new(),
         row_level_security: Vec::new(),
