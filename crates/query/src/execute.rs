@@ -11,11 +11,31 @@ use sqlparser::ast::{BinaryOperator, LimitClause, ObjectNamePart, SetExpr, Table
 use crate::plan::{literal, Cond, Literal, Operand, Projection, Scope};
 use crate::{QueryContext, QueryResult, SqlError};
 
+/// A `SELECT` of one table, planned: what to read, which rows, which columns, how many.
+pub(crate) struct SelectPlan {
+    pub(crate) table_id: u32,
+    pub(crate) row_type: ProductType,
+    pub(crate) projection: Projection,
+    pub(crate) cond: Cond,
+    pub(crate) limit: Option<usize>,
+}
+
+/// Runs one `SELECT` against `store`.
 pub(crate) fn select(
     store: &Store,
     query: Box<sqlparser::ast::Query>,
     ctx: QueryContext,
 ) -> Result<QueryResult, SqlError> {
+    let plan = plan_select(store, query, ctx)?;
+    run_select(store, plan, ctx)
+}
+
+/// Plans a `SELECT` of one table the caller may see.
+pub(crate) fn plan_select(
+    store: &Store,
+    query: Box<sqlparser::ast::Query>,
+    ctx: QueryContext,
+) -> Result<SelectPlan, SqlError> {
     if query.order_by.is_some() {
         return Err(SqlError::Unsupported("ORDER BY".into()));
     }
@@ -68,7 +88,12 @@ pub(crate) fn select(
         Some(e) => scope.condition(e)?,
         None => Cond::Const(true),
     };
+    Ok(SelectPlan { table_id: table.id, row_type, projection, cond, limit })
+}
 
+fn run_select(store: &Store, plan: SelectPlan, ctx: QueryContext) -> Result<QueryResult, SqlError> {
+    let SelectPlan { table_id, row_type, projection, cond, limit } = plan;
+    let table = store.table(table_id).map_err(store_err)?;
     let ts = &store.typespace;
     let ty = AlgebraicType::Product(row_type.clone());
     let mut rows = Vec::new();

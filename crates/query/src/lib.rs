@@ -10,12 +10,18 @@
 //! (names, conditions, literals, projection), `execute` (a `SELECT` over the store) and
 //! `dml` (owners' `INSERT`, `UPDATE`, `DELETE`). The route's JSON is written by `epoch-api`.
 //!
-//! Not for: joins and subscriptions (later work).
+//! [`Filter`] compiles a subscription's `SELECT * FROM t WHERE …` once and then judges single
+//! rows, for evaluating a transaction's delta.
+//!
+//! Not for: joins (later work).
 
 mod dml;
 mod execute;
+mod filter;
 mod parse;
 mod plan;
+
+pub use filter::Filter;
 
 use epoch_sats::{AlgebraicValue, ProductType};
 use epoch_store::Store;

@@ -1,0 +1,175 @@
+//! # epoch-subscription
+//!
+//! Subscriptions evaluated incrementally. A client subscribes to queries (`SELECT * FROM t
+//! [WHERE …]`); each query is compiled once into an [`epoch_query::Filter`] and shared by every
+//! client that sends the same text with the same rights. After each committed transaction,
+//! [`Manager::evaluate`] looks only at the transaction's [`TxDelta`]: each shared query filters
+//! the inserted and deleted rows of its table once, and every subscriber receives the same
+//! [`QueryUpdate`] (shared, not copied). A changed row arrives as a delete plus an insert, as in
+//! SpacetimeDB 1.3.
+//!
+//! Not for: the WebSocket protocol, encoding or delivery (the API layer's job), or joins (later).
+//! No async runtime: the database's writer calls in and hands the updates on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use epoch_query::{Filter, QueryContext, SqlError};
+use epoch_store::{Store, TxDelta};
+
+/// A connected client, as the API layer numbers them.
+pub type ClientId = u64;
+
+/// The most queries one client may hold at once.
+pub const MAX_QUERIES_PER_CLIENT: usize = 1_024;
+
+/// Why a subscription was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubscribeError {
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+    #[error("a client may hold at most {0} queries")]
+    TooManyQueries(usize),
+}
+
+/// What one transaction changed in the rows one query selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryUpdate {
+    /// The query's text, as the client sent it.
+    pub query: Arc<str>,
+    pub table_id: u32,
+    /// Rows that left the query's result (BSATN).
+    pub deletes: Vec<Box<[u8]>>,
+    /// Rows that entered it (BSATN).
+    pub inserts: Vec<Box<[u8]>>,
+}
+
+/// A query compiled once and shared by its subscribers.
+#[derive(Debug)]
+struct Shared {
+    text: Arc<str>,
+    filter: Filter,
+    subscribers: BTreeSet<ClientId>,
+}
+
+/// A query's identity: its text, and whether it was compiled with the owner's rights (which see
+/// private tables).
+type Key = (Arc<str>, bool);
+
+/// Every subscription of one database.
+#[derive(Debug, Default)]
+pub struct Manager {
+    queries: HashMap<Key, Shared>,
+    clients: HashMap<ClientId, BTreeSet<Key>>,
+}
+
+impl Manager {
+    /// Subscribes `client` to `sql`; returns the rows it selects now (the initial state). The
+    /// query is compiled only if no client holds it yet.
+    pub fn subscribe<'s>(
+        &mut self,
+        store: &'s Store,
+        client: ClientId,
+        sql: &str,
+        ctx: QueryContext,
+    ) -> Result<Vec<&'s [u8]>, SubscribeError> {
+        let key: Key = (Arc::from(sql), ctx.is_owner);
+        let held = self.clients.get(&client).map_or(0, BTreeSet::len);
+        if held >= MAX_QUERIES_PER_CLIENT && !self.clients.get(&client).is_some_and(|k| k.contains(&key)) {
+            return Err(SubscribeError::TooManyQueries(MAX_QUERIES_PER_CLIENT));
+        }
+        if !self.queries.contains_key(&key) {
+            let filter = Filter::compile(store, sql, ctx)?;
+            self.queries.insert(key.clone(), Shared { text: key.0.clone(), filter, subscribers: BTreeSet::new() });
+        }
+        let shared = self.queries.get_mut(&key).expect("inserted above");
+        let rows = shared.filter.initial_rows(store)?;
+        shared.subscribers.insert(client);
+        self.clients.entry(client).or_default().insert(key);
+        debug_assert!(self.consistent());
+        Ok(rows)
+    }
+
+    /// Ends `client`'s subscription to `sql` (with the rights it subscribed with); a query no
+    /// client holds any more is dropped. Returns whether it was subscribed.
+    pub fn unsubscribe(&mut self, client: ClientId, sql: &str, is_owner: bool) -> bool {
+        let key: Key = (Arc::from(sql), is_owner);
+        let had = self.clients.get_mut(&client).is_some_and(|keys| keys.remove(&key));
+        if had {
+            self.release(client, &key);
+        }
+        if self.clients.get(&client).is_some_and(BTreeSet::is_empty) {
+            self.clients.remove(&client);
+        }
+        debug_assert!(self.consistent());
+        had
+    }
+
+    /// Ends every subscription of `client` (it disconnected).
+    pub fn disconnect(&mut self, client: ClientId) {
+        for key in self.clients.remove(&client).unwrap_or_default() {
+            self.release(client, &key);
+        }
+        debug_assert!(self.consistent());
+    }
+
+    fn release(&mut self, client: ClientId, key: &Key) {
+        if let Some(shared) = self.queries.get_mut(key) {
+            shared.subscribers.remove(&client);
+            if shared.subscribers.is_empty() {
+                self.queries.remove(key);
+            }
+        }
+    }
+
+    /// How many distinct queries are held (each evaluated once per transaction).
+    pub fn query_count(&self) -> usize {
+        self.queries.len()
+    }
+
+    /// What the committed `delta` changed for each subscribed client: per client, the updates
+    /// of its queries that changed (each update shared by every subscriber of its query).
+    /// `store` is the state after the transaction (for decoding rows).
+    pub fn evaluate(
+        &self,
+        store: &Store,
+        delta: &TxDelta,
+    ) -> Result<BTreeMap<ClientId, Vec<Arc<QueryUpdate>>>, SqlError> {
+        let mut out: BTreeMap<ClientId, Vec<Arc<QueryUpdate>>> = BTreeMap::new();
+        for shared in self.queries.values() {
+            let Some(table) = delta.tables.iter().find(|t| t.table_id == shared.filter.table_id()) else { continue };
+            let keep = |rows: &[Box<[u8]>]| -> Result<Vec<Box<[u8]>>, SqlError> {
+                let mut kept = Vec::new();
+                for row in rows {
+                    if shared.filter.matches(store, row)? {
+                        kept.push(row.clone());
+                    }
+                }
+                Ok(kept)
+            };
+            let (deletes, inserts) = (keep(&table.deletes)?, keep(&table.inserts)?);
+            if deletes.is_empty() && inserts.is_empty() {
+                continue;
+            }
+            let update =
+                Arc::new(QueryUpdate { query: shared.text.clone(), table_id: table.table_id, deletes, inserts });
+            for client in &shared.subscribers {
+                out.entry(*client).or_default().push(update.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every client's queries are held, and every holder of a query is one of its subscribers.
+    fn consistent(&self) -> bool {
+        let from_clients = self
+            .clients
+            .iter()
+            .all(|(c, keys)| keys.iter().all(|k| self.queries.get(k).is_some_and(|s| s.subscribers.contains(c))));
+        let from_queries = self.queries.iter().all(|(k, s)| {
+            !s.subscribers.is_empty()
+                && s.subscribers.iter().all(|c| self.clients.get(c).is_some_and(|ks| ks.contains(k)))
+        });
+        from_clients && from_queries
+    }
+}
