@@ -175,16 +175,11 @@ fn one_line(message: &str) -> String {
     out
 }
 
-/// Where a publish goes: a database by identity, or whatever a name points at (a free name is
-/// claimed for a new database in the same step that creates it).
-enum PublishTarget {
-    Identity(Identity),
-    Name(String),
-}
-
+/// Publishes to a database by identity, or to whatever a name points at (a free name is claimed
+/// for a new database in the same step that creates it).
 async fn do_publish(
     state: AppState,
-    target: PublishTarget,
+    target: NameOrIdentity,
     caller: Identity,
     wasm: Bytes,
     q: PublishQuery,
@@ -195,14 +190,16 @@ async fn do_publish(
     }
     // Compiling and initialising a module is CPU work: keep it off the async workers.
     let control = state.control.clone();
-    let fresh = Identity::from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
     let domain = match &target {
-        PublishTarget::Name(n) => Some(n.clone()),
-        PublishTarget::Identity(_) => None,
+        NameOrIdentity::Name(n) => Some(n.clone()),
+        NameOrIdentity::Identity(_) => None,
     };
+    let issuer = state.auth.issuer.clone();
     let res = tokio::task::spawn_blocking(move || match target {
-        PublishTarget::Identity(id) => control.publish(id.0, caller.0, &wasm, q.clear).map(|op| (id, op)),
-        PublishTarget::Name(name) => {
+        NameOrIdentity::Identity(id) => control.publish(id.0, caller.0, &wasm, q.clear).map(|op| (id, op)),
+        NameOrIdentity::Name(name) => {
+            // The identity a new database of this name gets, should the name be free.
+            let fresh = Identity::from_claims(&issuer, &uuid::Uuid::new_v4().to_string());
             control.publish_to_name(&name, fresh.0, caller.0, &wasm, q.clear).map(|(id, op)| (Identity(id), op))
         }
     })
@@ -229,7 +226,7 @@ pub async fn publish_new(
         Err(r) => return r,
     };
     let identity = Identity::from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
-    do_publish(state, PublishTarget::Identity(identity), caller.identity, wasm, q).await
+    do_publish(state, NameOrIdentity::Identity(identity), caller.identity, wasm, q).await
 }
 
 /// `PUT /v1/database/:name_or_identity`: create or update.
@@ -247,10 +244,6 @@ pub async fn publish(
     let target = match parse_name_or_identity(&segment) {
         Ok(t) => t,
         Err(r) => return r,
-    };
-    let target = match target {
-        NameOrIdentity::Identity(id) => PublishTarget::Identity(id),
-        NameOrIdentity::Name(name) => PublishTarget::Name(name),
     };
     do_publish(state, target, caller.identity, wasm, q).await
 }

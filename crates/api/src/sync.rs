@@ -191,35 +191,6 @@ fn masked(mut config: Value) -> Value {
 /// The shortest per-database admin key accepted.
 pub const MIN_ADMIN_KEY_LEN: usize = 16;
 
-/// Directories a `file://` store may never be in: the kernel's and devices' views, where
-/// "files" are endless or special.
-const FORBIDDEN_STORE_ROOTS: &[&str] = &["/proc", "/sys", "/dev"];
-
-/// Checks a `file://` store's directory: absolute, without `.` or `..` steps, not the file
-/// system's root, not in [`FORBIDDEN_STORE_ROOTS`], and neither inside nor around the server's
-/// own data directory (links resolved where the path exists).
-fn check_store_path(state: &AppState, path: &std::path::Path) -> Result<(), String> {
-    use std::path::Component;
-    let refuse = |why: &str| Err(format!("`objectStore.url` cannot name {}: {why}", path.display()));
-    if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
-        return refuse("the path must be absolute, without `.` or `..`");
-    }
-    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    if resolved.parent().is_none() {
-        return refuse("the file system's root is not an object store");
-    }
-    if FORBIDDEN_STORE_ROOTS.iter().any(|r| resolved.starts_with(r)) {
-        return refuse("system directories are not object stores");
-    }
-    if let Some(data) = state.control.data_dir() {
-        let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
-        if resolved.starts_with(&data) || data.starts_with(&resolved) {
-            return refuse("it overlaps the server's data directory");
-        }
-    }
-    Ok(())
-}
-
 /// Checks a sync configuration and fills in defaults.
 fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result<Value, SyncError> {
     let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
@@ -232,7 +203,7 @@ fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result
         return Err(bad(format!("`objectStore.url` must start with s3:// or file:///, not {url:?}")));
     }
     if let Some(path) = url.strip_prefix("file://") {
-        check_store_path(state, std::path::Path::new(path)).map_err(bad)?;
+        epoch_sync::check_file_store(std::path::Path::new(path), state.control.data_dir()).map_err(bad)?;
     }
     if let Some(key) = obj.get("adminApiKey") {
         match key.as_str() {

@@ -78,6 +78,11 @@ pub enum ControlError {
     System(#[from] SystemError),
 }
 
+/// The first 16 hex digits of a database identity, as 1.3's messages name a database.
+fn short(identity: &IdentityBytes) -> String {
+    hex_be(identity)[..16].to_string()
+}
+
 /// An identity as 64 hex digits, most significant first.
 pub fn hex_be(id: &IdentityBytes) -> String {
     id.iter().rev().map(|b| format!("{b:02x}")).collect()
@@ -98,6 +103,13 @@ pub struct UnavailableDatabase {
     pub reason: String,
     /// Whether it is still opening (rather than failed).
     pub starting: bool,
+}
+
+impl UnavailableDatabase {
+    /// The error a request to this database gets.
+    fn error(&self, identity: &IdentityBytes) -> ControlError {
+        ControlError::Unavailable { database: short(identity), reason: self.reason.clone() }
+    }
 }
 
 /// Called with a database's identity when it is deleted or replaced (`clear`), so whatever
@@ -434,16 +446,13 @@ impl ControlPlane {
     }
 
     fn not_owner(caller: &IdentityBytes, identity: &IdentityBytes) -> ControlError {
-        ControlError::NotOwner { caller: hex_be(caller), database: hex_be(identity)[..16].to_string() }
+        ControlError::NotOwner { caller: hex_be(caller), database: short(identity) }
     }
 
-    fn check_name_room(st: &State, identity: &IdentityBytes, adding: usize) -> Result<(), ControlError> {
-        let held = st.names.values().filter(|id| *id == identity).count();
-        if held + adding > MAX_NAMES_PER_DATABASE {
-            return Err(ControlError::TooManyNames {
-                database: hex_be(identity)[..16].to_string(),
-                limit: MAX_NAMES_PER_DATABASE,
-            });
+    /// Refuses one more name for a database that already holds [`MAX_NAMES_PER_DATABASE`].
+    fn check_name_room(st: &State, identity: &IdentityBytes) -> Result<(), ControlError> {
+        if st.names.values().filter(|id| *id == identity).count() >= MAX_NAMES_PER_DATABASE {
+            return Err(ControlError::TooManyNames { database: short(identity), limit: MAX_NAMES_PER_DATABASE });
         }
         Ok(())
     }
@@ -464,7 +473,7 @@ impl ControlPlane {
         if st.names.contains_key(name) {
             return Err(ControlError::NameTaken(name.to_string()));
         }
-        Self::check_name_room(&st, &identity, 1)?;
+        Self::check_name_room(&st, &identity)?;
         st.names.insert(name.to_string(), identity);
         st.name_owners.insert(name.to_string(), caller);
         self.save(&st)
@@ -569,9 +578,7 @@ impl ControlPlane {
     ) -> Result<Claim, ControlError> {
         match Self::owner_of(st, &identity) {
             Some(owner) if owner != caller => return Err(Self::not_owner(&caller, &identity)),
-            _ if st.pending.contains_key(&identity) => {
-                return Err(ControlError::PublishInProgress(hex_be(&identity)[..16].to_string()))
-            }
+            _ if st.pending.contains_key(&identity) => return Err(ControlError::PublishInProgress(short(&identity))),
             _ => {}
         }
         if let Some(existing) = st.databases.get(&identity) {
@@ -580,10 +587,7 @@ impl ControlPlane {
             }
         } else if let Some(u) = st.unavailable.get(&identity) {
             if !clear || u.starting {
-                return Err(ControlError::Unavailable {
-                    database: hex_be(&identity)[..16].to_string(),
-                    reason: u.reason.clone(),
-                });
+                return Err(u.error(&identity));
             }
         }
         // A creation (or a `clear`, which replaces the database): stop the old one first.
@@ -608,13 +612,11 @@ impl ControlPlane {
         }
         let owner = Caller::identity(caller);
         let created = match (&self.storage, self.database_dir(&identity)) {
+            // `create_persistent` empties the directory first, so nothing an earlier database
+            // of this identity left there mixes in.
             (Some((_, persist)), Some(dir)) => {
-                let fresh = if replaced { Ok(()) } else { remove_stale_dir(&dir) };
-                fresh
-                    .and_then(|()| {
-                        Database::create_persistent(wasm, identity, owner, self.config.clone(), &dir, persist.clone())
-                            .map_err(ControlError::from)
-                    })
+                Database::create_persistent(wasm, identity, owner, self.config.clone(), &dir, persist.clone())
+                    .map_err(ControlError::from)
                     .and_then(|db| {
                         let path = dir.join("module.wasm");
                         write_atomically(&path, wasm).map_err(|source| ControlError::Io { path, source })?;
@@ -680,10 +682,7 @@ impl ControlPlane {
         let mut st = self.state.write();
         let db = st.databases.get(&database).ok_or(ControlError::NoSuchDatabase)?;
         if db.owner != caller {
-            return Err(ControlError::NotOwner {
-                caller: hex_be(&caller),
-                database: hex_be(&database)[..16].to_string(),
-            });
+            return Err(Self::not_owner(&caller, &database));
         }
         let perms = st.permissions.entry((database, identity)).or_default();
         perms.retain(|p| p != permission);
@@ -727,15 +726,12 @@ impl ControlPlane {
             None => return Ok(()),
             Some(owner) if owner != caller => return Err(Self::not_owner(&caller, &identity)),
             Some(_) if st.pending.contains_key(&identity) => {
-                return Err(ControlError::PublishInProgress(hex_be(&identity)[..16].to_string()))
+                return Err(ControlError::PublishInProgress(short(&identity)))
             }
             Some(_) => {}
         }
         if let Some(u) = st.unavailable.get(&identity).filter(|u| u.starting) {
-            return Err(ControlError::Unavailable {
-                database: hex_be(&identity)[..16].to_string(),
-                reason: u.reason.clone(),
-            });
+            return Err(u.error(&identity));
         }
         st.databases.remove(&identity);
         st.unavailable.remove(&identity);
@@ -777,16 +773,6 @@ enum Claim {
     Update(Arc<HostedDatabase>),
     /// Create the database (claimed in `pending`); `replaced`: an old one was removed (`clear`).
     Create { replaced: bool },
-}
-
-/// A new database's files must not mix with what an earlier database of the same identity left
-/// (deleted, with its directory not fully removed).
-fn remove_stale_dir(dir: &Path) -> Result<(), ControlError> {
-    match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(ControlError::Io { path: dir.to_path_buf(), source }),
-    }
 }
 
 /// Starts a database's writer thread and wraps it for the control plane.

@@ -17,5 +17,5 @@ mod source;
 mod workflow;
 
 pub use resync::KIND as RESYNC_PROJECTIONS;
-pub use source::{AggregateKey, FileSource, S3Source, Source, SourceError};
+pub use source::{check_file_store, AggregateKey, FileSource, S3Source, Source, SourceError};
 pub use workflow::{Instance, ResyncParams, Runner, RunnerError, Status, DEFAULT_RETENTION};

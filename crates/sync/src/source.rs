@@ -47,6 +47,35 @@ pub fn check_key_part(part: &str) -> Result<(), SourceError> {
     }
 }
 
+/// Directories a `file://` store may never be in: the kernel's and devices' views, where
+/// "files" are endless or special.
+const FORBIDDEN_STORE_ROOTS: &[&str] = &["/proc", "/sys", "/dev"];
+
+/// Checks the directory a sync configuration names as a `file://` store: absolute, without `.`
+/// or `..` steps, not the file system's root, not in [`FORBIDDEN_STORE_ROOTS`], and neither
+/// inside nor around the server's own data directory (links resolved where the path exists).
+pub fn check_file_store(path: &Path, server_data_dir: Option<&Path>) -> Result<(), String> {
+    use std::path::Component;
+    let refuse = |why: &str| Err(format!("`objectStore.url` cannot name {}: {why}", path.display()));
+    if !path.is_absolute() || path.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+        return refuse("the path must be absolute, without `.` or `..`");
+    }
+    let resolved = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    if resolved.parent().is_none() {
+        return refuse("the file system's root is not an object store");
+    }
+    if FORBIDDEN_STORE_ROOTS.iter().any(|r| resolved.starts_with(r)) {
+        return refuse("system directories are not object stores");
+    }
+    if let Some(data) = server_data_dir {
+        let data = std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
+        if resolved.starts_with(&data) || data.starts_with(&resolved) {
+            return refuse("it overlaps the server's data directory");
+        }
+    }
+    Ok(())
+}
+
 /// An object store on the local file system.
 ///
 /// A directory lists in no useful order, so each listing pass reads the whole type directory
@@ -439,6 +468,20 @@ impl Source {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn file_stores_stay_out_of_system_directories_and_the_data_directory() {
+        let data = std::env::temp_dir().join(format!("epoch-check-data-{}", std::process::id()));
+        std::fs::create_dir_all(&data).unwrap();
+        let ok = |p: &str| check_file_store(Path::new(p), Some(&data));
+        for refused in ["/", "/proc/self", "/sys", "/dev/shm", "/tmp/../proc", "relative/dir"] {
+            assert!(ok(refused).is_err(), "{refused}");
+        }
+        assert!(check_file_store(&data.join("inside"), Some(&data)).is_err());
+        assert!(check_file_store(data.parent().unwrap(), Some(&data)).is_err(), "a store around the data directory");
+        assert!(ok("/srv/aggregates").is_ok());
+        let _ = std::fs::remove_dir_all(&data);
+    }
 
     #[test]
     fn file_listing_pages_exactly_through_read_ahead_boundaries_and_resumes_anywhere() {
