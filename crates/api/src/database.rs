@@ -72,6 +72,11 @@ fn resolve(state: &AppState, segment: &str) -> Result<Identity, Response> {
 
 /// Resolves a path segment to a hosted database: a known identity without one is
 /// `404 No such database.`.
+/// The database a path segment names (a name or an identity), or the error answer.
+pub(crate) fn lookup_pub(state: &AppState, segment: &str) -> Result<Arc<HostedDatabase>, Response> {
+    lookup(state, segment)
+}
+
 fn lookup(state: &AppState, segment: &str) -> Result<Arc<HostedDatabase>, Response> {
     let id = resolve(state, segment)?;
     state.control.get(&id.0).ok_or_else(|| match state.control.unavailable(&id.0) {
@@ -358,9 +363,9 @@ pub async fn get_identity(State(state): State<AppState>, Path(segment): Path<Str
     }
 }
 
-/// WebSocket subscriptions come with the WebSocket milestone; until then a plain GET is told to
-/// upgrade, exactly as 1.3 answers a request without the upgrade headers.
-pub async fn subscribe() -> Response {
+/// The answer to a plain GET of the subscribe route, as 1.3 gives it to a request without the
+/// upgrade headers.
+pub fn upgrade_required() -> Response {
     (
         StatusCode::UPGRADE_REQUIRED,
         [(header::CONNECTION, "upgrade"), (header::UPGRADE, "websocket"), TEXT],

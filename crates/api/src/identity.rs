@@ -92,13 +92,16 @@ pub async fn databases(State(state): State<AppState>, Path(id): Path<String>) ->
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let mut tables = Vec::new();
+    let mut clients = Vec::new();
     for db in state.control.all() {
         let name = Identity(db.identity).to_hex();
-        let sizes = db
-            .handle
-            .with(|d| d.store().tables().iter().map(|t| (t.schema.name().to_string(), t.len())).collect::<Vec<_>>())
-            .unwrap_or_default();
+        let read = db.handle.with(|d| {
+            let sizes = d.store().tables().iter().map(|t| (t.schema.name().to_string(), t.len())).collect::<Vec<_>>();
+            (sizes, d.client_stats())
+        });
+        let Ok((sizes, stats)) = read else { continue };
         tables.extend(sizes.into_iter().map(|(t, n)| (name.clone(), t, n)));
+        clients.push((name, stats));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&tables)).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&tables, &clients)).into_response()
 }

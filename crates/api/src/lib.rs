@@ -17,6 +17,7 @@ mod identity;
 mod metrics;
 mod sql_json;
 pub mod sync;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,11 +42,19 @@ pub struct ApiLimits {
     pub max_sql_bytes: usize,
     /// The most rows one SQL query may return (400 above it).
     pub max_sql_rows: usize,
+    /// The WebSocket API's limits.
+    pub ws: ws::WsLimits,
 }
 
 impl Default for ApiLimits {
     fn default() -> Self {
-        Self { max_module_bytes: 64 << 20, max_body_bytes: 2 << 20, max_sql_bytes: 64 << 10, max_sql_rows: 100_000 }
+        Self {
+            max_module_bytes: 64 << 20,
+            max_body_bytes: 2 << 20,
+            max_sql_bytes: 64 << 10,
+            max_sql_rows: 100_000,
+            ws: ws::WsLimits::default(),
+        }
     }
 }
 
@@ -76,7 +85,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{name_or_identity}/names", get(database::get_names).post(database::add_name).put(database::set_names))
         .route("/{name_or_identity}/identity", get(database::get_identity))
-        .route("/{name_or_identity}/subscribe", get(database::subscribe))
+        .route("/{name_or_identity}/subscribe", get(ws::subscribe))
         .route("/{name_or_identity}/call/{reducer}", post(database::call))
         .route("/{name_or_identity}/schema", get(database::schema))
         .route("/{name_or_identity}/logs", get(database::logs))

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -28,6 +29,10 @@ struct ReducerStats {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     reducers: Mutex<BTreeMap<(String, String), ReducerStats>>,
+    ws_connections: AtomicI64,
+    ws_messages_sent: AtomicU64,
+    ws_bytes_sent: AtomicU64,
+    ws_queued_bytes: AtomicI64,
 }
 
 impl Metrics {
@@ -46,9 +51,81 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric, with `tables` as (database, table, rows).
-    pub fn render(&self, tables: &[(String, String, usize)]) -> String {
+    /// A WebSocket connection opened (`1`) or closed (`-1`).
+    pub fn ws_connected(&self, delta: i64) {
+        self.ws_connections.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// A message of `bytes` went to a WebSocket client.
+    pub fn ws_sent(&self, bytes: usize) {
+        self.ws_messages_sent.fetch_add(1, Ordering::Relaxed);
+        self.ws_bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// Bytes waiting for WebSocket clients grew (or shrank, when negative).
+    pub fn ws_queued(&self, delta: i64) {
+        self.ws_queued_bytes.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of every metric, with `tables` as (database, table, rows)
+    /// and `clients` per database.
+    pub fn render(
+        &self,
+        tables: &[(String, String, usize)],
+        clients: &[(String, epoch_core::clients::ClientStats)],
+    ) -> String {
         let mut out = String::new();
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: String| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        gauge(
+            &mut out,
+            "epoch_ws_connections",
+            "Open WebSocket connections.",
+            "gauge",
+            self.ws_connections.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "epoch_ws_messages_sent_total",
+            "Messages sent to WebSocket clients.",
+            "counter",
+            self.ws_messages_sent.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "epoch_ws_bytes_sent_total",
+            "Bytes sent to WebSocket clients.",
+            "counter",
+            self.ws_bytes_sent.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            &mut out,
+            "epoch_ws_queued_bytes",
+            "Bytes (estimated) waiting to be sent to WebSocket clients.",
+            "gauge",
+            self.ws_queued_bytes.load(Ordering::Relaxed).max(0).to_string(),
+        );
+        out.push_str("# HELP epoch_subscription_clients Connected clients per database.\n# TYPE epoch_subscription_clients gauge\n");
+        for (db, c) in clients {
+            let _ = writeln!(out, "epoch_subscription_clients{{database=\"{db}\"}} {}", c.clients);
+        }
+        out.push_str("# HELP epoch_subscription_queries Distinct subscribed queries per database.\n# TYPE epoch_subscription_queries gauge\n");
+        for (db, c) in clients {
+            let _ = writeln!(out, "epoch_subscription_queries{{database=\"{db}\"}} {}", c.queries);
+        }
+        out.push_str("# HELP epoch_subscription_eval_seconds_total Time spent evaluating subscriptions against transactions.\n# TYPE epoch_subscription_eval_seconds_total counter\n");
+        for (db, c) in clients {
+            let _ = writeln!(
+                out,
+                "epoch_subscription_eval_seconds_total{{database=\"{db}\"}} {}",
+                c.eval_micros as f64 / 1e6
+            );
+        }
+        out.push_str("# HELP epoch_subscription_evaluations_total Transactions evaluated against subscriptions.\n# TYPE epoch_subscription_evaluations_total counter\n");
+        for (db, c) in clients {
+            let _ = writeln!(out, "epoch_subscription_evaluations_total{{database=\"{db}\"}} {}", c.evaluations);
+        }
         out.push_str("# HELP epoch_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE epoch_http_requests_total counter\n");
         for ((method, route, status), n) in self.requests.lock().iter() {

@@ -72,6 +72,24 @@ struct StartArgs {
     /// File holding the sync API's admin key (else the EPOCH_ADMIN_API_KEY environment variable).
     #[arg(long)]
     admin_api_key_file: Option<PathBuf>,
+    /// Largest message a WebSocket client may send, in bytes.
+    #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_MESSAGE_BYTES)]
+    max_ws_message_bytes: usize,
+    /// Bytes waiting for one WebSocket client before it is disconnected as too slow.
+    #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_QUEUED_BYTES)]
+    max_ws_queued_bytes: usize,
+    /// Messages waiting for one WebSocket client before it is disconnected as too slow.
+    #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_QUEUED_MESSAGES)]
+    max_ws_queued_messages: usize,
+    /// Most WebSocket clients one database serves at once.
+    #[arg(long, default_value_t = epoch_core::clients::DEFAULT_MAX_CLIENTS_PER_DATABASE)]
+    max_clients_per_database: usize,
+    /// Most subscriptions (query ids) one WebSocket connection may hold.
+    #[arg(long, default_value_t = epoch_core::clients::DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT)]
+    max_subscriptions_per_client: usize,
+    /// Most rows one subscription request may receive initially.
+    #[arg(long, default_value_t = epoch_core::clients::DEFAULT_MAX_INITIAL_ROWS)]
+    max_initial_rows: usize,
     /// Trust tokens from another OpenID issuer: ISSUER=PATH to its ES256 (P-256) public key, PEM.
     /// Repeat for several issuers.
     #[arg(long = "trusted-issuer", value_name = "ISSUER=PEM_FILE")]
@@ -189,8 +207,24 @@ fn start(args: StartArgs) -> Result<()> {
         admin_api_key_file,
         trusted_issuers,
         workflow_retention_days,
+        max_ws_message_bytes,
+        max_ws_queued_bytes,
+        max_ws_queued_messages,
+        max_clients_per_database,
+        max_subscriptions_per_client,
+        max_initial_rows,
     } = args;
-    let limits = epoch_api::ApiLimits { max_module_bytes, max_sql_rows, ..Default::default() };
+    let ws = epoch_api::ws::WsLimits {
+        max_message_bytes: max_ws_message_bytes,
+        max_queued_bytes: max_ws_queued_bytes,
+        max_queued_messages: max_ws_queued_messages,
+        clients: epoch_core::ClientLimits {
+            max_clients: max_clients_per_database,
+            max_subscriptions: max_subscriptions_per_client,
+            max_initial_rows,
+        },
+    };
+    let limits = epoch_api::ApiLimits { max_module_bytes, max_sql_rows, ws, ..Default::default() };
     let durability = match durability.as_str() {
         "async" => epoch_core::Durability::Async { interval: Duration::from_millis(50) },
         _ => epoch_core::Durability::Sync,

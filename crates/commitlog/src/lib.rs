@@ -254,6 +254,11 @@ impl CommitLog {
         let _ = self.tx.send(Cmd::Append(record.offset, payload));
     }
 
+    /// Whether every record up to and including `offset` is durable.
+    pub fn is_durable(&self, offset: u64) -> bool {
+        self.durable_end.load(Ordering::Acquire) > offset
+    }
+
     /// Runs `f` once every record up to and including `offset` is durable.
     pub fn on_durable(&self, offset: u64, f: impl FnOnce() + Send + 'static) {
         if self.durable_end.load(Ordering::Acquire) > offset {

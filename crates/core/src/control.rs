@@ -166,7 +166,7 @@ pub fn from_hex_be(s: &str) -> Option<IdentityBytes> {
 }
 
 /// Writes `bytes` to `path` so that a crash leaves either the old or the new file whole.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);

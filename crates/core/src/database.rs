@@ -9,6 +9,7 @@ use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue};
 use epoch_schema::{Lifecycle, ModuleDef};
 use epoch_store::TxDelta;
 
+use crate::clients::{ClientId, ClientSink, Clients, ConnectError, FrameCache, SubscriptionRequest, TxEvent, TxStatus};
 use crate::persist::{LoggedTx, PersistConfig, PersistError, Persistence, RecoveryReport};
 use crate::scheduler::Scheduler;
 use crate::steps::StepLedger;
@@ -70,15 +71,42 @@ pub enum UpdateError {
     Rejected(String),
 }
 
+/// A call from a connected client: who hears of its outcome, and under which request id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientCall {
+    pub client: ClientId,
+    pub request_id: u32,
+    /// Whether the client wants to hear of a success even when none of its queries changed
+    /// (1.3's `FullUpdate` flag; `NoSuccessNotify` clears it).
+    pub notify_success: bool,
+}
+
 /// A committed transaction on its way through [`Database::on_commit`].
 struct Commit {
     by: By,
     /// Who asked for it.
-    caller: [u8; 32],
-    /// Its arguments as logged (empty for system transactions, or when nothing is logged).
+    caller: Caller,
+    /// Its arguments, BSATN (empty for system transactions).
     args: Vec<u8>,
     /// The workflow item it applied, if any.
     step: Option<WorkflowStep>,
+    /// How long the reducer ran.
+    duration: std::time::Duration,
+    /// The connected client that called it, if any.
+    from: Option<ClientCall>,
+}
+
+impl Commit {
+    fn system(name: &'static str, caller: [u8; 32], args: Vec<u8>, step: Option<WorkflowStep>) -> Self {
+        Self {
+            by: By::System(name),
+            caller: Caller::identity(caller),
+            args,
+            step,
+            duration: std::time::Duration::ZERO,
+            from: None,
+        }
+    }
 }
 
 /// What made a transaction.
@@ -87,6 +115,16 @@ enum By {
     Reducer(usize),
     /// The server itself: `__sql__`, `__scheduler__`, `__workflow_step__`.
     System(&'static str),
+}
+
+/// The name of lifecycle reducer `name`'s kind, as 1.3's messages give it.
+fn lifecycle_name(def: &ModuleDef, name: &str) -> &'static str {
+    match def.reducers.iter().find(|r| r.name == name).and_then(|r| r.lifecycle) {
+        Some(Lifecycle::Init) => "init",
+        Some(Lifecycle::OnConnect) => "client_connected",
+        Some(Lifecycle::OnDisconnect) => "client_disconnected",
+        None => "unknown",
+    }
 }
 
 /// Where a durable database keeps its compiled module between starts.
@@ -110,6 +148,8 @@ pub struct Database {
     persist: Option<Persistence>,
     /// Workflow items applied in each instance's latest batch.
     steps: StepLedger,
+    /// Connected clients and their subscriptions.
+    clients: Clients,
 }
 
 impl Database {
@@ -123,7 +163,16 @@ impl Database {
 
     fn from_host(host: ModuleHost, identity: [u8; 32]) -> Self {
         let scheduler = Scheduler::new(host.def());
-        Self { host, identity, scheduler, immediate: VecDeque::new(), persist: None, steps: StepLedger::default() }
+        let clients = Clients::new(host.def(), None);
+        Self {
+            host,
+            identity,
+            scheduler,
+            immediate: VecDeque::new(),
+            persist: None,
+            steps: StepLedger::default(),
+            clients,
+        }
     }
 
     /// Like [`Database::create`], keeping the data durably in `dir` (emptied first): every
@@ -148,6 +197,7 @@ impl Database {
         host.save_compiled(&cache, wasm);
         let mut db = Self::from_host(host, identity);
         let (p, _) = Persistence::open(dir, persist, db.host.db_mut(), &mut db.steps)?;
+        db.clients = Clients::new(db.host.def(), Some(p.log().clone()));
         db.persist = Some(p);
         db.initialize(owner)?;
         Ok(db)
@@ -180,7 +230,9 @@ impl Database {
                 .collect(),
         };
         scheduler.observe(host.db(), &all_rows, now_micros());
-        let db = Self { host, identity, scheduler, immediate: VecDeque::new(), persist: Some(p), steps };
+        let clients = Clients::new(host.def(), Some(p.log().clone()));
+        let mut db = Self { host, identity, scheduler, immediate: VecDeque::new(), persist: Some(p), steps, clients };
+        db.disconnect_stale_clients();
         Ok((db, report))
     }
 
@@ -214,7 +266,7 @@ impl Database {
             } else {
                 return Err(CreateError::InitFailed("init must take no arguments".into()));
             };
-            let r = db.run(init, args, owner, now_micros(), None);
+            let r = db.run(init, args, owner, now_micros(), None, None);
             if let Some(msg) = r.outcome.error_message() {
                 return Err(CreateError::InitFailed(msg));
             }
@@ -290,7 +342,7 @@ impl Database {
 
     /// Calls reducer `name` as `caller`. Lifecycle reducers are refused; use the dedicated methods.
     pub fn call(&mut self, name: &str, args: ReducerArgs, caller: Caller) -> Result<ReducerResult, CallError> {
-        self.call_with_step(name, args, caller, None)
+        self.call_with_step(name, args, caller, None, None)
     }
 
     /// Calls reducer `name` as one item of a workflow. When the call commits, `step` is committed
@@ -303,7 +355,7 @@ impl Database {
         caller: Caller,
         step: WorkflowStep,
     ) -> Result<ReducerResult, CallError> {
-        self.call_with_step(name, args, caller, Some(step))
+        self.call_with_step(name, args, caller, Some(step), None)
     }
 
     fn call_with_step(
@@ -312,6 +364,7 @@ impl Database {
         args: ReducerArgs,
         caller: Caller,
         step: Option<WorkflowStep>,
+        from: Option<ClientCall>,
     ) -> Result<ReducerResult, CallError> {
         let Some(id) = self.host.def().reducer_id(name) else {
             self.external_error(format!(
@@ -333,7 +386,7 @@ impl Database {
             }
         };
         // Only this reducer carries the step, not what it schedules.
-        let result = self.run(id, args, caller, now_micros(), step);
+        let result = self.run(id, args, caller, now_micros(), step, from);
         self.drain_immediate();
         Ok(result)
     }
@@ -341,8 +394,7 @@ impl Database {
     /// Commits `step` alone, with no rows: a workflow re-files an item applied in an earlier,
     /// interrupted batch under its current batch, so later recoveries still find it.
     pub fn note_step(&mut self, step: WorkflowStep) {
-        let caller = self.identity;
-        let commit = Commit { by: By::System("__workflow_step__"), caller, args: Vec::new(), step: Some(step) };
+        let commit = Commit::system("__workflow_step__", self.identity, Vec::new(), Some(step));
         self.on_commit(commit, &TxDelta::default());
     }
 
@@ -368,13 +420,13 @@ impl Database {
 
     fn lifecycle(&mut self, lc: Lifecycle, caller: Caller) -> Option<ReducerResult> {
         let id = self.host.def().lifecycle_reducer(lc)?;
-        let r = self.run(id, Vec::new(), caller, now_micros(), None);
+        let r = self.run(id, Vec::new(), caller, now_micros(), None, None);
         self.drain_immediate();
         Some(r)
     }
 
-    /// Runs one reducer (the workflow item `step`, if any) and feeds its committed changes to
-    /// the scheduler.
+    /// Runs one reducer (the workflow item `step`, if any; for client `from`, if any) and
+    /// hands its committed changes to [`Database::on_commit`]; a failure is told to its caller.
     fn run(
         &mut self,
         id: usize,
@@ -382,14 +434,24 @@ impl Database {
         caller: Caller,
         timestamp_micros: i64,
         step: Option<WorkflowStep>,
+        from: Option<ClientCall>,
     ) -> ReducerResult {
         let ctx = CallContext { sender: caller.identity, connection_id: caller.connection_id, timestamp_micros };
-        let logged_args = self.persist.is_some().then(|| args.clone());
+        let kept_args = (self.persist.is_some() || self.clients.counts().0 > 0).then(|| args.clone());
         let mut r = self.host.call_reducer(id as u32, args, ctx);
+        let args = kept_args.unwrap_or_default();
         if let Some(delta) = r.delta.as_ref() {
-            let commit =
-                Commit { by: By::Reducer(id), caller: caller.identity, args: logged_args.unwrap_or_default(), step };
+            let commit = Commit { by: By::Reducer(id), caller, args, step, duration: r.duration, from };
             self.on_commit_at(commit, delta, timestamp_micros);
+        } else if let Some(from) = from.filter(|f| f.notify_success) {
+            let status = match &r.outcome {
+                ReducerOutcome::OutOfTime(_) => TxStatus::OutOfEnergy,
+                o => TxStatus::Failed(o.error_message().unwrap_or_default()),
+            };
+            // As 1.3: a failure's event carries no request id.
+            let event = self.event(status, &By::Reducer(id), caller, args, 0, r.duration, timestamp_micros);
+            let offset = self.persist.as_ref().and_then(Persistence::last_offset);
+            self.clients.broadcast(self.host.db(), &TxDelta::default(), event, Some((from.client, true)), offset);
         }
         // A reducer stopped at the time limit logs nothing, as 1.3 logs nothing when energy runs
         // out (the caller gets 402); running out of memory is worth a line.
@@ -418,10 +480,12 @@ impl Database {
     }
 
     fn on_commit_at(&mut self, commit: Commit, delta: &TxDelta, timestamp_micros: i64) {
-        let Commit { by, caller, args, step } = commit;
+        let Commit { by, caller, args, step, duration, from } = commit;
         if let Some(step) = &step {
             self.steps.record(step);
         }
+        let has_clients = self.clients.counts().0 > 0;
+        let event_args = if has_clients { args.clone() } else { Vec::new() };
         if let Some(p) = self.persist.as_mut() {
             // A workflow step is logged even when its reducer changed nothing.
             if !delta.is_empty() || step.is_some() {
@@ -429,12 +493,181 @@ impl Database {
                     By::Reducer(id) => self.host.def().reducers[id].name.as_str(),
                     By::System(name) => name,
                 };
-                let tx = LoggedTx { reducer, caller, args, timestamp_micros, step };
+                let tx = LoggedTx { reducer, caller: caller.identity, args, timestamp_micros, step };
                 p.record(self.host.db(), &self.steps, tx, delta);
             }
         }
         if !delta.is_empty() {
             self.scheduler.observe(self.host.db(), delta, now_micros());
+        }
+        if has_clients && (!delta.is_empty() || from.is_some()) {
+            let request_id = from.map_or(0, |f| f.request_id);
+            let event =
+                self.event(TxStatus::Committed, &by, caller, event_args, request_id, duration, timestamp_micros);
+            let offset = self.persist.as_ref().and_then(Persistence::last_offset);
+            let to = from.map(|f| (f.client, f.notify_success));
+            self.clients.broadcast(self.host.db(), delta, event, to, offset);
+        }
+    }
+
+    /// A transaction as clients hear of it.
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &self,
+        status: TxStatus,
+        by: &By,
+        caller: Caller,
+        args: Vec<u8>,
+        request_id: u32,
+        duration: std::time::Duration,
+        timestamp_micros: i64,
+    ) -> TxEvent {
+        let schema = self.clients.schema.clone();
+        let (reducer_name, reducer_id) = match by {
+            By::Reducer(id) => (schema.reducers[*id].0.clone(), *id as u32),
+            // As 1.3 reports SQL DML: no reducer.
+            By::System(_) => (std::sync::Arc::from(""), u32::MAX),
+        };
+        TxEvent {
+            status,
+            timestamp_micros,
+            caller,
+            reducer_name,
+            reducer_id,
+            args,
+            request_id,
+            duration_micros: duration.as_micros() as i64,
+            schema,
+            frames: FrameCache::default(),
+        }
+    }
+
+    // --------------------------------------------------------------------------------------------
+    // Connected clients (the WebSocket API)
+
+    /// Connects client `id`: runs `client_connected` as `caller` and, if it succeeds (or the
+    /// module has none), registers `sink` for the client's messages. A durable database writes
+    /// the client down first, so a crash before it leaves still runs `client_disconnected` at
+    /// the next start.
+    pub fn connect_client(
+        &mut self,
+        id: ClientId,
+        caller: Caller,
+        is_owner: bool,
+        sink: std::sync::Arc<dyn ClientSink>,
+    ) -> Result<(), ConnectError> {
+        self.clients.check_room()?;
+        self.note_connected(caller, true);
+        if let Some(r) = self.client_connected(caller) {
+            if let Some(msg) = r.outcome.error_message() {
+                self.note_connected(caller, false);
+                return Err(ConnectError::Rejected(msg));
+            }
+        }
+        self.clients.add(id, caller, is_owner, sink);
+        Ok(())
+    }
+
+    /// Client `id` left (closed, dropped, or the server is stopping): its subscriptions end and
+    /// `client_disconnected` runs.
+    pub fn disconnect_client(&mut self, id: ClientId) {
+        let Some(caller) = self.clients.remove(id) else { return };
+        if let Some(r) = self.client_disconnected(caller) {
+            if let Some(msg) = r.outcome.error_message() {
+                tracing::debug!("client_disconnected failed: {msg}");
+            }
+        }
+        self.note_connected(caller, false);
+    }
+
+    /// Disconnects every client (the server is stopping).
+    pub fn disconnect_all_clients(&mut self) {
+        for id in self.clients.ids() {
+            self.disconnect_client(id);
+        }
+    }
+
+    /// Calls reducer `name` for client `id`. The outcome reaches the client as a transaction
+    /// update (a refused call too, as 1.3 reports it).
+    pub fn client_call(&mut self, id: ClientId, name: &str, args: ReducerArgs, request_id: u32, notify_success: bool) {
+        let Some(caller) = self.clients.caller_of(id) else { return };
+        let from = ClientCall { client: id, request_id, notify_success };
+        if let Err(e) = self.call_with_step(name, args, caller, None, Some(from)) {
+            let message = match &e {
+                CallError::NoSuchReducer(_) => "no such reducer".to_string(),
+                CallError::LifecycleReducer(n) => {
+                    format!("can't directly call special {} lifecycle reducer", lifecycle_name(self.def(), n))
+                }
+                CallError::InvalidArguments { .. } => e.to_string(),
+            };
+            let event = crate::clients::refused_event(&self.clients.schema, caller, name, message);
+            self.clients.send_after(
+                id,
+                None,
+                crate::clients::Outgoing::Tx {
+                    event: std::sync::Arc::new(event),
+                    updates: Vec::new(),
+                    to_caller: true,
+                },
+            );
+        }
+    }
+
+    /// Applies a subscription request of client `id`; the answer follows every update already
+    /// queued for it.
+    pub fn client_subscription(&mut self, id: ClientId, req: SubscriptionRequest, started: std::time::Instant) {
+        let offset = self.persist.as_ref().and_then(Persistence::last_offset);
+        self.clients.request(self.host.db(), id, req, offset, started);
+    }
+
+    /// Runs a one-off query for client `id`, with its rights.
+    pub fn client_one_off(&mut self, id: ClientId, message_id: Vec<u8>, sql: &str, started: std::time::Instant) {
+        let Some(is_owner) = self.clients.is_owner(id) else { return };
+        let ctx = epoch_query::QueryContext { is_owner, ..Default::default() };
+        let result = epoch_query::select_only(self.host.db(), sql, ctx)
+            .map(|(table_name, r)| crate::clients::OneOffRows { table_name, row_type: r.schema, rows: r.rows })
+            .map_err(|e| e.to_string());
+        let msg = crate::clients::Outgoing::OneOff {
+            message_id,
+            micros: started.elapsed().as_micros() as u64,
+            result,
+            schema: self.clients.schema.clone(),
+        };
+        let offset = self.persist.as_ref().and_then(Persistence::last_offset);
+        self.clients.send_after(id, offset, msg);
+    }
+
+    /// How many clients are connected, the queries they hold, and the time spent on them.
+    pub fn client_stats(&self) -> crate::clients::ClientStats {
+        self.clients.stats()
+    }
+
+    /// Sets the limits on clients (from the server's configuration).
+    pub fn set_client_limits(&mut self, limits: crate::clients::ClientLimits) {
+        self.clients.limits = limits;
+    }
+
+    /// Writes down (or forgets) a connected client, for a durable database.
+    fn note_connected(&mut self, caller: Caller, connected: bool) {
+        if let Some(p) = self.persist.as_mut() {
+            if let Err(e) = p.note_client(caller.identity, caller.connection_id, connected) {
+                tracing::warn!("recording a connected client: {e}");
+            }
+        }
+    }
+
+    /// Runs `client_disconnected` for clients a crash (or a kill) cut off: they were written
+    /// down as connected and never left.
+    fn disconnect_stale_clients(&mut self) {
+        let stale = self.persist.as_ref().map(Persistence::connected_clients).unwrap_or_default();
+        for (identity, connection_id) in stale {
+            let caller = Caller { identity, connection_id };
+            if let Some(r) = self.client_disconnected(caller) {
+                if let Some(msg) = r.outcome.error_message() {
+                    tracing::debug!("client_disconnected after a restart failed: {msg}");
+                }
+            }
+            self.note_connected(caller, false);
         }
     }
 
@@ -446,7 +679,7 @@ impl Database {
             match self.host.def().reducer_id(&name) {
                 Some(id) => {
                     let me = Caller::identity(self.identity);
-                    let r = self.run(id, args, me, now_micros(), None);
+                    let r = self.run(id, args, me, now_micros(), None, None);
                     if let Some(msg) = r.outcome.error_message() {
                         tracing::debug!(reducer = %name, "immediately scheduled reducer failed: {msg}");
                     }
@@ -470,7 +703,7 @@ impl Database {
             let Some(reducer) = self.host.def().reducer_id(&job.reducer) else { continue };
             // A scheduled reducer takes the row as its one argument: the product's encoding is the row's.
             let me = Caller::identity(self.identity);
-            let r = self.run(reducer, row, me, job.due_micros.max(now_micros()), None);
+            let r = self.run(reducer, row, me, job.due_micros.max(now_micros()), None, None);
             if let ReducerOutcome::Committed = r.outcome {
             } else if let Some(msg) = r.outcome.error_message() {
                 tracing::debug!(reducer = %job.reducer, "scheduled reducer failed: {msg}");
@@ -478,11 +711,7 @@ impl Database {
             // As 1.3 does: a one-shot row is deleted after its call, an interval is queued again.
             let mut cleanup = self.scheduler.finish(&mut self.host, &job);
             if let Some(delta) = cleanup.delta.take() {
-                let caller = self.identity;
-                self.on_commit(
-                    Commit { by: By::System("__scheduler__"), caller, args: Vec::new(), step: None },
-                    &delta,
-                );
+                self.on_commit(Commit::system("__scheduler__", self.identity, Vec::new(), None), &delta);
             }
             self.after_commit(&mut cleanup);
         }
@@ -539,6 +768,7 @@ impl Database {
         let tables = self.host.replace_db(epoch_store::Store::new(self.def()));
         new.replace_db(tables);
         self.host = new;
+        self.clients.set_schema(self.host.def());
         Ok(())
     }
 
@@ -553,7 +783,7 @@ impl Database {
         if let epoch_query::Outcome::Dml { delta, .. } = &outcome {
             if !delta.is_empty() {
                 let args = if self.persist.is_some() { sql.as_bytes().to_vec() } else { Vec::new() };
-                self.on_commit(Commit { by: By::System("__sql__"), caller: [0; 32], args, step: None }, delta);
+                self.on_commit(Commit::system("__sql__", [0; 32], args, None), delta);
             }
         }
         Ok(outcome)

@@ -58,6 +58,12 @@ impl DatabaseHandle {
             .map_err(|_| ShutDown)
     }
 
+    /// Runs `f` on the writer, in arrival order, without waiting for durability (its caller
+    /// learns what it needs another way, e.g. through a client's outbox).
+    pub fn execute(&self, f: impl FnOnce(&mut Database) + Send + 'static) -> Result<(), ShutDown> {
+        self.tx.send(Box::new(f)).map_err(|_| ShutDown)
+    }
+
     /// Runs `f` on the writer and waits for its result.
     pub fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut Database) -> R + Send + 'static) -> Result<R, ShutDown> {
         let (rtx, rrx) = bounded(1);

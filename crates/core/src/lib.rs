@@ -8,6 +8,7 @@
 //! Not for: HTTP, identities or durability.
 
 pub mod bench;
+pub mod clients;
 pub mod control;
 pub mod database;
 pub mod executor;
@@ -16,8 +17,9 @@ pub mod scheduler;
 pub mod steps;
 pub mod system;
 
+pub use clients::{ClientId, ClientLimits, ClientSink, ConnectError, Outgoing, SubscriptionRequest};
 pub use control::{ControlError, ControlPlane, HostedDatabase, PublishOp, SetNamesError};
-pub use database::{now_micros, CallError, Caller, CreateError, Database, ReducerArgs, UpdateError};
+pub use database::{now_micros, CallError, Caller, ClientCall, CreateError, Database, ReducerArgs, UpdateError};
 pub use epoch_commitlog::{Durability, WorkflowStep};
 pub use epoch_host::{HostConfig, ReducerOutcome, ReducerResult};
 pub use executor::{DatabaseHandle, ShutDown};

@@ -91,7 +91,7 @@ pub(crate) fn plan_select(
     Ok(SelectPlan { table_id: table.id, row_type, projection, cond, limit })
 }
 
-fn run_select(store: &Store, plan: SelectPlan, ctx: QueryContext) -> Result<QueryResult, SqlError> {
+pub(crate) fn run_select(store: &Store, plan: SelectPlan, ctx: QueryContext) -> Result<QueryResult, SqlError> {
     let SelectPlan { table_id, row_type, projection, cond, limit } = plan;
     let table = store.table(table_id).map_err(store_err)?;
     let ts = &store.typespace;

@@ -27,7 +27,7 @@ impl Filter {
         };
         let plan = plan_select(store, query, ctx)?;
         if !matches!(plan.projection, Projection::All) {
-            return Err(SqlError::Unsupported("a subscription selects whole rows (`SELECT *`)".into()));
+            return Err(SqlError::SubscriptionProjection);
         }
         if plan.limit.is_some() {
             return Err(SqlError::Unsupported("LIMIT in a subscription".into()));

@@ -59,6 +59,8 @@ pub enum SqlError {
     TooDeep(usize),
     #[error("LIMIT {0} is out of range (at most {max})", max = u64::MAX)]
     LimitOutOfRange(String),
+    #[error("Column projections are not supported in subscriptions; Subscriptions must return a table type")]
+    SubscriptionProjection,
 }
 
 /// The most operators (`AND`, `OR`, `NOT`, comparisons, arithmetic) one query may hold.
@@ -157,6 +159,17 @@ pub fn execute(store: &Store, sql: &str, ctx: QueryContext) -> Result<QueryResul
         }
         other => Err(SqlError::Unsupported(format!("{other}"))),
     }
+}
+
+/// Runs one `SELECT` (nothing else) and names the table it reads, as a one-off query over
+/// the WebSocket reports it.
+pub fn select_only(store: &Store, sql: &str, ctx: QueryContext) -> Result<(String, QueryResult), SqlError> {
+    let Statement::Query(q) = parse_one(sql, ctx)? else {
+        return Err(SqlError::Unsupported("a one-off query must be a SELECT".into()));
+    };
+    let plan = execute::plan_select(store, q, ctx)?;
+    let name = store.table(plan.table_id).map_err(store_err)?.schema.name().to_string();
+    execute::run_select(store, plan, ctx).map(|r| (name, r))
 }
 
 #[cfg(test)]

@@ -59,23 +59,25 @@ type Key = (Arc<str>, bool);
 /// Every subscription of one database.
 #[derive(Debug, Default)]
 pub struct Manager {
-    queries: HashMap<Key, Shared>,
-    clients: HashMap<ClientId, BTreeSet<Key>>,
+    queries: BTreeMap<Key, Shared>,
+    /// Each client's queries, with how many of its subscriptions hold each (a client may send
+    /// the same query under several query ids; it is evaluated and sent once).
+    clients: HashMap<ClientId, BTreeMap<Key, usize>>,
 }
 
 impl Manager {
-    /// Subscribes `client` to `sql`; returns the rows it selects now (the initial state). The
-    /// query is compiled only if no client holds it yet.
+    /// Subscribes `client` to `sql`; returns its table and the rows it selects now (the initial
+    /// state). The query is compiled only if no client holds it yet.
     pub fn subscribe<'s>(
         &mut self,
         store: &'s Store,
         client: ClientId,
         sql: &str,
         ctx: QueryContext,
-    ) -> Result<Vec<&'s [u8]>, SubscribeError> {
+    ) -> Result<(u32, Vec<&'s [u8]>), SubscribeError> {
         let key: Key = (Arc::from(sql), ctx.is_owner);
-        let held = self.clients.get(&client).map_or(0, BTreeSet::len);
-        if held >= MAX_QUERIES_PER_CLIENT && !self.clients.get(&client).is_some_and(|k| k.contains(&key)) {
+        let held = self.clients.get(&client).map_or(0, BTreeMap::len);
+        if held >= MAX_QUERIES_PER_CLIENT && !self.clients.get(&client).is_some_and(|k| k.contains_key(&key)) {
             return Err(SubscribeError::TooManyQueries(MAX_QUERIES_PER_CLIENT));
         }
         if !self.queries.contains_key(&key) {
@@ -84,30 +86,55 @@ impl Manager {
         }
         let shared = self.queries.get_mut(&key).expect("inserted above");
         let rows = shared.filter.initial_rows(store)?;
+        let table = shared.filter.table_id();
         shared.subscribers.insert(client);
-        self.clients.entry(client).or_default().insert(key);
+        *self.clients.entry(client).or_default().entry(key).or_default() += 1;
         debug_assert!(self.consistent());
-        Ok(rows)
+        Ok((table, rows))
     }
 
-    /// Ends `client`'s subscription to `sql` (with the rights it subscribed with); a query no
-    /// client holds any more is dropped. Returns whether it was subscribed.
+    /// Ends one of `client`'s subscriptions to `sql` (with the rights it subscribed with); the
+    /// client stops receiving the query when it holds it no more, and a query no client holds
+    /// is dropped. Returns whether it was subscribed.
     pub fn unsubscribe(&mut self, client: ClientId, sql: &str, is_owner: bool) -> bool {
         let key: Key = (Arc::from(sql), is_owner);
-        let had = self.clients.get_mut(&client).is_some_and(|keys| keys.remove(&key));
-        if had {
+        let Some(count) = self.clients.get_mut(&client).and_then(|keys| keys.get_mut(&key)) else { return false };
+        *count -= 1;
+        if *count == 0 {
+            self.clients.get_mut(&client).map(|keys| keys.remove(&key));
             self.release(client, &key);
         }
-        if self.clients.get(&client).is_some_and(BTreeSet::is_empty) {
+        if self.clients.get(&client).is_some_and(BTreeMap::is_empty) {
             self.clients.remove(&client);
         }
         debug_assert!(self.consistent());
-        had
+        true
+    }
+
+    /// Whether `client` holds `sql` (with those rights) through at least one subscription.
+    pub fn holds(&self, client: ClientId, sql: &str, is_owner: bool) -> bool {
+        let key: Key = (Arc::from(sql), is_owner);
+        self.clients.get(&client).is_some_and(|keys| keys.contains_key(&key))
+    }
+
+    /// The table of held query `sql` and the rows it selects now: what an unsubscribe takes
+    /// away. `None` when no client holds it.
+    pub fn current_rows<'s>(
+        &self,
+        store: &'s Store,
+        sql: &str,
+        is_owner: bool,
+    ) -> Result<(u32, Vec<&'s [u8]>), SqlError> {
+        let key: Key = (Arc::from(sql), is_owner);
+        match self.queries.get(&key) {
+            Some(shared) => Ok((shared.filter.table_id(), shared.filter.initial_rows(store)?)),
+            None => Err(SqlError::Unsupported(format!("`{sql}` is not subscribed"))),
+        }
     }
 
     /// Ends every subscription of `client` (it disconnected).
     pub fn disconnect(&mut self, client: ClientId) {
-        for key in self.clients.remove(&client).unwrap_or_default() {
+        for key in self.clients.remove(&client).unwrap_or_default().into_keys() {
             self.release(client, &key);
         }
         debug_assert!(self.consistent());
@@ -162,13 +189,12 @@ impl Manager {
 
     /// Every client's queries are held, and every holder of a query is one of its subscribers.
     fn consistent(&self) -> bool {
-        let from_clients = self
-            .clients
-            .iter()
-            .all(|(c, keys)| keys.iter().all(|k| self.queries.get(k).is_some_and(|s| s.subscribers.contains(c))));
+        let from_clients = self.clients.iter().all(|(c, keys)| {
+            keys.iter().all(|(k, n)| *n > 0 && self.queries.get(k).is_some_and(|s| s.subscribers.contains(c)))
+        });
         let from_queries = self.queries.iter().all(|(k, s)| {
             !s.subscribers.is_empty()
-                && s.subscribers.iter().all(|c| self.clients.get(c).is_some_and(|ks| ks.contains(k)))
+                && s.subscribers.iter().all(|c| self.clients.get(c).is_some_and(|ks| ks.contains_key(k)))
         });
         from_clients && from_queries
     }

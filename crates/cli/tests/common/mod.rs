@@ -1,6 +1,8 @@
 //! Starts the real `epoch` binary on a free port for a test, and stops it afterwards.
 #![allow(dead_code)]
 
+pub mod ws;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

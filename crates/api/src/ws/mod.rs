@@ -1,0 +1,438 @@
+//! `GET /v1/database/:name_or_identity/subscribe`: SpacetimeDB 1.3's WebSocket protocol (v1),
+//! BSATN or JSON. A connection runs `client_connected`, sends `IdentityToken` first, then
+//! decodes client messages in order and hands each to the database's writer; everything the
+//! database says to the client arrives through its [`ConnectionSink`], already in durable commit
+//! order. Leaving in any way runs `client_disconnected`.
+
+mod decode;
+pub mod encode;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use epoch_core::clients::ClientLimits;
+use epoch_core::{Caller, ClientSink, ConnectError, Outgoing, ReducerArgs, SubscriptionRequest};
+
+use crate::auth::CallerAuth;
+use crate::AppState;
+pub use decode::{from_bsatn, from_json, Args, ClientMessage, MessageError};
+use encode::{Compression, Encoder, Format, Frame};
+
+/// The binary sub-protocol.
+pub const BSATN_PROTOCOL: &str = "v1.bsatn.spacetimedb";
+/// The text sub-protocol.
+pub const JSON_PROTOCOL: &str = "v1.json.spacetimedb";
+
+/// The largest message a client may send (1.3's 32 MiB), by default.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 32 << 20;
+/// Bytes of messages waiting for one slow client before it is cut off, by default.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Messages waiting for one slow client before it is cut off (1.3's outgoing queue), by default.
+pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 16_384;
+/// Requests of one client waiting for the database before it is told to slow down (1.3's
+/// incoming queue).
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 2_048;
+/// How often the server pings a quiet client (1.3's interval).
+pub const PING_INTERVAL: Duration = Duration::from_secs(15);
+/// A client that sends nothing (not even a pong) for this long is disconnected (1.3's timeout).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a closing connection waits to hand its close frame over.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Limits of the WebSocket API; each is configurable and each refusal says which was hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WsLimits {
+    pub max_message_bytes: usize,
+    pub max_queued_bytes: usize,
+    pub max_queued_messages: usize,
+    pub clients: ClientLimits,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
+            clients: ClientLimits::default(),
+        }
+    }
+}
+
+static NEXT_CLIENT: AtomicU64 = AtomicU64::new(1);
+
+/// The upgrade: query parameters, sub-protocol and database checked in 1.3's order.
+pub async fn subscribe(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Path(segment): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    let Ok(ws) = ws else { return crate::database::upgrade_required() };
+    let text =
+        |status, body: String| (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
+    let compression = match q.get("compression").map(String::as_str) {
+        None | Some("Brotli") => Compression::Brotli,
+        Some("None") => Compression::None,
+        Some("Gzip") => Compression::Gzip,
+        Some(other) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Failed to deserialize query string: compression: unknown variant `{other}`, expected one of `None`, `Brotli`, `Gzip`"
+                ),
+            )
+        }
+    };
+    let light = match q.get("light").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "Failed to deserialize query string: light: provided string was not `true` or `false`".into(),
+            )
+        }
+    };
+    let connection_id = match q.get("connection_id") {
+        None => {
+            let mut id = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+            id
+        }
+        Some(hex_id) => match hex::decode(hex_id).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+            Some(mut be) if be != [0; 16] => {
+                be.reverse();
+                be
+            }
+            Some(_) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid connection ID: the all-zeros ConnectionId is reserved.".into(),
+                )
+            }
+            None => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "Failed to deserialize query string: connection_id: expected 32 hex digits".into(),
+                )
+            }
+        },
+    };
+    let db = match crate::database::lookup_pub(&state, &segment) {
+        Ok(db) => db,
+        Err(r) => return r,
+    };
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(str::trim).map(str::to_string))
+        .collect::<Vec<_>>();
+    // As 1.3: binary when the client offers both.
+    let Some(protocol) =
+        [BSATN_PROTOCOL, JSON_PROTOCOL].into_iter().find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
+    else {
+        return text(StatusCode::BAD_REQUEST, "no valid protocol selected".into());
+    };
+    let format = if protocol == BSATN_PROTOCOL { Format::Bsatn } else { Format::Json };
+    let encoder = Encoder { format, compression, light };
+    let limits = state.limits.ws;
+    let is_owner = caller.identity.0 == db.owner;
+    let identity = db.identity;
+    let who = Caller { identity: caller.identity.0, connection_id };
+    ws.protocols([protocol]).max_message_size(limits.max_message_bytes).on_upgrade(move |socket| async move {
+        let conn = Connection { state, database: identity, who, is_owner, token: caller.token, encoder, limits };
+        conn.run(socket).await;
+    })
+}
+
+/// Counters one connection shares with its sink.
+struct Queue {
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+    /// The client fell too far behind and is being cut off.
+    cut: AtomicBool,
+    /// Wakes the connection when it is cut off, even while it waits on a stuck socket.
+    cut_notify: tokio::sync::Notify,
+}
+
+/// The database's way to one connection: an unbounded queue (the database never waits), with
+/// the client cut off once it holds more than the limits allow.
+struct ConnectionSink {
+    tx: tokio::sync::mpsc::UnboundedSender<(Outgoing, usize)>,
+    queue: Arc<Queue>,
+    limits: WsLimits,
+    metrics: Arc<crate::Metrics>,
+}
+
+impl ClientSink for ConnectionSink {
+    fn send(&self, msg: Outgoing) {
+        if self.queue.cut.load(Ordering::Relaxed) {
+            return;
+        }
+        let size = approx_size(&msg);
+        let messages = self.queue.messages.fetch_add(1, Ordering::Relaxed) + 1;
+        let bytes = self.queue.bytes.fetch_add(size, Ordering::Relaxed) + size;
+        if messages > self.limits.max_queued_messages || bytes > self.limits.max_queued_bytes {
+            self.queue.cut.store(true, Ordering::Relaxed);
+            let reason = format!(
+                "client too slow: {messages} messages ({bytes} bytes) waiting, more than the limit of {} messages or {} bytes",
+                self.limits.max_queued_messages, self.limits.max_queued_bytes
+            );
+            let _ = self.tx.send((Outgoing::Close(reason), 0));
+            self.queue.cut_notify.notify_one();
+            return;
+        }
+        self.metrics.ws_queued(size as i64);
+        let _ = self.tx.send((msg, size));
+    }
+}
+
+/// About how many bytes a message will take (its rows), for the queue limit.
+fn approx_size(msg: &Outgoing) -> usize {
+    let rows = |rows: &[Box<[u8]>]| rows.iter().map(|r| r.len() + 8).sum::<usize>();
+    64 + match msg {
+        Outgoing::Tx { updates, .. } => updates.iter().map(|u| rows(&u.deletes) + rows(&u.inserts)).sum(),
+        Outgoing::Rows { tables, .. } => tables.iter().map(|t| rows(&t.rows)).sum(),
+        Outgoing::OneOff { result: Ok(r), .. } => r.rows.len() * 32,
+        Outgoing::SubscriptionError { message, .. } | Outgoing::Close(message) => message.len(),
+        Outgoing::OneOff { .. } => 0,
+    }
+}
+
+/// Why the connection ended, for the log.
+enum End {
+    ClientClosed,
+    Dropped(String),
+    Server(u16, String),
+}
+
+struct Connection {
+    state: AppState,
+    database: [u8; 32],
+    who: Caller,
+    is_owner: bool,
+    token: String,
+    encoder: Encoder,
+    limits: WsLimits,
+}
+
+impl Connection {
+    async fn run(self, mut socket: WebSocket) {
+        let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let queue = Arc::new(Queue {
+            messages: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            cut: AtomicBool::new(false),
+            cut_notify: tokio::sync::Notify::new(),
+        });
+        let sink: Arc<dyn ClientSink> = Arc::new(ConnectionSink {
+            tx,
+            queue: queue.clone(),
+            limits: self.limits,
+            metrics: self.state.metrics.clone(),
+        });
+        let (who, is_owner, limits) = (self.who, self.is_owner, self.limits.clients);
+        let connected = self.on_db(move |d| {
+            d.set_client_limits(limits);
+            d.connect_client(id, who, is_owner, sink)
+        });
+        match connected.await {
+            Some(Ok(())) => {}
+            Some(Err(ConnectError::Rejected(msg))) => {
+                // As 1.3: the connection just ends, with no close frame and no IdentityToken.
+                tracing::info!(client = id, "client_connected refused the connection: {msg}");
+                return;
+            }
+            Some(Err(e @ ConnectError::TooManyClients(_))) => {
+                let _ = socket.send(close(1013, &e.to_string())).await;
+                return;
+            }
+            None => {
+                let _ = socket.send(close(1001, "module exited")).await;
+                return;
+            }
+        }
+        self.state.metrics.ws_connected(1);
+        let hello = self.encoder.identity_token(self.who.identity, &self.token, self.who.connection_id);
+        let end = match socket.send(message(hello)).await {
+            Ok(()) => self.serve(&mut socket, id, &mut rx, &queue).await,
+            Err(e) => End::Dropped(e.to_string()),
+        };
+        match &end {
+            End::ClientClosed => tracing::debug!(client = id, "client closed the connection"),
+            End::Dropped(why) => tracing::debug!(client = id, "connection dropped: {why}"),
+            End::Server(code, why) => {
+                tracing::info!(client = id, code, "closing the connection: {why}");
+                // A client too slow to read may never take the close frame either.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(close(*code, why))).await;
+            }
+        }
+        self.state.metrics.ws_connected(-1);
+        self.on_db(move |d| d.disconnect_client(id)).await;
+        while let Ok((_, size)) = rx.try_recv() {
+            self.state.metrics.ws_queued(-(size as i64));
+        }
+    }
+
+    /// Runs `f` on the database's writer; `None` when the database is gone.
+    async fn on_db<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut epoch_core::Database) -> R + Send + 'static,
+    ) -> Option<R> {
+        let db = self.state.control.get(&self.database)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        db.handle
+            .execute(move |d| {
+                let _ = tx.send(f(d));
+            })
+            .ok()?;
+        rx.await.ok()
+    }
+
+    async fn serve(
+        &self,
+        socket: &mut WebSocket,
+        id: u64,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<(Outgoing, usize)>,
+        queue: &Arc<Queue>,
+    ) -> End {
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                incoming = socket.recv() => {
+                    last_heard = Instant::now();
+                    let msg = match incoming {
+                        None => return End::Dropped("the connection ended".into()),
+                        Some(Err(e)) => return End::Dropped(e.to_string()),
+                        Some(Ok(m)) => m,
+                    };
+                    let decoded = match msg {
+                        Message::Binary(b) => from_bsatn(&b),
+                        Message::Text(t) => from_json(t.as_str()),
+                        Message::Close(_) => return End::ClientClosed,
+                        Message::Ping(_) | Message::Pong(_) => continue,
+                    };
+                    let decoded = match decoded {
+                        Ok(m) => m,
+                        Err(e) => return End::Server(1011, e.to_string()),
+                    };
+                    if in_flight.load(Ordering::Relaxed) >= MAX_REQUESTS_IN_FLIGHT {
+                        return End::Server(1013, "too many requests".into());
+                    }
+                    if !self.dispatch(id, decoded, &in_flight) {
+                        return End::Server(1001, "module exited".into());
+                    }
+                }
+                out = rx.recv() => {
+                    let Some((msg, size)) = out else { return End::Server(1001, "module exited".into()) };
+                    queue.messages.fetch_sub(1, Ordering::Relaxed);
+                    queue.bytes.fetch_sub(size, Ordering::Relaxed);
+                    self.state.metrics.ws_queued(-(size as i64));
+                    if let Outgoing::Close(reason) = &msg {
+                        return End::Server(1008, reason.clone());
+                    }
+                    let Some(frame) = self.encoder.encode(&msg) else { continue };
+                    let len = match &frame { Frame::Binary(b) | Frame::Text(b) => b.len() };
+                    tokio::select! {
+                        sent = socket.send(message(frame)) => {
+                            if let Err(e) = sent {
+                                return End::Dropped(e.to_string());
+                            }
+                        }
+                        _ = queue.cut_notify.notified() => {
+                            return End::Server(1008, "client too slow: its queue of messages overflowed".into());
+                        }
+                    }
+                    self.state.metrics.ws_sent(len);
+                }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() > IDLE_TIMEOUT {
+                        return End::Server(1000, format!("no message for {} seconds", IDLE_TIMEOUT.as_secs()));
+                    }
+                    if socket.send(Message::Ping(Default::default())).await.is_err() {
+                        return End::Dropped("ping failed".into());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Hands a client message to the database; `false` when the database is gone.
+    fn dispatch(&self, id: u64, msg: ClientMessage, in_flight: &Arc<AtomicUsize>) -> bool {
+        let Some(db) = self.state.control.get(&self.database) else { return false };
+        let started = Instant::now();
+        let job: Box<dyn FnOnce(&mut epoch_core::Database) + Send> = match msg {
+            ClientMessage::CallReducer { reducer, args, request_id, notify_success } => {
+                let args = match args {
+                    Args::Bsatn(b) => ReducerArgs::Bsatn(b),
+                    Args::Json(j) => ReducerArgs::Json(j),
+                };
+                Box::new(move |d| d.client_call(id, &reducer, args, request_id, notify_success))
+            }
+            ClientMessage::OneOffQuery { message_id, query } => {
+                Box::new(move |d| d.client_one_off(id, message_id, &query, started))
+            }
+            ClientMessage::Subscribe { queries, request_id } => {
+                request(id, SubscriptionRequest::Legacy { request_id, queries }, started)
+            }
+            ClientMessage::SubscribeSingle { query, request_id, query_id } => {
+                request(id, SubscriptionRequest::Single { request_id, query_id, query }, started)
+            }
+            ClientMessage::SubscribeMulti { queries, request_id, query_id } => {
+                request(id, SubscriptionRequest::Multi { request_id, query_id, queries }, started)
+            }
+            ClientMessage::Unsubscribe { request_id, query_id } => {
+                request(id, SubscriptionRequest::Unsubscribe { request_id, query_id }, started)
+            }
+            ClientMessage::UnsubscribeMulti { request_id, query_id } => {
+                request(id, SubscriptionRequest::UnsubscribeMulti { request_id, query_id }, started)
+            }
+        };
+        in_flight.fetch_add(1, Ordering::Relaxed);
+        let counter = in_flight.clone();
+        db.handle
+            .execute(move |d| {
+                counter.fetch_sub(1, Ordering::Relaxed);
+                job(d)
+            })
+            .is_ok()
+    }
+}
+
+fn request(id: u64, req: SubscriptionRequest, started: Instant) -> Box<dyn FnOnce(&mut epoch_core::Database) + Send> {
+    Box::new(move |d| d.client_subscription(id, req, started))
+}
+
+fn message(frame: Frame) -> Message {
+    match frame {
+        Frame::Binary(b) => Message::Binary(axum::body::Bytes::from_owner(b)),
+        Frame::Text(t) => match axum::extract::ws::Utf8Bytes::try_from(axum::body::Bytes::from_owner(t)) {
+            Ok(text) => Message::Text(text),
+            Err(_) => Message::Text("".into()),
+        },
+    }
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    // A close reason may hold at most 123 bytes.
+    let mut reason = reason.to_string();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    Message::Close(Some(CloseFrame { code, reason: reason.into() }))
+}

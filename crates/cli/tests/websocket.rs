@@ -1,0 +1,434 @@
+//! The WebSocket API (protocol v1) over real sockets against the real binary and the `chat`
+//! fixture: the upgrade's checks, every client and server message in JSON and BSATN, every
+//! compression, lifecycle reducers, private tables, errors and limits.
+
+mod common;
+
+use common::ws::{self, client, connect, Ws, BSATN, JSON};
+use common::Server;
+use serde_json::{json, Value};
+
+fn setup(extra: &[&str]) -> (Server, String, String) {
+    let server = Server::start(extra);
+    let (_, token) = server.identity();
+    let db = format!("ws{}", common::rand_suffix());
+    assert!(server.publish(&token, &db, "chat").status().is_success());
+    set_handle(&server, &token, &db, "owner");
+    (server, token, db)
+}
+
+/// `chat` keeps handles unique, absent ones included (as 1.3 compares `None`s): give each
+/// member a handle before another one connects.
+fn set_handle(server: &Server, token: &str, db: &str, handle: &str) {
+    let (status, body) = server.call(token, db, "set_handle", &format!("[\"{handle}\"]"));
+    assert_eq!(status, 200, "{body}");
+}
+
+fn named(server: &Server, db: &str, handle: &str) -> String {
+    let (_, token) = server.identity();
+    set_handle(server, &token, db, handle);
+    token
+}
+
+/// Rows of table `table` in a database update (JSON protocol): (deletes, inserts) as parsed JSON.
+fn rows_of(update: &Value, table: &str) -> (Vec<Value>, Vec<Value>) {
+    let mut deletes = Vec::new();
+    let mut inserts = Vec::new();
+    for t in update["tables"].as_array().unwrap() {
+        if t["table_name"] != table {
+            continue;
+        }
+        for u in t["updates"].as_array().unwrap() {
+            let parse = |v: &Value| serde_json::from_str::<Value>(v.as_str().unwrap()).unwrap();
+            deletes.extend(u["deletes"].as_array().unwrap().iter().map(parse));
+            inserts.extend(u["inserts"].as_array().unwrap().iter().map(parse));
+        }
+    }
+    (deletes, inserts)
+}
+
+fn committed(tx: &Value) -> &Value {
+    &tx["status"]["Committed"]
+}
+
+fn http_status(e: tungstenite::Error) -> (u16, String) {
+    match e {
+        tungstenite::Error::Http(resp) => {
+            let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).to_string()).unwrap_or_default();
+            (resp.status().as_u16(), body)
+        }
+        other => panic!("expected an HTTP refusal, got {other}"),
+    }
+}
+
+#[test]
+fn the_upgrade_is_checked_as_1_3_checks_it() {
+    let (server, token, db) = setup(&[]);
+    let base = &server.url;
+    let (status, body) = http_status(connect(base, &db, "", "", None).err().unwrap());
+    assert_eq!((status, body.as_str()), (400, "no valid protocol selected"));
+    let (status, _) = http_status(connect(base, "no-such-db", JSON, "", None).err().unwrap());
+    assert_eq!(status, 404);
+    let (status, body) = http_status(connect(base, &db, JSON, "compression=Zstd", None).err().unwrap());
+    assert_eq!(status, 400);
+    assert!(body.contains("unknown variant `Zstd`"), "{body}");
+    let zero = "0".repeat(32);
+    let (status, body) = http_status(connect(base, &db, JSON, &format!("connection_id={zero}"), None).err().unwrap());
+    assert_eq!((status, body.as_str()), (400, "Invalid connection ID: the all-zeros ConnectionId is reserved."));
+    // A plain GET is told to upgrade.
+    let r = server.http().get(format!("{base}/v1/database/{db}/subscribe")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 426);
+
+    // Offering both picks binary; the identity headers come with the 101, and the first
+    // message is IdentityToken with the same identity and token.
+    let mut c = connect(base, &db, &format!("{JSON}, {BSATN}"), "compression=None", Some(&token)).unwrap();
+    assert_eq!(c.protocol, BSATN);
+    let header_identity = c.headers["spacetime-identity"].to_str().unwrap().to_string();
+    let first = c.recv_raw().unwrap();
+    let tungstenite::Message::Binary(b) = first else { panic!("binary first") };
+    assert_eq!(b[0], 0, "uncompressed tag");
+    let hello = ws::decode_server_message(&b[1..]);
+    let hello = &hello["IdentityToken"];
+    assert_eq!(hello["token"], token);
+    assert_eq!(
+        format!("{:0>64}", hello["identity"]["__identity__"].as_str().unwrap().trim_start_matches("0x")),
+        header_identity
+    );
+    c.close();
+
+    // Anonymous clients get a fresh identity, and a chosen connection id is kept.
+    let mut anon = connect(base, &db, JSON, "connection_id=000000000000000000000000000000ff", None).unwrap();
+    let hello = anon.recv_variant("IdentityToken");
+    assert!(!hello["token"].as_str().unwrap().is_empty());
+    assert_eq!(hello["connection_id"]["__connection_id__"], json!(255));
+    anon.close();
+}
+
+#[test]
+fn json_clients_subscribe_call_and_see_each_others_changes() {
+    let (server, owner_token, db) = setup(&[]);
+    let base = &server.url;
+    let other_token = named(&server, &db, "other");
+    let mut a = connect(base, &db, JSON, "", Some(&owner_token)).unwrap();
+    let a_identity = a.recv_variant("IdentityToken")["identity"].clone();
+    let mut b = connect(base, &db, JSON, "light=true", Some(&other_token)).unwrap();
+    b.recv_variant("IdentityToken");
+
+    // Legacy Subscribe: the initial rows, as objects by column name; client_connected ran for both.
+    a.send_json(
+        json!({"Subscribe": {"query_strings": ["SELECT * FROM member", "SELECT * FROM post"], "request_id": 5}}),
+    );
+    let init = a.recv_variant("InitialSubscription");
+    assert_eq!(init["request_id"], 5);
+    let (_, members) = rows_of(&init["database_update"], "member");
+    assert_eq!(members.len(), 2, "{init}");
+    assert!(members.iter().all(|m| m["online"] == true));
+    assert!(members.iter().any(|m| m["identity"] == a_identity));
+    b.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM post", "request_id": 1, "query_id": {"id": 1}}}));
+    let applied = b.recv_variant("SubscribeApplied");
+    assert_eq!(applied["query_id"]["id"], 1);
+    assert_eq!(applied["rows"]["table_name"], "post");
+
+    // A's call: A gets the full update with its request id; B (light) gets the light one.
+    a.send_json(json!({"CallReducer": {"reducer": "send_post", "args": "[\"hello\"]", "request_id": 42, "flags": 0}}));
+    let tx = a.recv_variant("TransactionUpdate");
+    assert_eq!(tx["reducer_call"]["reducer_name"], "send_post");
+    assert_eq!(tx["reducer_call"]["request_id"], 42);
+    assert_eq!(tx["reducer_call"]["args"], "[\"hello\"]");
+    assert_eq!(tx["caller_identity"], a_identity);
+    let (_, posts) = rows_of(committed(&tx), "post");
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0][3], "hello", "transaction rows are positional: {}", posts[0]);
+    let light = b.recv_variant("TransactionUpdateLight");
+    assert_eq!(light["request_id"], 42);
+    assert_eq!(rows_of(&light["update"], "post").1, posts);
+
+    // An update of a row is a delete plus an insert.
+    a.send_json(json!({"CallReducer": {"reducer": "set_handle", "args": "[\"ann\"]", "request_id": 43, "flags": 0}}));
+    let tx = a.recv_variant("TransactionUpdate");
+    let (deleted, inserted) = rows_of(committed(&tx), "member");
+    assert_eq!((deleted.len(), inserted.len()), (1, 1), "{tx}");
+    assert_eq!(deleted[0][0], inserted[0][0]);
+    assert_eq!(inserted[0][1], json!({"some": "ann"}));
+
+    // A failure reaches its caller only, with the reducer's message; a refused call too.
+    a.send_json(json!({"CallReducer": {"reducer": "send_post", "args": "[\"\"]", "request_id": 44, "flags": 0}}));
+    let tx = a.recv_variant("TransactionUpdate");
+    assert_eq!(tx["status"], json!({"Failed": "empty post"}));
+    a.send_json(json!({"CallReducer": {"reducer": "nope", "args": "[]", "request_id": 45, "flags": 0}}));
+    let tx = a.recv_variant("TransactionUpdate");
+    assert_eq!(tx["status"], json!({"Failed": "no such reducer"}));
+    assert_eq!(tx["reducer_call"]["reducer_id"], u32::MAX);
+    a.send_json(json!({"CallReducer": {"reducer": "on_connect", "args": "[]", "request_id": 46, "flags": 0}}));
+    let tx = a.recv_variant("TransactionUpdate");
+    assert!(tx["status"]["Failed"].as_str().unwrap().contains("lifecycle reducer"), "{tx}");
+    // NoSuccessNotify: a success the caller's queries do not see is not sent to it.
+    a.send_json(json!({"CallReducer": {"reducer": "send_post", "args": "[\"quiet\"]", "request_id": 47, "flags": 1}}));
+    // ... but B sees it, and A's next message is about its later call.
+    let light = b.recv_variant("TransactionUpdateLight");
+    assert_eq!(rows_of(&light["update"], "post").1[0][3], "quiet");
+    let tx = a.recv_variant("TransactionUpdate");
+    assert_eq!(tx["reducer_call"]["request_id"], 47, "A's queries see its post: {tx}");
+
+    // SQL DML reaches subscribers like a reducer, with no reducer name.
+    let (status, _) = server.sql(Some(&owner_token), &db, "DELETE FROM post WHERE body = 'quiet'");
+    assert_eq!(status, 200);
+    let tx = a.recv_variant("TransactionUpdate");
+    assert_eq!(tx["reducer_call"]["reducer_name"], "");
+    assert_eq!(rows_of(committed(&tx), "post").0.len(), 1);
+    b.recv_variant("TransactionUpdateLight");
+
+    // Unsubscribe returns the query's rows as deletes.
+    b.send_json(json!({"Unsubscribe": {"request_id": 2, "query_id": {"id": 1}}}));
+    let gone = b.recv_variant("UnsubscribeApplied");
+    assert_eq!(gone["rows"]["table_rows"]["updates"][0]["deletes"].as_array().unwrap().len(), 1);
+    b.send_json(json!({"Unsubscribe": {"request_id": 3, "query_id": {"id": 1}}}));
+    let err = b.recv_variant("SubscriptionError");
+    assert!(err["error"].as_str().unwrap().starts_with("Subscription not found"), "{err}");
+    assert_eq!(err["request_id"], json!({"some": 3}));
+
+    // Multi: several queries under one id, answered and withdrawn together.
+    b.send_json(json!({"SubscribeMulti": {"query_strings": ["SELECT * FROM post", "SELECT * FROM member WHERE online = true"], "request_id": 4, "query_id": {"id": 9}}}));
+    let multi = b.recv_variant("SubscribeMultiApplied");
+    assert_eq!(rows_of(&multi["update"], "post").1.len(), 1);
+    assert_eq!(rows_of(&multi["update"], "member").1.len(), 2);
+    b.send_json(json!({"UnsubscribeMulti": {"request_id": 5, "query_id": {"id": 9}}}));
+    let multi = b.recv_variant("UnsubscribeMultiApplied");
+    assert_eq!(rows_of(&multi["update"], "member").0.len(), 2);
+
+    // Errors: bad SQL, an unknown table, a private table for a non-owner, a projection, a
+    // query id in use.
+    for (i, (q, want)) in [
+        ("SELEC * FROM post", ""),
+        ("SELECT * FROM nope", "`nope` is not a valid table"),
+        ("SELECT * FROM audit", "`audit` is not a valid table"),
+        ("SELECT body FROM post", "Column projections are not supported in subscriptions"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        b.send_json(json!({"SubscribeSingle": {"query": q, "request_id": 10 + i, "query_id": {"id": 20 + i}}}));
+        let err = b.recv_variant("SubscriptionError");
+        let text = err["error"].as_str().unwrap();
+        assert!(text.contains(want) && text.ends_with(&format!(", executing: `{q}`")), "{q}: {text}");
+        assert_eq!(err["query_id"], json!({"some": 20 + i}));
+    }
+    // The owner sees the private table.
+    a.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM audit", "request_id": 7, "query_id": {"id": 7}}}));
+    assert_eq!(a.recv_variant("SubscribeApplied")["rows"]["table_name"], "audit");
+    a.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM post", "request_id": 8, "query_id": {"id": 7}}}));
+    let tx = a.recv_variant("TransactionUpdate");
+    assert!(tx["status"]["Failed"].as_str().unwrap().contains("already exists"), "{tx}");
+
+    // One-off queries: rows as objects, errors as text; private tables for the owner only.
+    b.send_json(json!({"OneOffQuery": {"message_id": "0102", "query_string": "SELECT * FROM post"}}));
+    let r = b.recv_variant("OneOffQueryResponse");
+    assert_eq!(r["message_id"], "0102");
+    assert_eq!(r["error"], json!({"none": []}));
+    assert_eq!(r["tables"][0]["table_name"], "post");
+    let row: Value = serde_json::from_str(r["tables"][0]["rows"][0].as_str().unwrap()).unwrap();
+    assert_eq!(row["body"], "hello");
+    b.send_json(json!({"OneOffQuery": {"message_id": "03", "query_string": "SELECT * FROM audit"}}));
+    let r = b.recv_variant("OneOffQueryResponse");
+    assert_eq!(r["error"], json!({"some": "`audit` is not a valid table"}));
+    assert_eq!(r["tables"], json!([]));
+
+    // Leaving runs client_disconnected: A sees B go offline.
+    a.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM member", "request_id": 9, "query_id": {"id": 30}}}));
+    a.recv_variant("SubscribeApplied");
+    b.close();
+    let tx = a.recv_variant("TransactionUpdate");
+    assert_eq!(tx["reducer_call"]["reducer_name"], "on_disconnect");
+    let (_, now) = rows_of(committed(&tx), "member");
+    assert_eq!(now[0][2], false, "{tx}");
+
+    // A bad frame closes the connection with 1011 and the reason.
+    a.send_json(json!({"Bogus": {}}));
+    loop {
+        match a.recv_raw() {
+            Ok(tungstenite::Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1011);
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame, got {e}"),
+        }
+    }
+}
+
+#[test]
+fn binary_clients_get_every_message_in_bsatn_with_each_compression() {
+    let (server, token, db) = setup(&[]);
+    let base = &server.url;
+    // Enough posts that the initial rows exceed the compression threshold.
+    let mut writer = connect(base, &db, BSATN, "compression=None", Some(&token)).unwrap();
+    writer.recv_variant("IdentityToken");
+    for i in 0..40 {
+        writer.send_binary(client::call_reducer("send_post", &bsatn_string(&format!("post number {i:04}")), i, 1));
+    }
+    writer.send_binary(client::call_reducer("set_handle", &bsatn_string("w"), 99, 0));
+    let tx = writer.recv_variant("TransactionUpdate");
+    assert_eq!(tx["reducer_call"]["request_id"], 99, "calls are handled in order: {tx}");
+
+    for (round, (compression, tag)) in [("None", 0u8), ("Brotli", 1), ("Gzip", 2)].into_iter().enumerate() {
+        // Each round adds one post.
+        let posts = 40 + round;
+        let mut c = connect(base, &db, BSATN, &format!("compression={compression}"), Some(&token)).unwrap();
+        // Small messages are never compressed.
+        let tungstenite::Message::Binary(hello) = c.recv_raw().unwrap() else { panic!() };
+        assert_eq!(hello[0], 0, "{compression}: IdentityToken is small");
+        c.send_binary(client::subscribe(&["SELECT * FROM post"], 3));
+        let tungstenite::Message::Binary(frame) = c.recv_raw().unwrap() else { panic!() };
+        assert_eq!(frame[0], tag, "{compression}");
+        let init = ws::decode_server_message(&ws::decompress(&frame));
+        let init = &init["InitialSubscription"];
+        assert_eq!(init["request_id"], 3);
+        let table = &init["database_update"]["tables"][0];
+        assert_eq!(table["table_name"], "post");
+        assert!(table["table_id"].as_u64().unwrap() >= 4096, "user tables are numbered from 4096");
+        assert_eq!(table["num_rows"], posts);
+        assert_eq!(table["updates"][0]["inserts"].as_array().unwrap().len(), posts);
+
+        c.send_binary(client::subscribe_single("SELECT * FROM member", 4, 1));
+        let applied = c.recv_variant("SubscribeApplied");
+        assert_eq!(applied["rows"]["table_name"], "member");
+        c.send_binary(client::one_off(&[7, 7], "SELECT * FROM post WHERE id = 1"));
+        let r = c.recv_variant("OneOffQueryResponse");
+        assert_eq!(r["message_id"], "0707");
+        assert_eq!(r["tables"][0]["rows"].as_array().unwrap().len(), 1);
+        c.send_binary(client::subscribe_multi(&["SELECT * FROM post WHERE id = 2"], 5, 2));
+        let m = c.recv_variant("SubscribeMultiApplied");
+        assert_eq!(m["update"]["tables"][0]["num_rows"], 1);
+        c.send_binary(client::unsubscribe(6, 2, true));
+        let m = c.recv_variant("UnsubscribeMultiApplied");
+        assert_eq!(m["update"]["tables"][0]["updates"][0]["deletes"].as_array().unwrap().len(), 1);
+        c.send_binary(client::unsubscribe(7, 1, false));
+        c.recv_variant("UnsubscribeApplied");
+        c.send_binary(client::subscribe_single("SELECT * FROM nope", 8, 3));
+        let e = c.recv_variant("SubscriptionError");
+        assert_eq!(e["request_id"], json!({"some": 8}));
+        assert_eq!(e["table_id"], json!({"none": []}));
+        // A reducer call: arguments are echoed as BSATN.
+        c.send_binary(client::call_reducer("send_post", &bsatn_string("bin"), 11, 0));
+        let tx = c.recv_variant("TransactionUpdate");
+        assert_eq!(tx["reducer_call"]["args"], hex::encode(bsatn_string("bin")));
+        assert_eq!(committed(&tx)["tables"][0]["num_rows"], 1);
+        // An unknown flag closes the connection with the decoder's message.
+        c.send_binary(client::call_reducer("send_post", &bsatn_string("x"), 12, 7));
+        loop {
+            match c.recv_raw() {
+                Ok(tungstenite::Message::Close(Some(frame))) => {
+                    assert_eq!(u16::from(frame.code), 1011);
+                    assert_eq!(frame.reason.as_str(), "invalid call reducer flag 7");
+                    break;
+                }
+                Ok(_) => continue,
+                Err(e) => panic!("expected a close frame: {e}"),
+            }
+        }
+    }
+}
+
+fn bsatn_string(s: &str) -> Vec<u8> {
+    let mut b = (s.len() as u32).to_le_bytes().to_vec();
+    b.extend_from_slice(s.as_bytes());
+    b
+}
+
+#[test]
+fn limits_refuse_with_clear_reasons_and_a_slow_client_is_cut_off() {
+    let (server, token, db) = setup(&[
+        "--max-subscriptions-per-client",
+        "2",
+        "--max-initial-rows",
+        "3",
+        "--max-clients-per-database",
+        "3",
+        "--max-ws-queued-messages",
+        "50",
+        "--max-ws-message-bytes",
+        "65536",
+    ]);
+    let base = &server.url;
+    let mut a = connect(base, &db, JSON, "", Some(&token)).unwrap();
+    a.recv_variant("IdentityToken");
+    for i in 0..5 {
+        a.send_json(json!({"CallReducer": {"reducer": "send_post", "args": format!("[\"p{i}\"]"), "request_id": i, "flags": 0}}));
+        a.recv_variant("TransactionUpdate");
+    }
+    a.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM post", "request_id": 1, "query_id": {"id": 1}}}));
+    let e = a.recv_variant("SubscriptionError");
+    assert!(e["error"].as_str().unwrap().contains("initial rows exceed 3"), "{e}");
+    for id in 1..=2 {
+        a.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM post WHERE id = 1", "request_id": id, "query_id": {"id": id}}}));
+        a.recv_variant("SubscribeApplied");
+    }
+    a.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM member", "request_id": 3, "query_id": {"id": 3}}}));
+    let e = a.recv_variant("SubscriptionError");
+    assert!(e["error"].as_str().unwrap().contains("at most 2 subscriptions"), "{e}");
+
+    // A message over the size limit closes the connection (1009).
+    let big = "x".repeat(70_000);
+    a.send_json(
+        json!({"CallReducer": {"reducer": "send_post", "args": format!("[\"{big}\"]"), "request_id": 9, "flags": 0}}),
+    );
+    loop {
+        match a.recv_raw() {
+            Ok(tungstenite::Message::Close(Some(f))) => {
+                assert_eq!(u16::from(f.code), 1009);
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+
+    // Connections per database.
+    let mut held: Vec<Ws> = Vec::new();
+    for _ in 0..3 {
+        let mut c = connect(base, &db, JSON, "", Some(&token)).unwrap();
+        c.recv_variant("IdentityToken");
+        held.push(c);
+    }
+    let mut extra = connect(base, &db, JSON, "", Some(&token)).unwrap();
+    match extra.recv_raw() {
+        Ok(tungstenite::Message::Close(Some(f))) => {
+            assert_eq!(u16::from(f.code), 1013);
+            assert!(f.reason.as_str().contains("serves 3 clients"), "{}", f.reason);
+        }
+        other => panic!("expected a close for the fourth client: {other:?}"),
+    }
+
+    // A client that never reads is cut off once its queue overflows; the others carry on.
+    let mut slow = held.pop().unwrap();
+    slow.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM post WHERE id > 5", "request_id": 1, "query_id": {"id": 1}}}));
+    let mut fast = held.pop().unwrap();
+    let body = "y".repeat(60_000);
+    for i in 0..200 {
+        fast.send_json(json!({"CallReducer": {"reducer": "send_post", "args": format!("[\"{body}\"]"), "request_id": i, "flags": 0}}));
+        fast.recv_variant("TransactionUpdate");
+    }
+    let (status, text) = server.sql(Some(&token), &db, "SELECT id FROM post WHERE id > 100");
+    assert_eq!(status, 200, "{text}");
+    // The slow client's connection was closed with the reason (or dropped, if even the close
+    // frame could not get through).
+    let mut closed = false;
+    for _ in 0..10_000 {
+        match slow.recv_raw() {
+            Ok(tungstenite::Message::Close(Some(f))) => {
+                assert!(f.reason.as_str().contains("too slow"), "{}", f.reason);
+                closed = true;
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed);
+    let metrics = server.http().get(format!("{base}/metrics")).send().unwrap().text().unwrap();
+    assert!(metrics.contains("epoch_ws_connections"), "{metrics}");
+    assert!(metrics.contains("epoch_subscription_queries{"), "{metrics}");
+}

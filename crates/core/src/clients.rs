@@ -1,0 +1,747 @@
+//! The connected clients of one database: their subscriptions, what each committed transaction
+//! sends them, and the outbox that hands those messages over only once the transaction is
+//! durable, in commit order.
+//!
+//! The API layer owns the sockets and the wire formats; here a client is a [`ClientSink`] that
+//! accepts [`Outgoing`] messages without blocking. Everything runs on the database's writer.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use epoch_commitlog::CommitLog;
+use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType, Typespace};
+use epoch_schema::ModuleDef;
+use epoch_store::{Store, TxDelta};
+use epoch_subscription::{Manager, SubscribeError};
+use parking_lot::Mutex;
+
+use crate::database::Caller;
+
+pub use epoch_subscription::{ClientId, QueryUpdate};
+
+/// 1.3 numbers user tables from 4096 (the ids below are its system tables'); clients see
+/// table ids in updates, so Epoch's store ids are shifted by this on the wire.
+pub const WIRE_TABLE_ID_BASE: u32 = 4096;
+
+/// The most clients one database serves at once, by default.
+pub const DEFAULT_MAX_CLIENTS_PER_DATABASE: usize = 10_000;
+/// The most subscriptions (query ids, plus one legacy set) one connection may hold, by default.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 1_024;
+/// The most rows one subscription request may send initially, by default.
+pub const DEFAULT_MAX_INITIAL_ROWS: usize = 1_000_000;
+
+/// Limits on what clients may hold; each exceeded limit is a clear error to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientLimits {
+    pub max_clients: usize,
+    pub max_subscriptions: usize,
+    pub max_initial_rows: usize,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            max_clients: DEFAULT_MAX_CLIENTS_PER_DATABASE,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
+            max_initial_rows: DEFAULT_MAX_INITIAL_ROWS,
+        }
+    }
+}
+
+/// Where a client's messages go: the API layer's queue of one connection.
+pub trait ClientSink: Send + Sync {
+    /// Queues `msg` without blocking. A sink whose client is too slow drops it and cuts the
+    /// client off (the database never waits for a client).
+    fn send(&self, msg: Outgoing);
+}
+
+/// What the wire encoders need to know of a module's tables and reducers.
+#[derive(Debug)]
+pub struct WireSchema {
+    pub typespace: Typespace,
+    /// By store table id.
+    pub tables: Vec<WireTable>,
+    /// By reducer id: name and parameters.
+    pub reducers: Vec<(Arc<str>, ProductType)>,
+}
+
+/// One table as clients see it.
+#[derive(Debug)]
+pub struct WireTable {
+    pub wire_id: u32,
+    pub name: Arc<str>,
+    pub row_type: AlgebraicType,
+    /// The BSATN length of every row, when 1.3 sends the table's rows as fixed-size.
+    pub fixed_row_len: Option<usize>,
+}
+
+impl WireSchema {
+    pub fn new(def: &ModuleDef) -> Self {
+        let tables = def
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let row_type = AlgebraicType::Product(t.row_type.clone());
+                WireTable {
+                    wire_id: WIRE_TABLE_ID_BASE + i as u32,
+                    name: Arc::from(t.name.as_str()),
+                    fixed_row_len: static_len(&def.typespace, &row_type),
+                    row_type,
+                }
+            })
+            .collect();
+        let reducers = def.reducers.iter().map(|r| (Arc::from(r.name.as_str()), r.params.clone())).collect();
+        Self { typespace: def.typespace.clone(), tables, reducers }
+    }
+}
+
+/// How a transaction ended, as its event reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxStatus {
+    Committed,
+    Failed(String),
+    OutOfEnergy,
+}
+
+/// One transaction as clients are told of it; shared by every message about it.
+#[derive(Debug)]
+pub struct TxEvent {
+    pub status: TxStatus,
+    pub timestamp_micros: i64,
+    pub caller: Caller,
+    pub reducer_name: Arc<str>,
+    /// `u32::MAX` when no reducer ran (a call refused before it started).
+    pub reducer_id: u32,
+    /// The arguments, BSATN.
+    pub args: Vec<u8>,
+    /// The calling client's request id (0 for calls not from a client).
+    pub request_id: u32,
+    pub duration_micros: i64,
+    pub schema: Arc<WireSchema>,
+    /// Encoded frames, shared by clients that receive the same bytes (the API layer fills it).
+    pub frames: FrameCache,
+}
+
+/// Frames encoded once per transaction: keyed by the encoder's format code and the updates a
+/// client receives (by address, stable while the event lives).
+#[derive(Debug, Default)]
+pub struct FrameCache(Mutex<HashMap<FrameKey, Arc<[u8]>>>);
+
+/// An encoder's format code and the addresses of the updates a frame carries.
+type FrameKey = (u8, Vec<usize>);
+
+impl FrameCache {
+    /// The frame for `key`, encoded by `encode` the first time it is asked for.
+    pub fn get_or_encode(
+        &self,
+        format: u8,
+        updates: &[Arc<QueryUpdate>],
+        encode: impl FnOnce() -> Vec<u8>,
+    ) -> Arc<[u8]> {
+        let key = (format, updates.iter().map(|u| Arc::as_ptr(u) as usize).collect::<Vec<_>>());
+        if let Some(f) = self.0.lock().get(&key) {
+            return f.clone();
+        }
+        let frame: Arc<[u8]> = encode().into();
+        self.0.lock().insert(key, frame.clone());
+        frame
+    }
+}
+
+/// Which subscription request rows answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsReply {
+    /// Legacy `Subscribe`: `InitialSubscription`.
+    Initial,
+    /// `SubscribeSingle`: `SubscribeApplied`.
+    SubscribeApplied,
+    /// `Unsubscribe`: `UnsubscribeApplied` (rows as deletes).
+    UnsubscribeApplied,
+    /// `SubscribeMulti`: `SubscribeMultiApplied`.
+    SubscribeMultiApplied,
+    /// `UnsubscribeMulti`: `UnsubscribeMultiApplied` (rows as deletes).
+    UnsubscribeMultiApplied,
+}
+
+/// Rows of one query in a subscription reply.
+#[derive(Debug)]
+pub struct TableRows {
+    /// Store table id.
+    pub table: u32,
+    /// The query's position in its request.
+    pub query: usize,
+    pub rows: Vec<Box<[u8]>>,
+}
+
+/// Why a subscription request failed, by how 1.3 reports it.
+enum RequestError {
+    /// As a `SubscriptionError`.
+    Subscription(String),
+    /// As a failed transaction update (legacy `Subscribe`, a query id in use).
+    Failed(String),
+}
+
+/// Bytes as hex digits, most significant first (they are stored little-endian).
+fn hex_be(bytes: &[u8]) -> String {
+    bytes.iter().rev().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The answer to a one-off query.
+#[derive(Debug)]
+pub struct OneOffRows {
+    pub table_name: String,
+    pub row_type: ProductType,
+    pub rows: Vec<AlgebraicValue>,
+}
+
+/// A message for one client, before encoding.
+#[derive(Debug)]
+pub enum Outgoing {
+    /// A transaction, and this client's part of it (`updates` may be empty for its caller).
+    Tx {
+        event: Arc<TxEvent>,
+        updates: Vec<Arc<QueryUpdate>>,
+        to_caller: bool,
+    },
+    /// The rows a subscription request added (or an unsubscribe removed).
+    Rows {
+        kind: RowsReply,
+        request_id: u32,
+        query_id: u32,
+        micros: u64,
+        tables: Vec<TableRows>,
+        schema: Arc<WireSchema>,
+    },
+    SubscriptionError {
+        request_id: Option<u32>,
+        query_id: Option<u32>,
+        micros: u64,
+        message: String,
+    },
+    OneOff {
+        message_id: Vec<u8>,
+        micros: u64,
+        result: Result<OneOffRows, String>,
+        schema: Arc<WireSchema>,
+    },
+    /// The database cut the client off (its subscriptions failed to evaluate); close with this.
+    Close(String),
+}
+
+/// Messages wait here until the transactions they describe are durable, and leave in the order
+/// they were queued.
+pub struct Outbox {
+    log: Option<Arc<CommitLog>>,
+    queue: Mutex<VecDeque<Pending>>,
+}
+
+struct Pending {
+    /// The log offset that must be durable first (`None`: only what was queued before).
+    offset: Option<u64>,
+    batch: Vec<(Arc<dyn ClientSink>, Outgoing)>,
+}
+
+impl Outbox {
+    pub fn new(log: Option<Arc<CommitLog>>) -> Arc<Self> {
+        Arc::new(Self { log, queue: Mutex::new(VecDeque::new()) })
+    }
+
+    /// Queues `batch` to go once offset `offset` (if any) and everything queued earlier is gone.
+    pub fn push(self: &Arc<Self>, offset: Option<u64>, batch: Vec<(Arc<dyn ClientSink>, Outgoing)>) {
+        if batch.is_empty() {
+            return;
+        }
+        {
+            let mut q = self.queue.lock();
+            debug_assert!(
+                offset.is_none() || q.iter().filter_map(|p| p.offset).all(|o| o <= offset.unwrap_or(0)),
+                "the outbox is fed in log order"
+            );
+            q.push_back(Pending { offset, batch });
+        }
+        match (&self.log, offset) {
+            (Some(log), Some(o)) => {
+                let me = self.clone();
+                log.on_durable(o, move || me.release());
+            }
+            _ => self.release(),
+        }
+    }
+
+    /// Hands over every message at the front whose transaction is durable. Sends happen under
+    /// the lock, so two releases never reorder messages.
+    fn release(&self) {
+        let mut q = self.queue.lock();
+        while let Some(front) = q.front() {
+            if let (Some(o), Some(log)) = (front.offset, &self.log) {
+                if !log.is_durable(o) {
+                    break;
+                }
+            }
+            let Some(p) = q.pop_front() else { break };
+            for (sink, msg) in p.batch {
+                sink.send(msg);
+            }
+        }
+    }
+}
+
+/// A subscription request's queries, as the client grouped them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum SetKey {
+    /// The legacy `Subscribe` set (one per client, replaced by each `Subscribe`).
+    Legacy,
+    /// A `SubscribeSingle` or `SubscribeMulti` query id.
+    Query(u32),
+}
+
+struct Client {
+    caller: Caller,
+    is_owner: bool,
+    sink: Arc<dyn ClientSink>,
+    sets: BTreeMap<SetKey, Vec<Arc<str>>>,
+}
+
+/// What the metrics report of a database's clients.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClientStats {
+    pub clients: usize,
+    pub queries: usize,
+    /// Transactions evaluated against subscriptions, and the time that took.
+    pub evaluations: u64,
+    pub eval_micros: u64,
+}
+
+/// Every connected client of a database and its subscriptions.
+pub struct Clients {
+    evaluations: u64,
+    eval_micros: u64,
+    manager: Manager,
+    clients: HashMap<ClientId, Client>,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) schema: Arc<WireSchema>,
+    pub(crate) limits: ClientLimits,
+}
+
+/// Why a client could not connect.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the database serves {0} clients already, the most it may")]
+    TooManyClients(usize),
+    #[error("client_connected failed: {0}")]
+    Rejected(String),
+}
+
+/// A subscription request, as the protocol layer decoded it.
+#[derive(Debug, Clone)]
+pub enum SubscriptionRequest {
+    /// Legacy `Subscribe`: replaces the client's legacy set.
+    Legacy {
+        request_id: u32,
+        queries: Vec<String>,
+    },
+    Single {
+        request_id: u32,
+        query_id: u32,
+        query: String,
+    },
+    Multi {
+        request_id: u32,
+        query_id: u32,
+        queries: Vec<String>,
+    },
+    Unsubscribe {
+        request_id: u32,
+        query_id: u32,
+    },
+    UnsubscribeMulti {
+        request_id: u32,
+        query_id: u32,
+    },
+}
+
+impl Clients {
+    pub fn new(def: &ModuleDef, log: Option<Arc<CommitLog>>) -> Self {
+        Self {
+            evaluations: 0,
+            eval_micros: 0,
+            manager: Manager::default(),
+            clients: HashMap::new(),
+            outbox: Outbox::new(log),
+            schema: Arc::new(WireSchema::new(def)),
+            limits: ClientLimits::default(),
+        }
+    }
+
+    /// How many clients are connected, and how many distinct queries they hold.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.clients.len(), self.manager.query_count())
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        ClientStats {
+            clients: self.clients.len(),
+            queries: self.manager.query_count(),
+            evaluations: self.evaluations,
+            eval_micros: self.eval_micros,
+        }
+    }
+
+    pub(crate) fn is_owner(&self, id: ClientId) -> Option<bool> {
+        self.clients.get(&id).map(|c| c.is_owner)
+    }
+
+    pub(crate) fn caller_of(&self, id: ClientId) -> Option<Caller> {
+        self.clients.get(&id).map(|c| c.caller)
+    }
+
+    pub(crate) fn check_room(&self) -> Result<(), ConnectError> {
+        if self.clients.len() >= self.limits.max_clients {
+            return Err(ConnectError::TooManyClients(self.limits.max_clients));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn add(&mut self, id: ClientId, caller: Caller, is_owner: bool, sink: Arc<dyn ClientSink>) {
+        self.clients.insert(id, Client { caller, is_owner, sink, sets: BTreeMap::new() });
+    }
+
+    /// Forgets client `id` and its subscriptions; returns who it was.
+    pub(crate) fn remove(&mut self, id: ClientId) -> Option<Caller> {
+        self.manager.disconnect(id);
+        self.clients.remove(&id).map(|c| c.caller)
+    }
+
+    /// Every connected client (for disconnecting them all at shutdown).
+    pub(crate) fn ids(&self) -> Vec<ClientId> {
+        self.clients.keys().copied().collect()
+    }
+
+    /// Hands `msg` to client `id` behind everything queued before it.
+    pub(crate) fn send_after(&self, id: ClientId, offset: Option<u64>, msg: Outgoing) {
+        if let Some(c) = self.clients.get(&id) {
+            self.outbox.push(offset, vec![(c.sink.clone(), msg)]);
+        }
+    }
+
+    /// Applies a subscription request of client `id` against `store`; the answer goes out
+    /// behind everything already queued (after `offset` is durable).
+    pub(crate) fn request(
+        &mut self,
+        store: &Store,
+        id: ClientId,
+        req: SubscriptionRequest,
+        offset: Option<u64>,
+        started: std::time::Instant,
+    ) {
+        let Some(client) = self.clients.get(&id) else { return };
+        let (caller, is_owner) = (client.caller, client.is_owner);
+        let ctx = epoch_query::QueryContext { is_owner, ..Default::default() };
+        let (kind, request_id, query_id, reply) = match req {
+            SubscriptionRequest::Legacy { request_id, queries } => {
+                (RowsReply::Initial, request_id, 0, self.replace_legacy(store, id, queries, ctx))
+            }
+            SubscriptionRequest::Single { request_id, query_id, query } => {
+                let r = self.new_set(store, id, query_id, vec![query], ctx, false);
+                (RowsReply::SubscribeApplied, request_id, query_id, r)
+            }
+            SubscriptionRequest::Multi { request_id, query_id, queries } => {
+                let r = self.new_set(store, id, query_id, queries, ctx, true);
+                (RowsReply::SubscribeMultiApplied, request_id, query_id, r)
+            }
+            SubscriptionRequest::Unsubscribe { request_id, query_id } => {
+                (RowsReply::UnsubscribeApplied, request_id, query_id, self.drop_set(store, id, query_id, false))
+            }
+            SubscriptionRequest::UnsubscribeMulti { request_id, query_id } => {
+                (RowsReply::UnsubscribeMultiApplied, request_id, query_id, self.drop_set(store, id, query_id, true))
+            }
+        };
+        let micros = started.elapsed().as_micros() as u64;
+        let schema = self.schema.clone();
+        let msg = match reply {
+            Ok(tables) => Outgoing::Rows { kind, request_id, query_id, micros, tables, schema },
+            // 1.3 reports these as a failed transaction of no reducer.
+            Err(RequestError::Failed(message)) => Outgoing::Tx {
+                event: Arc::new(refused_event(&schema, caller, "<none>", message)),
+                updates: Vec::new(),
+                to_caller: true,
+            },
+            Err(RequestError::Subscription(message)) => {
+                Outgoing::SubscriptionError { request_id: Some(request_id), query_id: Some(query_id), micros, message }
+            }
+        };
+        self.send_after(id, offset, msg);
+    }
+
+    /// Legacy `Subscribe`: the new set replaces the old one whole, or nothing changes.
+    fn replace_legacy(
+        &mut self,
+        store: &Store,
+        id: ClientId,
+        queries: Vec<String>,
+        ctx: epoch_query::QueryContext,
+    ) -> Result<Vec<TableRows>, RequestError> {
+        let old = self.clients.get_mut(&id).and_then(|c| c.sets.remove(&SetKey::Legacy)).unwrap_or_default();
+        for q in &old {
+            self.manager.unsubscribe(id, q, ctx.is_owner);
+        }
+        match self.subscribe_all(store, id, &queries, ctx, true) {
+            Ok(tables) => {
+                self.set(id, SetKey::Legacy, queries);
+                Ok(tables)
+            }
+            Err(message) => {
+                for q in &old {
+                    let _ = self.manager.subscribe(store, id, q, ctx);
+                }
+                if let Some(c) = self.clients.get_mut(&id) {
+                    c.sets.insert(SetKey::Legacy, old);
+                }
+                Err(RequestError::Failed(message))
+            }
+        }
+    }
+
+    fn set(&mut self, id: ClientId, key: SetKey, queries: Vec<String>) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.sets.insert(key, queries.into_iter().map(Arc::from).collect());
+        }
+    }
+
+    /// Subscribes a new query id; refused if the id is in use or a query fails. `multi`: as
+    /// `SubscribeMulti` (duplicates dropped, rows only for queries the client did not hold).
+    fn new_set(
+        &mut self,
+        store: &Store,
+        id: ClientId,
+        query_id: u32,
+        mut queries: Vec<String>,
+        ctx: epoch_query::QueryContext,
+        multi: bool,
+    ) -> Result<Vec<TableRows>, RequestError> {
+        let client = self.clients.get(&id).ok_or_else(|| RequestError::Subscription("Client not found".into()))?;
+        if client.sets.contains_key(&SetKey::Query(query_id)) {
+            let (i, c) = (hex_be(&client.caller.identity), hex_be(&client.caller.connection_id));
+            return Err(RequestError::Failed(format!(
+                "Subscription with id QueryId {{ id: {query_id} }} already exists for client: (Identity({i}), ConnectionId({c}))"
+            )));
+        }
+        if client.sets.len() >= self.limits.max_subscriptions {
+            return Err(RequestError::Subscription(format!(
+                "A connection may hold at most {} subscriptions; unsubscribe from some first",
+                self.limits.max_subscriptions
+            )));
+        }
+        if multi {
+            let mut seen = std::collections::HashSet::new();
+            queries = queries.into_iter().map(|q| q.trim().to_string()).filter(|q| seen.insert(q.clone())).collect();
+        }
+        let held: Vec<bool> = queries.iter().map(|q| multi && self.manager.holds(id, q, ctx.is_owner)).collect();
+        let mut tables = self.subscribe_all(store, id, &queries, ctx, multi).map_err(RequestError::Subscription)?;
+        if multi {
+            // Rows of queries the client held already are on its side.
+            tables.retain(|t| !held.get(t.query).copied().unwrap_or(false));
+        }
+        self.set(id, SetKey::Query(query_id), queries);
+        Ok(tables)
+    }
+
+    /// Subscribes every query (all or none) and returns their initial rows, one entry per
+    /// query; `skip_empty`: none for a query over an empty table (as 1.3's multi-query answers).
+    fn subscribe_all(
+        &mut self,
+        store: &Store,
+        id: ClientId,
+        queries: &[String],
+        ctx: epoch_query::QueryContext,
+        skip_empty: bool,
+    ) -> Result<Vec<TableRows>, String> {
+        let mut tables: Vec<TableRows> = Vec::new();
+        let mut total = 0usize;
+        for (i, q) in queries.iter().enumerate() {
+            let (table, rows) = match self.manager.subscribe(store, id, q, ctx) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.undo(id, &queries[..i], ctx.is_owner);
+                    return Err(subscribe_error(q, e));
+                }
+            };
+            total += rows.len();
+            if total > self.limits.max_initial_rows {
+                self.undo(id, &queries[..=i], ctx.is_owner);
+                return Err(format!(
+                    "The subscription's initial rows exceed {}, the most one request may receive; narrow the query",
+                    self.limits.max_initial_rows
+                ));
+            }
+            if !skip_empty || store.table(table).is_ok_and(|t| !t.is_empty()) {
+                tables.push(TableRows { table, query: i, rows: rows.into_iter().map(Box::<[u8]>::from).collect() });
+            }
+        }
+        Ok(tables)
+    }
+
+    fn undo(&mut self, id: ClientId, queries: &[String], is_owner: bool) {
+        for q in queries {
+            self.manager.unsubscribe(id, q, is_owner);
+        }
+    }
+
+    /// Ends query id `query_id`; its rows are what the client must now remove. `multi`: as
+    /// `UnsubscribeMulti` (rows only of queries the client holds no more, none of empty tables).
+    fn drop_set(
+        &mut self,
+        store: &Store,
+        id: ClientId,
+        query_id: u32,
+        multi: bool,
+    ) -> Result<Vec<TableRows>, RequestError> {
+        let client = self.clients.get_mut(&id).ok_or_else(|| RequestError::Subscription("Client not found".into()))?;
+        let is_owner = client.is_owner;
+        let Some(queries) = client.sets.remove(&SetKey::Query(query_id)) else {
+            let (i, c) = (hex_be(&client.caller.identity), hex_be(&client.caller.connection_id));
+            return Err(RequestError::Subscription(format!(
+                "Subscription not found: ((Identity({i}), ConnectionId({c})), QueryId {{ id: {query_id} }})"
+            )));
+        };
+        let mut tables: Vec<TableRows> = Vec::new();
+        for (i, q) in queries.iter().enumerate() {
+            let current = self.manager.current_rows(store, q, is_owner);
+            self.manager.unsubscribe(id, q, is_owner);
+            let Ok((table, rows)) = current else { continue };
+            if multi && (self.manager.holds(id, q, is_owner) || rows.is_empty()) {
+                continue;
+            }
+            tables.push(TableRows { table, query: i, rows: rows.into_iter().map(Box::from).collect() });
+        }
+        Ok(tables)
+    }
+
+    /// Sends `event` (a committed transaction whose changes are `delta`, or a failed one with
+    /// none) to its caller and to every client whose queries it changed, once `offset` is
+    /// durable. `caller` is the calling client and whether it asked to hear of success.
+    pub(crate) fn broadcast(
+        &mut self,
+        store: &Store,
+        delta: &TxDelta,
+        event: TxEvent,
+        caller: Option<(ClientId, bool)>,
+        offset: Option<u64>,
+    ) {
+        let committed = event.status == TxStatus::Committed;
+        let mut per_client = if committed && !delta.is_empty() && self.manager.query_count() > 0 {
+            let started = std::time::Instant::now();
+            let evaluated = self.manager.evaluate(store, delta);
+            self.evaluations += 1;
+            self.eval_micros += started.elapsed().as_micros() as u64;
+            match evaluated {
+                Ok(u) => u,
+                Err(e) => {
+                    self.fail_everyone(format!("Internal error evaluating queries: {e}"), offset);
+                    BTreeMap::new()
+                }
+            }
+        } else {
+            BTreeMap::new()
+        };
+        let event = Arc::new(event);
+        let mut batch: Vec<(Arc<dyn ClientSink>, Outgoing)> = Vec::with_capacity(per_client.len() + 1);
+        if let Some((cid, notify)) = caller {
+            // The caller hears of its call even when nothing it watches changed (unless it asked
+            // to hear only of failures); a failure reaches the caller only.
+            if notify {
+                if let Some(c) = self.clients.get(&cid) {
+                    let updates = per_client.remove(&cid).unwrap_or_default();
+                    batch.push((c.sink.clone(), Outgoing::Tx { event: event.clone(), updates, to_caller: true }));
+                }
+            }
+        }
+        for (cid, updates) in per_client {
+            if let Some(c) = self.clients.get(&cid) {
+                batch.push((c.sink.clone(), Outgoing::Tx { event: event.clone(), updates, to_caller: false }));
+            }
+        }
+        self.outbox.push(offset, batch);
+    }
+
+    /// Evaluating subscriptions failed: every subscribed client is told and cut off, as 1.3
+    /// drops them.
+    fn fail_everyone(&mut self, message: String, offset: Option<u64>) {
+        let ids: Vec<ClientId> = self.clients.iter().filter(|(_, c)| !c.sets.is_empty()).map(|(id, _)| *id).collect();
+        let mut batch: Vec<(Arc<dyn ClientSink>, Outgoing)> = Vec::new();
+        for id in ids {
+            self.manager.disconnect(id);
+            if let Some(c) = self.clients.get_mut(&id) {
+                c.sets.clear();
+                let err = Outgoing::SubscriptionError {
+                    request_id: None,
+                    query_id: None,
+                    micros: 0,
+                    message: message.clone(),
+                };
+                batch.push((c.sink.clone(), err));
+                batch.push((c.sink.clone(), Outgoing::Close(message.clone())));
+            }
+        }
+        self.outbox.push(offset, batch);
+    }
+
+    /// The module changed: encoders use its new tables and reducers from now on.
+    pub(crate) fn set_schema(&mut self, def: &ModuleDef) {
+        self.schema = Arc::new(WireSchema::new(def));
+    }
+}
+
+/// 1.3's wording for a query it cannot subscribe to.
+fn subscribe_error(query: &str, e: SubscribeError) -> String {
+    match e {
+        SubscribeError::Sql(e) => format!("{e}, executing: `{query}`"),
+        e => e.to_string(),
+    }
+}
+
+/// A call refused before any reducer ran, as 1.3 reports it to the caller.
+pub fn refused_event(schema: &Arc<WireSchema>, caller: Caller, reducer: &str, message: String) -> TxEvent {
+    TxEvent {
+        status: TxStatus::Failed(message),
+        timestamp_micros: crate::database::now_micros(),
+        caller,
+        reducer_id: schema.reducers.iter().position(|(n, _)| &**n == reducer).map_or(u32::MAX, |i| i as u32),
+        reducer_name: Arc::from(reducer),
+        args: Vec::new(),
+        request_id: 0,
+        duration_micros: 0,
+        schema: schema.clone(),
+        frames: FrameCache::default(),
+    }
+}
+
+/// The BSATN length of every value of `ty` when 1.3 treats it as fixed (its static layout):
+/// primitives and products of them, and sums whose variants all have one primitive layout.
+pub fn static_len(ts: &Typespace, ty: &AlgebraicType) -> Option<usize> {
+    fn go(ts: &Typespace, ty: &AlgebraicType, depth: u32) -> Option<usize> {
+        if depth > 64 {
+            return None;
+        }
+        match ty {
+            AlgebraicType::Product(p) => p.elements.iter().map(|e| go(ts, &e.ty, depth + 1)).sum(),
+            AlgebraicType::Ref(r) => go(ts, ts.types.get(*r as usize)?, depth + 1),
+            AlgebraicType::Sum(s) => {
+                let first = s.variants.first()?;
+                let layout = |t: &AlgebraicType| -> Option<(bool, usize)> {
+                    let resolved = ts.resolve(t)?;
+                    match resolved {
+                        AlgebraicType::Product(p) if p.elements.is_empty() => Some((false, 0)),
+                        AlgebraicType::Product(_) | AlgebraicType::Sum(_) => None,
+                        other => Some((true, other.fixed_bsatn_len(ts)?)),
+                    }
+                };
+                let l = layout(&first.ty)?;
+                s.variants.iter().all(|v| layout(&v.ty) == Some(l)).then_some(1 + l.1)
+            }
+            other => other.fixed_bsatn_len(ts),
+        }
+    }
+    go(ts, ty, 0)
+}
