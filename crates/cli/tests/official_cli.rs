@@ -162,3 +162,50 @@ fn official_cli_behaves_as_against_the_reference() {
     std::fs::remove_dir_all(&scratch).ok();
     assert!(mismatches.is_empty(), "{} steps differ:\n{}", mismatches.len(), mismatches.join("\n"));
 }
+
+/// `spacetime subscribe`, unchanged, prints the initial rows and each update as JSON lines.
+#[test]
+fn official_cli_subscribe_prints_updates() {
+    use std::io::{BufRead, BufReader};
+    if !cli_available() {
+        assert!(std::env::var_os("EPOCH_REQUIRE_SPACETIME_CLI").is_none(), "spacetimedb-cli is required");
+        return;
+    }
+    let scratch = std::env::temp_dir().join(format!("epoch-cli-subscribe-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).unwrap();
+    let config = scratch.join("config.toml");
+    let server = Server::start(&[]);
+    let cli = |args: &[&str]| {
+        let out = Command::new("spacetimedb-cli").arg("--config-path").arg(&config).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    cli(&["server", "add", "--url", &server.url, "epoch", "-d"]);
+    cli(&["login", "--server-issued-login", "epoch"]);
+    let bank = fixture("bank").to_string_lossy().to_string();
+    cli(&["publish", "-s", "epoch", "-b", &bank, "bank", "--yes"]);
+    cli(&["call", "-s", "epoch", "bank", "open_accounts", "0", "3", "100"]);
+    let mut child = Command::new("spacetimedb-cli")
+        .arg("--config-path")
+        .arg(&config)
+        .args(["subscribe", "-s", "epoch", "bank", "SELECT * FROM account WHERE id < 2"])
+        .args(["-n", "1", "-t", "30", "--print-initial-update", "--yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let initial: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let inserts = initial["account"]["inserts"].as_array().unwrap();
+    assert_eq!(inserts.len(), 2, "{initial}");
+    assert!(inserts.iter().all(|r| r["balance"] == 100), "{initial}");
+    cli(&["call", "-s", "epoch", "bank", "transfer", "0", "1", "30"]);
+    let update: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let mut balances: Vec<i64> =
+        update["account"]["inserts"].as_array().unwrap().iter().map(|r| r["balance"].as_i64().unwrap()).collect();
+    balances.sort();
+    assert_eq!(balances, vec![70, 130], "{update}");
+    assert_eq!(update["account"]["deletes"].as_array().unwrap().len(), 2, "{update}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "subscribe ends after -n 1 update");
+    std::fs::remove_dir_all(&scratch).ok();
+}
