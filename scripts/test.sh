@@ -27,6 +27,19 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 export EPOCH_REQUIRE_MOTO=1
 
+# The official TypeScript SDK (and undici, its WebSocket on Node 20; esbuild, to bundle the test
+# client), cached outside the clone.
+ts_sdk="${EPOCH_TS_SDK_DIR:-$HOME/.cache/epoch/ts-sdk}"
+if [ ! -d "$ts_sdk/node_modules/@clockworklabs/spacetimedb-sdk" ] || [ ! -x "$ts_sdk/node_modules/.bin/esbuild" ]; then
+  echo "== installing the TypeScript SDK into $ts_sdk"
+  mkdir -p "$ts_sdk"
+  [ -f "$ts_sdk/package.json" ] || echo '{"name":"epoch-ts-sdk-test","private":true}' > "$ts_sdk/package.json"
+  (cd "$ts_sdk" && npm install --no-audit --no-fund --silent \
+    @clockworklabs/spacetimedb-sdk@1.3.3 undici@6 esbuild@0.25)
+fi
+export EPOCH_TS_SDK_DIR="$ts_sdk"
+export EPOCH_REQUIRE_SDKS=1
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

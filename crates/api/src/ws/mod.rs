@@ -272,7 +272,11 @@ impl Connection {
             Err(e) => End::Dropped(e.to_string()),
         };
         match &end {
-            End::ClientClosed => tracing::debug!(client = id, "client closed the connection"),
+            End::ClientClosed => {
+                tracing::debug!(client = id, "client closed the connection");
+                // Hands over the reply to the client's close frame, so its close is clean.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures::SinkExt::close(&mut socket)).await;
+            }
             End::Dropped(why) => tracing::debug!(client = id, "connection dropped: {why}"),
             End::Server(code, why) => {
                 tracing::info!(client = id, code, "closing the connection: {why}");
