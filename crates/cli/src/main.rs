@@ -258,6 +258,7 @@ fn start(args: StartArgs) -> Result<()> {
         None => std::sync::Arc::new(epoch_core::ControlPlane::new(config)),
     };
     let starting = control.clone();
+    let stopping = control.clone();
     let runner = epoch_sync::Runner::open(control.clone(), Duration::from_secs(workflow_retention_days * 24 * 3600))?;
     let state = epoch_api::AppState {
         runner: Some(runner),
@@ -283,9 +284,39 @@ fn start(args: StartArgs) -> Result<()> {
             tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "every database has opened");
             announce("epoch ready");
         });
-        epoch_api::serve(listener, state).await?;
+        tokio::select! {
+            served = epoch_api::serve(listener, state) => served?,
+            () = shutdown_signal() => {
+                // A clean stop: every connected client leaves (client_disconnected runs, durably)
+                // before the process ends.
+                tracing::info!("stopping: disconnecting clients");
+                tokio::task::spawn_blocking(move || {
+                    for db in stopping.all() {
+                        let _ = db.handle.with(|d| d.disconnect_all_clients());
+                    }
+                })
+                .await?;
+                tracing::info!("stopped");
+            }
+        }
         Ok(())
     })
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 /// Writes one line to standard output, ignoring a reader that has gone away.

@@ -30,6 +30,20 @@ impl Server {
         server
     }
 
+    /// Waits (at most 30 s) for the process to end by itself; asserts it exited cleanly.
+    pub fn wait_exit(mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the server exited with {status}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the server did not stop");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        self.owns_data = false;
+    }
+
     /// Kills the process with SIGKILL, as a crash would.
     pub fn crash(mut self) {
         let _ = self.child.kill();
