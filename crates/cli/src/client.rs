@@ -75,6 +75,22 @@ impl Session {
         format!("{}{path}", self.server)
     }
 
+    /// The server's URL.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    /// The caller's token.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// GETs `path` and parses the JSON answer.
+    pub fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        let resp = Self::check(self.http.get(self.url(path)).bearer_auth(&self.token).send()?)?;
+        Ok(resp.json()?)
+    }
+
     fn check(resp: Response) -> Result<Response> {
         let status = resp.status();
         if status.is_success() {

@@ -9,6 +9,7 @@ use epoch_core::{bench, Caller, Database, HostConfig, ReducerArgs};
 
 mod client;
 mod server_config;
+mod subscribe_cmd;
 mod sync_cmd;
 
 #[derive(Parser)]
@@ -137,6 +138,21 @@ enum Command {
     Call { database: String, reducer: String, args: Vec<String> },
     /// Run a SQL query and print the result as a table.
     Sql { database: String, query: String },
+    /// Subscribe to queries and print each update as a JSON line (as `spacetime subscribe`).
+    Subscribe {
+        database: String,
+        #[arg(required = true)]
+        queries: Vec<String>,
+        /// Stop after N updates.
+        #[arg(short = 'n', long)]
+        num_updates: Option<u64>,
+        /// Stop after S seconds.
+        #[arg(short = 't', long)]
+        timeout: Option<u64>,
+        /// Print the initial rows too.
+        #[arg(long)]
+        print_initial_update: bool,
+    },
     /// Print a database's module logs.
     Logs {
         database: String,
@@ -179,6 +195,14 @@ fn main() -> Result<()> {
         Command::Publish { name, wasm, clear } => session()?.publish(&name, &wasm, clear),
         Command::Call { database, reducer, args } => session()?.call(&database, &reducer, &args),
         Command::Sql { database, query } => session()?.sql(&database, &query),
+        Command::Subscribe { database, queries, num_updates, timeout, print_initial_update } => {
+            let opts = subscribe_cmd::Options {
+                num_updates,
+                timeout: timeout.map(Duration::from_secs),
+                print_initial: print_initial_update,
+            };
+            session()?.subscribe(&database, &queries, opts)
+        }
         Command::Logs { database, num_lines, follow } => session()?.logs(&database, num_lines, follow),
         Command::Describe { database } => session()?.describe(&database),
         Command::Delete { database } => session()?.delete(&database),

@@ -432,3 +432,55 @@ fn limits_refuse_with_clear_reasons_and_a_slow_client_is_cut_off() {
     assert!(metrics.contains("epoch_ws_connections"), "{metrics}");
     assert!(metrics.contains("epoch_subscription_queries{"), "{metrics}");
 }
+
+/// `epoch subscribe` prints the initial rows and each update as JSON lines, rows by column.
+#[test]
+fn epoch_subscribe_prints_updates_as_json_lines() {
+    use std::io::{BufRead, BufReader};
+    let server = Server::start(&[]);
+    let dir = std::env::temp_dir().join(format!("epoch-subscribe-cmd-{}", common::rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("cli.json");
+    let epoch = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_epoch"))
+            .args(["--server", &server.url, "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let bank = common::fixture("bank").to_string_lossy().to_string();
+    assert!(epoch(&["publish", "bank", "--wasm", &bank]).status.success());
+    assert!(epoch(&["call", "bank", "open_accounts", "0", "3", "100"]).status.success());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_epoch"))
+        .args(["--server", &server.url, "--config"])
+        .arg(&config)
+        .args([
+            "subscribe",
+            "bank",
+            "SELECT * FROM account WHERE id < 2",
+            "-n",
+            "1",
+            "-t",
+            "30",
+            "--print-initial-update",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let initial: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(initial["account"]["inserts"].as_array().unwrap().len(), 2, "{initial}");
+    assert!(epoch(&["call", "bank", "transfer", "0", "1", "30"]).status.success());
+    let update: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    let mut balances: Vec<i64> =
+        update["account"]["inserts"].as_array().unwrap().iter().map(|r| r["balance"].as_i64().unwrap()).collect();
+    balances.sort();
+    assert_eq!(balances, vec![70, 130], "{update}");
+    assert!(child.wait().unwrap().success());
+    // A timeout ends it cleanly.
+    let out = epoch(&["subscribe", "bank", "SELECT * FROM account", "-t", "1"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out after 1s"));
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -73,7 +73,11 @@ fn updates_sent_before_a_crash_survive_it_and_cut_clients_are_disconnected() {
     again.send_json(json!({"Subscribe": {"query_strings": ["SELECT * FROM post"], "request_id": 2}}));
     let init = again.recv_variant("InitialSubscription");
     let now: BTreeSet<String> = posts_in(&init["database_update"]).into_iter().collect();
-    assert!(seen.is_subset(&now), "received before the crash but lost: {:?}", seen.difference(&now).collect::<Vec<_>>());
+    assert!(
+        seen.is_subset(&now),
+        "received before the crash but lost: {:?}",
+        seen.difference(&now).collect::<Vec<_>>()
+    );
     let (_, body) = server.sql(Some(&owner), &db, "SELECT body FROM post");
     let rows = serde_json::from_str::<Value>(&body).unwrap()[0]["rows"].as_array().unwrap().len();
     assert_eq!(rows, now.len(), "the initial rows are the database's");

@@ -164,7 +164,14 @@ fn every_client_copy_equals_its_queries_after_every_step() {
             let light = if i % 3 == 0 { "light=true" } else { "" };
             let mut ws = connect(&server.url, &db, JSON, light, token).unwrap();
             ws.recv_variant("IdentityToken");
-            Client { ws, owner: owner_client, sets: BTreeMap::new(), copy: BTreeMap::new(), next_id: 1, pending: BTreeSet::new() }
+            Client {
+                ws,
+                owner: owner_client,
+                sets: BTreeMap::new(),
+                copy: BTreeMap::new(),
+                next_id: 1,
+                pending: BTreeSet::new(),
+            }
         })
         .collect();
 
@@ -179,7 +186,9 @@ fn every_client_copy_equals_its_queries_after_every_step() {
                 let qs: Vec<&'static str> = (0..n).map(|_| allowed[rng.below(allowed.len() as u64) as usize]).collect();
                 let id = c.next_id;
                 c.next_id += 1;
-                c.ws.send_json(json!({"SubscribeMulti": {"query_strings": qs, "request_id": id, "query_id": {"id": id}}}));
+                c.ws.send_json(
+                    json!({"SubscribeMulti": {"query_strings": qs, "request_id": id, "query_id": {"id": id}}}),
+                );
                 c.read_until(|m| m.get("SubscribeMultiApplied").is_some_and(|a| a["query_id"]["id"] == id));
                 c.sets.insert(id, qs.into_iter().collect::<BTreeSet<_>>().into_iter().collect());
             }
@@ -218,7 +227,9 @@ fn every_client_copy_equals_its_queries_after_every_step() {
         // A barrier per client: a one-off query's answer follows every update queued before it.
         for (i, c) in clients.iter_mut().enumerate() {
             let mid = format!("{:08x}", step * 16 + i);
-            c.ws.send_json(json!({"OneOffQuery": {"message_id": mid, "query_string": "SELECT * FROM account WHERE id = 0"}}));
+            c.ws.send_json(
+                json!({"OneOffQuery": {"message_id": mid, "query_string": "SELECT * FROM account WHERE id = 0"}}),
+            );
             c.read_until(|m| m.get("OneOffQueryResponse").is_some_and(|r| r["message_id"] == mid));
             let held = c.held();
             let want = fresh(&server, &owner, &db, &held);
