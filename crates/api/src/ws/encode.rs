@@ -314,14 +314,7 @@ fn other_message(w: &mut Writer, msg: &Outgoing) {
                     } else {
                         (UNSUBSCRIBE_APPLIED, "UnsubscribeApplied")
                     };
-                    w.variant(tag, name);
-                    w.begin_struct();
-                    w.field("request_id");
-                    w.u32(*request_id);
-                    w.field("total_host_execution_duration_micros");
-                    w.u64(*micros);
-                    w.field("query_id");
-                    w.query_id(*query_id);
+                    applied_header(w, (tag, name), *request_id, *micros, *query_id);
                     w.field("rows");
                     let empty = TableRows { table: 0, query: 0, rows: Vec::new() };
                     let rows = tables.first().unwrap_or(&empty);
@@ -342,14 +335,7 @@ fn other_message(w: &mut Writer, msg: &Outgoing) {
                     } else {
                         (UNSUBSCRIBE_MULTI_APPLIED, "UnsubscribeMultiApplied")
                     };
-                    w.variant(tag, name);
-                    w.begin_struct();
-                    w.field("request_id");
-                    w.u32(*request_id);
-                    w.field("total_host_execution_duration_micros");
-                    w.u64(*micros);
-                    w.field("query_id");
-                    w.query_id(*query_id);
+                    applied_header(w, (tag, name), *request_id, *micros, *query_id);
                     w.field("update");
                     rows_database_update(w, schema, tables, as_deletes);
                     w.end_struct();
@@ -403,6 +389,18 @@ fn other_message(w: &mut Writer, msg: &Outgoing) {
         }
         Outgoing::Tx { .. } | Outgoing::Close(_) => {}
     }
+}
+
+/// The fields every `*Applied` message starts with.
+fn applied_header(w: &mut Writer, (tag, name): (u8, &str), request_id: u32, micros: u64, query_id: u32) {
+    w.variant(tag, name);
+    w.begin_struct();
+    w.field("request_id");
+    w.u32(request_id);
+    w.field("total_host_execution_duration_micros");
+    w.u64(micros);
+    w.field("query_id");
+    w.query_id(query_id);
 }
 
 fn one_off_table(w: &mut Writer, schema: &WireSchema, rows: &OneOffRows) {
@@ -651,11 +649,12 @@ impl Writer {
         }
     }
 
-    fn option_u32(&mut self, v: Option<u32>) {
+    /// An `Option`: `some` (tag 0) with `write`'s payload, or `none` (tag 1).
+    fn option<T>(&mut self, v: Option<T>, write: impl FnOnce(&mut Self, T)) {
         match v {
             Some(x) => {
                 self.variant(0, "some");
-                self.u32(x);
+                write(self, x);
             }
             None => {
                 self.variant(1, "none");
@@ -665,18 +664,12 @@ impl Writer {
         self.end_variant();
     }
 
+    fn option_u32(&mut self, v: Option<u32>) {
+        self.option(v, Self::u32);
+    }
+
     fn option_str(&mut self, v: Option<&str>) {
-        match v {
-            Some(x) => {
-                self.variant(0, "some");
-                self.str(x);
-            }
-            None => {
-                self.variant(1, "none");
-                self.unit();
-            }
-        }
-        self.end_variant();
+        self.option(v, |w, s| w.str(s));
     }
 
     /// A `CompressableQueryUpdate` (binary: always `Uncompressed`, as 1.3 sends them) around a
