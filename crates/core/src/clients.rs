@@ -19,9 +19,10 @@ use crate::database::Caller;
 
 pub use epoch_subscription::{ClientId, QueryUpdate};
 
-/// 1.3 numbers user tables from 4096 (the ids below are its system tables'); clients see
-/// table ids in updates, so Epoch's store ids are shifted by this on the wire.
-pub const WIRE_TABLE_ID_BASE: u32 = 4096;
+/// 1.3 numbers a module's tables from 4097 (the ids below are its system tables'; checked
+/// against the reference); clients see table ids in updates, so Epoch's store ids are shifted
+/// by this on the wire.
+pub const WIRE_TABLE_ID_BASE: u32 = 4097;
 
 /// The most clients one database serves at once, by default.
 pub const DEFAULT_MAX_CLIENTS_PER_DATABASE: usize = 10_000;
@@ -121,6 +122,8 @@ pub struct TxEvent {
     pub schema: Arc<WireSchema>,
     /// Encoded frames, shared by clients that receive the same bytes (the API layer fills it).
     pub frames: FrameCache,
+    /// The arguments as a JSON caller wrote them (sent as is to JSON clients, as 1.3 does).
+    pub json_args: Option<Arc<str>>,
 }
 
 /// Frames encoded once per transaction: keyed by the encoder's format code and the updates a
@@ -714,6 +717,7 @@ pub fn refused_event(schema: &Arc<WireSchema>, caller: Caller, reducer: &str, me
         duration_micros: 0,
         schema: schema.clone(),
         frames: FrameCache::default(),
+        json_args: None,
     }
 }
 

@@ -72,13 +72,15 @@ pub enum UpdateError {
 }
 
 /// A call from a connected client: who hears of its outcome, and under which request id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientCall {
     pub client: ClientId,
     pub request_id: u32,
     /// Whether the client wants to hear of a success even when none of its queries changed
     /// (1.3's `FullUpdate` flag; `NoSuccessNotify` clears it).
     pub notify_success: bool,
+    /// The arguments as the client wrote them in JSON, echoed to JSON clients as 1.3 does.
+    pub json_args: Option<std::sync::Arc<str>>,
 }
 
 /// A committed transaction on its way through [`Database::on_commit`].
@@ -449,7 +451,8 @@ impl Database {
                 o => TxStatus::Failed(o.error_message().unwrap_or_default()),
             };
             // As 1.3: a failure's event carries no request id.
-            let event = self.event(status, &By::Reducer(id), caller, args, 0, r.duration, timestamp_micros);
+            let mut event = self.event(status, &By::Reducer(id), caller, args, 0, r.duration, timestamp_micros);
+            event.json_args = from.json_args.clone();
             let offset = self.persist.as_ref().and_then(Persistence::last_offset);
             self.clients.broadcast(self.host.db(), &TxDelta::default(), event, Some((from.client, true)), offset);
         }
@@ -501,9 +504,12 @@ impl Database {
             self.scheduler.observe(self.host.db(), delta, now_micros());
         }
         if has_clients && (!delta.is_empty() || from.is_some()) {
-            let request_id = from.map_or(0, |f| f.request_id);
-            let event =
+            let request_id = from.as_ref().map_or(0, |f| f.request_id);
+            // Clients see no arguments for the server's own transactions (SQL DML).
+            let event_args = if matches!(by, By::Reducer(_)) { event_args } else { Vec::new() };
+            let mut event =
                 self.event(TxStatus::Committed, &by, caller, event_args, request_id, duration, timestamp_micros);
+            event.json_args = from.as_ref().and_then(|f| f.json_args.clone());
             let offset = self.persist.as_ref().and_then(Persistence::last_offset);
             let to = from.map(|f| (f.client, f.notify_success));
             self.clients.broadcast(self.host.db(), delta, event, to, offset);
@@ -539,6 +545,7 @@ impl Database {
             duration_micros: duration.as_micros() as i64,
             schema,
             frames: FrameCache::default(),
+            json_args: None,
         }
     }
 
@@ -591,7 +598,11 @@ impl Database {
     /// update (a refused call too, as 1.3 reports it).
     pub fn client_call(&mut self, id: ClientId, name: &str, args: ReducerArgs, request_id: u32, notify_success: bool) {
         let Some(caller) = self.clients.caller_of(id) else { return };
-        let from = ClientCall { client: id, request_id, notify_success };
+        let json_args = match &args {
+            ReducerArgs::Json(text) => Some(std::sync::Arc::from(text.as_str())),
+            ReducerArgs::Bsatn(_) => None,
+        };
+        let from = ClientCall { client: id, request_id, notify_success, json_args };
         if let Err(e) = self.call_with_step(name, args, caller, None, Some(from)) {
             let message = match &e {
                 CallError::NoSuchReducer(_) => "no such reducer".to_string(),

@@ -197,6 +197,7 @@ fn tx_update(w: &mut Writer, event: &TxEvent, updates: &[Arc<QueryUpdate>], ligh
 fn args(w: &mut Writer, event: &TxEvent) {
     match w.format {
         Format::Bsatn => w.bytes(&event.args),
+        Format::Json if event.json_args.is_some() => w.str(event.json_args.as_deref().unwrap_or("[]")),
         Format::Json => {
             let params = event.schema.reducers.get(event.reducer_id as usize).map(|(_, p)| p);
             let text = match params {

@@ -122,7 +122,7 @@ pub fn decompress(frame: &[u8]) -> Vec<u8> {
     }
 }
 
-struct R<'a>(&'a [u8]);
+struct R<'a>(&'a [u8], bool);
 
 impl R<'_> {
     fn take(&mut self, n: usize) -> &[u8] {
@@ -169,8 +169,20 @@ impl R<'_> {
             t => panic!("bad option tag {t}"),
         }
     }
-    /// A row list: rows as hex strings.
+    /// A row list: rows as hex strings (with `hints`, `{"size_hint": …, "rows": […]}`).
     fn row_list(&mut self) -> Value {
+        let hints = self.1;
+        let hint_of = |fixed: Option<usize>| match fixed {
+            Some(n) => format!("FixedSize({n})"),
+            None => "RowOffsets".to_string(),
+        };
+        let wrap = |fixed: Option<usize>, rows: Value| {
+            if hints {
+                json!({"size_hint": hint_of(fixed), "rows": rows})
+            } else {
+                rows
+            }
+        };
         let fixed = match self.u8() {
             0 => Some(self.u16() as usize),
             1 => {
@@ -182,14 +194,14 @@ impl R<'_> {
                     let end = offsets.get(i + 1).map_or(data.len(), |e| *e as usize);
                     rows.push(Value::String(hex::encode(&data[*o as usize..end])));
                 }
-                return Value::Array(rows);
+                return wrap(None, Value::Array(rows));
             }
             t => panic!("bad size hint {t}"),
         };
         let data = self.bytes();
         let n = fixed.unwrap();
         assert!(n > 0 && data.len().is_multiple_of(n), "fixed-size rows fill the data");
-        Value::Array(data.chunks(n).map(|c| Value::String(hex::encode(c))).collect())
+        wrap(fixed, Value::Array(data.chunks(n).map(|c| Value::String(hex::encode(c))).collect()))
     }
     fn table_update(&mut self) -> Value {
         let table_id = self.u32();
@@ -214,7 +226,12 @@ impl R<'_> {
 
 /// Decodes a BSATN `ServerMessage` into the JSON protocol's shape (rows as hex strings).
 pub fn decode_server_message(b: &[u8]) -> Value {
-    let mut r = R(b);
+    decode_server_message_with(b, false)
+}
+
+/// As [`decode_server_message`]; `hints`: row lists also say their size hint.
+pub fn decode_server_message_with(b: &[u8], hints: bool) -> Value {
+    let mut r = R(b, hints);
     let v = match r.u8() {
         0 => {
             let du = r.database_update();
