@@ -19,7 +19,7 @@ pub(crate) fn dml(store: &mut Store, statement: Statement) -> Result<DmlStats, S
             };
             let name = table_name(name)?;
             let (table_id, row_type) = dml_table(store, &name)?;
-            let scope = Scope { table: &name, alias: None, row_type: &row_type };
+            let scope = Scope { table: &name, alias: None, row_type: &row_type, joined: None };
             let columns: Vec<usize> = if ins.columns.is_empty() {
                 (0..row_type.elements.len()).collect()
             } else {
@@ -53,7 +53,7 @@ pub(crate) fn dml(store: &mut Store, statement: Statement) -> Result<DmlStats, S
         Statement::Update { table, assignments, selection, from: None, returning: None, or: None } => {
             let name = single_table(std::slice::from_ref(&table))?;
             let (table_id, row_type) = dml_table(store, &name)?;
-            let scope = Scope { table: &name, alias: None, row_type: &row_type };
+            let scope = Scope { table: &name, alias: None, row_type: &row_type, joined: None };
             let mut sets = Vec::new();
             for a in &assignments {
                 let sqlparser::ast::AssignmentTarget::ColumnName(col) = &a.target else {
@@ -83,7 +83,7 @@ pub(crate) fn dml(store: &mut Store, statement: Statement) -> Result<DmlStats, S
             };
             let name = single_table(from)?;
             let (table_id, row_type) = dml_table(store, &name)?;
-            let scope = Scope { table: &name, alias: None, row_type: &row_type };
+            let scope = Scope { table: &name, alias: None, row_type: &row_type, joined: None };
             let cond = match &del.selection {
                 Some(e) => scope.condition(e)?,
                 None => Cond::Const(true),

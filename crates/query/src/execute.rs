@@ -81,7 +81,12 @@ pub(crate) fn plan_select(
         .filter(|t| ctx.is_owner || t.schema.def.table_access == TableAccess::Public)
         .ok_or_else(|| SqlError::UnknownTable(table_name.clone()))?;
     let row_type = table.schema.row_type().clone();
-    let scope = Scope { table: &table_name, alias: alias.as_ref().map(|a| a.name.value.as_str()), row_type: &row_type };
+    let scope = Scope {
+        table: &table_name,
+        alias: alias.as_ref().map(|a| a.name.value.as_str()),
+        row_type: &row_type,
+        joined: None,
+    };
 
     let projection = scope.projection(&select.projection)?;
     let cond = match &select.selection {

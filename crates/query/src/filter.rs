@@ -1,13 +1,21 @@
-//! Row filters for subscriptions: a `SELECT * FROM t [WHERE …]` compiled once, then asked of
-//! one row at a time (the rows a transaction inserted or deleted).
+//! Subscription queries: `SELECT * FROM t [WHERE …]`, or the join 1.3 allows,
+//! `SELECT a.* FROM a JOIN b ON a.x = b.y [WHERE …]`, compiled once and then evaluated against
+//! each transaction's delta only (joins probe the other side through its index).
 
-use epoch_sats::{AlgebraicType, AlgebraicValue};
-use epoch_store::Store;
-use sqlparser::ast::Statement;
+use std::collections::BTreeMap;
+use std::ops::Bound;
 
-use crate::execute::{eval, plan_select};
+use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType};
+use epoch_schema::TableAccess;
+use epoch_store::{Store, Table, TxDelta};
+use sqlparser::ast::{
+    BinaryOperator, Expr, JoinConstraint, JoinOperator, ObjectNamePart, SelectItem, SelectItemQualifiedWildcardKind,
+    SetExpr, Statement, TableFactor,
+};
+
+use crate::execute::{eval, plan_select, store_err};
 use crate::parse::parse_one;
-use crate::plan::{Cond, Projection};
+use crate::plan::{Cond, Projection, Scope};
 use crate::{QueryContext, SqlError};
 
 /// Which rows of one table a subscription query selects.
@@ -16,15 +24,48 @@ pub struct Filter {
     table_id: u32,
     row_type: AlgebraicType,
     cond: Cond,
+    join: Option<Join>,
 }
 
+/// The second table of a join and how rows meet.
+#[derive(Debug)]
+struct Join {
+    /// The table named first (`FROM`) and the joined one; the condition sees the first's
+    /// columns, then the second's.
+    tables: [Side; 2],
+    /// Which of the two the query returns.
+    projected: usize,
+}
+
+#[derive(Debug)]
+struct Side {
+    table: u32,
+    row_type: AlgebraicType,
+    /// The join column.
+    col: usize,
+    /// The position (in the table's indexes) of a one-column index on the join column.
+    index: Option<usize>,
+}
+
+/// Rows with multiplicities (a join may return a row once per partner).
+type Bag = BTreeMap<Box<[u8]>, i64>;
+
 impl Filter {
-    /// Compiles a subscription query: whole rows (`*` or `t.*`) of one table the caller may see,
-    /// with an optional `WHERE`; no `LIMIT`, no `COUNT`, no column list.
+    /// Compiles a subscription query: whole rows of one table the caller may see, with an
+    /// optional `WHERE`, or of one side of a two-table inner join on equal columns, one of which
+    /// has an index; no `LIMIT`, no `COUNT`, no column list.
     pub fn compile(store: &Store, sql: &str, ctx: QueryContext) -> Result<Self, SqlError> {
         let Statement::Query(query) = parse_one(sql, ctx)? else {
             return Err(SqlError::Unsupported("a subscription must be a SELECT".into()));
         };
+        if let SetExpr::Select(select) = query.body.as_ref() {
+            if select.from.len() == 1 && !select.from[0].joins.is_empty() {
+                return Self::compile_join(store, select, ctx);
+            }
+            if select.from.len() > 1 {
+                return Err(SqlError::Join("Implicit joins are not supported"));
+            }
+        }
         let plan = plan_select(store, query, ctx)?;
         if !matches!(plan.projection, Projection::All) {
             return Err(SqlError::SubscriptionProjection);
@@ -32,7 +73,96 @@ impl Filter {
         if plan.limit.is_some() {
             return Err(SqlError::Unsupported("LIMIT in a subscription".into()));
         }
-        Ok(Self { table_id: plan.table_id, row_type: AlgebraicType::Product(plan.row_type), cond: plan.cond })
+        Ok(Self {
+            table_id: plan.table_id,
+            row_type: AlgebraicType::Product(plan.row_type),
+            cond: plan.cond,
+            join: None,
+        })
+    }
+
+    fn compile_join(store: &Store, select: &sqlparser::ast::Select, ctx: QueryContext) -> Result<Self, SqlError> {
+        let from = &select.from[0];
+        let [join] = from.joins.as_slice() else {
+            return Err(SqlError::Join("Invalid number of tables in subscription: more than 2"));
+        };
+        let on = match &join.join_operator {
+            JoinOperator::Join(JoinConstraint::On(e)) | JoinOperator::Inner(JoinConstraint::On(e)) => e,
+            _ => return Err(SqlError::Join("Non-inner joins are not supported")),
+        };
+        let named = |f: &TableFactor| -> Result<(String, Option<String>, &Table), SqlError> {
+            let TableFactor::Table { name, alias, .. } = f else {
+                return Err(SqlError::Unsupported("subqueries".into()));
+            };
+            let table_name = match name.0.as_slice() {
+                [ObjectNamePart::Identifier(id)] => id.value.clone(),
+                _ => return Err(SqlError::Unsupported(format!("table name {name}"))),
+            };
+            let table = store
+                .table_by_name(&table_name)
+                .filter(|t| ctx.is_owner || t.schema.def.table_access == TableAccess::Public)
+                .ok_or_else(|| SqlError::UnknownTable(table_name.clone()))?;
+            Ok((table_name, alias.as_ref().map(|a| a.name.value.clone()), table))
+        };
+        let (a_name, a_alias, a) = named(&from.relation)?;
+        let (b_name, b_alias, b) = named(&join.relation)?;
+        if a_alias.as_deref().unwrap_or(&a_name) == b_alias.as_deref().unwrap_or(&b_name) {
+            return Err(SqlError::Join("Duplicate name in a join; give the tables aliases"));
+        }
+        let mut elements = a.schema.row_type().elements.to_vec();
+        elements.extend(b.schema.row_type().elements.iter().cloned());
+        let combined = ProductType { elements: elements.into() };
+        let a_len = a.schema.row_type().elements.len();
+        let scope = Scope {
+            table: &a_name,
+            alias: a_alias.as_deref(),
+            row_type: &combined,
+            joined: Some((&b_name, b_alias.as_deref(), a_len)),
+        };
+        let projected = match select.projection.as_slice() {
+            [SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _)] => {
+                let n = n.to_string();
+                if n == a_name || Some(&n) == a_alias.as_ref() {
+                    0
+                } else if n == b_name || Some(&n) == b_alias.as_ref() {
+                    1
+                } else {
+                    return Err(SqlError::UnknownTable(n));
+                }
+            }
+            [SelectItem::Wildcard(_)] => return Err(SqlError::Join("SELECT * is not supported for joins")),
+            _ => return Err(SqlError::SubscriptionProjection),
+        };
+        let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = strip(on) else {
+            return Err(SqlError::Join("Non-inner joins are not supported"));
+        };
+        let (Some(l), Some(r)) = (scope.column(left)?, scope.column(right)?) else {
+            return Err(SqlError::Join("Non-inner joins are not supported"));
+        };
+        let (a_col, b_col) = match (l < a_len, r < a_len) {
+            (true, false) => (l, r - a_len),
+            (false, true) => (r, l - a_len),
+            _ => return Err(SqlError::Join("Non-inner joins are not supported")),
+        };
+        if a.schema.row_type().elements[a_col].ty != b.schema.row_type().elements[b_col].ty {
+            return Err(SqlError::Join("The join columns have different types"));
+        }
+        let side = |t: &Table, col: usize| Side {
+            table: t.id,
+            row_type: AlgebraicType::Product(t.schema.row_type().clone()),
+            col,
+            index: t.indexes.iter().position(|i| i.columns.as_slice() == [col as u16]),
+        };
+        let tables = [side(a, a_col), side(b, b_col)];
+        if tables.iter().all(|s| s.index.is_none()) {
+            return Err(SqlError::Join("Subscriptions require indexes on join columns"));
+        }
+        let cond = match &select.selection {
+            Some(e) => scope.condition(e)?,
+            None => Cond::Const(true),
+        };
+        let p = &tables[projected];
+        Ok(Self { table_id: p.table, row_type: p.row_type.clone(), cond, join: Some(Join { tables, projected }) })
     }
 
     /// The table whose rows this filter selects.
@@ -40,30 +170,214 @@ impl Filter {
         self.table_id
     }
 
-    /// Whether the BSATN row `row` of the filter's table is selected.
+    /// The tables whose changes can change the result.
+    pub fn reads(&self) -> Vec<u32> {
+        match &self.join {
+            None => vec![self.table_id],
+            Some(j) => j.tables.iter().map(|s| s.table).collect(),
+        }
+    }
+
+    /// Whether the BSATN row `row` of the filter's table is selected (single-table queries).
     pub fn matches(&self, store: &Store, row: &[u8]) -> Result<bool, SqlError> {
         if let Cond::Const(all) = self.cond {
             return Ok(all);
         }
-        let value = epoch_sats::bsatn::decode(&store.typespace, &self.row_type, row)
-            .map_err(|e| SqlError::Unsupported(e.to_string()))?;
+        let value = decode(store, &self.row_type, row)?;
         Ok(eval(&self.cond, value.as_product().unwrap_or(&[])))
     }
 
-    /// Every row of the table the filter selects now, as BSATN (a subscription's initial rows).
+    /// Every row the query selects now, as BSATN (a subscription's initial rows). A joined row
+    /// comes once per partner, as 1.3 returns it.
     pub fn initial_rows<'s>(&self, store: &'s Store) -> Result<Vec<&'s [u8]>, SqlError> {
-        let table = store.table(self.table_id).map_err(crate::execute::store_err)?;
+        let Some(join) = &self.join else {
+            let table = store.table(self.table_id).map_err(store_err)?;
+            let mut out = Vec::new();
+            for (_, row) in table.iter() {
+                if self.matches(store, row)? {
+                    out.push(row);
+                }
+            }
+            return Ok(out);
+        };
+        // Walk the side that has no index (or the first), probing the other.
+        let from = if join.tables[1].index.is_some() { 0 } else { 1 };
+        let table = store.table(join.tables[from].table).map_err(store_err)?;
         let mut out = Vec::new();
         for (_, row) in table.iter() {
-            if self.matches(store, row)? {
-                out.push(row);
+            let value = decode(store, &join.tables[from].row_type, row)?;
+            for (other, other_value) in probe(store, &join.tables[1 - from], key(&value, join.tables[from].col))? {
+                let (a, b) = if from == 0 {
+                    ((row, &value), (other, &other_value))
+                } else {
+                    ((other, &other_value), (row, &value))
+                };
+                if self.pair_matches(&a.1, &b.1) {
+                    out.push(if join.projected == 0 { a.0 } else { b.0 });
+                }
             }
         }
         Ok(out)
     }
 
-    /// Whether the decoded row `value` (a product of the table's columns) is selected.
+    /// What `delta` changed in the query's result: (rows that left, rows that entered), with
+    /// multiplicity; `None` when the transaction touched nothing the query reads.
+    #[allow(clippy::type_complexity)]
+    pub fn evaluate(
+        &self,
+        store: &Store,
+        delta: &TxDelta,
+    ) -> Result<Option<(Vec<Box<[u8]>>, Vec<Box<[u8]>>)>, SqlError> {
+        let changes = |t: u32| delta.tables.iter().find(|d| d.table_id == t);
+        let Some(join) = &self.join else {
+            let Some(d) = changes(self.table_id) else { return Ok(None) };
+            let keep = |rows: &[Box<[u8]>]| -> Result<Vec<Box<[u8]>>, SqlError> {
+                let mut kept = Vec::new();
+                for row in rows {
+                    if self.matches(store, row)? {
+                        kept.push(row.clone());
+                    }
+                }
+                Ok(kept)
+            };
+            return Ok(Some((keep(&d.deletes)?, keep(&d.inserts)?)));
+        };
+        let (da, db) = (changes(join.tables[0].table), changes(join.tables[1].table));
+        if da.is_none() && db.is_none() {
+            return Ok(None);
+        }
+        let none: &[Box<[u8]>] = &[];
+        let (a_ins, a_del) = da.map_or((none, none), |d| (&d.inserts[..], &d.deletes[..]));
+        let (b_ins, b_del) = db.map_or((none, none), |d| (&d.inserts[..], &d.deletes[..]));
+        // Pairs present now and not before, and before and not now, from the new state and
+        // the delta (the store holds only the new state):
+        //   entered = A+ ⋈ B + A ⋈ B+ − A+ ⋈ B+
+        //   left    = A- ⋈ B − A- ⋈ B+ + A ⋈ B- − A+ ⋈ B- + A- ⋈ B-
+        let mut entered = Bag::new();
+        let mut left = Bag::new();
+        self.with_store(store, 0, a_ins, &mut entered, 1)?;
+        self.with_store(store, 1, b_ins, &mut entered, 1)?;
+        self.between(store, a_ins, b_ins, &mut entered, -1)?;
+        self.with_store(store, 0, a_del, &mut left, 1)?;
+        self.between(store, a_del, b_ins, &mut left, -1)?;
+        self.with_store(store, 1, b_del, &mut left, 1)?;
+        self.between(store, a_ins, b_del, &mut left, -1)?;
+        self.between(store, a_del, b_del, &mut left, 1)?;
+        let expand = |bag: Bag| -> Vec<Box<[u8]>> {
+            debug_assert!(bag.values().all(|n| *n >= 0), "a join's delta counts pairs that exist");
+            bag.into_iter().flat_map(|(row, n)| std::iter::repeat_n(row, n.max(0) as usize)).collect()
+        };
+        Ok(Some((expand(left), expand(entered))))
+    }
+
+    /// Adds `sign` for each pair of a row of `rows` (of side `side`) with a row of the other
+    /// side in the store, that the condition keeps.
+    fn with_store(
+        &self,
+        store: &Store,
+        side: usize,
+        rows: &[Box<[u8]>],
+        out: &mut Bag,
+        sign: i64,
+    ) -> Result<(), SqlError> {
+        let Some(join) = &self.join else { return Ok(()) };
+        for row in rows {
+            let value = decode(store, &join.tables[side].row_type, row)?;
+            for (other, other_value) in probe(store, &join.tables[1 - side], key(&value, join.tables[side].col))? {
+                let (a, b) = if side == 0 {
+                    ((&row[..], &value), (other, &other_value))
+                } else {
+                    ((other, &other_value), (&row[..], &value))
+                };
+                if self.pair_matches(a.1, b.1) {
+                    let projected = if join.projected == 0 { a.0 } else { b.0 };
+                    *out.entry(projected.into()).or_default() += sign;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `sign` for each pair of a row of `a` with a row of `b` (both from the delta).
+    fn between(
+        &self,
+        store: &Store,
+        a: &[Box<[u8]>],
+        b: &[Box<[u8]>],
+        out: &mut Bag,
+        sign: i64,
+    ) -> Result<(), SqlError> {
+        let Some(join) = &self.join else { return Ok(()) };
+        if a.is_empty() || b.is_empty() {
+            return Ok(());
+        }
+        let bs = b.iter().map(|r| decode(store, &join.tables[1].row_type, r)).collect::<Result<Vec<_>, _>>()?;
+        for ra in a {
+            let va = decode(store, &join.tables[0].row_type, ra)?;
+            for (rb, vb) in b.iter().zip(&bs) {
+                if key(&va, join.tables[0].col) == key(vb, join.tables[1].col) && self.pair_matches(&va, vb) {
+                    let projected = if join.projected == 0 { ra } else { rb };
+                    *out.entry(projected.clone()).or_default() += sign;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the condition keeps the pair (first table's row, joined table's row).
+    fn pair_matches(&self, a: &AlgebraicValue, b: &AlgebraicValue) -> bool {
+        if let Cond::Const(all) = self.cond {
+            return all;
+        }
+        let row: Vec<AlgebraicValue> =
+            a.as_product().unwrap_or(&[]).iter().chain(b.as_product().unwrap_or(&[])).cloned().collect();
+        eval(&self.cond, &row)
+    }
+
+    /// Whether the decoded row `value` (a product of the table's columns) is selected
+    /// (single-table queries).
     pub fn matches_value(&self, value: &AlgebraicValue) -> bool {
         eval(&self.cond, value.as_product().unwrap_or(&[]))
     }
+}
+
+fn strip(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => strip(inner),
+        other => other,
+    }
+}
+
+fn decode(store: &Store, ty: &AlgebraicType, row: &[u8]) -> Result<AlgebraicValue, SqlError> {
+    epoch_sats::bsatn::decode(&store.typespace, ty, row).map_err(|e| SqlError::Unsupported(e.to_string()))
+}
+
+fn key(value: &AlgebraicValue, col: usize) -> &AlgebraicValue {
+    &value.as_product().unwrap_or(&[])[col]
+}
+
+/// The rows of `side`'s table whose join column equals `k`: through its index, else a scan.
+fn probe<'s>(store: &'s Store, side: &Side, k: &AlgebraicValue) -> Result<Vec<(&'s [u8], AlgebraicValue)>, SqlError> {
+    let table = store.table(side.table).map_err(store_err)?;
+    let mut out = Vec::new();
+    match side.index {
+        Some(i) => {
+            let mut ids = Vec::new();
+            table.indexes[i].scan(&[], Bound::Included(k), Bound::Included(k), &mut ids);
+            for id in ids {
+                if let Some(row) = table.get(id) {
+                    out.push((row, decode(store, &side.row_type, row)?));
+                }
+            }
+        }
+        None => {
+            for (_, row) in table.iter() {
+                let v = decode(store, &side.row_type, row)?;
+                if key(&v, side.col) == k {
+                    out.push((row, v));
+                }
+            }
+        }
+    }
+    Ok(out)
 }

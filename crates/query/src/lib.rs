@@ -61,6 +61,9 @@ pub enum SqlError {
     LimitOutOfRange(String),
     #[error("Column projections are not supported in subscriptions; Subscriptions must return a table type")]
     SubscriptionProjection,
+    /// A join that subscriptions do not support, in 1.3's words.
+    #[error("{0}")]
+    Join(&'static str),
 }
 
 /// The most operators (`AND`, `OR`, `NOT`, comparisons, arithmetic) one query may hold.

@@ -42,21 +42,38 @@ pub(crate) enum Projection {
 pub(crate) struct Scope<'a> {
     pub(crate) table: &'a str,
     pub(crate) alias: Option<&'a str>,
+    /// The columns in scope: the table's, then the joined table's (if any).
     pub(crate) row_type: &'a ProductType,
+    /// A joined second table: its name, its alias, and where its columns start in `row_type`.
+    pub(crate) joined: Option<(&'a str, Option<&'a str>, usize)>,
 }
 
 impl Scope<'_> {
     pub(crate) fn column(&self, e: &Expr) -> Result<Option<usize>, SqlError> {
-        let name = match e {
-            Expr::Identifier(id) => id.value.as_str(),
+        let named = |t: &str, table: &str, alias: Option<&str>| t == table || Some(t) == alias;
+        // The columns of the first table, and of the joined one.
+        let first_len = self.joined.map_or(self.row_type.elements.len(), |(_, _, at)| at);
+        let (name, range) = match e {
+            Expr::Identifier(_) if self.joined.is_some() => {
+                return Err(SqlError::Join("Names must be qualified when using joins"))
+            }
+            Expr::Identifier(id) => (id.value.as_str(), 0..first_len),
             Expr::CompoundIdentifier(parts) => match parts.as_slice() {
-                [t, c] if t.value == self.table || Some(t.value.as_str()) == self.alias => c.value.as_str(),
+                [t, c] if named(&t.value, self.table, self.alias) => (c.value.as_str(), 0..first_len),
+                [t, c] if self.joined.is_some_and(|(table, alias, _)| named(&t.value, table, alias)) => {
+                    (c.value.as_str(), first_len..self.row_type.elements.len())
+                }
                 [t, _] => return Err(SqlError::UnknownTable(t.value.clone())),
                 _ => return Err(SqlError::Unsupported(format!("identifier {e}"))),
             },
             _ => return Ok(None),
         };
-        self.row_type.index_of(name).map(Some).ok_or_else(|| SqlError::UnknownColumn(name.to_string()))
+        let offset = range.start;
+        self.row_type.elements[range]
+            .iter()
+            .position(|el| el.name.as_deref() == Some(name))
+            .map(|i| Some(offset + i))
+            .ok_or_else(|| SqlError::UnknownColumn(name.to_string()))
     }
 
     pub(crate) fn projection(&self, items: &[SelectItem]) -> Result<Projection, SqlError> {

@@ -1,14 +1,16 @@
 //! # epoch-subscription
 //!
 //! Subscriptions evaluated incrementally. A client subscribes to queries (`SELECT * FROM t
-//! [WHERE …]`); each query is compiled once into an [`epoch_query::Filter`] and shared by every
+//! [WHERE …]`, or `SELECT a.* FROM a JOIN b ON a.x = b.y [WHERE …]`); each query is compiled once into an [`epoch_query::Filter`] and shared by every
 //! client that sends the same text with the same rights. After each committed transaction,
 //! [`Manager::evaluate`] looks only at the transaction's [`TxDelta`]: each shared query filters
 //! the inserted and deleted rows of its table once, and every subscriber receives the same
 //! [`QueryUpdate`] (shared, not copied). A changed row arrives as a delete plus an insert, as in
 //! SpacetimeDB 1.3.
 //!
-//! Not for: the WebSocket protocol, encoding or delivery (the API layer's job), or joins (later).
+//! Joins are maintained by probing the other side through its index for each changed row.
+//!
+//! Not for: the WebSocket protocol, encoding or delivery (the API layer's job).
 //! No async runtime: the database's writer calls in and hands the updates on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -164,22 +166,12 @@ impl Manager {
     ) -> Result<BTreeMap<ClientId, Vec<Arc<QueryUpdate>>>, SqlError> {
         let mut out: BTreeMap<ClientId, Vec<Arc<QueryUpdate>>> = BTreeMap::new();
         for shared in self.queries.values() {
-            let Some(table) = delta.tables.iter().find(|t| t.table_id == shared.filter.table_id()) else { continue };
-            let keep = |rows: &[Box<[u8]>]| -> Result<Vec<Box<[u8]>>, SqlError> {
-                let mut kept = Vec::new();
-                for row in rows {
-                    if shared.filter.matches(store, row)? {
-                        kept.push(row.clone());
-                    }
-                }
-                Ok(kept)
-            };
-            let (deletes, inserts) = (keep(&table.deletes)?, keep(&table.inserts)?);
+            let Some((deletes, inserts)) = shared.filter.evaluate(store, delta)? else { continue };
             if deletes.is_empty() && inserts.is_empty() {
                 continue;
             }
-            let update =
-                Arc::new(QueryUpdate { query: shared.text.clone(), table_id: table.table_id, deletes, inserts });
+            let table_id = shared.filter.table_id();
+            let update = Arc::new(QueryUpdate { query: shared.text.clone(), table_id, deletes, inserts });
             for client in &shared.subscribers {
                 out.entry(*client).or_default().push(update.clone());
             }
