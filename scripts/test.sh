@@ -38,6 +38,13 @@ if [ ! -d "$ts_sdk/node_modules/@clockworklabs/spacetimedb-sdk" ] || [ ! -x "$ts
     @clockworklabs/spacetimedb-sdk@1.3.3 undici@6 esbuild@0.25)
 fi
 export EPOCH_TS_SDK_DIR="$ts_sdk"
+
+# A client on the official Rust SDK 1.3.2 (tests/sdk/rust), built outside the workspace into a
+# cached target directory (a few minutes the first time; a no-op after).
+echo "== building the Rust SDK test client"
+rust_sdk_target="${EPOCH_RUST_SDK_TARGET:-$HOME/.cache/epoch/rust-sdk-target}"
+(cd tests/sdk/rust && CARGO_TARGET_DIR="$rust_sdk_target" cargo build --locked --quiet)
+export EPOCH_RUST_SDK_CLIENT="$rust_sdk_target/debug/epoch-rust-sdk-client"
 export EPOCH_REQUIRE_SDKS=1
 
 echo "== cargo fmt --check"
