@@ -212,7 +212,7 @@ impl Filter {
                 } else {
                     ((other, &other_value), (row, &value))
                 };
-                if self.pair_matches(&a.1, &b.1) {
+                if self.pair_matches(a.1, b.1) {
                     out.push(if join.projected == 0 { a.0 } else { b.0 });
                 }
             }
