@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use epoch_core::{bench, Caller, Database, HostConfig, ReducerArgs};
 
 mod client;
+mod bench_ws;
 mod server_config;
 mod subscribe_cmd;
 mod sync_cmd;
@@ -179,6 +180,19 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// WebSocket benchmarks (calls, fan-out, initial subscription) against running servers,
+    /// side by side: `--target epoch=http://… --target reference=http://…`.
+    BenchWs {
+        /// NAME=URL of a server to measure; ratios are against the first.
+        #[arg(long = "target", value_name = "NAME=URL", required = true)]
+        targets: Vec<String>,
+        /// Measured seconds per workload and server.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The bank module (defaults to the repository's fixture).
+        #[arg(long, default_value = "tests/fixtures/modules/bank.wasm")]
+        bank: PathBuf,
+    },
 }
 
 fn main() -> Result<()> {
@@ -212,6 +226,14 @@ fn main() -> Result<()> {
             run(module, calls, show, logs, schema, timeout_ms)
         }
         Command::Bench { bank, quick } => run_bench(bank, quick),
+        Command::BenchWs { targets, seconds, bank } => {
+            let targets = targets
+                .iter()
+                .map(|t| t.split_once('=').map(|(n, u)| (n.to_string(), u.trim_end_matches('/').to_string())))
+                .collect::<Option<Vec<_>>>()
+                .context("--target takes NAME=URL")?;
+            bench_ws::run(bench_ws::Options { targets, seconds, bank })
+        }
     }
 }
 

@@ -1,0 +1,379 @@
+//! `epoch bench-ws`: WebSocket workloads run against one or more servers in turn (Epoch and,
+//! when given, the reference SpacetimeDB 1.3 server), with the `bank` module, printing each
+//! figure side by side with the ratio to the first server.
+//!
+//! - calls: `bank.transfer` over BSATN from 1, 16 and 64 clients, 8 calls in flight each; each
+//!   call is done when its caller's `TransactionUpdate` arrives (Epoch sends it once durable).
+//! - fan-out: 100 and 1,000 subscribers (light mode) of one row while a writer commits changes
+//!   to it; the time from the writer's send to each subscriber's receipt.
+//! - initial: a new client subscribing to all 100,000 rows of a table; the time to the complete
+//!   `SubscribeApplied`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use futures::{SinkExt, StreamExt};
+use parking_lot::Mutex;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Calls each client keeps in flight in the throughput workload.
+const IN_FLIGHT: usize = 8;
+/// Accounts the transfers move money between (pairs of two per client slot).
+const ACCOUNTS: u32 = 128;
+/// Rows of the initial-subscription workload.
+const INITIAL_ROWS: u32 = 100_000;
+
+/// What to run.
+pub struct Options {
+    /// (name, base URL) of each server; ratios are against the first.
+    pub targets: Vec<(String, String)>,
+    pub seconds: u64,
+    pub bank: std::path::PathBuf,
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// One server prepared for the workloads.
+struct Target {
+    name: String,
+    url: String,
+    token: String,
+    /// The database of the call and fan-out workloads, by identity.
+    db: String,
+    /// The database with `INITIAL_ROWS` accounts.
+    big: String,
+}
+
+/// One line of the results: workload, metric, and a value per target (lower is better when
+/// `lower_better`).
+struct Row {
+    workload: String,
+    metric: &'static str,
+    values: Vec<f64>,
+    lower_better: bool,
+}
+
+pub fn run(opts: Options) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let wasm = std::fs::read(&opts.bank).with_context(|| format!("reading {}", opts.bank.display()))?;
+        let mut targets = Vec::new();
+        for (name, url) in &opts.targets {
+            targets.push(prepare(name, url, &wasm).await?);
+            eprintln!("prepared {name} at {url}");
+        }
+        let secs = Duration::from_secs(opts.seconds);
+        let mut rows = Vec::new();
+        for clients in [1usize, 16, 64] {
+            let mut per_s = Vec::new();
+            let mut p99 = Vec::new();
+            for t in &targets {
+                let (rate, lat) = calls(t, clients, secs).await?;
+                eprintln!("calls x{clients} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+                per_s.push(rate);
+                p99.push(pct(&lat, 0.99));
+            }
+            let workload = format!("WS transfer, {clients} client{}", if clients == 1 { "" } else { "s" });
+            rows.push(Row { workload: workload.clone(), metric: "calls/s", values: per_s, lower_better: false });
+            rows.push(Row { workload, metric: "p99 ms", values: p99, lower_better: true });
+        }
+        for subscribers in [100usize, 1000] {
+            let mut p50 = Vec::new();
+            let mut p99 = Vec::new();
+            for t in &targets {
+                let lat = fan_out(t, subscribers, secs).await?;
+                eprintln!("fan-out x{subscribers} {}: p50 {:.2} ms p99 {:.2} ms", t.name, pct(&lat, 0.5), pct(&lat, 0.99));
+                p50.push(pct(&lat, 0.5));
+                p99.push(pct(&lat, 0.99));
+            }
+            let workload = format!("fan-out, {subscribers} subscribers");
+            rows.push(Row { workload: workload.clone(), metric: "p50 ms", values: p50, lower_better: true });
+            rows.push(Row { workload, metric: "p99 ms", values: p99, lower_better: true });
+        }
+        let mut initial = Vec::new();
+        for t in &targets {
+            let ms = initial_subscription(t).await?;
+            eprintln!("initial {}: {ms:.1} ms", t.name);
+            initial.push(ms);
+        }
+        rows.push(Row {
+            workload: format!("initial subscription, {INITIAL_ROWS} rows"),
+            metric: "ms (median of 5)",
+            values: initial,
+            lower_better: true,
+        });
+        print_table(&targets, &rows);
+        Ok(())
+    })
+}
+
+fn print_table(targets: &[Target], rows: &[Row]) {
+    let mut header = format!("{:<36} {:<18}", "workload", "metric");
+    for t in targets {
+        header.push_str(&format!(" {:>12}", t.name));
+    }
+    for t in &targets[1..] {
+        header.push_str(&format!(" {:>14}", format!("{}/{}", targets[0].name, t.name)));
+    }
+    println!("{header}");
+    for r in rows {
+        let mut line = format!("{:<36} {:<18}", r.workload, r.metric);
+        for v in &r.values {
+            line.push_str(&format!(" {v:>12.2}"));
+        }
+        for v in &r.values[1..] {
+            // How many times better the first target is.
+            let ratio = if r.lower_better { v / r.values[0] } else { r.values[0] / v };
+            line.push_str(&format!(" {:>13.2}x", ratio));
+        }
+        println!("{line}");
+    }
+}
+
+/// The `q` quantile of `samples` (milliseconds).
+fn pct(samples: &[f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = samples.to_vec();
+    s.sort_by(f64::total_cmp);
+    s[((s.len() - 1) as f64 * q).round() as usize]
+}
+
+async fn prepare(name: &str, url: &str, wasm: &[u8]) -> Result<Target> {
+    let http = reqwest::Client::new();
+    let v: serde_json::Value = http.post(format!("{url}/v1/identity")).send().await?.json().await?;
+    let token = v["token"].as_str().context("no token")?.to_string();
+    let mut dbs = Vec::new();
+    for (name, accounts) in [("benchws", ACCOUNTS), ("benchwsbig", INITIAL_ROWS)] {
+        let r = http.put(format!("{url}/v1/database/{name}")).bearer_auth(&token).body(wasm.to_vec()).send().await?;
+        if !r.status().is_success() {
+            bail!("publishing to {url}: {}", r.text().await?);
+        }
+        let r = http
+            .post(format!("{url}/v1/database/{name}/call/open_accounts"))
+            .bearer_auth(&token)
+            .header("Content-Type", "application/json")
+            .body(format!("[0, {accounts}, 1000000000]"))
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("opening accounts on {url}: {}", r.text().await?);
+        }
+        dbs.push(http.get(format!("{url}/v1/database/{name}/identity")).send().await?.text().await?);
+    }
+    Ok(Target { name: name.to_string(), url: url.to_string(), token, db: dbs[0].clone(), big: dbs[1].clone() })
+}
+
+async fn connect(t: &Target, db: &str, query: &str) -> Result<Socket> {
+    let url = format!("{}/v1/database/{db}/subscribe?compression=None{query}", t.url.replacen("http", "ws", 1));
+    let mut req = url.into_client_request()?;
+    req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("v1.bsatn.spacetimedb"));
+    req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {}", t.token))?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    // IdentityToken first.
+    next_binary(&mut ws).await?;
+    Ok(ws)
+}
+
+async fn next_binary(ws: &mut Socket) -> Result<Vec<u8>> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Binary(b))) => return Ok(b.to_vec()),
+            Some(Ok(Message::Close(c))) => bail!("closed: {c:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("the connection ended"),
+        }
+    }
+}
+
+fn call_message(reducer: &str, args: &[u8], request_id: u32) -> Message {
+    let mut b = vec![0u8];
+    b.extend_from_slice(&(reducer.len() as u32).to_le_bytes());
+    b.extend_from_slice(reducer.as_bytes());
+    b.extend_from_slice(&(args.len() as u32).to_le_bytes());
+    b.extend_from_slice(args);
+    b.extend_from_slice(&request_id.to_le_bytes());
+    b.push(0);
+    Message::Binary(b.into())
+}
+
+fn transfer_args(from: u32, to: u32, amount: i64) -> Vec<u8> {
+    let mut b = from.to_le_bytes().to_vec();
+    b.extend_from_slice(&to.to_le_bytes());
+    b.extend_from_slice(&amount.to_le_bytes());
+    b
+}
+
+/// The request id of a caller's `TransactionUpdate` (uncompressed, empty update or failure).
+fn caller_request_id(frame: &[u8]) -> Option<u32> {
+    let mut at = 2; // compression tag, message tag
+    if frame.get(1) != Some(&1) {
+        return None;
+    }
+    let u32_at = |i: usize| frame.get(i..i + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap_or([0; 4])));
+    match frame.get(at)? {
+        0 => {
+            // Committed: the caller watches nothing, so no tables.
+            if u32_at(at + 1)? != 0 {
+                return None;
+            }
+            at += 5;
+        }
+        1 => at += 5 + u32_at(at + 1)? as usize,
+        _ => at += 1,
+    }
+    at += 8 + 32 + 16; // timestamp, caller identity, connection id
+    at += 4 + u32_at(at)? as usize; // reducer name
+    at += 4; // reducer id
+    at += 4 + u32_at(at)? as usize; // args
+    u32_at(at)
+}
+
+/// Throughput: `clients` clients each keeping `IN_FLIGHT` transfers in flight; calls/s over
+/// the measured window (after a warm-up of a second) and each call's latency.
+async fn calls(t: &Target, clients: usize, secs: Duration) -> Result<(f64, Vec<f64>)> {
+    let warm = Duration::from_secs(1);
+    let start = Instant::now();
+    let measuring = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut ws = connect(t, &t.db, "").await?;
+        let (measuring, done) = (measuring.clone(), done.clone());
+        tasks.push(tokio::spawn(async move {
+            let pair = (c as u32 % (ACCOUNTS / 2)) * 2;
+            let mut sent: HashMap<u32, Instant> = HashMap::new();
+            let mut latencies = Vec::new();
+            let mut next_id = 1u32;
+            let end = start + warm + secs;
+            loop {
+                while sent.len() < IN_FLIGHT && Instant::now() < end {
+                    let (from, to) = if next_id % 2 == 0 { (pair, pair + 1) } else { (pair + 1, pair) };
+                    ws.send(call_message("transfer", &transfer_args(from, to, 1), next_id)).await?;
+                    sent.insert(next_id, Instant::now());
+                    next_id += 1;
+                }
+                if sent.is_empty() {
+                    break;
+                }
+                let frame = next_binary(&mut ws).await?;
+                if let Some(rid) = caller_request_id(&frame) {
+                    if let Some(at) = sent.remove(&rid) {
+                        if measuring.load(Ordering::Relaxed) && Instant::now() < end {
+                            latencies.push(at.elapsed().as_secs_f64() * 1e3);
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            let _ = ws.close(None).await;
+            anyhow::Ok(latencies)
+        }));
+    }
+    tokio::time::sleep_until((start + warm).into()).await;
+    measuring.store(true, Ordering::Relaxed);
+    let measured_from = Instant::now();
+    tokio::time::sleep_until((start + warm + secs).into()).await;
+    let window = measured_from.elapsed().as_secs_f64();
+    let count = done.load(Ordering::Relaxed);
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok((count as f64 / window, latencies))
+}
+
+/// Fan-out: `subscribers` light clients watch account 0 while one writer moves money in and
+/// out of it; each delivery's delay from the writer's send, in milliseconds.
+async fn fan_out(t: &Target, subscribers: usize, secs: Duration) -> Result<Vec<f64>> {
+    let sent: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
+    let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for i in 0..subscribers {
+        let mut ws = connect(t, &t.db, "&light=true").await?;
+        let mut sub = vec![3u8];
+        let q = "SELECT * FROM account WHERE id = 0";
+        sub.extend_from_slice(&(q.len() as u32).to_le_bytes());
+        sub.extend_from_slice(q.as_bytes());
+        sub.extend_from_slice(&(i as u32).to_le_bytes());
+        sub.extend_from_slice(&1u32.to_le_bytes());
+        ws.send(Message::Binary(sub.into())).await?;
+        let applied = next_binary(&mut ws).await?;
+        if applied.get(1) != Some(&5) {
+            bail!("{}: expected SubscribeApplied, got message tag {:?}", t.name, applied.get(1));
+        }
+        let (sent, latencies, stop) = (sent.clone(), latencies.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let frame = match tokio::time::timeout(Duration::from_millis(200), next_binary(&mut ws)).await {
+                    Ok(f) => f?,
+                    Err(_) => continue,
+                };
+                // TransactionUpdateLight: the writer's request id comes first.
+                if frame.get(1) == Some(&2) {
+                    let rid = u32::from_le_bytes(frame[2..6].try_into()?);
+                    let at = sent.lock().get(&rid).copied();
+                    if let Some(at) = at {
+                        latencies.lock().push(at.elapsed().as_secs_f64() * 1e3);
+                    }
+                }
+            }
+            let _ = ws.close(None).await;
+            anyhow::Ok(())
+        }));
+    }
+    let mut writer = connect(t, &t.db, "").await?;
+    let end = Instant::now() + secs;
+    let mut rid = 1u32;
+    while Instant::now() < end {
+        let (from, to) = if rid % 2 == 0 { (0, 1) } else { (1, 0) };
+        sent.lock().insert(rid, Instant::now());
+        writer.send(call_message("transfer", &transfer_args(from, to, 1), rid)).await?;
+        while caller_request_id(&next_binary(&mut writer).await?) != Some(rid) {}
+        rid += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await??;
+    }
+    let _ = writer.close(None).await;
+    let out = latencies.lock().clone();
+    if out.len() < (rid as usize - 1) * subscribers / 2 {
+        bail!("{}: only {} of {} deliveries arrived", t.name, out.len(), (rid as usize - 1) * subscribers);
+    }
+    Ok(out)
+}
+
+/// The median of five times to receive all `INITIAL_ROWS` rows of a new subscription, in ms.
+async fn initial_subscription(t: &Target) -> Result<f64> {
+    let mut times = Vec::new();
+    for i in 0..5u32 {
+        let mut ws = connect(t, &t.big, "").await?;
+        let q = "SELECT * FROM account";
+        let mut sub = vec![3u8];
+        sub.extend_from_slice(&(q.len() as u32).to_le_bytes());
+        sub.extend_from_slice(q.as_bytes());
+        sub.extend_from_slice(&i.to_le_bytes());
+        sub.extend_from_slice(&1u32.to_le_bytes());
+        let started = Instant::now();
+        ws.send(Message::Binary(sub.into())).await?;
+        let frame = next_binary(&mut ws).await?;
+        let ms = started.elapsed().as_secs_f64() * 1e3;
+        if frame.get(1) != Some(&5) || frame.len() < INITIAL_ROWS as usize * 14 {
+            bail!("{}: expected SubscribeApplied with {INITIAL_ROWS} rows, got {} bytes", t.name, frame.len());
+        }
+        times.push(ms);
+        let _ = ws.close(None).await;
+    }
+    Ok(pct(&times, 0.5))
+}
