@@ -34,6 +34,8 @@ pub struct Options {
     pub targets: Vec<(String, String)>,
     pub seconds: u64,
     pub bank: std::path::PathBuf,
+    /// Which workloads (`calls`, `fanout`, `initial`); all when empty.
+    pub only: Vec<String>,
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -68,8 +70,9 @@ pub fn run(opts: Options) -> Result<()> {
             eprintln!("prepared {name} at {url}");
         }
         let secs = Duration::from_secs(opts.seconds);
+        let wanted = |w: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == w);
         let mut rows = Vec::new();
-        for clients in [1usize, 16, 64] {
+        for clients in [1usize, 16, 64].into_iter().filter(|_| wanted("calls")) {
             let mut per_s = Vec::new();
             let mut p99 = Vec::new();
             for t in &targets {
@@ -82,12 +85,17 @@ pub fn run(opts: Options) -> Result<()> {
             rows.push(Row { workload: workload.clone(), metric: "calls/s", values: per_s, lower_better: false });
             rows.push(Row { workload, metric: "p99 ms", values: p99, lower_better: true });
         }
-        for subscribers in [100usize, 1000] {
+        for subscribers in [100usize, 1000].into_iter().filter(|_| wanted("fanout")) {
             let mut p50 = Vec::new();
             let mut p99 = Vec::new();
             for t in &targets {
                 let lat = fan_out(t, subscribers, secs).await?;
-                eprintln!("fan-out x{subscribers} {}: p50 {:.2} ms p99 {:.2} ms", t.name, pct(&lat, 0.5), pct(&lat, 0.99));
+                eprintln!(
+                    "fan-out x{subscribers} {}: p50 {:.2} ms p99 {:.2} ms",
+                    t.name,
+                    pct(&lat, 0.5),
+                    pct(&lat, 0.99)
+                );
                 p50.push(pct(&lat, 0.5));
                 p99.push(pct(&lat, 0.99));
             }
@@ -95,18 +103,20 @@ pub fn run(opts: Options) -> Result<()> {
             rows.push(Row { workload: workload.clone(), metric: "p50 ms", values: p50, lower_better: true });
             rows.push(Row { workload, metric: "p99 ms", values: p99, lower_better: true });
         }
-        let mut initial = Vec::new();
-        for t in &targets {
-            let ms = initial_subscription(t).await?;
-            eprintln!("initial {}: {ms:.1} ms", t.name);
-            initial.push(ms);
+        if wanted("initial") {
+            let mut initial = Vec::new();
+            for t in &targets {
+                let ms = initial_subscription(t).await?;
+                eprintln!("initial {}: {ms:.1} ms", t.name);
+                initial.push(ms);
+            }
+            rows.push(Row {
+                workload: format!("initial subscription, {INITIAL_ROWS} rows"),
+                metric: "ms (median of 5)",
+                values: initial,
+                lower_better: true,
+            });
         }
-        rows.push(Row {
-            workload: format!("initial subscription, {INITIAL_ROWS} rows"),
-            metric: "ms (median of 5)",
-            values: initial,
-            lower_better: true,
-        });
         print_table(&targets, &rows);
         Ok(())
     })
@@ -175,7 +185,9 @@ async fn connect(t: &Target, db: &str, query: &str) -> Result<Socket> {
     let mut req = url.into_client_request()?;
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("v1.bsatn.spacetimedb"));
     req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {}", t.token))?);
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    // A small read buffer: tungstenite zero-fills it before every read (see epoch_api::ws).
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false).await?;
     // IdentityToken first.
     next_binary(&mut ws).await?;
     Ok(ws)

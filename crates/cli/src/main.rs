@@ -7,8 +7,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use epoch_core::{bench, Caller, Database, HostConfig, ReducerArgs};
 
-mod client;
 mod bench_ws;
+mod client;
 mod server_config;
 mod subscribe_cmd;
 mod sync_cmd;
@@ -192,6 +192,9 @@ enum Command {
         /// The bank module (defaults to the repository's fixture).
         #[arg(long, default_value = "tests/fixtures/modules/bank.wasm")]
         bank: PathBuf,
+        /// Only these workloads: calls, fanout, initial (repeat or separate with commas).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
 }
 
@@ -226,13 +229,13 @@ fn main() -> Result<()> {
             run(module, calls, show, logs, schema, timeout_ms)
         }
         Command::Bench { bank, quick } => run_bench(bank, quick),
-        Command::BenchWs { targets, seconds, bank } => {
+        Command::BenchWs { targets, seconds, bank, only } => {
             let targets = targets
                 .iter()
                 .map(|t| t.split_once('=').map(|(n, u)| (n.to_string(), u.trim_end_matches('/').to_string())))
                 .collect::<Option<Vec<_>>>()
                 .context("--target takes NAME=URL")?;
-            bench_ws::run(bench_ws::Options { targets, seconds, bank })
+            bench_ws::run(bench_ws::Options { targets, seconds, bank, only })
         }
     }
 }

@@ -64,8 +64,13 @@ impl Encoder {
                 let light = self.light && !to_caller;
                 // Clients that receive the same updates of one transaction share one frame.
                 let code = (self.format == Format::Json) as u8 | (light as u8) << 1 | (self.compression as u8) << 2;
-                let bytes =
-                    event.frames.get_or_encode(code, updates, || self.finish(|w| tx_update(w, event, updates, light)));
+                let encode = || self.finish(|w| tx_update(w, event, updates, light));
+                // A message nobody else holds (a caller's own outcome) skips the shared cache.
+                let bytes = if Arc::strong_count(event) == 1 {
+                    encode().into()
+                } else {
+                    event.frames.get_or_encode(code, updates, encode)
+                };
                 Some(self.frame(bytes))
             }
             Outgoing::Close(_) => None,
