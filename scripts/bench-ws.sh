@@ -25,4 +25,4 @@ if [ -x "$ref" ]; then
 else
   echo "reference server not installed: run ../shared/tools/build-reference.sh for side-by-side ratios" >&2
 fi
-./target/release/epoch bench-ws "${targets[@]}" --seconds "$secs"
+./target/release/epoch bench-ws "${targets[@]}" --seconds "$secs" ${EPOCH_BENCH_ONLY:+--only "$EPOCH_BENCH_ONLY"}

@@ -160,7 +160,9 @@ async fn prepare(name: &str, url: &str, wasm: &[u8]) -> Result<Target> {
     let v: serde_json::Value = http.post(format!("{url}/v1/identity")).send().await?.json().await?;
     let token = v["token"].as_str().context("no token")?.to_string();
     let mut dbs = Vec::new();
-    for (name, accounts) in [("benchws", ACCOUNTS), ("benchwsbig", INITIAL_ROWS)] {
+    // Fresh names each run, so the same servers can be measured again.
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+    for (name, accounts) in [(format!("benchws{run}"), ACCOUNTS), (format!("benchwsbig{run}"), INITIAL_ROWS)] {
         let r = http.put(format!("{url}/v1/database/{name}")).bearer_auth(&token).body(wasm.to_vec()).send().await?;
         if !r.status().is_success() {
             bail!("publishing to {url}: {}", r.text().await?);

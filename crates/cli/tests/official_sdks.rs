@@ -101,6 +101,9 @@ fn check_client_run(server: &Server, owner: &str, db: &str, out: &std::process::
     assert_eq!((posts[1]["status"].as_str(), posts[1]["message"].as_str()), (Some("Failed"), Some("empty post")));
     let hello = format!("hello from {handle}");
     assert_eq!(find("post_insert")[0]["body"], hello.as_str());
+    // A delete: the second post, retracted.
+    assert_eq!(find("retract")[0]["status"], "Committed", "{stdout}");
+    assert_eq!(find("post_delete")[0]["body"], format!("bye from {handle}").as_str(), "{stdout}");
     assert_eq!(find("cached")[0]["posts"], serde_json::json!([hello]));
 
     // client_disconnected ran when it left.

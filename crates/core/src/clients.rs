@@ -174,7 +174,49 @@ pub struct TableRows {
     pub table: u32,
     /// The query's position in its request.
     pub query: usize,
-    pub rows: Vec<Box<[u8]>>,
+    pub rows: RowBlock,
+}
+
+/// BSATN rows packed in one buffer: a subscription answer may carry a whole table, and one
+/// copy into one allocation is far cheaper than an allocation per row.
+#[derive(Debug, Default, Clone)]
+pub struct RowBlock {
+    data: Vec<u8>,
+    /// Where each row starts in `data`.
+    starts: Vec<usize>,
+}
+
+impl RowBlock {
+    pub fn from_rows<'a>(rows: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut block = Self::default();
+        for r in rows {
+            block.starts.push(block.data.len());
+            block.data.extend_from_slice(r);
+        }
+        block
+    }
+
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// The rows' bytes, end to end.
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Each row.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + Clone + '_ {
+        self.starts.iter().enumerate().map(move |(i, &start)| {
+            let end = self.starts.get(i + 1).copied().unwrap_or(self.data.len());
+            &self.data[start..end]
+        })
+    }
 }
 
 /// Why a subscription request failed, by how 1.3 reports it.
@@ -579,7 +621,7 @@ impl Clients {
                 ));
             }
             if !skip_empty || store.table(table).is_ok_and(|t| !t.is_empty()) {
-                tables.push(TableRows { table, query: i, rows: rows.into_iter().map(Box::<[u8]>::from).collect() });
+                tables.push(TableRows { table, query: i, rows: RowBlock::from_rows(rows) });
             }
         }
         Ok(tables)
@@ -616,7 +658,7 @@ impl Clients {
             if multi && (self.manager.holds(id, q, is_owner) || rows.is_empty()) {
                 continue;
             }
-            tables.push(TableRows { table, query: i, rows: rows.into_iter().map(Box::from).collect() });
+            tables.push(TableRows { table, query: i, rows: RowBlock::from_rows(rows) });
         }
         Ok(tables)
     }

@@ -30,6 +30,10 @@ const conn = DbConnection.builder()
       say('send_post', { body, status: status.tag, message: status.tag === 'Failed' ? status.value : null });
       next();
     });
+    conn.reducers.onRetract((ctx, id) => {
+      say('retract', { id: id.toString(), status: ctx.event.status.tag });
+      next();
+    });
     conn.reducers.onSetHandle((ctx, h) => {
       say('set_handle', { handle: h, status: ctx.event.status.tag });
       next();
@@ -62,6 +66,13 @@ function next() {
     case 3:
       return conn.reducers.sendPost('');
     case 4:
+      return conn.reducers.sendPost(`bye from ${handle}`);
+    case 5: {
+      const bye = [...conn.db.post.iter()].find(p => p.body === `bye from ${handle}`);
+      if (!bye) return fail('the second post is not in the cache');
+      return conn.reducers.retract(bye.id);
+    }
+    case 6:
       say('cached', { posts: [...conn.db.post.iter()].map(p => p.body).sort() });
       leaving = true;
       conn.disconnect();

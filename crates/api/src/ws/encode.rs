@@ -4,7 +4,9 @@
 
 use std::sync::Arc;
 
-use epoch_core::clients::{OneOffRows, QueryUpdate, RowsReply, TableRows, TxEvent, TxStatus, WireSchema};
+use axum::body::Bytes;
+
+use epoch_core::clients::{OneOffRows, QueryUpdate, RowBlock, RowsReply, TableRows, TxEvent, TxStatus, WireSchema};
 use epoch_core::Outgoing;
 use epoch_sats::json::write_str;
 use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue, ProductType};
@@ -29,8 +31,8 @@ pub const COMPRESS_THRESHOLD: usize = 1024;
 
 /// One encoded frame: binary (tag byte first) or text.
 pub enum Frame {
-    Binary(Arc<[u8]>),
-    Text(Arc<[u8]>),
+    Binary(Bytes),
+    Text(Bytes),
 }
 
 /// How one connection wants its messages.
@@ -67,14 +69,19 @@ impl Encoder {
                 let encode = || self.finish(|w| tx_update(w, event, updates, light));
                 // A message nobody else holds (a caller's own outcome) skips the shared cache.
                 let bytes = if Arc::strong_count(event) == 1 {
-                    encode().into()
+                    Bytes::from(encode())
                 } else {
-                    event.frames.get_or_encode(code, updates, encode)
+                    Bytes::from_owner(event.frames.get_or_encode(code, updates, encode))
                 };
                 Some(self.frame(bytes))
             }
             Outgoing::Close(_) => None,
-            other => Some(self.frame(self.finish(|w| other_message(w, other)).into())),
+            Outgoing::Rows { tables, .. } => {
+                // Room for every row, its offset and the headers, so the buffer never regrows.
+                let hint = tables.iter().map(|t| t.rows.data().len() + 8 * t.rows.len() + 128).sum::<usize>() + 256;
+                Some(self.frame(Bytes::from(self.finish_with_capacity(hint, |w| other_message(w, msg)))))
+            }
+            other => Some(self.frame(Bytes::from(self.finish(|w| other_message(w, other))))),
         }
     }
 
@@ -97,7 +104,7 @@ impl Encoder {
         )
     }
 
-    fn frame(&self, bytes: Arc<[u8]>) -> Frame {
+    fn frame(&self, bytes: Bytes) -> Frame {
         match self.format {
             Format::Bsatn => Frame::Binary(bytes),
             Format::Json => Frame::Text(bytes),
@@ -106,7 +113,11 @@ impl Encoder {
 
     /// Runs `write` into a fresh message and applies the compression tag (binary only).
     fn finish(&self, write: impl FnOnce(&mut Writer)) -> Vec<u8> {
-        let mut w = Writer::new(self.format);
+        self.finish_with_capacity(256, write)
+    }
+
+    fn finish_with_capacity(&self, capacity: usize, write: impl FnOnce(&mut Writer)) -> Vec<u8> {
+        let mut w = Writer::new(self.format, capacity);
         if self.format == Format::Bsatn {
             w.buf.push(0);
         }
@@ -249,9 +260,9 @@ fn database_update_of_tx(w: &mut Writer, schema: &WireSchema, updates: &[Arc<Que
             // Transaction rows are sent with offsets and positionally in JSON, as 1.3 does.
             w.compressable_query_update(|w| {
                 w.field("deletes");
-                w.row_list(schema, *table, &u.deletes, RowStyle::Delta);
+                w.row_list(schema, *table, u.deletes.iter().map(|r| &r[..]), RowStyle::Delta);
                 w.field("inserts");
-                w.row_list(schema, *table, &u.inserts, RowStyle::Delta);
+                w.row_list(schema, *table, u.inserts.iter().map(|r| &r[..]), RowStyle::Delta);
             });
         }
         w.end_array();
@@ -274,13 +285,13 @@ fn table_update_of_rows(w: &mut Writer, schema: &WireSchema, rows: &TableRows, a
     w.field("updates");
     w.begin_array(1);
     w.element();
-    let empty: &[Box<[u8]>] = &[];
-    let (deletes, inserts) = if as_deletes { (&rows.rows[..], empty) } else { (empty, &rows.rows[..]) };
+    let empty = RowBlock::default();
+    let (deletes, inserts) = if as_deletes { (&rows.rows, &empty) } else { (&empty, &rows.rows) };
     w.compressable_query_update(|w| {
         w.field("deletes");
-        w.row_list(schema, rows.table, deletes, RowStyle::Stored);
+        w.row_list(schema, rows.table, deletes.iter(), RowStyle::Stored);
         w.field("inserts");
-        w.row_list(schema, rows.table, inserts, RowStyle::Stored);
+        w.row_list(schema, rows.table, inserts.iter(), RowStyle::Stored);
     });
     w.end_array();
     w.end_struct();
@@ -322,7 +333,7 @@ fn other_message(w: &mut Writer, msg: &Outgoing) {
                     };
                     applied_header(w, (tag, name), *request_id, *micros, *query_id);
                     w.field("rows");
-                    let empty = TableRows { table: 0, query: 0, rows: Vec::new() };
+                    let empty = TableRows { table: 0, query: 0, rows: RowBlock::default() };
                     let rows = tables.first().unwrap_or(&empty);
                     let t = schema.tables.get(rows.table as usize);
                     w.begin_struct();
@@ -469,8 +480,8 @@ struct Writer {
 }
 
 impl Writer {
-    fn new(format: Format) -> Self {
-        Self { format, buf: Vec::with_capacity(256), first: Vec::new() }
+    fn new(format: Format, capacity: usize) -> Self {
+        Self { format, buf: Vec::with_capacity(capacity), first: Vec::new() }
     }
 
     fn text(&mut self, s: &str) {
@@ -690,15 +701,21 @@ impl Writer {
     }
 
     /// A row list of table `table`.
-    fn row_list(&mut self, schema: &WireSchema, table: u32, rows: &[Box<[u8]>], style: RowStyle) {
+    fn row_list<'r>(
+        &mut self,
+        schema: &WireSchema,
+        table: u32,
+        rows: impl ExactSizeIterator<Item = &'r [u8]> + Clone,
+        style: RowStyle,
+    ) {
         let Some(t) = schema.tables.get(table as usize) else { return };
         match self.format {
             Format::Bsatn => {
                 let fixed = match style {
-                    RowStyle::Stored if !rows.is_empty() => t.fixed_row_len,
+                    RowStyle::Stored if rows.len() > 0 => t.fixed_row_len,
                     _ => None,
                 };
-                self.bsatn_row_list(fixed, rows.iter().map(|r| &r[..]));
+                self.bsatn_row_list(fixed, rows);
             }
             Format::Json => {
                 let AlgebraicType::Product(p) = &t.row_type else { return };

@@ -214,7 +214,7 @@ fn approx_size(msg: &Outgoing) -> usize {
     let rows = |rows: &[Box<[u8]>]| rows.iter().map(|r| r.len() + 8).sum::<usize>();
     64 + match msg {
         Outgoing::Tx { updates, .. } => updates.iter().map(|u| rows(&u.deletes) + rows(&u.inserts)).sum(),
-        Outgoing::Rows { tables, .. } => tables.iter().map(|t| rows(&t.rows)).sum(),
+        Outgoing::Rows { tables, .. } => tables.iter().map(|t| t.rows.data().len() + 8 * t.rows.len()).sum(),
         Outgoing::OneOff { result: Ok(r), .. } => r.rows.len() * 32,
         Outgoing::SubscriptionError { message, .. } | Outgoing::Close(message) => message.len(),
         Outgoing::OneOff { .. } => 0,
@@ -455,8 +455,8 @@ fn request(id: u64, req: SubscriptionRequest, started: Instant) -> Box<dyn FnOnc
 
 fn message(frame: Frame) -> Message {
     match frame {
-        Frame::Binary(b) => Message::Binary(axum::body::Bytes::from_owner(b)),
-        Frame::Text(t) => match axum::extract::ws::Utf8Bytes::try_from(axum::body::Bytes::from_owner(t)) {
+        Frame::Binary(b) => Message::Binary(b),
+        Frame::Text(t) => match axum::extract::ws::Utf8Bytes::try_from(t) {
             Ok(text) => Message::Text(text),
             Err(_) => Message::Text("".into()),
         },

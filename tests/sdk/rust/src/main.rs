@@ -65,6 +65,12 @@ fn main() {
         say(json!({"event": "send_post", "body": body, "status": s, "message": m}));
         let _ = post_tx.send("send_post");
     });
+    let retract_tx = tx.clone();
+    conn.reducers.on_retract(move |ctx, id| {
+        let (s, _) = status(&ctx.event.status);
+        say(json!({"event": "retract", "id": id.to_string(), "status": s}));
+        let _ = retract_tx.send("retract");
+    });
     let handle_tx = tx.clone();
     conn.reducers.on_set_handle(move |ctx, h| {
         let (s, _) = status(&ctx.event.status);
@@ -86,6 +92,11 @@ fn main() {
     wait("send_post");
     conn.reducers.send_post(String::new()).unwrap();
     wait("send_post");
+    conn.reducers.send_post(format!("bye from {handle}")).unwrap();
+    wait("send_post");
+    let bye = conn.db.post().iter().find(|p| p.body == format!("bye from {handle}")).expect("the second post is cached");
+    conn.reducers.retract(bye.id).unwrap();
+    wait("retract");
     let mut posts: Vec<String> = conn.db.post().iter().map(|p| p.body).collect();
     posts.sort();
     say(json!({"event": "cached", "posts": posts}));
