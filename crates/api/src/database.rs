@@ -602,7 +602,8 @@ pub async fn sql(
         max_sql_len: state.limits.max_sql_bytes,
     };
     let started = Instant::now();
-    let result = on_db(&db, move |d| d.sql(&sql, ctx).map(|o| (o, d.store().typespace.clone()))).await;
+    let who = caller.identity.0;
+    let result = on_db(&db, move |d| d.sql(&sql, ctx, who).map(|o| (o, d.store().typespace.clone()))).await;
     match result {
         Err(r) => r,
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),

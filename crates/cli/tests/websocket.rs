@@ -175,6 +175,7 @@ fn json_clients_subscribe_call_and_see_each_others_changes() {
     assert_eq!(status, 200);
     let tx = a.recv_variant("TransactionUpdate");
     assert_eq!(tx["reducer_call"]["reducer_name"], "");
+    assert_eq!(tx["caller_identity"], a_identity, "the SQL caller is named");
     assert_eq!(rows_of(committed(&tx), "post").0.len(), 1);
     b.recv_variant("TransactionUpdateLight");
 
@@ -483,4 +484,28 @@ fn epoch_subscribe_prints_updates_as_json_lines() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("timed out after 1s"));
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A scheduled reducer's call and the removal of its one-shot row reach clients as one
+/// transaction, named after the reducer, as 1.3 commits them.
+#[test]
+fn a_scheduled_call_and_its_rows_removal_are_one_update() {
+    let server = Server::start(&[]);
+    let (_, token) = server.identity();
+    let db = format!("sched{}", common::rand_suffix());
+    assert!(server.publish(&token, &db, "typecheck").status().is_success());
+    let mut c = connect(&server.url, &db, JSON, "", Some(&token)).unwrap();
+    c.recv_variant("IdentityToken");
+    let queries = ["SELECT * FROM tick_schedule", "SELECT * FROM tick_log"];
+    c.send_json(json!({"SubscribeMulti": {"query_strings": queries, "request_id": 1, "query_id": {"id": 1}}}));
+    c.recv_variant("SubscribeMultiApplied");
+    c.send_json(
+        json!({"CallReducer": {"reducer": "schedule_once", "args": "[\"once\", 50]", "request_id": 2, "flags": 0}}),
+    );
+    let tx = c.recv_variant("TransactionUpdate");
+    assert_eq!(rows_of(committed(&tx), "tick_schedule").1.len(), 1, "{tx}");
+    let tx = c.recv_variant("TransactionUpdate");
+    assert_eq!(tx["reducer_call"]["reducer_name"], "tick", "{tx}");
+    assert_eq!(rows_of(committed(&tx), "tick_log").1.len(), 1, "{tx}");
+    assert_eq!(rows_of(committed(&tx), "tick_schedule").0.len(), 1, "the row's removal comes with the call: {tx}");
 }

@@ -119,6 +119,33 @@ enum By {
     System(&'static str),
 }
 
+/// Adds `later`'s changes to `delta`: a row inserted then deleted (or deleted then inserted
+/// again) cancels out.
+fn merge_delta(delta: &mut TxDelta, later: TxDelta) {
+    for t in later.tables {
+        let Some(into) = delta.tables.iter_mut().find(|d| d.table_id == t.table_id) else {
+            delta.tables.push(t);
+            continue;
+        };
+        for row in t.deletes {
+            match into.inserts.iter().position(|r| *r == row) {
+                Some(i) => {
+                    into.inserts.swap_remove(i);
+                }
+                None => into.deletes.push(row),
+            }
+        }
+        for row in t.inserts {
+            match into.deletes.iter().position(|r| *r == row) {
+                Some(i) => {
+                    into.deletes.swap_remove(i);
+                }
+                None => into.inserts.push(row),
+            }
+        }
+    }
+}
+
 /// The name of lifecycle reducer `name`'s kind, as 1.3's messages give it.
 fn lifecycle_name(def: &ModuleDef, name: &str) -> &'static str {
     match def.reducers.iter().find(|r| r.name == name).and_then(|r| r.lifecycle) {
@@ -152,6 +179,17 @@ pub struct Database {
     steps: StepLedger,
     /// Connected clients and their subscriptions.
     clients: Clients,
+    /// While set, committed transactions are told to clients together, as one (a scheduled
+    /// reducer and the removal of its one-shot row, which 1.3 commits as one transaction).
+    deferred: Option<Vec<Deferred>>,
+}
+
+/// A committed transaction held back to be told to clients with the next ones.
+struct Deferred {
+    event: TxEvent,
+    delta: TxDelta,
+    caller: Option<(ClientId, bool)>,
+    offset: Option<u64>,
 }
 
 impl Database {
@@ -174,6 +212,7 @@ impl Database {
             persist: None,
             steps: StepLedger::default(),
             clients,
+            deferred: None,
         }
     }
 
@@ -233,7 +272,16 @@ impl Database {
         };
         scheduler.observe(host.db(), &all_rows, now_micros());
         let clients = Clients::new(host.def(), Some(p.log().clone()));
-        let mut db = Self { host, identity, scheduler, immediate: VecDeque::new(), persist: Some(p), steps, clients };
+        let mut db = Self {
+            host,
+            identity,
+            scheduler,
+            immediate: VecDeque::new(),
+            persist: Some(p),
+            steps,
+            clients,
+            deferred: None,
+        };
         db.disconnect_stale_clients();
         Ok((db, report))
     }
@@ -512,8 +560,25 @@ impl Database {
             event.json_args = from.as_ref().and_then(|f| f.json_args.clone());
             let offset = self.persist.as_ref().and_then(Persistence::last_offset);
             let to = from.map(|f| (f.client, f.notify_success));
-            self.clients.broadcast(self.host.db(), delta, event, to, offset);
+            match self.deferred.as_mut() {
+                Some(held) => held.push(Deferred { event, delta: delta.clone(), caller: to, offset }),
+                None => self.clients.broadcast(self.host.db(), delta, event, to, offset),
+            }
         }
+    }
+
+    /// Tells clients of the transactions held since `deferred` was set, as one: the first
+    /// reducer's event, every change merged, once the last is durable.
+    fn release_deferred(&mut self) {
+        let Some(held) = self.deferred.take() else { return };
+        let mut held = held.into_iter();
+        let Some(first) = held.next() else { return };
+        let Deferred { event, mut delta, caller, mut offset } = first;
+        for later in held {
+            merge_delta(&mut delta, later.delta);
+            offset = later.offset.or(offset);
+        }
+        self.clients.broadcast(self.host.db(), &delta, event, caller, offset);
     }
 
     /// A transaction as clients hear of it.
@@ -714,6 +779,8 @@ impl Database {
             let Some(reducer) = self.host.def().reducer_id(&job.reducer) else { continue };
             // A scheduled reducer takes the row as its one argument: the product's encoding is the row's.
             let me = Caller::identity(self.identity);
+            // Clients hear of the call and of its row's removal together, as 1.3 commits them.
+            self.deferred = Some(Vec::new());
             let r = self.run(reducer, row, me, job.due_micros.max(now_micros()), None, None);
             if let ReducerOutcome::Committed = r.outcome {
             } else if let Some(msg) = r.outcome.error_message() {
@@ -724,6 +791,7 @@ impl Database {
             if let Some(delta) = cleanup.delta.take() {
                 self.on_commit(Commit::system("__scheduler__", self.identity, Vec::new(), None), &delta);
             }
+            self.release_deferred();
             self.after_commit(&mut cleanup);
         }
         self.drain_immediate();
@@ -783,18 +851,19 @@ impl Database {
         Ok(())
     }
 
-    /// Runs one SQL statement. DML commits like a reducer: logged (so it is durable before the
-    /// answer), and seen by the scheduler.
+    /// Runs one SQL statement for `caller`. DML commits like a reducer: logged (so it is durable
+    /// before the answer), seen by the scheduler, and sent to subscribers with `caller` named.
     pub fn sql(
         &mut self,
         sql: &str,
         ctx: epoch_query::QueryContext,
+        caller: [u8; 32],
     ) -> Result<epoch_query::Outcome, epoch_query::SqlError> {
         let outcome = epoch_query::run(self.host.db_mut(), sql, ctx)?;
         if let epoch_query::Outcome::Dml { delta, .. } = &outcome {
             if !delta.is_empty() {
                 let args = if self.persist.is_some() { sql.as_bytes().to_vec() } else { Vec::new() };
-                self.on_commit(Commit::system("__sql__", [0; 32], args, None), delta);
+                self.on_commit(Commit::system("__sql__", caller, args, None), delta);
             }
         }
         Ok(outcome)
