@@ -269,7 +269,7 @@ async fn calls(t: &Target, clients: usize, secs: Duration) -> Result<(f64, Vec<f
             let end = start + warm + secs;
             loop {
                 while sent.len() < IN_FLIGHT && Instant::now() < end {
-                    let (from, to) = if next_id % 2 == 0 { (pair, pair + 1) } else { (pair + 1, pair) };
+                    let (from, to) = if next_id.is_multiple_of(2) { (pair, pair + 1) } else { (pair + 1, pair) };
                     ws.send(call_message("transfer", &transfer_args(from, to, 1), next_id)).await?;
                     sent.insert(next_id, Instant::now());
                     next_id += 1;
@@ -348,7 +348,7 @@ async fn fan_out(t: &Target, subscribers: usize, secs: Duration) -> Result<Vec<f
     let end = Instant::now() + secs;
     let mut rid = 1u32;
     while Instant::now() < end {
-        let (from, to) = if rid % 2 == 0 { (0, 1) } else { (1, 0) };
+        let (from, to) = if rid.is_multiple_of(2) { (0, 1) } else { (1, 0) };
         sent.lock().insert(rid, Instant::now());
         writer.send(call_message("transfer", &transfer_args(from, to, 1), rid)).await?;
         while caller_request_id(&next_binary(&mut writer).await?) != Some(rid) {}
