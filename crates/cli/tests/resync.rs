@@ -717,3 +717,40 @@ fn a_bad_aggregate_fails_alone_and_grantees_but_not_strangers_may_resync() {
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&store);
 }
+
+/// A resync's workflow steps reach WebSocket subscribers like reducer calls do: a client
+/// watching the projection table ends with every projected row.
+#[test]
+fn a_subscriber_sees_every_row_a_resync_projects() {
+    use common::ws::{connect, JSON};
+    let (dir, store) = (temp("ws"), temp("ws-store"));
+    write_store(&store, 5);
+    let ctx = setup(&dir, &store);
+    let mut ws = connect(&ctx.s.url, "proj", JSON, "", Some(&ctx.owner)).unwrap();
+    ws.recv_variant("IdentityToken");
+    ws.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM aggregate_projection", "request_id": 1, "query_id": {"id": 1}}}));
+    ws.recv_variant("SubscribeApplied");
+    let (status, body) = ctx.post("resync-projections?batchSize=10&delaySeconds=0");
+    assert_eq!(status, 200, "{body}");
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 35 {
+        let tx = ws.recv_variant("TransactionUpdate");
+        for t in tx["status"]["Committed"]["tables"].as_array().unwrap() {
+            if t["table_name"] != "aggregate_projection" {
+                continue;
+            }
+            for u in t["updates"].as_array().unwrap() {
+                for r in u["inserts"].as_array().unwrap() {
+                    let row: Value = serde_json::from_str(r.as_str().unwrap()).unwrap();
+                    seen.insert(row[0].as_str().unwrap().to_string());
+                }
+            }
+        }
+    }
+    let keys: std::collections::BTreeSet<String> =
+        ctx.projections().iter().map(|r| r[0].as_str().unwrap().to_string()).collect();
+    assert_eq!(seen, keys);
+    drop(ctx);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&store);
+}

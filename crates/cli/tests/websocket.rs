@@ -509,3 +509,50 @@ fn a_scheduled_call_and_its_rows_removal_are_one_update() {
     assert_eq!(rows_of(committed(&tx), "tick_log").1.len(), 1, "{tx}");
     assert_eq!(rows_of(committed(&tx), "tick_schedule").0.len(), 1, "the row's removal comes with the call: {tx}");
 }
+
+/// The token may come as `?token=` (as the SDKs send it after `POST /v1/identity/websocket-token`);
+/// a failing `client_connected` refuses the connection as 1.3 does (it ends with no message);
+/// a client that just drops its TCP connection is disconnected (`client_disconnected` runs).
+#[test]
+fn token_in_the_query_refused_connections_and_dropped_sockets() {
+    let (server, owner, db) = setup(&[]);
+    let (identity, token) = server.identity();
+    let short = server
+        .http()
+        .post(format!("{}/v1/identity/websocket-token", server.url))
+        .bearer_auth(&token)
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut c = connect(&server.url, &db, JSON, &format!("token={short}"), None).unwrap();
+    let hello = c.recv_variant("IdentityToken");
+    let hex = hello["identity"]["__identity__"].as_str().unwrap().trim_start_matches("0x").to_string();
+    assert_eq!(format!("{hex:0>64}"), identity);
+    // This member has no handle; chat refuses a second member without one (1.3 compares
+    // `None`s as equal), so an anonymous client is refused by client_connected.
+    let mut refused = connect(&server.url, &db, JSON, "", None).unwrap();
+    match refused.recv_raw() {
+        Err(_) | Ok(tungstenite::Message::Close(_)) => {}
+        Ok(other) => panic!("a refused client got {other:?}"),
+    }
+    // Dropping the socket without a close frame: the member goes offline.
+    let mut watcher = connect(&server.url, &db, JSON, "", Some(&owner)).unwrap();
+    watcher.recv_variant("IdentityToken");
+    watcher.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM member WHERE online = false", "request_id": 1, "query_id": {"id": 1}}}));
+    watcher.recv_variant("SubscribeApplied");
+    let stream = c.sock.get_ref().try_clone().unwrap();
+    stream.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(c);
+    let tx = watcher.recv_variant("TransactionUpdate");
+    assert_eq!(tx["reducer_call"]["reducer_name"], "on_disconnect", "{tx}");
+    let (_, inserted) = rows_of(committed(&tx), "member");
+    assert_eq!(inserted.len(), 1, "the dropped client went offline: {tx}");
+    assert_eq!(
+        inserted[0][0]["__identity__"].as_str().map(|h| format!("{:0>64}", h.trim_start_matches("0x"))),
+        Some(identity)
+    );
+}
