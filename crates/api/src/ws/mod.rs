@@ -4,7 +4,6 @@
 //! database says to the client arrives through its [`ConnectionSink`], already in durable commit
 //! order. Leaving in any way runs `client_disconnected`.
 
-mod decode;
 pub mod encode;
 
 use std::collections::HashMap;
@@ -23,8 +22,8 @@ use futures::SinkExt;
 
 use crate::auth::CallerAuth;
 use crate::AppState;
-pub use decode::{from_bsatn, from_json, Args, ClientMessage, MessageError};
 use encode::{Compression, Encoder, Format, Frame};
+pub use epoch_wsproto::{from_bsatn, from_json, Args, ClientMessage, MessageError};
 
 /// The binary sub-protocol.
 pub const BSATN_PROTOCOL: &str = "v1.bsatn.spacetimedb";

@@ -1,5 +1,10 @@
+//! # epoch-wsproto
+//!
 //! Client messages of SpacetimeDB 1.3's WebSocket protocol (v1): BSATN from binary frames, JSON
-//! from text frames (whatever protocol was negotiated, as 1.3 decides by frame type).
+//! from text frames (whatever protocol was negotiated, as 1.3 decides by frame type). A crate of
+//! its own so the fuzzer can reach the decoder without the server around it.
+//!
+//! Not for: server messages (`epoch_api::ws::encode`) or the connection itself.
 
 use epoch_sats::bsatn::{DecodeError, Reader};
 use serde_json::Value;
