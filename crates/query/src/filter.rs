@@ -121,7 +121,7 @@ impl Filter {
         };
         let projected = match select.projection.as_slice() {
             [SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _)] => {
-                let n = n.to_string();
+                let n = crate::plan::unquoted(n);
                 if n == a_name || Some(&n) == a_alias.as_ref() {
                     0
                 } else if n == b_name || Some(&n) == b_alias.as_ref() {

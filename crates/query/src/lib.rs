@@ -200,6 +200,47 @@ mod tests {
         store
     }
 
+    /// A store with `ledger(from: u32, to: u32)`: columns named by SQL keywords.
+    fn ledger() -> Store {
+        let row_type = ProductType::new([("from", AlgebraicType::U32), ("to", AlgebraicType::U32)]);
+        let def = ModuleDef {
+            typespace: Typespace { types: vec![AlgebraicType::Product(row_type.clone())] },
+            tables: vec![TableDef::plain("ledger", 0, row_type)],
+            reducers: Vec::new(),
+            types: Vec::new(),
+            row_level_security: Vec::new(),
+        };
+        let mut store = Store::new(&def);
+        store.begin();
+        for (f, t) in [(1u32, 2u32), (2, 3), (3, 1)] {
+            let mut row = f.to_le_bytes().to_vec();
+            row.extend_from_slice(&t.to_le_bytes());
+            store.insert(0, &mut row).unwrap();
+        }
+        store.commit().unwrap();
+        store
+    }
+
+    #[test]
+    fn keywords_name_columns_where_1_3_takes_them_and_quotes_name_anything() {
+        let store = ledger();
+        let rows = |sql: &str| {
+            let r = execute(&store, sql, QueryContext::default()).unwrap_or_else(|e| panic!("{sql}: {e}"));
+            let names: Vec<String> =
+                r.schema.elements.iter().map(|e| e.name.clone().unwrap_or_default().to_string()).collect();
+            (names, r.rows.len())
+        };
+        assert_eq!(rows("SELECT from, to FROM ledger"), (vec!["from".into(), "to".into()], 3));
+        assert_eq!(rows("SELECT from FROM ledger"), (vec!["from".into()], 3), "not an empty column list");
+        assert_eq!(rows("SELECT to, from FROM ledger WHERE from = 2"), (vec!["to".into(), "from".into()], 1));
+        assert_eq!(rows("SELECT from AS f FROM ledger"), (vec!["f".into()], 3));
+        assert_eq!(rows("SELECT \"from\" FROM \"ledger\" WHERE \"to\" > 1"), (vec!["from".into()], 2));
+        assert_eq!(rows("SELECT \"ledger\".* FROM ledger"), (vec!["from".into(), "to".into()], 3));
+        assert_eq!(rows("SELECT l.from FROM ledger l WHERE l.to = 1"), (vec!["from".into()], 1));
+        // A FROM that starts the table list is still one.
+        assert!(execute(&store, "SELECT FROM ledger", QueryContext::default()).is_err());
+    }
+
     fn or_chain(terms: usize) -> String {
         let mut sql = String::from("SELECT * FROM t WHERE id = 1");
         for _ in 1..terms {

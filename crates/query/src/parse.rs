@@ -3,21 +3,19 @@
 
 use sqlparser::ast::{ObjectNamePart, Statement};
 use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
 use crate::{QueryContext, SqlError, MAX_SQL_NESTING, MAX_SQL_OPERATORS};
 
 /// Counts the operators and the nesting of `sql` from its tokens (no tree is built, so nothing
 /// recurses and nothing backtracks) and refuses a query with more than [`MAX_SQL_OPERATORS`] or
 /// nested deeper than [`MAX_SQL_NESTING`].
-pub(crate) fn check_shape(sql: &str) -> Result<(), SqlError> {
-    use sqlparser::keywords::Keyword;
-    use sqlparser::tokenizer::{Token, Tokenizer};
-    // A text that does not tokenize is left to the parser, which reports it in 1.3's words.
-    let Ok(tokens) = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize() else { return Ok(()) };
+fn check_shape(tokens: &[Token]) -> Result<(), SqlError> {
     let mut operators = 0usize;
     let mut depth = 0usize;
-    for token in &tokens {
+    for token in tokens {
         match token {
             Token::LParen | Token::LBracket | Token::LBrace => {
                 depth += 1;
@@ -71,13 +69,43 @@ pub(crate) fn parse_one(sql: &str, ctx: QueryContext) -> Result<Statement, SqlEr
     if sql.trim().is_empty() {
         return Err(SqlError::Empty);
     }
-    check_shape(sql)?;
+    let dialect = PostgreSqlDialect {};
+    let parse_error = |e: &sqlparser::parser::ParserError| SqlError::Parse(parse_message(e));
+    let mut tokens = Tokenizer::new(&dialect, sql).tokenize_with_location().map_err(|e| parse_error(&e.into()))?;
+    let plain: Vec<Token> = tokens.iter().map(|t| t.token.clone()).collect();
+    check_shape(&plain)?;
+    keyword_columns(&mut tokens);
     let mut statements =
-        Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| SqlError::Parse(parse_message(&e)))?;
+        Parser::new(&dialect).with_tokens_with_locations(tokens).parse_statements().map_err(|e| parse_error(&e))?;
     if statements.len() > 1 {
         return Err(SqlError::MultipleStatements);
     }
     statements.pop().ok_or(SqlError::Empty)
+}
+
+/// 1.3's grammar takes keywords as column names where a name is expected
+/// (`SELECT from, to, amount FROM ledger`); the dialect Epoch parses with reads a `FROM` right
+/// after `SELECT` (or after a comma of the column list) as the start of the table list. Such a
+/// `FROM` is a column: it becomes a quoted identifier, which names the same column.
+fn keyword_columns(tokens: &mut [TokenWithSpan]) {
+    let mut previous: Option<usize> = None;
+    for i in 0..tokens.len() {
+        if matches!(tokens[i].token, Token::Whitespace(_)) {
+            continue;
+        }
+        let after_list_start = previous.is_some_and(|p| match &tokens[p].token {
+            Token::Comma => true,
+            Token::Word(w) => w.keyword == Keyword::SELECT && w.quote_style.is_none(),
+            _ => false,
+        });
+        if let Token::Word(w) = &tokens[i].token {
+            if w.keyword == Keyword::FROM && w.quote_style.is_none() && after_list_start {
+                tokens[i].token =
+                    Token::Word(Word { value: w.value.clone(), quote_style: Some('"'), keyword: Keyword::NoKeyword });
+            }
+        }
+        previous = Some(i);
+    }
 }
 
 /// A parse error worded as 1.3's parser words it (`Expected an SQL statement, found: X at Line: 1,

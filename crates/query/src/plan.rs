@@ -82,7 +82,7 @@ impl Scope<'_> {
         }
         if let [SelectItem::QualifiedWildcard(kind, _)] = items {
             let t = match kind {
-                sqlparser::ast::SelectItemQualifiedWildcardKind::ObjectName(n) => n.to_string(),
+                sqlparser::ast::SelectItemQualifiedWildcardKind::ObjectName(n) => unquoted(n),
                 other => other.to_string(),
             };
             if t == self.table || Some(t.as_str()) == self.alias {
@@ -150,6 +150,17 @@ impl Scope<'_> {
         };
         literal_value(&column.ty, &lit).ok_or_else(mismatch)
     }
+}
+
+/// A (possibly quoted) name as written, without its quotes: `"account"` names `account`.
+pub(crate) fn unquoted(n: &sqlparser::ast::ObjectName) -> String {
+    n.0.iter()
+        .map(|p| match p {
+            sqlparser::ast::ObjectNamePart::Identifier(id) => id.value.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 pub(crate) fn is_count_star(e: &Expr) -> bool {
