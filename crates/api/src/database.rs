@@ -143,7 +143,7 @@ fn publish_result(op: PublishOp, domain: Option<&str>, identity: Identity) -> Re
 fn control_error(e: ControlError) -> Response {
     use epoch_core::{CreateError, UpdateError};
     let status = match &e {
-        ControlError::Update(UpdateError::Rejected(_)) => {
+        ControlError::Update(UpdateError::Rejected(_) | UpdateError::Failed(_)) => {
             // 1.3's multi-line text, which the official CLI prints as it is.
             return text(StatusCode::BAD_REQUEST, e.to_string());
         }

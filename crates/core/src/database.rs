@@ -67,8 +67,49 @@ pub enum CreateError {
 pub enum UpdateError {
     #[error(transparent)]
     Host(#[from] HostError),
-    #[error("Database update rejected: Errors occurred:\n{0}\n")]
+    /// Refused by the migration planner: the reasons, in 1.3's words and layout.
+    #[error("Database update rejected: Errors occurred:\n{0}")]
     Rejected(String),
+    /// Planned, but failed while applied (a precheck, a schedule change): nothing changed.
+    #[error("Failed to create or update the database: {0}")]
+    Failed(String),
+}
+
+impl UpdateError {
+    /// The planner's reasons, each followed by a blank line as 1.3 prints them.
+    fn rejected(errors: Vec<String>) -> Self {
+        Self::Rejected(errors.iter().map(|e| format!("{e}\n\n")).collect())
+    }
+}
+
+/// The file listing a durable database's tables by id, once a module update has added tables.
+const TABLE_ORDER_FILE: &str = "table-order";
+
+/// Writes the tables' names by id, durably.
+fn write_table_order(dir: &std::path::Path, order: &[String]) -> std::io::Result<()> {
+    let text: String = order.iter().map(|n| format!("{n}\n")).collect();
+    crate::control::write_atomically(&dir.join(TABLE_ORDER_FILE), text.as_bytes())
+}
+
+/// The tables' names by id as the last module update left them, if one added tables.
+fn read_table_order(dir: &std::path::Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join(TABLE_ORDER_FILE)).ok()?;
+    Some(text.lines().filter(|l| !l.is_empty()).map(str::to_string).collect())
+}
+
+/// Every row of every table, as if just inserted (to rebuild the schedule).
+fn all_rows(store: &epoch_store::Store) -> TxDelta {
+    TxDelta {
+        tables: store
+            .tables()
+            .iter()
+            .map(|t| epoch_store::TableDelta {
+                table_id: t.id,
+                inserts: t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect(),
+                deletes: Vec::new(),
+            })
+            .collect(),
+    }
 }
 
 /// A call from a connected client: who hears of its outcome, and under which request id.
@@ -255,22 +296,17 @@ impl Database {
     ) -> Result<(Self, RecoveryReport), CreateError> {
         let config = HostConfig { compiled_cache: Some(compiled_cache_path(dir)), ..config };
         let mut host = ModuleHost::load(wasm, identity, config)?;
+        if let Some(order) = read_table_order(dir) {
+            // Tables keep the ids they had when the log was written.
+            let store = epoch_store::Store::with_order(host.def(), &order).map_err(|message| {
+                CreateError::Persist(PersistError::Recovery { path: dir.join(TABLE_ORDER_FILE), message })
+            })?;
+            host.replace_db(store);
+        }
         let mut steps = StepLedger::default();
         let (p, report) = Persistence::open(dir, persist, host.db_mut(), &mut steps)?;
         let mut scheduler = Scheduler::new(host.def());
-        let all_rows = TxDelta {
-            tables: host
-                .db()
-                .tables()
-                .iter()
-                .map(|t| epoch_store::TableDelta {
-                    table_id: t.id,
-                    inserts: t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect(),
-                    deletes: Vec::new(),
-                })
-                .collect(),
-        };
-        scheduler.observe(host.db(), &all_rows, now_micros());
+        scheduler.observe(host.db(), &all_rows(host.db()), now_micros());
         let clients = Clients::new(host.def(), Some(p.log().clone()));
         let mut db = Self {
             host,
@@ -821,34 +857,90 @@ impl Database {
         Some(table.iter().filter_map(|(_, row)| bsatn::decode(ts, &ty, row).ok()).collect())
     }
 
-    /// Replaces the module with `wasm`, keeping every row, when both define the same tables.
-    /// `init` does not run again. Refused (as SpacetimeDB refuses without a manual migration)
-    /// when tables were removed or changed.
+    /// Replaces the module with `wasm`, keeping every row, when 1.3 would migrate automatically
+    /// (see [`crate::migrate`]): new tables are created after the existing ones, so every table
+    /// keeps its id and the log written before the update replays after it; indexes are built
+    /// for the new definition; `init` does not run again. A refused update changes nothing.
     pub fn update_module(&mut self, wasm: &[u8]) -> Result<(), UpdateError> {
         let config = self.host.config().clone();
         let mut new = ModuleHost::load_with_logs(wasm, self.identity, config, self.host.logs().clone())?;
-        let (old_tables, new_tables) = (&self.def().tables, &new.def().tables);
-        let mut problems = Vec::new();
-        for t in old_tables {
-            match new_tables.iter().find(|n| n.name == t.name) {
-                None => problems.push(format!("Removing the table {} requires a manual migration", t.name)),
-                Some(n) if n != t => {
-                    problems.push(format!("Changing the table {} requires a manual migration", t.name))
-                }
-                Some(_) => {}
+        let steps = crate::migrate::plan(self.def(), new.def()).map_err(UpdateError::rejected)?;
+        let hash: String = {
+            use sha3::Digest;
+            sha3::Keccak256::digest(wasm).iter().map(|b| format!("{b:02x}")).collect()
+        };
+        self.system_log(format!("Updated program to {hash}"));
+        let store = match self.migrated_store(new.def(), &steps) {
+            Ok(store) => store,
+            Err(e) => {
+                self.server_log(
+                    epoch_host::LogLevel::Warn,
+                    None,
+                    Some("spacetimedb"),
+                    format!("Database update failed: {e}"),
+                );
+                return Err(UpdateError::Failed(e));
+            }
+        };
+        if let Some(p) = self.persist.as_ref() {
+            // The new numbering reaches the disk before the new module does (the control plane
+            // writes it next): a crash in between restarts the old module, which ignores the
+            // names added at the end.
+            write_table_order(p.dir(), &store.table_order()).map_err(|e| UpdateError::Failed(e.to_string()))?;
+        }
+        for step in &steps {
+            if let Some(line) = step.log_line() {
+                self.system_log(line);
             }
         }
-        for t in new_tables.iter().filter(|n| !old_tables.iter().any(|o| o.name == n.name)) {
-            problems.push(format!("Adding the table {} is not supported by this server yet", t.name));
-        }
-        if !problems.is_empty() {
-            return Err(UpdateError::Rejected(problems.join("\n\n")));
-        }
-        let tables = self.host.replace_db(epoch_store::Store::new(self.def()));
-        new.replace_db(tables);
+        self.system_log("Database updated".to_string());
+        new.replace_db(store);
         self.host = new;
+        let mut scheduler = Scheduler::new(self.host.def());
+        scheduler.observe(self.host.db(), &all_rows(self.host.db()), now_micros());
+        self.scheduler = scheduler;
         self.clients.set_schema(self.host.def());
         Ok(())
+    }
+
+    /// The tables of the running module moved into a store for `def`: the same ids for the
+    /// tables kept, new ones after them, every row and sequence carried over, indexes built.
+    fn migrated_store(&self, def: &ModuleDef, steps: &[crate::migrate::Step]) -> Result<epoch_store::Store, String> {
+        use crate::migrate::Step;
+        let old = self.store();
+        let mut order = old.table_order();
+        let added: Vec<String> = def.tables.iter().map(|t| t.name.clone()).filter(|n| !order.contains(n)).collect();
+        order.extend(added);
+        let mut store = epoch_store::Store::with_order(def, &order)?;
+        for step in steps {
+            match step {
+                Step::RemoveSchedule { .. } => return Err("Removing schedules is not yet implemented".into()),
+                Step::AddSchedule { .. } => return Err("Adding schedules is not yet implemented".into()),
+                _ => {}
+            }
+        }
+        for t in old.tables() {
+            let id = store.table_id(t.schema.name()).ok_or_else(|| format!("table `{}` is gone", t.schema.name()))?;
+            let rows: Vec<Box<[u8]>> = t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect();
+            store.load_snapshot_rows(id, &rows).map_err(|e| e.to_string())?;
+            store.unique_indexes_hold(id)?;
+            for (column, next) in old.table_sequences(t.id) {
+                store.advance_sequence(id, column, next);
+            }
+        }
+        for step in steps {
+            if let Step::AddSequence { table, sequence, column, min, max } = step {
+                // As 1.3: a new sequence may not hand out values the column already holds.
+                let Some(t) = store.table_by_name(table) else { continue };
+                for (_, row) in t.iter() {
+                    let v = t.schema.column_value(row, *column).map_err(|e| e.to_string())?;
+                    if v.as_i128().is_some_and(|n| n >= *min && n < *max) {
+                        return Err(format!("Precheck failed: added sequence {sequence} already has values in range"));
+                    }
+                }
+            }
+        }
+        Ok(store)
     }
 
     /// Runs one SQL statement for `caller`. DML commits like a reducer: logged (so it is durable

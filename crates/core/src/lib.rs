@@ -12,6 +12,7 @@ pub mod clients;
 pub mod control;
 pub mod database;
 pub mod executor;
+pub mod migrate;
 pub mod persist;
 pub mod scheduler;
 pub mod steps;

@@ -104,15 +104,44 @@ pub struct Store {
 const FIRST_INDEX_ID: u32 = 1 << 16;
 
 impl Store {
-    /// Creates empty tables for every table of the module.
+    /// Creates empty tables for every table of the module, numbered in the module's order.
     pub fn new(def: &ModuleDef) -> Self {
+        Self::with_order(def, &[]).expect("the module's own order has no gaps")
+    }
+
+    /// Creates empty tables for every table of the module, numbered as `order` lists them by
+    /// name (tables a module update added come after the ones it kept, so every table keeps its
+    /// id and the log written before the update still replays); tables `order` does not name
+    /// follow, in the module's order. Names in `order` the module lacks may only come last (a
+    /// module update that did not finish): a gap before a kept table is refused.
+    pub fn with_order(def: &ModuleDef, order: &[String]) -> Result<Self, String> {
+        let mut ordered: Vec<&epoch_schema::TableDef> = Vec::with_capacity(def.tables.len());
+        let mut missing: Option<&str> = None;
+        for name in order {
+            match def.tables.iter().find(|t| &t.name == name) {
+                Some(t) => {
+                    if let Some(gap) = missing {
+                        return Err(format!(
+                            "table `{gap}` is listed before `{name}` but the module has no such table"
+                        ));
+                    }
+                    ordered.push(t);
+                }
+                None => missing = missing.or(Some(name)),
+            }
+        }
+        for t in &def.tables {
+            if !order.contains(&t.name) {
+                ordered.push(t);
+            }
+        }
         let typespace = Arc::new(def.typespace.clone());
         let mut tables = Vec::with_capacity(def.tables.len());
         let mut table_ids = HashMap::new();
         let mut index_names = HashMap::new();
         let mut index_ids = HashMap::new();
         let mut next_index = FIRST_INDEX_ID;
-        for (i, t) in def.tables.iter().enumerate() {
+        for (i, t) in ordered.into_iter().enumerate() {
             let id = i as u32;
             let schema = Arc::new(TableSchema::new(t.clone(), typespace.clone()));
             let table = Table::new(id, schema, next_index);
@@ -124,7 +153,28 @@ impl Store {
             table_ids.insert(t.name.clone(), id);
             tables.push(table);
         }
-        Self { typespace, tables, table_ids, index_names, index_ids, tx: None }
+        Ok(Self { typespace, tables, table_ids, index_names, index_ids, tx: None })
+    }
+
+    /// The tables' names, by id.
+    pub fn table_order(&self) -> Vec<String> {
+        self.tables.iter().map(|t| t.schema.name().to_string()).collect()
+    }
+
+    /// Whether every unique index of table `table_id` holds each key once (rows loaded in bulk,
+    /// e.g. by a module update that adds a unique index, are not checked as they go in).
+    pub fn unique_indexes_hold(&self, table_id: u32) -> Result<(), String> {
+        let table = self.table(table_id).map_err(|e| e.to_string())?;
+        for idx in table.indexes.iter().filter(|i| i.unique) {
+            if idx.len() != table.len() {
+                return Err(format!(
+                    "the rows of table `{}` are not unique on the columns of index `{}`",
+                    table.schema.name(),
+                    idx.name
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn tables(&self) -> &[Table] {

@@ -139,6 +139,18 @@ impl Index {
         }
     }
 
+    /// How many entries the index holds (for a unique index: distinct keys).
+    pub fn len(&self) -> usize {
+        match &self.map {
+            IndexMap::Unique(m) => m.len(),
+            IndexMap::Multi(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The row under `key` in a unique index.
     pub fn get_unique(&self, key: &AlgebraicValue) -> Option<RowId> {
         match &self.map {

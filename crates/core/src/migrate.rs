@@ -1,0 +1,300 @@
+//! Automatic migrations on publish, decided as SpacetimeDB 1.3 decides them: a module update
+//! may add tables, add and remove indexes, remove unique constraints, add and remove sequences,
+//! change a table's access, and change reducers and row-level security freely; it may not
+//! remove a table, change a table's columns (beyond appending variants to an enum column), add
+//! or change a unique constraint, or change a table's type. The plan's steps are what the module
+//! log reports, in 1.3's order (removals first) and words.
+
+use epoch_sats::{AlgebraicType, ProductType, Typespace};
+use epoch_schema::{ModuleDef, TableDef};
+
+/// One change a module update makes, in 1.3's order: every removal before every addition.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Step {
+    RemoveIndex { table: String, index: String },
+    RemoveConstraint { table: String, constraint: String },
+    RemoveSequence { table: String, sequence: String },
+    RemoveSchedule { table: String },
+    RemoveRowLevelSecurity(String),
+    ChangeColumns { table: String },
+    AddTable(String),
+    AddIndex { table: String, index: String },
+    AddSequence { table: String, sequence: String, column: u16, min: i128, max: i128 },
+    AddSchedule { table: String },
+    AddRowLevelSecurity(String),
+    ChangeAccess { table: String },
+}
+
+impl Step {
+    /// The module log's line for this step, as 1.3 writes it (access changes write none).
+    pub fn log_line(&self) -> Option<String> {
+        Some(match self {
+            Step::RemoveIndex { table, index } => format!("Dropping index `{index}` on table `{table}`"),
+            Step::RemoveConstraint { table, constraint } => {
+                format!("Dropping constraint `{constraint}` on table `{table}`")
+            }
+            Step::RemoveSequence { table, sequence } => format!("Dropping sequence `{sequence}` from table `{table}`"),
+            Step::RemoveSchedule { .. } | Step::AddSchedule { .. } | Step::ChangeAccess { .. } => return None,
+            Step::RemoveRowLevelSecurity(sql) => format!("Removing-row level security `{sql}`"),
+            Step::ChangeColumns { table } => format!("Changing columns of table `{table}`"),
+            Step::AddTable(table) => format!("Creating table `{table}`"),
+            Step::AddIndex { table, index } => format!("Creating index `{index}` on table `{table}`"),
+            Step::AddSequence { table, sequence, .. } => format!("Adding sequence `{sequence}` to table `{table}`"),
+            Step::AddRowLevelSecurity(sql) => format!("Adding row-level security `{sql}`"),
+        })
+    }
+}
+
+/// The steps of an automatic migration from `old` to `new`, or every reason it is refused
+/// (in 1.3's words, tables first, then indexes, sequences and constraints).
+pub fn plan(old: &ModuleDef, new: &ModuleDef) -> Result<Vec<Step>, Vec<String>> {
+    let mut steps = Vec::new();
+    let mut errors = Vec::new();
+    for t in &old.tables {
+        match new.table(&t.name) {
+            None => errors.push(format!("Removing the table {} requires a manual migration", t.name)),
+            Some(n) => table_changes(old, new, t, n, &mut steps, &mut errors),
+        }
+    }
+    for n in new.tables.iter().filter(|n| old.table(&n.name).is_none()) {
+        steps.push(Step::AddTable(n.name.clone()));
+    }
+    // 1.3 replaces every filter on every update.
+    steps.extend(old.row_level_security.iter().cloned().map(Step::RemoveRowLevelSecurity));
+    steps.extend(new.row_level_security.iter().cloned().map(Step::AddRowLevelSecurity));
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    steps.sort();
+    Ok(steps)
+}
+
+fn table_changes(
+    old_def: &ModuleDef,
+    new_def: &ModuleDef,
+    old: &TableDef,
+    new: &TableDef,
+    steps: &mut Vec<Step>,
+    errors: &mut Vec<String>,
+) {
+    let table = &old.name;
+    if old.table_type != new.table_type {
+        errors.push(format!(
+            "Changing the table type of table {table} from {:?} to {:?} requires a manual migration",
+            old.table_type, new.table_type
+        ));
+    }
+    match columns_change(&old_def.typespace, &old.row_type, &new_def.typespace, &new.row_type, table) {
+        Ok(true) => steps.push(Step::ChangeColumns { table: table.clone() }),
+        Ok(false) => {}
+        Err(e) => errors.extend(e),
+    }
+    if old.table_access != new.table_access {
+        steps.push(Step::ChangeAccess { table: table.clone() });
+    }
+    for i in &old.indexes {
+        match new.indexes.iter().find(|n| n.name == i.name) {
+            None => steps.push(Step::RemoveIndex { table: table.clone(), index: i.name.clone() }),
+            Some(n) if n.accessor_name != i.accessor_name => errors.push(format!(
+                "Changing the accessor name on index {} from {:?} to {:?} requires a manual migration",
+                i.name, i.accessor_name, n.accessor_name
+            )),
+            Some(n) if n.algorithm != i.algorithm => {
+                steps.push(Step::RemoveIndex { table: table.clone(), index: i.name.clone() });
+                steps.push(Step::AddIndex { table: table.clone(), index: i.name.clone() });
+            }
+            Some(_) => {}
+        }
+    }
+    for n in new.indexes.iter().filter(|n| !old.indexes.iter().any(|i| i.name == n.name)) {
+        steps.push(Step::AddIndex { table: table.clone(), index: n.name.clone() });
+    }
+    for s in &old.sequences {
+        if !new.sequences.iter().any(|n| n == s) {
+            steps.push(Step::RemoveSequence { table: table.clone(), sequence: s.name.clone() });
+        }
+    }
+    for n in new.sequences.iter().filter(|n| !old.sequences.contains(n)) {
+        steps.push(Step::AddSequence {
+            table: table.clone(),
+            sequence: n.name.clone(),
+            column: n.column,
+            min: n.min_value.unwrap_or(1),
+            max: n.max_value.unwrap_or(i128::MAX),
+        });
+    }
+    for c in &old.constraints {
+        match new.constraints.iter().find(|n| n.name == c.name) {
+            None => steps.push(Step::RemoveConstraint { table: table.clone(), constraint: c.name.clone() }),
+            Some(n) if n != c => {
+                errors.push(format!("Changing a unique constraint {} requires a manual migration", c.name))
+            }
+            Some(_) => {}
+        }
+    }
+    for n in new.constraints.iter().filter(|n| !old.constraints.iter().any(|c| c.name == n.name)) {
+        errors.push(format!("Adding a unique constraint {} requires a manual migration", n.name));
+    }
+    match (&old.schedule, &new.schedule) {
+        (a, b) if a == b => {}
+        (Some(_), Some(_)) => {
+            steps.push(Step::RemoveSchedule { table: table.clone() });
+            steps.push(Step::AddSchedule { table: table.clone() });
+        }
+        (Some(_), None) => steps.push(Step::RemoveSchedule { table: table.clone() }),
+        (None, Some(_)) => steps.push(Step::AddSchedule { table: table.clone() }),
+        (None, None) => {}
+    }
+}
+
+/// Whether the columns changed in a way 1.3 applies by itself (`Ok(true)`: an enum column gained
+/// variants at its end), did not change (`Ok(false)`), or changed in a way it refuses.
+fn columns_change(
+    old_ts: &Typespace,
+    old: &ProductType,
+    new_ts: &Typespace,
+    new: &ProductType,
+    table: &str,
+) -> Result<bool, Vec<String>> {
+    let name = |e: &epoch_sats::ProductTypeElement| e.name.as_deref().unwrap_or("").to_string();
+    let old_names: Vec<String> = old.elements.iter().map(name).collect();
+    let new_names: Vec<String> = new.elements.iter().map(name).collect();
+    let mut errors = Vec::new();
+    for n in new_names.iter().filter(|n| !old_names.contains(n)) {
+        errors.push(format!("Adding a column {n} to table {table} requires a manual migration"));
+    }
+    for o in old_names.iter().filter(|o| !new_names.contains(o)) {
+        errors.push(format!("Removing a column {o} from table {table} requires a manual migration"));
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    if old_names != new_names {
+        return Err(vec![format!("Reordering table {table} requires a manual migration")]);
+    }
+    let mut changed = false;
+    for (o, n) in old.elements.iter().zip(new.elements.iter()) {
+        let (ot, nt) = (resolve(old_ts, &o.ty, 0), resolve(new_ts, &n.ty, 0));
+        if ot == nt {
+            continue;
+        }
+        if appends_variants(&ot, &nt) {
+            changed = true;
+            continue;
+        }
+        errors.push(format!(
+            "Changing the type of column {} in table {table} from {ot:?} to {nt:?} requires a manual migration",
+            name(o)
+        ));
+    }
+    if errors.is_empty() {
+        Ok(changed)
+    } else {
+        Err(errors)
+    }
+}
+
+/// `ty` with every type reference replaced by what it names (types are compared by shape: a
+/// module update may renumber its typespace).
+fn resolve(ts: &Typespace, ty: &AlgebraicType, depth: u32) -> AlgebraicType {
+    if depth > 32 {
+        return ty.clone();
+    }
+    match ty {
+        AlgebraicType::Ref(r) => match ts.types.get(*r as usize) {
+            Some(t) => resolve(ts, t, depth + 1),
+            None => ty.clone(),
+        },
+        AlgebraicType::Product(p) => AlgebraicType::Product(ProductType {
+            elements: p
+                .elements
+                .iter()
+                .map(|e| epoch_sats::ProductTypeElement { name: e.name.clone(), ty: resolve(ts, &e.ty, depth + 1) })
+                .collect(),
+        }),
+        AlgebraicType::Sum(s) => AlgebraicType::Sum(epoch_sats::SumType {
+            variants: s
+                .variants
+                .iter()
+                .map(|v| epoch_sats::SumTypeVariant { name: v.name.clone(), ty: resolve(ts, &v.ty, depth + 1) })
+                .collect(),
+        }),
+        AlgebraicType::Array(e) => AlgebraicType::Array(Box::new(resolve(ts, e, depth + 1))),
+        other => other.clone(),
+    }
+}
+
+/// Whether `new` is the enum `old` with variants added at its end (every stored value still
+/// reads the same).
+fn appends_variants(old: &AlgebraicType, new: &AlgebraicType) -> bool {
+    match (old, new) {
+        (AlgebraicType::Sum(o), AlgebraicType::Sum(n)) => {
+            n.variants.len() > o.variants.len() && n.variants[..o.variants.len()] == o.variants[..]
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use epoch_schema::{ConstraintDef, TableAccess};
+
+    fn def(tables: Vec<TableDef>) -> ModuleDef {
+        ModuleDef {
+            typespace: Typespace { types: Vec::new() },
+            tables,
+            reducers: Vec::new(),
+            types: Vec::new(),
+            row_level_security: Vec::new(),
+        }
+    }
+
+    fn table(name: &str, cols: &[(&str, AlgebraicType)]) -> TableDef {
+        TableDef::plain(name, 0, ProductType::new(cols.iter().map(|(n, t)| (*n, t.clone()))))
+    }
+
+    #[test]
+    fn what_1_3_applies_and_what_it_refuses() {
+        let t = table("t", &[("id", AlgebraicType::U32), ("v", AlgebraicType::String)]);
+        let old = def(vec![t.clone()]);
+        // Added table, added index, access change: applied, removals first.
+        let mut t2 = t.clone().with_btree_index(&[1]);
+        t2.table_access = TableAccess::Private;
+        let new = def(vec![table("a", &[("x", AlgebraicType::U8)]), t2]);
+        let steps = plan(&old, &new).unwrap();
+        assert_eq!(
+            steps,
+            vec![
+                Step::AddTable("a".into()),
+                Step::AddIndex { table: "t".into(), index: "t_v_idx_btree".into() },
+                Step::ChangeAccess { table: "t".into() },
+            ]
+        );
+        // Removing the index again is a step too.
+        let back = def(vec![table("a", &[("x", AlgebraicType::U8)]), t.clone()]);
+        assert_eq!(
+            plan(&new, &back).unwrap(),
+            vec![
+                Step::RemoveIndex { table: "t".into(), index: "t_v_idx_btree".into() },
+                Step::ChangeAccess { table: "t".into() }
+            ]
+        );
+        // Refused, with 1.3's words.
+        let errs = plan(&old, &def(vec![])).unwrap_err();
+        assert_eq!(errs, vec!["Removing the table t requires a manual migration"]);
+        let added = def(vec![table(
+            "t",
+            &[("id", AlgebraicType::U32), ("v", AlgebraicType::String), ("w", AlgebraicType::U8)],
+        )]);
+        assert_eq!(plan(&old, &added).unwrap_err(), vec!["Adding a column w to table t requires a manual migration"]);
+        let reordered = def(vec![table("t", &[("v", AlgebraicType::String), ("id", AlgebraicType::U32)])]);
+        assert_eq!(plan(&old, &reordered).unwrap_err(), vec!["Reordering table t requires a manual migration"]);
+        let mut unique = t.clone();
+        unique.constraints.push(ConstraintDef { name: "t_id_key".into(), unique_columns: vec![0] });
+        assert_eq!(
+            plan(&old, &def(vec![unique])).unwrap_err(),
+            vec!["Adding a unique constraint t_id_key requires a manual migration"]
+        );
+    }
+}
