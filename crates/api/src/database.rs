@@ -154,7 +154,7 @@ fn control_error(e: ControlError) -> Response {
         ControlError::NameTaken(_) | ControlError::PublishInProgress(_) => StatusCode::CONFLICT,
         ControlError::TooManyNames { .. } => StatusCode::BAD_REQUEST,
         // A module that does not load, validate or initialise is the publisher's to fix.
-        ControlError::Create(CreateError::Host(_) | CreateError::InitFailed(_))
+        ControlError::Create(CreateError::Host(_) | CreateError::InitFailed(_) | CreateError::InvalidFilter(_))
         | ControlError::Update(UpdateError::Host(_)) => StatusCode::BAD_REQUEST,
         ControlError::ShutDown(_) | ControlError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ControlError::Create(_) | ControlError::Io { .. } | ControlError::Corrupt { .. } | ControlError::System(_) => {
@@ -600,6 +600,7 @@ pub async fn sql(
         is_owner: db.owner == caller.identity.0,
         row_limit: state.limits.max_sql_rows,
         max_sql_len: state.limits.max_sql_bytes,
+        sender: Some(caller.identity.0),
     };
     let started = Instant::now();
     let who = caller.identity.0;

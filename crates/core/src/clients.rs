@@ -348,6 +348,13 @@ struct Client {
     sets: BTreeMap<SetKey, Vec<Arc<str>>>,
 }
 
+impl Client {
+    /// The client's rights for queries: the owner's or not, and its identity for `:sender`.
+    fn query_context(&self) -> epoch_query::QueryContext {
+        epoch_query::QueryContext { is_owner: self.is_owner, sender: Some(self.caller.identity), ..Default::default() }
+    }
+}
+
 /// What the metrics report of a database's clients.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ClientStats {
@@ -433,8 +440,9 @@ impl Clients {
         }
     }
 
-    pub(crate) fn is_owner(&self, id: ClientId) -> Option<bool> {
-        self.clients.get(&id).map(|c| c.is_owner)
+    /// Client `id`'s rights for queries.
+    pub(crate) fn query_context(&self, id: ClientId) -> Option<epoch_query::QueryContext> {
+        self.clients.get(&id).map(Client::query_context)
     }
 
     pub(crate) fn caller_of(&self, id: ClientId) -> Option<Caller> {
@@ -481,8 +489,8 @@ impl Clients {
         started: std::time::Instant,
     ) {
         let Some(client) = self.clients.get(&id) else { return };
-        let (caller, is_owner) = (client.caller, client.is_owner);
-        let ctx = epoch_query::QueryContext { is_owner, ..Default::default() };
+        let caller = client.caller;
+        let ctx = client.query_context();
         let (kind, request_id, query_id, reply) = match req {
             SubscriptionRequest::Legacy { request_id, queries } => {
                 (RowsReply::Initial, request_id, 0, self.replace_legacy(store, id, queries, ctx))
@@ -529,7 +537,7 @@ impl Clients {
     ) -> Result<Vec<TableRows>, RequestError> {
         let old = self.clients.get_mut(&id).and_then(|c| c.sets.remove(&SetKey::Legacy)).unwrap_or_default();
         for q in &old {
-            self.manager.unsubscribe(id, q, ctx.is_owner);
+            self.manager.unsubscribe(id, q, ctx);
         }
         match self.subscribe_all(store, id, &queries, ctx, true) {
             Ok(tables) => {
@@ -582,7 +590,7 @@ impl Clients {
             let mut seen = std::collections::HashSet::new();
             queries = queries.into_iter().map(|q| q.trim().to_string()).filter(|q| seen.insert(q.clone())).collect();
         }
-        let held: Vec<bool> = queries.iter().map(|q| multi && self.manager.holds(id, q, ctx.is_owner)).collect();
+        let held: Vec<bool> = queries.iter().map(|q| multi && self.manager.holds(id, q, ctx)).collect();
         let mut tables = self.subscribe_all(store, id, &queries, ctx, multi).map_err(RequestError::Subscription)?;
         if multi {
             // Rows of queries the client held already are on its side.
@@ -608,13 +616,13 @@ impl Clients {
             let (table, rows) = match self.manager.subscribe(store, id, q, ctx) {
                 Ok(r) => r,
                 Err(e) => {
-                    self.undo(id, &queries[..i], ctx.is_owner);
+                    self.undo(id, &queries[..i], ctx);
                     return Err(subscribe_error(q, e));
                 }
             };
             total += rows.len();
             if total > self.limits.max_initial_rows {
-                self.undo(id, &queries[..=i], ctx.is_owner);
+                self.undo(id, &queries[..=i], ctx);
                 return Err(format!(
                     "The subscription's initial rows exceed {}, the most one request may receive; narrow the query",
                     self.limits.max_initial_rows
@@ -627,9 +635,9 @@ impl Clients {
         Ok(tables)
     }
 
-    fn undo(&mut self, id: ClientId, queries: &[String], is_owner: bool) {
+    fn undo(&mut self, id: ClientId, queries: &[String], ctx: epoch_query::QueryContext) {
         for q in queries {
-            self.manager.unsubscribe(id, q, is_owner);
+            self.manager.unsubscribe(id, q, ctx);
         }
     }
 
@@ -643,7 +651,7 @@ impl Clients {
         multi: bool,
     ) -> Result<Vec<TableRows>, RequestError> {
         let client = self.clients.get_mut(&id).ok_or_else(|| RequestError::Subscription("Client not found".into()))?;
-        let is_owner = client.is_owner;
+        let ctx = client.query_context();
         let Some(queries) = client.sets.remove(&SetKey::Query(query_id)) else {
             let (i, c) = (hex_be(&client.caller.identity), hex_be(&client.caller.connection_id));
             return Err(RequestError::Subscription(format!(
@@ -652,10 +660,10 @@ impl Clients {
         };
         let mut tables: Vec<TableRows> = Vec::new();
         for (i, q) in queries.iter().enumerate() {
-            let current = self.manager.current_rows(store, q, is_owner);
-            self.manager.unsubscribe(id, q, is_owner);
+            let current = self.manager.current_rows(store, q, ctx);
+            self.manager.unsubscribe(id, q, ctx);
             let Ok((table, rows)) = current else { continue };
-            if multi && (self.manager.holds(id, q, is_owner) || rows.is_empty()) {
+            if multi && (self.manager.holds(id, q, ctx) || rows.is_empty()) {
                 continue;
             }
             tables.push(TableRows { table, query: i, rows: RowBlock::from_rows(rows) });

@@ -56,6 +56,9 @@ pub enum CreateError {
     Host(#[from] HostError),
     #[error("the module's init reducer failed: {0}")]
     InitFailed(String),
+    /// A row-level security filter does not compile against the module's tables.
+    #[error("invalid row-level security filter: {0}")]
+    InvalidFilter(String),
     #[error(transparent)]
     Persist(#[from] PersistError),
     #[error("preparing {path}: {source}")]
@@ -237,7 +240,9 @@ impl Database {
     /// Loads `wasm` as a new database with identity `identity`, and runs the module's `init`
     /// reducer (if any) with `owner` as the caller, as a first publish does.
     pub fn create(wasm: &[u8], identity: [u8; 32], owner: Caller, config: HostConfig) -> Result<Self, CreateError> {
-        let mut db = Self::from_host(ModuleHost::load(wasm, identity, config)?, identity);
+        let host = ModuleHost::load(wasm, identity, config)?;
+        epoch_query::check_filters(host.db()).map_err(CreateError::InvalidFilter)?;
+        let mut db = Self::from_host(host, identity);
         db.initialize(owner)?;
         Ok(db)
     }
@@ -269,6 +274,8 @@ impl Database {
     ) -> Result<Self, CreateError> {
         let cache = compiled_cache_path(dir);
         let host = ModuleHost::load(wasm, identity, HostConfig { compiled_cache: None, ..config })?;
+        // Checked before the directory is touched: a bad filter leaves nothing behind.
+        epoch_query::check_filters(host.db()).map_err(CreateError::InvalidFilter)?;
         let io = |source| CreateError::Io { path: dir.to_path_buf(), source };
         match std::fs::remove_dir_all(dir) {
             Ok(()) => {}
@@ -734,8 +741,7 @@ impl Database {
 
     /// Runs a one-off query for client `id`, with its rights.
     pub fn client_one_off(&mut self, id: ClientId, message_id: Vec<u8>, sql: &str, started: std::time::Instant) {
-        let Some(is_owner) = self.clients.is_owner(id) else { return };
-        let ctx = epoch_query::QueryContext { is_owner, ..Default::default() };
+        let Some(ctx) = self.clients.query_context(id) else { return };
         let result = epoch_query::select_only(self.host.db(), sql, ctx)
             .map(|(table_name, r)| crate::clients::OneOffRows { table_name, row_type: r.schema, rows: r.rows })
             .map_err(|e| e.to_string());
@@ -864,6 +870,7 @@ impl Database {
     pub fn update_module(&mut self, wasm: &[u8]) -> Result<(), UpdateError> {
         let config = self.host.config().clone();
         let mut new = ModuleHost::load_with_logs(wasm, self.identity, config, self.host.logs().clone())?;
+        epoch_query::check_filters(new.db()).map_err(UpdateError::Failed)?;
         let steps = crate::migrate::plan(self.def(), new.def()).map_err(UpdateError::rejected)?;
         let hash: String = {
             use sha3::Digest;

@@ -99,6 +99,7 @@ pub(crate) fn plan_select(
 pub(crate) fn run_select(store: &Store, plan: SelectPlan, ctx: QueryContext) -> Result<QueryResult, SqlError> {
     let SelectPlan { table_id, row_type, projection, cond, limit } = plan;
     let table = store.table(table_id).map_err(store_err)?;
+    let visibility = crate::rls::Visibility::of(store, table_id, ctx)?;
     let ts = &store.typespace;
     let ty = AlgebraicType::Product(row_type.clone());
     let mut rows = Vec::new();
@@ -108,6 +109,11 @@ pub(crate) fn run_select(store: &Store, plan: SelectPlan, ctx: QueryContext) -> 
         let cols = row.as_product().unwrap_or(&[]);
         if !eval(&cond, cols) {
             continue;
+        }
+        if let Some(v) = &visibility {
+            if !v.allows(store, bytes)? {
+                continue;
+            }
         }
         if let Projection::Count(_) = projection {
             count += 1;

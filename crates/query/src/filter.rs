@@ -16,15 +16,23 @@ use sqlparser::ast::{
 use crate::execute::{eval, plan_select, store_err};
 use crate::parse::parse_one;
 use crate::plan::{Cond, Projection, Scope};
+use crate::rls::Visibility;
 use crate::{QueryContext, SqlError};
 
 /// Which rows of one table a subscription query selects.
-#[derive(Debug)]
 pub struct Filter {
     table_id: u32,
     row_type: AlgebraicType,
     cond: Cond,
     join: Option<Join>,
+    /// Row-level security for the caller, if the table has filters and the caller is not the owner.
+    visibility: Option<Visibility>,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter").field("table_id", &self.table_id).field("join", &self.join.is_some()).finish()
+    }
 }
 
 /// The second table of a join and how rows meet.
@@ -54,7 +62,20 @@ impl Filter {
     /// Compiles a subscription query: whole rows of one table the caller may see, with an
     /// optional `WHERE`, or of one side of a two-table inner join on equal columns, one of which
     /// has an index; no `LIMIT`, no `COUNT`, no column list.
+    /// Rows hidden from the caller by row-level security are never selected.
     pub fn compile(store: &Store, sql: &str, ctx: QueryContext) -> Result<Self, SqlError> {
+        let mut f = Self::compile_unrestricted(store, sql, ctx)?;
+        f.visibility = Visibility::of(store, f.table_id, ctx)?;
+        Ok(f)
+    }
+
+    /// Whether the query joins two tables.
+    pub fn is_join(&self) -> bool {
+        self.join.is_some()
+    }
+
+    /// As [`Filter::compile`], without row-level security (for the module's own filters).
+    pub(crate) fn compile_unrestricted(store: &Store, sql: &str, ctx: QueryContext) -> Result<Self, SqlError> {
         let Statement::Query(query) = parse_one(sql, ctx)? else {
             return Err(SqlError::Unsupported("a subscription must be a SELECT".into()));
         };
@@ -78,6 +99,7 @@ impl Filter {
             row_type: AlgebraicType::Product(plan.row_type),
             cond: plan.cond,
             join: None,
+            visibility: None,
         })
     }
 
@@ -162,7 +184,13 @@ impl Filter {
             None => Cond::Const(true),
         };
         let p = &tables[projected];
-        Ok(Self { table_id: p.table, row_type: p.row_type.clone(), cond, join: Some(Join { tables, projected }) })
+        Ok(Self {
+            table_id: p.table,
+            row_type: p.row_type.clone(),
+            cond,
+            join: Some(Join { tables, projected }),
+            visibility: None,
+        })
     }
 
     /// The table whose rows this filter selects.
@@ -180,11 +208,22 @@ impl Filter {
 
     /// Whether the BSATN row `row` of the filter's table is selected (single-table queries).
     pub fn matches(&self, store: &Store, row: &[u8]) -> Result<bool, SqlError> {
-        if let Cond::Const(all) = self.cond {
-            return Ok(all);
+        let selected = match self.cond {
+            Cond::Const(all) => all,
+            _ => {
+                let value = decode(store, &self.row_type, row)?;
+                eval(&self.cond, value.as_product().unwrap_or(&[]))
+            }
+        };
+        self.visible(store, row).map(|v| selected && v)
+    }
+
+    /// Whether row-level security lets the caller see `row` of the query's table.
+    fn visible(&self, store: &Store, row: &[u8]) -> Result<bool, SqlError> {
+        match &self.visibility {
+            None => Ok(true),
+            Some(v) => v.allows(store, row),
         }
-        let value = decode(store, &self.row_type, row)?;
-        Ok(eval(&self.cond, value.as_product().unwrap_or(&[])))
     }
 
     /// Every row the query selects now, as BSATN (a subscription's initial rows). A joined row
@@ -263,11 +302,17 @@ impl Filter {
         self.with_store(store, 1, b_del, &mut left, 1)?;
         self.between(store, a_ins, b_del, &mut left, -1)?;
         self.between(store, a_del, b_del, &mut left, 1)?;
-        let expand = |bag: Bag| -> Vec<Box<[u8]>> {
+        let expand = |bag: Bag| -> Result<Vec<Box<[u8]>>, SqlError> {
             debug_assert!(bag.values().all(|n| *n >= 0), "a join's delta counts pairs that exist");
-            bag.into_iter().flat_map(|(row, n)| std::iter::repeat_n(row, n.max(0) as usize)).collect()
+            let mut out = Vec::new();
+            for (row, n) in bag {
+                if self.visible(store, &row)? {
+                    out.extend(std::iter::repeat_n(row, n.max(0) as usize));
+                }
+            }
+            Ok(out)
         };
-        Ok(Some((expand(left), expand(entered))))
+        Ok(Some((expand(left)?, expand(entered)?)))
     }
 
     /// Adds `sign` for each pair of a row of `rows` (of side `side`) with a row of the other

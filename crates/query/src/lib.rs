@@ -20,8 +20,10 @@ mod execute;
 mod filter;
 mod parse;
 mod plan;
+mod rls;
 
 pub use filter::Filter;
+pub use rls::check_filters;
 
 use epoch_sats::{AlgebraicValue, ProductType};
 use epoch_store::Store;
@@ -96,11 +98,13 @@ pub struct QueryContext {
     pub row_limit: usize,
     /// The longest query text accepted, in bytes.
     pub max_sql_len: usize,
+    /// Who asks (little-endian identity): `:sender` in row-level security filters stands for it.
+    pub sender: Option<[u8; 32]>,
 }
 
 impl Default for QueryContext {
     fn default() -> Self {
-        Self { is_owner: false, row_limit: 100_000, max_sql_len: MAX_SQL_LEN }
+        Self { is_owner: false, row_limit: 100_000, max_sql_len: MAX_SQL_LEN, sender: None }
     }
 }
 

@@ -75,6 +75,7 @@ pub(crate) fn parse_one(sql: &str, ctx: QueryContext) -> Result<Statement, SqlEr
     let plain: Vec<Token> = tokens.iter().map(|t| t.token.clone()).collect();
     check_shape(&plain)?;
     keyword_columns(&mut tokens);
+    bind_sender(&mut tokens, ctx.sender.unwrap_or([0; 32]));
     let mut statements =
         Parser::new(&dialect).with_tokens_with_locations(tokens).parse_statements().map_err(|e| parse_error(&e))?;
     if statements.len() > 1 {
@@ -105,6 +106,27 @@ fn keyword_columns(tokens: &mut [TokenWithSpan]) {
             }
         }
         previous = Some(i);
+    }
+}
+
+/// `:sender` (in row-level security filters) becomes the caller's identity, written as the
+/// hex literal an identity column compares with.
+fn bind_sender(tokens: &mut [TokenWithSpan], sender: [u8; 32]) {
+    let literal = || {
+        let hex: String = sender.iter().rev().map(|b| format!("{b:02x}")).collect();
+        Token::Number(format!("0x{hex}"), false)
+    };
+    for i in 0..tokens.len() {
+        match &tokens[i].token {
+            Token::Placeholder(p) if p == ":sender" => tokens[i].token = literal(),
+            // The tokenizer may give `:` and `sender` apart.
+            Token::Colon if matches!(tokens.get(i + 1).map(|t| &t.token), Some(Token::Word(w)) if w.value == "sender" && w.quote_style.is_none()) =>
+            {
+                tokens[i].token = literal();
+                tokens[i + 1].token = Token::Whitespace(sqlparser::tokenizer::Whitespace::Space);
+            }
+            _ => {}
+        }
     }
 }
 

@@ -98,6 +98,8 @@ pub struct Store {
     /// Index id → (table id, position).
     index_ids: HashMap<u32, (u32, usize)>,
     tx: Option<TxState>,
+    /// The module's row-level security filters (SQL), applied by the query layer.
+    pub row_level_security: Vec<String>,
 }
 
 /// Index ids are unique across a database; they start here so they are never mistaken for table ids.
@@ -153,7 +155,15 @@ impl Store {
             table_ids.insert(t.name.clone(), id);
             tables.push(table);
         }
-        Ok(Self { typespace, tables, table_ids, index_names, index_ids, tx: None })
+        Ok(Self {
+            typespace,
+            tables,
+            table_ids,
+            index_names,
+            index_ids,
+            tx: None,
+            row_level_security: def.row_level_security.clone(),
+        })
     }
 
     /// The tables' names, by id.

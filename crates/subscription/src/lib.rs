@@ -54,14 +54,17 @@ struct Shared {
     subscribers: BTreeSet<ClientId>,
 }
 
-/// A query's identity: its text, and whether it was compiled with the owner's rights (which see
-/// private tables).
-type Key = (Arc<str>, bool);
+/// A query's identity: its text, whether it was compiled with the owner's rights (which see
+/// private tables), and, when row-level security applies, who asks (each caller sees its rows).
+type Key = (Arc<str>, bool, Option<[u8; 32]>);
 
 /// Every subscription of one database.
 #[derive(Debug, Default)]
 pub struct Manager {
     queries: BTreeMap<Key, Shared>,
+    /// Whether the module has row-level security filters (then a query's rows depend on its
+    /// caller, and queries are shared only among the owner's subscriptions).
+    rls: bool,
     /// Each client's queries, with how many of its subscriptions hold each (a client may send
     /// the same query under several query ids; it is evaluated and sent once).
     clients: HashMap<ClientId, BTreeMap<Key, usize>>,
@@ -77,7 +80,8 @@ impl Manager {
         sql: &str,
         ctx: QueryContext,
     ) -> Result<(u32, Vec<&'s [u8]>), SubscribeError> {
-        let key: Key = (Arc::from(sql), ctx.is_owner);
+        self.rls = !store.row_level_security.is_empty();
+        let key = self.key(sql, ctx);
         let held = self.clients.get(&client).map_or(0, BTreeMap::len);
         if held >= MAX_QUERIES_PER_CLIENT && !self.clients.get(&client).is_some_and(|k| k.contains_key(&key)) {
             return Err(SubscribeError::TooManyQueries(MAX_QUERIES_PER_CLIENT));
@@ -98,8 +102,8 @@ impl Manager {
     /// Ends one of `client`'s subscriptions to `sql` (with the rights it subscribed with); the
     /// client stops receiving the query when it holds it no more, and a query no client holds
     /// is dropped. Returns whether it was subscribed.
-    pub fn unsubscribe(&mut self, client: ClientId, sql: &str, is_owner: bool) -> bool {
-        let key: Key = (Arc::from(sql), is_owner);
+    pub fn unsubscribe(&mut self, client: ClientId, sql: &str, ctx: QueryContext) -> bool {
+        let key = self.key(sql, ctx);
         let Some(count) = self.clients.get_mut(&client).and_then(|keys| keys.get_mut(&key)) else { return false };
         *count -= 1;
         if *count == 0 {
@@ -114,8 +118,8 @@ impl Manager {
     }
 
     /// Whether `client` holds `sql` (with those rights) through at least one subscription.
-    pub fn holds(&self, client: ClientId, sql: &str, is_owner: bool) -> bool {
-        let key: Key = (Arc::from(sql), is_owner);
+    pub fn holds(&self, client: ClientId, sql: &str, ctx: QueryContext) -> bool {
+        let key = self.key(sql, ctx);
         self.clients.get(&client).is_some_and(|keys| keys.contains_key(&key))
     }
 
@@ -125,9 +129,9 @@ impl Manager {
         &self,
         store: &'s Store,
         sql: &str,
-        is_owner: bool,
+        ctx: QueryContext,
     ) -> Result<(u32, Vec<&'s [u8]>), SqlError> {
-        let key: Key = (Arc::from(sql), is_owner);
+        let key = self.key(sql, ctx);
         match self.queries.get(&key) {
             Some(shared) => Ok((shared.filter.table_id(), shared.filter.initial_rows(store)?)),
             None => Err(SqlError::Unsupported(format!("`{sql}` is not subscribed"))),
@@ -149,6 +153,11 @@ impl Manager {
                 self.queries.remove(key);
             }
         }
+    }
+
+    fn key(&self, sql: &str, ctx: QueryContext) -> Key {
+        let caller = (self.rls && !ctx.is_owner).then_some(ctx.sender.unwrap_or([0; 32]));
+        (Arc::from(sql), ctx.is_owner, caller)
     }
 
     /// How many distinct queries are held (each evaluated once per transaction).

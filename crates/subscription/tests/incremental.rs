@@ -144,7 +144,7 @@ proptest! {
                     *refs.entry((*client, *query)).or_default() += 1;
                 }
                 Step::Unsubscribe { client, query } => {
-                    let had = manager.unsubscribe(*client, QUERIES[*query], false);
+                    let had = manager.unsubscribe(*client, QUERIES[*query], QueryContext::default());
                     let key = (*client, *query);
                     prop_assert_eq!(had, refs.contains_key(&key));
                     if let Some(n) = refs.get_mut(&key) {
@@ -154,7 +154,7 @@ proptest! {
                             copies.remove(&key);
                         }
                     }
-                    prop_assert_eq!(manager.holds(*client, QUERIES[*query], false), refs.contains_key(&key));
+                    prop_assert_eq!(manager.holds(*client, QUERIES[*query], QueryContext::default()), refs.contains_key(&key));
                 }
                 Step::Disconnect(client) => {
                     manager.disconnect(*client);
