@@ -603,8 +603,8 @@ pub async fn sql(
         sender: Some(caller.identity.0),
     };
     let started = Instant::now();
-    let who = caller.identity.0;
-    let result = on_db(&db, move |d| d.sql(&sql, ctx, who).map(|o| (o, d.store().typespace.clone()))).await;
+    let (who, owner) = (caller.identity.0, db.owner);
+    let result = on_db(&db, move |d| d.sql(&sql, ctx, who, owner).map(|o| (o, d.store().typespace.clone()))).await;
     match result {
         Err(r) => r,
         Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -614,6 +614,12 @@ pub async fn sql(
                 epoch_query::Outcome::Rows(r) => crate::sql_json::result_json(&ts, &r, micros),
                 epoch_query::Outcome::Dml { stats, .. } => {
                     let empty = epoch_query::QueryResult { schema: Default::default(), rows: Vec::new() };
+                    crate::sql_json::result_json_with(&ts, &empty, micros, stats)
+                }
+                // As 1.3 reports a SET: one row written to st_var.
+                epoch_query::Outcome::SetVar { .. } => {
+                    let empty = epoch_query::QueryResult { schema: Default::default(), rows: Vec::new() };
+                    let stats = epoch_query::DmlStats { rows_inserted: 1, ..Default::default() };
                     crate::sql_json::result_json_with(&ts, &empty, micros, stats)
                 }
             };

@@ -89,6 +89,12 @@ fn an_update_that_adds_and_changes_tables_keeps_every_row_and_table_id() {
     assert_eq!(table(&s, "account").unwrap()["table_access"], serde_json::json!({"Private": []}));
     assert!(index_names(&s, "ledger").contains(&"ledger_to_idx_btree".to_string()), "{:?}", index_names(&s, "ledger"));
     assert!(!index_names(&s, "account").contains(&"account_branch_idx_btree".to_string()));
+    // st_table: the kept tables keep their ids, the new one comes after them.
+    let ids = rows(&server, Some(&owner), "SELECT table_id, table_name FROM st_table WHERE table_type = 'user'");
+    let mut ids: Vec<(u64, String)> =
+        ids.iter().map(|r| (r[0].as_u64().unwrap(), r[1].as_str().unwrap().to_string())).collect();
+    ids.sort();
+    assert_eq!(ids, vec![(4097, "account".into()), (4098, "ledger".into()), (4099, "access_log".into())]);
     // A table made private is the owner's only.
     let (status, body) = server.sql(Some(&stranger), "mig", "SELECT id FROM account");
     assert_eq!((status, body.as_str()), (400, "`account` is not a valid table"));

@@ -74,6 +74,17 @@ fn callers_see_only_the_rows_the_filters_select() {
     ws.send_json(json!({"OneOffQuery": {"message_id": "01", "query_string": "SELECT * FROM message"}}));
     let r = ws.recv_variant("OneOffQueryResponse");
     assert_eq!(r["tables"][0]["rows"].as_array().unwrap().len(), 3, "{r}");
+    // The system tables show the filters and the connected client, as they are now.
+    let (_, body) = server.sql(Some(&bob), "rlsdb", "SELECT * FROM st_row_level_security");
+    let rls: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rls[0]["rows"].as_array().unwrap().len(), 2, "{body}");
+    assert!(rls[0]["rows"].as_array().unwrap().iter().all(|r| r[0] == 4097), "{body}");
+    let (_, body) = server.sql(Some(&owner), "rlsdb", "SELECT * FROM st_client");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()[0]["rows"].as_array().unwrap().len(),
+        1,
+        "alice's socket: {body}"
+    );
     // The owner's subscription sees every row.
     let mut ows = connect(&server.url, "rlsdb", JSON, "", Some(&owner)).unwrap();
     ows.recv_variant("IdentityToken");

@@ -440,6 +440,11 @@ impl Clients {
         }
     }
 
+    /// Every connected client: (identity, connection id), as `st_client` lists them.
+    pub(crate) fn connected(&self) -> Vec<([u8; 32], [u8; 16])> {
+        self.clients.values().map(|c| (c.caller.identity, c.caller.connection_id)).collect()
+    }
+
     /// Client `id`'s rights for queries.
     pub(crate) fn query_context(&self, id: ClientId) -> Option<epoch_query::QueryContext> {
         self.clients.get(&id).map(Client::query_context)

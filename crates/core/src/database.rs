@@ -85,6 +85,13 @@ impl UpdateError {
     }
 }
 
+/// The file holding a durable database's `SET row_limit`.
+const ROW_LIMIT_FILE: &str = "row-limit";
+
+fn read_row_limit(dir: &std::path::Path) -> Option<u64> {
+    std::fs::read_to_string(dir.join(ROW_LIMIT_FILE)).ok()?.trim().parse().ok()
+}
+
 /// The file listing a durable database's tables by id, once a module update has added tables.
 const TABLE_ORDER_FILE: &str = "table-order";
 
@@ -226,6 +233,10 @@ pub struct Database {
     /// While set, committed transactions are told to clients together, as one (a scheduled
     /// reducer and the removal of its one-shot row, which 1.3 commits as one transaction).
     deferred: Option<Vec<Deferred>>,
+    /// The module's wasm, as `st_module` shows it.
+    program: std::sync::Arc<[u8]>,
+    /// `SET row_limit = N` (1.3's `st_var`), kept in the database's directory when durable.
+    row_limit: Option<u64>,
 }
 
 /// A committed transaction held back to be told to clients with the next ones.
@@ -243,6 +254,7 @@ impl Database {
         let host = ModuleHost::load(wasm, identity, config)?;
         epoch_query::check_filters(host.db()).map_err(CreateError::InvalidFilter)?;
         let mut db = Self::from_host(host, identity);
+        db.program = std::sync::Arc::from(wasm);
         db.initialize(owner)?;
         Ok(db)
     }
@@ -259,6 +271,8 @@ impl Database {
             steps: StepLedger::default(),
             clients,
             deferred: None,
+            program: std::sync::Arc::from(&[][..]),
+            row_limit: None,
         }
     }
 
@@ -285,6 +299,7 @@ impl Database {
         std::fs::create_dir_all(dir).map_err(io)?;
         host.save_compiled(&cache, wasm);
         let mut db = Self::from_host(host, identity);
+        db.program = std::sync::Arc::from(wasm);
         let (p, _) = Persistence::open(dir, persist, db.host.db_mut(), &mut db.steps)?;
         db.clients = Clients::new(db.host.def(), Some(p.log().clone()));
         db.persist = Some(p);
@@ -324,6 +339,8 @@ impl Database {
             steps,
             clients,
             deferred: None,
+            program: std::sync::Arc::from(wasm),
+            row_limit: read_row_limit(dir),
         };
         db.disconnect_stale_clients();
         Ok((db, report))
@@ -903,6 +920,7 @@ impl Database {
         self.system_log("Database updated".to_string());
         new.replace_db(store);
         self.host = new;
+        self.program = std::sync::Arc::from(wasm);
         let mut scheduler = Scheduler::new(self.host.def());
         scheduler.observe(self.host.db(), &all_rows(self.host.db()), now_micros());
         self.scheduler = scheduler;
@@ -952,18 +970,45 @@ impl Database {
 
     /// Runs one SQL statement for `caller`. DML commits like a reducer: logged (so it is durable
     /// before the answer), seen by the scheduler, and sent to subscribers with `caller` named.
+    /// The system tables (`st_table`, …) are answered from the catalog, with `owner` as the
+    /// module's owner; `SET row_limit` is kept (and caps what later queries may return).
     pub fn sql(
         &mut self,
         sql: &str,
         ctx: epoch_query::QueryContext,
         caller: [u8; 32],
+        owner: [u8; 32],
     ) -> Result<epoch_query::Outcome, epoch_query::SqlError> {
-        let outcome = epoch_query::run(self.host.db_mut(), sql, ctx)?;
-        if let epoch_query::Outcome::Dml { delta, .. } = &outcome {
-            if !delta.is_empty() {
+        let ctx = match self.row_limit {
+            Some(n) => epoch_query::QueryContext { row_limit: ctx.row_limit.min(n as usize), ..ctx },
+            None => ctx,
+        };
+        let inputs = crate::catalog::CatalogInputs {
+            def: self.host.def(),
+            store: self.host.db(),
+            database_identity: self.identity,
+            owner,
+            program: &self.program,
+            clients: self.clients.connected(),
+            row_limit: self.row_limit,
+        };
+        let catalog = crate::catalog::build_lazily(&inputs);
+        let outcome = epoch_query::run_with_catalog(self.host.db_mut(), catalog, sql, ctx)?;
+        match &outcome {
+            epoch_query::Outcome::Dml { delta, .. } if !delta.is_empty() => {
                 let args = if self.persist.is_some() { sql.as_bytes().to_vec() } else { Vec::new() };
                 self.on_commit(Commit::system("__sql__", caller, args, None), delta);
             }
+            epoch_query::Outcome::SetVar { value, .. } => {
+                self.row_limit = Some(*value);
+                if let Some(p) = self.persist.as_ref() {
+                    let text = format!("{}\n", value);
+                    if let Err(e) = crate::control::write_atomically(&p.dir().join(ROW_LIMIT_FILE), text.as_bytes()) {
+                        tracing::warn!("saving row_limit: {e}");
+                    }
+                }
+            }
+            _ => {}
         }
         Ok(outcome)
     }

@@ -8,6 +8,7 @@
 //! Not for: HTTP, identities or durability.
 
 pub mod bench;
+pub mod catalog;
 pub mod clients;
 pub mod control;
 pub mod database;

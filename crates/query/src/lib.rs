@@ -122,6 +122,8 @@ pub enum Outcome {
     Rows(QueryResult),
     /// A DML statement's counts and the changes it committed.
     Dml { stats: DmlStats, delta: epoch_store::TxDelta },
+    /// `SET name = value` (owners only): the caller keeps the variable (1.3's `st_var`).
+    SetVar { name: String, value: u64 },
 }
 
 /// Rows a DML statement changed, as the `/sql` route reports them.
@@ -135,7 +137,71 @@ pub struct DmlStats {
 /// Runs one statement: a `SELECT`, or (owners only) `INSERT`, `UPDATE` or `DELETE` in a
 /// transaction of its own that either commits whole or changes nothing.
 pub fn run(store: &mut Store, sql: &str, ctx: QueryContext) -> Result<Outcome, SqlError> {
-    match parse_one(sql, ctx)? {
+    run_with_catalog(store, |_| None, sql, ctx)
+}
+
+/// The system tables 1.3 lets `/sql` read.
+pub const SYSTEM_TABLES: [&str; 10] = [
+    "st_table",
+    "st_column",
+    "st_sequence",
+    "st_index",
+    "st_constraint",
+    "st_module",
+    "st_client",
+    "st_var",
+    "st_scheduled",
+    "st_row_level_security",
+];
+
+/// The one `SET`/`SHOW` variable 1.3 has.
+pub const ROW_LIMIT_VAR: &str = "row_limit";
+
+/// As [`run`]; a `SELECT` of a system table (`st_table`, …: anyone may read them) or a `SHOW`
+/// is answered from the catalog `catalog` builds (a store holding the system tables), and
+/// `SET row_limit = N` is handed back to the caller to keep.
+pub fn run_with_catalog(
+    store: &mut Store,
+    catalog: impl FnOnce(&Store) -> Option<Store>,
+    sql: &str,
+    ctx: QueryContext,
+) -> Result<Outcome, SqlError> {
+    let statement = parse_one(sql, ctx)?;
+    if let Some(table) = system_table_read(store, &statement) {
+        let Some(cat) = catalog(store) else { return Err(SqlError::UnknownTable(table)) };
+        let Statement::Query(q) = statement else { unreachable!("only queries read tables") };
+        return select(&cat, q, QueryContext { is_owner: true, ..ctx }).map(Outcome::Rows);
+    }
+    match statement {
+        Statement::ShowVariable { variable } => {
+            let name = variable.iter().map(|v| v.value.clone()).collect::<Vec<_>>().join(".");
+            if name != ROW_LIMIT_VAR {
+                return Err(SqlError::Unsupported(format!("SHOW {name}")));
+            }
+            let cat = catalog(store).ok_or_else(|| SqlError::Unsupported("SHOW".into()))?;
+            let q = format!("SELECT value FROM st_var WHERE name = '{ROW_LIMIT_VAR}'");
+            let Statement::Query(q) = parse_one(&q, ctx)? else { unreachable!("a SELECT") };
+            select(&cat, q, QueryContext { is_owner: true, ..ctx }).map(Outcome::Rows)
+        }
+        Statement::Set(sqlparser::ast::Set::SingleAssignment { variable, values, .. }) => {
+            if !ctx.is_owner {
+                return Err(SqlError::DmlNotOwner);
+            }
+            let name = plan::unquoted(&variable);
+            if name != ROW_LIMIT_VAR {
+                return Err(SqlError::Unsupported(format!("SET {name}")));
+            }
+            match values.as_slice() {
+                [e] => match plan::literal(e)? {
+                    plan::Literal::Int(n) if n >= 0 => {
+                        let value = u64::try_from(n).map_err(|_| SqlError::LimitOutOfRange(n.to_string()))?;
+                        Ok(Outcome::SetVar { name, value })
+                    }
+                    _ => Err(SqlError::Unsupported("row_limit takes a non-negative integer".into())),
+                },
+                _ => Err(SqlError::Unsupported("SET takes one value".into())),
+            }
+        }
         Statement::Query(q) => select(store, q, ctx).map(Outcome::Rows),
         s @ (Statement::Insert(_) | Statement::Update { .. } | Statement::Delete(_)) => {
             if !ctx.is_owner {
@@ -155,6 +221,17 @@ pub fn run(store: &mut Store, sql: &str, ctx: QueryContext) -> Result<Outcome, S
         }
         other => Err(SqlError::Unsupported(format!("{other}"))),
     }
+}
+
+/// The system table a statement reads, when it is a `SELECT` of one and the module has no
+/// table of that name.
+fn system_table_read(store: &Store, statement: &Statement) -> Option<String> {
+    let Statement::Query(q) = statement else { return None };
+    let sqlparser::ast::SetExpr::Select(select) = q.body.as_ref() else { return None };
+    let [from] = select.from.as_slice() else { return None };
+    let sqlparser::ast::TableFactor::Table { name, .. } = &from.relation else { return None };
+    let name = plan::unquoted(name);
+    (SYSTEM_TABLES.contains(&name.as_str()) && store.table_by_name(&name).is_none()).then_some(name)
 }
 
 /// Parses and runs one `SELECT` against `store`.

@@ -240,6 +240,62 @@ fn product_type(r: &mut Reader<'_>, depth: u32) -> Result<ProductType, DecodeErr
     Ok(ProductType { elements: elements.into() })
 }
 
+/// Encodes an `AlgebraicType` in its own BSATN form (the inverse of [`algebraic_type`]), as
+/// 1.3's `st_column.col_type` holds it.
+pub fn write_algebraic_type(out: &mut Vec<u8>, ty: &AlgebraicType) {
+    use AlgebraicType as T;
+    let named = |out: &mut Vec<u8>, name: &Option<Box<str>>| match name {
+        Some(n) => {
+            out.push(0);
+            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+            out.extend_from_slice(n.as_bytes());
+        }
+        None => out.push(1),
+    };
+    match ty {
+        T::Ref(r) => {
+            out.push(0);
+            out.extend_from_slice(&r.to_le_bytes());
+        }
+        T::Sum(s) => {
+            out.push(1);
+            out.extend_from_slice(&(s.variants.len() as u32).to_le_bytes());
+            for v in s.variants.iter() {
+                named(out, &v.name);
+                write_algebraic_type(out, &v.ty);
+            }
+        }
+        T::Product(p) => {
+            out.push(2);
+            out.extend_from_slice(&(p.elements.len() as u32).to_le_bytes());
+            for e in p.elements.iter() {
+                named(out, &e.name);
+                write_algebraic_type(out, &e.ty);
+            }
+        }
+        T::Array(e) => {
+            out.push(3);
+            write_algebraic_type(out, e);
+        }
+        T::String => out.push(4),
+        T::Bool => out.push(5),
+        T::I8 => out.push(6),
+        T::U8 => out.push(7),
+        T::I16 => out.push(8),
+        T::U16 => out.push(9),
+        T::I32 => out.push(10),
+        T::U32 => out.push(11),
+        T::I64 => out.push(12),
+        T::U64 => out.push(13),
+        T::I128 => out.push(14),
+        T::U128 => out.push(15),
+        T::I256 => out.push(16),
+        T::U256 => out.push(17),
+        T::F32 => out.push(18),
+        T::F64 => out.push(19),
+    }
+}
+
 /// Decodes an `AlgebraicType` in its own BSATN form (a sum with one variant per type constructor).
 pub fn algebraic_type(r: &mut Reader<'_>, depth: u32) -> Result<AlgebraicType, DecodeError> {
     use AlgebraicType as T;
