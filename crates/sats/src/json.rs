@@ -410,8 +410,61 @@ impl SumVisitor<'_> {
         }
         match key.parse::<u8>() {
             Ok(t) if (t as usize) < self.ty.variants.len() => Ok(t),
-            _ => Err(E::custom(format!("unknown variant `{key}`"))),
+            _ => Err(E::custom(self.unknown_variant(key))),
         }
+    }
+
+    /// 1.3's words for an unknown variant, including the way its list of variants comes out
+    /// (`expected , `A`one of `B`, `C`` for three names: its numbering starts from the wrong end).
+    fn unknown_variant(&self, key: &str) -> String {
+        let names: Vec<String> = {
+            let mut anon = 0;
+            self.ty
+                .variants
+                .iter()
+                .map(|v| match v.name.as_deref() {
+                    Some(n) => n.to_string(),
+                    None => {
+                        anon += 1;
+                        (anon - 1).to_string()
+                    }
+                })
+                .collect()
+        };
+        if names.is_empty() {
+            return format!("unknown variant `{key}`");
+        }
+        let count = names.len();
+        let mut list = String::new();
+        for (index, name) in names.iter().enumerate() {
+            let part = match (count, index) {
+                (1, _) | (2, 1) => format!("`{name}`"),
+                (_, 1) => format!("one of `{name}`"),
+                _ => format!(", `{name}`"),
+            };
+            list.push_str(&part);
+        }
+        format!("unknown variant `{key}`, expected {list}")
+    }
+}
+
+/// A sum's variant read from a map key: its tag.
+struct VariantKey<'v, 'a>(&'v SumVisitor<'a>);
+
+impl<'de> DeserializeSeed<'de> for VariantKey<'_, '_> {
+    type Value = u8;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u8, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for VariantKey<'_, '_> {
+    type Value = u8;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a variant name")
+    }
+    fn visit_str<E: de::Error>(self, key: &str) -> Result<u8, E> {
+        self.0.tag_of(key)
     }
 }
 
@@ -421,10 +474,11 @@ impl<'de> Visitor<'de> for SumVisitor<'_> {
         f.write_str("a sum value: {\"Variant\": payload}")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<AlgebraicValue, A::Error> {
-        let key = map
-            .next_key::<std::borrow::Cow<'de, str>>()?
+        // The variant is read as the key itself, so an unknown one fails where the key ends and
+        // its path names the key, as in 1.3.
+        let tag = map
+            .next_key_seed(VariantKey(&self))?
             .ok_or_else(|| de::Error::custom("expected map representing sum type to have exactly one field"))?;
-        let tag = self.tag_of::<A::Error>(&key)?;
         let value = map.next_value_seed(self.seed.child(&self.ty.variants[tag as usize].ty))?;
         if map.next_key::<de::IgnoredAny>()?.is_some() {
             return Err(de::Error::custom("expected map representing sum type to have exactly one field"));
