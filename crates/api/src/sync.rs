@@ -14,17 +14,52 @@ use crate::AppState;
 /// The permission that lets a non-owner run sync operations on a database.
 pub const SYNC_PERMISSION: &str = "sync";
 
-/// An error of the sync API: `{"error", "message", "code", "requestId"}`.
+/// An error of the sync API: `{"error", "message", "code", "requestId"}`, and `details` (which
+/// field or credential was wrong) when there are any.
 pub struct SyncError {
     pub status: StatusCode,
     pub message: String,
+    pub details: Vec<Value>,
 }
+
+/// The seed's text for a call without valid credentials (401).
+pub const AUTH_REQUIRED: &str = "Authentication required. Please provide a valid API token";
+/// The seed's text for a caller who may not act on the database (403).
+pub const FORBIDDEN: &str = "You don't have permission to access this resource";
 
 impl SyncError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self { status, message: message.into(), details: Vec::new() }
+    }
+
+    /// A 401 in the seed's words, naming what was missing or wrong.
+    pub fn unauthorized(field: &str, problem: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, AUTH_REQUIRED).detail(field, problem)
+    }
+
+    /// A 403 in the seed's words, saying why.
+    pub fn forbidden(field: &str, problem: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, FORBIDDEN).detail(field, problem)
+    }
+
+    /// Adds `{"field", "message"}` to the details.
+    pub fn detail(mut self, field: &str, message: impl Into<String>) -> Self {
+        self.details.push(json!({"field": field, "message": message.into()}));
+        self
     }
 }
+
+/// The admin API key a request carries: `X-Admin-API-Key` (the seed's text) or `X-API-Key`
+/// (the seed's examples), whichever it sent.
+pub fn admin_key_header(headers: &HeaderMap) -> Option<&str> {
+    ["x-admin-api-key", "x-api-key"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .filter(|k| !k.is_empty())
+}
+
+/// The header names the admin key may come in, for error details.
+const KEY_HEADERS: &str = "X-Admin-API-Key or X-API-Key";
 
 impl IntoResponse for SyncError {
     fn into_response(self) -> Response {
@@ -32,12 +67,15 @@ impl IntoResponse for SyncError {
         if self.status.is_server_error() {
             tracing::error!(request_id, "sync API error: {}", self.message);
         }
-        let body = json!({
+        let mut body = json!({
             "error": self.status.canonical_reason().unwrap_or("Error"),
             "message": self.message,
             "code": self.status.as_u16(),
             "requestId": request_id,
         });
+        if !self.details.is_empty() {
+            body["details"] = Value::Array(self.details);
+        }
         (self.status, Json(body)).into_response()
     }
 }
@@ -85,14 +123,7 @@ pub fn authorize(
     database: Identity,
     owner_only: bool,
 ) -> Result<SyncCaller, SyncError> {
-    let unauthorized = |m: &str| SyncError::new(StatusCode::UNAUTHORIZED, m);
-    let presented = headers
-        .get("x-admin-api-key")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| unauthorized("missing X-Admin-API-Key"))?;
-    if presented.is_empty() {
-        return Err(unauthorized("missing X-Admin-API-Key"));
-    }
+    let presented = admin_key_header(headers).ok_or_else(|| SyncError::unauthorized(KEY_HEADERS, "missing"))?;
     // An empty key (stored before empty keys were refused) matches nothing.
     let db_key = state
         .control
@@ -105,17 +136,23 @@ pub fn authorize(
         key_ok |= constant_time_eq(k.as_bytes(), presented.as_bytes());
     }
     if !key_ok {
-        return Err(unauthorized("invalid admin API key"));
+        return Err(SyncError::unauthorized(KEY_HEADERS, "not a valid admin API key"));
     }
-    let token = req_token.ok_or_else(|| unauthorized("missing bearer token"))?;
-    let identity = state.auth.verify(token).map_err(|e| unauthorized(&format!("invalid bearer token: {e}")))?.identity;
+    let token = req_token.ok_or_else(|| SyncError::unauthorized("Authorization", "missing bearer token"))?;
+    let identity = state
+        .auth
+        .verify(token)
+        .map_err(|e| SyncError::unauthorized("Authorization", format!("invalid bearer token: {e}")))?
+        .identity;
     let is_owner = state.control.get(&database.0).is_some_and(|d| d.owner == identity.0);
     let allowed = is_owner || (!owner_only && state.control.has_permission(&database.0, &identity.0, SYNC_PERMISSION));
     if !allowed {
-        return Err(SyncError::new(
-            StatusCode::FORBIDDEN,
-            format!("identity {identity} may not run sync operations on this database"),
-        ));
+        let why = if owner_only {
+            format!("identity {identity} does not own this database")
+        } else {
+            format!("identity {identity} neither owns this database nor holds its `{SYNC_PERMISSION}` permission")
+        };
+        return Err(SyncError::forbidden("Authorization", why));
     }
     Ok(SyncCaller { identity, database, is_owner })
 }
@@ -418,16 +455,17 @@ pub async fn any_workflow(
     let Some(database) = database else {
         // No database to check against: still refuse callers without credentials (the server's
         // admin key, when it has one, and a valid token), so ids cannot be probed anonymously.
-        let unauthorized = |m: String| SyncError::new(StatusCode::UNAUTHORIZED, m).into_response();
-        let Some(presented) = headers.get("x-admin-api-key").and_then(|v| v.to_str().ok()) else {
-            return unauthorized("missing X-Admin-API-Key".into());
+        let Some(presented) = admin_key_header(&headers) else {
+            return SyncError::unauthorized(KEY_HEADERS, "missing").into_response();
         };
         if state.admin_api_key.as_ref().is_some_and(|k| !constant_time_eq(k.as_bytes(), presented.as_bytes())) {
-            return unauthorized("invalid admin API key".into());
+            return SyncError::unauthorized(KEY_HEADERS, "not a valid admin API key").into_response();
         }
         match bearer(&headers).map(|t| state.auth.verify(t)) {
-            None => return unauthorized("missing bearer token".into()),
-            Some(Err(e)) => return unauthorized(format!("invalid bearer token: {e}")),
+            None => return SyncError::unauthorized("Authorization", "missing bearer token").into_response(),
+            Some(Err(e)) => {
+                return SyncError::unauthorized("Authorization", format!("invalid bearer token: {e}")).into_response()
+            }
             Some(Ok(_)) => {}
         }
         return SyncError::new(StatusCode::NOT_FOUND, format!("no workflow instance {id}")).into_response();

@@ -139,3 +139,58 @@ fn sync_routes_need_the_admin_key_and_an_allowed_identity() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// As the seed's callers send it: the admin key as `X-API-Key` (its examples) or
+/// `X-Admin-API-Key` (its text), on `/v1` and seed paths alike; 401 and 403 in the seed's words,
+/// with our `requestId` and a `details` list naming what was missing or wrong.
+#[test]
+fn both_key_headers_work_and_refusals_use_the_seeds_words() {
+    let dir = std::env::temp_dir().join(format!("epoch-sync-keys-{}-{}", std::process::id(), rand_suffix()));
+    let s = start(&dir);
+    let (_, owner) = s.identity();
+    let (_, stranger) = s.identity();
+    assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
+    let get = |header: Option<(&str, &str)>, token: Option<&str>| {
+        let mut req = s.http().get(format!("{}/v1/database/proj/sync/config", s.url));
+        if let Some((h, v)) = header {
+            req = req.header(h, v);
+        }
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().unwrap();
+        (r.status().as_u16(), r.json::<Value>().unwrap_or(Value::Null))
+    };
+    for header in ["X-API-Key", "X-Admin-API-Key", "x-api-key"] {
+        // Past the credentials: the database has no configuration yet.
+        let (status, body) = get(Some((header, KEY)), Some(&owner));
+        assert_eq!(
+            (status, body["message"].as_str()),
+            (404, Some("this database has no sync configuration")),
+            "{header}"
+        );
+    }
+    let detail_fields = |body: &Value| -> Vec<String> {
+        body["details"].as_array().unwrap().iter().map(|d| d["field"].as_str().unwrap().to_string()).collect()
+    };
+    let (status, body) = get(None, Some(&owner));
+    assert_eq!(status, 401);
+    assert_eq!(body["message"], "Authentication required. Please provide a valid API token");
+    assert_eq!(detail_fields(&body), ["X-Admin-API-Key or X-API-Key"], "{body}");
+    assert_eq!(body["details"][0]["message"], "missing");
+    let (status, body) = get(Some(("X-API-Key", "wrong")), Some(&owner));
+    assert_eq!((status, body["details"][0]["message"].as_str()), (401, Some("not a valid admin API key")));
+    let (status, body) = get(Some(("X-API-Key", KEY)), None);
+    assert_eq!((status, detail_fields(&body)), (401, vec!["Authorization".to_string()]), "{body}");
+    let (status, body) = get(Some(("X-API-Key", KEY)), Some(&stranger));
+    assert_eq!(status, 403);
+    assert_eq!(body["message"], "You don't have permission to access this resource");
+    assert!(body["details"][0]["message"].as_str().unwrap().contains("sync"), "{body}");
+    assert!(body["requestId"].as_str().unwrap().starts_with("req_"));
+    // The seed paths take X-API-Key too.
+    let r =
+        s.http().get(format!("{}/admin/workflows", s.url)).header("X-API-Key", KEY).bearer_auth(&owner).send().unwrap();
+    assert_ne!(r.status().as_u16(), 401, "the seed path accepts X-API-Key");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
