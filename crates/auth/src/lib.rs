@@ -7,6 +7,8 @@
 //!
 //! Not for: deciding who may do what (the API layer does that with the verified identity).
 
+mod oidc;
+
 use std::fmt;
 use std::path::Path;
 
@@ -110,6 +112,9 @@ pub enum AuthError {
     IdentityMismatch,
     #[error("key error: {0}")]
     Key(String),
+    /// OpenID discovery could not fetch the issuer's keys.
+    #[error("could not fetch the keys of issuer `{issuer}`: {reason}")]
+    IssuerUnreachable { issuer: String, reason: String },
     #[error("reading or writing keys: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -150,6 +155,8 @@ pub struct Authority {
     decoding: DecodingKey,
     public_key_pem: String,
     trusted: Vec<TrustedIssuer>,
+    /// OpenID Connect discovery of other issuers' keys, when enabled.
+    discovery: Option<oidc::Discovery>,
     /// Tokens already verified, by their full text (signature included), so a client that sends
     /// the same token on every request pays for the signature check once.
     verified: parking_lot::Mutex<std::collections::HashMap<String, Verified>>,
@@ -188,8 +195,16 @@ impl Authority {
             decoding: DecodingKey::from_ec_pem(public_pem.as_bytes()).map_err(|e| AuthError::Key(e.to_string()))?,
             public_key_pem: public_pem.to_string(),
             trusted: Vec::new(),
+            discovery: None,
             verified: Default::default(),
         })
+    }
+
+    /// Accepts tokens of other OpenID Connect issuers by fetching their published keys: any
+    /// issuer when `allowed` is `None` (as 1.3), else only those listed. Issuers given a key with
+    /// [`Authority::trust`] keep that key.
+    pub fn discover_issuers(&mut self, allowed: Option<Vec<String>>) {
+        self.discovery = Some(oidc::Discovery::new(allowed));
     }
 
     /// Trusts tokens from another issuer.
@@ -268,12 +283,14 @@ impl Authority {
                 if unverified.iss == self.issuer {
                     return Err(token_error(local_err));
                 }
-                let t = self
-                    .trusted
-                    .iter()
-                    .find(|t| t.issuer == unverified.iss)
-                    .ok_or_else(|| AuthError::UntrustedIssuer(unverified.iss.clone()))?;
-                jsonwebtoken::decode::<Claims>(token, &t.key, &validation(t.algorithm)).map_err(token_error)?.claims
+                match self.trusted.iter().find(|t| t.issuer == unverified.iss) {
+                    Some(t) => {
+                        jsonwebtoken::decode::<Claims>(token, &t.key, &validation(t.algorithm))
+                            .map_err(token_error)?
+                            .claims
+                    }
+                    None => self.verify_discovered(token, &unverified.iss, validation)?,
+                }
             }
         };
         if claims.exp.is_some_and(|exp| exp + EXP_LEEWAY_SECS < now_secs()) {
@@ -290,6 +307,62 @@ impl Authority {
         }
         Ok(Verified { identity, claims })
     }
+}
+
+impl Authority {
+    /// Verifies a token of `issuer` with the keys it publishes (OpenID discovery); a key id the
+    /// cached keys lack, or a signature none of them verifies, fetches the keys once more (the
+    /// issuer may have rotated them).
+    fn verify_discovered(
+        &self,
+        token: &str,
+        issuer: &str,
+        validation: impl Fn(Algorithm) -> Validation,
+    ) -> Result<Claims, AuthError> {
+        let untrusted = || AuthError::UntrustedIssuer(issuer.to_string());
+        let d = self.discovery.as_ref().filter(|d| d.allows(issuer)).ok_or_else(untrusted)?;
+        let header = jsonwebtoken::decode_header(token).map_err(token_error)?;
+        // Only public-key algorithms: a shared secret cannot be published.
+        if matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
+            return Err(AuthError::InvalidToken("tokens of other issuers must be signed with a public key".into()));
+        }
+        let mut last = None;
+        for refresh in [false, true] {
+            for (key, alg) in d.keys_for(issuer, header.kid.as_deref(), refresh)? {
+                if alg.is_some_and(|a| a != header.alg) {
+                    continue;
+                }
+                match jsonwebtoken::decode::<Claims>(token, &key, &validation(header.alg)) {
+                    Ok(data) => return Ok(data.claims),
+                    Err(e) => last = Some(e),
+                }
+            }
+        }
+        Err(match last {
+            Some(e) => token_error(e),
+            None => AuthError::InvalidToken(format!(
+                "issuer `{issuer}` publishes no key{} for this token",
+                header.kid.map(|k| format!(" with id `{k}`")).unwrap_or_default()
+            )),
+        })
+    }
+}
+
+/// A JWK (JSON Web Key) of a P-256 public key given as PEM, with key id `kid`: what an issuer
+/// publishes for ES256 tokens (for tests and tools that serve keys).
+pub fn es256_jwk(public_key_pem: &str, kid: &str) -> Result<serde_json::Value, AuthError> {
+    use base64::Engine;
+    use p256::pkcs8::DecodePublicKey;
+    let key = p256::PublicKey::from_public_key_pem(public_key_pem).map_err(|e| AuthError::Key(e.to_string()))?;
+    let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&key, false);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let (x, y) = (
+        point.x().ok_or_else(|| AuthError::Key("no x".into()))?,
+        point.y().ok_or_else(|| AuthError::Key("no y".into()))?,
+    );
+    Ok(
+        serde_json::json!({"kty": "EC", "crv": "P-256", "x": b64(x), "y": b64(y), "kid": kid, "alg": "ES256", "use": "sig"}),
+    )
 }
 
 /// Refuses a token whose header lists `crit` extensions: this server understands none, and

@@ -92,6 +92,11 @@ struct StartArgs {
     /// Most rows one subscription request may receive initially.
     #[arg(long, default_value_t = epoch_core::clients::DEFAULT_MAX_INITIAL_ROWS)]
     max_initial_rows: usize,
+    /// Accept tokens of this OpenID Connect issuer, fetching its keys by discovery
+    /// (`/.well-known/openid-configuration`). Repeat for several; without any, every issuer is
+    /// accepted this way, as SpacetimeDB 1.3 accepts them.
+    #[arg(long = "allowed-issuer", value_name = "ISSUER")]
+    allowed_issuers: Vec<String>,
     /// Trust tokens from another OpenID issuer: ISSUER=PATH to its ES256 (P-256) public key, PEM.
     /// Repeat for several issuers.
     #[arg(long = "trusted-issuer", value_name = "ISSUER=PEM_FILE")]
@@ -255,6 +260,7 @@ fn start(args: StartArgs) -> Result<()> {
         default_database,
         admin_api_key_file,
         trusted_issuers,
+        allowed_issuers,
         workflow_retention_days,
         max_ws_message_bytes,
         max_ws_queued_bytes,
@@ -299,6 +305,7 @@ fn start(args: StartArgs) -> Result<()> {
         auth.trust(epoch_auth::TrustedIssuer::es256(issuer, &pem)?);
         tracing::info!(issuer, "trusting tokens from issuer");
     }
+    auth.discover_issuers((!allowed_issuers.is_empty()).then_some(allowed_issuers));
     let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
     // Databases open in the background: the server listens at once, and each database serves
     // as soon as it is open (503 "starting" until then).
