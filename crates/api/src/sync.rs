@@ -139,13 +139,24 @@ pub fn authorize(
         return Err(SyncError::unauthorized(KEY_HEADERS, "not a valid admin API key"));
     }
     let token = req_token.ok_or_else(|| SyncError::unauthorized("Authorization", "missing bearer token"))?;
-    let identity = state
+    let verified = state
         .auth
         .verify(token)
-        .map_err(|e| SyncError::unauthorized("Authorization", format!("invalid bearer token: {e}")))?
-        .identity;
+        .map_err(|e| SyncError::unauthorized("Authorization", format!("invalid bearer token: {e}")))?;
+    let identity = verified.identity;
     let is_owner = state.control.get(&database.0).is_some_and(|d| d.owner == identity.0);
-    let allowed = is_owner || (!owner_only && state.control.has_permission(&database.0, &identity.0, SYNC_PERMISSION));
+    let by_rule = || {
+        let c = &verified.claims;
+        state.control.rule_grants(
+            &database.0,
+            &c.iss,
+            c.email.as_deref(),
+            c.email_verified == Some(true),
+            SYNC_PERMISSION,
+        )
+    };
+    let allowed = is_owner
+        || (!owner_only && (state.control.has_permission(&database.0, &identity.0, SYNC_PERMISSION) || by_rule()));
     if !allowed {
         let why = if owner_only {
             format!("identity {identity} does not own this database")
@@ -180,10 +191,6 @@ pub async fn permissions(State(state): State<AppState>, Path(segment): Path<Stri
             .map_err(|e| SyncError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| SyncError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
-        let identity = v["identity"]
-            .as_str()
-            .and_then(Identity::from_hex)
-            .ok_or_else(|| SyncError::new(StatusCode::BAD_REQUEST, "`identity` must be 64 hex digits"))?;
         let permission = v["permission"].as_str().unwrap_or_default();
         if permission != SYNC_PERMISSION {
             return Err(SyncError::new(
@@ -191,6 +198,33 @@ pub async fn permissions(State(state): State<AppState>, Path(segment): Path<Stri
                 format!("unknown permission {permission:?}; known: \"sync\""),
             ));
         }
+        // A rule: every token of an issuer whose verified email is in a domain.
+        if v.get("emailDomain").is_some() || v.get("issuer").is_some() {
+            let field = |name: &str| {
+                v[name].as_str().filter(|s| !s.is_empty() && s.len() <= 256).map(str::to_string).ok_or_else(|| {
+                    SyncError::new(StatusCode::BAD_REQUEST, "a rule needs `issuer` and `emailDomain`")
+                        .detail(name, "must be a non-empty string of at most 256 characters")
+                })
+            };
+            let rule = epoch_core::GrantRule {
+                issuer: field("issuer")?,
+                email_domain: field("emailDomain")?.trim_start_matches('@').to_string(),
+                permission: permission.to_string(),
+            };
+            let answer = json!({"success": true, "issuer": rule.issuer, "emailDomain": rule.email_domain,
+                                "permission": permission, "granted": grant});
+            state.control.set_rule(database.0, caller.0, rule, grant).map_err(|e| match e {
+                epoch_core::ControlError::NotOwner { .. } => {
+                    SyncError::new(StatusCode::FORBIDDEN, "only the database owner may change permissions")
+                }
+                other => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+            })?;
+            return Ok(Json(answer));
+        }
+        let identity = v["identity"]
+            .as_str()
+            .and_then(Identity::from_hex)
+            .ok_or_else(|| SyncError::new(StatusCode::BAD_REQUEST, "`identity` must be 64 hex digits"))?;
         state.control.set_permission(database.0, caller.0, identity.0, permission, grant).map_err(|e| match e {
             epoch_core::ControlError::NotOwner { .. } => {
                 SyncError::new(StatusCode::FORBIDDEN, "only the database owner may change permissions")

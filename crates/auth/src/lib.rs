@@ -85,6 +85,11 @@ pub struct Claims {
     /// Written as `null` when the token does not expire, as 1.3 writes it.
     #[serde(default)]
     pub exp: Option<u64>,
+    /// OpenID Connect's `email` and `email_verified`, when the issuer sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email_verified: Option<bool>,
 }
 
 fn string_or_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -234,6 +239,8 @@ impl Authority {
             aud: vec!["spacetimedb".to_string()],
             iat: Some(now_secs()),
             exp,
+            email: None,
+            email_verified: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &self.encoding)
             .map_err(|e| AuthError::Key(e.to_string()))

@@ -128,3 +128,74 @@ fn tokens_of_an_outside_issuer_verify_with_its_published_keys() {
     assert_eq!(status, 401);
     assert!(body.contains("is not trusted"), "{body}");
 }
+
+fn email_token(issuer: &str, subject: &str, email: &str, verified: bool, private_pem: &str, kid: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_string());
+    let claims = json!({"iss": issuer, "sub": subject, "iat": 0, "email": email, "email_verified": verified});
+    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ec_pem(private_pem.as_bytes()).unwrap())
+        .unwrap()
+}
+
+/// The seed's "X-Admin-API-Key + @smartphonekey.com JWT": the owner grants `sync` to every token
+/// of an issuer whose verified email is in a domain; the grant survives a restart.
+#[test]
+fn the_owner_grants_sync_to_an_issuers_email_domain() {
+    const KEY: &str = "oidc-admin-key-1234";
+    let issuer = Issuer::start();
+    let k = issuer.rotate("k");
+    let dir = std::env::temp_dir().join(format!("epoch-oidc-{}-{}", std::process::id(), common::rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("admin.key");
+    std::fs::write(&key_file, KEY).unwrap();
+    let args = ["--admin-api-key-file", key_file.to_str().unwrap()];
+    let server = Server::start_in(dir.clone(), &args);
+    let (_, owner) = server.identity();
+    assert!(server.publish(&owner, "fleet", "projections").status().is_success());
+    // Past the credentials the database has no sync configuration: 404; refused: 403.
+    let status = |s: &Server, token: &str| {
+        s.http()
+            .get(format!("{}/v1/database/fleet/sync/config", s.url))
+            .header("X-API-Key", KEY)
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let dana = email_token(&issuer.url, "dana", "dana@SmartPhoneKey.com", true, &k, "k");
+    let unverified = email_token(&issuer.url, "erin", "erin@smartphonekey.com", false, &k, "k");
+    let outsider = email_token(&issuer.url, "fay", "fay@smartphonekey.com.evil.io", true, &k, "k");
+    assert_eq!(status(&server, &dana), 403);
+    let grant = |s: &Server, body: Value| {
+        s.http()
+            .post(format!("{}/v1/database/fleet/permissions", s.url))
+            .bearer_auth(&owner)
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let r = grant(&server, json!({"issuer": issuer.url, "emailDomain": "@smartphonekey.com", "permission": "sync"}));
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.json::<Value>().unwrap()["emailDomain"], "smartphonekey.com");
+    assert_eq!(status(&server, &dana), 404, "the domain grants sync (case-insensitively)");
+    assert_eq!(status(&server, &unverified), 403, "an unverified email grants nothing");
+    assert_eq!(status(&server, &outsider), 403, "the domain must end the address");
+    // Only the owner grants; a rule needs both fields.
+    let r = server
+        .http()
+        .post(format!("{}/v1/database/fleet/permissions", server.url))
+        .bearer_auth(&dana)
+        .json(&json!({"issuer": issuer.url, "emailDomain": "x.com", "permission": "sync"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = grant(&server, json!({"issuer": issuer.url, "permission": "sync", "emailDomain": ""}));
+    assert_eq!(r.status().as_u16(), 400);
+    // The rule is kept across a restart.
+    server.crash();
+    let server = Server::start_in(dir.clone(), &args);
+    assert_eq!(status(&server, &dana), 404);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

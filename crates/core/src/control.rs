@@ -23,6 +23,33 @@ use crate::system::{SystemDb, SystemError, SystemTable};
 /// A 256-bit identity, little-endian (as the module ABI and `Caller` carry it).
 pub type IdentityBytes = [u8; 32];
 
+/// A permission granted to every token of `issuer` whose verified `email` ends with
+/// `@{email_domain}` (the seed's "JWT of an @company.com account").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantRule {
+    pub issuer: String,
+    pub email_domain: String,
+    pub permission: String,
+}
+
+impl GrantRule {
+    /// How the rule is kept in `st_permission`'s identity column.
+    fn key(&self) -> String {
+        format!("{RULE_PREFIX}{}|{}", self.issuer, self.email_domain)
+    }
+
+    /// Whether a verified token's claims fall under the rule.
+    pub fn matches(&self, issuer: &str, email: Option<&str>, email_verified: bool) -> bool {
+        let domain = self.email_domain.trim_start_matches('@').to_ascii_lowercase();
+        issuer == self.issuer
+            && email_verified
+            && email.is_some_and(|e| e.to_ascii_lowercase().rsplit_once('@').is_some_and(|(_, d)| d == domain))
+    }
+}
+
+/// `st_permission` rows whose identity column starts with this hold a [`GrantRule`].
+const RULE_PREFIX: &str = "rule:";
+
 /// One hosted database, as the API sees it.
 pub struct HostedDatabase {
     pub identity: IdentityBytes,
@@ -130,6 +157,8 @@ struct State {
     name_owners: HashMap<String, IdentityBytes>,
     /// (database, identity) → permissions granted by the database's owner (e.g. `sync`).
     permissions: BTreeMap<(IdentityBytes, IdentityBytes), Vec<String>>,
+    /// Permissions granted by rule: tokens of an issuer whose verified email is in a domain.
+    rules: BTreeMap<IdentityBytes, Vec<GrantRule>>,
     /// Database → its sync configuration (JSON, as the owner set it).
     sync_configs: HashMap<IdentityBytes, serde_json::Value>,
 }
@@ -270,7 +299,17 @@ impl ControlPlane {
         }
         drop(queue);
         for p in cp.system.rows(SystemTable::Permissions) {
-            let key = (id(SystemTable::Permissions, &p[0])?, id(SystemTable::Permissions, &p[1])?);
+            let db = id(SystemTable::Permissions, &p[0])?;
+            if let Some(rule) = p[1].strip_prefix(RULE_PREFIX) {
+                let (issuer, domain) = rule.rsplit_once('|').unwrap_or((rule, ""));
+                st.rules.entry(db).or_default().push(GrantRule {
+                    issuer: issuer.to_string(),
+                    email_domain: domain.to_string(),
+                    permission: p[2].clone(),
+                });
+                continue;
+            }
+            let key = (db, id(SystemTable::Permissions, &p[1])?);
             st.permissions.entry(key).or_default().push(p[2].clone());
         }
         for c in cp.system.rows(SystemTable::SyncConfigs) {
@@ -386,6 +425,11 @@ impl ControlPlane {
             .permissions
             .iter()
             .flat_map(|((db, id), perms)| perms.iter().map(move |p| vec![hex_be(db), hex_be(id), p.clone()]))
+            .chain(
+                st.rules
+                    .iter()
+                    .flat_map(|(db, rules)| rules.iter().map(move |r| vec![hex_be(db), r.key(), r.permission.clone()])),
+            )
             .collect();
         let sync_configs = st.sync_configs.iter().map(|(db, config)| vec![hex_be(db), config.to_string()]).collect();
         self.system.write(|tx| {
@@ -695,6 +739,45 @@ impl ControlPlane {
         self.save(&st)
     }
 
+    /// Grants (`grant`) or revokes a permission on `database` to a rule; owner only.
+    pub fn set_rule(
+        &self,
+        database: IdentityBytes,
+        caller: IdentityBytes,
+        rule: GrantRule,
+        grant: bool,
+    ) -> Result<(), ControlError> {
+        let mut st = self.state.write();
+        let db = st.databases.get(&database).ok_or(ControlError::NoSuchDatabase)?;
+        if db.owner != caller {
+            return Err(Self::not_owner(&caller, &database));
+        }
+        let rules = st.rules.entry(database).or_default();
+        rules.retain(|r| r != &rule);
+        if grant {
+            rules.push(rule);
+        }
+        if rules.is_empty() {
+            st.rules.remove(&database);
+        }
+        self.save(&st)
+    }
+
+    /// Whether a rule grants `permission` on `database` to a token of `issuer` with this email.
+    pub fn rule_grants(
+        &self,
+        database: &IdentityBytes,
+        issuer: &str,
+        email: Option<&str>,
+        email_verified: bool,
+        permission: &str,
+    ) -> bool {
+        let st = self.state.read();
+        st.rules.get(database).is_some_and(|rules| {
+            rules.iter().any(|r| r.permission == permission && r.matches(issuer, email, email_verified))
+        })
+    }
+
     /// Whether `identity` holds `permission` on `database` (owners hold every permission).
     pub fn has_permission(&self, database: &IdentityBytes, identity: &IdentityBytes, permission: &str) -> bool {
         let st = self.state.read();
@@ -736,6 +819,7 @@ impl ControlPlane {
         st.databases.remove(&identity);
         st.unavailable.remove(&identity);
         st.permissions.retain(|(db, _), _| *db != identity);
+        st.rules.remove(&identity);
         st.sync_configs.remove(&identity);
         self.save_with(&st, |tx| tx.delete_where(SystemTable::Workflows, 1, &hex_be(&identity)))?;
         drop(st);

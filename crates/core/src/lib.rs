@@ -20,7 +20,7 @@ pub mod steps;
 pub mod system;
 
 pub use clients::{ClientId, ClientLimits, ClientSink, ConnectError, Outgoing, SubscriptionRequest};
-pub use control::{ControlError, ControlPlane, HostedDatabase, PublishOp, SetNamesError};
+pub use control::{ControlError, ControlPlane, GrantRule, HostedDatabase, PublishOp, SetNamesError};
 pub use database::{now_micros, CallError, Caller, ClientCall, CreateError, Database, ReducerArgs, UpdateError};
 pub use epoch_commitlog::{Durability, WorkflowStep};
 pub use epoch_host::{HostConfig, ReducerOutcome, ReducerResult};
