@@ -470,6 +470,8 @@ mod tests {
             aud: Vec::new(),
             iat: Some(now_secs()),
             exp: None,
+            email: None,
+            email_verified: None,
         };
         let claims = Claims { hex_identity: None, ..claims };
         let mut header = Header::new(Algorithm::ES256);
