@@ -106,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/database/{name_or_identity}/permissions", post(sync::permissions).delete(sync::permissions))
         .route("/database/{name_or_identity}/sync/config", get(sync::get_config).put(sync::put_config))
         .route("/database/{name_or_identity}/sync/resync-projections", post(sync::resync_projections))
+        .route("/database/{name_or_identity}/sync/shadow-webhook", post(sync::shadow_webhook))
         .route("/database/{name_or_identity}/sync/workflows", get(sync::workflow))
         .route("/database/{name_or_identity}/sync/workflows/{instance_id}", get(sync::workflow))
         .route("/database/{name_or_identity}/sync/workflows/{instance_id}/{action}", post(sync::workflow))
@@ -129,6 +130,7 @@ pub fn router(state: AppState) -> Router {
     // prefixes our users' tools call.
     let admin = Router::new()
         .route("/resync-projections", post(sync::admin_resync_projections))
+        .route("/shadow-webhook", post(sync::admin_shadow_webhook))
         .route("/workflows", get(sync::admin_workflows))
         .route("/workflows/{instance_id}", get(sync::workflow))
         .route("/workflows/{instance_id}/{action}", post(sync::workflow));

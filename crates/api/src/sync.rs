@@ -554,3 +554,91 @@ fn workflow_route(
         Err(e) => e.into_response(),
     }
 }
+
+/// `POST /v1/database/:n/sync/shadow-webhook`: one shadow update as an IoT topic rule forwards it
+/// (the live path), through the database's shadow reducer.
+pub async fn shadow_webhook(State(state): State<AppState>, Path(segment): Path<String>, req: Request) -> Response {
+    shadow_webhook_on(state, Some(segment), req).await
+}
+
+/// `POST /admin/shadow-webhook`: the same, on the server's default database.
+pub async fn admin_shadow_webhook(State(state): State<AppState>, req: Request) -> Response {
+    shadow_webhook_on(state, None, req).await
+}
+
+async fn shadow_webhook_on(state: AppState, segment: Option<String>, req: Request) -> Response {
+    let result: Result<Json<Value>, SyncError> = async {
+        let segment = match segment {
+            Some(s) => s,
+            None => default_database(&state)?,
+        };
+        let database = sync_database(&state, &segment)?;
+        let headers = req.headers().clone();
+        let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
+        let body = axum::body::to_bytes(req.into_body(), state.limits.max_body_bytes)
+            .await
+            .map_err(|e| SyncError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+        let event: Value = serde_json::from_slice(&body).map_err(|e| {
+            SyncError::new(StatusCode::BAD_REQUEST, "the body is not a JSON shadow update event")
+                .detail("body", e.to_string())
+        })?;
+        let doc = epoch_sync::shadows::ShadowDocument::from_update_event(&event).map_err(|e| {
+            SyncError::new(StatusCode::BAD_REQUEST, format!("malformed shadow update event: {e}"))
+                .detail(&e.field, e.message)
+        })?;
+        let outcome = ingest_shadow(&state, database, caller.identity, &doc).await?;
+        Ok(Json(json!({
+            "success": outcome.is_ok(),
+            "thingName": doc.thing_name,
+            "shadowName": doc.shadow_name,
+            "version": doc.version,
+            "statusCode": if outcome.is_ok() { 200 } else { 422 },
+            "error": outcome.err(),
+        })))
+    }
+    .await;
+    match result {
+        Ok(r) => r.into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Pushes one shadow document through the database's shadow reducer (the one path of the live
+/// webhook and of force-syncs): `Ok` once committed and durable, `Err` with the reducer's
+/// message when it refused the document.
+pub async fn ingest_shadow(
+    state: &AppState,
+    database: Identity,
+    caller: Identity,
+    doc: &epoch_sync::shadows::ShadowDocument,
+) -> Result<Result<(), String>, SyncError> {
+    let reducer = state
+        .control
+        .sync_config(&database.0)
+        .and_then(|c| c["deviceShadows"]["shadowReducer"].as_str().map(str::to_string))
+        .unwrap_or_else(|| epoch_sync::shadows::DEFAULT_SHADOW_REDUCER.to_string());
+    let db = state.control.get(&database.0).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
+    let args = doc.reducer_args();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let who = epoch_core::Caller::identity(caller.0);
+    let name = reducer.clone();
+    db.handle
+        .submit(
+            move |d| d.call(&name, epoch_core::ReducerArgs::Json(args), who).map(|r| r.outcome),
+            move |r| {
+                let _ = tx.send(r);
+            },
+        )
+        .map_err(|_| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is shutting down"))?;
+    let result =
+        rx.await.map_err(|_| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is shutting down"))?;
+    match result {
+        Ok(outcome) if outcome.is_committed() => Ok(Ok(())),
+        Ok(outcome) => Ok(Err(outcome.error_message().unwrap_or_default())),
+        Err(epoch_core::CallError::NoSuchReducer(_)) => Err(SyncError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the database has no shadow reducer `{reducer}` (set deviceShadows.shadowReducer in its sync configuration)"),
+        )),
+        Err(e) => Err(SyncError::new(StatusCode::BAD_REQUEST, format!("the shadow reducer `{reducer}`: {e}"))),
+    }
+}

@@ -13,6 +13,7 @@
 //! Not for: HTTP (epoch-api routes to [`Runner`]).
 
 mod resync;
+pub mod shadows;
 mod source;
 mod workflow;
 

@@ -1,0 +1,138 @@
+//! AWS IoT Device Shadows: one named shadow document, pushed through the database's shadow
+//! reducer (default `ingest_shadow(thing_name, shadow_name, version: u64, document: String)`).
+//! The live path (a topic rule's webhook) and the force-sync of a thing both come here, so the
+//! same shadow state always produces the same row: the document handed to the reducer is the
+//! shadow's `state`, as canonical JSON (object keys sorted), whatever the path added around it.
+
+use serde_json::Value;
+
+/// The reducer a database's shadows go through unless its sync configuration names another.
+pub const DEFAULT_SHADOW_REDUCER: &str = "ingest_shadow";
+/// The name the classic (unnamed) shadow is given when it is synced too.
+pub const CLASSIC_SHADOW: &str = "$classic";
+
+/// One shadow document, ready for the reducer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowDocument {
+    pub thing_name: String,
+    pub shadow_name: String,
+    pub version: u64,
+    /// `{"state": …}` as canonical JSON.
+    pub document: String,
+}
+
+/// A field of an event that is missing or malformed: its path and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+fn field_error(field: &str, message: &str) -> FieldError {
+    FieldError { field: field.to_string(), message: message.to_string() }
+}
+
+/// Whether `name` is a thing name AWS accepts: 1–128 of `[a-zA-Z0-9:_-]`.
+pub fn valid_thing_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b":_-".contains(&b))
+}
+
+/// Whether `name` is a shadow name AWS accepts: 1–64 of `[a-zA-Z0-9:_-]` (or the classic one).
+pub fn valid_shadow_name(name: &str) -> bool {
+    name == CLASSIC_SHADOW
+        || ((1..=64).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b":_-".contains(&b)))
+}
+
+impl ShadowDocument {
+    /// A shadow as a document of its own (`GetThingShadow`'s answer: `state`, `version`, …).
+    pub fn from_shadow(thing_name: &str, shadow_name: &str, shadow: &Value) -> Result<Self, FieldError> {
+        let version =
+            shadow["version"].as_u64().ok_or_else(|| field_error("version", "must be an unsigned integer"))?;
+        let state =
+            shadow.get("state").filter(|s| s.is_object()).ok_or_else(|| field_error("state", "must be an object"))?;
+        Ok(Self {
+            thing_name: thing_name.to_string(),
+            shadow_name: shadow_name.to_string(),
+            version,
+            document: canonical(&serde_json::json!({ "state": state })),
+        })
+    }
+
+    /// The event a topic rule forwards for `$aws/things/{thing}/shadow/name/{shadow}/update/documents`
+    /// (`previous`, `current`, `timestamp`); the names come as `thingName` and `shadowName`
+    /// (`topic(3)`, `topic(6)` in the rule) or as the `topic` itself.
+    pub fn from_update_event(event: &Value) -> Result<Self, FieldError> {
+        let (thing, shadow) = match (event["thingName"].as_str(), event["shadowName"].as_str(), event["topic"].as_str())
+        {
+            (Some(t), Some(s), _) => (t.to_string(), s.to_string()),
+            (_, _, Some(topic)) => {
+                let parts: Vec<&str> = topic.split('/').collect();
+                match parts.as_slice() {
+                    ["$aws", "things", t, "shadow", "name", s, "update", "documents"] => (t.to_string(), s.to_string()),
+                    ["$aws", "things", t, "shadow", "update", "documents"] => {
+                        (t.to_string(), CLASSIC_SHADOW.to_string())
+                    }
+                    _ => return Err(field_error("topic", "is not a shadow's update/documents topic")),
+                }
+            }
+            _ => return Err(field_error("thingName", "is required (with shadowName), or the event's topic")),
+        };
+        if !valid_thing_name(&thing) {
+            return Err(field_error("thingName", "must be 1 to 128 of [a-zA-Z0-9:_-]"));
+        }
+        if !valid_shadow_name(&shadow) {
+            return Err(field_error("shadowName", "must be 1 to 64 of [a-zA-Z0-9:_-]"));
+        }
+        let current = event
+            .get("current")
+            .filter(|c| c.is_object())
+            .ok_or_else(|| field_error("current", "must be an object"))?;
+        Self::from_shadow(&thing, &shadow, current)
+            .map_err(|e| field_error(&format!("current.{}", e.field), &e.message))
+    }
+
+    /// The reducer's arguments, as JSON (`[thing, shadow, version, document]`).
+    pub fn reducer_args(&self) -> String {
+        serde_json::json!([self.thing_name, self.shadow_name, self.version, self.document]).to_string()
+    }
+}
+
+/// JSON with object keys in order (serde_json's maps are ordered by key).
+fn canonical(v: &Value) -> String {
+    v.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn live_events_and_shadow_reads_give_the_same_document() {
+        let state = json!({"reported": {"locked": true, "battery": 80}, "desired": {"locked": true}});
+        let event = json!({
+            "topic": "$aws/things/lock-1/shadow/name/door/update/documents",
+            "previous": {"state": {}, "version": 6},
+            "current": {"state": state, "metadata": {"reported": {}}, "version": 7},
+            "timestamp": 1700000000
+        });
+        let live = ShadowDocument::from_update_event(&event).unwrap();
+        let read = json!({"state": state, "metadata": {}, "version": 7, "timestamp": 1700000001});
+        assert_eq!(live, ShadowDocument::from_shadow("lock-1", "door", &read).unwrap());
+        assert_eq!(live.reducer_args(), json!(["lock-1", "door", 7, live.document]).to_string());
+        let named = json!({"thingName": "lock-1", "shadowName": "door", "current": {"state": state, "version": 7}});
+        assert_eq!(ShadowDocument::from_update_event(&named).unwrap(), live);
+    }
+
+    #[test]
+    fn malformed_events_name_the_field() {
+        let bad = |e: Value| ShadowDocument::from_update_event(&e).unwrap_err().field;
+        assert_eq!(bad(json!({"shadowName": "x", "current": {}})), "thingName");
+        assert_eq!(bad(json!({"thingName": "bad name", "shadowName": "x"})), "thingName");
+        assert_eq!(bad(json!({"thingName": "t", "shadowName": "x"})), "current");
+        assert_eq!(bad(json!({"thingName": "t", "shadowName": "x", "current": {"state": {}}})), "current.version");
+        assert_eq!(bad(json!({"thingName": "t", "shadowName": "x", "current": {"version": 1}})), "current.state");
+        assert_eq!(bad(json!({"topic": "$aws/things/t/jobs"})), "topic");
+    }
+}
