@@ -104,7 +104,10 @@ pub fn router(state: AppState) -> Router {
         .route("/energy/{identity}", get(identity::energy))
         // The sync API checks its own credentials (no anonymous identities here).
         .route("/database/{name_or_identity}/permissions", post(sync::permissions).delete(sync::permissions))
-        .route("/database/{name_or_identity}/sync/config", get(sync::get_config).put(sync::put_config))
+        .route(
+            "/database/{name_or_identity}/sync/config",
+            get(sync::get_config).put(sync::put_config).patch(sync::patch_config),
+        )
         .route("/database/{name_or_identity}/sync/resync-projections", post(sync::resync_projections))
         .route("/database/{name_or_identity}/sync/shadow-webhook", post(sync::shadow_webhook))
         .route("/database/{name_or_identity}/sync/workflows", get(sync::workflow))

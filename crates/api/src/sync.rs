@@ -243,11 +243,17 @@ pub async fn permissions(State(state): State<AppState>, Path(segment): Path<Stri
 /// Secrets are never returned: they are replaced by this marker.
 const MASK: &str = "********";
 
+/// The sections of a sync configuration that hold credentials.
+const SECRET_SECTIONS: [&str; 2] = ["objectStore", "deviceShadows"];
+const SECRETS: [&str; 2] = ["secretAccessKey", "sessionToken"];
+
 fn masked(mut config: Value) -> Value {
-    if let Some(store) = config.get_mut("objectStore").and_then(Value::as_object_mut) {
-        for secret in ["secretAccessKey", "sessionToken"] {
-            if store.contains_key(secret) {
-                store.insert(secret.into(), json!(MASK));
+    for section in SECRET_SECTIONS {
+        if let Some(s) = config.get_mut(section).and_then(Value::as_object_mut) {
+            for secret in SECRETS {
+                if s.contains_key(secret) {
+                    s.insert(secret.into(), json!(MASK));
+                }
             }
         }
     }
@@ -266,48 +272,124 @@ pub const MIN_ADMIN_KEY_LEN: usize = 16;
 fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result<Value, SyncError> {
     let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
     let obj = v.as_object_mut().ok_or_else(|| bad("the configuration must be a JSON object".into()))?;
-    let url = obj
-        .get("objectStore")
-        .and_then(|s| s["url"].as_str())
-        .ok_or_else(|| bad("`objectStore.url` is required (s3://bucket/prefix or file:///path/prefix)".into()))?;
-    if !(url.starts_with("s3://") || url.starts_with("file:///")) {
-        return Err(bad(format!("`objectStore.url` must start with s3:// or file:///, not {url:?}")));
+    let has_reducer = |name: &str| {
+        state.control.get(&database.0).map(|d| d.def.clone()).is_some_and(|d| d.reducer_id(name).is_some())
+    };
+    if obj.contains_key("objectStore") {
+        let url = obj
+            .get("objectStore")
+            .and_then(|s| s["url"].as_str())
+            .ok_or_else(|| bad("`objectStore.url` is required (s3://bucket/prefix or file:///path/prefix)".into()))?;
+        if !(url.starts_with("s3://") || url.starts_with("file:///")) {
+            return Err(bad(format!("`objectStore.url` must start with s3:// or file:///, not {url:?}")));
+        }
+        if let Some(path) = url.strip_prefix("file://") {
+            epoch_sync::check_file_store(std::path::Path::new(path), state.control.data_dir()).map_err(bad)?;
+        }
+        let reducer = obj.get("projectionReducer").and_then(Value::as_str).unwrap_or("project_aggregate").to_string();
+        if !has_reducer(&reducer) {
+            return Err(bad(format!("the module has no reducer `{reducer}`")));
+        }
+        obj.insert("projectionReducer".into(), json!(reducer));
     }
-    if let Some(path) = url.strip_prefix("file://") {
-        epoch_sync::check_file_store(std::path::Path::new(path), state.control.data_dir()).map_err(bad)?;
-    }
-    if let Some(key) = obj.get("adminApiKey") {
-        match key.as_str() {
-            Some(k) if k.len() >= MIN_ADMIN_KEY_LEN => {}
-            _ => {
-                return Err(bad(format!(
-                    "`adminApiKey` must be a string of at least {MIN_ADMIN_KEY_LEN} characters (or left out)"
-                )))
+    if let Some(shadows) = obj.get_mut("deviceShadows") {
+        let section = shadows.as_object_mut().ok_or_else(|| bad("`deviceShadows` must be an object".into()))?;
+        if let Some(endpoint) = section.get("endpoint") {
+            let ok = endpoint.as_str().is_some_and(|e| e.starts_with("https://") || e.starts_with("http://"));
+            if !ok {
+                return Err(bad("`deviceShadows.endpoint` must be an http(s) URL".into()));
             }
         }
+        for field in ["region", "accessKeyId", "secretAccessKey", "sessionToken"] {
+            if section.get(field).is_some_and(|v| !v.is_string()) {
+                return Err(bad(format!("`deviceShadows.{field}` must be a string")));
+            }
+        }
+        let reducer = section
+            .get("shadowReducer")
+            .and_then(Value::as_str)
+            .unwrap_or(epoch_sync::shadows::DEFAULT_SHADOW_REDUCER)
+            .to_string();
+        if !has_reducer(&reducer) {
+            return Err(bad(format!("the module has no reducer `{reducer}` (deviceShadows.shadowReducer)")));
+        }
+        section.insert("shadowReducer".into(), json!(reducer));
     }
-    let reducer = obj.get("projectionReducer").and_then(Value::as_str).unwrap_or("project_aggregate").to_string();
-    let def = state.control.get(&database.0).map(|d| d.def.clone());
-    if def.is_none_or(|d| d.reducer_id(&reducer).is_none()) {
-        return Err(bad(format!("the module has no reducer `{reducer}`")));
-    }
-    obj.insert("projectionReducer".into(), json!(reducer));
     Ok(v)
 }
 
-/// `PUT /v1/database/:n/sync/config` (owner only).
+/// A secret sent back as the mask (a configuration read, changed and written whole) keeps the
+/// value it had.
+fn unmask(mut new: Value, old: &Value) -> Value {
+    for section in SECRET_SECTIONS {
+        for secret in SECRETS {
+            if new[section][secret] == json!(MASK) {
+                if let Some(s) = new.get_mut(section).and_then(Value::as_object_mut) {
+                    match old[section].get(secret) {
+                        Some(kept) => s.insert(secret.into(), kept.clone()),
+                        None => s.remove(secret),
+                    };
+                }
+            }
+        }
+    }
+    if new["adminApiKey"] == json!(MASK) {
+        if let Some(o) = new.as_object_mut() {
+            match old.get("adminApiKey") {
+                Some(kept) => o.insert("adminApiKey".into(), kept.clone()),
+                None => o.remove("adminApiKey"),
+            };
+        }
+    }
+    new
+}
+
+/// `PUT /v1/database/:n/sync/config` (owner only): replaces the whole configuration.
 pub async fn put_config(
     State(state): State<AppState>,
     Path(segment): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    set_config(state, segment, headers, body, false)
+}
+
+/// `PATCH /v1/database/:n/sync/config` (owner only): replaces the sections it names.
+pub async fn patch_config(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    set_config(state, segment, headers, body, true)
+}
+
+fn set_config(state: AppState, segment: String, headers: HeaderMap, body: axum::body::Bytes, patch: bool) -> Response {
     let result = (|| {
         let database = sync_database(&state, &segment)?;
         authorize(&state, &headers, bearer(&headers), database, true)?;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| SyncError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
-        let v = validate_config(&state, database, v)?;
+        let old = state.control.sync_config(&database.0).unwrap_or(Value::Null);
+        let v = match patch {
+            // A PATCH replaces the sections it names (null removes one) and keeps the others.
+            true => {
+                let changes = v.as_object().ok_or_else(|| {
+                    SyncError::new(StatusCode::BAD_REQUEST, "the configuration must be a JSON object")
+                })?;
+                let mut merged = old.as_object().cloned().unwrap_or_default();
+                for (k, section) in changes {
+                    if section.is_null() {
+                        merged.remove(k);
+                    } else {
+                        merged.insert(k.clone(), section.clone());
+                    }
+                }
+                Value::Object(merged)
+            }
+            false => v,
+        };
+        let v = validate_config(&state, database, unmask(v, &old))?;
         state
             .control
             .set_sync_config(database.0, v.clone())
@@ -428,6 +510,12 @@ async fn resync_inner(
     let config = state.control.sync_config(&database.0).ok_or_else(|| {
         SyncError::new(StatusCode::BAD_REQUEST, "this database has no sync configuration; PUT …/sync/config first")
     })?;
+    if config.get("objectStore").is_none() {
+        return Err(SyncError::new(
+            StatusCode::BAD_REQUEST,
+            "this database's sync configuration has no objectStore section; PATCH …/sync/config to add one",
+        ));
+    }
     let object_store = config["objectStore"].clone();
     let reducer = config["projectionReducer"].as_str().unwrap_or("project_aggregate").to_string();
     let params = epoch_sync::ResyncParams { aggregate_type, aggregate_id, batch_size, delay_seconds, max_attempts };
@@ -640,5 +728,24 @@ pub async fn ingest_shadow(
             format!("the database has no shadow reducer `{reducer}` (set deviceShadows.shadowReducer in its sync configuration)"),
         )),
         Err(e) => Err(SyncError::new(StatusCode::BAD_REQUEST, format!("the shadow reducer `{reducer}`: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_masked_secret_sent_back_keeps_its_value() {
+        let old = json!({"deviceShadows": {"secretAccessKey": "real", "region": "a"}, "adminApiKey": "k".repeat(20)});
+        let sent = json!({"deviceShadows": {"secretAccessKey": MASK, "region": "b"}, "adminApiKey": MASK});
+        let kept = unmask(sent, &old);
+        assert_eq!(kept["deviceShadows"]["secretAccessKey"], "real");
+        assert_eq!(kept["deviceShadows"]["region"], "b");
+        assert_eq!(kept["adminApiKey"], old["adminApiKey"]);
+        // A mask with nothing behind it is no secret.
+        let fresh = unmask(json!({"objectStore": {"secretAccessKey": MASK}}), &Value::Null);
+        assert!(fresh["objectStore"].get("secretAccessKey").is_none());
+        assert_eq!(masked(kept)["deviceShadows"]["secretAccessKey"], MASK);
     }
 }

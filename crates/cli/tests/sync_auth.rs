@@ -194,3 +194,61 @@ fn both_key_headers_work_and_refusals_use_the_seeds_words() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every source section is optional (a database may sync shadows and nothing else); PUT replaces
+/// the configuration, PATCH replaces the sections it names (null removes one); secrets never
+/// come back, and a masked secret sent back keeps its value.
+#[test]
+fn sync_configuration_sections_put_and_patch() {
+    let dir = std::env::temp_dir().join(format!("epoch-sync-sections-{}-{}", std::process::id(), rand_suffix()));
+    let s = start(&dir);
+    let (_, owner) = s.identity();
+    assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
+    use reqwest::Method as M;
+    let shadows = json!({"deviceShadows": {"endpoint": "http://127.0.0.1:5000", "region": "us-east-1",
+                          "accessKeyId": "AKID", "secretAccessKey": "shadow-secret"}});
+    let (status, body) = config_request(&s, M::PUT, Some(KEY), Some(&owner), Some(shadows));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deviceShadows"]["secretAccessKey"], "********");
+    assert_eq!(body["deviceShadows"]["shadowReducer"], "ingest_shadow", "the default reducer");
+    assert!(body.get("objectStore").is_none());
+    // A resync needs an objectStore section.
+    let r = s
+        .http()
+        .post(format!("{}/v1/database/proj/sync/resync-projections", s.url))
+        .header("X-API-Key", KEY)
+        .bearer_auth(&owner)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    // PATCH adds a section and keeps the other.
+    let store = json!({"objectStore": {"url": "s3://bucket/aggregates", "endpoint": "http://127.0.0.1:5000",
+                        "region": "us-east-1", "accessKeyId": "A", "secretAccessKey": "store-secret"}});
+    let (status, body) = config_request(&s, M::PATCH, Some(KEY), Some(&owner), Some(store));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["deviceShadows"]["accessKeyId"], "AKID");
+    assert_eq!(body["objectStore"]["url"], "s3://bucket/aggregates");
+    // Read, change, write back whole: the masked secrets keep their values.
+    let (_, mut whole) = config_request(&s, M::GET, Some(KEY), Some(&owner), None);
+    whole["deviceShadows"]["region"] = json!("eu-west-1");
+    let (status, _) = config_request(&s, M::PUT, Some(KEY), Some(&owner), Some(whole));
+    assert_eq!(status, 200);
+    let cfg = s
+        .http()
+        .get(format!("{}/v1/database/proj/sync/config", s.url))
+        .header("X-API-Key", KEY)
+        .bearer_auth(&owner)
+        .send()
+        .unwrap();
+    assert_eq!(cfg.json::<Value>().unwrap()["deviceShadows"]["region"], "eu-west-1");
+    // PATCH with null removes a section; a bad reducer is refused.
+    let (status, body) = config_request(&s, M::PATCH, Some(KEY), Some(&owner), Some(json!({"deviceShadows": null})));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("deviceShadows").is_none());
+    let bad = json!({"deviceShadows": {"shadowReducer": "nope"}});
+    let (status, body) = config_request(&s, M::PATCH, Some(KEY), Some(&owner), Some(bad));
+    assert_eq!(status, 400);
+    assert!(body["message"].as_str().unwrap().contains("nope"), "{body}");
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}
