@@ -289,9 +289,9 @@ fn table_update_of_rows(w: &mut Writer, schema: &WireSchema, rows: &TableRows, a
     let (deletes, inserts) = if as_deletes { (&rows.rows, &empty) } else { (&empty, &rows.rows) };
     w.compressable_query_update(|w| {
         w.field("deletes");
-        w.row_list(schema, rows.table, deletes.iter(), RowStyle::Stored);
+        w.row_block(schema, rows.table, deletes);
         w.field("inserts");
-        w.row_list(schema, rows.table, inserts.iter(), RowStyle::Stored);
+        w.row_block(schema, rows.table, inserts);
     });
     w.end_array();
     w.end_struct();
@@ -731,6 +731,22 @@ impl Writer {
                 }
                 self.end_array();
             }
+        }
+    }
+
+    /// Stored rows packed in a block: with a fixed row size in BSATN, the block is the row
+    /// list's data as it is (one copy); otherwise row by row.
+    fn row_block(&mut self, schema: &WireSchema, table: u32, block: &RowBlock) {
+        let fixed = schema.tables.get(table as usize).and_then(|t| t.fixed_row_len).and_then(|n| u16::try_from(n).ok());
+        match (self.format, fixed) {
+            (Format::Bsatn, Some(n)) if !block.is_empty() => {
+                debug_assert_eq!(block.data().len(), n as usize * block.len(), "fixed-size rows fill the block");
+                self.buf.push(0);
+                self.buf.extend_from_slice(&n.to_le_bytes());
+                self.buf.extend_from_slice(&(block.data().len() as u32).to_le_bytes());
+                self.buf.extend_from_slice(block.data());
+            }
+            _ => self.row_list(schema, table, block.iter(), RowStyle::Stored),
         }
     }
 
