@@ -95,6 +95,21 @@ fn an_update_that_adds_and_changes_tables_keeps_every_row_and_table_id() {
         ids.iter().map(|r| (r[0].as_u64().unwrap(), r[1].as_str().unwrap().to_string())).collect();
     ids.sort();
     assert_eq!(ids, vec![(4097, "account".into()), (4098, "ledger".into()), (4099, "access_log".into())]);
+    // Clients see the tables under their own names and ids after the update (the store keeps
+    // the old numbering; the new table sorts first by name).
+    let mut ws = common::ws::connect(&server.url, "mig", common::ws::JSON, "", Some(&owner)).unwrap();
+    ws.recv_variant("IdentityToken");
+    ws.send_json(serde_json::json!({"SubscribeSingle": {"query": "SELECT * FROM ledger", "request_id": 1, "query_id": {"id": 1}}}));
+    let applied = ws.recv_variant("SubscribeApplied");
+    assert_eq!(
+        (applied["rows"]["table_name"].as_str(), applied["rows"]["table_id"].as_u64()),
+        (Some("ledger"), Some(4098))
+    );
+    assert_eq!(server.call(&owner, "mig", "transfer", "[3, 1, 1]").0, 200);
+    let tx = ws.recv_variant("TransactionUpdate");
+    let t = &tx["status"]["Committed"]["tables"][0];
+    assert_eq!((t["table_name"].as_str(), t["table_id"].as_u64()), (Some("ledger"), Some(4098)), "{tx}");
+    ws.close();
     // A table made private is the owner's only.
     let (status, body) = server.sql(Some(&stranger), "mig", "SELECT id FROM account");
     assert_eq!((status, body.as_str()), (400, "`account` is not a valid table"));
@@ -133,7 +148,7 @@ fn an_update_that_adds_and_changes_tables_keeps_every_row_and_table_id() {
     let server = Server::start_in(dir.clone(), &[]);
     assert_eq!(balances(&server, &owner), after);
     assert_eq!(rows(&server, Some(&owner), "SELECT text FROM access_log"), vec![serde_json::json!(["hello"])]);
-    assert_eq!(rows(&server, Some(&owner), "SELECT amount FROM ledger").len(), 2);
+    assert_eq!(rows(&server, Some(&owner), "SELECT amount FROM ledger").len(), 3);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

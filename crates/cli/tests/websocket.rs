@@ -556,3 +556,26 @@ fn token_in_the_query_refused_connections_and_dropped_sockets() {
         Some(identity)
     );
 }
+
+/// A query naming `:sender` selects each caller's own rows, even with no row-level security:
+/// two clients sending the same text never share its rows.
+#[test]
+fn sender_queries_are_each_callers_own() {
+    let (server, owner, db) = setup(&[]);
+    let alice = named(&server, &db, "alice");
+    let bob = named(&server, &db, "bob");
+    let q = "SELECT * FROM post WHERE author = :sender";
+    let mut clients = Vec::new();
+    for (who, text) in [(&alice, "from alice"), (&bob, "from bob")] {
+        assert_eq!(server.call(who, &db, "send_post", &format!("[\"{text}\"]")).0, 200);
+        let mut c = connect(&server.url, &db, JSON, "", Some(who)).unwrap();
+        c.recv_variant("IdentityToken");
+        c.send_json(json!({"SubscribeSingle": {"query": q, "request_id": 1, "query_id": {"id": 1}}}));
+        let applied = c.recv_variant("SubscribeApplied");
+        let rows = applied["rows"]["table_rows"]["updates"][0]["inserts"].as_array().unwrap().clone();
+        assert_eq!(rows.len(), 1, "{applied}");
+        assert!(rows[0].as_str().unwrap().contains(text), "{applied}");
+        clients.push(c);
+    }
+    let _ = owner;
+}

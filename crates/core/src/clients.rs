@@ -77,16 +77,17 @@ pub struct WireTable {
 }
 
 impl WireSchema {
-    pub fn new(def: &ModuleDef) -> Self {
-        let tables = def
-            .tables
+    /// The tables of `def` by their ids in `store` (ids survive module updates, so they may not
+    /// follow the module's order).
+    pub fn new(def: &ModuleDef, store: &Store) -> Self {
+        let tables = store
+            .tables()
             .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let row_type = AlgebraicType::Product(t.row_type.clone());
+            .map(|st| {
+                let row_type = AlgebraicType::Product(st.schema.row_type().clone());
                 WireTable {
-                    wire_id: WIRE_TABLE_ID_BASE + i as u32,
-                    name: Arc::from(t.name.as_str()),
+                    wire_id: WIRE_TABLE_ID_BASE + st.id,
+                    name: Arc::from(st.schema.name()),
                     fixed_row_len: static_len(&def.typespace, &row_type),
                     row_type,
                 }
@@ -414,14 +415,14 @@ pub enum SubscriptionRequest {
 }
 
 impl Clients {
-    pub fn new(def: &ModuleDef, log: Option<Arc<CommitLog>>) -> Self {
+    pub fn new(def: &ModuleDef, store: &Store, log: Option<Arc<CommitLog>>) -> Self {
         Self {
             evaluations: 0,
             eval_micros: 0,
             manager: Manager::default(),
             clients: HashMap::new(),
             outbox: Outbox::new(log),
-            schema: Arc::new(WireSchema::new(def)),
+            schema: Arc::new(WireSchema::new(def, store)),
             limits: ClientLimits::default(),
         }
     }
@@ -706,8 +707,8 @@ impl Clients {
         let event = Arc::new(event);
         let mut batch: Vec<(Arc<dyn ClientSink>, Outgoing)> = Vec::with_capacity(per_client.len() + 1);
         if let Some((cid, notify)) = caller {
-            // The caller hears of its call even when nothing it watches changed (unless it asked
-            // to hear only of failures); a failure reaches the caller only.
+            // The caller hears of its success even when nothing it watches changed, unless it sent
+            // NoSuccessNotify (then it hears only through its queries, as any subscriber).
             if notify {
                 if let Some(c) = self.clients.get(&cid) {
                     let updates = per_client.remove(&cid).unwrap_or_default();
@@ -745,9 +746,24 @@ impl Clients {
         self.outbox.push(offset, batch);
     }
 
-    /// The module changed: encoders use its new tables and reducers from now on.
-    pub(crate) fn set_schema(&mut self, def: &ModuleDef) {
-        self.schema = Arc::new(WireSchema::new(def));
+    /// The module changed: encoders use its new tables and reducers from now on, and every
+    /// subscription ends (its compiled plan belongs to the old module): each subscribed client
+    /// is told, and may subscribe again.
+    pub(crate) fn module_updated(&mut self, def: &ModuleDef, store: &Store) {
+        self.schema = Arc::new(WireSchema::new(def, store));
+        let message = "The module was updated: its subscriptions ended; subscribe again".to_string();
+        let mut batch: Vec<(Arc<dyn ClientSink>, Outgoing)> = Vec::new();
+        for (id, c) in self.clients.iter_mut() {
+            if c.sets.is_empty() {
+                continue;
+            }
+            c.sets.clear();
+            self.manager.disconnect(*id);
+            let err =
+                Outgoing::SubscriptionError { request_id: None, query_id: None, micros: 0, message: message.clone() };
+            batch.push((c.sink.clone(), err));
+        }
+        self.outbox.push(None, batch);
     }
 }
 

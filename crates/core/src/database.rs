@@ -260,8 +260,8 @@ impl Database {
     }
 
     fn from_host(host: ModuleHost, identity: [u8; 32]) -> Self {
-        let scheduler = Scheduler::new(host.def());
-        let clients = Clients::new(host.def(), None);
+        let scheduler = Scheduler::new(host.def(), host.db());
+        let clients = Clients::new(host.def(), host.db(), None);
         Self {
             host,
             identity,
@@ -301,7 +301,7 @@ impl Database {
         let mut db = Self::from_host(host, identity);
         db.program = std::sync::Arc::from(wasm);
         let (p, _) = Persistence::open(dir, persist, db.host.db_mut(), &mut db.steps)?;
-        db.clients = Clients::new(db.host.def(), Some(p.log().clone()));
+        db.clients = Clients::new(db.host.def(), db.host.db(), Some(p.log().clone()));
         db.persist = Some(p);
         db.initialize(owner)?;
         Ok(db)
@@ -327,9 +327,9 @@ impl Database {
         }
         let mut steps = StepLedger::default();
         let (p, report) = Persistence::open(dir, persist, host.db_mut(), &mut steps)?;
-        let mut scheduler = Scheduler::new(host.def());
+        let mut scheduler = Scheduler::new(host.def(), host.db());
         scheduler.observe(host.db(), &all_rows(host.db()), now_micros());
-        let clients = Clients::new(host.def(), Some(p.log().clone()));
+        let clients = Clients::new(host.def(), host.db(), Some(p.log().clone()));
         let mut db = Self {
             host,
             identity,
@@ -893,7 +893,6 @@ impl Database {
             use sha3::Digest;
             sha3::Keccak256::digest(wasm).iter().map(|b| format!("{b:02x}")).collect()
         };
-        self.system_log(format!("Updated program to {hash}"));
         let store = match self.migrated_store(new.def(), &steps) {
             Ok(store) => store,
             Err(e) => {
@@ -912,6 +911,7 @@ impl Database {
             // names added at the end.
             write_table_order(p.dir(), &store.table_order()).map_err(|e| UpdateError::Failed(e.to_string()))?;
         }
+        self.system_log(format!("Updated program to {hash}"));
         for step in &steps {
             if let Some(line) = step.log_line() {
                 self.system_log(line);
@@ -921,10 +921,10 @@ impl Database {
         new.replace_db(store);
         self.host = new;
         self.program = std::sync::Arc::from(wasm);
-        let mut scheduler = Scheduler::new(self.host.def());
+        let mut scheduler = Scheduler::new(self.host.def(), self.host.db());
         scheduler.observe(self.host.db(), &all_rows(self.host.db()), now_micros());
         self.scheduler = scheduler;
-        self.clients.set_schema(self.host.def());
+        self.clients.module_updated(self.host.def(), self.host.db());
         Ok(())
     }
 

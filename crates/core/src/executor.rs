@@ -21,6 +21,15 @@ pub struct DatabaseHandle {
     tx: Sender<Job>,
 }
 
+/// Why [`DatabaseHandle::try_execute`] did not queue a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// The writer's queue is full.
+    Full,
+    /// The writer is gone.
+    ShutDown,
+}
+
 /// The writer thread is gone (the database was shut down or its thread panicked).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the database is shut down")]
@@ -62,6 +71,15 @@ impl DatabaseHandle {
     /// learns what it needs another way, e.g. through a client's outbox).
     pub fn execute(&self, f: impl FnOnce(&mut Database) + Send + 'static) -> Result<(), ShutDown> {
         self.tx.send(Box::new(f)).map_err(|_| ShutDown)
+    }
+
+    /// As [`DatabaseHandle::execute`], but refuses instead of waiting when the writer's queue
+    /// is full (callers on an async runtime must not block).
+    pub fn try_execute(&self, f: impl FnOnce(&mut Database) + Send + 'static) -> Result<(), Busy> {
+        self.tx.try_send(Box::new(f)).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => Busy::Full,
+            crossbeam_channel::TrySendError::Disconnected(_) => Busy::ShutDown,
+        })
     }
 
     /// Runs `f` on the writer and waits for its result.

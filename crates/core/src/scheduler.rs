@@ -90,13 +90,15 @@ fn repeat_delay(d: i64) -> i64 {
 }
 
 impl Scheduler {
-    pub fn new(def: &ModuleDef) -> Self {
+    /// The schedules of `def`'s tables, by their ids in `store` (which may number tables in
+    /// another order than the module lists them: ids survive module updates).
+    pub fn new(def: &ModuleDef, store: &epoch_store::Store) -> Self {
         let tables = def
             .tables
             .iter()
-            .enumerate()
-            .filter_map(|(i, t)| {
+            .filter_map(|t| {
                 let s = t.schedule.as_ref()?;
+                let i = store.table_id(&t.name)?;
                 let id_index =
                     t.indexes.iter().find(|ix| ix.algorithm.columns() == [s.id_column]).map(|ix| ix.name.clone());
                 Some((

@@ -88,10 +88,20 @@ impl Manager {
         }
         if !self.queries.contains_key(&key) {
             let filter = Filter::compile(store, sql, ctx)?;
+            // Only a query that evaluates is kept (no orphan with no subscriber).
+            filter.initial_rows(store)?;
             self.queries.insert(key.clone(), Shared { text: key.0.clone(), filter, subscribers: BTreeSet::new() });
         }
         let shared = self.queries.get_mut(&key).expect("inserted above");
-        let rows = shared.filter.initial_rows(store)?;
+        let rows = match shared.filter.initial_rows(store) {
+            Ok(rows) => rows,
+            Err(e) => {
+                if shared.subscribers.is_empty() {
+                    self.queries.remove(&key);
+                }
+                return Err(e.into());
+            }
+        };
         let table = shared.filter.table_id();
         shared.subscribers.insert(client);
         *self.clients.entry(client).or_default().entry(key).or_default() += 1;
@@ -156,7 +166,10 @@ impl Manager {
     }
 
     fn key(&self, sql: &str, ctx: QueryContext) -> Key {
-        let caller = (self.rls && !ctx.is_owner).then_some(ctx.sender.unwrap_or([0; 32]));
+        // A query whose rows depend on who asks (`:sender`, or any query under row-level
+        // security) is shared only by that caller's subscriptions.
+        let per_caller = self.rls || sql.contains(":sender");
+        let caller = (per_caller && !ctx.is_owner || sql.contains(":sender")).then_some(ctx.sender.unwrap_or([0; 32]));
         (Arc::from(sql), ctx.is_owner, caller)
     }
 

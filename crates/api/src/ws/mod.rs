@@ -49,6 +49,14 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// are small.
 const READ_BUFFER_BYTES: usize = 4096;
 
+/// The longest one write to a client may take; a client that reads nothing for this long is
+/// cut off (its queue would otherwise hold the connection, and its memory, for good).
+pub const WRITE_TIMEOUT: Duration = IDLE_TIMEOUT;
+
+fn write_stuck() -> String {
+    format!("client too slow: it read nothing for {} seconds", WRITE_TIMEOUT.as_secs())
+}
+
 /// The most frames written before one flush.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
 
@@ -203,8 +211,9 @@ impl ClientSink for ConnectionSink {
             self.queue.cut_notify.notify_one();
             return;
         }
-        self.metrics.ws_queued(size as i64);
-        let _ = self.tx.send((msg, size));
+        if self.tx.send((msg, size)).is_ok() {
+            self.metrics.ws_queued(size as i64);
+        }
     }
 }
 
@@ -218,6 +227,15 @@ fn approx_size(msg: &Outgoing) -> usize {
         Outgoing::SubscriptionError { message, .. } | Outgoing::Close(message) => message.len(),
         Outgoing::OneOff { .. } => 0,
     }
+}
+
+/// What became of a client message handed to the database.
+enum Dispatched {
+    Queued,
+    /// The writer's queue is full.
+    Busy,
+    /// The database is gone.
+    Gone,
 }
 
 /// Why the connection ended, for the log.
@@ -347,8 +365,10 @@ impl Connection {
                     if in_flight.load(Ordering::Relaxed) >= MAX_REQUESTS_IN_FLIGHT {
                         return End::Server(1013, "too many requests".into());
                     }
-                    if !self.dispatch(id, decoded, &in_flight) {
-                        return End::Server(1001, "module exited".into());
+                    match self.dispatch(id, decoded, &in_flight) {
+                        Dispatched::Queued => {}
+                        Dispatched::Busy => return End::Server(1013, "the database is busy: too many requests queued".into()),
+                        Dispatched::Gone => return End::Server(1001, "module exited".into()),
                     }
                 }
                 out = rx.recv() => {
@@ -367,9 +387,11 @@ impl Connection {
                         if let Some(frame) = self.encoder.encode(&msg) {
                             let len = match &frame { Frame::Binary(b) | Frame::Text(b) => b.len() };
                             tokio::select! {
-                                fed = socket.feed(message(frame)) => {
-                                    if let Err(e) = fed {
-                                        return End::Dropped(e.to_string());
+                                fed = tokio::time::timeout(WRITE_TIMEOUT, socket.feed(message(frame))) => {
+                                    match fed {
+                                        Ok(Ok(())) => {}
+                                        Ok(Err(e)) => return End::Dropped(e.to_string()),
+                                        Err(_) => return End::Server(1008, write_stuck()),
                                     }
                                 }
                                 _ = queue.cut_notify.notified() => {
@@ -384,9 +406,11 @@ impl Connection {
                         }
                     }
                     tokio::select! {
-                        flushed = socket.flush() => {
-                            if let Err(e) = flushed {
-                                return End::Dropped(e.to_string());
+                        flushed = tokio::time::timeout(WRITE_TIMEOUT, socket.flush()) => {
+                            match flushed {
+                                Ok(Ok(())) => {}
+                                Ok(Err(e)) => return End::Dropped(e.to_string()),
+                                Err(_) => return End::Server(1008, write_stuck()),
                             }
                         }
                         _ = queue.cut_notify.notified() => {
@@ -398,17 +422,19 @@ impl Connection {
                     if last_heard.elapsed() > IDLE_TIMEOUT {
                         return End::Server(1000, format!("no message for {} seconds", IDLE_TIMEOUT.as_secs()));
                     }
-                    if socket.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::Dropped("ping failed".into());
+                    match tokio::time::timeout(WRITE_TIMEOUT, socket.send(Message::Ping(Default::default()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return End::Dropped("ping failed".into()),
+                        Err(_) => return End::Server(1008, write_stuck()),
                     }
                 }
             }
         }
     }
 
-    /// Hands a client message to the database; `false` when the database is gone.
-    fn dispatch(&self, id: u64, msg: ClientMessage, in_flight: &Arc<AtomicUsize>) -> bool {
-        let Some(db) = self.state.control.get(&self.database) else { return false };
+    /// Hands a client message to the database.
+    fn dispatch(&self, id: u64, msg: ClientMessage, in_flight: &Arc<AtomicUsize>) -> Dispatched {
+        let Some(db) = self.state.control.get(&self.database) else { return Dispatched::Gone };
         let started = Instant::now();
         let job: Box<dyn FnOnce(&mut epoch_core::Database) + Send> = match msg {
             ClientMessage::CallReducer { reducer, args, request_id, notify_success } => {
@@ -439,12 +465,18 @@ impl Connection {
         };
         in_flight.fetch_add(1, Ordering::Relaxed);
         let counter = in_flight.clone();
-        db.handle
-            .execute(move |d| {
-                counter.fetch_sub(1, Ordering::Relaxed);
-                job(d)
-            })
-            .is_ok()
+        // Never block the runtime on a full writer queue: the client is told to slow down.
+        match db.handle.try_execute(move |d| {
+            counter.fetch_sub(1, Ordering::Relaxed);
+            job(d)
+        }) {
+            Ok(()) => Dispatched::Queued,
+            Err(epoch_core::executor::Busy::Full) => {
+                in_flight.fetch_sub(1, Ordering::Relaxed);
+                Dispatched::Busy
+            }
+            Err(epoch_core::executor::Busy::ShutDown) => Dispatched::Gone,
+        }
     }
 }
 
