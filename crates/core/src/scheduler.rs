@@ -102,7 +102,7 @@ impl Scheduler {
                 let id_index =
                     t.indexes.iter().find(|ix| ix.algorithm.columns() == [s.id_column]).map(|ix| ix.name.clone());
                 Some((
-                    i as u32,
+                    i,
                     ScheduledTable {
                         reducer: s.reducer_name.clone(),
                         at_column: s.at_column,
