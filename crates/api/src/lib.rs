@@ -125,8 +125,6 @@ pub fn router(state: AppState) -> Router {
                     axum::http::header::AUTHORIZATION,
                     axum::http::header::ACCEPT,
                     axum::http::header::CONTENT_TYPE,
-                    axum::http::HeaderName::from_static("x-admin-api-key"),
-                    axum::http::HeaderName::from_static("x-api-key"),
                 ]),
         );
     // The seed-compatible admin paths, for a server with a default database, under both of the
