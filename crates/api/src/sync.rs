@@ -272,6 +272,16 @@ pub const MIN_ADMIN_KEY_LEN: usize = 16;
 fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result<Value, SyncError> {
     let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
     let obj = v.as_object_mut().ok_or_else(|| bad("the configuration must be a JSON object".into()))?;
+    if let Some(key) = obj.get("adminApiKey") {
+        match key.as_str() {
+            Some(k) if k.len() >= MIN_ADMIN_KEY_LEN => {}
+            _ => {
+                return Err(bad(format!(
+                    "`adminApiKey` must be a string of at least {MIN_ADMIN_KEY_LEN} characters (or left out)"
+                )))
+            }
+        }
+    }
     let has_reducer = |name: &str| {
         state.control.get(&database.0).map(|d| d.def.clone()).is_some_and(|d| d.reducer_id(name).is_some())
     };

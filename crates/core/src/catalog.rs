@@ -208,35 +208,9 @@ enum Numbers {
     Sequences,
 }
 
-/// Resolves every type reference (`st_column` holds column types whole).
-fn resolve(ts: &Typespace, ty: &AlgebraicType, depth: u32) -> AlgebraicType {
-    if depth > 32 {
-        return ty.clone();
-    }
-    match ty {
-        AlgebraicType::Ref(r) => ts.types.get(*r as usize).map_or_else(|| ty.clone(), |t| resolve(ts, t, depth + 1)),
-        AlgebraicType::Product(p) => AlgebraicType::Product(ProductType {
-            elements: p
-                .elements
-                .iter()
-                .map(|e| epoch_sats::ProductTypeElement { name: e.name.clone(), ty: resolve(ts, &e.ty, depth + 1) })
-                .collect(),
-        }),
-        AlgebraicType::Sum(s) => AlgebraicType::Sum(SumType {
-            variants: s
-                .variants
-                .iter()
-                .map(|v| epoch_sats::SumTypeVariant { name: v.name.clone(), ty: resolve(ts, &v.ty, depth + 1) })
-                .collect(),
-        }),
-        AlgebraicType::Array(e) => AlgebraicType::Array(Box::new(resolve(ts, e, depth + 1))),
-        other => other.clone(),
-    }
-}
-
 fn type_bytes(ts: &Typespace, ty: &AlgebraicType) -> AlgebraicValue {
     let mut out = Vec::new();
-    epoch_schema::raw::write_algebraic_type(&mut out, &resolve(ts, ty, 0));
+    epoch_schema::raw::write_algebraic_type(&mut out, &crate::migrate::resolve(ts, ty, 0));
     AlgebraicValue::bytes(&out)
 }
 

@@ -195,8 +195,8 @@ fn columns_change(
 }
 
 /// `ty` with every type reference replaced by what it names (types are compared by shape: a
-/// module update may renumber its typespace).
-fn resolve(ts: &Typespace, ty: &AlgebraicType, depth: u32) -> AlgebraicType {
+/// module update may renumber its typespace; `st_column` holds column types whole).
+pub(crate) fn resolve(ts: &Typespace, ty: &AlgebraicType, depth: u32) -> AlgebraicType {
     if depth > 32 {
         return ty.clone();
     }
