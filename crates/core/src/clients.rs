@@ -15,6 +15,7 @@ use epoch_store::{Store, TxDelta};
 use epoch_subscription::{Manager, SubscribeError};
 use parking_lot::Mutex;
 
+use crate::control::hex_be;
 use crate::database::Caller;
 
 pub use epoch_subscription::{ClientId, QueryUpdate};
@@ -226,11 +227,6 @@ enum RequestError {
     Subscription(String),
     /// As a failed transaction update (legacy `Subscribe`, a query id in use).
     Failed(String),
-}
-
-/// Bytes as hex digits, most significant first (they are stored little-endian).
-fn hex_be(bytes: &[u8]) -> String {
-    bytes.iter().rev().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The answer to a one-off query.

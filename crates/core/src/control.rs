@@ -111,7 +111,7 @@ fn short(identity: &IdentityBytes) -> String {
 }
 
 /// An identity as 64 hex digits, most significant first.
-pub fn hex_be(id: &IdentityBytes) -> String {
+pub fn hex_be(id: &[u8]) -> String {
     id.iter().rev().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -724,10 +724,7 @@ impl ControlPlane {
         grant: bool,
     ) -> Result<(), ControlError> {
         let mut st = self.state.write();
-        let db = st.databases.get(&database).ok_or(ControlError::NoSuchDatabase)?;
-        if db.owner != caller {
-            return Err(Self::not_owner(&caller, &database));
-        }
+        Self::check_owner(&st, &database, &caller)?;
         let perms = st.permissions.entry((database, identity)).or_default();
         perms.retain(|p| p != permission);
         if grant {
@@ -739,6 +736,15 @@ impl ControlPlane {
         self.save(&st)
     }
 
+    /// `caller` owns the running database `database`.
+    fn check_owner(st: &State, database: &IdentityBytes, caller: &IdentityBytes) -> Result<(), ControlError> {
+        let db = st.databases.get(database).ok_or(ControlError::NoSuchDatabase)?;
+        if db.owner != *caller {
+            return Err(Self::not_owner(caller, database));
+        }
+        Ok(())
+    }
+
     /// Grants (`grant`) or revokes a permission on `database` to a rule; owner only.
     pub fn set_rule(
         &self,
@@ -748,10 +754,7 @@ impl ControlPlane {
         grant: bool,
     ) -> Result<(), ControlError> {
         let mut st = self.state.write();
-        let db = st.databases.get(&database).ok_or(ControlError::NoSuchDatabase)?;
-        if db.owner != caller {
-            return Err(Self::not_owner(&caller, &database));
-        }
+        Self::check_owner(&st, &database, &caller)?;
         let rules = st.rules.entry(database).or_default();
         rules.retain(|r| r != &rule);
         if grant {

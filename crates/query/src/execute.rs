@@ -30,6 +30,26 @@ pub(crate) fn select(
     run_select(store, plan, ctx)
 }
 
+/// The table a `FROM` item names, if the caller may see it: (name, alias, table).
+pub(crate) fn visible_table<'s>(
+    store: &'s Store,
+    factor: &TableFactor,
+    ctx: QueryContext,
+) -> Result<(String, Option<String>, &'s epoch_store::Table), SqlError> {
+    let TableFactor::Table { name, alias, .. } = factor else {
+        return Err(SqlError::Unsupported("subqueries".into()));
+    };
+    let table_name = match name.0.as_slice() {
+        [ObjectNamePart::Identifier(id)] => id.value.clone(),
+        _ => return Err(SqlError::Unsupported(format!("table name {name}"))),
+    };
+    let table = store
+        .table_by_name(&table_name)
+        .filter(|t| ctx.is_owner || t.schema.def.table_access == TableAccess::Public)
+        .ok_or_else(|| SqlError::UnknownTable(table_name.clone()))?;
+    Ok((table_name, alias.as_ref().map(|a| a.name.value.clone()), table))
+}
+
 /// Plans a `SELECT` of one table the caller may see.
 pub(crate) fn plan_select(
     store: &Store,
@@ -69,24 +89,9 @@ pub(crate) fn plan_select(
     if !from.joins.is_empty() {
         return Err(SqlError::Unsupported("joins".into()));
     }
-    let TableFactor::Table { name, alias, .. } = &from.relation else {
-        return Err(SqlError::Unsupported("subqueries".into()));
-    };
-    let table_name = match name.0.as_slice() {
-        [ObjectNamePart::Identifier(id)] => id.value.clone(),
-        _ => return Err(SqlError::Unsupported(format!("table name {name}"))),
-    };
-    let table = store
-        .table_by_name(&table_name)
-        .filter(|t| ctx.is_owner || t.schema.def.table_access == TableAccess::Public)
-        .ok_or_else(|| SqlError::UnknownTable(table_name.clone()))?;
+    let (table_name, alias, table) = visible_table(store, &from.relation, ctx)?;
     let row_type = table.schema.row_type().clone();
-    let scope = Scope {
-        table: &table_name,
-        alias: alias.as_ref().map(|a| a.name.value.as_str()),
-        row_type: &row_type,
-        joined: None,
-    };
+    let scope = Scope { table: &table_name, alias: alias.as_deref(), row_type: &row_type, joined: None };
 
     let projection = scope.projection(&select.projection)?;
     let cond = match &select.selection {

@@ -6,14 +6,12 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType};
-use epoch_schema::TableAccess;
 use epoch_store::{Store, Table, TxDelta};
 use sqlparser::ast::{
-    BinaryOperator, Expr, JoinConstraint, JoinOperator, ObjectNamePart, SelectItem, SelectItemQualifiedWildcardKind,
-    SetExpr, Statement, TableFactor,
+    BinaryOperator, Expr, JoinConstraint, JoinOperator, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
 };
 
-use crate::execute::{eval, plan_select, store_err};
+use crate::execute::{eval, plan_select, store_err, visible_table};
 use crate::parse::parse_one;
 use crate::plan::{Cond, Projection, Scope};
 use crate::rls::Visibility;
@@ -112,22 +110,8 @@ impl Filter {
             JoinOperator::Join(JoinConstraint::On(e)) | JoinOperator::Inner(JoinConstraint::On(e)) => e,
             _ => return Err(SqlError::Join("Non-inner joins are not supported")),
         };
-        let named = |f: &TableFactor| -> Result<(String, Option<String>, &Table), SqlError> {
-            let TableFactor::Table { name, alias, .. } = f else {
-                return Err(SqlError::Unsupported("subqueries".into()));
-            };
-            let table_name = match name.0.as_slice() {
-                [ObjectNamePart::Identifier(id)] => id.value.clone(),
-                _ => return Err(SqlError::Unsupported(format!("table name {name}"))),
-            };
-            let table = store
-                .table_by_name(&table_name)
-                .filter(|t| ctx.is_owner || t.schema.def.table_access == TableAccess::Public)
-                .ok_or_else(|| SqlError::UnknownTable(table_name.clone()))?;
-            Ok((table_name, alias.as_ref().map(|a| a.name.value.clone()), table))
-        };
-        let (a_name, a_alias, a) = named(&from.relation)?;
-        let (b_name, b_alias, b) = named(&join.relation)?;
+        let (a_name, a_alias, a) = visible_table(store, &from.relation, ctx)?;
+        let (b_name, b_alias, b) = visible_table(store, &join.relation, ctx)?;
         if a_alias.as_deref().unwrap_or(&a_name) == b_alias.as_deref().unwrap_or(&b_name) {
             return Err(SqlError::Join("Duplicate name in a join; give the tables aliases"));
         }
