@@ -72,6 +72,8 @@ pub struct AppState {
     pub runner: Option<Arc<epoch_sync::Runner>>,
     /// The database the `/admin/…` seed paths act on.
     pub default_database: Option<String>,
+    /// The live MQTT consumers of device shadows (restarted when a sync configuration changes).
+    pub live_shadows: Option<Arc<epoch_sync_shadows::LiveShadows>>,
 }
 
 /// The whole HTTP API.
@@ -110,6 +112,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/database/{name_or_identity}/sync/resync-projections", post(sync::resync_projections))
         .route("/database/{name_or_identity}/sync/shadow-webhook", post(sync::shadow_webhook))
+        .route("/database/{name_or_identity}/sync/shadow-sync/{thing_name}", post(sync::shadow_sync))
         .route("/database/{name_or_identity}/sync/workflows", get(sync::workflow))
         .route("/database/{name_or_identity}/sync/workflows/{instance_id}", get(sync::workflow))
         .route("/database/{name_or_identity}/sync/workflows/{instance_id}/{action}", post(sync::workflow))
@@ -132,6 +135,7 @@ pub fn router(state: AppState) -> Router {
     let admin = Router::new()
         .route("/resync-projections", post(sync::admin_resync_projections))
         .route("/shadow-webhook", post(sync::admin_shadow_webhook))
+        .route("/shadow-sync/{thing_name}", post(sync::admin_shadow_sync))
         .route("/workflows", get(sync::admin_workflows))
         .route("/workflows/{instance_id}", get(sync::workflow))
         .route("/workflows/{instance_id}/{action}", post(sync::workflow));

@@ -6,7 +6,10 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::sync::Arc;
+
 use epoch_auth::Identity;
+use epoch_sync::{ConfigContext, KindSpec};
 use serde_json::{json, Value};
 
 use crate::AppState;
@@ -243,16 +246,23 @@ pub async fn permissions(State(state): State<AppState>, Path(segment): Path<Stri
 /// Secrets are never returned: they are replaced by this marker.
 const MASK: &str = "********";
 
-/// The sections of a sync configuration that hold credentials.
-const SECRET_SECTIONS: [&str; 2] = ["objectStore", "deviceShadows"];
-const SECRETS: [&str; 2] = ["secretAccessKey", "sessionToken"];
+/// The workflow kinds this server runs; each owns a section of a database's sync
+/// configuration (its validation and its secrets).
+pub fn workflow_kinds() -> Vec<Arc<dyn KindSpec>> {
+    vec![Arc::new(epoch_sync_objectstore::ResyncProjectionsSpec), Arc::new(epoch_sync_shadows::ForceSyncSpec)]
+}
+
+/// Each configuration section that holds secrets, with their fields.
+fn secret_fields() -> Vec<(&'static str, &'static [&'static str])> {
+    workflow_kinds().iter().map(|k| (k.config_section(), k.secret_fields())).collect()
+}
 
 fn masked(mut config: Value) -> Value {
-    for section in SECRET_SECTIONS {
+    for (section, secrets) in secret_fields() {
         if let Some(s) = config.get_mut(section).and_then(Value::as_object_mut) {
-            for secret in SECRETS {
-                if s.contains_key(secret) {
-                    s.insert(secret.into(), json!(MASK));
+            for secret in secrets {
+                if s.contains_key(*secret) {
+                    s.insert(secret.to_string(), json!(MASK));
                 }
             }
         }
@@ -282,48 +292,13 @@ fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result
             }
         }
     }
-    let has_reducer = |name: &str| {
-        state.control.get(&database.0).map(|d| d.def.clone()).is_some_and(|d| d.reducer_id(name).is_some())
-    };
-    if obj.contains_key("objectStore") {
-        let url = obj
-            .get("objectStore")
-            .and_then(|s| s["url"].as_str())
-            .ok_or_else(|| bad("`objectStore.url` is required (s3://bucket/prefix or file:///path/prefix)".into()))?;
-        if !(url.starts_with("s3://") || url.starts_with("file:///")) {
-            return Err(bad(format!("`objectStore.url` must start with s3:// or file:///, not {url:?}")));
+    let def = state.control.get(&database.0).map(|d| d.def.clone());
+    let has_reducer = |name: &str| def.as_ref().is_some_and(|d| d.reducer_id(name).is_some());
+    let cx = ConfigContext { has_reducer: &has_reducer, data_dir: state.control.data_dir() };
+    for kind in workflow_kinds() {
+        if obj.contains_key(kind.config_section()) {
+            kind.validate_config(obj, &cx).map_err(bad)?;
         }
-        if let Some(path) = url.strip_prefix("file://") {
-            epoch_sync::check_file_store(std::path::Path::new(path), state.control.data_dir()).map_err(bad)?;
-        }
-        let reducer = obj.get("projectionReducer").and_then(Value::as_str).unwrap_or("project_aggregate").to_string();
-        if !has_reducer(&reducer) {
-            return Err(bad(format!("the module has no reducer `{reducer}`")));
-        }
-        obj.insert("projectionReducer".into(), json!(reducer));
-    }
-    if let Some(shadows) = obj.get_mut("deviceShadows") {
-        let section = shadows.as_object_mut().ok_or_else(|| bad("`deviceShadows` must be an object".into()))?;
-        if let Some(endpoint) = section.get("endpoint") {
-            let ok = endpoint.as_str().is_some_and(|e| e.starts_with("https://") || e.starts_with("http://"));
-            if !ok {
-                return Err(bad("`deviceShadows.endpoint` must be an http(s) URL".into()));
-            }
-        }
-        for field in ["region", "accessKeyId", "secretAccessKey", "sessionToken"] {
-            if section.get(field).is_some_and(|v| !v.is_string()) {
-                return Err(bad(format!("`deviceShadows.{field}` must be a string")));
-            }
-        }
-        let reducer = section
-            .get("shadowReducer")
-            .and_then(Value::as_str)
-            .unwrap_or(epoch_sync::shadows::DEFAULT_SHADOW_REDUCER)
-            .to_string();
-        if !has_reducer(&reducer) {
-            return Err(bad(format!("the module has no reducer `{reducer}` (deviceShadows.shadowReducer)")));
-        }
-        section.insert("shadowReducer".into(), json!(reducer));
     }
     Ok(v)
 }
@@ -331,8 +306,8 @@ fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result
 /// A secret sent back as the mask (a configuration read, changed and written whole) keeps the
 /// value it had.
 fn unmask(mut new: Value, old: &Value) -> Value {
-    for section in SECRET_SECTIONS {
-        for secret in SECRETS {
+    for (section, secrets) in secret_fields() {
+        for secret in secrets.iter().copied() {
             if new[section][secret] == json!(MASK) {
                 if let Some(s) = new.get_mut(section).and_then(Value::as_object_mut) {
                     match old[section].get(secret) {
@@ -404,6 +379,9 @@ fn set_config(state: AppState, segment: String, headers: HeaderMap, body: axum::
             .control
             .set_sync_config(database.0, v.clone())
             .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        if let Some(live) = &state.live_shadows {
+            live.reconfigure(&database.0);
+        }
         Ok::<_, SyncError>(Json(masked(v)))
     })();
     match result {
@@ -528,11 +506,12 @@ async fn resync_inner(
     }
     let object_store = config["objectStore"].clone();
     let reducer = config["projectionReducer"].as_str().unwrap_or("project_aggregate").to_string();
-    let params = epoch_sync::ResyncParams { aggregate_type, aggregate_id, batch_size, delay_seconds, max_attempts };
+    let params =
+        epoch_sync_objectstore::ResyncParams { aggregate_type, aggregate_id, batch_size, delay_seconds, max_attempts };
     let runner = runner(&state)?.clone();
     // Listing the source is blocking I/O (and an S3 source owns a runtime of its own).
     let started = tokio::task::spawn_blocking(move || {
-        runner.start_resync(database.0, caller.identity.0, &object_store, &reducer, params)
+        epoch_sync_objectstore::start_resync(&runner, database.0, caller.identity.0, &object_store, &reducer, params)
     })
     .await
     .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -540,19 +519,22 @@ async fn resync_inner(
         epoch_sync::RunnerError::Conflict(id) => {
             SyncError::new(StatusCode::CONFLICT, format!("a resync of this scope is already running: {id}"))
         }
-        e @ (epoch_sync::RunnerError::UnknownType(_) | epoch_sync::RunnerError::Source(_)) => {
-            SyncError::new(StatusCode::BAD_REQUEST, e.to_string())
-        }
+        // An unknown type, a bad key and an unreadable store are the request's to fix (400),
+        // as before kinds were general.
+        e @ (epoch_sync::RunnerError::NotFound(_)
+        | epoch_sync::RunnerError::BadRequest(_)
+        | epoch_sync::RunnerError::Source(_)) => SyncError::new(StatusCode::BAD_REQUEST, e.to_string()),
         e => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     })?;
+    let total = i.total.unwrap_or(0);
     Ok(Json(json!({
         "success": true,
         "instanceId": i.id,
-        "aggregateTypes": i.aggregate_types,
-        "total": i.total,
+        "aggregateTypes": i.detail.get("aggregateTypes"),
+        "total": total,
         "batchSize": batch_size,
         "delaySeconds": delay_seconds,
-        "batches": i.total.div_ceil(batch_size as u64),
+        "batches": total.div_ceil(batch_size as u64),
         "counts": i.counts,
         "errors": i.errors,
     })))
@@ -680,7 +662,7 @@ async fn shadow_webhook_on(state: AppState, segment: Option<String>, req: Reques
             SyncError::new(StatusCode::BAD_REQUEST, "the body is not a JSON shadow update event")
                 .detail("body", e.to_string())
         })?;
-        let doc = epoch_sync::shadows::ShadowDocument::from_update_event(&event).map_err(|e| {
+        let doc = epoch_sync_shadows::ShadowDocument::from_update_event(&event).map_err(|e| {
             SyncError::new(StatusCode::BAD_REQUEST, format!("malformed shadow update event: {e}"))
                 .detail(&e.field, e.message)
         })?;
@@ -701,44 +683,170 @@ async fn shadow_webhook_on(state: AppState, segment: Option<String>, req: Reques
     }
 }
 
-/// Pushes one shadow document through the database's shadow reducer (the one path of the live
-/// webhook and of force-syncs): `Ok` once committed and durable, `Err` with the reducer's
-/// message when it refused the document.
+/// Pushes one shadow document through the database's shadow reducer with
+/// [`epoch_sync_shadows::document::ingest`] (the one path of the webhook, MQTT and force-syncs):
+/// `Ok` once committed and durable, `Err` with the reducer's message when it refused it.
 pub async fn ingest_shadow(
     state: &AppState,
     database: Identity,
     caller: Identity,
-    doc: &epoch_sync::shadows::ShadowDocument,
+    doc: &epoch_sync_shadows::ShadowDocument,
 ) -> Result<Result<(), String>, SyncError> {
-    let reducer = state
-        .control
-        .sync_config(&database.0)
-        .and_then(|c| c["deviceShadows"]["shadowReducer"].as_str().map(str::to_string))
-        .unwrap_or_else(|| epoch_sync::shadows::DEFAULT_SHADOW_REDUCER.to_string());
+    use epoch_sync_shadows::document::{self, IngestError};
+    let reducer = document::shadow_reducer(state.control.sync_config(&database.0).as_ref());
     let db = state.control.get(&database.0).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
     let args = doc.reducer_args();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let who = epoch_core::Caller::identity(caller.0);
-    let name = reducer.clone();
+    let shutting_down = || SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is shutting down");
     db.handle
         .submit(
-            move |d| d.call(&name, epoch_core::ReducerArgs::Json(args), who).map(|r| r.outcome),
+            move |d| document::ingest(d, &reducer, args, who, None),
             move |r| {
                 let _ = tx.send(r);
             },
         )
-        .map_err(|_| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is shutting down"))?;
-    let result =
-        rx.await.map_err(|_| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is shutting down"))?;
-    match result {
-        Ok(outcome) if outcome.is_committed() => Ok(Ok(())),
-        Ok(outcome) => Ok(Err(outcome.error_message().unwrap_or_default())),
-        Err(epoch_core::CallError::NoSuchReducer(_)) => Err(SyncError::new(
-            StatusCode::BAD_REQUEST,
-            format!("the database has no shadow reducer `{reducer}` (set deviceShadows.shadowReducer in its sync configuration)"),
-        )),
-        Err(e) => Err(SyncError::new(StatusCode::BAD_REQUEST, format!("the shadow reducer `{reducer}`: {e}"))),
+        .map_err(|_| shutting_down())?;
+    match rx.await.map_err(|_| shutting_down())? {
+        Ok(()) => Ok(Ok(())),
+        Err(e @ IngestError::NoReducer(_)) => Err(SyncError::new(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(IngestError::Refused(e)) => Ok(Err(e)),
     }
+}
+
+/// The longest a force-sync request may wait for its workflow.
+pub const MAX_WAIT_SECONDS: u32 = 300;
+/// How long a force-sync request waits by default.
+pub const DEFAULT_WAIT_SECONDS: u32 = 30;
+
+/// `POST /v1/database/:n/sync/shadow-sync/:thingName`: lists every named shadow of the thing and
+/// pushes each through the live ingest path, as a workflow instance; answers when it ends (200)
+/// or after `waitSeconds` (202, with the results so far).
+pub async fn shadow_sync(
+    State(state): State<AppState>,
+    Path((segment, thing)): Path<(String, String)>,
+    q: QueryMap,
+    headers: HeaderMap,
+) -> Response {
+    shadow_sync_on(state, Some(segment), thing, q.0, headers).await
+}
+
+/// `POST /admin/shadow-sync/:thingName`: the same, on the server's default database.
+pub async fn admin_shadow_sync(
+    State(state): State<AppState>,
+    Path(thing): Path<String>,
+    q: QueryMap,
+    headers: HeaderMap,
+) -> Response {
+    shadow_sync_on(state, None, thing, q.0, headers).await
+}
+
+async fn shadow_sync_on(
+    state: AppState,
+    segment: Option<String>,
+    thing: String,
+    q: std::collections::HashMap<String, String>,
+    headers: HeaderMap,
+) -> Response {
+    let result: Result<Response, SyncError> = async {
+        let segment = match segment {
+            Some(s) => s,
+            None => default_database(&state)?,
+        };
+        let database = sync_database(&state, &segment)?;
+        let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
+        if !epoch_sync_shadows::document::valid_thing_name(&thing) {
+            return Err(SyncError::new(StatusCode::BAD_REQUEST, "invalid thing name")
+                .detail("thingName", "must be 1 to 128 characters of a-z, A-Z, 0-9, `:`, `_` and `-`"));
+        }
+        let batch_size = numeric_param(&q, "batchSize", 25, 1..=1000)?;
+        let delay_seconds = numeric_param(&q, "delaySeconds", 0, 0..=3600)?;
+        let max_attempts = numeric_param(&q, "maxAttempts", 3, 1..=10)?;
+        let wait = numeric_param(&q, "waitSeconds", DEFAULT_WAIT_SECONDS, 0..=MAX_WAIT_SECONDS)?;
+        let include_classic = match q.get("includeClassic").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(SyncError::new(StatusCode::BAD_REQUEST, "invalid query parameter")
+                    .detail("includeClassic", format!("must be true or false, not {other:?}")))
+            }
+        };
+        let config = state.control.sync_config(&database.0).unwrap_or(Value::Null);
+        if config.get("deviceShadows").is_none() {
+            return Err(SyncError::new(
+                StatusCode::BAD_REQUEST,
+                "this database's sync configuration has no deviceShadows section; PATCH …/sync/config to add one",
+            ));
+        }
+        let params = epoch_sync_shadows::ForceSyncParams {
+            thing_name: thing.clone(),
+            include_classic,
+            batch_size,
+            delay_seconds,
+            max_attempts,
+        };
+        let runner = runner(&state)?.clone();
+        let starter = runner.clone();
+        // Listing the thing's shadows is blocking I/O on the client's own runtime.
+        let started = tokio::task::spawn_blocking(move || {
+            epoch_sync_shadows::start_force_sync(&starter, database.0, caller.identity.0, &config, params)
+        })
+        .await
+        .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let instance = started.map_err(|e| match e {
+            epoch_sync::RunnerError::Conflict(id) => SyncError::new(
+                StatusCode::CONFLICT,
+                format!("a force-sync of thing `{thing}` is already running: {id}"),
+            ),
+            e @ epoch_sync::RunnerError::NotFound(_) => {
+                SyncError::new(StatusCode::NOT_FOUND, e.to_string()).detail("thingName", e.to_string())
+            }
+            e @ epoch_sync::RunnerError::BadRequest(_) => SyncError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            e @ epoch_sync::RunnerError::Source(_) => SyncError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+            e => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        })?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait as u64);
+        let mut latest = instance;
+        while !latest.status.is_finished() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(FORCE_SYNC_POLL).await;
+            latest = runner.get(&latest.id).unwrap_or(latest);
+        }
+        let status = if latest.status.is_finished() { StatusCode::OK } else { StatusCode::ACCEPTED };
+        Ok((status, Json(force_sync_answer(&thing, &latest))).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// How often a waiting force-sync request looks at its instance.
+const FORCE_SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The seed's answer: every shadow's line (`lambdaStatusCode` is the ingest step's status,
+/// `lambdaRequestId` the id of the workflow step that applied it), and the errors.
+fn force_sync_answer(thing: &str, i: &epoch_sync::Instance) -> Value {
+    let shadows: Vec<Value> = i
+        .results
+        .iter()
+        .map(|r| {
+            json!({
+                "shadowName": r.item,
+                "lambdaStatusCode": r.status,
+                "lambdaRequestId": r.request_id,
+                "error": r.error,
+            })
+        })
+        .collect();
+    let complete = i.status == epoch_sync::Status::Complete;
+    json!({
+        "success": complete && i.failed == 0,
+        "thingName": thing,
+        "instanceId": i.id,
+        "status": i.status,
+        "total": i.total,
+        "done": i.done,
+        "shadows": shadows,
+        "errors": i.errors,
+    })
 }
 
 #[cfg(test)]

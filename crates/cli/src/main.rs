@@ -315,7 +315,13 @@ fn start(args: StartArgs) -> Result<()> {
     };
     let starting = control.clone();
     let stopping = control.clone();
-    let runner = epoch_sync::Runner::open(control.clone(), Duration::from_secs(workflow_retention_days * 24 * 3600))?;
+    let runner = epoch_sync::Runner::open(
+        control.clone(),
+        Duration::from_secs(workflow_retention_days * 24 * 3600),
+        epoch_api::sync::workflow_kinds(),
+    )?;
+    let live_shadows = epoch_sync_shadows::LiveShadows::start(control.clone());
+    let stopping_shadows = live_shadows.clone();
     let state = epoch_api::AppState {
         runner: Some(runner),
         control,
@@ -324,6 +330,7 @@ fn start(args: StartArgs) -> Result<()> {
         limits,
         admin_api_key: admin_api_key.map(std::sync::Arc::from),
         default_database,
+        live_shadows: Some(live_shadows),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
@@ -346,6 +353,7 @@ fn start(args: StartArgs) -> Result<()> {
                 // A clean stop: every connected client leaves (client_disconnected runs, durably)
                 // before the process ends.
                 tracing::info!("stopping: disconnecting clients");
+                stopping_shadows.stop_all();
                 tokio::task::spawn_blocking(move || {
                     for db in stopping.all() {
                         let _ = db.handle.with(|d| d.disconnect_all_clients());

@@ -802,6 +802,12 @@ impl ControlPlane {
         self.state.read().sync_configs.get(database).cloned()
     }
 
+    /// Every database's sync configuration (live sources start from these when the server
+    /// starts).
+    pub fn sync_configs(&self) -> Vec<(IdentityBytes, serde_json::Value)> {
+        self.state.read().sync_configs.iter().map(|(d, c)| (*d, c.clone())).collect()
+    }
+
     /// Deletes a database (owner only): it stops, its files go, and its permissions, sync
     /// configuration and workflow instances go with it (in the same system transaction), so
     /// nothing of it can reach a database created later under the same name. Names stay, as in

@@ -1,138 +1,39 @@
-//! The workflow runner: instances as rows of the system database, one thread per running
-//! instance.
+//! The runner: instances as rows of the system database, one thread per running instance.
 //!
 //! Exactly once: an instance's row is rewritten after every batch, and each item's reducer call
-//! commits its [`WorkflowStep`] in the same transaction as its rows. An instance resumed after a
-//! crash asks the database which items of the interrupted batch are already applied and skips
-//! them, so nothing already done is done again.
+//! commits its [`WorkflowStep`](epoch_core::WorkflowStep) in the same transaction as its rows.
+//! An instance resumed after a crash asks the database which items of the interrupted batch are
+//! already applied and skips them (see [`super::batch`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use epoch_core::control::{from_hex_be, hex_be};
-use epoch_core::{Caller, ControlPlane, Database, HostedDatabase, ReducerArgs, SystemError, SystemTable, WorkflowStep};
+use epoch_core::{ControlPlane, SystemError, SystemTable};
 use parking_lot::{Condvar, Mutex};
-use serde::{Deserialize, Serialize};
 
-use crate::source::{AggregateKey, SourceError};
-
-/// Where an instance is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Queued,
-    Running,
-    Paused,
-    Complete,
-    Errored,
-    Terminated,
-}
-
-impl Status {
-    pub fn is_finished(self) -> bool {
-        matches!(self, Self::Complete | Self::Errored | Self::Terminated)
-    }
-}
-
-/// What a resync covers and how fast it goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResyncParams {
-    pub aggregate_type: Option<String>,
-    pub aggregate_id: Option<String>,
-    pub batch_size: u32,
-    pub delay_seconds: u32,
-    /// Tries per item before it counts as failed.
-    pub max_attempts: u32,
-}
-
-/// An instance's scope: (database, kind, aggregate type, aggregate id).
-pub(crate) type Scope<'a> = (&'a str, &'a str, &'a Option<String>, &'a Option<String>);
-
-/// The first errors an instance keeps.
-const MAX_ERRORS: usize = 100;
-
-/// A workflow instance, exactly as it is saved after every batch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Instance {
-    pub id: String,
-    pub kind: String,
-    /// The database, 64 hex digits.
-    pub database: String,
-    /// Who started it (reducers run as this identity), 64 hex digits.
-    pub caller: String,
-    pub source_url: String,
-    pub reducer: String,
-    pub params: ResyncParams,
-    pub status: Status,
-    pub aggregate_types: Vec<String>,
-    pub total: u64,
-    pub done: u64,
-    pub succeeded: u64,
-    pub failed: u64,
-    /// Aggregates in scope per type.
-    pub counts: BTreeMap<String, u64>,
-    pub errors: Vec<String>,
-    /// Milliseconds since the Unix epoch.
-    pub started_at: u64,
-    pub updated_at: u64,
-    pub ended_at: Option<u64>,
-    /// The last aggregate done: the run resumes after it.
-    pub cursor: Option<AggregateKey>,
-    /// Batches finished in the current run.
-    #[serde(default)]
-    pub batches_done: u64,
-    /// Starts of this instance (a restart begins a new run); tells runs' steps apart.
-    #[serde(default)]
-    pub run: u32,
-    /// Items found already applied when resuming after a crash: counted as succeeded, not run
-    /// again.
-    #[serde(default)]
-    pub recovered: u64,
-    /// Which incarnation of the database the instance works on (its creation sequence in this
-    /// process): a database deleted and created again under the same identity is another
-    /// database, and the instance must never touch it.
-    #[serde(skip)]
-    pub(crate) database_seq: Option<u64>,
-}
-
-impl Instance {
-    /// Estimated milliseconds left, from the rate so far.
-    pub fn eta_ms(&self) -> Option<u64> {
-        if self.status.is_finished() || self.done == 0 {
-            return None;
-        }
-        let elapsed = self.updated_at.saturating_sub(self.started_at);
-        Some(elapsed * (self.total.saturating_sub(self.done)) / self.done)
-    }
-
-    /// What two instances must not share while both run: database, kind and what they cover.
-    pub(crate) fn scope(&self) -> Scope<'_> {
-        (&self.database, &self.kind, &self.params.aggregate_type, &self.params.aggregate_id)
-    }
-
-    /// The name this run's steps carry in the database's log.
-    fn step_instance(&self) -> String {
-        format!("{}#{}", self.id, self.run)
-    }
-}
+use super::{now_ms, Instance, ItemResult, Kind, KindSpec, Status, MAX_ERRORS, MAX_RESULTS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
-    #[error("a resync of this database and scope is already running: {0}")]
+    #[error("an instance of this kind and scope is already running on this database: {0}")]
     Conflict(String),
-    #[error("unknown aggregate type `{0}`")]
-    UnknownType(String),
-    #[error("no workflow instance {0}")]
+    /// The request named something the source does not have (an aggregate type, a thing).
+    #[error("{0}")]
     NotFound(String),
+    /// The request's parameters are wrong; the message names the parameter.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no workflow instance {0}")]
+    NoInstance(String),
     #[error("instance {0} has already finished")]
     Finished(String),
     #[error("instance {0} is still running; pause or terminate it first")]
     Running(String),
-    #[error(transparent)]
-    Source(#[from] SourceError),
+    /// The source could not be reached or read.
+    #[error("{0}")]
+    Source(String),
     #[error("unknown workflow kind `{0}`")]
     UnknownKind(String),
     #[error("saving workflow state: {0}")]
@@ -158,11 +59,14 @@ struct Slot {
     /// Held while the instance's row is written, so that once `gone` is set and this lock has
     /// been taken, no save is in flight and none will start.
     saving: Mutex<()>,
+    /// What the kind says the instance covers (fixed for its life).
+    scope: String,
 }
 
 impl Slot {
-    fn new(instance: Instance, signal: Signal) -> Arc<Self> {
+    fn new(instance: Instance, signal: Signal, scope: String) -> Arc<Self> {
         Arc::new(Self {
+            scope,
             instance: Mutex::new(instance),
             signal: Mutex::new(signal),
             wake: Condvar::new(),
@@ -178,7 +82,8 @@ impl Slot {
 
 /// Runs and keeps every workflow instance of a server.
 pub struct Runner {
-    control: Arc<ControlPlane>,
+    pub(super) control: Arc<ControlPlane>,
+    kinds: Vec<Arc<dyn KindSpec>>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     /// How long finished instances are kept.
     retention: Duration,
@@ -187,16 +92,16 @@ pub struct Runner {
 /// Finished instances are kept this long by default, as Cloudflare Workflows keeps them.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
-pub(crate) fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
 impl Runner {
-    /// Opens the runner on the system database of `control`, resuming every instance that had
-    /// not finished.
-    pub fn open(control: Arc<ControlPlane>, retention: Duration) -> Result<Arc<Self>, RunnerError> {
+    /// Opens the runner on the system database of `control` with the workflow `kinds` this
+    /// server knows, resuming every instance that had not finished.
+    pub fn open(
+        control: Arc<ControlPlane>,
+        retention: Duration,
+        kinds: Vec<Arc<dyn KindSpec>>,
+    ) -> Result<Arc<Self>, RunnerError> {
         let rows = control.system().rows(SystemTable::Workflows);
-        let runner = Arc::new(Self { control, slots: Mutex::new(HashMap::new()), retention });
+        let runner = Arc::new(Self { control, kinds, slots: Mutex::new(HashMap::new()), retention });
         let weak = Arc::downgrade(&runner);
         runner.control.on_database_dropped(Box::new(move |database| {
             if let Some(runner) = weak.upgrade() {
@@ -212,7 +117,8 @@ impl Runner {
             instance.database_seq = None;
             let resume = !instance.status.is_finished();
             let signal = if instance.status == Status::Paused { Signal::Pause } else { Signal::Run };
-            let slot = Slot::new(instance.clone(), signal);
+            let scope = runner.scope_of(&instance).map(|s| s.within).unwrap_or_default();
+            let slot = Slot::new(instance.clone(), signal, scope);
             runner.slots.lock().insert(instance.id.clone(), slot.clone());
             if runner.expired(&instance) {
                 runner.forget(&instance.id);
@@ -241,17 +147,18 @@ impl Runner {
 
     /// Registers a new instance, saves it, and starts running it. Refused with
     /// [`RunnerError::Conflict`] while an unfinished instance has the same scope.
-    pub(crate) fn start(self: &Arc<Self>, mut instance: Instance) -> Result<Instance, RunnerError> {
+    pub fn start(self: &Arc<Self>, mut instance: Instance) -> Result<Instance, RunnerError> {
         instance.database_seq = self.current_seq(&instance.database);
         if instance.database_seq.is_none() {
             return Err(RunnerError::NoDatabase);
         }
         let mut slots = self.slots.lock();
-        if let Some(running) = running_in_scope(&slots, instance.scope(), None) {
+        let scope = self.scope_of(&instance)?;
+        if let Some(running) = running_in_scope(&slots, &scope, None) {
             return Err(RunnerError::Conflict(running));
         }
         self.save(&instance)?;
-        let slot = Slot::new(instance.clone(), Signal::Run);
+        let slot = Slot::new(instance.clone(), Signal::Run, scope.within);
         slots.insert(instance.id.clone(), slot.clone());
         drop(slots);
         self.spawn(slot);
@@ -297,9 +204,27 @@ impl Runner {
         }
     }
 
-    /// The id of an unfinished instance with `scope` (checked before costly setup).
-    pub(crate) fn running_in(&self, scope: Scope<'_>) -> Option<String> {
-        running_in_scope(&self.slots.lock(), scope, None)
+    /// The id of an unfinished instance sharing `instance`'s scope (checked before costly
+    /// setup).
+    pub fn running_like(&self, instance: &Instance) -> Option<String> {
+        let scope = self.scope_of(instance).ok()?;
+        running_in_scope(&self.slots.lock(), &scope, None)
+    }
+
+    /// The spec of `kind`, if this server knows it.
+    pub fn spec(&self, kind: &str) -> Option<&Arc<dyn KindSpec>> {
+        self.kinds.iter().find(|k| k.name() == kind)
+    }
+
+    /// Every kind this server knows (the API validates and masks their configuration sections).
+    pub fn kinds(&self) -> &[Arc<dyn KindSpec>] {
+        &self.kinds
+    }
+
+    /// What `i` must not share with another unfinished instance.
+    fn scope_of(&self, i: &Instance) -> Result<Scope, RunnerError> {
+        let spec = self.spec(&i.kind).ok_or_else(|| RunnerError::UnknownKind(i.kind.clone()))?;
+        Ok(Scope { database: i.database.clone(), kind: i.kind.clone(), within: spec.scope(i) })
     }
 
     fn expired(&self, i: &Instance) -> bool {
@@ -334,9 +259,10 @@ impl Runner {
         // restarts, or a restart racing a new instance of the same scope, cannot both run.
         let (slot, previous) = {
             let slots = self.slots.lock();
-            let slot = slots.get(id).cloned().ok_or_else(|| RunnerError::NotFound(id.into()))?;
+            let slot = slots.get(id).cloned().ok_or_else(|| RunnerError::NoInstance(id.into()))?;
             let mine = slot.instance.lock().clone();
-            if let Some(rival) = running_in_scope(&slots, mine.scope(), Some(id)) {
+            let scope = self.scope_of(&mine)?;
+            if let Some(rival) = running_in_scope(&slots, &scope, Some(id)) {
                 return Err(RunnerError::Conflict(rival));
             }
             let mut i = slot.instance.lock();
@@ -360,8 +286,9 @@ impl Runner {
         let now = now_ms();
         let restarted = self.update(&slot, |i| {
             i.status = Status::Queued;
-            i.total = counts.values().sum();
-            i.counts = counts;
+            i.total = counts.as_ref().map(|c| c.values().sum());
+            i.counts = counts.unwrap_or_default();
+            i.results.clear();
             (i.done, i.succeeded, i.failed) = (0, 0, 0);
             i.errors.clear();
             i.cursor = None;
@@ -389,7 +316,7 @@ impl Runner {
     }
 
     fn signal(&self, id: &str, signal: Signal) -> Result<Instance, RunnerError> {
-        let slot = self.slots.lock().get(id).cloned().ok_or_else(|| RunnerError::NotFound(id.into()))?;
+        let slot = self.slots.lock().get(id).cloned().ok_or_else(|| RunnerError::NoInstance(id.into()))?;
         if slot.instance.lock().status.is_finished() {
             return Err(RunnerError::Finished(id.into()));
         }
@@ -474,11 +401,8 @@ impl Runner {
     }
 
     /// The kind that runs instance `i`.
-    fn kind_of(&self, i: &Instance) -> Result<Box<dyn Kind>, RunnerError> {
-        match i.kind.as_str() {
-            crate::resync::KIND => Ok(Box::new(crate::resync::ResyncProjections::for_instance(&self.control, i)?)),
-            other => Err(RunnerError::UnknownKind(other.to_string())),
-        }
+    fn kind_of(&self, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError> {
+        self.spec(&i.kind).ok_or_else(|| RunnerError::UnknownKind(i.kind.clone()))?.open(&self.control, i)
     }
 
     fn fail(&self, slot: &Slot, error: String) {
@@ -495,27 +419,6 @@ impl Runner {
         if let Some(db) = self.database_of(&i) {
             let name = i.step_instance();
             let _ = db.handle.submit(move |d| d.forget_steps(&name), |_| {});
-        }
-    }
-
-    /// Makes the batch's transactions durable before the instance's row says the batch is done:
-    /// with `--durability async` they are acknowledged once written, not yet fsynced, and the
-    /// system row must never run ahead of the database.
-    fn sync_database(&self, i: &Instance) {
-        let Some(db) = self.database_of(i) else { return };
-        if let Ok(Some(log)) = db.handle.with(|d| d.durable_barrier().map(|(log, _)| log)) {
-            log.sync_to_disk();
-        }
-    }
-
-    /// The items of the interrupted batch that the database already applied (after a crash),
-    /// by item key.
-    fn already_applied(&self, i: &Instance) -> HashSet<String> {
-        let Some(db) = self.database_of(i) else { return HashSet::new() };
-        let (name, batch) = (i.step_instance(), i.batches_done + 1);
-        match db.handle.with(move |d| d.applied_steps(&name)) {
-            Ok(Some((b, items))) if b == batch => items,
-            _ => HashSet::new(),
         }
     }
 
@@ -563,32 +466,42 @@ impl Runner {
             let current = slot.instance.lock().clone();
             let batch = match kind.next_batch(&current) {
                 Ok(b) => b,
-                Err(e) => return self.fail(&slot, format!("listing failed: {e}")),
+                Err(e) => return self.fail(&slot, e.to_string()),
             };
             if batch.is_empty() {
                 return self.finish(&slot, Status::Complete, None);
             }
             let skipped_before = already.len();
-            let results = self.apply_batch(kind.as_ref(), &current, &batch, &mut already);
+            let results = self.apply_batch(&kind, &current, &batch, &mut already);
             let recovered = (skipped_before - already.len()) as u64;
             self.sync_database(&current);
+            let keep_results = kind.keeps_results();
             self.update(&slot, |i| {
                 // Counted with the batch, so a second crash before it ends does not count twice.
                 i.recovered += recovered;
-                for (key, result) in results {
+                for (item, result) in results {
                     i.done += 1;
+                    if keep_results && i.results.len() < MAX_RESULTS {
+                        i.results.push(ItemResult {
+                            request_id: i.step_request_id(i.batches_done + 1, &item.key),
+                            status: result.as_ref().map_or_else(|e| e.status(), |()| 200),
+                            error: result.as_ref().err().map(|e| e.to_string()),
+                            item: item.key.clone(),
+                        });
+                    }
                     match result {
                         Ok(()) => i.succeeded += 1,
                         Err(e) => {
                             i.failed += 1;
                             if i.errors.len() < MAX_ERRORS {
-                                i.errors.push(format!("{}: {e}", key.item()));
+                                i.errors.push(format!("{}: {e}", item.key));
                             }
                         }
                     }
-                    i.cursor = Some(key);
+                    i.cursor = Some(item.cursor);
                 }
                 i.batches_done += 1;
+                i.debug_check();
             });
             // The pause between batches wakes early for pause and terminate.
             let delay = Duration::from_secs(current.params.delay_seconds as u64);
@@ -598,128 +511,22 @@ impl Runner {
             }
         }
     }
-
-    /// Applies a batch: the items' arguments are fetched (concurrently where the source allows),
-    /// every item is submitted to the database writer at once (in key order, so per-aggregate
-    /// order holds) and acknowledged by one group-commit fsync; items that fail are retried
-    /// with backoff, one by one, up to `max_attempts` tries in all. Items in `already` (applied
-    /// before a crash) count as succeeded without running again.
-    fn apply_batch(
-        &self,
-        kind: &dyn Kind,
-        i: &Instance,
-        batch: &[AggregateKey],
-        already: &mut HashSet<String>,
-    ) -> Vec<(AggregateKey, Result<(), String>)> {
-        let step = |key: &AggregateKey| WorkflowStep {
-            instance: i.step_instance(),
-            batch: i.batches_done + 1,
-            item: key.item(),
-        };
-        let recv = |waiting: Result<Receiver, String>| {
-            waiting.and_then(|rx| rx.recv().unwrap_or_else(|_| Err("the database shut down".into())))
-        };
-        let todo: Vec<AggregateKey> = batch.iter().filter(|k| !already.contains(&k.item())).cloned().collect();
-        // An item applied before the crash may now fall in a later batch (the listing changed);
-        // its step is committed again under this batch, so a second crash still skips it.
-        let mut noted: HashMap<String, Result<Receiver, String>> = batch
-            .iter()
-            .filter(|k| already.contains(&k.item()))
-            .map(|key| (key.item(), self.note_step(i, step(key))))
-            .collect();
-        let mut pending: HashMap<String, Result<Receiver, String>> = todo
-            .iter()
-            .zip(kind.arguments(i, &todo))
-            .map(|(key, args)| (key.item(), args.and_then(|a| self.submit(i, a, step(key)))))
-            .collect();
-        let mut out = Vec::with_capacity(batch.len());
-        for key in batch {
-            let Some(waiting) = pending.remove(&key.item()) else {
-                if let Some(Err(e)) = noted.remove(&key.item()).map(recv) {
-                    tracing::warn!(item = %key.item(), "could not note an already applied item: {e}");
-                }
-                already.remove(&key.item());
-                out.push((key.clone(), Ok(())));
-                continue;
-            };
-            let mut result = recv(waiting);
-            for attempt in 1..i.params.max_attempts.max(1) {
-                if result.is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50 << attempt.min(6)));
-                let args = kind.arguments(i, std::slice::from_ref(key)).pop().unwrap_or_else(|| Err("no item".into()));
-                result = recv(args.and_then(|a| self.submit(i, a, step(key))));
-            }
-            out.push((key.clone(), result));
-        }
-        out
-    }
-
-    /// The database instance `i` works on, if it still exists.
-    fn database_of(&self, i: &Instance) -> Option<Arc<HostedDatabase>> {
-        from_hex_be(&i.database).and_then(|d| self.control.get(&d)).filter(|db| i.database_seq == Some(db.created_seq))
-    }
-
-    /// Queues `job` on the writer of the instance's database; the receiver yields its outcome
-    /// once what it committed is durable.
-    fn on_writer(
-        &self,
-        i: &Instance,
-        job: impl FnOnce(&mut Database) -> Result<(), String> + Send + 'static,
-    ) -> Result<Receiver, String> {
-        let db = self.database_of(i).ok_or("the database no longer exists")?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        db.handle
-            .submit(job, move |r| {
-                let _ = tx.send(r);
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(rx)
-    }
-
-    /// Commits `step` alone (no reducer call) for an item applied before a crash.
-    fn note_step(&self, i: &Instance, step: WorkflowStep) -> Result<Receiver, String> {
-        self.on_writer(i, move |d| {
-            d.note_step(step);
-            Ok(())
-        })
-    }
-
-    /// Calls the instance's reducer with `args`, committing `step` with it.
-    fn submit(&self, i: &Instance, args: Vec<u8>, step: WorkflowStep) -> Result<Receiver, String> {
-        let caller = Caller::identity(from_hex_be(&i.caller).ok_or("bad caller id")?);
-        let reducer = i.reducer.clone();
-        self.on_writer(i, move |d| match d.call_step(&reducer, ReducerArgs::Bsatn(args), caller, step) {
-            Ok(r) => r.outcome.error_message().map_or(Ok(()), Err),
-            Err(e) => Err(e.to_string()),
-        })
-    }
 }
 
 /// The id of an unfinished instance in `slots` with `scope`, other than `except`.
-fn running_in_scope(slots: &HashMap<String, Arc<Slot>>, scope: Scope<'_>, except: Option<&str>) -> Option<String> {
+fn running_in_scope(slots: &HashMap<String, Arc<Slot>>, scope: &Scope, except: Option<&str>) -> Option<String> {
     slots.iter().filter(|(id, _)| Some(id.as_str()) != except).find_map(|(_, s)| {
         let i = s.instance.lock();
-        (!i.status.is_finished() && i.scope() == scope).then(|| i.id.clone())
+        let same = i.database == scope.database && i.kind == scope.kind && s.scope == scope.within;
+        (!i.status.is_finished() && same).then(|| i.id.clone())
     })
 }
 
-/// Where an applied item's outcome arrives, once its transaction is durable.
-pub(crate) type Receiver = std::sync::mpsc::Receiver<Result<(), String>>;
-
-/// One kind of workflow: which items it goes through, and the reducer arguments of each. The
-/// runner owns everything else (calling the instance's reducer, batches, pacing, retries,
-/// progress, pause and resume, exactly-once).
-pub(crate) trait Kind: Send + Sync {
-    /// The next items after the instance's cursor, at most `batch_size`, in a fixed order (so a
-    /// cursor resumes exactly).
-    fn next_batch(&self, i: &Instance) -> Result<Vec<AggregateKey>, String>;
-
-    /// The reducer arguments (BSATN) of each item, in `keys`' order; an item that cannot be
-    /// read fails alone.
-    fn arguments(&self, i: &Instance, keys: &[AggregateKey]) -> Vec<Result<Vec<u8>, String>>;
-
-    /// Items in scope per group, counted afresh (for a restart).
-    fn recount(&self, i: &Instance) -> Result<BTreeMap<String, u64>, RunnerError>;
+/// What two unfinished instances must not share: a database, a kind, and what the kind says
+/// the instance covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Scope {
+    database: String,
+    kind: String,
+    within: String,
 }

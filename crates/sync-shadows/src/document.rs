@@ -1,9 +1,10 @@
-//! AWS IoT Device Shadows: one named shadow document, pushed through the database's shadow
+//! One shadow document, and the one function that pushes it through the database's shadow
 //! reducer (default `ingest_shadow(thing_name, shadow_name, version: u64, document: String)`).
-//! The live path (a topic rule's webhook) and the force-sync of a thing both come here, so the
-//! same shadow state always produces the same row: the document handed to the reducer is the
-//! shadow's `state`, as canonical JSON (object keys sorted), whatever the path added around it.
+//! Every path comes here (a topic rule's webhook, MQTT, a force-sync), so the same shadow state
+//! always produces the same row: the document handed to the reducer is `{"state": …}` as
+//! canonical JSON (object keys sorted at every depth), whatever the path added around it.
 
+use epoch_core::{CallError, Caller, Database, ReducerArgs, WorkflowStep};
 use serde_json::Value;
 
 /// The reducer a database's shadows go through unless its sync configuration names another.
@@ -93,14 +94,65 @@ impl ShadowDocument {
     }
 
     /// The reducer's arguments, as JSON (`[thing, shadow, version, document]`).
-    pub fn reducer_args(&self) -> String {
-        serde_json::json!([self.thing_name, self.shadow_name, self.version, self.document]).to_string()
+    pub fn reducer_args(&self) -> ReducerArgs {
+        ReducerArgs::Json(
+            serde_json::json!([self.thing_name, self.shadow_name, self.version, self.document]).to_string(),
+        )
     }
 }
 
-/// JSON with object keys in order (serde_json's maps are ordered by key).
+/// Why a shadow document was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IngestError {
+    /// The module has no such reducer (the configuration names the wrong one).
+    #[error("the database has no shadow reducer `{0}` (set deviceShadows.shadowReducer in its sync configuration)")]
+    NoReducer(String),
+    /// The reducer refused the document, or could not be called with it.
+    #[error("{0}")]
+    Refused(String),
+}
+
+/// Applies one shadow document's arguments (from [`ShadowDocument::reducer_args`]) through
+/// `reducer`, on the database's writer: the one ingest path of the webhook, MQTT and
+/// force-syncs. A force-sync passes its workflow `step`, committed with the rows.
+pub fn ingest(
+    d: &mut Database,
+    reducer: &str,
+    args: ReducerArgs,
+    caller: Caller,
+    step: Option<WorkflowStep>,
+) -> Result<(), IngestError> {
+    let called = match step {
+        Some(step) => d.call_step(reducer, args, caller, step),
+        None => d.call(reducer, args, caller),
+    };
+    match called {
+        Ok(r) => r.outcome.error_message().map_or(Ok(()), |e| Err(IngestError::Refused(e))),
+        Err(CallError::NoSuchReducer(_)) => Err(IngestError::NoReducer(reducer.to_string())),
+        Err(e) => Err(IngestError::Refused(format!("the shadow reducer `{reducer}`: {e}"))),
+    }
+}
+
+/// The shadow reducer of a database's sync configuration.
+pub fn shadow_reducer(config: Option<&Value>) -> String {
+    config.and_then(|c| c["deviceShadows"]["shadowReducer"].as_str()).unwrap_or(DEFAULT_SHADOW_REDUCER).to_string()
+}
+
+/// JSON with object keys sorted at every depth (the server keeps maps in insertion order, and
+/// AWS does not promise one).
 fn canonical(v: &Value) -> String {
-    v.to_string()
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                Value::Object(keys.into_iter().map(|k| (k.clone(), sorted(&m[k]))).collect())
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(v).to_string()
 }
 
 #[cfg(test)]
@@ -118,9 +170,15 @@ mod tests {
             "timestamp": 1700000000
         });
         let live = ShadowDocument::from_update_event(&event).unwrap();
-        let read = json!({"state": state, "metadata": {}, "version": 7, "timestamp": 1700000001});
+        // The same state with its keys in another order (as another path may send it).
+        let reordered: Value =
+            serde_json::from_str(r#"{"desired": {"locked": true}, "reported": {"battery": 80, "locked": true}}"#)
+                .unwrap();
+        let read = json!({"version": 7, "state": reordered, "metadata": {}, "timestamp": 1700000001});
         assert_eq!(live, ShadowDocument::from_shadow("lock-1", "door", &read).unwrap());
-        assert_eq!(live.reducer_args(), json!(["lock-1", "door", 7, live.document]).to_string());
+        assert_eq!(live.document, r#"{"state":{"desired":{"locked":true},"reported":{"battery":80,"locked":true}}}"#);
+        let ReducerArgs::Json(args) = live.reducer_args() else { panic!("JSON arguments") };
+        assert_eq!(args, json!(["lock-1", "door", 7, live.document]).to_string());
         let named = json!({"thingName": "lock-1", "shadowName": "door", "current": {"state": state, "version": 7}});
         assert_eq!(ShadowDocument::from_update_event(&named).unwrap(), live);
     }
