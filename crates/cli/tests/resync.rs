@@ -2,6 +2,8 @@
 //! shapes, scopes, validation, throttling, pause/resume/terminate, conflicts, newer live
 //! versions winning, and a crash in the middle.
 mod common;
+
+use common::services::Moto;
 use common::*;
 
 use std::path::Path;
@@ -396,52 +398,9 @@ fn admin_seed_paths_act_on_the_default_database_and_restart_runs_again() {
     let _ = std::fs::remove_dir_all(&store);
 }
 
-/// A real S3-compatible server for tests: moto's server mode (`pip install 'moto[server]'`).
-struct Moto {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let child = std::process::Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .ok()?;
-        let url = format!("http://127.0.0.1:{port}");
-        let moto = Self { child, url };
-        let http = reqwest::blocking::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http.get(&moto.url).send().is_err() {
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Some(moto)
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn resync_from_an_s3_compatible_server() {
-    let Some(moto) = Moto::start() else {
-        assert!(
-            std::env::var_os("EPOCH_REQUIRE_MOTO").is_none(),
-            "moto_server is required (pip install 'moto[server]')"
-        );
-        eprintln!("skipping: moto_server is not installed (scripts/test.sh installs it)");
-        return;
-    };
+    let Some(moto) = Moto::require() else { return };
     let http = reqwest::blocking::Client::new();
     assert!(http.put(format!("{}/aggregates", moto.url)).send().unwrap().status().is_success());
     let mut docs = std::collections::BTreeMap::new();
@@ -548,13 +507,7 @@ fn ten_thousand_aggregates_from_files_with_live_updates() {
 
 #[test]
 fn ten_thousand_aggregates_from_s3_with_live_updates() {
-    let Some(moto) = Moto::start() else {
-        assert!(
-            std::env::var_os("EPOCH_REQUIRE_MOTO").is_none(),
-            "moto_server is required (pip install 'moto[server]')"
-        );
-        return;
-    };
+    let Some(moto) = Moto::require() else { return };
     let http = reqwest::blocking::Client::new();
     assert!(http.put(format!("{}/big", moto.url)).send().unwrap().status().is_success());
     let keys = big_keys(10_000);

@@ -12,7 +12,8 @@ pub const DEFAULT_SHADOW_REDUCER: &str = "ingest_shadow";
 /// The name the classic (unnamed) shadow is given when it is synced too.
 pub const CLASSIC_SHADOW: &str = "$classic";
 
-/// One shadow document, ready for the reducer.
+/// One shadow document, ready for the reducer: the `desired` and `reported` parts of its state
+/// (what devices and apps wrote; `delta` is derived from them and left out).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShadowDocument {
     pub thing_name: String,
@@ -52,11 +53,17 @@ impl ShadowDocument {
             shadow["version"].as_u64().ok_or_else(|| field_error("version", "must be an unsigned integer"))?;
         let state =
             shadow.get("state").filter(|s| s.is_object()).ok_or_else(|| field_error("state", "must be an object"))?;
+        // Only what devices and apps wrote: `delta` is derived from these two (a shadow read
+        // carries it, an update/documents event does not).
+        let kept: serde_json::Map<String, Value> = ["desired", "reported"]
+            .into_iter()
+            .filter_map(|k| state.get(k).filter(|v| !v.is_null()).map(|v| (k.to_string(), v.clone())))
+            .collect();
         Ok(Self {
             thing_name: thing_name.to_string(),
             shadow_name: shadow_name.to_string(),
             version,
-            document: canonical(&serde_json::json!({ "state": state })),
+            document: canonical(&serde_json::json!({ "state": kept })),
         })
     }
 
@@ -174,7 +181,9 @@ mod tests {
         let reordered: Value =
             serde_json::from_str(r#"{"desired": {"locked": true}, "reported": {"battery": 80, "locked": true}}"#)
                 .unwrap();
-        let read = json!({"version": 7, "state": reordered, "metadata": {}, "timestamp": 1700000001});
+        let mut read = json!({"version": 7, "state": reordered, "metadata": {}, "timestamp": 1700000001});
+        // A read also carries the derived `delta`, which is not part of the document.
+        read["state"]["delta"] = json!({"locked": false});
         assert_eq!(live, ShadowDocument::from_shadow("lock-1", "door", &read).unwrap());
         assert_eq!(live.document, r#"{"state":{"desired":{"locked":true},"reported":{"battery":80,"locked":true}}}"#);
         let ReducerArgs::Json(args) = live.reducer_args() else { panic!("JSON arguments") };

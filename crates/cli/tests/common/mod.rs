@@ -1,6 +1,7 @@
 //! Starts the real `epoch` binary on a free port for a test, and stops it afterwards.
 #![allow(dead_code)]
 
+pub mod services;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};
