@@ -330,7 +330,8 @@ fn force_sync_of_things_with_none_one_and_250_named_shadows() {
     // The auth matrix, as for resync.
     let path = "/v1/database/proj/sync/shadow-sync/single";
     let (stranger_id, stranger) = f.server.identity();
-    let cases: [(Option<(&str, &str)>, Option<&str>, u16, &str); 5] = [
+    type Case<'a> = (Option<(&'a str, &'a str)>, Option<&'a str>, u16, &'a str);
+    let cases: [Case; 5] = [
         (None, Some(&f.owner), 401, "X-Admin-API-Key or X-API-Key"),
         (Some(("X-API-Key", "wrong-key-wrong-key")), Some(&f.owner), 401, "X-Admin-API-Key or X-API-Key"),
         (Some(("X-API-Key", KEY)), None, 401, "Authorization"),
