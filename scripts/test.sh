@@ -27,6 +27,16 @@ if ! command -v moto_server >/dev/null 2>&1; then
 fi
 export EPOCH_REQUIRE_MOTO=1
 
+# A real MQTT broker (Debian's mosquitto) for live device-shadow updates; tests start their own.
+if ! [ -x /usr/sbin/mosquitto ] && ! command -v mosquitto >/dev/null 2>&1; then
+  echo "== installing mosquitto"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null \
+    || { $sudo_cmd apt-get update -qq && $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; }
+fi
+export EPOCH_REQUIRE_MOSQUITTO=1
+
 # The official TypeScript SDK (and undici, its WebSocket on Node 20; esbuild, to bundle the test
 # client), cached outside the clone.
 ts_sdk="${EPOCH_TS_SDK_DIR:-$HOME/.cache/epoch/ts-sdk}"

@@ -29,6 +29,21 @@ pub enum SyncCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// Force-sync every named shadow of one IoT thing through the database's shadow reducer.
+    Shadows {
+        #[arg(long)]
+        database: String,
+        /// The thing's name.
+        thing: String,
+        /// Also sync the classic (unnamed) shadow, as `$classic`.
+        #[arg(long)]
+        include_classic: bool,
+        #[arg(long, default_value_t = 25)]
+        batch_size: u32,
+        /// Show a progress bar until the instance ends, then every shadow's line.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Show a workflow instance (add --follow to watch it to the end).
     Status {
         /// The instance's database (instance ids are unique, so this is optional).
@@ -44,13 +59,14 @@ pub enum SyncCommand {
     Resume { id: String },
     /// End a workflow instance for good.
     Terminate { id: String },
-    /// Set the database's object store (owner only).
+    /// Set the database's object store and/or device shadows source (owner only); sections
+    /// not named keep their settings.
     Config {
         #[arg(long)]
         database: String,
-        /// s3://bucket/prefix or file:///path/prefix
+        /// The object store: s3://bucket/prefix or file:///path/prefix
         #[arg(long)]
-        url: String,
+        url: Option<String>,
         #[arg(long)]
         endpoint: Option<String>,
         #[arg(long)]
@@ -62,6 +78,19 @@ pub enum SyncCommand {
         secret_access_key: Option<String>,
         #[arg(long, default_value = "project_aggregate")]
         reducer: String,
+        /// The AWS IoT data endpoint of the device shadows source (https://…-ats.iot.REGION.amazonaws.com).
+        #[arg(long)]
+        shadows_endpoint: Option<String>,
+        #[arg(long)]
+        shadows_region: Option<String>,
+        #[arg(long)]
+        shadows_access_key_id: Option<String>,
+        /// Prefer the EPOCH_SHADOWS_SECRET_ACCESS_KEY environment variable.
+        #[arg(long, env = "EPOCH_SHADOWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+        shadows_secret_access_key: Option<String>,
+        /// Live shadow updates from this MQTT broker (mqtt://host:port).
+        #[arg(long)]
+        mqtt_url: Option<String>,
     },
     /// Let another identity run sync operations on the database (owner only).
     Grant {
@@ -120,21 +149,94 @@ pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option
         SyncCommand::Pause { id } => control(&id, "pause")?,
         SyncCommand::Resume { id } => control(&id, "resume")?,
         SyncCommand::Terminate { id } => control(&id, "terminate")?,
-        SyncCommand::Config { database, url, endpoint, region, access_key_id, secret_access_key, reducer } => {
-            let mut store = json!({ "url": url });
-            for (k, v) in [
+        SyncCommand::Config {
+            database,
+            url,
+            endpoint,
+            region,
+            access_key_id,
+            secret_access_key,
+            reducer,
+            shadows_endpoint,
+            shadows_region,
+            shadows_access_key_id,
+            shadows_secret_access_key,
+            mqtt_url,
+        } => {
+            let section = |pairs: [(&str, Option<String>); 5]| {
+                let fields: serde_json::Map<String, Value> =
+                    pairs.into_iter().filter_map(|(k, v)| Some((k.to_string(), json!(v?)))).collect();
+                (!fields.is_empty()).then_some(Value::Object(fields))
+            };
+            let mut body = json!({});
+            if let Some(store) = section([
+                ("url", url),
                 ("endpoint", endpoint),
                 ("region", region),
                 ("accessKeyId", access_key_id),
                 ("secretAccessKey", secret_access_key),
-            ] {
-                if let Some(v) = v {
-                    store[k] = json!(v);
-                }
+            ]) {
+                body["objectStore"] = store;
+                body["projectionReducer"] = json!(reducer);
             }
-            let body = json!({ "objectStore": store, "projectionReducer": reducer });
-            let v = answer(auth(http.put(format!("{server}/v1/database/{database}/sync/config")).json(&body))?)?;
+            if let Some(shadows) = section([
+                ("endpoint", shadows_endpoint),
+                ("region", shadows_region),
+                ("accessKeyId", shadows_access_key_id),
+                ("secretAccessKey", shadows_secret_access_key),
+                ("mqttUrl", mqtt_url),
+            ]) {
+                body["deviceShadows"] = shadows;
+            }
+            if body.as_object().is_some_and(|b| b.is_empty()) {
+                bail!("nothing to set: give --url (object store) or --shadows-endpoint / --mqtt-url (device shadows)");
+            }
+            // PATCH: the sections named replace theirs; the others stay as they are.
+            let v = answer(auth(http.patch(format!("{server}/v1/database/{database}/sync/config")).json(&body))?)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        SyncCommand::Shadows { database, thing, include_classic, batch_size, follow } => {
+            let mut query = vec![("batchSize", batch_size.to_string())];
+            if include_classic {
+                query.push(("includeClassic", "true".into()));
+            }
+            if follow {
+                query.push(("waitSeconds", "0".into()));
+            }
+            let url = format!("{server}/v1/database/{database}/sync/shadow-sync/{thing}");
+            let mut v = answer(auth(http.post(url).query(&query))?)?;
+            let id = v["instanceId"].as_str().unwrap_or_default().to_string();
+            if follow {
+                println!("Started {id}: {} shadows of {thing}", v["total"]);
+                let instance = instance_url(server, Some(&database), &id);
+                watch(&http, &instance, &id, &auth)?;
+                let i = answer(auth(http.get(instance))?)?;
+                v["shadows"] = Value::Array(
+                    i["results"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| json!({"shadowName": r["item"], "lambdaStatusCode": r["status"], "error": r["error"]}))
+                        .collect(),
+                );
+            }
+            let lines = v["shadows"].as_array().cloned().unwrap_or_default();
+            for line in &lines {
+                println!(
+                    "{:<40} {} {}",
+                    line["shadowName"].as_str().unwrap_or("?"),
+                    line["lambdaStatusCode"],
+                    line["error"].as_str().unwrap_or("")
+                );
+            }
+            let failed = lines.iter().filter(|l| l["lambdaStatusCode"] != 200).count();
+            if v["status"] != "complete" && !follow {
+                println!("{id} is still running: epoch sync status {id} --follow");
+            } else if failed > 0 {
+                bail!("{failed} of {} shadows of {thing} failed", lines.len());
+            } else {
+                println!("{thing}: {} shadows synced ({id})", lines.len());
+            }
         }
         SyncCommand::Grant { database, identity } | SyncCommand::Revoke { database, identity }
             if identity.len() != 64 =>

@@ -597,3 +597,114 @@ fn webhook_mqtt_and_force_sync_give_identical_rows() {
     assert_eq!(f.rows("proj-wh", "mixed"), forced, "webhook and force-sync rows differ");
     assert_eq!(f.rows("proj-mq", "mixed"), forced, "MQTT and force-sync rows differ");
 }
+
+#[test]
+fn the_cli_configures_and_force_syncs_a_thing() {
+    let Some(moto) = Moto::require() else { return };
+    let iot = Iot::new(&moto.url);
+    iot.create_thing("lock-7");
+    for name in ["door", "battery", "keypad"] {
+        iot.put_shadow("lock-7", Some(name), json!({"reported": {"name": name}}));
+    }
+    let dir = std::env::temp_dir().join(format!("epoch-fsync-cli-{}-{}", std::process::id(), common::rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin.key"), KEY).unwrap();
+    let server = Server::start_in(dir.join("data"), &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap()]);
+    let cfg = dir.join("cli.json");
+    let epoch = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_epoch"))
+            .args(["--server", &server.url, "--config"])
+            .arg(&cfg)
+            .args(args)
+            .env("EPOCH_ADMIN_API_KEY", KEY)
+            .env("EPOCH_SHADOWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, _, err) = epoch(&["publish", "proj", "--wasm", common::fixture("projections").to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = epoch(&[
+        "sync",
+        "config",
+        "--database",
+        "proj",
+        "--shadows-endpoint",
+        &moto.url,
+        "--shadows-access-key-id",
+        "AKIDTEST",
+    ]);
+    assert!(ok, "{err}");
+    assert!(out.contains("\"secretAccessKey\": \"********\"") && !out.contains("not-a-real-secret"), "{out}");
+    let (ok, out, err) = epoch(&["sync", "shadows", "--database", "proj", "lock-7", "--follow"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("lock-7: 3 shadows synced"), "{out}");
+    for name in ["door", "battery", "keypad"] {
+        assert!(out.lines().any(|l| l.starts_with(name) && l.contains(" 200")), "{name}: {out}");
+    }
+    let (ok, out, err) = epoch(&["sync", "shadows", "--database", "proj", "lock-7"]);
+    assert!(ok && out.contains("3 shadows synced"), "{out}{err}");
+    let (ok, _, err) = epoch(&["sync", "shadows", "--database", "proj", "lock-8"]);
+    assert!(!ok && err.contains("thing `lock-8` does not exist"), "{err}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The MQTT consumer's session outlives the server: updates published while Epoch is down are
+/// kept by the broker (QoS 1, persistent session) and applied when it is back.
+#[test]
+fn mqtt_updates_published_while_the_server_is_down_arrive_after_restart() {
+    let Some(broker) = Mosquitto::require() else { return };
+    let dir = std::env::temp_dir().join(format!("epoch-mqtt-{}-{}", std::process::id(), common::rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("admin.key"), KEY).unwrap();
+    let args = ["--admin-api-key-file", dir.join("admin.key").to_str().unwrap().to_string().leak() as &str];
+    let server = Server::start_in(dir.join("data"), &args);
+    let (_, owner) = server.identity();
+    assert!(server.publish(&owner, "live", "projections").status().is_success());
+    let r = server
+        .http()
+        .put(format!("{}/v1/database/live/sync/config", server.url))
+        .header("X-API-Key", KEY)
+        .bearer_auth(&owner)
+        .json(&json!({"deviceShadows": {"mqttUrl": format!("mqtt://127.0.0.1:{}", broker.port)}}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let count = |server: &Server| {
+        let (status, body) =
+            server.sql(Some(&owner), "live", "SELECT COUNT(*) AS n FROM device_named_shadow WHERE thing_name = 'pump'");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()[0]["rows"][0][0].as_u64().unwrap()
+    };
+    let mut options = rumqttc::MqttOptions::new("epoch-test-pump", "127.0.0.1", broker.port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = rumqttc::Client::new(options, 100);
+    std::thread::spawn(move || for _ in connection.iter() {});
+    let publish = |shadow: &str, version: u64| {
+        let event = json!({"current": {"state": {"reported": {"v": version}}, "version": version}, "timestamp": 1});
+        let topic = format!("$aws/things/pump/shadow/name/{shadow}/update/documents");
+        client.publish(topic, rumqttc::QoS::AtLeastOnce, false, event.to_string().into_bytes()).unwrap();
+    };
+    // Subscribed once a first update lands.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&server) == 0 {
+        assert!(Instant::now() < deadline, "the MQTT consumer never applied a message");
+        publish("first", 1);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    server.crash();
+    for n in 0..20 {
+        publish(&format!("while-down-{n}"), 1);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let server = Server::start_in(dir.join("data"), &args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count(&server) < 21 {
+        assert!(Instant::now() < deadline, "updates published while down were lost: {} of 21", count(&server));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}

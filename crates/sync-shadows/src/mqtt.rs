@@ -157,6 +157,14 @@ fn spawn(control: Arc<ControlPlane>, database: [u8; 32], target: MqttTarget) -> 
     let consumer = Consumer { target: target.clone(), stop: stop.clone(), client: client.clone() };
     let name = format!("mqtt-{}", &hex[..8]);
     let spawned = std::thread::Builder::new().name(name).spawn(move || {
+        // Connect only once the database serves (after a restart it opens in the background):
+        // the broker delivers what it kept for the session as soon as we connect.
+        while control.get(&database).is_none() {
+            if stop.load(Ordering::Acquire) || control.unavailable(&database).is_some_and(|u| !u.starting) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         tracing::info!(database = %hex, host = %target.host, port = target.port, "shadow MQTT consumer started");
         let mut backoff = MIN_BACKOFF;
         while !stop.load(Ordering::Acquire) {
@@ -171,9 +179,16 @@ fn spawn(control: Arc<ControlPlane>, database: [u8; 32], target: MqttTarget) -> 
                     }
                 }
                 Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
-                    if handle(&control, &database, &p.topic, &p.payload) {
-                        let _ = client.try_ack(&p);
+                    // Held until applied: acknowledged only once durable, in order.
+                    let mut wait = MIN_BACKOFF;
+                    while !handle(&control, &database, &p.topic, &p.payload) {
+                        if stop.load(Ordering::Acquire) {
+                            return;
+                        }
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(MAX_BACKOFF);
                     }
+                    let _ = client.try_ack(&p);
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
