@@ -61,37 +61,7 @@ pub enum SyncCommand {
     Terminate { id: String },
     /// Set the database's object store and/or device shadows source (owner only); sections
     /// not named keep their settings.
-    Config {
-        #[arg(long)]
-        database: String,
-        /// The object store: s3://bucket/prefix or file:///path/prefix
-        #[arg(long)]
-        url: Option<String>,
-        #[arg(long)]
-        endpoint: Option<String>,
-        #[arg(long)]
-        region: Option<String>,
-        #[arg(long)]
-        access_key_id: Option<String>,
-        /// The secret key; prefer the EPOCH_S3_SECRET_ACCESS_KEY environment variable.
-        #[arg(long, env = "EPOCH_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
-        secret_access_key: Option<String>,
-        #[arg(long, default_value = "project_aggregate")]
-        reducer: String,
-        /// The AWS IoT data endpoint of the device shadows source (https://…-ats.iot.REGION.amazonaws.com).
-        #[arg(long)]
-        shadows_endpoint: Option<String>,
-        #[arg(long)]
-        shadows_region: Option<String>,
-        #[arg(long)]
-        shadows_access_key_id: Option<String>,
-        /// Prefer the EPOCH_SHADOWS_SECRET_ACCESS_KEY environment variable.
-        #[arg(long, env = "EPOCH_SHADOWS_SECRET_ACCESS_KEY", hide_env_values = true)]
-        shadows_secret_access_key: Option<String>,
-        /// Live shadow updates from this MQTT broker (mqtt://host:port).
-        #[arg(long)]
-        mqtt_url: Option<String>,
-    },
+    Config(Box<ConfigArgs>),
     /// Let another identity run sync operations on the database (owner only).
     Grant {
         #[arg(long)]
@@ -104,6 +74,40 @@ pub enum SyncCommand {
         database: String,
         identity: String,
     },
+}
+
+/// The settings `epoch sync config` changes.
+#[derive(clap::Args)]
+pub struct ConfigArgs {
+    #[arg(long)]
+    database: String,
+    /// The object store: s3://bucket/prefix or file:///path/prefix
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long)]
+    endpoint: Option<String>,
+    #[arg(long)]
+    region: Option<String>,
+    #[arg(long)]
+    access_key_id: Option<String>,
+    /// The secret key; prefer the EPOCH_S3_SECRET_ACCESS_KEY environment variable.
+    #[arg(long, env = "EPOCH_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    secret_access_key: Option<String>,
+    #[arg(long, default_value = "project_aggregate")]
+    reducer: String,
+    /// The AWS IoT data endpoint of the device shadows source (https://…-ats.iot.REGION.amazonaws.com).
+    #[arg(long)]
+    shadows_endpoint: Option<String>,
+    #[arg(long)]
+    shadows_region: Option<String>,
+    #[arg(long)]
+    shadows_access_key_id: Option<String>,
+    /// Prefer the EPOCH_SHADOWS_SECRET_ACCESS_KEY environment variable.
+    #[arg(long, env = "EPOCH_SHADOWS_SECRET_ACCESS_KEY", hide_env_values = true)]
+    shadows_secret_access_key: Option<String>,
+    /// Live shadow updates from this MQTT broker (mqtt://host:port).
+    #[arg(long)]
+    mqtt_url: Option<String>,
 }
 
 /// Runs a sync command against `server` with the saved token and the admin key.
@@ -149,20 +153,21 @@ pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option
         SyncCommand::Pause { id } => control(&id, "pause")?,
         SyncCommand::Resume { id } => control(&id, "resume")?,
         SyncCommand::Terminate { id } => control(&id, "terminate")?,
-        SyncCommand::Config {
-            database,
-            url,
-            endpoint,
-            region,
-            access_key_id,
-            secret_access_key,
-            reducer,
-            shadows_endpoint,
-            shadows_region,
-            shadows_access_key_id,
-            shadows_secret_access_key,
-            mqtt_url,
-        } => {
+        SyncCommand::Config(args) => {
+            let ConfigArgs {
+                database,
+                url,
+                endpoint,
+                region,
+                access_key_id,
+                secret_access_key,
+                reducer,
+                shadows_endpoint,
+                shadows_region,
+                shadows_access_key_id,
+                shadows_secret_access_key,
+                mqtt_url,
+            } = *args;
             let section = |pairs: [(&str, Option<String>); 5]| {
                 let fields: serde_json::Map<String, Value> =
                     pairs.into_iter().filter_map(|(k, v)| Some((k.to_string(), json!(v?)))).collect();
