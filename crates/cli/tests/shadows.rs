@@ -786,3 +786,61 @@ fn a_force_sync_killed_midway_resumes_and_applies_each_shadow_once() {
     assert_eq!(status, 200);
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()[0]["rows"][0][0], N);
 }
+
+/// Speed (opt-in: `cargo test --release -p epoch-cli --test shadows -- --ignored --nocapture
+/// force_sync_speed`): a force-sync of 1,000 named shadows against moto, and the latency of the
+/// database's other reducer calls meanwhile, against the same calls with nothing else running.
+#[test]
+#[ignore]
+fn force_sync_speed() {
+    let Some(moto) = Moto::require() else { return };
+    let iot = Iot::new(&moto.url);
+    iot.create_thing("speed");
+    for n in 0..1000 {
+        iot.put_shadow("speed", Some(&format!("s{n:04}")), json!({"reported": {"n": n, "ok": true}}));
+    }
+    let f = Fleet::start(&moto.url, &[]);
+    let call_latencies = |stop: &std::sync::atomic::AtomicBool, limit: usize| {
+        let mut v = Vec::new();
+        let http = f.server.http();
+        let mut n = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) && v.len() < limit {
+            n += 1;
+            let t = Instant::now();
+            let r = http
+                .post(format!("{}/v1/database/proj/call/project_aggregate", f.server.url))
+                .bearer_auth(&f.owner)
+                .header("Content-Type", "application/json")
+                .body(json!(["order", format!("o{n}"), n, "{}"]).to_string())
+                .send()
+                .unwrap();
+            assert!(r.status().is_success());
+            v.push(t.elapsed());
+        }
+        v.sort();
+        v
+    };
+    let pct = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let idle = call_latencies(&never, 500);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (elapsed, busy) = std::thread::scope(|scope| {
+        let calls = scope.spawn(|| call_latencies(&stop, usize::MAX));
+        let t = Instant::now();
+        let (status, body) = f.force_sync("proj", "speed", "?batchSize=100&waitSeconds=300");
+        let elapsed = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!((status, body["success"].as_bool()), (200, Some(true)), "{}", body["errors"]);
+        (elapsed, calls.join().unwrap())
+    });
+    println!(
+        "force-sync of 1000 shadows: {:.2} s, {:.0} shadows/s; other calls meanwhile: {} calls, p50 {:?} p99 {:?} (idle: p50 {:?} p99 {:?})",
+        elapsed.as_secs_f64(),
+        1000.0 / elapsed.as_secs_f64(),
+        busy.len(),
+        pct(&busy, 0.5),
+        pct(&busy, 0.99),
+        pct(&idle, 0.5),
+        pct(&idle, 0.99),
+    );
+}
