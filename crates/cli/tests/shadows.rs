@@ -668,10 +668,16 @@ fn mqtt_updates_published_while_the_server_is_down_arrive_after_restart() {
         .put(format!("{}/v1/database/live/sync/config", server.url))
         .header("X-API-Key", KEY)
         .bearer_auth(&owner)
-        .json(&json!({"deviceShadows": {"mqttUrl": format!("mqtt://127.0.0.1:{}", broker.port)}}))
+        .json(&json!({"deviceShadows": {
+            "mqttUrl": format!("mqtt://127.0.0.1:{}", broker.port),
+            "mqttUsername": "epoch", "mqttPassword": "broker-secret-123"
+        }}))
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
+    // Secrets never come back, not even the broker's password.
+    let config = r.text().unwrap();
+    assert!(config.contains(r#""mqttPassword":"********""#) && !config.contains("broker-secret-123"), "{config}");
     let count = |server: &Server| {
         let (status, body) =
             server.sql(Some(&owner), "live", "SELECT COUNT(*) AS n FROM device_named_shadow WHERE thing_name = 'pump'");
