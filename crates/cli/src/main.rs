@@ -315,11 +315,13 @@ fn start(args: StartArgs) -> Result<()> {
     };
     let starting = control.clone();
     let stopping = control.clone();
+    let firehose = std::sync::Arc::new(epoch_sync_atproto::FirehoseSpec::default());
     let runner = epoch_sync::Runner::open(
         control.clone(),
         Duration::from_secs(workflow_retention_days * 24 * 3600),
-        epoch_api::sync::workflow_kinds(),
+        epoch_api::sync::workflow_kinds_with(firehose.clone()),
     )?;
+    firehose.bind(&runner);
     let live_shadows = epoch_sync_shadows::LiveShadows::start(control.clone());
     let stopping_shadows = live_shadows.clone();
     let state = epoch_api::AppState {

@@ -44,6 +44,18 @@ pub enum SyncCommand {
         #[arg(long)]
         follow: bool,
     },
+    /// Repair the database's AT Protocol tables: catch_up (replay the firehose from the stored
+    /// cursor) or full_sync (re-read every member's repo), chosen from the cursor's age.
+    Backfill {
+        #[arg(long)]
+        database: String,
+        /// catch_up or full_sync, overriding detection.
+        #[arg(long)]
+        force: Option<String>,
+        /// Show progress until it ends.
+        #[arg(long)]
+        follow: bool,
+    },
     /// Show a workflow instance (add --follow to watch it to the end).
     Status {
         /// The instance's database (instance ids are unique, so this is optional).
@@ -140,6 +152,55 @@ pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option
             );
             if follow {
                 watch(&http, &instance_url(server, Some(&database), &id), &id, &auth)?;
+            }
+        }
+        SyncCommand::Backfill { database, force, follow } => {
+            let url = format!("{server}/v1/database/{database}/sync/backfill");
+            let req = http.post(url).query(&force.iter().map(|f| ("force", f.as_str())).collect::<Vec<_>>());
+            let v = answer(auth(req)?)?;
+            let Some(id) = v["id"].as_str().map(str::to_string) else {
+                println!("{}", v["message"].as_str().unwrap_or("no backfill started"));
+                return Ok(());
+            };
+            println!("Backfill {id}: {}", v["type"].as_str().unwrap_or("?"));
+            if let Some(note) = v["note"].as_str() {
+                println!("  {note}");
+            }
+            if follow {
+                let url = format!("{server}/v1/database/{database}/sync/backfill/{id}");
+                let bar = indicatif::ProgressBar::new(0);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} repos {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                loop {
+                    let p = answer(auth(http.get(&url))?)?;
+                    bar.set_length(p["reposTotal"].as_u64().unwrap_or(0));
+                    bar.set_position(p["reposDone"].as_u64().unwrap_or(0));
+                    bar.set_message(format!(
+                        "{} records applied, {}",
+                        p["recordsApplied"],
+                        p["status"].as_str().unwrap_or("?")
+                    ));
+                    if p["status"] != "in_progress" {
+                        bar.finish();
+                        println!(
+                            "{id}: {} ({}), {} records applied, {} repos failed",
+                            p["status"].as_str().unwrap_or("?"),
+                            p["type"].as_str().unwrap_or("?"),
+                            p["recordsApplied"],
+                            p["reposFailed"]
+                        );
+                        for e in p["errors"].as_array().into_iter().flatten().take(10) {
+                            println!("  error: {}", e.as_str().unwrap_or_default());
+                        }
+                        if p["status"] != "complete" {
+                            bail!("the backfill ended {}", p["status"].as_str().unwrap_or("?"));
+                        }
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
             }
         }
         SyncCommand::Status { database, id, follow } => {

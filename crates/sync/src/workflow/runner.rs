@@ -61,12 +61,15 @@ struct Slot {
     saving: Mutex<()>,
     /// What the kind says the instance covers (fixed for its life).
     scope: String,
+    /// Whether the instance's thread is running.
+    active: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
     fn new(instance: Instance, signal: Signal, scope: String) -> Arc<Self> {
         Arc::new(Self {
             scope,
+            active: std::sync::atomic::AtomicBool::new(false),
             instance: Mutex::new(instance),
             signal: Mutex::new(signal),
             wake: Condvar::new(),
@@ -88,6 +91,9 @@ pub struct Runner {
     /// How long finished instances are kept.
     retention: Duration,
 }
+
+/// How long a stream with nothing new waits before asking its kind again.
+pub const STREAM_POLL: Duration = Duration::from_millis(100);
 
 /// Finished instances are kept this long by default, as Cloudflare Workflows keeps them.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -349,11 +355,34 @@ impl Runner {
         self.signal(id, Signal::Terminate)
     }
 
+    /// Terminates instance `id` and waits (at most `timeout`) until its thread has stopped, so
+    /// nothing it was applying is still in flight; false if it had not stopped by then.
+    pub fn terminate_and_wait(&self, id: &str, timeout: Duration) -> Result<bool, RunnerError> {
+        let slot = self.slots.lock().get(id).cloned().ok_or_else(|| RunnerError::NoInstance(id.into()))?;
+        if !slot.instance.lock().status.is_finished() {
+            self.terminate(id)?;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        while slot.active.load(std::sync::atomic::Ordering::Acquire) {
+            if std::time::Instant::now() > deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(true)
+    }
+
     fn spawn(self: &Arc<Self>, slot: Arc<Slot>) {
+        slot.active.store(true, std::sync::atomic::Ordering::Release);
+        let unstarted = slot.clone();
         let runner = self.clone();
         let name = format!("wf-{}", &slot.instance.lock().id[3..11]);
-        let spawned = std::thread::Builder::new().name(name).spawn(move || runner.run(slot));
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            runner.run(slot.clone());
+            slot.active.store(false, std::sync::atomic::Ordering::Release);
+        });
         if let Err(e) = spawned {
+            unstarted.active.store(false, std::sync::atomic::Ordering::Release);
             tracing::error!("cannot start a workflow thread: {e}");
         }
     }
@@ -469,6 +498,15 @@ impl Runner {
                 Err(e) => return self.fail(&slot, e.to_string()),
             };
             if batch.is_empty() {
+                if kind.idle() {
+                    // A stream with nothing yet: wait a little (woken early by pause and
+                    // terminate) and ask again.
+                    let mut signal = slot.signal.lock();
+                    if *signal == Signal::Run {
+                        slot.wake.wait_for(&mut signal, STREAM_POLL);
+                    }
+                    continue;
+                }
                 return self.finish(&slot, Status::Complete, None);
             }
             let skipped_before = already.len();

@@ -1,0 +1,258 @@
+//! The `atproto-full-sync` workflow kind: every member's repo is read whole (`getRepo`), then
+//! reset and re-ingested through the database's reducers, one repo after another in DID order.
+//!
+//! Items: for each member, `<did>#reset` (the reset reducer), then `<did>/<collection>/<rkey>`
+//! for each record of a kept collection (the record reducer). Each is applied exactly once across
+//! crashes by the runner; the cursor is the last item done (`{"did", "key"}`), so a resumed run
+//! reads the current repo again and goes on after it. A member whose repo cannot be read fails
+//! on its reset item alone.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use epoch_core::control::{from_hex_be, hex_be};
+use epoch_core::{ControlPlane, ReducerArgs};
+use epoch_sync::{ConfigContext, Instance, Item, ItemError, Kind, KindSpec, ListError, RunParams, Runner, RunnerError};
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+
+use crate::config::AtprotoConfig;
+use crate::xrpc::{Xrpc, XrpcError};
+use epoch_atproto::Repo;
+
+/// The kind's name, as instances show it.
+pub const KIND: &str = "atproto-full-sync";
+/// The item that resets a repo before its records are ingested again.
+const RESET: &str = "#reset";
+
+/// The kind as the runner knows it.
+pub struct FullSyncSpec;
+
+impl KindSpec for FullSyncSpec {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn config_section(&self) -> &'static str {
+        "atproto"
+    }
+
+    fn secret_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn validate_config(&self, config: &mut Map<String, Value>, cx: &ConfigContext<'_>) -> Result<(), String> {
+        let section = config.get_mut("atproto").ok_or("`atproto` is missing")?;
+        let parsed = AtprotoConfig::parse(section)?;
+        for reducer in [&parsed.record_reducer, &parsed.reset_reducer] {
+            if !(cx.has_reducer)(reducer) {
+                return Err(format!("the module has no reducer `{reducer}` (atproto)"));
+            }
+        }
+        *section = parsed.to_json();
+        Ok(())
+    }
+
+    /// One backfill per database at a time, whatever its type.
+    fn scope(&self, _: &Instance) -> String {
+        String::new()
+    }
+
+    fn open(&self, control: &Arc<ControlPlane>, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError> {
+        let database = from_hex_be(&i.database).ok_or(RunnerError::NoDatabase)?;
+        let section = control.sync_config(&database).map(|c| c["atproto"].clone()).unwrap_or_default();
+        let config = AtprotoConfig::parse(&section).map_err(RunnerError::BadRequest)?;
+        let xrpc =
+            Xrpc::new(&config.service, config.requests_per_second).map_err(|e| RunnerError::Source(e.to_string()))?;
+        let members: Vec<String> =
+            serde_json::from_value(i.detail.get("members").cloned().unwrap_or_default()).unwrap_or_default();
+        Ok(Arc::new(FullSync { xrpc, config, members, current: Mutex::new(None) }))
+    }
+}
+
+/// A running full sync.
+struct FullSync {
+    xrpc: Xrpc,
+    config: AtprotoConfig,
+    members: Vec<String>,
+    /// The repo being ingested (its DID and what reading it gave).
+    current: Mutex<Option<(String, Result<Arc<Repo>, ItemError>)>>,
+}
+
+impl FullSync {
+    /// The repo of `did`, read once while its items are listed and applied.
+    fn repo(&self, did: &str) -> Result<Arc<Repo>, ItemError> {
+        let mut current = self.current.lock();
+        if let Some((d, r)) = current.as_ref() {
+            if d == did {
+                return r.clone();
+            }
+        }
+        let read = self
+            .xrpc
+            .get_repo(did)
+            .map_err(|e| match e {
+                XrpcError::NotFound(m) => ItemError::NotFound(m),
+                XrpcError::Failed(m) => ItemError::Source(m),
+            })
+            .and_then(|bytes| Repo::decode(&bytes).map_err(|e| ItemError::Invalid(format!("the repo of {did}: {e}"))))
+            .and_then(|repo| {
+                if repo.did == did {
+                    Ok(Arc::new(repo))
+                } else {
+                    Err(ItemError::Invalid(format!("getRepo for {did} returned the repo of {}", repo.did)))
+                }
+            });
+        *current = Some((did.to_string(), read.clone()));
+        read
+    }
+
+    fn kept(&self, collection: &str) -> bool {
+        self.config.collections.is_empty() || self.config.collections.iter().any(|c| c == collection)
+    }
+}
+
+fn item(did: &str, key: &str) -> Item {
+    Item {
+        key: if key == RESET { format!("{did}{RESET}") } else { format!("{did}/{key}") },
+        cursor: json!({ "did": did, "key": key }),
+    }
+}
+
+impl Kind for FullSync {
+    fn next_batch(&self, i: &Instance) -> Result<Vec<Item>, ListError> {
+        let size = i.params.batch_size.max(1) as usize;
+        let (mut did_at, mut after) = match &i.cursor {
+            Some(c) => {
+                let did = c["did"].as_str().unwrap_or_default();
+                let at = self
+                    .members
+                    .iter()
+                    .position(|m| m == did)
+                    .ok_or_else(|| ListError(format!("{did} left the members")))?;
+                (at, c["key"].as_str().map(str::to_string))
+            }
+            None => (0, None),
+        };
+        let mut out = Vec::with_capacity(size);
+        while out.len() < size && did_at < self.members.len() {
+            let did = &self.members[did_at];
+            if after.is_none() {
+                out.push(item(did, RESET));
+            }
+            if let Ok(repo) = self.repo(did) {
+                let from = match after.as_deref() {
+                    None | Some(RESET) => 0,
+                    Some(k) => repo.records.partition_point(|r| r.key().as_str() <= k),
+                };
+                for r in repo.records[from..].iter().filter(|r| self.kept(&r.collection)) {
+                    if out.len() >= size {
+                        return Ok(out);
+                    }
+                    out.push(item(did, &r.key()));
+                }
+            }
+            did_at += 1;
+            after = None;
+        }
+        Ok(out)
+    }
+
+    fn arguments(&self, _: &Instance, items: &[Item]) -> Vec<Result<ReducerArgs, ItemError>> {
+        items
+            .iter()
+            .map(|item| {
+                let did = item.cursor["did"].as_str().unwrap_or_default();
+                let key = item.cursor["key"].as_str().unwrap_or_default();
+                let repo = self.repo(did)?;
+                if key == RESET {
+                    return Ok(ReducerArgs::Json(json!([did]).to_string()));
+                }
+                let record = repo
+                    .records
+                    .binary_search_by(|r| r.key().as_str().cmp(key))
+                    .map(|at| &repo.records[at])
+                    .map_err(|_| ItemError::NotFound(format!("{did}/{key} is no longer in the repo")))?;
+                let value = repo.record_json(record).map_err(|e| ItemError::Invalid(e.to_string()))?;
+                Ok(ReducerArgs::Json(
+                    json!([did, record.collection, record.rkey, record.cid.to_string(), {"some": value.to_string()}])
+                        .to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    fn apply(
+        &self,
+        d: &mut epoch_core::Database,
+        reducer: &str,
+        args: ReducerArgs,
+        caller: epoch_core::Caller,
+        step: epoch_core::WorkflowStep,
+    ) -> Result<(), ItemError> {
+        // A reset goes to the reset reducer; records to the instance's (record) reducer.
+        let name = if step.item.ends_with(RESET) { self.config.reset_reducer.as_str() } else { reducer };
+        match d.call_step(name, args, caller, step) {
+            Ok(r) => r.outcome.error_message().map_or(Ok(()), |e| Err(ItemError::Refused(e))),
+            Err(e) => Err(ItemError::Refused(e.to_string())),
+        }
+    }
+
+    fn keeps_results(&self) -> bool {
+        false
+    }
+
+    /// Records are only known once each repo is read: a stream, with repos counted.
+    fn recount(&self, _: &Instance) -> Result<Option<BTreeMap<String, u64>>, RunnerError> {
+        Ok(None)
+    }
+}
+
+/// Starts a full sync of every member of `database`'s AT Protocol source. `note` says why (for
+/// example, a catch_up asked for without a cursor).
+pub fn start_full_sync(
+    runner: &Arc<Runner>,
+    database: [u8; 32],
+    caller: [u8; 32],
+    config: &AtprotoConfig,
+    backfill_id: String,
+    note: Option<String>,
+) -> Result<Instance, RunnerError> {
+    let run = RunParams {
+        batch_size: config.batch_size,
+        delay_seconds: 0,
+        max_attempts: 3,
+        kind: Map::from_iter([("type".to_string(), json!("full_sync"))]),
+    };
+    let mut detail = Map::new();
+    detail.insert("backfillId".into(), json!(backfill_id));
+    detail.insert("note".into(), json!(note));
+    let mut instance = Instance::new(
+        KIND,
+        hex_be(&database),
+        hex_be(&caller),
+        config.service.clone(),
+        config.record_reducer.clone(),
+        run,
+        None,
+        detail,
+    );
+    if let Some(id) = runner.running_like(&instance) {
+        return Err(RunnerError::Conflict(id));
+    }
+    let members = match &config.members {
+        Some(m) => m.clone(),
+        None => {
+            let xrpc = Xrpc::new(&config.service, config.requests_per_second)
+                .map_err(|e| RunnerError::Source(e.to_string()))?;
+            let listed = xrpc.list_repos().map_err(|e| RunnerError::Source(e.to_string()))?;
+            listed.into_iter().filter(|r| r.active != Some(false)).map(|r| r.did).collect()
+        }
+    };
+    let mut members = members;
+    members.sort();
+    members.dedup();
+    instance.counts = BTreeMap::from([("repos".to_string(), members.len() as u64)]);
+    instance.detail.insert("members".into(), json!(members));
+    runner.start(instance)
+}

@@ -1,0 +1,614 @@
+//! The `atproto-firehose` workflow kind: `com.atproto.sync.subscribeRepos` applied through the
+//! record reducer, exactly once, with the cursor saved with the rows it covers.
+//!
+//! One instance per database follows the firehose: `mode: "live"` forever (a stream), or
+//! `mode: "catch_up"` from a stored cursor up to the live head, after which it hands over to a
+//! new live instance from where it stopped. The runner's steps make each operation apply once
+//! across crashes; the cursor (`seq`, when it last advanced, and the newest `rev` applied per
+//! repo) is the last item's, saved after every batch.
+//!
+//! Each `#commit` of a member, for a kept collection, becomes one item per operation (the
+//! record from the commit's blocks, or `None` for a delete). A commit whose `rev` is not newer
+//! than the last applied for its repo is skipped. A `#sync` event, or a commit whose `since`
+//! is not the last applied `rev` (Sync 1.1: events were missed), re-reads the repo: a reset
+//! item and one item per record. An `#account` event that deactivates a repo resets it.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use epoch_atproto::{decode_frame, Car, Frame, Repo};
+use epoch_core::control::{from_hex_be, hex_be};
+use epoch_core::{Caller, ControlPlane, Database, ReducerArgs, WorkflowStep};
+use epoch_sync::{ConfigContext, Instance, Item, ItemError, Kind, KindSpec, ListError, RunParams, Runner, RunnerError};
+use futures::StreamExt;
+use parking_lot::Mutex;
+use serde_json::{json, Map, Value};
+
+use crate::config::AtprotoConfig;
+use crate::xrpc::Xrpc;
+
+/// The kind's name, as instances show it.
+pub const KIND: &str = "atproto-firehose";
+/// Frames read ahead of the reducers, at most (the reader waits past it).
+pub const READ_AHEAD_FRAMES: usize = 4_096;
+/// How long the stream may be quiet before a catch_up counts as at the head.
+pub const HEAD_QUIET: Duration = Duration::from_secs(1);
+/// Reconnect backoff.
+pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The most repos whose last `rev` the cursor keeps (past it, the rev check is skipped for
+/// new repos, with a warning).
+pub const MAX_TRACKED_REPOS: usize = 100_000;
+/// Items that stand for a repo reset rather than a record.
+const RESET: &str = "#reset";
+
+/// The kind as the runner knows it. It starts live instances itself (after a catch_up), so it
+/// holds the runner once the server has made it.
+#[derive(Default)]
+pub struct FirehoseSpec {
+    runner: OnceLock<Weak<Runner>>,
+}
+
+impl FirehoseSpec {
+    /// Lets catch_up instances hand over to live ones.
+    pub fn bind(&self, runner: &Arc<Runner>) {
+        let _ = self.runner.set(Arc::downgrade(runner));
+    }
+}
+
+impl KindSpec for FirehoseSpec {
+    fn name(&self) -> &'static str {
+        KIND
+    }
+
+    fn config_section(&self) -> &'static str {
+        "atproto"
+    }
+
+    fn secret_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn validate_config(&self, config: &mut Map<String, Value>, cx: &ConfigContext<'_>) -> Result<(), String> {
+        crate::backfill::FullSyncSpec.validate_config(config, cx)
+    }
+
+    /// One firehose instance per database at a time.
+    fn scope(&self, _: &Instance) -> String {
+        String::new()
+    }
+
+    fn open(&self, control: &Arc<ControlPlane>, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError> {
+        let database = from_hex_be(&i.database).ok_or(RunnerError::NoDatabase)?;
+        let section = control.sync_config(&database).map(|c| c["atproto"].clone()).unwrap_or_default();
+        let config = AtprotoConfig::parse(&section).map_err(RunnerError::BadRequest)?;
+        let cursor = Cursor::of(i);
+        let xrpc =
+            Xrpc::new(&config.service, config.requests_per_second).map_err(|e| RunnerError::Source(e.to_string()))?;
+        let reader = Reader::start(&config.service, cursor.seq);
+        Ok(Arc::new(Firehose {
+            catch_up: i.param_str("mode") == Some("catch_up"),
+            members: config.members.clone(),
+            config,
+            xrpc,
+            reader,
+            revs: Mutex::new(cursor.revs),
+            at_head: AtomicBool::new(false),
+            runner: self.runner.get().cloned(),
+            instance: i.id.clone(),
+            database: i.database.clone(),
+            caller: i.caller.clone(),
+            backfill_id: i.detail.get("backfillId").and_then(Value::as_str).map(str::to_string),
+        }))
+    }
+}
+
+/// Where a firehose instance is.
+#[derive(Debug, Default, Clone)]
+struct Cursor {
+    seq: Option<i64>,
+    revs: BTreeMap<String, String>,
+}
+
+impl Cursor {
+    fn of(i: &Instance) -> Self {
+        let c = i.cursor.clone().or_else(|| i.params.kind.get("from").cloned()).unwrap_or(Value::Null);
+        Self { seq: c["seq"].as_i64(), revs: serde_json::from_value(c["revs"].clone()).unwrap_or_default() }
+    }
+}
+
+/// What the reader thread hands over.
+enum Event {
+    Frame(Box<Frame>),
+    Fatal(String),
+}
+
+/// The WebSocket side: a thread that follows the firehose and queues decoded frames.
+struct Reader {
+    rx: Mutex<std::sync::mpsc::Receiver<Event>>,
+    stop: Arc<AtomicBool>,
+    /// When the last frame arrived, and whether the stream has connected at least once.
+    last_frame: Arc<Mutex<(Instant, bool)>>,
+}
+
+impl Reader {
+    fn start(service: &str, cursor: Option<i64>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel(READ_AHEAD_FRAMES);
+        let stop = Arc::new(AtomicBool::new(false));
+        let last_frame = Arc::new(Mutex::new((Instant::now(), false)));
+        let base = service.replacen("https://", "wss://", 1).replacen("http://", "ws://", 1);
+        let (stopping, seen) = (stop.clone(), last_frame.clone());
+        let spawned = std::thread::Builder::new().name("atproto-firehose".into()).spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Event::Fatal(format!("starting the firehose reader: {e}")));
+                    return;
+                }
+            };
+            runtime.block_on(follow(base, cursor, tx, stopping, seen));
+        });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the firehose reader: {e}");
+        }
+        Self { rx: Mutex::new(rx), stop, last_frame }
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+    }
+}
+
+/// Follows the firehose from `cursor`, reconnecting with backoff from the last frame received.
+async fn follow(
+    base: String,
+    mut cursor: Option<i64>,
+    tx: std::sync::mpsc::SyncSender<Event>,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<(Instant, bool)>>,
+) {
+    let mut backoff = MIN_BACKOFF;
+    while !stop.load(Ordering::Acquire) {
+        let url = match cursor {
+            Some(c) => format!("{base}/xrpc/com.atproto.sync.subscribeRepos?cursor={c}"),
+            None => format!("{base}/xrpc/com.atproto.sync.subscribeRepos"),
+        };
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((mut ws, _)) => {
+                backoff = MIN_BACKOFF;
+                *seen.lock() = (Instant::now(), true);
+                loop {
+                    let next = tokio::time::timeout(Duration::from_millis(250), ws.next()).await;
+                    if stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    let message = match next {
+                        Err(_) => continue, // quiet: look at the stop flag again
+                        Ok(None) => break,
+                        Ok(Some(Err(e))) => {
+                            tracing::warn!("firehose: {e}");
+                            break;
+                        }
+                        Ok(Some(Ok(m))) => m,
+                    };
+                    let tokio_tungstenite::tungstenite::Message::Binary(bytes) = message else { continue };
+                    *seen.lock() = (Instant::now(), true);
+                    match decode_frame(&bytes) {
+                        Ok(frame) => {
+                            if let Some(seq) = frame.seq() {
+                                cursor = Some(seq);
+                            }
+                            let fatal = matches!(frame, Frame::Error(_));
+                            // Blocks while the reducers are behind (back-pressure on the relay).
+                            if tx.send(Event::Frame(Box::new(frame))).is_err() || fatal {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!("firehose: skipping an undecodable frame: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("firehose: connecting to {base}: {e}; again in {backoff:?}"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// A running firehose instance.
+struct Firehose {
+    catch_up: bool,
+    config: AtprotoConfig,
+    members: Option<Vec<String>>,
+    xrpc: Xrpc,
+    reader: Reader,
+    /// The newest `rev` applied per repo (as of the items listed so far).
+    revs: Mutex<BTreeMap<String, String>>,
+    at_head: AtomicBool,
+    runner: Option<Weak<Runner>>,
+    instance: String,
+    database: String,
+    caller: String,
+    /// The backfill this instance is (a catch_up), if any.
+    backfill_id: Option<String>,
+}
+
+impl Firehose {
+    fn member(&self, did: &str) -> bool {
+        self.members
+            .as_ref()
+            .is_none_or(|m| m.binary_search_by(|x| x.as_str().cmp(did)).is_ok() || m.iter().any(|x| x == did))
+    }
+
+    fn kept(&self, collection: &str) -> bool {
+        self.config.collections.is_empty() || self.config.collections.iter().any(|c| c == collection)
+    }
+
+    /// The cursor after event `seq`, emitted at `time` (RFC 3339; now when unknown): its age is
+    /// the age of the newest event applied, however long ago it was applied or saved.
+    fn cursor(&self, seq: i64, time: Option<&str>) -> Value {
+        let at = time.and_then(parse_rfc3339_ms).unwrap_or_else(epoch_sync::now_ms);
+        json!({ "seq": seq, "advancedAt": at, "revs": *self.revs.lock() })
+    }
+
+    /// Items that re-read `did`'s repo whole: a reset, then every kept record.
+    fn refetch(&self, seq: i64, did: &str, out: &mut Vec<Item>) -> Result<(), ListError> {
+        let bytes = match self.xrpc.get_repo(did) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(did, "firehose: cannot re-read a repo: {e}");
+                return Ok(());
+            }
+        };
+        let repo = Repo::decode(&bytes).map_err(|e| ListError(format!("the repo of {did}: {e}")))?;
+        self.set_rev(did, &repo.rev);
+        let cursor = self.cursor(seq, None);
+        out.push(Item { key: format!("{seq}/{did}{RESET}"), cursor: with_args(&cursor, json!([did])) });
+        for r in repo.records.iter().filter(|r| self.kept(&r.collection)) {
+            let record = repo.record_json(r).map_err(|e| ListError(e.to_string()))?;
+            let args = json!([did, r.collection, r.rkey, r.cid.to_string(), {"some": record.to_string()}]);
+            out.push(Item { key: format!("{seq}/{did}/{}", r.key()), cursor: with_args(&cursor, args) });
+        }
+        Ok(())
+    }
+
+    fn set_rev(&self, did: &str, rev: &str) {
+        let mut revs = self.revs.lock();
+        if revs.len() < MAX_TRACKED_REPOS || revs.contains_key(did) {
+            debug_assert!(revs.get(did).is_none_or(|old| old.as_str() <= rev), "a repo's rev only moves forward");
+            revs.insert(did.to_string(), rev.to_string());
+        }
+    }
+
+    /// The items of one frame.
+    fn items_of(&self, frame: Frame, out: &mut Vec<Item>) -> Result<(), ListError> {
+        match frame {
+            Frame::Commit(c) => {
+                if !self.member(&c.repo) {
+                    return Ok(());
+                }
+                let last = self.revs.lock().get(&c.repo).cloned();
+                if last.as_deref().is_some_and(|l| c.rev.as_str() <= l) {
+                    return Ok(()); // already applied (or older)
+                }
+                // Sync 1.1: a commit that does not follow the last one applied means events
+                // were missed; the repo is read again whole.
+                if (last.is_some() && c.since.is_some() && c.since != last) || c.too_big {
+                    return self.refetch(c.seq, &c.repo, out);
+                }
+                let blocks = Car::decode(&c.blocks).map_err(|e| ListError(format!("commit {}: {e}", c.seq)))?;
+                self.set_rev(&c.repo, &c.rev);
+                let cursor = self.cursor(c.seq, Some(&c.time));
+                for op in &c.ops {
+                    let Some((collection, rkey)) = op.path.split_once('/') else { continue };
+                    if !self.kept(collection) {
+                        continue;
+                    }
+                    let record = match (&op.action[..], &op.cid) {
+                        ("delete", _) => json!({"none": []}),
+                        (_, Some(cid)) => {
+                            let block = blocks.block(cid).map_err(|e| ListError(format!("commit {}: {e}", c.seq)))?;
+                            let v = epoch_atproto::value::record_json(block)
+                                .map_err(|e| ListError(format!("commit {}: {e}", c.seq)))?;
+                            json!({"some": v.to_string()})
+                        }
+                        _ => continue,
+                    };
+                    let cid = op.cid.map(|c| c.to_string()).unwrap_or_default();
+                    let args = json!([c.repo, collection, rkey, cid, record]);
+                    out.push(Item { key: format!("{}/{}", c.seq, op.path), cursor: with_args(&cursor, args) });
+                }
+                Ok(())
+            }
+            Frame::Sync(s) if self.member(&s.did) => self.refetch(s.seq, &s.did, out),
+            Frame::Account(a) if self.member(&a.did) && a.active == Some(false) => {
+                let cursor = self.cursor(a.seq, None);
+                out.push(Item {
+                    key: format!("{}/{}{RESET}", a.seq, a.did),
+                    cursor: with_args(&cursor, json!([a.did])),
+                });
+                self.revs.lock().remove(&a.did);
+                Ok(())
+            }
+            Frame::Account(a) if self.member(&a.did) && a.active == Some(true) => self.refetch(a.seq, &a.did, out),
+            Frame::Info(info) if info.name == "OutdatedCursor" => {
+                if self.catch_up {
+                    let why = "the relay no longer holds the events after the cursor (OutdatedCursor)";
+                    self.turn_into_full_sync(why);
+                    return Err(ListError(format!("{why}: a full_sync takes over")));
+                }
+                tracing::warn!(
+                    "firehose: the relay dropped events after the cursor (OutdatedCursor); a full_sync repairs it"
+                );
+                Ok(())
+            }
+            Frame::Error(e) => Err(ListError(format!("{}: {}", e.error, e.message.unwrap_or_default()))),
+            _ => Ok(()),
+        }
+    }
+
+    /// A catch_up that cannot be done (the relay dropped the events it needs) becomes a
+    /// full_sync under the same backfill id, and the live consumer starts again from now.
+    fn turn_into_full_sync(&self, why: &str) {
+        let Some(runner) = self.runner.as_ref().and_then(Weak::upgrade) else { return };
+        let (Some(database), Some(caller)) = (from_hex_be(&self.database), from_hex_be(&self.caller)) else { return };
+        let (config, id, note) = (self.config.clone(), self.backfill_id.clone().unwrap_or_default(), why.to_string());
+        let instance = self.instance.clone();
+        std::thread::spawn(move || {
+            let _ = runner.terminate_and_wait(&instance, Duration::from_secs(30));
+            let note = Some(format!("catch_up became a full_sync: {note}"));
+            if let Err(e) = crate::backfill::start_full_sync(&runner, database, caller, &config, id, note) {
+                tracing::error!("firehose: cannot start the full_sync that replaces a catch_up: {e}");
+            }
+            let live = live_instance(&hex_be(&database), &hex_be(&caller), &config, None);
+            if let Err(e) = runner.start(live) {
+                tracing::error!("firehose: cannot start the live consumer: {e}");
+            }
+        });
+    }
+
+    /// A catch_up at the head hands over to a live instance from its cursor.
+    fn hand_over(&self, i: &Instance) {
+        let Some(runner) = self.runner.as_ref().and_then(Weak::upgrade) else { return };
+        let from = i.cursor.clone();
+        let instance = live_instance(&i.database, &i.caller, &self.config, from);
+        let id = self.instance.clone();
+        // After this instance has ended (its scope is the live one's).
+        std::thread::spawn(move || {
+            let _ = runner.terminate_and_wait(&id, Duration::from_secs(30));
+            if let Err(e) = runner.start(instance) {
+                tracing::error!("firehose: cannot start the live consumer after a catch_up: {e}");
+            }
+        });
+    }
+}
+
+/// Milliseconds since the epoch of an RFC 3339 time (`2026-12-02T01:27:44.123Z`, any
+/// fraction, `Z` or an offset).
+pub fn parse_rfc3339_ms(t: &str) -> Option<u64> {
+    let b = t.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { t.get(r)?.parse().ok() };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (y, mo, d, h, mi, s) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut at = 19;
+    let mut millis = 0i64;
+    if b.get(at) == Some(&b'.') {
+        let start = at + 1;
+        at = start;
+        while b.get(at).is_some_and(u8::is_ascii_digit) {
+            at += 1;
+        }
+        let frac = t.get(start..at)?;
+        millis = format!("{:0<3}", &frac[..frac.len().min(3)]).parse().ok()?;
+    }
+    let offset_min = match b.get(at)? {
+        b'Z' | b'z' => 0,
+        sign @ (b'+' | b'-') => {
+            let v = num(at + 1..at + 3)? * 60 + num(at + 4..at + 6)?;
+            if *sign == b'+' {
+                v
+            } else {
+                -v
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (y2, m2) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let doy = (153 * m2 + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + s - offset_min * 60;
+    u64::try_from(secs * 1000 + millis).ok()
+}
+
+/// The cursor of an item, with the reducer arguments it applies.
+fn with_args(cursor: &Value, args: Value) -> Value {
+    let mut c = cursor.clone();
+    c["args"] = args;
+    c
+}
+
+impl Kind for Firehose {
+    fn next_batch(&self, i: &Instance) -> Result<Vec<Item>, ListError> {
+        let size = i.params.batch_size.max(1) as usize;
+        let mut out = Vec::new();
+        let rx = self.reader.rx.lock();
+        let deadline = Instant::now() + Duration::from_millis(200);
+        while out.len() < size {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let event = match rx.recv_timeout(wait) {
+                Ok(e) => e,
+                Err(_) => break,
+            };
+            match event {
+                Event::Frame(frame) => self.items_of(*frame, &mut out)?,
+                Event::Fatal(e) => return Err(ListError(e)),
+            }
+        }
+        drop(rx);
+        if out.is_empty() && self.catch_up {
+            let (last, connected) = *self.reader.last_frame.lock();
+            if connected && last.elapsed() >= HEAD_QUIET {
+                self.at_head.store(true, Ordering::Release);
+                self.hand_over(i);
+            }
+        }
+        Ok(out)
+    }
+
+    fn arguments(&self, _: &Instance, items: &[Item]) -> Vec<Result<ReducerArgs, ItemError>> {
+        items.iter().map(|item| Ok(ReducerArgs::Json(item.cursor["args"].to_string()))).collect()
+    }
+
+    fn apply(
+        &self,
+        d: &mut Database,
+        reducer: &str,
+        args: ReducerArgs,
+        caller: Caller,
+        step: WorkflowStep,
+    ) -> Result<(), ItemError> {
+        let name = if step.item.ends_with(RESET) { self.config.reset_reducer.as_str() } else { reducer };
+        match d.call_step(name, args, caller, step) {
+            Ok(r) => r.outcome.error_message().map_or(Ok(()), |e| Err(ItemError::Refused(e))),
+            Err(e) => Err(ItemError::Refused(e.to_string())),
+        }
+    }
+
+    fn idle(&self) -> bool {
+        !self.at_head.load(Ordering::Acquire)
+    }
+
+    fn recount(&self, _: &Instance) -> Result<Option<BTreeMap<String, u64>>, RunnerError> {
+        Ok(None)
+    }
+}
+
+/// A live firehose instance of `database` (hex) from `from` (a cursor, or none: from now).
+fn live_instance(database: &str, caller: &str, config: &AtprotoConfig, from: Option<Value>) -> Instance {
+    let run = RunParams {
+        batch_size: config.batch_size,
+        delay_seconds: 0,
+        max_attempts: 3,
+        kind: Map::from_iter([("mode".to_string(), json!("live")), ("from".to_string(), from.unwrap_or(Value::Null))]),
+    };
+    Instance::new(
+        KIND,
+        database.to_string(),
+        caller.to_string(),
+        config.service.clone(),
+        config.record_reducer.clone(),
+        run,
+        None,
+        Map::new(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_times_parse() {
+        assert_eq!(super::parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(super::parse_rfc3339_ms("2026-12-02T01:27:44.123Z"), Some(1_796_174_864_123));
+        assert_eq!(super::parse_rfc3339_ms("2026-12-02T02:27:44.123456+01:00"), Some(1_796_174_864_123));
+        assert_eq!(super::parse_rfc3339_ms("2000-02-29T00:00:00.5Z"), Some(951_782_400_500));
+        assert_eq!(super::parse_rfc3339_ms("yesterday"), None);
+    }
+}
+
+/// The firehose instance of `database` still running, if any.
+pub fn running(runner: &Runner, database: &[u8; 32]) -> Option<Instance> {
+    runner.list(database).into_iter().find(|i| i.kind == KIND && !i.status.is_finished())
+}
+
+/// The newest firehose cursor of `database` (of its running instance, else of the latest one)
+/// and when it last advanced (milliseconds since the epoch).
+pub fn stored_cursor(runner: &Runner, database: &[u8; 32]) -> Option<(Value, u64)> {
+    let mut all: Vec<Instance> = runner.list(database).into_iter().filter(|i| i.kind == KIND).collect();
+    all.sort_by_key(|i| std::cmp::Reverse(i.started_at));
+    all.iter().find_map(|i| {
+        let c = i.cursor.clone().or_else(|| i.params.kind.get("from").cloned().filter(|v| !v.is_null()))?;
+        let at = c["advancedAt"].as_u64()?;
+        Some((c, at))
+    })
+}
+
+/// Starts (or restarts, keeping its cursor unless the service changed) the live consumer of
+/// `database` with `config`; the database owner's identity runs the reducers.
+pub fn start_live(
+    runner: &Arc<Runner>,
+    database: [u8; 32],
+    caller: [u8; 32],
+    config: &AtprotoConfig,
+) -> Result<Instance, RunnerError> {
+    let mut from = stored_cursor(runner, &database).map(|(c, _)| c);
+    if let Some(previous) = running(runner, &database) {
+        if previous.source_url != config.service {
+            from = None;
+        }
+        runner.terminate_and_wait(&previous.id, Duration::from_secs(30))?;
+    } else if runner
+        .list(&database)
+        .iter()
+        .filter(|i| i.kind == KIND)
+        .max_by_key(|i| i.started_at)
+        .is_some_and(|i| i.source_url != config.service)
+    {
+        from = None;
+    }
+    runner.start(live_instance(&hex_be(&database), &hex_be(&caller), config, from))
+}
+
+/// Stops the database's firehose (its section was removed).
+pub fn stop_live(runner: &Runner, database: &[u8; 32]) {
+    if let Some(i) = running(runner, database) {
+        let _ = runner.terminate_and_wait(&i.id, Duration::from_secs(30));
+    }
+}
+
+/// Replaces the live consumer with a catch_up from its stored cursor to the head (then live
+/// again); `None` when there is no cursor to start from.
+pub fn start_catch_up(
+    runner: &Arc<Runner>,
+    database: [u8; 32],
+    caller: [u8; 32],
+    config: &AtprotoConfig,
+    backfill_id: String,
+) -> Result<Option<Instance>, RunnerError> {
+    if let Some(previous) = running(runner, &database) {
+        runner.terminate_and_wait(&previous.id, Duration::from_secs(30))?;
+    }
+    let Some((from, _)) = stored_cursor(runner, &database) else { return Ok(None) };
+    let run = RunParams {
+        batch_size: config.batch_size,
+        delay_seconds: 0,
+        max_attempts: 3,
+        kind: Map::from_iter([
+            ("mode".to_string(), json!("catch_up")),
+            ("type".to_string(), json!("catch_up")),
+            ("from".to_string(), from),
+        ]),
+    };
+    let mut detail = Map::new();
+    detail.insert("backfillId".into(), json!(backfill_id));
+    let instance = Instance::new(
+        KIND,
+        hex_be(&database),
+        hex_be(&caller),
+        config.service.clone(),
+        config.record_reducer.clone(),
+        run,
+        None,
+        detail,
+    );
+    runner.start(instance).map(Some)
+}
