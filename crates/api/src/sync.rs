@@ -253,12 +253,13 @@ pub fn workflow_kinds() -> Vec<Arc<dyn KindSpec>> {
 }
 
 /// The same, with the firehose spec the runner binds itself to (a catch_up starts the live
-/// consumer when it reaches the head).
+/// consumer when it reaches the head); the full_sync kind shares its holds (live events of repos
+/// not yet re-read wait).
 pub fn workflow_kinds_with(firehose: Arc<epoch_sync_atproto::FirehoseSpec>) -> Vec<Arc<dyn KindSpec>> {
     vec![
         Arc::new(epoch_sync_objectstore::ResyncProjectionsSpec),
         Arc::new(epoch_sync_shadows::ForceSyncSpec),
-        Arc::new(epoch_sync_atproto::FullSyncSpec),
+        Arc::new(firehose.full_sync_spec()),
         firehose,
     ]
 }

@@ -37,6 +37,9 @@ pub struct Commit {
     pub seq: i64,
     pub repo: String,
     pub rev: String,
+    /// The signed commit (its block is in `blocks`).
+    #[serde(default)]
+    pub commit: Option<Cid>,
     #[serde(default)]
     pub since: Option<String>,
     #[serde(with = "serde_bytes")]
@@ -90,7 +93,7 @@ pub struct ErrorFrame {
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
-    Commit(Commit),
+    Commit(Box<Commit>),
     Sync(SyncEvent),
     Identity(AccountEvent),
     Account(AccountEvent),
@@ -107,6 +110,16 @@ impl Frame {
             Frame::Commit(c) => Some(c.seq),
             Frame::Sync(s) => Some(s.seq),
             Frame::Identity(a) | Frame::Account(a) => Some(a.seq),
+            _ => None,
+        }
+    }
+
+    /// The repo (account) the event is about, when it is about one.
+    pub fn did(&self) -> Option<&str> {
+        match self {
+            Frame::Commit(c) => Some(&c.repo),
+            Frame::Sync(s) => Some(&s.did),
+            Frame::Identity(a) | Frame::Account(a) => Some(&a.did),
             _ => None,
         }
     }
@@ -138,7 +151,7 @@ pub fn decode_frame(bytes: &[u8]) -> Result<Frame, DecodeError> {
             if c.ops.len() > MAX_OPS {
                 return Err(malformed(format!("a commit with more than {MAX_OPS} operations")));
             }
-            Frame::Commit(c)
+            Frame::Commit(Box::new(c))
         }
         Some("#sync") => Frame::Sync(from_ipld(body).map_err(malformed)?),
         Some("#identity") => Frame::Identity(from_ipld(body).map_err(malformed)?),

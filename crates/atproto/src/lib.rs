@@ -7,13 +7,15 @@
 //! - [`frame`]: `com.atproto.sync.subscribeRepos` frames (`#commit`, `#sync`, `#identity`,
 //!   `#account`, `#info`, errors);
 //! - [`repo`]: a repo's signed commit and its Merkle Search Tree, walked in key order;
-//! - [`value`]: records in the data model's JSON form (`$link`, `$bytes`).
+//! - [`value`]: records in the data model's JSON form (`$link`, `$bytes`);
+//! - [`signature`]: repo signing keys (`did:key` multibase) and commit signatures.
 //!
 //! Not for: talking to services or applying records (epoch-sync-atproto).
 
 pub mod car;
 pub mod frame;
 pub mod repo;
+pub mod signature;
 pub mod value;
 
 pub use car::{Car, DecodeError};

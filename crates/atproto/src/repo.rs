@@ -56,6 +56,8 @@ impl RepoRecord {
 pub struct Repo {
     pub did: String,
     pub rev: String,
+    /// The signed commit's CID (its block is in `car`).
+    pub commit: Cid,
     pub records: Vec<RepoRecord>,
     pub car: Car,
 }
@@ -126,7 +128,14 @@ impl Repo {
                 return Err(malformed("MST", "keys out of order"));
             }
         }
-        Ok(Self { did: commit.did, rev: commit.rev, records, car })
+        Ok(Self { did: commit.did, rev: commit.rev, commit: root, records, car })
+    }
+
+    /// Checks the commit's signature against the repo's signing key.
+    pub fn verify(&self, key: &crate::signature::PublicKey) -> Result<(), crate::signature::SignatureError> {
+        let block =
+            self.car.block(&self.commit).map_err(|e| crate::signature::SignatureError::Commit(e.to_string()))?;
+        crate::signature::verify_commit(block, key)
     }
 
     /// The record `r` as the data model's JSON.

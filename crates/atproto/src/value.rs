@@ -43,7 +43,7 @@ pub fn check_nesting(bytes: &[u8]) -> Result<(), DecodeError> {
                 let len = usize::try_from(arg).map_err(|_| bad("length"))?;
                 at = at.checked_add(len).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("truncated"))?;
             }
-            4 | 5 | 6 => {
+            4..=6 => {
                 let items = match major {
                     4 => arg,
                     5 => arg.checked_mul(2).ok_or_else(|| bad("length"))?,

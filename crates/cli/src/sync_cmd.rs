@@ -71,8 +71,8 @@ pub enum SyncCommand {
     Resume { id: String },
     /// End a workflow instance for good.
     Terminate { id: String },
-    /// Set the database's object store and/or device shadows source (owner only); sections
-    /// not named keep their settings.
+    /// Set the database's object store, device shadows and/or AT Protocol source (owner
+    /// only); sections not named keep their settings.
     Config(Box<ConfigArgs>),
     /// Let another identity run sync operations on the database (owner only).
     Grant {
@@ -120,6 +120,15 @@ pub struct ConfigArgs {
     /// Live shadow updates from this MQTT broker (mqtt://host:port).
     #[arg(long)]
     mqtt_url: Option<String>,
+    /// The AT Protocol source: a PDS or relay (https://…); starts the live firehose consumer.
+    #[arg(long)]
+    atproto_service: Option<String>,
+    /// A collection (NSID) to keep; repeat for more (default: every collection).
+    #[arg(long = "atproto-collection")]
+    atproto_collections: Vec<String>,
+    /// A member (DID) to sync; repeat for more (default: every repo the service lists).
+    #[arg(long = "atproto-member")]
+    atproto_members: Vec<String>,
 }
 
 /// Runs a sync command against `server` with the saved token and the admin key.
@@ -228,6 +237,9 @@ pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option
                 shadows_access_key_id,
                 shadows_secret_access_key,
                 mqtt_url,
+                atproto_service,
+                atproto_collections,
+                atproto_members,
             } = *args;
             let section = |pairs: [(&str, Option<String>); 5]| {
                 let fields: serde_json::Map<String, Value> =
@@ -254,8 +266,23 @@ pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option
             ]) {
                 body["deviceShadows"] = shadows;
             }
+            if let Some(service) = atproto_service {
+                let mut atproto = json!({"service": service});
+                if !atproto_collections.is_empty() {
+                    atproto["collections"] = json!(atproto_collections);
+                }
+                if !atproto_members.is_empty() {
+                    atproto["members"] = json!(atproto_members);
+                }
+                body["atproto"] = atproto;
+            } else if !atproto_collections.is_empty() || !atproto_members.is_empty() {
+                bail!("--atproto-collection and --atproto-member need --atproto-service");
+            }
             if body.as_object().is_some_and(|b| b.is_empty()) {
-                bail!("nothing to set: give --url (object store) or --shadows-endpoint / --mqtt-url (device shadows)");
+                bail!(
+                    "nothing to set: give --url (object store), --shadows-endpoint / --mqtt-url (device shadows) \
+                     or --atproto-service (AT Protocol)"
+                );
             }
             // PATCH: the sections named replace theirs; the others stay as they are.
             let v = answer(auth(http.patch(format!("{server}/v1/database/{database}/sync/config")).json(&body))?)?;

@@ -56,18 +56,42 @@ fn create_record(pds: &Pds, a: &Account, collection: &str, rkey: &str, record: V
 fn repo_records(pds: &Pds, accounts: &[&Account]) -> Vec<(String, String, Value)> {
     let mut out = Vec::new();
     for a in accounts {
-        let url = format!("{}/xrpc/com.atproto.repo.listRecords?repo={}&collection={POST}&limit=100", pds.url, a.did);
-        let v: Value = reqwest::blocking::get(url).unwrap().json().unwrap();
-        for r in v["records"].as_array().unwrap() {
-            out.push((
-                r["uri"].as_str().unwrap().to_string(),
-                r["cid"].as_str().unwrap().to_string(),
-                r["value"].clone(),
-            ));
+        let mut cursor = String::new();
+        loop {
+            let url = format!(
+                "{}/xrpc/com.atproto.repo.listRecords?repo={}&collection={POST}&limit=100&cursor={cursor}",
+                pds.url, a.did
+            );
+            let v: Value = reqwest::blocking::get(url).unwrap().json().unwrap();
+            for r in v["records"].as_array().unwrap() {
+                out.push((
+                    r["uri"].as_str().unwrap().to_string(),
+                    r["cid"].as_str().unwrap().to_string(),
+                    r["value"].clone(),
+                ));
+            }
+            match v["cursor"].as_str() {
+                Some(c) if !v["records"].as_array().unwrap().is_empty() => cursor = c.to_string(),
+                _ => break,
+            }
         }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
+}
+
+/// What differs between the table and the repos (at most ten rows each way), for messages.
+fn differences(table: &[(String, String, Value)], repos: &[(String, String, Value)]) -> String {
+    let only = |a: &[(String, String, Value)], b: &[(String, String, Value)]| -> Vec<String> {
+        a.iter().filter(|r| !b.contains(r)).take(10).map(|(uri, _, v)| format!("{uri} {v}")).collect()
+    };
+    format!(
+        "{} rows in the table, {} in the repos; only in the table: {:?}; only in the repos: {:?}",
+        table.len(),
+        repos.len(),
+        only(table, repos),
+        only(repos, table)
+    )
 }
 
 struct Epoch {
@@ -152,7 +176,7 @@ impl Epoch {
             if table == repos {
                 return;
             }
-            assert!(Instant::now() < deadline, "the table never caught up with the repos:\n{table:?}\n{repos:?}");
+            assert!(Instant::now() < deadline, "the table never caught up: {}", differences(&table, &repos));
             std::thread::sleep(Duration::from_millis(200));
         }
     }
@@ -338,4 +362,267 @@ fn full_sync_backfill_makes_the_table_equal_to_the_repos() {
     assert_eq!(status, 202, "{started}");
     epoch.wait(started["id"].as_str().unwrap());
     assert_eq!(epoch.table(), repo_records(&pds, &accounts_ref));
+}
+
+/// Creates records `p{from}`..`p{to}` in `a`'s repo, 50 to a commit (`applyWrites`).
+fn create_many(pds: &Pds, a: &Account, range: std::ops::Range<usize>) {
+    for chunk in range.collect::<Vec<_>>().chunks(50) {
+        let writes: Vec<Value> = chunk
+            .iter()
+            .map(|i| {
+                json!({"$type": "com.atproto.repo.applyWrites#create", "collection": POST, "rkey": format!("p{i:03}"),
+                       "value": {"$type": POST, "text": format!("post {i}"), "n": i}})
+            })
+            .collect();
+        xrpc(
+            pds,
+            "com.atproto.repo.applyWrites",
+            Some(&a.jwt),
+            json!({"repo": a.did, "writes": writes, "validate": false}),
+        );
+    }
+}
+
+impl Epoch {
+    /// How many times `ingest_record` has run (the fixture counts each call).
+    fn records_ingested(&self) -> u64 {
+        let q = "SELECT applied FROM ingest_stats WHERE source = 'record'";
+        let (status, body) = self.server.sql(Some(&self.owner), "forum", q);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()[0]["rows"][0][0].as_u64().unwrap_or(0)
+    }
+
+    /// Polls backfill `id` until `ready` holds for its progress (or it ended); returns it.
+    fn poll_until(&self, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, v) = self.admin("GET", &format!("/api/admin/backfill/{id}"), None);
+            assert_eq!(status, 200, "{v}");
+            if ready(&v) || v["status"] != "in_progress" {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "backfill {id}: {v}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A full_sync resets each repo and ingests it from one snapshot; live events of a repo it has
+/// not finished wait and are applied after it, so a delete or an update made meanwhile is not
+/// undone by the snapshot. Driven through the CLI (`sync config`, `sync backfill --follow`).
+#[test]
+fn live_events_during_a_full_sync_wait_for_their_repo() {
+    let Some(pds) = Pds::require() else { return };
+    let mut accounts: Vec<Account> = ["dora", "emil", "fay"].iter().map(|n| create_account(&pds, n)).collect();
+    accounts.sort_by(|a, b| a.did.cmp(&b.did));
+    // The first repo in DID order is re-read first, and is long: the live events made while it
+    // is read reach the firehose well before the full_sync reaches the records they touch.
+    create_many(&pds, &accounts[0], 0..1500);
+    for a in &accounts[1..] {
+        create_many(&pds, a, 0..5);
+    }
+    let epoch = Epoch::start();
+    let cfg = epoch.dir.0.join("cli.json");
+    std::fs::write(&cfg, json!({"tokens": {epoch.server.url.clone(): epoch.owner.clone()}}).to_string()).unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_epoch"))
+            .args(["--server", &epoch.server.url, "--config"])
+            .arg(&cfg)
+            .args(args)
+            .env("EPOCH_ADMIN_API_KEY", KEY)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let finish = |child: std::process::Child| {
+        let out = child.wait_with_output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+        (out.status.success(), text(&out.stdout), text(&out.stderr))
+    };
+    let (ok, out, err) = finish(cli(&[
+        "sync",
+        "config",
+        "--database",
+        "forum",
+        "--atproto-service",
+        &pds.url,
+        "--atproto-collection",
+        POST,
+    ]));
+    assert!(ok && out.contains("\"collections\""), "{out}{err}");
+    // One record a batch, so the first repo takes a while.
+    let slow = json!({"atproto": {"service": pds.url, "collections": [POST], "batchSize": 1}});
+    assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&slow)).0, 200);
+
+    let mut follow = cli(&["sync", "backfill", "--database", "forum", "--force", "full_sync", "--follow"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let id = loop {
+        if follow.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            let _ = follow.kill();
+            panic!("the CLI ended before its backfill was seen: {:?}", finish(follow));
+        }
+        let (_, list) = epoch.admin("GET", "/v1/database/forum/sync/workflows", None);
+        let found = list["instances"].as_array().into_iter().flatten().find_map(|i| i["backfillId"].as_str());
+        if let Some(id) = found {
+            break id.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let progress = epoch.poll_until(&id, |v| v["recordsApplied"].as_u64() >= Some(30));
+    assert_eq!(progress["status"], "in_progress", "the first repo is still being ingested: {progress}");
+    // In the repo being re-read: a record not yet ingested is deleted, another updated, one added.
+    let first = &accounts[0];
+    xrpc(
+        &pds,
+        "com.atproto.repo.deleteRecord",
+        Some(&first.jwt),
+        json!({"repo": first.did, "collection": POST, "rkey": "p1499"}),
+    );
+    xrpc(
+        &pds,
+        "com.atproto.repo.putRecord",
+        Some(&first.jwt),
+        json!({"repo": first.did, "collection": POST, "rkey": "p1498", "record": {"$type": POST, "text": "edited meanwhile", "n": 1498}, "validate": false}),
+    );
+    create_record(&pds, first, POST, "p9000", json!({"$type": POST, "text": "added meanwhile", "n": 9000}));
+    // And in a repo not reached yet.
+    xrpc(
+        &pds,
+        "com.atproto.repo.deleteRecord",
+        Some(&accounts[2].jwt),
+        json!({"repo": accounts[2].did, "collection": POST, "rkey": "p004"}),
+    );
+
+    let (ok, out, err) = finish(follow);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("{id}: complete (full_sync)")), "{out}");
+    let refs: Vec<&Account> = accounts.iter().collect();
+    epoch.wait_equal(&pds, &refs);
+    let table = epoch.table();
+    assert!(table.iter().all(|(uri, _, _)| !uri.ends_with("/p1499")), "the delete made meanwhile stands");
+}
+
+/// SIGKILL mid-backfill and mid-firehose: after each restart the work resumes, the table ends
+/// equal to the repos, and `ingest_record` ran once per record (the fixture counts its calls).
+#[test]
+fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
+    let Some(pds) = Pds::require() else { return };
+    let accounts: Vec<Account> = ["gus", "hal", "ivy"].iter().map(|n| create_account(&pds, n)).collect();
+    for a in &accounts {
+        create_many(&pds, a, 0..150);
+    }
+    let refs: Vec<&Account> = accounts.iter().collect();
+    let mut epoch = Epoch::start();
+    let slow = json!({"atproto": {"service": pds.url, "collections": [POST], "batchSize": 2, "requestsPerSecond": 1}});
+    assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&slow)).0, 200);
+    let (status, started) = epoch.admin("POST", "/api/admin/backfill", None);
+    assert_eq!((status, started["type"].as_str()), (202, Some("full_sync")), "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    for at in [60, 250] {
+        let progress = epoch.poll_until(&id, |v| v["recordsApplied"].as_u64() >= Some(at));
+        assert_eq!(progress["status"], "in_progress", "killed mid-backfill: {progress}");
+        epoch = epoch.restart_after(|| {});
+    }
+    let done = epoch.wait(&id);
+    assert_eq!(done["status"], "complete", "{done}");
+    let (table, repos) = (epoch.table(), repo_records(&pds, &refs));
+    assert!(table == repos, "{}", differences(&table, &repos));
+    assert_eq!(epoch.records_ingested(), 450, "each record of the full_sync once");
+
+    // The live consumer, killed twice while records are being created.
+    let writer = {
+        let (url, jwts): (String, Vec<(String, String)>) =
+            (pds.url.clone(), accounts.iter().map(|a| (a.did.clone(), a.jwt.clone())).collect());
+        std::thread::spawn(move || {
+            for i in 0..150 {
+                let (did, jwt) = &jwts[i % 3];
+                let body = json!({"repo": did, "collection": POST, "rkey": format!("q{i:03}"), "record": {"$type": POST, "text": format!("live {i}")}, "validate": false});
+                let r = reqwest::blocking::Client::new()
+                    .post(format!("{url}/xrpc/com.atproto.repo.createRecord"))
+                    .bearer_auth(jwt)
+                    .json(&body)
+                    .send()
+                    .unwrap();
+                assert!(r.status().is_success());
+            }
+        })
+    };
+    for pause in [700, 900] {
+        std::thread::sleep(Duration::from_millis(pause));
+        epoch = epoch.restart_after(|| {});
+    }
+    writer.join().unwrap();
+    epoch.wait_equal(&pds, &refs);
+    assert_eq!(epoch.records_ingested(), 600, "each live create once");
+
+    // Kills in the middle of the firehose's batches: 2,000 records made while the server is
+    // down are replayed in batches of 200, and the server is killed as soon as a batch ends
+    // (the next one is then in flight) until a restart finds a batch half applied.
+    let big = json!({"atproto": {"service": pds.url, "collections": [POST], "batchSize": 200}});
+    assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&big)).0, 200);
+    std::thread::sleep(Duration::from_millis(500));
+    epoch = epoch.restart_after(|| {
+        for (n, a) in accounts.iter().enumerate() {
+            create_many(&pds, a, 1000 + n * 1000..1000 + n * 1000 + 666 + 2 * usize::from(n == 0));
+        }
+    });
+    let firehose = |epoch: &Epoch| -> Value {
+        let (_, list) = epoch.admin("GET", "/v1/database/forum/sync/workflows", None);
+        let running = list["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["kind"] == "atproto-firehose" && i["status"] == "running")
+            .cloned();
+        running.unwrap_or(Value::Null)
+    };
+    let mut kills = 0;
+    let mut recovered = 0;
+    while kills < 12 && !(recovered > 0 && kills >= 2) {
+        let seen = firehose(&epoch)["done"].clone();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while firehose(&epoch)["done"] == seen && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if Instant::now() >= deadline {
+            break; // caught up
+        }
+        epoch = epoch.restart_after(|| {});
+        kills += 1;
+        recovered = firehose(&epoch)["recovered"].as_u64().unwrap_or(0).max(recovered);
+    }
+    epoch.wait_equal(&pds, &refs);
+    recovered = firehose(&epoch)["recovered"].as_u64().unwrap_or(0).max(recovered);
+    assert_eq!(epoch.records_ingested(), 2600, "each replayed record once, after {kills} kills");
+    assert!(recovered > 0, "some kill interrupted a batch ({kills} kills)");
+}
+
+/// A firehose cursor ahead of the service (it was reset: its sequence starts again) makes a
+/// catch_up fail with the relay's `FutureCursor`, reported in the progress.
+#[test]
+fn a_cursor_from_the_future_is_reported() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Some(pds) = Pds::start_on(Some(port)) else {
+        common::services::missing("the AT Protocol PDS (@atproto/dev-env on Node 22)", "EPOCH_REQUIRE_PDS");
+        return;
+    };
+    let account = create_account(&pds, "jan");
+    let epoch = Epoch::start();
+    let config = json!({"atproto": {"service": pds.url, "collections": [POST]}});
+    assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&config)).0, 200);
+    std::thread::sleep(Duration::from_millis(500)); // the consumer connects
+    create_many(&pds, &account, 0..20);
+    epoch.wait_equal(&pds, &[&account]);
+    // The service starts again from nothing, on the same address.
+    let epoch = epoch.restart_after(|| {
+        drop(pds);
+    });
+    let pds = Pds::start_on(Some(port)).expect("the PDS starts again");
+    let (status, started) = epoch.admin("POST", "/api/admin/backfill?force=catch_up", None);
+    assert_eq!((status, started["type"].as_str()), (202, Some("catch_up")), "{started}");
+    let done = epoch.wait(started["id"].as_str().unwrap());
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(done["errors"].to_string().contains("FutureCursor"), "{done}");
+    drop(pds);
 }

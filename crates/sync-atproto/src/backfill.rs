@@ -17,6 +17,8 @@ use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
 use crate::config::AtprotoConfig;
+use crate::holds::{HoldGuard, Holds};
+use crate::identity::Keys;
 use crate::xrpc::{Xrpc, XrpcError};
 use epoch_atproto::Repo;
 
@@ -25,8 +27,12 @@ pub const KIND: &str = "atproto-full-sync";
 /// The item that resets a repo before its records are ingested again.
 const RESET: &str = "#reset";
 
-/// The kind as the runner knows it.
-pub struct FullSyncSpec;
+/// The kind as the runner knows it. It shares [`Holds`] with the firehose kind, which holds
+/// back live events of the repos it has not re-read yet.
+#[derive(Default)]
+pub struct FullSyncSpec {
+    pub(crate) holds: Arc<Holds>,
+}
 
 impl KindSpec for FullSyncSpec {
     fn name(&self) -> &'static str {
@@ -66,17 +72,41 @@ impl KindSpec for FullSyncSpec {
             Xrpc::new(&config.service, config.requests_per_second).map_err(|e| RunnerError::Source(e.to_string()))?;
         let members: Vec<String> =
             serde_json::from_value(i.detail.get("members").cloned().unwrap_or_default()).unwrap_or_default();
-        Ok(Arc::new(FullSync { xrpc, config, members, current: Mutex::new(None) }))
+        // The repos not yet done (from the cursor's, on a resumed run) hold their live events.
+        let from = i.cursor.as_ref().and_then(|c| c["did"].as_str()).unwrap_or_default();
+        let guard = self.holds.begin(&i.database, members.iter().filter(|m| m.as_str() >= from).cloned());
+        let keys = config.plc.as_deref().map(Keys::new).transpose().map_err(|e| RunnerError::Source(e.to_string()))?;
+        Ok(Arc::new(FullSync {
+            keys,
+            xrpc,
+            config,
+            members,
+            current: Mutex::new(None),
+            database: i.database.clone(),
+            snapshot_revs: Mutex::new(BTreeMap::new()),
+            _holds: guard,
+        }))
     }
 }
 
+/// What reading one repo gave.
+type RepoRead = Result<Arc<Repo>, ItemError>;
+
 /// A running full sync.
 struct FullSync {
+    /// Signing keys, when the configuration names a PLC directory: each repo's commit is checked.
+    keys: Option<Keys>,
     xrpc: Xrpc,
     config: AtprotoConfig,
     members: Vec<String>,
     /// The repo being ingested (its DID and what reading it gave).
-    current: Mutex<Option<(String, Result<Arc<Repo>, ItemError>)>>,
+    current: Mutex<Option<(String, RepoRead)>>,
+    /// The database (hex), for [`Holds`].
+    database: String,
+    /// The `rev` of each repo as read, until the firehose is told it is done.
+    snapshot_revs: Mutex<BTreeMap<String, String>>,
+    /// Keeps the members' live events held until each is done, or this run ends.
+    _holds: HoldGuard,
 }
 
 impl FullSync {
@@ -97,14 +127,29 @@ impl FullSync {
             })
             .and_then(|bytes| Repo::decode(&bytes).map_err(|e| ItemError::Invalid(format!("the repo of {did}: {e}"))))
             .and_then(|repo| {
-                if repo.did == did {
-                    Ok(Arc::new(repo))
-                } else {
-                    Err(ItemError::Invalid(format!("getRepo for {did} returned the repo of {}", repo.did)))
+                if repo.did != did {
+                    return Err(ItemError::Invalid(format!("getRepo for {did} returned the repo of {}", repo.did)));
                 }
+                if let Some(keys) = &self.keys {
+                    crate::untrusted(did, &repo, keys)?;
+                }
+                Ok(Arc::new(repo))
             });
+        if let Ok(repo) = &read {
+            self.snapshot_revs.lock().insert(did.to_string(), repo.rev.clone());
+        }
         *current = Some((did.to_string(), read.clone()));
         read
+    }
+
+    /// Every item of `did` is applied: its held live events may go, newer than its snapshot.
+    fn finished(&self, did: &str) {
+        let rev = self.snapshot_revs.lock().remove(did);
+        self.holds().finish_repo(&self.database, did, rev.as_deref());
+    }
+
+    fn holds(&self) -> &Holds {
+        self._holds.holds()
     }
 
     fn kept(&self, collection: &str) -> bool {
@@ -134,9 +179,14 @@ impl Kind for FullSync {
             }
             None => (0, None),
         };
+        // Every repo before the cursor's is done (the cursor is the last item applied).
+        for did in &self.members[..did_at] {
+            self.finished(did);
+        }
         let mut out = Vec::with_capacity(size);
         while out.len() < size && did_at < self.members.len() {
             let did = &self.members[did_at];
+            let listed_before = out.len();
             if after.is_none() {
                 out.push(item(did, RESET));
             }
@@ -151,6 +201,10 @@ impl Kind for FullSync {
                     }
                     out.push(item(did, &r.key()));
                 }
+            }
+            if out.len() == listed_before {
+                // Nothing of this repo is left to apply.
+                self.finished(did);
             }
             did_at += 1;
             after = None;

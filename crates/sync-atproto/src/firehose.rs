@@ -26,7 +26,10 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 
+use crate::backfill::FullSyncSpec;
 use crate::config::AtprotoConfig;
+use crate::holds::Holds;
+use crate::identity::{Keys, ResolveError};
 use crate::xrpc::Xrpc;
 
 /// The kind's name, as instances show it.
@@ -38,6 +41,8 @@ pub const HEAD_QUIET: Duration = Duration::from_secs(1);
 /// Reconnect backoff.
 pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// The most events held back for repos under a full_sync (past it, the stream waits).
+pub const MAX_HELD_FRAMES: usize = 16_384;
 /// The most repos whose last `rev` the cursor keeps (past it, the rev check is skipped for
 /// new repos, with a warning).
 pub const MAX_TRACKED_REPOS: usize = 100_000;
@@ -49,12 +54,19 @@ const RESET: &str = "#reset";
 #[derive(Default)]
 pub struct FirehoseSpec {
     runner: OnceLock<Weak<Runner>>,
+    holds: Arc<Holds>,
 }
 
 impl FirehoseSpec {
     /// Lets catch_up instances hand over to live ones.
     pub fn bind(&self, runner: &Arc<Runner>) {
         let _ = self.runner.set(Arc::downgrade(runner));
+    }
+
+    /// The full_sync kind of the same server: the live events of the repos it has not
+    /// re-read yet are held back by this kind's instances.
+    pub fn full_sync_spec(&self) -> FullSyncSpec {
+        FullSyncSpec { holds: self.holds.clone() }
     }
 }
 
@@ -72,7 +84,7 @@ impl KindSpec for FirehoseSpec {
     }
 
     fn validate_config(&self, config: &mut Map<String, Value>, cx: &ConfigContext<'_>) -> Result<(), String> {
-        crate::backfill::FullSyncSpec.validate_config(config, cx)
+        self.full_sync_spec().validate_config(config, cx)
     }
 
     /// One firehose instance per database at a time.
@@ -88,7 +100,9 @@ impl KindSpec for FirehoseSpec {
         let xrpc =
             Xrpc::new(&config.service, config.requests_per_second).map_err(|e| RunnerError::Source(e.to_string()))?;
         let reader = Reader::start(&config.service, cursor.seq);
+        let keys = config.plc.as_deref().map(Keys::new).transpose().map_err(|e| RunnerError::Source(e.to_string()))?;
         Ok(Arc::new(Firehose {
+            keys,
             catch_up: i.param_str("mode") == Some("catch_up"),
             members: config.members.clone(),
             config,
@@ -101,6 +115,9 @@ impl KindSpec for FirehoseSpec {
             database: i.database.clone(),
             caller: i.caller.clone(),
             backfill_id: i.detail.get("backfillId").and_then(Value::as_str).map(str::to_string),
+            holds: self.holds.clone(),
+            held: Mutex::new(Held::default()),
+            listed_seq: Mutex::new(cursor.seq),
         }))
     }
 }
@@ -221,6 +238,8 @@ async fn follow(
 
 /// A running firehose instance.
 struct Firehose {
+    /// Signing keys, when the configuration names a PLC directory: each commit is checked.
+    keys: Option<Keys>,
     catch_up: bool,
     config: AtprotoConfig,
     members: Option<Vec<String>>,
@@ -235,9 +254,41 @@ struct Firehose {
     caller: String,
     /// The backfill this instance is (a catch_up), if any.
     backfill_id: Option<String>,
+    /// Which repos a full_sync is re-reading (their events wait in `held`).
+    holds: Arc<Holds>,
+    held: Mutex<Held>,
+    /// The newest event listed (applied, skipped or held).
+    listed_seq: Mutex<Option<i64>>,
+}
+
+/// Events held back while their repo is re-read by a full_sync, in order per repo.
+#[derive(Default)]
+struct Held {
+    by_repo: BTreeMap<String, Vec<Frame>>,
+    frames: usize,
+}
+
+impl Held {
+    /// The oldest event held.
+    fn first_seq(&self) -> Option<i64> {
+        self.by_repo.values().filter_map(|f| f.first().and_then(Frame::seq)).min()
+    }
 }
 
 impl Firehose {
+    /// Checks a commit's signature against its repo's key, when keys are checked.
+    fn verify(&self, c: &epoch_atproto::frame::Commit, blocks: &Car) -> Result<(), ItemError> {
+        let Some(keys) = &self.keys else { return Ok(()) };
+        let cid = c.commit.ok_or_else(|| ItemError::Invalid(format!("commit {} names no commit block", c.seq)))?;
+        let block = blocks.block(&cid).map_err(|e| ItemError::Invalid(format!("commit {}: {e}", c.seq)))?;
+        let key = keys.key(&c.repo).map_err(|e| match e {
+            ResolveError::Unreachable { .. } => ItemError::Source(e.to_string()),
+            ResolveError::NoKey { .. } => ItemError::Invalid(e.to_string()),
+        })?;
+        epoch_atproto::signature::verify_commit(block, &key)
+            .map_err(|e| ItemError::Invalid(format!("commit {} of {}: {e}", c.seq, c.repo)))
+    }
+
     fn member(&self, did: &str) -> bool {
         self.members
             .as_ref()
@@ -250,9 +301,57 @@ impl Firehose {
 
     /// The cursor after event `seq`, emitted at `time` (RFC 3339; now when unknown): its age is
     /// the age of the newest event applied, however long ago it was applied or saved.
-    fn cursor(&self, seq: i64, time: Option<&str>) -> Value {
+    /// Its `seq` stays before the oldest event held, so a restart reads held events again.
+    fn cursor(&self, time: Option<&str>) -> Value {
         let at = time.and_then(parse_rfc3339_ms).unwrap_or_else(epoch_sync::now_ms);
+        let listed = *self.listed_seq.lock();
+        let seq = match (listed, self.held.lock().first_seq()) {
+            (Some(l), Some(h)) => Some(l.min(h - 1)),
+            (l, _) => l,
+        };
         json!({ "seq": seq, "advancedAt": at, "revs": *self.revs.lock() })
+    }
+
+    /// Lets go of the held events of repos a full_sync has finished: each repo's `rev` becomes
+    /// its snapshot's, and its held events are listed in order (those not newer are skipped).
+    fn release(&self, out: &mut Vec<Item>) -> Result<(), ListError> {
+        let ready: Vec<String> = {
+            let held = self.held.lock();
+            held.by_repo.keys().filter(|did| !self.holds.holding(&self.database, did)).cloned().collect()
+        };
+        // After the check above: every repo found done has its rev here.
+        for (did, rev) in self.holds.take_finished(&self.database) {
+            let newer = self.revs.lock().get(&did).is_none_or(|old| old.as_str() < rev.as_str());
+            if newer {
+                self.set_rev(&did, &rev);
+            }
+        }
+        for did in ready {
+            let frames = {
+                let mut held = self.held.lock();
+                let frames = held.by_repo.remove(&did).unwrap_or_default();
+                held.frames -= frames.len();
+                frames
+            };
+            tracing::debug!(did, events = frames.len(), "firehose: applying events held during a full_sync");
+            for frame in frames {
+                self.items_of(frame, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds `frame` back when a full_sync is re-reading its repo (or earlier events of the
+    /// repo wait already); gives it back otherwise.
+    fn hold(&self, frame: Frame) -> Option<Frame> {
+        let Some(did) = frame.did().filter(|d| self.member(d)) else { return Some(frame) };
+        let mut held = self.held.lock();
+        if !held.by_repo.contains_key(did) && !self.holds.holding(&self.database, did) {
+            return Some(frame);
+        }
+        held.by_repo.entry(did.to_string()).or_default().push(frame);
+        held.frames += 1;
+        None
     }
 
     /// Items that re-read `did`'s repo whole: a reset, then every kept record.
@@ -265,8 +364,14 @@ impl Firehose {
             }
         };
         let repo = Repo::decode(&bytes).map_err(|e| ListError(format!("the repo of {did}: {e}")))?;
+        if let Some(keys) = &self.keys {
+            if let Err(e) = crate::untrusted(did, &repo, keys) {
+                out.push(refused(format!("{seq}/{did}{RESET}"), self.cursor(None), e));
+                return Ok(());
+            }
+        }
         self.set_rev(did, &repo.rev);
-        let cursor = self.cursor(seq, None);
+        let cursor = self.cursor(None);
         out.push(Item { key: format!("{seq}/{did}{RESET}"), cursor: with_args(&cursor, json!([did])) });
         for r in repo.records.iter().filter(|r| self.kept(&r.collection)) {
             let record = repo.record_json(r).map_err(|e| ListError(e.to_string()))?;
@@ -301,8 +406,14 @@ impl Firehose {
                     return self.refetch(c.seq, &c.repo, out);
                 }
                 let blocks = Car::decode(&c.blocks).map_err(|e| ListError(format!("commit {}: {e}", c.seq)))?;
+                if let Err(e) = self.verify(&c, &blocks) {
+                    // Not applied; the repo is read again (and checked) at its next event.
+                    self.revs.lock().insert(c.repo.clone(), String::new());
+                    out.push(refused(format!("{}/{}#commit", c.seq, c.repo), self.cursor(Some(&c.time)), e));
+                    return Ok(());
+                }
                 self.set_rev(&c.repo, &c.rev);
-                let cursor = self.cursor(c.seq, Some(&c.time));
+                let cursor = self.cursor(Some(&c.time));
                 for op in &c.ops {
                     let Some((collection, rkey)) = op.path.split_once('/') else { continue };
                     if !self.kept(collection) {
@@ -325,8 +436,15 @@ impl Firehose {
                 Ok(())
             }
             Frame::Sync(s) if self.member(&s.did) => self.refetch(s.seq, &s.did, out),
+            Frame::Identity(a) => {
+                // The repo's key may have changed: resolve it again at its next commit.
+                if let Some(keys) = &self.keys {
+                    keys.forget(&a.did);
+                }
+                Ok(())
+            }
             Frame::Account(a) if self.member(&a.did) && a.active == Some(false) => {
-                let cursor = self.cursor(a.seq, None);
+                let cursor = self.cursor(None);
                 out.push(Item {
                     key: format!("{}/{}{RESET}", a.seq, a.did),
                     cursor: with_args(&cursor, json!([a.did])),
@@ -430,6 +548,13 @@ pub fn parse_rfc3339_ms(t: &str) -> Option<u64> {
     u64::try_from(secs * 1000 + millis).ok()
 }
 
+/// An item that is not applied, failing with `why` (a commit whose signature did not verify).
+fn refused(key: String, cursor: Value, why: ItemError) -> Item {
+    let mut cursor = cursor;
+    cursor["refused"] = json!(why.to_string());
+    Item { key, cursor }
+}
+
 /// The cursor of an item, with the reducer arguments it applies.
 fn with_args(cursor: &Value, args: Value) -> Value {
     let mut c = cursor.clone();
@@ -441,16 +566,27 @@ impl Kind for Firehose {
     fn next_batch(&self, i: &Instance) -> Result<Vec<Item>, ListError> {
         let size = i.params.batch_size.max(1) as usize;
         let mut out = Vec::new();
+        self.release(&mut out)?;
         let rx = self.reader.rx.lock();
         let deadline = Instant::now() + Duration::from_millis(200);
-        while out.len() < size {
+        // Past MAX_HELD_FRAMES the stream waits for the full_sync (back-pressure).
+        while out.len() < size && self.held.lock().frames < MAX_HELD_FRAMES {
             let wait = deadline.saturating_duration_since(Instant::now());
             let event = match rx.recv_timeout(wait) {
                 Ok(e) => e,
                 Err(_) => break,
             };
             match event {
-                Event::Frame(frame) => self.items_of(*frame, &mut out)?,
+                Event::Frame(frame) => {
+                    if let Some(seq) = frame.seq() {
+                        let mut listed = self.listed_seq.lock();
+                        debug_assert!(listed.is_none_or(|l| l < seq), "firehose events come in seq order");
+                        *listed = Some(seq);
+                    }
+                    if let Some(frame) = self.hold(*frame) {
+                        self.items_of(frame, &mut out)?;
+                    }
+                }
                 Event::Fatal(e) => return Err(ListError(e)),
             }
         }
@@ -466,7 +602,13 @@ impl Kind for Firehose {
     }
 
     fn arguments(&self, _: &Instance, items: &[Item]) -> Vec<Result<ReducerArgs, ItemError>> {
-        items.iter().map(|item| Ok(ReducerArgs::Json(item.cursor["args"].to_string()))).collect()
+        items
+            .iter()
+            .map(|item| match item.cursor["refused"].as_str() {
+                Some(why) => Err(ItemError::Invalid(why.to_string())),
+                None => Ok(ReducerArgs::Json(item.cursor["args"].to_string())),
+            })
+            .collect()
     }
 
     fn apply(
@@ -511,18 +653,6 @@ fn live_instance(database: &str, caller: &str, config: &AtprotoConfig, from: Opt
         None,
         Map::new(),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn event_times_parse() {
-        assert_eq!(super::parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(super::parse_rfc3339_ms("2026-12-02T01:27:44.123Z"), Some(1_796_174_864_123));
-        assert_eq!(super::parse_rfc3339_ms("2026-12-02T02:27:44.123456+01:00"), Some(1_796_174_864_123));
-        assert_eq!(super::parse_rfc3339_ms("2000-02-29T00:00:00.5Z"), Some(951_782_400_500));
-        assert_eq!(super::parse_rfc3339_ms("yesterday"), None);
-    }
 }
 
 /// The firehose instance of `database` still running, if any.
@@ -611,4 +741,16 @@ pub fn start_catch_up(
         detail,
     );
     runner.start(instance).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn event_times_parse() {
+        assert_eq!(super::parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
+        assert_eq!(super::parse_rfc3339_ms("2026-12-02T01:27:44.123Z"), Some(1_796_174_864_123));
+        assert_eq!(super::parse_rfc3339_ms("2026-12-02T02:27:44.123456+01:00"), Some(1_796_174_864_123));
+        assert_eq!(super::parse_rfc3339_ms("2000-02-29T00:00:00.5Z"), Some(951_782_400_500));
+        assert_eq!(super::parse_rfc3339_ms("yesterday"), None);
+    }
 }

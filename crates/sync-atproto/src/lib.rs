@@ -9,15 +9,31 @@
 //! - [`xrpc`]: `listRepos` and `getRepo`, throttled;
 //! - [`config`]: the `atproto` section of a sync configuration;
 //! - [`backfill`]: the `atproto-full-sync` workflow kind (every member's repo, whole);
-//! - [`firehose`]: the `atproto-firehose` kind (the live consumer, and catch_up).
+//! - [`firehose`]: the `atproto-firehose` kind (the live consumer, and catch_up);
+//! - [`holds`]: live events held back while a full_sync re-reads their repo;
+//! - [`identity`]: repo signing keys from DIDs (PLC, `did:web`), to check commit signatures.
 //!
 //! Not for: running workflows (epoch-sync's runner does), HTTP routes (epoch-api).
 
 pub mod backfill;
 pub mod config;
 pub mod firehose;
+pub mod holds;
+pub mod identity;
 pub mod xrpc;
 
 pub use backfill::{start_full_sync, FullSyncSpec, KIND as ATPROTO_FULL_SYNC};
 pub use config::AtprotoConfig;
+pub use identity::Keys;
+
+/// Why a repo's signature could not be trusted, as an item error: an unreachable directory is
+/// the source's fault (retried), a missing key or a bad signature the data's.
+pub(crate) fn untrusted(did: &str, repo: &epoch_atproto::Repo, keys: &Keys) -> Result<(), epoch_sync::ItemError> {
+    use epoch_sync::ItemError;
+    let key = keys.key(did).map_err(|e| match e {
+        identity::ResolveError::Unreachable { .. } => ItemError::Source(e.to_string()),
+        identity::ResolveError::NoKey { .. } => ItemError::Invalid(e.to_string()),
+    })?;
+    repo.verify(&key).map_err(|e| ItemError::Invalid(format!("the repo of {did}: {e}")))
+}
 pub use firehose::{FirehoseSpec, KIND as ATPROTO_FIREHOSE};

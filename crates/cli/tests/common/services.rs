@@ -143,6 +143,12 @@ pub struct Pds {
 
 impl Pds {
     pub fn start() -> Option<Self> {
+        Self::start_on(None)
+    }
+
+    /// Starts a PDS on `port` (any free port when `None`): a second PDS on the port of one
+    /// that was dropped is the same service started afresh (its sequence from 1 again).
+    pub fn start_on(port: Option<u16>) -> Option<Self> {
         use std::io::BufRead;
         let home = std::env::var("HOME").ok()?;
         let node = std::env::var("EPOCH_NODE22")
@@ -157,6 +163,7 @@ impl Pds {
         let mut child = Command::new(node)
             .arg(script)
             .env("NODE_PATH", &modules)
+            .env("PDS_PORT", port.map(|p| p.to_string()).unwrap_or_default())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(if std::env::var_os("EPOCH_TEST_STDERR").is_some() { Stdio::inherit() } else { Stdio::null() })
