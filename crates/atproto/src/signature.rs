@@ -46,6 +46,26 @@ impl PublicKey {
             _ => Err(SignatureError::Key("neither a secp256k1 nor a P-256 key".into())),
         }
     }
+
+    /// From a DID document's verification method: `Multikey` (a multicodec-prefixed key, as
+    /// [`parse`](Self::parse) takes), or the older `EcdsaSecp256k1VerificationKey2019` and
+    /// `EcdsaSecp256r1VerificationKey2019`, whose multibase holds the bare compressed point.
+    pub fn from_verification_method(kind: &str, multibase: &str) -> Result<Self, SignatureError> {
+        let bare = || -> Result<Vec<u8>, SignatureError> {
+            let (_, bytes) = multibase::decode(multibase).map_err(|e| SignatureError::Key(e.to_string()))?;
+            Ok(bytes)
+        };
+        let bad = |e: &dyn std::fmt::Display| SignatureError::Key(e.to_string());
+        match kind {
+            "EcdsaSecp256k1VerificationKey2019" => {
+                k256::ecdsa::VerifyingKey::from_sec1_bytes(&bare()?).map(Self::K256).map_err(|e| bad(&e))
+            }
+            "EcdsaSecp256r1VerificationKey2019" => {
+                p256::ecdsa::VerifyingKey::from_sec1_bytes(&bare()?).map(Self::P256).map_err(|e| bad(&e))
+            }
+            _ => Self::parse(multibase),
+        }
+    }
 }
 
 /// Checks the signature of a commit block against `key`.

@@ -626,3 +626,90 @@ fn a_cursor_from_the_future_is_reported() {
     assert!(done["errors"].to_string().contains("FutureCursor"), "{done}");
     drop(pds);
 }
+
+/// A PLC directory in front of the real one that gives `victim` another account's key, so
+/// the victim's commits no longer verify. Answers until the test ends.
+fn lying_plc(real: &str, victim: &str, other: &str) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (real, victim, other) = (real.to_string(), victim.to_string(), other.to_string());
+    std::thread::spawn(move || {
+        let key_of = |did: &str| -> Value { reqwest::blocking::get(format!("{real}/{did}")).unwrap().json().unwrap() };
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut line = String::new();
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            while let Ok(n) = reader.read_line(&mut String::new()) {
+                if n <= 2 {
+                    break;
+                }
+            }
+            let did = line.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            let mut doc = key_of(&did);
+            if did == victim {
+                let stolen = key_of(&other)["verificationMethod"][0]["publicKeyMultibase"].clone();
+                doc["verificationMethod"][0]["publicKeyMultibase"] = stolen;
+            }
+            let body = doc.to_string();
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// With a PLC directory configured, every repo's and every commit's signature is checked
+/// against its DID's key: a repo whose key does not match is not ingested (its reset fails,
+/// reported), its live commits are refused, and the others sync as before.
+#[test]
+fn commit_signatures_are_checked_against_the_plc_directory() {
+    let Some(pds) = Pds::require() else { return };
+    let (kim, lou) = (create_account(&pds, "kim"), create_account(&pds, "lou"));
+    for a in [&kim, &lou] {
+        create_many(&pds, a, 0..5);
+    }
+    let epoch = Epoch::start();
+    let lying = lying_plc(&pds.plc, &lou.did, &kim.did);
+    let config = json!({"atproto": {"service": pds.url, "collections": [POST], "plc": lying}});
+    assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&config)).0, 200);
+    let (status, started) = epoch.admin("POST", "/api/admin/backfill", None);
+    assert_eq!(status, 202, "{started}");
+    let done = epoch.wait(started["id"].as_str().unwrap());
+    assert_eq!((done["reposDone"].as_u64(), done["reposFailed"].as_u64()), (Some(2), Some(1)), "{done}");
+    assert!(done["errors"].to_string().contains("signature does not verify"), "{done}");
+    let kims = repo_records(&pds, &[&kim]);
+    assert_eq!(epoch.table(), kims, "only the repo whose signature verifies");
+
+    // Live: kim's new record is applied; lou's commit is refused and reported.
+    std::thread::sleep(Duration::from_millis(500));
+    create_record(&pds, &lou, POST, "x1", json!({"$type": POST, "text": "unverifiable"}));
+    create_record(&pds, &kim, POST, "x1", json!({"$type": POST, "text": "verified"}));
+    epoch.wait_equal(&pds, &[&kim]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = epoch.admin("GET", "/v1/database/forum/sync/workflows", None);
+        let live = list["instances"].as_array().unwrap().iter().find(|i| i["kind"] == "atproto-firehose").cloned();
+        let errors = live.map(|i| i["errors"].to_string()).unwrap_or_default();
+        if errors.contains("signature does not verify") && errors.contains(&lou.did) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "lou's commit was not refused: {errors}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // With the real directory, both repos verify.
+    let config = json!({"atproto": {"service": pds.url, "collections": [POST], "plc": pds.plc}});
+    assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&config)).0, 200);
+    let (status, started) = epoch.admin("POST", "/api/admin/backfill?force=full_sync", None);
+    assert_eq!(status, 202, "{started}");
+    let done = epoch.wait(started["id"].as_str().unwrap());
+    assert_eq!((done["status"].as_str(), done["reposFailed"].as_u64()), (Some("complete"), Some(0)), "{done}");
+    epoch.wait_equal(&pds, &[&kim, &lou]);
+}

@@ -104,6 +104,7 @@ impl Keys {
             .find(|m| m["id"].as_str().is_some_and(|id| id == "#atproto" || id == format!("{did}#atproto")))
             .ok_or_else(|| no_key("no #atproto verification method".into()))?;
         let text = method["publicKeyMultibase"].as_str().ok_or_else(|| no_key("no publicKeyMultibase".into()))?;
-        PublicKey::parse(text).map_err(|e| no_key(e.to_string()))
+        let kind = method["type"].as_str().unwrap_or("Multikey");
+        PublicKey::from_verification_method(kind, text).map_err(|e| no_key(e.to_string()))
     }
 }
