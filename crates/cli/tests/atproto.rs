@@ -713,3 +713,102 @@ fn commit_signatures_are_checked_against_the_plc_directory() {
     assert_eq!((done["status"].as_str(), done["reposFailed"].as_u64()), (Some("complete"), Some(0)), "{done}");
     epoch.wait_equal(&pds, &[&kim, &lou]);
 }
+
+/// Latencies of `project_aggregate` calls over HTTP until `stop` (or `limit` calls), sorted.
+fn call_latencies(epoch: &Epoch, stop: &std::sync::atomic::AtomicBool, limit: usize) -> Vec<Duration> {
+    let (http, mut v, mut n) = (epoch.server.http(), Vec::new(), 0u64);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && v.len() < limit {
+        n += 1;
+        let t = Instant::now();
+        let r = http
+            .post(format!("{}/v1/database/forum/call/project_aggregate", epoch.server.url))
+            .bearer_auth(&epoch.owner)
+            .header("Content-Type", "application/json")
+            .body(json!(["order", format!("o{n}"), n, "{}"]).to_string())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success());
+        v.push(t.elapsed());
+    }
+    v.sort();
+    v
+}
+
+/// Speed (opt-in: `cargo test --release -p epoch-cli --test atproto -- --ignored --nocapture
+/// atproto_speed`): a full_sync of 20 repos × 1,000 records from the local PDS, then 10,000
+/// records made while the server is down replayed from the firehose (the live path), each with
+/// the latency of the database's other reducer calls meanwhile.
+#[test]
+#[ignore]
+fn atproto_speed() {
+    let Some(pds) = Pds::require() else { return };
+    let accounts: Vec<Account> = (0..20).map(|n| create_account(&pds, &format!("speed{n}"))).collect();
+    for a in &accounts {
+        create_many(&pds, a, 0..1000);
+    }
+    let epoch = Epoch::start();
+    let config =
+        json!({"atproto": {"service": pds.url, "collections": [POST], "batchSize": 500, "requestsPerSecond": 50}});
+    assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&config)).0, 200);
+    let pct = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let idle = call_latencies(&epoch, &never, 500);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (elapsed, busy) = std::thread::scope(|scope| {
+        let calls = scope.spawn(|| call_latencies(&epoch, &stop, usize::MAX));
+        let t = Instant::now();
+        let (status, started) = epoch.admin("POST", "/api/admin/backfill", None);
+        assert_eq!(status, 202, "{started}");
+        let done = epoch.wait(started["id"].as_str().unwrap());
+        let elapsed = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            (done["status"].as_str(), done["recordsApplied"].as_u64()),
+            (Some("complete"), Some(20_000)),
+            "{done}"
+        );
+        (elapsed, calls.join().unwrap())
+    });
+    println!(
+        "full_sync of 20 repos x 1000 records: {:.2} s, {:.0} records/s; other calls meanwhile: {} calls, p50 {:?} p99 {:?} (idle: p50 {:?} p99 {:?})",
+        elapsed.as_secs_f64(),
+        20_000.0 / elapsed.as_secs_f64(),
+        busy.len(),
+        pct(&busy, 0.5),
+        pct(&busy, 0.99),
+        pct(&idle, 0.5),
+        pct(&idle, 0.99),
+    );
+
+    // The live path: 10,000 records (200 commits of 50) made while the server is down, applied
+    // from the firehose after the restart.
+    let before = epoch.records_ingested();
+    let epoch = epoch.restart_after(|| {
+        for (n, a) in accounts.iter().enumerate().take(10) {
+            create_many(&pds, a, 10_000 + n * 1000..10_000 + n * 1000 + 1000);
+        }
+    });
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (elapsed, busy) = std::thread::scope(|scope| {
+        let t = Instant::now();
+        let calls = scope.spawn(|| call_latencies(&epoch, &stop, usize::MAX));
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while epoch.records_ingested() < before + 10_000 {
+            assert!(Instant::now() < deadline, "the firehose never applied the 10,000 records");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let elapsed = t.elapsed();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        (elapsed, calls.join().unwrap())
+    });
+    println!(
+        "firehose: 10000 record events applied live in {:.2} s (from the restart), {:.0} events/s; other calls meanwhile: {} calls, p50 {:?} p99 {:?}",
+        elapsed.as_secs_f64(),
+        10_000.0 / elapsed.as_secs_f64(),
+        busy.len(),
+        pct(&busy, 0.5),
+        pct(&busy, 0.99),
+    );
+    let refs: Vec<&Account> = accounts.iter().collect();
+    epoch.wait_equal(&pds, &refs);
+}
