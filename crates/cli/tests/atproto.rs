@@ -598,6 +598,35 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
     assert!(recovered > 0, "some kill interrupted a batch ({kills} kills)");
 }
 
+/// A live consumer whose events so far had nothing for the database (another collection) still
+/// saves its place in the firehose, so records made while the server is down are applied after
+/// the restart.
+#[test]
+fn a_consumer_that_applied_nothing_yet_keeps_its_place() {
+    let Some(pds) = Pds::require() else { return };
+    let account = create_account(&pds, "max");
+    let epoch = Epoch::start();
+    let config = json!({"atproto": {"service": pds.url, "collections": [POST]}});
+    assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&config)).0, 200);
+    std::thread::sleep(Duration::from_millis(500)); // the consumer connects
+    create_record(&pds, &account, "app.forum.like", "l1", json!({"$type": "app.forum.like", "subject": "x"}));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = epoch.admin("GET", "/v1/database/forum/sync/workflows", None);
+        let live = list["instances"].as_array().unwrap().iter().find(|i| i["kind"] == "atproto-firehose").cloned();
+        if live.as_ref().is_some_and(|i| i["cursor"]["seq"].as_i64().is_some()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the consumer never saved its place: {live:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let epoch = epoch.restart_after(|| {
+        create_record(&pds, &account, POST, "p1", json!({"$type": POST, "text": "while down"}));
+    });
+    epoch.wait_equal(&pds, &[&account]);
+    assert_eq!(epoch.table().len(), 1);
+}
+
 /// A firehose cursor ahead of the service (it was reset: its sequence starts again) makes a
 /// catch_up fail with the relay's `FutureCursor`, reported in the progress.
 #[test]
@@ -782,6 +811,10 @@ fn atproto_speed() {
 
     // The live path: 10,000 records (200 commits of 50) made while the server is down, applied
     // from the firehose after the restart.
+    // One live record first, so the consumer has a place in the firehose to resume from.
+    create_record(&pds, &accounts[0], POST, "live", json!({"$type": POST, "text": "live"}));
+    let refs: Vec<&Account> = accounts.iter().collect();
+    epoch.wait_equal(&pds, &refs);
     let before = epoch.records_ingested();
     let epoch = epoch.restart_after(|| {
         for (n, a) in accounts.iter().enumerate().take(10) {
@@ -809,6 +842,5 @@ fn atproto_speed() {
         pct(&busy, 0.5),
         pct(&busy, 0.99),
     );
-    let refs: Vec<&Account> = accounts.iter().collect();
     epoch.wait_equal(&pds, &refs);
 }

@@ -630,6 +630,17 @@ impl Kind for Firehose {
         !self.at_head.load(Ordering::Acquire)
     }
 
+    /// After events with no items (other repos, other collections), the consumer's place: its
+    /// seq (before any event held for a full_sync) and the revs applied, as of now.
+    fn position(&self, i: &Instance) -> Option<Value> {
+        let listed = (*self.listed_seq.lock())?;
+        let saved = i.cursor.as_ref().and_then(|c| c["seq"].as_i64());
+        let cursor = self.cursor(None);
+        let seq = cursor["seq"].as_i64()?;
+        debug_assert!(seq <= listed, "the saved position never passes what was read");
+        (saved.is_none_or(|s| seq > s)).then_some(cursor)
+    }
+
     fn recount(&self, _: &Instance) -> Result<Option<BTreeMap<String, u64>>, RunnerError> {
         Ok(None)
     }

@@ -97,6 +97,17 @@ pub trait Kind: Send + Sync {
         false
     }
 
+    /// For a stream: where it stands after an empty batch (every item listed so far applied),
+    /// when that is further than the instance's cursor: a stream that reads events with no items
+    /// for this database (other repos, other collections) still moves its saved position, so a
+    /// restart does not read them all again, nor lose the place of a consumer that has applied
+    /// nothing yet. The runner saves it at most every [`POSITION_SAVE_INTERVAL`].
+    ///
+    /// [`POSITION_SAVE_INTERVAL`]: crate::workflow::runner::POSITION_SAVE_INTERVAL
+    fn position(&self, _: &Instance) -> Option<serde_json::Value> {
+        None
+    }
+
     /// Whether the instance keeps every item's result (for a caller that waits for them all).
     fn keeps_results(&self) -> bool {
         false

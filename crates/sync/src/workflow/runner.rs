@@ -94,6 +94,8 @@ pub struct Runner {
 
 /// How long a stream with nothing new waits before asking its kind again.
 pub const STREAM_POLL: Duration = Duration::from_millis(100);
+/// How often a stream's position (after batches with no items) is saved, at most.
+pub const POSITION_SAVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Finished instances are kept this long by default, as Cloudflare Workflows keeps them.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -488,6 +490,7 @@ impl Runner {
         if slot.instance.lock().status == Status::Queued {
             self.update(&slot, |i| i.status = Status::Running);
         }
+        let mut last_position_saved: Option<std::time::Instant> = None;
         loop {
             if !self.wait_while_paused(&slot) {
                 return self.finish(&slot, Status::Terminated, None);
@@ -499,6 +502,16 @@ impl Runner {
             };
             if batch.is_empty() {
                 if kind.idle() {
+                    if let Some(position) = kind.position(&current) {
+                        if current.cursor.as_ref() != Some(&position)
+                            && last_position_saved.is_none_or(|t| t.elapsed() >= POSITION_SAVE_INTERVAL)
+                        {
+                            // Every item listed before is applied and synced: the row may
+                            // move past the events that had none.
+                            self.update(&slot, |i| i.cursor = Some(position));
+                            last_position_saved = Some(std::time::Instant::now());
+                        }
+                    }
                     // A stream with nothing yet: wait a little (woken early by pause and
                     // terminate) and ask again.
                     let mut signal = slot.signal.lock();
