@@ -822,8 +822,10 @@ fn atproto_speed() {
         }
     });
     let stop = std::sync::atomic::AtomicBool::new(false);
-    let (elapsed, busy) = std::thread::scope(|scope| {
+    // Measured from the first look after the restart (the consumer may have begun already).
+    let (elapsed, busy, early) = std::thread::scope(|scope| {
         let t = Instant::now();
+        let early = epoch.records_ingested() - before;
         let calls = scope.spawn(|| call_latencies(&epoch, &stop, usize::MAX));
         let deadline = Instant::now() + Duration::from_secs(300);
         while epoch.records_ingested() < before + 10_000 {
@@ -832,12 +834,13 @@ fn atproto_speed() {
         }
         let elapsed = t.elapsed();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        (elapsed, calls.join().unwrap())
+        (elapsed, calls.join().unwrap(), early)
     });
     println!(
-        "firehose: 10000 record events applied live in {:.2} s (from the restart), {:.0} events/s; other calls meanwhile: {} calls, p50 {:?} p99 {:?}",
+        "firehose: {} record events applied live in {:.2} s ({early} before the first look), {:.0} events/s; other calls meanwhile: {} calls, p50 {:?} p99 {:?}",
+        10_000 - early,
         elapsed.as_secs_f64(),
-        10_000.0 / elapsed.as_secs_f64(),
+        (10_000 - early) as f64 / elapsed.as_secs_f64(),
         busy.len(),
         pct(&busy, 0.5),
         pct(&busy, 0.99),
