@@ -934,18 +934,29 @@ fn find_backfill(runner: &epoch_sync::Runner, database: Identity, id: &str) -> O
     runner.list(&database.0).into_iter().find(|i| i.detail.get("backfillId").and_then(Value::as_str) == Some(id))
 }
 
+/// The database a backfill route names (none: the server's default one) and its authorized
+/// caller.
+fn backfill_database(
+    state: &AppState,
+    segment: Option<String>,
+    headers: &HeaderMap,
+) -> Result<(Identity, SyncCaller), SyncError> {
+    let segment = match segment {
+        Some(s) => s,
+        None => default_database(state)?,
+    };
+    let database = sync_database(state, &segment)?;
+    let caller = authorize(state, headers, bearer(headers), database, false)?;
+    Ok((database, caller))
+}
+
 async fn backfill_start(
     state: AppState,
     segment: Option<String>,
     q: std::collections::HashMap<String, String>,
     headers: HeaderMap,
 ) -> Result<Response, SyncError> {
-    let segment = match segment {
-        Some(s) => s,
-        None => default_database(&state)?,
-    };
-    let database = sync_database(&state, &segment)?;
-    let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
+    let (database, caller) = backfill_database(&state, segment, &headers)?;
     let config = atproto_source(&state, database)?;
     let runner = runner(&state)?.clone();
     // An unknown `force` is ignored: detection decides.
@@ -1025,12 +1036,7 @@ fn backfill_get(
     id: String,
     headers: HeaderMap,
 ) -> Result<Response, SyncError> {
-    let segment = match segment {
-        Some(s) => s,
-        None => default_database(&state)?,
-    };
-    let database = sync_database(&state, &segment)?;
-    authorize(&state, &headers, bearer(&headers), database, false)?;
+    let (database, _) = backfill_database(&state, segment, &headers)?;
     let runner = runner(&state)?;
     let i = find_backfill(runner, database, &id)
         .ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, format!("no backfill {id}")).detail("id", "unknown"))?;

@@ -743,26 +743,6 @@ fn commit_signatures_are_checked_against_the_plc_directory() {
     epoch.wait_equal(&pds, &[&kim, &lou]);
 }
 
-/// Latencies of `project_aggregate` calls over HTTP until `stop` (or `limit` calls), sorted.
-fn call_latencies(epoch: &Epoch, stop: &std::sync::atomic::AtomicBool, limit: usize) -> Vec<Duration> {
-    let (http, mut v, mut n) = (epoch.server.http(), Vec::new(), 0u64);
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) && v.len() < limit {
-        n += 1;
-        let t = Instant::now();
-        let r = http
-            .post(format!("{}/v1/database/forum/call/project_aggregate", epoch.server.url))
-            .bearer_auth(&epoch.owner)
-            .header("Content-Type", "application/json")
-            .body(json!(["order", format!("o{n}"), n, "{}"]).to_string())
-            .send()
-            .unwrap();
-        assert!(r.status().is_success());
-        v.push(t.elapsed());
-    }
-    v.sort();
-    v
-}
-
 /// Speed (opt-in: `cargo test --release -p epoch-cli --test atproto -- --ignored --nocapture
 /// atproto_speed`): a full_sync of 20 repos × 1,000 records from the local PDS, then 10,000
 /// records made while the server is down replayed from the firehose (the live path), each with
@@ -779,12 +759,12 @@ fn atproto_speed() {
     let config =
         json!({"atproto": {"service": pds.url, "collections": [POST], "batchSize": 500, "requestsPerSecond": 50}});
     assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&config)).0, 200);
-    let pct = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    let pct = common::percentile;
     let never = std::sync::atomic::AtomicBool::new(false);
-    let idle = call_latencies(&epoch, &never, 500);
+    let idle = common::call_latencies(&epoch.server, &epoch.owner, "forum", &never, 500);
     let stop = std::sync::atomic::AtomicBool::new(false);
     let (elapsed, busy) = std::thread::scope(|scope| {
-        let calls = scope.spawn(|| call_latencies(&epoch, &stop, usize::MAX));
+        let calls = scope.spawn(|| common::call_latencies(&epoch.server, &epoch.owner, "forum", &stop, usize::MAX));
         let t = Instant::now();
         let (status, started) = epoch.admin("POST", "/api/admin/backfill", None);
         assert_eq!(status, 202, "{started}");
@@ -826,7 +806,7 @@ fn atproto_speed() {
     let (elapsed, busy, early) = std::thread::scope(|scope| {
         let t = Instant::now();
         let early = epoch.records_ingested() - before;
-        let calls = scope.spawn(|| call_latencies(&epoch, &stop, usize::MAX));
+        let calls = scope.spawn(|| common::call_latencies(&epoch.server, &epoch.owner, "forum", &stop, usize::MAX));
         let deadline = Instant::now() + Duration::from_secs(300);
         while epoch.records_ingested() < before + 10_000 {
             assert!(Instant::now() < deadline, "the firehose never applied the 10,000 records");

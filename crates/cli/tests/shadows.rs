@@ -807,26 +807,9 @@ fn force_sync_speed() {
     }
     let f = Fleet::start(&moto.url, &[]);
     let call_latencies = |stop: &std::sync::atomic::AtomicBool, limit: usize| {
-        let mut v = Vec::new();
-        let http = f.server.http();
-        let mut n = 0u64;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) && v.len() < limit {
-            n += 1;
-            let t = Instant::now();
-            let r = http
-                .post(format!("{}/v1/database/proj/call/project_aggregate", f.server.url))
-                .bearer_auth(&f.owner)
-                .header("Content-Type", "application/json")
-                .body(json!(["order", format!("o{n}"), n, "{}"]).to_string())
-                .send()
-                .unwrap();
-            assert!(r.status().is_success());
-            v.push(t.elapsed());
-        }
-        v.sort();
-        v
+        common::call_latencies(&f.server, &f.owner, "proj", stop, limit)
     };
-    let pct = |v: &[Duration], p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    let pct = common::percentile;
     let never = std::sync::atomic::AtomicBool::new(false);
     let idle = call_latencies(&never, 500);
     let stop = std::sync::atomic::AtomicBool::new(false);

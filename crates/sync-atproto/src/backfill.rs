@@ -20,12 +20,11 @@ use crate::config::AtprotoConfig;
 use crate::holds::{HoldGuard, Holds};
 use crate::identity::Keys;
 use crate::xrpc::{Xrpc, XrpcError};
+use crate::RESET;
 use epoch_atproto::Repo;
 
 /// The kind's name, as instances show it.
 pub const KIND: &str = "atproto-full-sync";
-/// The item that resets a repo before its records are ingested again.
-const RESET: &str = "#reset";
 
 /// The kind as the runner knows it. It shares [`Holds`] with the firehose kind, which holds
 /// back live events of the repos it has not re-read yet.
@@ -244,12 +243,7 @@ impl Kind for FullSync {
         caller: epoch_core::Caller,
         step: epoch_core::WorkflowStep,
     ) -> Result<(), ItemError> {
-        // A reset goes to the reset reducer; records to the instance's (record) reducer.
-        let name = if step.item.ends_with(RESET) { self.config.reset_reducer.as_str() } else { reducer };
-        match d.call_step(name, args, caller, step) {
-            Ok(r) => r.outcome.error_message().map_or(Ok(()), |e| Err(ItemError::Refused(e))),
-            Err(e) => Err(ItemError::Refused(e.to_string())),
-        }
+        crate::apply_item(&self.config, d, reducer, args, caller, step)
     }
 
     fn keeps_results(&self) -> bool {

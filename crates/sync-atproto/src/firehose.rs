@@ -29,8 +29,9 @@ use serde_json::{json, Map, Value};
 use crate::backfill::FullSyncSpec;
 use crate::config::AtprotoConfig;
 use crate::holds::Holds;
-use crate::identity::{Keys, ResolveError};
+use crate::identity::Keys;
 use crate::xrpc::Xrpc;
+use crate::RESET;
 
 /// The kind's name, as instances show it.
 pub const KIND: &str = "atproto-firehose";
@@ -46,8 +47,6 @@ pub const MAX_HELD_FRAMES: usize = 16_384;
 /// The most repos whose last `rev` the cursor keeps (past it, the rev check is skipped for
 /// new repos, with a warning).
 pub const MAX_TRACKED_REPOS: usize = 100_000;
-/// Items that stand for a repo reset rather than a record.
-const RESET: &str = "#reset";
 
 /// The kind as the runner knows it. It starts live instances itself (after a catch_up), so it
 /// holds the runner once the server has made it.
@@ -281,10 +280,7 @@ impl Firehose {
         let Some(keys) = &self.keys else { return Ok(()) };
         let cid = c.commit.ok_or_else(|| ItemError::Invalid(format!("commit {} names no commit block", c.seq)))?;
         let block = blocks.block(&cid).map_err(|e| ItemError::Invalid(format!("commit {}: {e}", c.seq)))?;
-        let key = keys.key(&c.repo).map_err(|e| match e {
-            ResolveError::Unreachable { .. } => ItemError::Source(e.to_string()),
-            ResolveError::NoKey { .. } => ItemError::Invalid(e.to_string()),
-        })?;
+        let key = crate::signing_key(keys, &c.repo)?;
         epoch_atproto::signature::verify_commit(block, &key)
             .map_err(|e| ItemError::Invalid(format!("commit {} of {}: {e}", c.seq, c.repo)))
     }
@@ -619,11 +615,7 @@ impl Kind for Firehose {
         caller: Caller,
         step: WorkflowStep,
     ) -> Result<(), ItemError> {
-        let name = if step.item.ends_with(RESET) { self.config.reset_reducer.as_str() } else { reducer };
-        match d.call_step(name, args, caller, step) {
-            Ok(r) => r.outcome.error_message().map_or(Ok(()), |e| Err(ItemError::Refused(e))),
-            Err(e) => Err(ItemError::Refused(e.to_string())),
-        }
+        crate::apply_item(&self.config, d, reducer, args, caller, step)
     }
 
     fn idle(&self) -> bool {

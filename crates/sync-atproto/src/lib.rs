@@ -29,11 +29,36 @@ pub use identity::Keys;
 /// Why a repo's signature could not be trusted, as an item error: an unreachable directory is
 /// the source's fault (retried), a missing key or a bad signature the data's.
 pub(crate) fn untrusted(did: &str, repo: &epoch_atproto::Repo, keys: &Keys) -> Result<(), epoch_sync::ItemError> {
+    let key = signing_key(keys, did)?;
+    repo.verify(&key).map_err(|e| epoch_sync::ItemError::Invalid(format!("the repo of {did}: {e}")))
+}
+
+/// `did`'s signing key, or why not as an item error.
+pub(crate) fn signing_key(
+    keys: &Keys,
+    did: &str,
+) -> Result<epoch_atproto::signature::PublicKey, epoch_sync::ItemError> {
     use epoch_sync::ItemError;
-    let key = keys.key(did).map_err(|e| match e {
+    keys.key(did).map_err(|e| match e {
         identity::ResolveError::Unreachable { .. } => ItemError::Source(e.to_string()),
         identity::ResolveError::NoKey { .. } => ItemError::Invalid(e.to_string()),
-    })?;
-    repo.verify(&key).map_err(|e| ItemError::Invalid(format!("the repo of {did}: {e}")))
+    })
 }
 pub use firehose::{FirehoseSpec, KIND as ATPROTO_FIREHOSE};
+
+/// Applies one item of either AT Protocol kind: a `…#reset` item through the reset reducer,
+/// a record through the record reducer (the instance's).
+pub(crate) fn apply_item(
+    config: &AtprotoConfig,
+    d: &mut epoch_core::Database,
+    record_reducer: &str,
+    args: epoch_core::ReducerArgs,
+    caller: epoch_core::Caller,
+    step: epoch_core::WorkflowStep,
+) -> Result<(), epoch_sync::ItemError> {
+    let reducer = if step.item.ends_with(RESET) { config.reset_reducer.as_str() } else { record_reducer };
+    epoch_sync::call_reducer(d, reducer, args, caller, step)
+}
+
+/// The suffix of items that reset a repo (`<did>#reset`) rather than apply a record.
+pub(crate) const RESET: &str = "#reset";

@@ -16,6 +16,6 @@
 mod workflow;
 
 pub use workflow::{
-    now_ms, ConfigContext, Instance, Item, ItemError, ItemResult, Kind, KindSpec, ListError, RunParams, Runner,
-    RunnerError, Status, DEFAULT_RETENTION, MAX_ERRORS, MAX_RESULTS,
+    call_reducer, now_ms, ConfigContext, Instance, Item, ItemError, ItemResult, Kind, KindSpec, ListError, RunParams,
+    Runner, RunnerError, Status, DEFAULT_RETENTION, MAX_ERRORS, MAX_RESULTS,
 };

@@ -160,3 +160,37 @@ pub fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(std::time::SystemTime::now())
 }
+
+/// Latencies of `project_aggregate` calls (the `projections` fixture) on `db` over HTTP, until
+/// `stop` or `limit` calls, sorted: the "other reducer calls" of the sync speed tests.
+#[allow(dead_code)]
+pub fn call_latencies(
+    server: &Server,
+    token: &str,
+    db: &str,
+    stop: &std::sync::atomic::AtomicBool,
+    limit: usize,
+) -> Vec<std::time::Duration> {
+    let (http, mut v, mut n) = (server.http(), Vec::new(), 0u64);
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) && v.len() < limit {
+        n += 1;
+        let t = std::time::Instant::now();
+        let r = http
+            .post(format!("{}/v1/database/{db}/call/project_aggregate", server.url))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(serde_json::json!(["order", format!("o{n}"), n, "{}"]).to_string())
+            .send()
+            .unwrap();
+        assert!(r.status().is_success());
+        v.push(t.elapsed());
+    }
+    v.sort();
+    v
+}
+
+/// The `p` quantile (0–1) of sorted durations.
+#[allow(dead_code)]
+pub fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}

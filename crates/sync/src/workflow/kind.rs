@@ -85,10 +85,7 @@ pub trait Kind: Send + Sync {
         caller: Caller,
         step: WorkflowStep,
     ) -> Result<(), ItemError> {
-        match d.call_step(reducer, args, caller, step) {
-            Ok(r) => r.outcome.error_message().map_or(Ok(()), |e| Err(ItemError::Refused(e))),
-            Err(e) => Err(ItemError::Refused(e.to_string())),
-        }
+        call_reducer(d, reducer, args, caller, step)
     }
 
     /// For a stream: whether an empty batch means "nothing yet" (the runner waits and asks
@@ -148,4 +145,19 @@ pub trait KindSpec: Send + Sync {
     /// Opens the kind for instance `i`, reading the database's current sync configuration
     /// (credentials may have been rotated since the instance started).
     fn open(&self, control: &Arc<ControlPlane>, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError>;
+}
+
+/// Calls `reducer` with `args`, committing `step` with its rows: what [`Kind::apply`] does by
+/// default, for kinds that choose the reducer per item. The reducer's own error refuses the item.
+pub fn call_reducer(
+    d: &mut Database,
+    reducer: &str,
+    args: ReducerArgs,
+    caller: Caller,
+    step: WorkflowStep,
+) -> Result<(), ItemError> {
+    match d.call_step(reducer, args, caller, step) {
+        Ok(r) => r.outcome.error_message().map_or(Ok(()), |e| Err(ItemError::Refused(e))),
+        Err(e) => Err(ItemError::Refused(e.to_string())),
+    }
 }

@@ -13,7 +13,7 @@ mod kind;
 mod runner;
 
 pub use instance::{Instance, ItemResult, RunParams, Status, MAX_ERRORS, MAX_RESULTS};
-pub use kind::{ConfigContext, Item, ItemError, Kind, KindSpec, ListError};
+pub use kind::{call_reducer, ConfigContext, Item, ItemError, Kind, KindSpec, ListError};
 pub use runner::{Runner, RunnerError, DEFAULT_RETENTION};
 
 /// Milliseconds since the Unix epoch.
