@@ -1057,8 +1057,11 @@ fn backfill_json(i: &epoch_sync::Instance) -> Value {
     let at = i.cursor.as_ref().and_then(|c| c["did"].as_str()).and_then(|d| members.iter().position(|m| m == d));
     let repos_done = if complete { members.len() } else { at.unwrap_or(0) };
     // Errors read `<item>: <why>`; a repo failed when its reset item did (DIDs hold colons too).
-    let repos_failed =
-        i.errors.iter().filter(|e| e.split_once(": ").is_some_and(|(item, _)| item.ends_with("#reset"))).count();
+    let repos_failed = i
+        .errors
+        .iter()
+        .filter(|e| e.split_once(": ").is_some_and(|(item, _)| epoch_sync_atproto::is_reset(item)))
+        .count();
     let resets_applied = (repos_done + usize::from(!complete && at.is_some())).saturating_sub(repos_failed);
     let status = match i.status {
         epoch_sync::Status::Complete => "complete",

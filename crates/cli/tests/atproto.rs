@@ -598,6 +598,41 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
     assert!(recovered > 0, "some kill interrupted a batch ({kills} kills)");
 }
 
+/// A full_sync killed in the middle of a repo that then changes reads that repo again from its
+/// reset when it resumes: rows from the old read of keys before the cursor do not survive.
+#[test]
+fn a_repo_changed_while_a_full_sync_was_down_is_read_again() {
+    let Some(pds) = Pds::require() else { return };
+    let mut accounts: Vec<Account> = ["nia", "oli"].iter().map(|n| create_account(&pds, n)).collect();
+    accounts.sort_by(|a, b| a.did.cmp(&b.did));
+    for a in &accounts {
+        create_many(&pds, a, 0..150);
+    }
+    let mut epoch = Epoch::start();
+    let slow = json!({"atproto": {"service": pds.url, "collections": [POST], "batchSize": 2, "requestsPerSecond": 1}});
+    assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&slow)).0, 200);
+    let (status, started) = epoch.admin("POST", "/api/admin/backfill", None);
+    assert_eq!(status, 202, "{started}");
+    let id = started["id"].as_str().unwrap().to_string();
+    let progress = epoch.poll_until(&id, |v| v["recordsApplied"].as_u64() >= Some(40));
+    assert_eq!(progress["status"], "in_progress", "{progress}");
+    let first = &accounts[0];
+    epoch = epoch.restart_after(|| {
+        xrpc(&pds, "com.atproto.repo.deleteRecord", Some(&first.jwt), json!({"repo": first.did, "collection": POST, "rkey": "p000"}));
+        xrpc(
+            &pds,
+            "com.atproto.repo.putRecord",
+            Some(&first.jwt),
+            json!({"repo": first.did, "collection": POST, "rkey": "p001", "record": {"$type": POST, "text": "edited while down"}, "validate": false}),
+        );
+    });
+    let done = epoch.wait(&id);
+    assert_eq!(done["status"], "complete", "{done}");
+    let refs: Vec<&Account> = accounts.iter().collect();
+    let (table, repos) = (epoch.table(), repo_records(&pds, &refs));
+    assert!(table == repos, "{}", differences(&table, &repos));
+}
+
 /// A live consumer whose events so far had nothing for the database (another collection) still
 /// saves its place in the firehose, so records made while the server is down are applied after
 /// the restart.

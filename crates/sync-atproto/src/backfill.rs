@@ -156,17 +156,24 @@ impl FullSync {
     }
 }
 
-fn item(did: &str, key: &str) -> Item {
+/// One item of `did`'s repo as read at `rev`. A repo read again from its reset after a
+/// resume (`pass`: the new read's rev) gets keys of its own, so none is taken for an item of
+/// the interrupted pass.
+fn item(did: &str, key: &str, rev: Option<&str>, pass: Option<&str>) -> Item {
+    let base = if key == RESET { format!("{did}{RESET}") } else { format!("{did}/{key}") };
     Item {
-        key: if key == RESET { format!("{did}{RESET}") } else { format!("{did}/{key}") },
-        cursor: json!({ "did": did, "key": key }),
+        key: match pass {
+            Some(p) => format!("{base}@{p}"),
+            None => base,
+        },
+        cursor: json!({ "did": did, "key": key, "rev": rev, "pass": pass }),
     }
 }
 
 impl Kind for FullSync {
     fn next_batch(&self, i: &Instance) -> Result<Vec<Item>, ListError> {
         let size = i.params.batch_size.max(1) as usize;
-        let (mut did_at, mut after) = match &i.cursor {
+        let (mut did_at, mut after, mut pass) = match &i.cursor {
             Some(c) => {
                 let did = c["did"].as_str().unwrap_or_default();
                 let at = self
@@ -174,9 +181,20 @@ impl Kind for FullSync {
                     .iter()
                     .position(|m| m == did)
                     .ok_or_else(|| ListError(format!("{did} left the members")))?;
-                (at, c["key"].as_str().map(str::to_string))
+                let mut after = c["key"].as_str().map(str::to_string);
+                let mut pass = c["pass"].as_str().map(str::to_string);
+                // Resumed in the middle of a repo that changed since it was read: its rows are
+                // half from the old read, so it is read again from its reset.
+                if let (Some(was), Ok(repo)) = (c["rev"].as_str(), self.repo(did)) {
+                    if was != repo.rev {
+                        tracing::info!(did, was, now = %repo.rev, "full_sync: the repo changed while interrupted; reading it again whole");
+                        after = None;
+                        pass = Some(repo.rev.clone());
+                    }
+                }
+                (at, after, pass)
             }
-            None => (0, None),
+            None => (0, None, None),
         };
         // Every repo before the cursor's is done (the cursor is the last item applied).
         for did in &self.members[..did_at] {
@@ -186,10 +204,12 @@ impl Kind for FullSync {
         while out.len() < size && did_at < self.members.len() {
             let did = &self.members[did_at];
             let listed_before = out.len();
+            let read = self.repo(did);
+            let rev = read.as_ref().ok().map(|r| r.rev.clone());
             if after.is_none() {
-                out.push(item(did, RESET));
+                out.push(item(did, RESET, rev.as_deref(), pass.as_deref()));
             }
-            if let Ok(repo) = self.repo(did) {
+            if let Ok(repo) = read {
                 let from = match after.as_deref() {
                     None | Some(RESET) => 0,
                     Some(k) => repo.records.partition_point(|r| r.key().as_str() <= k),
@@ -198,7 +218,7 @@ impl Kind for FullSync {
                     if out.len() >= size {
                         return Ok(out);
                     }
-                    out.push(item(did, &r.key()));
+                    out.push(item(did, &r.key(), rev.as_deref(), pass.as_deref()));
                 }
             }
             if out.len() == listed_before {
@@ -207,6 +227,7 @@ impl Kind for FullSync {
             }
             did_at += 1;
             after = None;
+            pass = None;
         }
         Ok(out)
     }

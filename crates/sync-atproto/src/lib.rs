@@ -56,9 +56,15 @@ pub(crate) fn apply_item(
     caller: epoch_core::Caller,
     step: epoch_core::WorkflowStep,
 ) -> Result<(), epoch_sync::ItemError> {
-    let reducer = if step.item.ends_with(RESET) { config.reset_reducer.as_str() } else { record_reducer };
+    let reducer = if is_reset(&step.item) { config.reset_reducer.as_str() } else { record_reducer };
     epoch_sync::call_reducer(d, reducer, args, caller, step)
 }
 
-/// The suffix of items that reset a repo (`<did>#reset`) rather than apply a record.
+/// What marks items that reset a repo (`<did>#reset`, `<seq>/<did>#reset`, `<did>#reset@<rev>`)
+/// rather than apply a record (record keys hold no `#`).
 pub(crate) const RESET: &str = "#reset";
+
+/// Whether the item `key` resets a repo.
+pub fn is_reset(key: &str) -> bool {
+    key.contains(RESET)
+}
