@@ -8,6 +8,12 @@
 //!   to it; the time from the writer's send to each subscriber's receipt.
 //! - initial: a new client subscribing to all 100,000 rows of a table; the time to the complete
 //!   `SubscribeApplied`.
+//! - http: `bank.transfer_fast` over HTTP `/call` from 16 connections, one call in flight each.
+//! - sql: `/sql` over HTTP from 4 connections against the 100,000-row table: a point query by
+//!   primary key, a range of 100 keys, and a full scan with a filter on an unindexed column.
+//!
+//! With `--json FILE`, the table is also written as JSON (workload, metric, a value per server,
+//! and the ratios).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,9 +40,19 @@ pub struct Options {
     pub targets: Vec<(String, String)>,
     pub seconds: u64,
     pub bank: std::path::PathBuf,
-    /// Which workloads (`calls`, `fanout`, `initial`); all when empty.
+    /// Which workloads (`calls`, `fanout`, `initial`, `http`, `sql`); all when empty.
     pub only: Vec<String>,
+    /// Where to write the results as JSON, too.
+    pub json: Option<std::path::PathBuf>,
 }
+
+/// The text of one query of the `sql` workload, from the caller's counter.
+type QueryText = fn(u64) -> String;
+
+/// HTTP connections of the `http` workload.
+const HTTP_CONNECTIONS: usize = 16;
+/// HTTP connections of the `sql` workload.
+const SQL_CONNECTIONS: usize = 4;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -117,9 +133,165 @@ pub fn run(opts: Options) -> Result<()> {
                 lower_better: true,
             });
         }
+        if wanted("http") {
+            let (mut per_s, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
+            for t in &targets {
+                let (rate, lat) = http_calls(t, secs).await?;
+                eprintln!("http x{HTTP_CONNECTIONS} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+                per_s.push(rate);
+                p50.push(pct(&lat, 0.5));
+                p99.push(pct(&lat, 0.99));
+            }
+            let workload = format!("HTTP transfer_fast, {HTTP_CONNECTIONS} conns");
+            rows.push(Row { workload: workload.clone(), metric: "calls/s", values: per_s, lower_better: false });
+            rows.push(Row { workload: workload.clone(), metric: "p50 ms", values: p50, lower_better: true });
+            rows.push(Row { workload, metric: "p99 ms", values: p99, lower_better: true });
+        }
+        if wanted("sql") {
+            let queries: [(&str, QueryText); 3] = [
+                ("SQL point (primary key)", |n| {
+                    format!("SELECT * FROM account WHERE id = {}", n % INITIAL_ROWS as u64)
+                }),
+                ("SQL range (100 keys)", |n| {
+                    let from = n * 100 % (INITIAL_ROWS as u64 - 100);
+                    format!("SELECT * FROM account WHERE id >= {from} AND id < {}", from + 100)
+                }),
+                ("SQL full scan + filter", |n| format!("SELECT * FROM account WHERE balance = {}", n % 7)),
+            ];
+            for (workload, query) in queries {
+                let (mut per_s, mut p99) = (Vec::new(), Vec::new());
+                for t in &targets {
+                    let (rate, lat) = sql_queries(t, query, secs).await?;
+                    eprintln!("{workload} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+                    per_s.push(rate);
+                    p99.push(pct(&lat, 0.99));
+                }
+                rows.push(Row {
+                    workload: workload.to_string(),
+                    metric: "queries/s",
+                    values: per_s,
+                    lower_better: false,
+                });
+                rows.push(Row { workload: workload.to_string(), metric: "p99 ms", values: p99, lower_better: true });
+            }
+        }
         print_table(&targets, &rows);
+        if let Some(path) = &opts.json {
+            std::fs::write(path, serde_json::to_vec_pretty(&rows_json(&targets, &rows))?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
         Ok(())
     })
+}
+
+/// The results as JSON: a list of rows, each with its values by server and its ratios (how
+/// many times better the first server is than each other one).
+fn rows_json(targets: &[Target], rows: &[Row]) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|r| {
+            let values: serde_json::Map<String, serde_json::Value> =
+                targets.iter().zip(&r.values).map(|(t, v)| (t.name.clone(), serde_json::json!(v))).collect();
+            let ratios: serde_json::Map<String, serde_json::Value> = targets[1..]
+                .iter()
+                .zip(&r.values[1..])
+                .map(|(t, v)| (t.name.clone(), serde_json::json!(ratio(r.values[0], *v, r.lower_better))))
+                .collect();
+            serde_json::json!({"workload": r.workload, "metric": r.metric, "lowerIsBetter": r.lower_better,
+                               "values": values, "ratios": ratios})
+        })
+        .collect();
+    serde_json::json!({ "servers": targets.iter().map(|t| serde_json::json!({"name": t.name, "url": t.url})).collect::<Vec<_>>(), "rows": rows })
+}
+
+/// How many times better `first` is than `other`.
+fn ratio(first: f64, other: f64, lower_better: bool) -> f64 {
+    if lower_better {
+        other / first
+    } else {
+        first / other
+    }
+}
+
+/// Runs `connections` loops of `one` (given the loop's counter) for the warm-up and `secs`;
+/// returns the rate and the latencies (ms) of the measured window.
+async fn http_load<F, Fut>(connections: usize, secs: Duration, one: F) -> Result<(f64, Vec<f64>)>
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let warm = Duration::from_secs(1);
+    let start = Instant::now();
+    let end = start + warm + secs;
+    let one = Arc::new(one);
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let one = one.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut n = 0u64;
+            while Instant::now() < end {
+                n += 1;
+                let at = Instant::now();
+                one(c, n).await?;
+                if at >= start + warm && Instant::now() < end {
+                    latencies.push(at.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await??);
+    }
+    Ok((latencies.len() as f64 / secs.as_secs_f64(), latencies))
+}
+
+/// HTTP reducer calls: `transfer_fast` between a pair of accounts per connection.
+async fn http_calls(t: &Target, secs: Duration) -> Result<(f64, Vec<f64>)> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(HTTP_CONNECTIONS).build()?;
+    let url = format!("{}/v1/database/{}/call/transfer_fast", t.url, t.db);
+    let token = t.token.clone();
+    http_load(HTTP_CONNECTIONS, secs, move |c, n| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let pair = (c as u32 % (ACCOUNTS / 2)) * 2;
+            let (from, to) = if n % 2 == 0 { (pair, pair + 1) } else { (pair + 1, pair) };
+            let r = http
+                .post(&url)
+                .bearer_auth(&token)
+                .header("Content-Type", "application/json")
+                .body(format!("[{from}, {to}, 1]"))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("transfer_fast: {} {}", r.status(), r.text().await?);
+            }
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// `/sql` queries against the big table, the query text from the loop's counter.
+async fn sql_queries(t: &Target, query: QueryText, secs: Duration) -> Result<(f64, Vec<f64>)> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(SQL_CONNECTIONS).build()?;
+    let url = format!("{}/v1/database/{}/sql", t.url, t.big);
+    let token = t.token.clone();
+    http_load(SQL_CONNECTIONS, secs, move |c, n| {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        async move {
+            let r =
+                http.post(&url).bearer_auth(&token).body(query(n * SQL_CONNECTIONS as u64 + c as u64)).send().await?;
+            if !r.status().is_success() {
+                bail!("sql: {} {}", r.status(), r.text().await?);
+            }
+            r.bytes().await?;
+            Ok(())
+        }
+    })
+    .await
 }
 
 fn print_table(targets: &[Target], rows: &[Row]) {
@@ -137,9 +309,7 @@ fn print_table(targets: &[Target], rows: &[Row]) {
             line.push_str(&format!(" {v:>12.2}"));
         }
         for v in &r.values[1..] {
-            // How many times better the first target is.
-            let ratio = if r.lower_better { v / r.values[0] } else { r.values[0] / v };
-            line.push_str(&format!(" {:>13.2}x", ratio));
+            line.push_str(&format!(" {:>13.2}x", ratio(r.values[0], *v, r.lower_better)));
         }
         println!("{line}");
     }

@@ -197,9 +197,12 @@ enum Command {
         /// The bank module (defaults to the repository's fixture).
         #[arg(long, default_value = "tests/fixtures/modules/bank.wasm")]
         bank: PathBuf,
-        /// Only these workloads: calls, fanout, initial (repeat or separate with commas).
+        /// Only these workloads: calls, fanout, initial, http, sql (repeat or separate with commas).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Also write the results as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -234,13 +237,13 @@ fn main() -> Result<()> {
             run(module, calls, show, logs, schema, timeout_ms)
         }
         Command::Bench { bank, quick } => run_bench(bank, quick),
-        Command::BenchWs { targets, seconds, bank, only } => {
+        Command::BenchWs { targets, seconds, bank, only, json } => {
             let targets = targets
                 .iter()
                 .map(|t| t.split_once('=').map(|(n, u)| (n.to_string(), u.trim_end_matches('/').to_string())))
                 .collect::<Option<Vec<_>>>()
                 .context("--target takes NAME=URL")?;
-            bench_ws::run(bench_ws::Options { targets, seconds, bank, only })
+            bench_ws::run(bench_ws::Options { targets, seconds, bank, only, json })
         }
     }
 }

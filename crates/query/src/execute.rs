@@ -1,11 +1,13 @@
-//! Execution: a planned `SELECT` run over a table (a full scan with the condition), and the
+//! Execution: a planned `SELECT` run over a table (the rows an index on one column gives for
+//! the condition's bounds on it, else a full scan; the condition checked on each), and the
 //! evaluation of a condition on one row.
 
 use std::cmp::Ordering;
+use std::ops::Bound;
 
 use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType, ProductTypeElement};
 use epoch_schema::TableAccess;
-use epoch_store::Store;
+use epoch_store::{Store, Table};
 use sqlparser::ast::{BinaryOperator, LimitClause, ObjectNamePart, SetExpr, TableFactor};
 
 use crate::plan::{literal, Cond, Literal, Operand, Projection, Scope};
@@ -109,7 +111,7 @@ pub(crate) fn run_select(store: &Store, plan: SelectPlan, ctx: QueryContext) -> 
     let ty = AlgebraicType::Product(row_type.clone());
     let mut rows = Vec::new();
     let mut count: u64 = 0;
-    for (_, bytes) in table.iter() {
+    for (_, bytes) in candidate_rows(table, &cond) {
         let row = epoch_sats::bsatn::decode(ts, &ty, bytes).map_err(|e| SqlError::Unsupported(e.to_string()))?;
         let cols = row.as_product().unwrap_or(&[]);
         if !eval(&cond, cols) {
@@ -165,7 +167,7 @@ pub(crate) fn matching(
     let table = store.table(table_id).map_err(store_err)?;
     let ty = AlgebraicType::Product(row_type.clone());
     let mut out = Vec::new();
-    for (id, bytes) in table.iter() {
+    for (id, bytes) in candidate_rows(table, cond) {
         let row = epoch_sats::bsatn::decode(&store.typespace, &ty, bytes)
             .map_err(|e| SqlError::Unsupported(e.to_string()))?;
         let cols = row.as_product().unwrap_or(&[]).to_vec();
@@ -174,6 +176,52 @@ pub(crate) fn matching(
         }
     }
     Ok(out)
+}
+
+/// The rows that may match `cond`, in row-id order (the order of a full scan): those an index
+/// on one column gives for the bounds the top-level conjuncts of `cond` put on that column (an
+/// equality first), else every row. A superset of the matches: `cond` is checked on each.
+fn candidate_rows<'t>(table: &'t Table, cond: &Cond) -> Box<dyn Iterator<Item = (u32, &'t [u8])> + 't> {
+    let mut conjuncts = Vec::new();
+    flatten_and(cond, &mut conjuncts);
+    let bounds = |col: usize| {
+        let (mut lo, mut hi) = (Bound::Unbounded, Bound::Unbounded);
+        for c in &conjuncts {
+            let Cond::Cmp { col: c, op, rhs: Operand::Lit(v) } = c else { continue };
+            if *c != col {
+                continue;
+            }
+            match op {
+                BinaryOperator::Eq => return Some((Bound::Included(v), Bound::Included(v), true)),
+                BinaryOperator::Gt if lo == Bound::Unbounded => lo = Bound::Excluded(v),
+                BinaryOperator::GtEq if lo == Bound::Unbounded => lo = Bound::Included(v),
+                BinaryOperator::Lt if hi == Bound::Unbounded => hi = Bound::Excluded(v),
+                BinaryOperator::LtEq if hi == Bound::Unbounded => hi = Bound::Included(v),
+                _ => {}
+            }
+        }
+        (lo != Bound::Unbounded || hi != Bound::Unbounded).then_some((lo, hi, false))
+    };
+    let single = || table.indexes.iter().filter(|i| i.columns.len() == 1);
+    let chosen = single()
+        .find_map(|i| bounds(i.columns[0] as usize).filter(|b| b.2).map(|b| (i, b)))
+        .or_else(|| single().find_map(|i| bounds(i.columns[0] as usize).map(|b| (i, b))));
+    let Some((index, (lo, hi, _))) = chosen else { return Box::new(table.iter()) };
+    let mut ids = Vec::new();
+    index.scan(&[], lo, hi, &mut ids);
+    ids.sort_unstable();
+    Box::new(ids.into_iter().filter_map(move |id| table.get(id).map(|bytes| (id, bytes))))
+}
+
+/// The conjuncts of `c` (itself when it is not an `AND`).
+fn flatten_and<'c>(c: &'c Cond, out: &mut Vec<&'c Cond>) {
+    match c {
+        Cond::And(a, b) => {
+            flatten_and(a, out);
+            flatten_and(b, out);
+        }
+        other => out.push(other),
+    }
 }
 
 pub(crate) fn eval(c: &Cond, row: &[AlgebraicValue]) -> bool {
