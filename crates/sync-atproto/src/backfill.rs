@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use epoch_core::control::{from_hex_be, hex_be};
+use epoch_core::control::hex_be;
 use epoch_core::{ControlPlane, ReducerArgs};
 use epoch_sync::{ConfigContext, Instance, Item, ItemError, Kind, KindSpec, ListError, RunParams, Runner, RunnerError};
 use parking_lot::Mutex;
@@ -47,15 +47,7 @@ impl KindSpec for FullSyncSpec {
     }
 
     fn validate_config(&self, config: &mut Map<String, Value>, cx: &ConfigContext<'_>) -> Result<(), String> {
-        let section = config.get_mut("atproto").ok_or("`atproto` is missing")?;
-        let parsed = AtprotoConfig::parse(section)?;
-        for reducer in [&parsed.record_reducer, &parsed.reset_reducer] {
-            if !(cx.has_reducer)(reducer) {
-                return Err(format!("the module has no reducer `{reducer}` (atproto)"));
-            }
-        }
-        *section = parsed.to_json();
-        Ok(())
+        AtprotoConfig::validate_section(config, cx)
     }
 
     /// One backfill per database at a time, whatever its type.
@@ -64,17 +56,12 @@ impl KindSpec for FullSyncSpec {
     }
 
     fn open(&self, control: &Arc<ControlPlane>, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError> {
-        let database = from_hex_be(&i.database).ok_or(RunnerError::NoDatabase)?;
-        let section = control.sync_config(&database).map(|c| c["atproto"].clone()).unwrap_or_default();
-        let config = AtprotoConfig::parse(&section).map_err(RunnerError::BadRequest)?;
-        let xrpc =
-            Xrpc::new(&config.service, config.requests_per_second).map_err(|e| RunnerError::Source(e.to_string()))?;
+        let (config, xrpc, keys) = crate::open_source(control, i)?;
         let members: Vec<String> =
             serde_json::from_value(i.detail.get("members").cloned().unwrap_or_default()).unwrap_or_default();
         // The repos not yet done (from the cursor's, on a resumed run) hold their live events.
         let from = i.cursor.as_ref().and_then(|c| c["did"].as_str()).unwrap_or_default();
         let guard = self.holds.begin(&i.database, members.iter().filter(|m| m.as_str() >= from).cloned());
-        let keys = config.plc.as_deref().map(Keys::new).transpose().map_err(|e| RunnerError::Source(e.to_string()))?;
         Ok(Arc::new(FullSync {
             keys,
             xrpc,
@@ -150,10 +137,6 @@ impl FullSync {
     fn holds(&self) -> &Holds {
         self._holds.holds()
     }
-
-    fn kept(&self, collection: &str) -> bool {
-        self.config.collections.is_empty() || self.config.collections.iter().any(|c| c == collection)
-    }
 }
 
 /// One item of `did`'s repo as read at `rev`. A repo read again from its reset after a
@@ -214,7 +197,7 @@ impl Kind for FullSync {
                     None | Some(RESET) => 0,
                     Some(k) => repo.records.partition_point(|r| r.key().as_str() <= k),
                 };
-                for r in repo.records[from..].iter().filter(|r| self.kept(&r.collection)) {
+                for r in repo.records[from..].iter().filter(|r| self.config.keeps(&r.collection)) {
                     if out.len() >= size {
                         return Ok(out);
                     }

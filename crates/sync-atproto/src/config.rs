@@ -68,6 +68,32 @@ fn http_url(field: &str, v: &Value) -> Result<String, String> {
 }
 
 impl AtprotoConfig {
+    /// Whether `did` is synced (every repo is when no members are named).
+    pub fn is_member(&self, did: &str) -> bool {
+        self.members.as_ref().is_none_or(|m| m.binary_search_by(|x| x.as_str().cmp(did)).is_ok())
+    }
+
+    /// Whether records of `collection` are kept (every collection is when none are named).
+    pub fn keeps(&self, collection: &str) -> bool {
+        self.collections.is_empty() || self.collections.iter().any(|c| c == collection)
+    }
+
+    /// The database's section, checked and normalized in place; its reducers must exist.
+    pub fn validate_section(
+        config: &mut serde_json::Map<String, Value>,
+        cx: &epoch_sync::ConfigContext<'_>,
+    ) -> Result<(), String> {
+        let section = config.get_mut("atproto").ok_or("`atproto` is missing")?;
+        let parsed = Self::parse(section)?;
+        for reducer in [&parsed.record_reducer, &parsed.reset_reducer] {
+            if !(cx.has_reducer)(reducer) {
+                return Err(format!("the module has no reducer `{reducer}` (atproto)"));
+            }
+        }
+        *section = parsed.to_json();
+        Ok(())
+    }
+
     /// Parses and checks a section, naming the field that is wrong.
     pub fn parse(v: &Value) -> Result<Self, String> {
         let obj = v.as_object().ok_or("`atproto` must be an object")?;
@@ -87,7 +113,12 @@ impl AtprotoConfig {
             };
         let collections =
             strings("collections", MAX_COLLECTIONS, is_nsid, "NSIDs (app.example.record)")?.unwrap_or_default();
-        let members = strings("members", MAX_CONFIGURED_MEMBERS, is_did, "DIDs")?;
+        // Sorted and without repeats, so membership is a binary search.
+        let members = strings("members", MAX_CONFIGURED_MEMBERS, is_did, "DIDs")?.map(|mut m| {
+            m.sort();
+            m.dedup();
+            m
+        });
         let reducer = |field: &str, default: &str| -> Result<String, String> {
             match obj.get(field) {
                 None | Some(Value::Null) => Ok(default.to_string()),

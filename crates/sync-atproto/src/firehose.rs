@@ -83,7 +83,7 @@ impl KindSpec for FirehoseSpec {
     }
 
     fn validate_config(&self, config: &mut Map<String, Value>, cx: &ConfigContext<'_>) -> Result<(), String> {
-        self.full_sync_spec().validate_config(config, cx)
+        AtprotoConfig::validate_section(config, cx)
     }
 
     /// One firehose instance per database at a time.
@@ -92,18 +92,12 @@ impl KindSpec for FirehoseSpec {
     }
 
     fn open(&self, control: &Arc<ControlPlane>, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError> {
-        let database = from_hex_be(&i.database).ok_or(RunnerError::NoDatabase)?;
-        let section = control.sync_config(&database).map(|c| c["atproto"].clone()).unwrap_or_default();
-        let config = AtprotoConfig::parse(&section).map_err(RunnerError::BadRequest)?;
+        let (config, xrpc, keys) = crate::open_source(control, i)?;
         let cursor = Cursor::of(i);
-        let xrpc =
-            Xrpc::new(&config.service, config.requests_per_second).map_err(|e| RunnerError::Source(e.to_string()))?;
         let reader = Reader::start(&config.service, cursor.seq);
-        let keys = config.plc.as_deref().map(Keys::new).transpose().map_err(|e| RunnerError::Source(e.to_string()))?;
         Ok(Arc::new(Firehose {
             keys,
             catch_up: i.param_str("mode") == Some("catch_up"),
-            members: config.members.clone(),
             config,
             xrpc,
             reader,
@@ -241,7 +235,6 @@ struct Firehose {
     keys: Option<Keys>,
     catch_up: bool,
     config: AtprotoConfig,
-    members: Option<Vec<String>>,
     xrpc: Xrpc,
     reader: Reader,
     /// The newest `rev` applied per repo (as of the items listed so far).
@@ -283,16 +276,6 @@ impl Firehose {
         let key = crate::signing_key(keys, &c.repo)?;
         epoch_atproto::signature::verify_commit(block, &key)
             .map_err(|e| ItemError::Invalid(format!("commit {} of {}: {e}", c.seq, c.repo)))
-    }
-
-    fn member(&self, did: &str) -> bool {
-        self.members
-            .as_ref()
-            .is_none_or(|m| m.binary_search_by(|x| x.as_str().cmp(did)).is_ok() || m.iter().any(|x| x == did))
-    }
-
-    fn kept(&self, collection: &str) -> bool {
-        self.config.collections.is_empty() || self.config.collections.iter().any(|c| c == collection)
     }
 
     /// The cursor after event `seq`, emitted at `time` (RFC 3339; now when unknown): its age is
@@ -340,7 +323,7 @@ impl Firehose {
     /// Holds `frame` back when a full_sync is re-reading its repo (or earlier events of the
     /// repo wait already); gives it back otherwise.
     fn hold(&self, frame: Frame) -> Option<Frame> {
-        let Some(did) = frame.did().filter(|d| self.member(d)) else { return Some(frame) };
+        let Some(did) = frame.did().filter(|d| self.config.is_member(d)) else { return Some(frame) };
         let mut held = self.held.lock();
         if !held.by_repo.contains_key(did) && !self.holds.holding(&self.database, did) {
             return Some(frame);
@@ -369,7 +352,7 @@ impl Firehose {
         self.set_rev(did, &repo.rev);
         let cursor = self.cursor(None);
         out.push(Item { key: format!("{seq}/{did}{RESET}"), cursor: with_args(&cursor, json!([did])) });
-        for r in repo.records.iter().filter(|r| self.kept(&r.collection)) {
+        for r in repo.records.iter().filter(|r| self.config.keeps(&r.collection)) {
             let record = repo.record_json(r).map_err(|e| ListError(e.to_string()))?;
             let args = json!([did, r.collection, r.rkey, r.cid.to_string(), {"some": record.to_string()}]);
             out.push(Item { key: format!("{seq}/{did}/{}", r.key()), cursor: with_args(&cursor, args) });
@@ -389,7 +372,7 @@ impl Firehose {
     fn items_of(&self, frame: Frame, out: &mut Vec<Item>) -> Result<(), ListError> {
         match frame {
             Frame::Commit(c) => {
-                if !self.member(&c.repo) {
+                if !self.config.is_member(&c.repo) {
                     return Ok(());
                 }
                 let last = self.revs.lock().get(&c.repo).cloned();
@@ -412,7 +395,7 @@ impl Firehose {
                 let cursor = self.cursor(Some(&c.time));
                 for op in &c.ops {
                     let Some((collection, rkey)) = op.path.split_once('/') else { continue };
-                    if !self.kept(collection) {
+                    if !self.config.keeps(collection) {
                         continue;
                     }
                     let record = match (&op.action[..], &op.cid) {
@@ -431,7 +414,7 @@ impl Firehose {
                 }
                 Ok(())
             }
-            Frame::Sync(s) if self.member(&s.did) => self.refetch(s.seq, &s.did, out),
+            Frame::Sync(s) if self.config.is_member(&s.did) => self.refetch(s.seq, &s.did, out),
             Frame::Identity(a) => {
                 // The repo's key may have changed: resolve it again at its next commit.
                 if let Some(keys) = &self.keys {
@@ -439,7 +422,7 @@ impl Firehose {
                 }
                 Ok(())
             }
-            Frame::Account(a) if self.member(&a.did) && a.active == Some(false) => {
+            Frame::Account(a) if self.config.is_member(&a.did) && a.active == Some(false) => {
                 let cursor = self.cursor(None);
                 out.push(Item {
                     key: format!("{}/{}{RESET}", a.seq, a.did),
@@ -448,7 +431,9 @@ impl Firehose {
                 self.revs.lock().remove(&a.did);
                 Ok(())
             }
-            Frame::Account(a) if self.member(&a.did) && a.active == Some(true) => self.refetch(a.seq, &a.did, out),
+            Frame::Account(a) if self.config.is_member(&a.did) && a.active == Some(true) => {
+                self.refetch(a.seq, &a.did, out)
+            }
             Frame::Info(info) if info.name == "OutdatedCursor" => {
                 if self.catch_up {
                     let why = "the relay no longer holds the events after the cursor (OutdatedCursor)";

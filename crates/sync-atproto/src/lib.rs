@@ -68,3 +68,19 @@ pub(crate) const RESET: &str = "#reset";
 pub fn is_reset(key: &str) -> bool {
     key.contains(RESET)
 }
+
+/// What an instance of either kind works with: the database's `atproto` section as it is now,
+/// a throttled client of its service, and the signing keys when a PLC directory is named.
+pub(crate) fn open_source(
+    control: &std::sync::Arc<epoch_core::ControlPlane>,
+    i: &epoch_sync::Instance,
+) -> Result<(AtprotoConfig, xrpc::Xrpc, Option<Keys>), epoch_sync::RunnerError> {
+    use epoch_sync::RunnerError;
+    let database = epoch_core::control::from_hex_be(&i.database).ok_or(RunnerError::NoDatabase)?;
+    let section = control.sync_config(&database).map(|c| c["atproto"].clone()).unwrap_or_default();
+    let config = AtprotoConfig::parse(&section).map_err(RunnerError::BadRequest)?;
+    let xrpc =
+        xrpc::Xrpc::new(&config.service, config.requests_per_second).map_err(|e| RunnerError::Source(e.to_string()))?;
+    let keys = config.plc.as_deref().map(Keys::new).transpose().map_err(|e| RunnerError::Source(e.to_string()))?;
+    Ok((config, xrpc, keys))
+}
