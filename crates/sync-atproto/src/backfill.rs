@@ -7,7 +7,8 @@
 //! reads the current repo again and goes on after it. A member whose repo cannot be read fails
 //! on its reset item alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
 use epoch_core::control::hex_be;
@@ -63,8 +64,8 @@ impl KindSpec for FullSyncSpec {
         let from = i.cursor.as_ref().and_then(|c| c["did"].as_str()).unwrap_or_default();
         let guard = self.holds.begin(&i.database, members.iter().filter(|m| m.as_str() >= from).cloned());
         Ok(Arc::new(FullSync {
-            keys,
-            xrpc,
+            reader: Arc::new(RepoReader { xrpc, keys }),
+            ahead: Mutex::new(HashMap::new()),
             config,
             members,
             current: Mutex::new(None),
@@ -78,15 +79,40 @@ impl KindSpec for FullSyncSpec {
 /// What reading one repo gave.
 type RepoRead = Result<Arc<Repo>, ItemError>;
 
-/// A running full sync.
-struct FullSync {
+/// Reads and checks repos; shared with the threads that read ahead.
+struct RepoReader {
+    xrpc: Xrpc,
     /// Signing keys, when the configuration names a PLC directory: each repo's commit is checked.
     keys: Option<Keys>,
-    xrpc: Xrpc,
+}
+
+impl RepoReader {
+    fn read(&self, did: &str) -> RepoRead {
+        let bytes = self.xrpc.get_repo(did).map_err(|e| match e {
+            XrpcError::NotFound(m) => ItemError::NotFound(m),
+            XrpcError::Failed(m) => ItemError::Source(m),
+        })?;
+        let repo = Repo::decode(&bytes).map_err(|e| ItemError::Invalid(format!("the repo of {did}: {e}")))?;
+        if repo.did != did {
+            return Err(ItemError::Invalid(format!("getRepo for {did} returned the repo of {}", repo.did)));
+        }
+        if let Some(keys) = &self.keys {
+            crate::untrusted(did, &repo, keys)?;
+        }
+        Ok(Arc::new(repo))
+    }
+}
+
+/// A running full sync.
+struct FullSync {
+    reader: Arc<RepoReader>,
     config: AtprotoConfig,
+    /// Sorted.
     members: Vec<String>,
     /// The repo being ingested (its DID and what reading it gave).
     current: Mutex<Option<(String, RepoRead)>>,
+    /// Reads of the next repos under way (`parallelRepos` at once, the current one included).
+    ahead: Mutex<HashMap<String, Receiver<RepoRead>>>,
     /// The database (hex), for [`Holds`].
     database: String,
     /// The `rev` of each repo as read, until the firehose is told it is done.
@@ -96,7 +122,8 @@ struct FullSync {
 }
 
 impl FullSync {
-    /// The repo of `did`, read once while its items are listed and applied.
+    /// The repo of `did`, read once while its items are listed and applied (its read may have
+    /// begun ahead); the reads of the next repos begin.
     fn repo(&self, did: &str) -> Result<Arc<Repo>, ItemError> {
         let mut current = self.current.lock();
         if let Some((d, r)) = current.as_ref() {
@@ -104,28 +131,37 @@ impl FullSync {
                 return r.clone();
             }
         }
-        let read = self
-            .xrpc
-            .get_repo(did)
-            .map_err(|e| match e {
-                XrpcError::NotFound(m) => ItemError::NotFound(m),
-                XrpcError::Failed(m) => ItemError::Source(m),
-            })
-            .and_then(|bytes| Repo::decode(&bytes).map_err(|e| ItemError::Invalid(format!("the repo of {did}: {e}"))))
-            .and_then(|repo| {
-                if repo.did != did {
-                    return Err(ItemError::Invalid(format!("getRepo for {did} returned the repo of {}", repo.did)));
-                }
-                if let Some(keys) = &self.keys {
-                    crate::untrusted(did, &repo, keys)?;
-                }
-                Ok(Arc::new(repo))
-            });
+        let begun = self.ahead.lock().remove(did);
+        let read = match begun {
+            Some(rx) => rx.recv().unwrap_or_else(|_| Err(ItemError::Source(format!("reading {did} ahead failed")))),
+            None => self.reader.read(did),
+        };
+        self.read_ahead(did);
         if let Ok(repo) = &read {
             self.snapshot_revs.lock().insert(did.to_string(), repo.rev.clone());
         }
         *current = Some((did.to_string(), read.clone()));
         read
+    }
+
+    /// Begins reading the repos after `did`, so `parallelRepos` reads are under way at most.
+    fn read_ahead(&self, did: &str) {
+        let Ok(at) = self.members.binary_search_by(|m| m.as_str().cmp(did)) else { return };
+        let end = (at + self.config.parallel_repos as usize).min(self.members.len());
+        let mut ahead = self.ahead.lock();
+        for next in &self.members[at + 1..end] {
+            if ahead.contains_key(next) {
+                continue;
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (reader, next_did) = (self.reader.clone(), next.clone());
+            let spawned = std::thread::Builder::new().name("atproto-read-ahead".into()).spawn(move || {
+                let _ = tx.send(reader.read(&next_did));
+            });
+            if spawned.is_ok() {
+                ahead.insert(next.clone(), rx);
+            }
+        }
     }
 
     /// Every item of `did` is applied: its held live events may go, newer than its snapshot.
