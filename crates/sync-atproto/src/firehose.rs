@@ -288,7 +288,14 @@ impl Firehose {
             (Some(l), Some(h)) => Some(l.min(h - 1)),
             (l, _) => l,
         };
-        json!({ "seq": seq, "advancedAt": at, "revs": *self.revs.lock() })
+        json!({ "seq": seq, "advancedAt": at })
+    }
+
+    /// `cursor` with the newest `rev` applied per repo. Only the cursor the runner saves (a
+    /// batch's last item's, or a position) carries them, not every item's.
+    fn with_revs(&self, mut cursor: Value) -> Value {
+        cursor["revs"] = json!(*self.revs.lock());
+        cursor
     }
 
     /// Lets go of the held events of repos a full_sync has finished: each repo's `rev` becomes
@@ -572,6 +579,9 @@ impl Kind for Firehose {
             }
         }
         drop(rx);
+        if let Some(last) = out.pop() {
+            out.push(Item { cursor: self.with_revs(last.cursor), ..last });
+        }
         if out.is_empty() && self.catch_up {
             let (last, connected) = *self.reader.last_frame.lock();
             if connected && last.elapsed() >= HEAD_QUIET {
@@ -615,7 +625,7 @@ impl Kind for Firehose {
         let cursor = self.cursor(None);
         let seq = cursor["seq"].as_i64()?;
         debug_assert!(seq <= listed, "the saved position never passes what was read");
-        (saved.is_none_or(|s| seq > s)).then_some(cursor)
+        (saved.is_none_or(|s| seq > s)).then(|| self.with_revs(cursor))
     }
 
     fn recount(&self, _: &Instance) -> Result<Option<BTreeMap<String, u64>>, RunnerError> {
