@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use epoch_core::{bench, Caller, Database, HostConfig, ReducerArgs};
+use epoch_core::{Caller, Database, HostConfig, ReducerArgs};
 
-mod bench_ws;
+mod bench;
 mod client;
 mod server_config;
 mod subscribe_cmd;
@@ -176,33 +176,29 @@ enum Command {
     /// The sync engine: resync projections, watch workflows, configure, grant.
     #[command(subcommand)]
     Sync(sync_cmd::SyncCommand),
-    /// Measure the in-process engine: empty calls, transfers, bulk inserts, point lookups.
+    /// The side-by-side benchmark: starts Epoch (and, with --reference, SpacetimeDB 1.3), runs
+    /// every workload on each in turn, prints the table with ratios and can write it as JSON.
     Bench {
-        /// The bank module (defaults to the repository's fixture).
-        #[arg(long, default_value = "tests/fixtures/modules/bank.wasm")]
-        bank: PathBuf,
-        /// Smaller counts, for a quick look.
+        /// The reference server's run.sh, or the directory build-reference.sh wrote
+        /// (usually ~/.cache/epoch-reference).
+        #[arg(long, value_name = "PATH")]
+        reference: Option<PathBuf>,
+        /// Smaller counts and 2-second windows: the whole run in a few minutes.
         #[arg(long)]
         quick: bool,
-    },
-    /// WebSocket benchmarks (calls, fan-out, initial subscription) against running servers,
-    /// side by side: `--target epoch=http://… --target reference=http://…`.
-    BenchWs {
-        /// NAME=URL of a server to measure; ratios are against the first.
-        #[arg(long = "target", value_name = "NAME=URL", required = true)]
-        targets: Vec<String>,
-        /// Measured seconds per workload and server.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// The bank module (defaults to the repository's fixture).
-        #[arg(long, default_value = "tests/fixtures/modules/bank.wasm")]
-        bank: PathBuf,
-        /// Only these workloads: calls, fanout, initial, http, sql (repeat or separate with commas).
+        /// Also write the results as JSON to this file.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Measured seconds per workload and server (default 10, or 2 with --quick).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// The directory holding bank.wasm, numbers.wasm and projections.wasm.
+        #[arg(long, default_value = "tests/fixtures/modules")]
+        modules: PathBuf,
+        /// Only these workloads: http, calls, fanout, initial, sql, bulk, restart, memory, sync
+        /// (repeat or separate with commas).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
-        /// Also write the results as JSON to this file.
-        #[arg(long)]
-        json: Option<PathBuf>,
     },
 }
 
@@ -236,14 +232,8 @@ fn main() -> Result<()> {
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
             run(module, calls, show, logs, schema, timeout_ms)
         }
-        Command::Bench { bank, quick } => run_bench(bank, quick),
-        Command::BenchWs { targets, seconds, bank, only, json } => {
-            let targets = targets
-                .iter()
-                .map(|t| t.split_once('=').map(|(n, u)| (n.to_string(), u.trim_end_matches('/').to_string())))
-                .collect::<Option<Vec<_>>>()
-                .context("--target takes NAME=URL")?;
-            bench_ws::run(bench_ws::Options { targets, seconds, bank, only, json })
+        Command::Bench { reference, quick, json, seconds, modules, only } => {
+            bench::run(bench::Options { reference, quick, seconds, modules, only, json })
         }
     }
 }
@@ -437,26 +427,5 @@ fn run(
     if failed {
         std::process::exit(2);
     }
-    Ok(())
-}
-
-fn run_bench(bank: PathBuf, quick: bool) -> Result<()> {
-    let wasm = std::fs::read(&bank).with_context(|| format!("reading {}", bank.display()))?;
-    let scale = if quick { 10 } else { 1 };
-    let results = [
-        bench::empty_reducer(200_000 / scale),
-        bench::transfer_fast(&wasm, 200_000 / scale),
-        bench::insert_rows(&wasm, 1_000_000 / scale as u32),
-        bench::point_lookups(&wasm, 1_000_000 / scale as u32, 1_000_000 / scale),
-    ];
-    println!("{:<36} {:>12} {:>14} {:>14}", "workload", "ops", "per op", "ops/s");
-    for m in &results {
-        println!("{:<36} {:>12} {:>14?} {:>14.0}", m.name, m.iterations, m.per_op(), m.ops_per_sec());
-    }
-    let (from_log, from_snapshot, bytes) = bench::recovery(&wasm, 1_000_000 / scale as u32);
-    for m in [&from_log, &from_snapshot] {
-        println!("{:<36} {:>12} {:>14?} (total)", m.name, m.iterations, m.elapsed);
-    }
-    println!("{:<36} {:>12}", "on-disk size with snapshot (bytes)", bytes);
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! In-process engine benchmarks (criterion): `cargo bench -p epoch-core`.
-//! The same workloads print a summary table with `epoch bench`.
+//! The in-process engine alone; `epoch bench` measures the server side by side with the reference.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use epoch_core::bench;

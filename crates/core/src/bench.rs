@@ -1,4 +1,4 @@
-//! Benchmark workloads shared by `benches/` and `epoch bench`: each returns what it measured.
+//! Benchmark workloads of the in-process engine for `benches/`: each returns what it measured.
 
 use std::time::{Duration, Instant};
 

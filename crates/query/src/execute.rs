@@ -7,7 +7,7 @@ use std::ops::Bound;
 
 use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType, ProductTypeElement};
 use epoch_schema::TableAccess;
-use epoch_store::{Store, Table};
+use epoch_store::{Store, Table, TableSchema};
 use sqlparser::ast::{BinaryOperator, LimitClause, ObjectNamePart, SetExpr, TableFactor};
 
 use crate::plan::{literal, Cond, Literal, Operand, Projection, Scope};
@@ -111,10 +111,11 @@ pub(crate) fn run_select(store: &Store, plan: SelectPlan, ctx: QueryContext) -> 
     let ty = AlgebraicType::Product(row_type.clone());
     let mut rows = Vec::new();
     let mut count: u64 = 0;
+    let test = RowTest::new(&table.schema, &cond);
     for (_, bytes) in candidate_rows(table, &cond) {
-        let row = epoch_sats::bsatn::decode(ts, &ty, bytes).map_err(|e| SqlError::Unsupported(e.to_string()))?;
-        let cols = row.as_product().unwrap_or(&[]);
-        if !eval(&cond, cols) {
+        // Only the columns the condition reads are looked at to test a row; the whole row is
+        // decoded only once it is returned.
+        if !test.passes(&table.schema, bytes)? {
             continue;
         }
         if let Some(v) = &visibility {
@@ -133,8 +134,14 @@ pub(crate) fn run_select(store: &Store, plan: SelectPlan, ctx: QueryContext) -> 
             return Err(SqlError::TooManyRows(ctx.row_limit));
         }
         rows.push(match &projection {
-            Projection::All => row,
-            Projection::Columns(c) => AlgebraicValue::Product(c.iter().map(|(i, _)| cols[*i].clone()).collect()),
+            Projection::All => {
+                epoch_sats::bsatn::decode(ts, &ty, bytes).map_err(|e| SqlError::Unsupported(e.to_string()))?
+            }
+            Projection::Columns(c) => AlgebraicValue::Product(
+                c.iter()
+                    .map(|(i, _)| table.schema.column_value(bytes, *i as u16).map_err(store_err))
+                    .collect::<Result<_, _>>()?,
+            ),
             Projection::Count(_) => unreachable!("handled above"),
         });
     }
@@ -167,13 +174,14 @@ pub(crate) fn matching(
     let table = store.table(table_id).map_err(store_err)?;
     let ty = AlgebraicType::Product(row_type.clone());
     let mut out = Vec::new();
+    let test = RowTest::new(&table.schema, cond);
     for (id, bytes) in candidate_rows(table, cond) {
+        if !test.passes(&table.schema, bytes)? {
+            continue;
+        }
         let row = epoch_sats::bsatn::decode(&store.typespace, &ty, bytes)
             .map_err(|e| SqlError::Unsupported(e.to_string()))?;
-        let cols = row.as_product().unwrap_or(&[]).to_vec();
-        if eval(cond, &cols) {
-            out.push((id, cols));
-        }
+        out.push((id, row.as_product().unwrap_or(&[]).to_vec()));
     }
     Ok(out)
 }
@@ -224,6 +232,101 @@ fn flatten_and<'c>(c: &'c Cond, out: &mut Vec<&'c Cond>) {
     }
 }
 
+/// A condition prepared for testing stored rows: equality of an integer or boolean column with
+/// a literal compares bytes (the encodings are equal exactly when the values are); anything
+/// else decodes only the columns it compares.
+enum RowTest<'c> {
+    Const(bool),
+    And(Box<RowTest<'c>>, Box<RowTest<'c>>),
+    Or(Box<RowTest<'c>>, Box<RowTest<'c>>),
+    /// Column `col`'s bytes equal (or, when `negate`, differ from) `bytes`.
+    BytesEq {
+        col: u16,
+        bytes: Vec<u8>,
+        negate: bool,
+    },
+    /// Any other comparison: the columns it reads are decoded.
+    Decode {
+        col: usize,
+        op: &'c BinaryOperator,
+        rhs: &'c Operand,
+    },
+}
+
+impl<'c> RowTest<'c> {
+    fn new(schema: &TableSchema, c: &'c Cond) -> Self {
+        match c {
+            Cond::Const(b) => Self::Const(*b),
+            Cond::And(a, b) => Self::And(Box::new(Self::new(schema, a)), Box::new(Self::new(schema, b))),
+            Cond::Or(a, b) => Self::Or(Box::new(Self::new(schema, a)), Box::new(Self::new(schema, b))),
+            Cond::Cmp { col, op: op @ (BinaryOperator::Eq | BinaryOperator::NotEq), rhs: Operand::Lit(v) }
+                if exact_bytes(schema.column_type(*col as u16)) =>
+            {
+                let mut bytes = Vec::new();
+                epoch_sats::bsatn::encode(v, &mut bytes);
+                Self::BytesEq { col: *col as u16, bytes, negate: *op == BinaryOperator::NotEq }
+            }
+            Cond::Cmp { col, op, rhs } => Self::Decode { col: *col, op, rhs },
+        }
+    }
+
+    /// Whether the stored row `row` passes; the same answer as [`eval`] on the decoded row.
+    fn passes(&self, schema: &TableSchema, row: &[u8]) -> Result<bool, SqlError> {
+        Ok(match self {
+            Self::Const(b) => *b,
+            Self::And(a, b) => a.passes(schema, row)? && b.passes(schema, row)?,
+            Self::Or(a, b) => a.passes(schema, row)? || b.passes(schema, row)?,
+            Self::BytesEq { col, bytes, negate } => {
+                let at = schema.column_offset(row, *col).map_err(store_err)?;
+                (row.get(at..at + bytes.len()) == Some(&bytes[..])) != *negate
+            }
+            Self::Decode { col, op, rhs } => {
+                let lhs = schema.column_value(row, *col as u16).map_err(store_err)?;
+                let ord = match rhs {
+                    Operand::Col(i) => lhs.cmp(&schema.column_value(row, *i as u16).map_err(store_err)?),
+                    Operand::Lit(v) => lhs.cmp(v),
+                };
+                compare(op, ord)
+            }
+        })
+    }
+}
+
+/// Whether values of `ty` are equal exactly when their encodings are (integers and booleans;
+/// not floats, where `-0.0` and `0.0` differ in bytes).
+fn exact_bytes(ty: &AlgebraicType) -> bool {
+    use AlgebraicType as T;
+    matches!(
+        ty,
+        T::Bool
+            | T::I8
+            | T::U8
+            | T::I16
+            | T::U16
+            | T::I32
+            | T::U32
+            | T::I64
+            | T::U64
+            | T::I128
+            | T::U128
+            | T::I256
+            | T::U256
+    )
+}
+
+/// Whether `ord` (left against right) satisfies comparison `op`.
+fn compare(op: &BinaryOperator, ord: Ordering) -> bool {
+    match op {
+        BinaryOperator::Eq => ord == Ordering::Equal,
+        BinaryOperator::NotEq => ord != Ordering::Equal,
+        BinaryOperator::Lt => ord == Ordering::Less,
+        BinaryOperator::LtEq => ord != Ordering::Greater,
+        BinaryOperator::Gt => ord == Ordering::Greater,
+        BinaryOperator::GtEq => ord != Ordering::Less,
+        _ => false,
+    }
+}
+
 pub(crate) fn eval(c: &Cond, row: &[AlgebraicValue]) -> bool {
     match c {
         Cond::Const(b) => *b,
@@ -234,16 +337,7 @@ pub(crate) fn eval(c: &Cond, row: &[AlgebraicValue]) -> bool {
                 Operand::Col(i) => &row[*i],
                 Operand::Lit(v) => v,
             };
-            let ord = row[*col].cmp(rhs);
-            match op {
-                BinaryOperator::Eq => ord == Ordering::Equal,
-                BinaryOperator::NotEq => ord != Ordering::Equal,
-                BinaryOperator::Lt => ord == Ordering::Less,
-                BinaryOperator::LtEq => ord != Ordering::Greater,
-                BinaryOperator::Gt => ord == Ordering::Greater,
-                BinaryOperator::GtEq => ord != Ordering::Less,
-                _ => false,
-            }
+            compare(op, row[*col].cmp(rhs))
         }
     }
 }

@@ -20,9 +20,11 @@
 //! # Ok(()) }
 //! ```
 
+mod key;
+mod slots;
 mod table;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -84,7 +86,8 @@ enum Undo {
 #[derive(Debug, Default)]
 struct TxState {
     undo: Vec<Undo>,
-    inserted: HashSet<(u32, RowId)>,
+    /// Rows inserted by this transaction and still live (a fast hasher: one entry per insert).
+    inserted: ahash::AHashSet<(u32, RowId)>,
 }
 
 /// The tables of one database.
@@ -258,12 +261,16 @@ impl Store {
         // Inserted rows are read back from the tables; a row inserted and deleted within the
         // transaction cancels out.
         let mut inserts: Vec<Option<(u32, RowId)>> = Vec::new();
-        let mut live: HashMap<(u32, RowId), usize> = HashMap::new();
+        let mut live: ahash::AHashMap<(u32, RowId), usize> = ahash::AHashMap::new();
+        // Only a transaction that deleted a row it inserted needs to find that insert again.
+        let cancels = tx.undo.iter().any(|u| matches!(u, Undo::Deleted { inserted_in_tx: true, .. }));
         let mut deletes: Vec<(u32, Box<[u8]>)> = Vec::new();
         for u in tx.undo {
             match u {
                 Undo::Inserted { table, row } => {
-                    live.insert((table, row), inserts.len());
+                    if cancels {
+                        live.insert((table, row), inserts.len());
+                    }
                     inserts.push(Some((table, row)));
                 }
                 Undo::Deleted { table, row, bytes, inserted_in_tx } => {
@@ -347,12 +354,10 @@ impl Store {
         self.tx()?;
         self.table(table_id)?.schema.validate_row(row)?;
         let generated = self.apply_sequences(table_id, row)?;
-        let table = &self.tables[table_id as usize];
-        if let Some(existing) = table.find_same(row)? {
+        if let Some(existing) = self.tables[table_id as usize].check_insert(row)? {
             return Ok((existing, generated));
         }
-        table.check_unique(row)?;
-        let id = self.tables[table_id as usize].put(row.into())?;
+        let id = self.tables[table_id as usize].put(row)?;
         let tx = self.tx()?;
         tx.undo.push(Undo::Inserted { table: table_id, row: id });
         tx.inserted.insert((table_id, id));
@@ -373,15 +378,15 @@ impl Store {
         let generated = self.apply_sequences(table_id, row)?;
         let table = &self.tables[t as usize];
         let idx = &table.indexes[pos];
-        let key = table.schema.key_of(row, &idx.columns)?;
-        let old = idx.get_unique(&key).ok_or(StoreError::NoSuchRow)?;
+        let key = idx.key_of_row(&table.schema, row)?;
+        let old = idx.get_unique_key(&key).ok_or(StoreError::NoSuchRow)?;
         let table = &mut self.tables[t as usize];
         let old_bytes = table.take(old).ok_or(StoreError::Corrupt)?;
         if let Err(e) = table.check_unique(row) {
             table.restore(old, old_bytes);
             return Err(e);
         }
-        let new = match table.put(row.into()) {
+        let new = match table.put(row) {
             Ok(id) => id,
             Err(e) => {
                 table.restore(old, old_bytes);
@@ -515,7 +520,7 @@ impl Store {
         table.reserve(rows.len());
         for row in rows {
             table.schema.validate_row(row)?;
-            table.put(row.clone())?;
+            table.put(row)?;
         }
         Ok(())
     }
@@ -539,7 +544,7 @@ impl Store {
         table.reserve(inserts.len());
         for row in inserts {
             table.schema.validate_row(row)?;
-            table.put(row.clone())?;
+            table.put(row)?;
         }
         Ok(())
     }

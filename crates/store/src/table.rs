@@ -1,6 +1,6 @@
 //! One table: rows kept as BSATN bytes in slots, with B-tree indexes over decoded key columns.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 use std::sync::Arc;
 
@@ -8,6 +8,8 @@ use epoch_sats::bsatn::{self, Reader};
 use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType, Typespace};
 use epoch_schema::TableDef;
 
+use crate::key::{IntKind, Key};
+use crate::slots::Slots;
 use crate::StoreError;
 
 /// The position of a row inside its table; stable while the row lives.
@@ -42,7 +44,7 @@ impl TableSchema {
     }
 
     /// Byte offset of `col` in `row`, skipping earlier columns (fast when they have fixed sizes).
-    pub(crate) fn column_offset(&self, row: &[u8], col: u16) -> Result<usize, StoreError> {
+    pub fn column_offset(&self, row: &[u8], col: u16) -> Result<usize, StoreError> {
         let mut offset = 0usize;
         let mut r: Option<Reader<'_>> = None;
         for c in 0..col as usize {
@@ -99,6 +101,8 @@ pub struct Index {
     pub unique: bool,
     /// Name of the unique constraint this index enforces, for error messages.
     pub constraint: Option<String>,
+    /// Set for an index over one integer or boolean column: its keys are `u64`s.
+    pub(crate) int: Option<IntKind>,
     pub(crate) map: IndexMap,
 }
 
@@ -106,36 +110,105 @@ pub struct Index {
 pub(crate) enum IndexMap {
     Unique(BTreeMap<AlgebraicValue, RowId>),
     Multi(BTreeSet<(AlgebraicValue, RowId)>),
+    UniqueInt(BTreeMap<u64, RowId>),
+    MultiInt(BTreeSet<(u64, RowId)>),
 }
 
 impl Index {
-    fn insert(&mut self, key: AlgebraicValue, row: RowId) {
-        match &mut self.map {
-            IndexMap::Unique(m) => {
-                m.insert(key, row);
+    fn new(
+        id: u32,
+        name: String,
+        columns: Vec<u16>,
+        unique: bool,
+        constraint: Option<String>,
+        schema: &TableSchema,
+    ) -> Self {
+        let int = match columns[..] {
+            [c] => IntKind::of(schema.column_type(c)),
+            _ => None,
+        };
+        let map = match (unique, int.is_some()) {
+            (true, true) => IndexMap::UniqueInt(BTreeMap::new()),
+            (false, true) => IndexMap::MultiInt(BTreeSet::new()),
+            (true, false) => IndexMap::Unique(BTreeMap::new()),
+            (false, false) => IndexMap::Multi(BTreeSet::new()),
+        };
+        debug_assert!(int.is_none() || columns.len() == 1, "integer keys are one column");
+        Self { id, name, columns, unique, constraint, int, map }
+    }
+
+    /// The key of `row` in this index, read from its bytes.
+    pub(crate) fn key_of_row(&self, schema: &TableSchema, row: &[u8]) -> Result<Key, StoreError> {
+        match self.int {
+            Some(kind) => {
+                let at = schema.column_offset(row, self.columns[0])?;
+                row.get(at..).and_then(|b| kind.from_bytes(b)).map(Key::Int).ok_or(StoreError::Corrupt)
             }
-            IndexMap::Multi(s) => {
-                s.insert((key, row));
-            }
+            None => schema.key_of(row, &self.columns).map(Key::Value),
         }
     }
 
-    fn remove(&mut self, key: AlgebraicValue, row: RowId) {
-        match &mut self.map {
-            IndexMap::Unique(m) => {
-                m.remove(&key);
+    /// `v` as a key of this index: `None` when it is not a value of the key's type.
+    fn key_of_value(&self, v: &AlgebraicValue) -> Option<Key> {
+        match self.int {
+            Some(kind) => kind.from_value(v).map(Key::Int),
+            None => Some(Key::Value(v.clone())),
+        }
+    }
+
+    fn insert(&mut self, key: Key, row: RowId) {
+        match (&mut self.map, key) {
+            (IndexMap::Unique(m), Key::Value(k)) => {
+                m.insert(k, row);
             }
-            IndexMap::Multi(s) => {
-                s.remove(&(key, row));
+            (IndexMap::Multi(s), Key::Value(k)) => {
+                s.insert((k, row));
             }
+            (IndexMap::UniqueInt(m), Key::Int(k)) => {
+                m.insert(k, row);
+            }
+            (IndexMap::MultiInt(s), Key::Int(k)) => {
+                s.insert((k, row));
+            }
+            _ => debug_assert!(false, "index {} given a key of the wrong form", self.name),
+        }
+    }
+
+    fn remove(&mut self, key: Key, row: RowId) {
+        match (&mut self.map, key) {
+            (IndexMap::Unique(m), Key::Value(k)) => {
+                m.remove(&k);
+            }
+            (IndexMap::Multi(s), Key::Value(k)) => {
+                s.remove(&(k, row));
+            }
+            (IndexMap::UniqueInt(m), Key::Int(k)) => {
+                m.remove(&k);
+            }
+            (IndexMap::MultiInt(s), Key::Int(k)) => {
+                s.remove(&(k, row));
+            }
+            _ => debug_assert!(false, "index {} given a key of the wrong form", self.name),
         }
     }
 
     /// Whether this index maps `key` to `row`.
-    pub(crate) fn maps(&self, key: &AlgebraicValue, row: RowId) -> bool {
-        match &self.map {
-            IndexMap::Unique(m) => m.get(key) == Some(&row),
-            IndexMap::Multi(s) => s.contains(&(key.clone(), row)),
+    pub(crate) fn maps(&self, key: &Key, row: RowId) -> bool {
+        match (&self.map, key) {
+            (IndexMap::Unique(m), Key::Value(k)) => m.get(k) == Some(&row),
+            (IndexMap::Multi(s), Key::Value(k)) => s.contains(&(k.clone(), row)),
+            (IndexMap::UniqueInt(m), Key::Int(k)) => m.get(k) == Some(&row),
+            (IndexMap::MultiInt(s), Key::Int(k)) => s.contains(&(*k, row)),
+            _ => false,
+        }
+    }
+
+    /// The row under `key` in a unique index.
+    pub(crate) fn get_unique_key(&self, key: &Key) -> Option<RowId> {
+        match (&self.map, key) {
+            (IndexMap::Unique(m), Key::Value(k)) => m.get(k).copied(),
+            (IndexMap::UniqueInt(m), Key::Int(k)) => m.get(k).copied(),
+            _ => None,
         }
     }
 
@@ -144,6 +217,8 @@ impl Index {
         match &self.map {
             IndexMap::Unique(m) => m.len(),
             IndexMap::Multi(s) => s.len(),
+            IndexMap::UniqueInt(m) => m.len(),
+            IndexMap::MultiInt(s) => s.len(),
         }
     }
 
@@ -153,10 +228,7 @@ impl Index {
 
     /// The row under `key` in a unique index.
     pub fn get_unique(&self, key: &AlgebraicValue) -> Option<RowId> {
-        match &self.map {
-            IndexMap::Unique(m) => m.get(key).copied(),
-            IndexMap::Multi(_) => None,
-        }
+        self.get_unique_key(&self.key_of_value(key)?)
     }
 
     /// Rows whose key starts with `prefix` and whose next column lies between `start` and `end`,
@@ -169,6 +241,47 @@ impl Index {
         out: &mut Vec<RowId>,
     ) {
         let multi_col = self.columns.len() > 1;
+        if let Some(kind) = self.int {
+            // One integer column: the bounds as keys (a bound of another type matches nothing).
+            let key = |b: Bound<&AlgebraicValue>| -> Option<Bound<u64>> {
+                Some(match b {
+                    Bound::Included(v) => Bound::Included(kind.from_value(v)?),
+                    Bound::Excluded(v) => Bound::Excluded(kind.from_value(v)?),
+                    Bound::Unbounded => Bound::Unbounded,
+                })
+            };
+            let (Some(lo), Some(hi)) = (key(start), key(end)) else { return };
+            match &self.map {
+                IndexMap::UniqueInt(m) => {
+                    if let (Bound::Included(a), Bound::Included(b)) = (lo, hi) {
+                        if a == b {
+                            out.extend(m.get(&a).copied());
+                            return;
+                        }
+                    }
+                    if !bounds_empty(lo.as_ref(), hi.as_ref()) {
+                        out.extend(m.range((lo, hi)).map(|(_, r)| *r));
+                    }
+                }
+                IndexMap::MultiInt(s) => {
+                    let lo = match lo {
+                        Bound::Included(v) => Bound::Included((v, RowId::MIN)),
+                        Bound::Excluded(v) => Bound::Excluded((v, RowId::MAX)),
+                        Bound::Unbounded => Bound::Unbounded,
+                    };
+                    let hi = match hi {
+                        Bound::Included(v) => Bound::Included((v, RowId::MAX)),
+                        Bound::Excluded(v) => Bound::Excluded((v, RowId::MIN)),
+                        Bound::Unbounded => Bound::Unbounded,
+                    };
+                    if !bounds_empty(lo.as_ref(), hi.as_ref()) {
+                        out.extend(s.range((lo, hi)).map(|(_, r)| *r));
+                    }
+                }
+                _ => debug_assert!(false, "an integer index keeps integer keys"),
+            }
+            return;
+        }
         if !multi_col {
             // `prefix` is empty: the key is the value itself.
             if let (IndexMap::Unique(m), Bound::Included(a), Bound::Included(b)) = (&self.map, start, end) {
@@ -200,6 +313,7 @@ impl Index {
                     }
                     out.extend(s.range((lo, hi)).map(|(_, r)| *r))
                 }
+                IndexMap::UniqueInt(_) | IndexMap::MultiInt(_) => unreachable!("integer indexes are scanned above"),
             }
             return;
         }
@@ -247,6 +361,7 @@ impl Index {
                     }
                 }
             }
+            IndexMap::UniqueInt(_) | IndexMap::MultiInt(_) => unreachable!("integer indexes have one column"),
         }
     }
 }
@@ -356,13 +471,14 @@ pub(crate) fn integer_is_zero(ty: &AlgebraicType, bytes: &[u8]) -> bool {
 pub struct Table {
     pub id: u32,
     pub schema: Arc<TableSchema>,
-    rows: Vec<Option<Box<[u8]>>>,
+    rows: Slots,
     free: Vec<RowId>,
     len: usize,
     pub indexes: Vec<Index>,
     pub sequences: Vec<Sequence>,
-    /// Rows by content hash, kept only for tables with no unique index, to give set semantics.
-    by_content: Option<HashMap<u64, Vec<RowId>>>,
+    /// Row ids by the hash of their bytes, kept only for tables with no unique index, to give
+    /// set semantics. Only the id is stored (4 bytes an entry); the bytes are in `rows`.
+    by_content: Option<hashbrown::HashTable<RowId>>,
 }
 
 fn content_hash(row: &[u8]) -> u64 {
@@ -383,20 +499,14 @@ impl Table {
                 let mut sorted = columns.clone();
                 sorted.sort_unstable();
                 let constraint = def.constraints.iter().find(|c| c.unique_columns == sorted).map(|c| c.name.clone());
-                Index {
-                    id: first_index_id + i as u32,
-                    name: idx.name.clone(),
-                    columns,
-                    unique,
-                    constraint,
-                    map: if unique { IndexMap::Unique(BTreeMap::new()) } else { IndexMap::Multi(BTreeSet::new()) },
-                }
+                Index::new(first_index_id + i as u32, idx.name.clone(), columns, unique, constraint, &schema)
             })
             .collect();
         let sequences =
             def.sequences.iter().map(|s| Sequence::new(s, &def.row_type.elements[s.column as usize].ty)).collect();
-        let by_content = (!indexes.iter().any(|i| i.unique)).then(HashMap::new);
-        Self { id, schema, rows: Vec::new(), free: Vec::new(), len: 0, indexes, sequences, by_content }
+        let by_content = (!indexes.iter().any(|i| i.unique)).then(hashbrown::HashTable::new);
+        let width = schema.fixed_len.iter().copied().sum::<Option<usize>>();
+        Self { id, schema, rows: Slots::new(width), free: Vec::new(), len: 0, indexes, sequences, by_content }
     }
 
     pub fn len(&self) -> usize {
@@ -413,63 +523,99 @@ impl Table {
     }
 
     pub fn get(&self, row: RowId) -> Option<&[u8]> {
-        self.rows.get(row as usize)?.as_deref()
+        self.rows.get(row)
     }
 
     /// Every live row with its id, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (RowId, &[u8])> {
-        self.rows.iter().enumerate().filter_map(|(i, r)| r.as_deref().map(|r| (i as RowId, r)))
+        self.rows.iter()
     }
 
     /// Finds a row with exactly these bytes.
     pub fn find_same(&self, row: &[u8]) -> Result<Option<RowId>, StoreError> {
         if let Some(idx) = self.indexes.iter().find(|i| i.unique) {
-            let key = self.schema.key_of(row, &idx.columns)?;
-            return Ok(idx.get_unique(&key).filter(|r| self.get(*r) == Some(row)));
+            let key = idx.key_of_row(&self.schema, row)?;
+            return Ok(idx.get_unique_key(&key).filter(|r| self.get(*r) == Some(row)));
         }
         if let Some(m) = &self.by_content {
-            return Ok(m
-                .get(&content_hash(row))
-                .and_then(|ids| ids.iter().copied().find(|r| self.get(*r) == Some(row))));
+            return Ok(m.find(content_hash(row), |r| self.rows.get(*r) == Some(row)).copied());
         }
         Ok(None)
+    }
+
+    /// Before an insert: the id of an identical row already stored (the insert is then a
+    /// no-op), or an error when another row holds a key of a unique index; one lookup per
+    /// unique index.
+    pub(crate) fn check_insert(&self, row: &[u8]) -> Result<Option<RowId>, StoreError> {
+        let mut unique = self.indexes.iter().filter(|i| i.unique);
+        let Some(first) = unique.next() else {
+            return self.find_same(row);
+        };
+        if let Some(id) = first.get_unique_key(&first.key_of_row(&self.schema, row)?) {
+            // Any other unique index maps the identical row's keys to itself.
+            return if self.get(id) == Some(row) { Ok(Some(id)) } else { Err(self.unique_violation(first, row)) };
+        }
+        for idx in unique {
+            if idx.get_unique_key(&idx.key_of_row(&self.schema, row)?).is_some() {
+                return Err(self.unique_violation(idx, row));
+            }
+        }
+        Ok(None)
+    }
+
+    fn unique_violation(&self, idx: &Index, row: &[u8]) -> StoreError {
+        let key = match self.schema.key_of(row, &idx.columns) {
+            Ok(k) => format!("{k:?}"),
+            Err(e) => e.to_string(),
+        };
+        StoreError::UniqueViolation {
+            table: self.schema.name().to_string(),
+            constraint: idx.constraint.clone().unwrap_or_else(|| idx.name.clone()),
+            key,
+        }
     }
 
     /// Checks every unique index for a different row with the same key.
     pub(crate) fn check_unique(&self, row: &[u8]) -> Result<(), StoreError> {
         for idx in self.indexes.iter().filter(|i| i.unique) {
-            let key = self.schema.key_of(row, &idx.columns)?;
-            if idx.get_unique(&key).is_some() {
-                return Err(StoreError::UniqueViolation {
-                    table: self.schema.name().to_string(),
-                    constraint: idx.constraint.clone().unwrap_or_else(|| idx.name.clone()),
-                    key: format!("{key:?}"),
-                });
+            if idx.get_unique_key(&idx.key_of_row(&self.schema, row)?).is_some() {
+                return Err(self.unique_violation(idx, row));
             }
         }
         Ok(())
     }
 
     /// Stores a row already checked for uniqueness; returns its id.
-    pub(crate) fn put(&mut self, row: Box<[u8]>) -> Result<RowId, StoreError> {
-        let keys =
-            self.indexes.iter().map(|idx| self.schema.key_of(&row, &idx.columns)).collect::<Result<Vec<_>, _>>()?;
+    pub(crate) fn put(&mut self, row: &[u8]) -> Result<RowId, StoreError> {
+        let keys = self
+            .indexes
+            .iter()
+            .map(|idx| idx.key_of_row(&self.schema, row))
+            .collect::<Result<smallvec::SmallVec<[Key; 4]>, _>>()?;
         let id = match self.free.pop() {
             Some(id) => id,
-            None => {
-                self.rows.push(None);
-                (self.rows.len() - 1) as RowId
-            }
+            None => self.rows.push_free(),
         };
+        if self.rows.fill(id, row).is_err() {
+            // Rows are validated against the row type before they get here, so a fixed-width
+            // table only ever sees rows of its width.
+            self.free.push(id);
+            return Err(StoreError::Corrupt);
+        }
         for (idx, key) in self.indexes.iter_mut().zip(keys) {
             idx.insert(key, id);
         }
-        if let Some(m) = &mut self.by_content {
-            m.entry(content_hash(&row)).or_default().push(id);
-        }
-        self.rows[id as usize] = Some(row);
+        self.index_content(id);
         self.len += 1;
         Ok(id)
+    }
+
+    /// Adds live row `id` to the content map, when the table keeps one.
+    fn index_content(&mut self, id: RowId) {
+        let rows = &self.rows;
+        if let (Some(m), Some(row)) = (&mut self.by_content, rows.get(id)) {
+            m.insert_unique(content_hash(row), id, |r| content_hash(rows.get(*r).unwrap_or_default()));
+        }
     }
 
     /// Removes a row, returning its bytes.
@@ -483,7 +629,7 @@ impl Table {
             (None, None) => return Ok(()),
         };
         for idx in &self.indexes {
-            let key = self.schema.key_of(bytes, &idx.columns).map_err(|e| e.to_string())?;
+            let key = idx.key_of_row(&self.schema, bytes).map_err(|e| e.to_string())?;
             if idx.maps(&key, id) != live {
                 return Err(format!(
                     "table {} row {id}: index {} {} it",
@@ -497,20 +643,16 @@ impl Table {
     }
 
     pub(crate) fn take(&mut self, id: RowId) -> Option<Box<[u8]>> {
-        let row = self.rows.get_mut(id as usize)?.take()?;
+        let row = self.rows.take(id)?;
         for idx in self.indexes.iter_mut() {
             // The row was indexed when it was put, so its key decodes again.
-            if let Ok(key) = self.schema.key_of(&row, &idx.columns) {
+            if let Ok(key) = idx.key_of_row(&self.schema, &row) {
                 idx.remove(key, id);
             }
         }
         if let Some(m) = &mut self.by_content {
-            let h = content_hash(&row);
-            if let Some(ids) = m.get_mut(&h) {
-                ids.retain(|r| *r != id);
-                if ids.is_empty() {
-                    m.remove(&h);
-                }
+            if let Ok(entry) = m.find_entry(content_hash(&row), |r| *r == id) {
+                entry.remove();
             }
         }
         self.free.push(id);
@@ -523,16 +665,16 @@ impl Table {
         if let Some(pos) = self.free.iter().rposition(|r| *r == id) {
             self.free.swap_remove(pos);
         }
-        let keys: Vec<_> = self.indexes.iter().map(|idx| self.schema.key_of(&row, &idx.columns).ok()).collect();
+        let keys: Vec<_> = self.indexes.iter().map(|idx| idx.key_of_row(&self.schema, &row).ok()).collect();
         for (idx, key) in self.indexes.iter_mut().zip(keys) {
             if let Some(key) = key {
                 idx.insert(key, id);
             }
         }
-        if let Some(m) = &mut self.by_content {
-            m.entry(content_hash(&row)).or_default().push(id);
-        }
-        self.rows[id as usize] = Some(row);
+        // The slot was this row's, so it has the table's width.
+        let filled = self.rows.fill(id, &row);
+        debug_assert!(filled.is_ok(), "a restored row has its table's width");
+        self.index_content(id);
         self.len += 1;
     }
 

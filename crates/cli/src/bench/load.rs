@@ -1,19 +1,15 @@
-//! `epoch bench-ws`: WebSocket workloads run against one or more servers in turn (Epoch and,
-//! when given, the reference SpacetimeDB 1.3 server), with the `bank` module, printing each
-//! figure side by side with the ratio to the first server.
+//! The load workloads of `epoch bench`, over HTTP and WebSocket with the `bank` module, each run
+//! on every server in turn:
 //!
+//! - http: `bank.transfer_fast` over HTTP `/call` from 16 connections, one call in flight each.
 //! - calls: `bank.transfer` over BSATN from 1, 16 and 64 clients, 8 calls in flight each; each
 //!   call is done when its caller's `TransactionUpdate` arrives (Epoch sends it once durable).
-//! - fan-out: 100 and 1,000 subscribers (light mode) of one row while a writer commits changes
+//! - fanout: 100 and 1,000 subscribers (light mode) of one row while a writer commits changes
 //!   to it; the time from the writer's send to each subscriber's receipt.
 //! - initial: a new client subscribing to all 100,000 rows of a table; the time to the complete
 //!   `SubscribeApplied`.
-//! - http: `bank.transfer_fast` over HTTP `/call` from 16 connections, one call in flight each.
 //! - sql: `/sql` over HTTP from 4 connections against the 100,000-row table: a point query by
 //!   primary key, a range of 100 keys, and a full scan with a filter on an unindexed column.
-//!
-//! With `--json FILE`, the table is also written as JSON (workload, metric, a value per server,
-//! and the ratios).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,6 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures::{SinkExt, StreamExt};
 use parking_lot::Mutex;
+
+use super::servers::Server;
+use super::Row;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -33,18 +32,6 @@ const IN_FLIGHT: usize = 8;
 const ACCOUNTS: u32 = 128;
 /// Rows of the initial-subscription workload.
 const INITIAL_ROWS: u32 = 100_000;
-
-/// What to run.
-pub struct Options {
-    /// (name, base URL) of each server; ratios are against the first.
-    pub targets: Vec<(String, String)>,
-    pub seconds: u64,
-    pub bank: std::path::PathBuf,
-    /// Which workloads (`calls`, `fanout`, `initial`, `http`, `sql`); all when empty.
-    pub only: Vec<String>,
-    /// Where to write the results as JSON, too.
-    pub json: Option<std::path::PathBuf>,
-}
 
 /// The text of one query of the `sql` workload, from the caller's counter.
 type QueryText = fn(u64) -> String;
@@ -67,150 +54,88 @@ struct Target {
     big: String,
 }
 
-/// One line of the results: workload, metric, and a value per target (lower is better when
-/// `lower_better`).
-struct Row {
-    workload: String,
-    metric: &'static str,
-    values: Vec<f64>,
-    lower_better: bool,
-}
-
-pub fn run(opts: Options) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    rt.block_on(async move {
-        let wasm = std::fs::read(&opts.bank).with_context(|| format!("reading {}", opts.bank.display()))?;
-        let mut targets = Vec::new();
-        for (name, url) in &opts.targets {
-            targets.push(prepare(name, url, &wasm).await?);
-            eprintln!("prepared {name} at {url}");
-        }
-        let secs = Duration::from_secs(opts.seconds);
-        let wanted = |w: &str| opts.only.is_empty() || opts.only.iter().any(|o| o == w);
-        let mut rows = Vec::new();
-        for clients in [1usize, 16, 64].into_iter().filter(|_| wanted("calls")) {
-            let mut per_s = Vec::new();
-            let mut p99 = Vec::new();
-            for t in &targets {
-                let (rate, lat) = calls(t, clients, secs).await?;
-                eprintln!("calls x{clients} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
-                per_s.push(rate);
-                p99.push(pct(&lat, 0.99));
-            }
-            let workload = format!("WS transfer, {clients} client{}", if clients == 1 { "" } else { "s" });
-            rows.push(Row { workload: workload.clone(), metric: "calls/s", values: per_s, lower_better: false });
-            rows.push(Row { workload, metric: "p99 ms", values: p99, lower_better: true });
-        }
-        for subscribers in [100usize, 1000].into_iter().filter(|_| wanted("fanout")) {
-            let mut p50 = Vec::new();
-            let mut p99 = Vec::new();
-            for t in &targets {
-                let lat = fan_out(t, subscribers, secs).await?;
-                eprintln!(
-                    "fan-out x{subscribers} {}: p50 {:.2} ms p99 {:.2} ms",
-                    t.name,
-                    pct(&lat, 0.5),
-                    pct(&lat, 0.99)
-                );
-                p50.push(pct(&lat, 0.5));
-                p99.push(pct(&lat, 0.99));
-            }
-            let workload = format!("fan-out, {subscribers} subscribers");
-            rows.push(Row { workload: workload.clone(), metric: "p50 ms", values: p50, lower_better: true });
-            rows.push(Row { workload, metric: "p99 ms", values: p99, lower_better: true });
-        }
-        if wanted("initial") {
-            let mut initial = Vec::new();
-            for t in &targets {
-                let ms = initial_subscription(t).await?;
-                eprintln!("initial {}: {ms:.1} ms", t.name);
-                initial.push(ms);
-            }
-            rows.push(Row {
-                workload: format!("initial subscription, {INITIAL_ROWS} rows"),
-                metric: "ms (median of 5)",
-                values: initial,
-                lower_better: true,
-            });
-        }
-        if wanted("http") {
-            let (mut per_s, mut p50, mut p99) = (Vec::new(), Vec::new(), Vec::new());
-            for t in &targets {
-                let (rate, lat) = http_calls(t, secs).await?;
-                eprintln!("http x{HTTP_CONNECTIONS} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
-                per_s.push(rate);
-                p50.push(pct(&lat, 0.5));
-                p99.push(pct(&lat, 0.99));
-            }
-            let workload = format!("HTTP transfer_fast, {HTTP_CONNECTIONS} conns");
-            rows.push(Row { workload: workload.clone(), metric: "calls/s", values: per_s, lower_better: false });
-            rows.push(Row { workload: workload.clone(), metric: "p50 ms", values: p50, lower_better: true });
-            rows.push(Row { workload, metric: "p99 ms", values: p99, lower_better: true });
-        }
-        if wanted("sql") {
-            let queries: [(&str, QueryText); 3] = [
-                ("SQL point (primary key)", |n| {
-                    format!("SELECT * FROM account WHERE id = {}", n % INITIAL_ROWS as u64)
-                }),
-                ("SQL range (100 keys)", |n| {
-                    let from = n * 100 % (INITIAL_ROWS as u64 - 100);
-                    format!("SELECT * FROM account WHERE id >= {from} AND id < {}", from + 100)
-                }),
-                ("SQL full scan + filter", |n| format!("SELECT * FROM account WHERE balance = {}", n % 7)),
-            ];
-            for (workload, query) in queries {
-                let (mut per_s, mut p99) = (Vec::new(), Vec::new());
-                for t in &targets {
-                    let (rate, lat) = sql_queries(t, query, secs).await?;
-                    eprintln!("{workload} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
-                    per_s.push(rate);
-                    p99.push(pct(&lat, 0.99));
-                }
-                rows.push(Row {
-                    workload: workload.to_string(),
-                    metric: "queries/s",
-                    values: per_s,
-                    lower_better: false,
-                });
-                rows.push(Row { workload: workload.to_string(), metric: "p99 ms", values: p99, lower_better: true });
-            }
-        }
-        print_table(&targets, &rows);
-        if let Some(path) = &opts.json {
-            std::fs::write(path, serde_json::to_vec_pretty(&rows_json(&targets, &rows))?)
-                .with_context(|| format!("writing {}", path.display()))?;
-        }
-        Ok(())
-    })
-}
-
-/// The results as JSON: a list of rows, each with its values by server and its ratios (how
-/// many times better the first server is than each other one).
-fn rows_json(targets: &[Target], rows: &[Row]) -> serde_json::Value {
-    let rows: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|r| {
-            let values: serde_json::Map<String, serde_json::Value> =
-                targets.iter().zip(&r.values).map(|(t, v)| (t.name.clone(), serde_json::json!(v))).collect();
-            let ratios: serde_json::Map<String, serde_json::Value> = targets[1..]
-                .iter()
-                .zip(&r.values[1..])
-                .map(|(t, v)| (t.name.clone(), serde_json::json!(ratio(r.values[0], *v, r.lower_better))))
-                .collect();
-            serde_json::json!({"workload": r.workload, "metric": r.metric, "lowerIsBetter": r.lower_better,
-                               "values": values, "ratios": ratios})
-        })
-        .collect();
-    serde_json::json!({ "servers": targets.iter().map(|t| serde_json::json!({"name": t.name, "url": t.url})).collect::<Vec<_>>(), "rows": rows })
-}
-
-/// How many times better `first` is than `other`.
-fn ratio(first: f64, other: f64, lower_better: bool) -> f64 {
-    if lower_better {
-        other / first
-    } else {
-        first / other
+/// Runs the wanted load workloads on every server, adding their rows to `rows`.
+pub(crate) async fn run(
+    servers: &[Server],
+    wasm: &[u8],
+    secs: Duration,
+    wanted: &dyn Fn(&str) -> bool,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    let mut targets = Vec::new();
+    for s in servers {
+        targets.push(prepare(&s.name, &s.url, wasm).await?);
+        eprintln!("prepared {} at {}", s.name, s.url);
     }
+    if wanted("http") {
+        let workload = format!("1. HTTP transfer_fast, {HTTP_CONNECTIONS} conns");
+        let mut per_s = Row::new(&workload, "calls/s", false);
+        let mut p50 = Row::new(&workload, "p50 ms", true);
+        let mut p99 = Row::new(&workload, "p99 ms", true);
+        for t in &targets {
+            let (rate, lat) = http_calls(t, secs).await?;
+            eprintln!("http x{HTTP_CONNECTIONS} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+            per_s.values.push(Some(rate));
+            p50.values.push(Some(pct(&lat, 0.5)));
+            p99.values.push(Some(pct(&lat, 0.99)));
+        }
+        rows.extend([per_s, p50, p99]);
+    }
+    for clients in [1usize, 16, 64].into_iter().filter(|_| wanted("calls")) {
+        let workload = format!("2. WS transfer, {clients} client{}", if clients == 1 { "" } else { "s" });
+        let mut per_s = Row::new(&workload, "calls/s", false);
+        let mut p99 = Row::new(&workload, "p99 ms", true);
+        for t in &targets {
+            let (rate, lat) = calls(t, clients, secs).await?;
+            eprintln!("calls x{clients} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+            per_s.values.push(Some(rate));
+            p99.values.push(Some(pct(&lat, 0.99)));
+        }
+        rows.extend([per_s, p99]);
+    }
+    for subscribers in [100usize, 1000].into_iter().filter(|_| wanted("fanout")) {
+        let workload = format!("3. fan-out, {subscribers} subscribers");
+        let mut p50 = Row::new(&workload, "p50 ms", true);
+        let mut p99 = Row::new(&workload, "p99 ms", true);
+        for t in &targets {
+            let lat = fan_out(t, subscribers, secs).await?;
+            eprintln!("fan-out x{subscribers} {}: p50 {:.2} ms p99 {:.2} ms", t.name, pct(&lat, 0.5), pct(&lat, 0.99));
+            p50.values.push(Some(pct(&lat, 0.5)));
+            p99.values.push(Some(pct(&lat, 0.99)));
+        }
+        rows.extend([p50, p99]);
+    }
+    if wanted("initial") {
+        let mut initial = Row::new(format!("4. initial subscription, {INITIAL_ROWS} rows"), "ms (median of 5)", true);
+        for t in &targets {
+            let ms = initial_subscription(t).await?;
+            eprintln!("initial {}: {ms:.1} ms", t.name);
+            initial.values.push(Some(ms));
+        }
+        rows.push(initial);
+    }
+    if wanted("sql") {
+        let queries: [(&str, QueryText); 3] = [
+            ("5. SQL point (primary key)", |n| format!("SELECT * FROM account WHERE id = {}", n % INITIAL_ROWS as u64)),
+            ("5. SQL range (100 keys)", |n| {
+                let from = n * 100 % (INITIAL_ROWS as u64 - 100);
+                format!("SELECT * FROM account WHERE id >= {from} AND id < {}", from + 100)
+            }),
+            ("5. SQL full scan + filter", |n| format!("SELECT * FROM account WHERE balance = {}", n % 7)),
+        ];
+        for (workload, query) in queries {
+            let mut per_s = Row::new(workload, "queries/s", false);
+            let mut p99 = Row::new(workload, "p99 ms", true);
+            for t in &targets {
+                let (rate, lat) = sql_queries(t, query, secs).await?;
+                eprintln!("{workload} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+                per_s.values.push(Some(rate));
+                p99.values.push(Some(pct(&lat, 0.99)));
+            }
+            rows.extend([per_s, p99]);
+        }
+    }
+    Ok(())
 }
 
 /// Runs `connections` loops of `one` (given the loop's counter) for the warm-up and `secs`;
@@ -294,29 +219,8 @@ async fn sql_queries(t: &Target, query: QueryText, secs: Duration) -> Result<(f6
     .await
 }
 
-fn print_table(targets: &[Target], rows: &[Row]) {
-    let mut header = format!("{:<36} {:<18}", "workload", "metric");
-    for t in targets {
-        header.push_str(&format!(" {:>12}", t.name));
-    }
-    for t in &targets[1..] {
-        header.push_str(&format!(" {:>14}", format!("{}/{}", targets[0].name, t.name)));
-    }
-    println!("{header}");
-    for r in rows {
-        let mut line = format!("{:<36} {:<18}", r.workload, r.metric);
-        for v in &r.values {
-            line.push_str(&format!(" {v:>12.2}"));
-        }
-        for v in &r.values[1..] {
-            line.push_str(&format!(" {:>13.2}x", ratio(r.values[0], *v, r.lower_better)));
-        }
-        println!("{line}");
-    }
-}
-
 /// The `q` quantile of `samples` (milliseconds).
-fn pct(samples: &[f64], q: f64) -> f64 {
+pub(crate) fn pct(samples: &[f64], q: f64) -> f64 {
     if samples.is_empty() {
         return f64::NAN;
     }
