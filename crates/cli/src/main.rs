@@ -199,6 +199,10 @@ enum Command {
         /// (repeat or separate with commas).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// A flag for Epoch's server, to measure a setting (repeat for several):
+        /// `--epoch-arg=--durability=async`.
+        #[arg(long = "epoch-arg", value_name = "FLAG", allow_hyphen_values = true)]
+        epoch_args: Vec<String>,
     },
 }
 
@@ -232,8 +236,8 @@ fn main() -> Result<()> {
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
             run(module, calls, show, logs, schema, timeout_ms)
         }
-        Command::Bench { reference, quick, json, seconds, modules, only } => {
-            bench::run(bench::Options { reference, quick, seconds, modules, only, json })
+        Command::Bench { reference, quick, json, seconds, modules, only, epoch_args } => {
+            bench::run(bench::Options { reference, quick, seconds, modules, only, json, epoch_args })
         }
     }
 }

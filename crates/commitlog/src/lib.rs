@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{unbounded, Receiver, Sender};
 
 pub use record::{AppliedSteps, SequenceState, TableChange, TxRecord, WorkflowStep};
-pub use snapshot::{read_latest_snapshot, write_snapshot, Snapshot, SnapshotError};
+pub use snapshot::{read_latest_snapshot, write_snapshot, PackedRows, Snapshot, SnapshotError};
 
 /// Every segment starts with these bytes.
 const SEGMENT_MAGIC: &[u8; 8] = b"EPOCHLG1";

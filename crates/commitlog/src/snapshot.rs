@@ -18,12 +18,63 @@ const SNAPSHOT_MAGIC: &[u8; 8] = b"EPOCHSN1";
 pub struct Snapshot {
     /// The last transaction included.
     pub offset: u64,
-    /// (table id, rows as BSATN).
-    pub tables: Vec<(u32, Vec<Box<[u8]>>)>,
+    /// (table id, its rows as BSATN).
+    pub tables: Vec<(u32, PackedRows)>,
     pub sequences: Vec<SequenceState>,
     /// Workflow items applied in each instance's latest batch (an optional trailing section:
     /// snapshots written before it existed have none).
     pub steps: Vec<AppliedSteps>,
+}
+
+/// The rows of one table packed end to end as a snapshot stores them (each `[len u32][bytes]`):
+/// taking a snapshot copies a table with one growing buffer instead of an allocation per row,
+/// which matters because the copy is made on the database's writer thread.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PackedRows {
+    count: u64,
+    data: Vec<u8>,
+}
+
+impl PackedRows {
+    /// Room for rows totalling `bytes` bytes (lengths included).
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self { count: 0, data: Vec::with_capacity(bytes) }
+    }
+
+    pub fn push(&mut self, row: &[u8]) {
+        self.data.extend_from_slice(&(row.len() as u32).to_le_bytes());
+        self.data.extend_from_slice(row);
+        self.count += 1;
+    }
+
+    /// How many rows.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Each row, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        let mut at = 0usize;
+        (0..self.len()).map(move |_| {
+            // Built by `push` or checked by `decode`: every length is followed by its bytes.
+            let len = u32::from_le_bytes(self.data[at..at + 4].try_into().unwrap_or_default()) as usize;
+            let row = &self.data[at + 4..at + 4 + len];
+            at += 4 + len;
+            row
+        })
+    }
+}
+
+impl<'a> FromIterator<&'a [u8]> for PackedRows {
+    fn from_iter<I: IntoIterator<Item = &'a [u8]>>(rows: I) -> Self {
+        let mut packed = Self::default();
+        rows.into_iter().for_each(|r| packed.push(r));
+        packed
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,11 +102,8 @@ fn encode(s: &Snapshot) -> Vec<u8> {
     out.extend_from_slice(&(s.tables.len() as u32).to_le_bytes());
     for (id, rows) in &s.tables {
         out.extend_from_slice(&id.to_le_bytes());
-        out.extend_from_slice(&(rows.len() as u64).to_le_bytes());
-        for r in rows {
-            out.extend_from_slice(&(r.len() as u32).to_le_bytes());
-            out.extend_from_slice(r);
-        }
+        out.extend_from_slice(&rows.count.to_le_bytes());
+        out.extend_from_slice(&rows.data);
     }
     out.extend_from_slice(&(s.sequences.len() as u32).to_le_bytes());
     for q in &s.sequences {
@@ -98,13 +146,14 @@ fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
         if n > r.remaining().len() / 4 {
             return Err(DecodeError::LengthTooLarge(n as u64));
         }
-        let rows = (0..n)
-            .map(|_| {
-                let len = r.len_prefix(1)?;
-                Ok(r.take(len)?.into())
-            })
-            .collect::<Result<Vec<Box<[u8]>>, DecodeError>>()?;
-        tables.push((id, rows));
+        // Walk the lengths to find where the table's rows end, then copy them in one piece.
+        let start = r.remaining();
+        for _ in 0..n {
+            let len = r.len_prefix(1)?;
+            r.take(len)?;
+        }
+        let data = start[..start.len() - r.remaining().len()].to_vec();
+        tables.push((id, PackedRows { count: n as u64, data }));
     }
     let sequences = (0..r.len_prefix(22)?)
         .map(|_| Ok(SequenceState { table_id: r.u32()?, column: r.u16()?, next: r.i128()? }))

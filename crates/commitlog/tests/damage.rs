@@ -123,7 +123,7 @@ fn damaged_or_deleted_newest_snapshot_falls_back_to_the_previous() {
     let d = dir("snap");
     let snap = |offset: u64| Snapshot {
         offset,
-        tables: vec![(1, vec![vec![offset as u8; 4].into(), vec![7; 2].into()]), (2, vec![])],
+        tables: vec![(1, [&[offset as u8; 4][..], &[7; 2][..]].into_iter().collect()), (2, Default::default())],
         sequences: vec![SequenceState { table_id: 1, column: 0, next: 99 }],
         steps: if offset == 30 {
             vec![AppliedSteps { instance: "wf_a".into(), batch: 3, items: vec!["hub/h-1".into(), "hub/h-2".into()] }]

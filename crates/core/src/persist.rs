@@ -2,14 +2,15 @@
 //! is told it happened; snapshots are written in the background every N transactions; recovery
 //! is the newest valid snapshot plus the log after it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Sender, TrySendError};
 use epoch_commitlog::{
-    read_latest_snapshot, read_log, write_snapshot, CommitLog, Durability, LogConfig, LogError, SequenceState,
-    Snapshot, TableChange, TxRecord, WorkflowStep,
+    read_latest_snapshot, read_log, write_snapshot, CommitLog, Durability, LogConfig, LogError, PackedRows,
+    SequenceState, Snapshot, TableChange, TxRecord, WorkflowStep,
 };
 use epoch_store::{Store, TxDelta};
 
@@ -136,7 +137,7 @@ impl Persistence {
         if let Some(s) = &snapshot {
             for (table, rows) in &s.tables {
                 store
-                    .apply_recovered(*table, rows, &[])
+                    .apply_recovered(*table, rows.iter(), &[])
                     .map_err(|e| recovery(format!("snapshot {}: {e}", s.offset)))?;
             }
             for q in &s.sequences {
@@ -156,10 +157,24 @@ impl Persistence {
                 )));
             }
         }
+        // Each table's inserts are gathered until one of its transactions deletes, and applied
+        // together: tables are independent, each keeps its own order, and a table that is empty
+        // before a run of inserts (an append-only table, say) is then loaded in one pass.
+        let mut pending: BTreeMap<u32, (u64, Vec<&[u8]>)> = BTreeMap::new();
+        let flush = |store: &mut Store, table: u32, pending: &mut BTreeMap<u32, (u64, Vec<&[u8]>)>, to: u64| {
+            let Some((from, rows)) = pending.remove(&table) else { return Ok(()) };
+            store.apply_recovered(table, rows, &[]).map_err(|e| recovery(format!("transactions {from} to {to}: {e}")))
+        };
         for rec in &replay.records {
             for t in &rec.tables {
+                if t.deletes.is_empty() {
+                    let entry = pending.entry(t.table_id).or_insert_with(|| (rec.offset, Vec::new()));
+                    entry.1.extend(t.inserts.iter().map(|r| &r[..]));
+                    continue;
+                }
+                flush(store, t.table_id, &mut pending, rec.offset)?;
                 store
-                    .apply_recovered(t.table_id, &t.inserts, &t.deletes)
+                    .apply_recovered(t.table_id, t.inserts.iter().map(|r| &r[..]), &t.deletes)
                     .map_err(|e| recovery(format!("transaction {}: {e}", rec.offset)))?;
             }
             for q in &rec.sequences {
@@ -169,6 +184,10 @@ impl Persistence {
                 steps.record(step);
             }
             next_offset = rec.offset + 1;
+        }
+        let tables: Vec<u32> = pending.keys().copied().collect();
+        for table in tables {
+            flush(store, table, &mut pending, next_offset.saturating_sub(1))?;
         }
         report.replayed = replay.records.len();
         report.torn_bytes = replay.torn_bytes;
@@ -273,7 +292,15 @@ impl Persistence {
 fn copy_state(store: &Store, steps: &StepLedger, offset: u64) -> Snapshot {
     Snapshot {
         offset,
-        tables: store.tables().iter().map(|t| (t.id, t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect())).collect(),
+        tables: store
+            .tables()
+            .iter()
+            .map(|t| {
+                let mut rows = PackedRows::with_capacity(t.len() * 4 + t.byte_len());
+                t.iter().for_each(|(_, r)| rows.push(r));
+                (t.id, rows)
+            })
+            .collect(),
         sequences: store
             .sequence_states()
             .into_iter()

@@ -235,10 +235,11 @@ fn flatten_and<'c>(c: &'c Cond, out: &mut Vec<&'c Cond>) {
 /// A condition prepared for testing stored rows: equality of an integer or boolean column with
 /// a literal compares bytes (the encodings are equal exactly when the values are); anything
 /// else decodes only the columns it compares.
-enum RowTest<'c> {
+#[derive(Debug)]
+pub(crate) enum RowTest {
     Const(bool),
-    And(Box<RowTest<'c>>, Box<RowTest<'c>>),
-    Or(Box<RowTest<'c>>, Box<RowTest<'c>>),
+    And(Box<RowTest>, Box<RowTest>),
+    Or(Box<RowTest>, Box<RowTest>),
     /// Column `col`'s bytes equal (or, when `negate`, differ from) `bytes`.
     BytesEq {
         col: u16,
@@ -248,13 +249,13 @@ enum RowTest<'c> {
     /// Any other comparison: the columns it reads are decoded.
     Decode {
         col: usize,
-        op: &'c BinaryOperator,
-        rhs: &'c Operand,
+        op: BinaryOperator,
+        rhs: Operand,
     },
 }
 
-impl<'c> RowTest<'c> {
-    fn new(schema: &TableSchema, c: &'c Cond) -> Self {
+impl RowTest {
+    pub(crate) fn new(schema: &TableSchema, c: &Cond) -> Self {
         match c {
             Cond::Const(b) => Self::Const(*b),
             Cond::And(a, b) => Self::And(Box::new(Self::new(schema, a)), Box::new(Self::new(schema, b))),
@@ -266,12 +267,12 @@ impl<'c> RowTest<'c> {
                 epoch_sats::bsatn::encode(v, &mut bytes);
                 Self::BytesEq { col: *col as u16, bytes, negate: *op == BinaryOperator::NotEq }
             }
-            Cond::Cmp { col, op, rhs } => Self::Decode { col: *col, op, rhs },
+            Cond::Cmp { col, op, rhs } => Self::Decode { col: *col, op: op.clone(), rhs: rhs.clone() },
         }
     }
 
     /// Whether the stored row `row` passes; the same answer as [`eval`] on the decoded row.
-    fn passes(&self, schema: &TableSchema, row: &[u8]) -> Result<bool, SqlError> {
+    pub(crate) fn passes(&self, schema: &TableSchema, row: &[u8]) -> Result<bool, SqlError> {
         Ok(match self {
             Self::Const(b) => *b,
             Self::And(a, b) => a.passes(schema, row)? && b.passes(schema, row)?,

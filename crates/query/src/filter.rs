@@ -22,6 +22,8 @@ pub struct Filter {
     table_id: u32,
     row_type: AlgebraicType,
     cond: Cond,
+    /// `cond` prepared for testing stored rows (a filter of one table).
+    test: Option<crate::execute::RowTest>,
     join: Option<Join>,
     /// Row-level security for the caller, if the table has filters and the caller is not the owner.
     visibility: Option<Visibility>,
@@ -92,9 +94,11 @@ impl Filter {
         if plan.limit.is_some() {
             return Err(SqlError::Unsupported("LIMIT in a subscription".into()));
         }
+        let schema = &store.table(plan.table_id).map_err(store_err)?.schema;
         Ok(Self {
             table_id: plan.table_id,
             row_type: AlgebraicType::Product(plan.row_type),
+            test: Some(crate::execute::RowTest::new(schema, &plan.cond)),
             cond: plan.cond,
             join: None,
             visibility: None,
@@ -172,6 +176,7 @@ impl Filter {
             table_id: p.table,
             row_type: p.row_type.clone(),
             cond,
+            test: None,
             join: Some(Join { tables, projected }),
             visibility: None,
         })
@@ -192,9 +197,11 @@ impl Filter {
 
     /// Whether the BSATN row `row` of the filter's table is selected (single-table queries).
     pub fn matches(&self, store: &Store, row: &[u8]) -> Result<bool, SqlError> {
-        let selected = match self.cond {
-            Cond::Const(all) => all,
-            _ => {
+        let selected = match (&self.cond, &self.test) {
+            (Cond::Const(all), _) => *all,
+            // Only the columns the condition compares are read.
+            (_, Some(test)) => test.passes(&store.table(self.table_id).map_err(store_err)?.schema, row)?,
+            (_, None) => {
                 let value = decode(store, &self.row_type, row)?;
                 eval(&self.cond, value.as_product().unwrap_or(&[]))
             }

@@ -41,7 +41,7 @@ impl IntKind {
     }
 
     /// The key of the value whose BSATN encoding starts `bytes`.
-    pub(crate) fn from_bytes(self, bytes: &[u8]) -> Option<u64> {
+    pub(crate) fn key_of_bytes(self, bytes: &[u8]) -> Option<u64> {
         fn le<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
             b.get(..N)?.try_into().ok()
         }
@@ -63,7 +63,7 @@ impl IntKind {
     }
 
     /// The key of `v`, when it is a value of this kind.
-    pub(crate) fn from_value(self, v: &AlgebraicValue) -> Option<u64> {
+    pub(crate) fn key_of_value(self, v: &AlgebraicValue) -> Option<u64> {
         use AlgebraicValue as V;
         Some(match (self, v) {
             (Self::Bool, V::Bool(b)) => *b as u64,
@@ -81,7 +81,7 @@ impl IntKind {
 }
 
 /// One index key, in the form its index keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Key {
     Int(u64),
     Value(AlgebraicValue),
@@ -108,18 +108,18 @@ mod tests {
                 _ => (AlgebraicValue::I64(a), AlgebraicValue::I64(b), AlgebraicType::I64),
             };
             let k = IntKind::of(&ty).unwrap();
-            let (ka, kb) = (k.from_value(&va).unwrap(), k.from_value(&vb).unwrap());
+            let (ka, kb) = (k.key_of_value(&va).unwrap(), k.key_of_value(&vb).unwrap());
             prop_assert_eq!(ka.cmp(&kb), va.cmp(&vb));
             let mut bytes = Vec::new();
             epoch_sats::bsatn::encode(&va, &mut bytes);
-            prop_assert_eq!(k.from_bytes(&bytes), Some(ka));
+            prop_assert_eq!(k.key_of_bytes(&bytes), Some(ka));
         }
     }
 
     #[test]
     fn a_value_of_another_type_has_no_key() {
-        assert_eq!(IntKind::U32.from_value(&AlgebraicValue::U64(1)), None);
-        assert_eq!(IntKind::Bool.from_bytes(&[2]), None);
-        assert_eq!(IntKind::U64.from_bytes(&[1, 2, 3]), None);
+        assert_eq!(IntKind::U32.key_of_value(&AlgebraicValue::U64(1)), None);
+        assert_eq!(IntKind::Bool.key_of_bytes(&[2]), None);
+        assert_eq!(IntKind::U64.key_of_bytes(&[1, 2, 3]), None);
     }
 }

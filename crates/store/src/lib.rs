@@ -515,7 +515,7 @@ impl Store {
     pub fn load_snapshot_rows(&mut self, table_id: u32, rows: &[Box<[u8]>]) -> Result<(), StoreError> {
         let table = self.table_mut(table_id)?;
         if !table.is_empty() {
-            return self.apply_recovered(table_id, rows, &[]);
+            return self.apply_recovered(table_id, rows.iter().map(|r| &r[..]), &[]);
         }
         table.reserve(rows.len());
         for row in rows {
@@ -527,10 +527,10 @@ impl Store {
 
     /// Applies a recovered change outside any reducer: rows are stored exactly as logged
     /// (sequences untouched, uniqueness trusted), deletes remove the identical row.
-    pub fn apply_recovered(
+    pub fn apply_recovered<'r>(
         &mut self,
         table_id: u32,
-        inserts: &[Box<[u8]>],
+        inserts: impl IntoIterator<Item = &'r [u8]>,
         deletes: &[Box<[u8]>],
     ) -> Result<(), StoreError> {
         let table = self.table_mut(table_id)?;
@@ -541,7 +541,11 @@ impl Store {
         }
         // Logged inserts come from committed transactions replayed in order onto the state they
         // were made in, so they cannot collide; checking each would only slow start-up.
-        table.reserve(inserts.len());
+        let inserts = inserts.into_iter();
+        if table.is_empty() && table.free_slots() == 0 {
+            return table.bulk_load(inserts);
+        }
+        table.reserve(inserts.size_hint().0);
         for row in inserts {
             table.schema.validate_row(row)?;
             table.put(row)?;

@@ -13,8 +13,8 @@ use crate::table::RowId;
 pub(crate) enum Slots {
     /// Rows of `width` bytes, slot `i` at `bytes[i * width..]`; `live` has a bit per slot.
     Fixed { width: usize, bytes: Vec<u8>, live: Vec<u64>, slots: usize },
-    /// A box per live row.
-    Boxed(Vec<Option<Box<[u8]>>>),
+    /// A box per live row, and the bytes of all live rows.
+    Boxed { rows: Vec<Option<Box<[u8]>>>, bytes: usize },
 }
 
 impl Slots {
@@ -22,7 +22,15 @@ impl Slots {
     pub(crate) fn new(width: Option<usize>) -> Self {
         match width {
             Some(width) => Self::Fixed { width, bytes: Vec::new(), live: Vec::new(), slots: 0 },
-            None => Self::Boxed(Vec::new()),
+            None => Self::Boxed { rows: Vec::new(), bytes: 0 },
+        }
+    }
+
+    /// Bytes of the `live` rows together.
+    pub(crate) fn byte_len(&self, live: usize) -> usize {
+        match self {
+            Self::Fixed { width, .. } => width * live,
+            Self::Boxed { bytes, .. } => *bytes,
         }
     }
 
@@ -30,7 +38,7 @@ impl Slots {
     pub(crate) fn reserve(&mut self, n: usize) {
         match self {
             Self::Fixed { width, bytes, .. } => bytes.reserve(n * *width),
-            Self::Boxed(rows) => rows.reserve(n),
+            Self::Boxed { rows, .. } => rows.reserve(n),
         }
     }
 
@@ -45,7 +53,15 @@ impl Slots {
             Self::Fixed { width, bytes, live, .. } => {
                 Self::is_live(live, i).then(|| &bytes[i * width..(i + 1) * width])
             }
-            Self::Boxed(rows) => rows.get(i)?.as_deref(),
+            Self::Boxed { rows, .. } => rows.get(i)?.as_deref(),
+        }
+    }
+
+    /// The id the next [`Slots::push_free`] returns.
+    pub(crate) fn slot_hint(&self) -> RowId {
+        match self {
+            Self::Fixed { slots, .. } => *slots as RowId,
+            Self::Boxed { rows, .. } => rows.len() as RowId,
         }
     }
 
@@ -60,7 +76,7 @@ impl Slots {
                 *slots += 1;
                 (*slots - 1) as RowId
             }
-            Self::Boxed(rows) => {
+            Self::Boxed { rows, .. } => {
                 rows.push(None);
                 (rows.len() - 1) as RowId
             }
@@ -80,9 +96,10 @@ impl Slots {
                 bytes[i * *width..(i + 1) * *width].copy_from_slice(row);
                 live[i / 64] |= 1 << (i % 64);
             }
-            Self::Boxed(rows) => {
+            Self::Boxed { rows, bytes } => {
                 debug_assert!(rows[i].is_none(), "slot {id} is not free");
                 rows[i] = Some(row.into());
+                *bytes += row.len();
             }
         }
         Ok(())
@@ -99,7 +116,11 @@ impl Slots {
                 live[i / 64] &= !(1 << (i % 64));
                 Some(bytes[i * *width..(i + 1) * *width].into())
             }
-            Self::Boxed(rows) => rows.get_mut(i)?.take(),
+            Self::Boxed { rows, bytes } => {
+                let row = rows.get_mut(i)?.take()?;
+                *bytes -= row.len();
+                Some(row)
+            }
         }
     }
 
@@ -107,7 +128,7 @@ impl Slots {
     pub(crate) fn iter(&self) -> impl Iterator<Item = (RowId, &[u8])> {
         let (fixed, boxed) = match self {
             Self::Fixed { width, bytes, live, slots } => (Some((*width, bytes, live, *slots)), None),
-            Self::Boxed(rows) => (None, Some(rows)),
+            Self::Boxed { rows, .. } => (None, Some(rows)),
         };
         let fixed = fixed.into_iter().flat_map(|(width, bytes, live, slots)| {
             (0..slots)

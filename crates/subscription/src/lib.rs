@@ -86,14 +86,16 @@ impl Manager {
         if held >= MAX_QUERIES_PER_CLIENT && !self.clients.get(&client).is_some_and(|k| k.contains_key(&key)) {
             return Err(SubscribeError::TooManyQueries(MAX_QUERIES_PER_CLIENT));
         }
+        let mut fresh = None;
         if !self.queries.contains_key(&key) {
             let filter = Filter::compile(store, sql, ctx)?;
-            // Only a query that evaluates is kept (no orphan with no subscriber).
-            filter.initial_rows(store)?;
+            // Only a query that evaluates is kept (no orphan with no subscriber); its rows are
+            // the answer, so they are computed once.
+            fresh = Some(filter.initial_rows(store)?);
             self.queries.insert(key.clone(), Shared { text: key.0.clone(), filter, subscribers: BTreeSet::new() });
         }
         let shared = self.queries.get_mut(&key).expect("inserted above");
-        let rows = match shared.filter.initial_rows(store) {
+        let rows = match fresh.map_or_else(|| shared.filter.initial_rows(store), Ok) {
             Ok(rows) => rows,
             Err(e) => {
                 if shared.subscribers.is_empty() {

@@ -256,13 +256,22 @@ async fn prepare(name: &str, url: &str, wasm: &[u8]) -> Result<Target> {
     Ok(Target { name: name.to_string(), url: url.to_string(), token, db: dbs[0].clone(), big: dbs[1].clone() })
 }
 
+/// Read buffer of the many small-message clients: tungstenite zero-fills the buffer before every
+/// read (see epoch_api::ws), so a small one keeps a thousand clients cheap.
+const SMALL_READ_BUFFER: usize = 4096;
+/// Read buffer of the client receiving a whole table in one message.
+const LARGE_READ_BUFFER: usize = 256 << 10;
+
 async fn connect(t: &Target, db: &str, query: &str) -> Result<Socket> {
+    connect_with(t, db, query, SMALL_READ_BUFFER).await
+}
+
+async fn connect_with(t: &Target, db: &str, query: &str, read_buffer: usize) -> Result<Socket> {
     let url = format!("{}/v1/database/{db}/subscribe?compression=None{query}", t.url.replacen("http", "ws", 1));
     let mut req = url.into_client_request()?;
     req.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("v1.bsatn.spacetimedb"));
     req.headers_mut().insert("Authorization", HeaderValue::from_str(&format!("Bearer {}", t.token))?);
-    // A small read buffer: tungstenite zero-fills it before every read (see epoch_api::ws).
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(read_buffer);
     let (mut ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), false).await?;
     // IdentityToken first.
     next_binary(&mut ws).await?;
@@ -328,12 +337,16 @@ fn caller_request_id(frame: &[u8]) -> Option<u32> {
 /// the measured window (after a warm-up of a second) and each call's latency.
 async fn calls(t: &Target, clients: usize, secs: Duration) -> Result<(f64, Vec<f64>)> {
     let warm = Duration::from_secs(1);
+    // Every client connects first, so the clock covers calls only.
+    let mut sockets = Vec::new();
+    for _ in 0..clients {
+        sockets.push(connect(t, &t.db, "").await?);
+    }
     let start = Instant::now();
     let measuring = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
-    for c in 0..clients {
-        let mut ws = connect(t, &t.db, "").await?;
+    for (c, mut ws) in sockets.into_iter().enumerate() {
         let (measuring, done) = (measuring.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let pair = (c as u32 % (ACCOUNTS / 2)) * 2;
@@ -446,7 +459,7 @@ async fn fan_out(t: &Target, subscribers: usize, secs: Duration) -> Result<Vec<f
 async fn initial_subscription(t: &Target) -> Result<f64> {
     let mut times = Vec::new();
     for i in 0..5u32 {
-        let mut ws = connect(t, &t.big, "").await?;
+        let mut ws = connect_with(t, &t.big, "", LARGE_READ_BUFFER).await?;
         let q = "SELECT * FROM account";
         let mut sub = vec![3u8];
         sub.extend_from_slice(&(q.len() as u32).to_le_bytes());

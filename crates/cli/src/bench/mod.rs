@@ -43,6 +43,8 @@ pub struct Options {
     pub only: Vec<String>,
     /// Where to write the results as JSON, too.
     pub json: Option<PathBuf>,
+    /// More flags for Epoch's `epoch start` (to measure a setting, e.g. `--durability=async`).
+    pub epoch_args: Vec<String>,
 }
 
 /// The sizes of the counted workloads.
@@ -121,7 +123,7 @@ pub fn run(opts: Options) -> Result<()> {
     let (bank, numbers, projections) = (module("bank")?, module("numbers")?, module("projections")?);
 
     let root = tempdir()?;
-    let mut servers = vec![servers::Server::start_epoch(&root.0.join("epoch"))?];
+    let mut servers = vec![servers::Server::start_epoch(&root.0.join("epoch"), &opts.epoch_args)?];
     if let Some(reference) = &opts.reference {
         servers.push(servers::Server::start_reference(reference, &root.0.join("reference"))?);
     }
@@ -191,6 +193,7 @@ fn rows_json(servers: &[servers::Server], rows: &[Row], opts: &Options, scale: S
     serde_json::json!({
         "servers": servers.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
         "quick": opts.quick,
+        "epochArgs": opts.epoch_args,
         "scale": {"bulkRows": scale.bulk_rows, "memoryRows": scale.memory_rows, "aggregates": scale.aggregates,
                   "shadows": scale.shadows, "repos": scale.repos, "recordsPerRepo": scale.records_per_repo},
         "machine": {"cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},

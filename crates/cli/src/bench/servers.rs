@@ -40,14 +40,14 @@ fn free_port() -> Result<u16> {
 }
 
 impl Server {
-    /// Starts this binary's `epoch start` on a fresh data directory.
-    pub fn start_epoch(data_dir: &Path) -> Result<Self> {
+    /// Starts this binary's `epoch start` on a fresh data directory, with `extra` flags.
+    pub fn start_epoch(data_dir: &Path, extra: &[String]) -> Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let key = data_dir.parent().unwrap_or(data_dir).join("admin.key");
         std::fs::write(&key, ADMIN_KEY)?;
         let exe = std::env::current_exe().context("finding the epoch binary")?;
         let addr = format!("127.0.0.1:{}", free_port()?);
-        let command = vec![
+        let mut command = vec![
             exe.display().to_string(),
             "start".into(),
             "--listen-addr".into(),
@@ -57,6 +57,7 @@ impl Server {
             "--admin-api-key-file".into(),
             key.display().to_string(),
         ];
+        command.extend(extra.iter().cloned());
         Self::launch("epoch", addr, data_dir, command)
     }
 
