@@ -153,6 +153,7 @@ fn control_error(e: ControlError) -> Response {
         ControlError::NotOwner { .. } => StatusCode::FORBIDDEN,
         ControlError::NameTaken(_) | ControlError::PublishInProgress(_) => StatusCode::CONFLICT,
         ControlError::TooManyNames { .. } => StatusCode::BAD_REQUEST,
+        ControlError::Restore(_) => StatusCode::UNPROCESSABLE_ENTITY,
         // A module that does not load, validate or initialise is the publisher's to fix.
         ControlError::Create(CreateError::Host(_) | CreateError::InitFailed(_) | CreateError::InvalidFilter(_))
         | ControlError::Update(UpdateError::Host(_)) => StatusCode::BAD_REQUEST,

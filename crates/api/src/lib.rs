@@ -11,6 +11,7 @@
 // size only matters on error paths.
 #![allow(clippy::result_large_err)]
 
+pub mod archive;
 mod auth;
 mod database;
 mod identity;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub default_database: Option<String>,
     /// The live MQTT consumers of device shadows (restarted when a sync configuration changes).
     pub live_shadows: Option<Arc<epoch_sync_shadows::LiveShadows>>,
+    /// Continuous archiving and restores.
+    pub archive: Option<Arc<archive::ArchiveState>>,
 }
 
 /// The whole HTTP API.
@@ -110,6 +113,8 @@ pub fn router(state: AppState) -> Router {
             "/database/{name_or_identity}/sync/config",
             get(sync::get_config).put(sync::put_config).patch(sync::patch_config),
         )
+        .route("/database/{name_or_identity}/archive", get(archive::status))
+        .route("/database/{name_or_identity}/restore", post(archive::restore))
         .route("/database/{name_or_identity}/sync/resync-projections", post(sync::resync_projections))
         .route("/database/{name_or_identity}/sync/shadow-webhook", post(sync::shadow_webhook))
         .route("/database/{name_or_identity}/sync/shadow-sync/{thing_name}", post(sync::shadow_sync))

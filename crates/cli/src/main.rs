@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use epoch_core::{Caller, Database, HostConfig, ReducerArgs};
 
+mod archive_cmd;
 mod bench;
 mod client;
 mod server_config;
@@ -101,6 +102,22 @@ struct StartArgs {
     /// Repeat for several issuers.
     #[arg(long = "trusted-issuer", value_name = "ISSUER=PEM_FILE")]
     trusted_issuers: Vec<String>,
+    /// Archive every database continuously to this object store (s3://bucket/prefix or
+    /// file:///path): closed log segments, snapshots and modules, each database in a folder
+    /// named by its identity. S3 credentials come from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY.
+    #[arg(long, value_name = "URL")]
+    archive_url: Option<String>,
+    /// The S3 endpoint of the archive (and of restores), for R2, MinIO or moto.
+    #[arg(long, value_name = "URL")]
+    archive_endpoint: Option<String>,
+    /// The S3 region of the archive (and of restores).
+    #[arg(long)]
+    archive_region: Option<String>,
+    /// A transaction reaches the archive at most this many seconds after it commits (the open
+    /// segment is closed and shipped when its oldest record has waited this long).
+    #[arg(long, default_value_t = epoch_archive::DEFAULT_MAX_LAG.as_secs_f64())]
+    archive_max_lag_seconds: f64,
 }
 
 #[derive(Subcommand)]
@@ -176,6 +193,32 @@ enum Command {
     /// The sync engine: resync projections, watch workflows, configure, grant.
     #[command(subcommand)]
     Sync(sync_cmd::SyncCommand),
+    /// Rebuilds a database from its archive folder on the server, as a new database: up to a
+    /// moment (--at), a transaction (--offset) or the last archived one. Needs the admin key.
+    Restore {
+        /// The archive folder of the database (`<archive URL>/<identity>`; `epoch archive-status`
+        /// prints it).
+        #[arg(long, value_name = "URL")]
+        from: String,
+        /// Restore as of this moment (RFC 3339, e.g. 2026-12-02T07:00:00Z).
+        #[arg(long, value_name = "RFC3339", conflicts_with = "offset")]
+        at: Option<String>,
+        /// Restore up to and including this transaction offset.
+        #[arg(long)]
+        offset: Option<u64>,
+        /// The name of the new database.
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: String,
+        /// The S3 endpoint of the archive, when the server has no --archive-endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// The S3 region of the archive.
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// What the archiver has shipped for a database: its archive URL, the last transaction, what
+    /// is in the archive, the lag and the last error. Needs the admin key.
+    ArchiveStatus { database: String },
     /// The side-by-side benchmark: starts Epoch (and, with --reference, SpacetimeDB 1.3), runs
     /// every workload on each in turn, prints the table with ratios and can write it as JSON.
     Bench {
@@ -232,6 +275,15 @@ fn main() -> Result<()> {
         Command::Describe { database } => session()?.describe(&database),
         Command::Delete { database } => session()?.delete(&database),
         Command::Sync(cmd) => sync_cmd::run(cmd, &cli.server, &config, cli.admin_api_key.clone()),
+        Command::Restore { from, at, offset, as_name, endpoint, region } => archive_cmd::restore(
+            archive_cmd::RestoreArgs { from, at, offset, as_name, endpoint, region },
+            &cli.server,
+            &config,
+            cli.admin_api_key.clone(),
+        ),
+        Command::ArchiveStatus { database } => {
+            archive_cmd::status(&database, &cli.server, &config, cli.admin_api_key.clone())
+        }
         Command::Start(args) => start(*args),
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
             run(module, calls, show, logs, schema, timeout_ms)
@@ -265,6 +317,10 @@ fn start(args: StartArgs) -> Result<()> {
         max_clients_per_database,
         max_subscriptions_per_client,
         max_initial_rows,
+        archive_url,
+        archive_endpoint,
+        archive_region,
+        archive_max_lag_seconds,
     } = args;
     let ws = epoch_api::ws::WsLimits {
         max_message_bytes: max_ws_message_bytes,
@@ -285,6 +341,7 @@ fn start(args: StartArgs) -> Result<()> {
         durability,
         snapshot_every,
         recover_truncate,
+        archived: archive_url.is_some(),
         ..Default::default()
     });
     let admin_api_key = match admin_api_key_file {
@@ -321,7 +378,39 @@ fn start(args: StartArgs) -> Result<()> {
     firehose.bind(&runner);
     let live_shadows = epoch_sync_shadows::LiveShadows::start(control.clone());
     let stopping_shadows = live_shadows.clone();
+    let archive_options =
+        epoch_archive::StoreOptions { endpoint: archive_endpoint, region: archive_region, ..Default::default() };
+    let archive_service = match &archive_url {
+        Some(url) if !in_memory => {
+            anyhow::ensure!(
+                archive_max_lag_seconds > 0.0 && archive_max_lag_seconds.is_finite(),
+                "--archive-max-lag-seconds must be a positive number of seconds"
+            );
+            let target = epoch_archive::ArchiveTarget::open(url, &archive_options)
+                .with_context(|| format!("opening the archive {url}"))?;
+            let service = std::sync::Arc::new(epoch_archive::ArchiveService::new(
+                target,
+                Duration::from_secs_f64(archive_max_lag_seconds),
+            ));
+            let listing = control.clone();
+            service.spawn(move || {
+                listing
+                    .archivable()
+                    .into_iter()
+                    .map(|(id, dir, log)| (epoch_core::control::hex_be(&id), dir, log))
+                    .collect()
+            });
+            tracing::info!(url, "archiving every database");
+            Some(service)
+        }
+        Some(_) => anyhow::bail!("--archive-url needs a data directory (not --in-memory)"),
+        None => None,
+    };
     let state = epoch_api::AppState {
+        archive: Some(std::sync::Arc::new(epoch_api::archive::ArchiveState {
+            service: archive_service,
+            options: archive_options,
+        })),
         runner: Some(runner),
         control,
         auth: std::sync::Arc::new(auth),

@@ -353,7 +353,7 @@ pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option
 }
 
 /// Sends a request; a sync API error becomes its message.
-fn answer(req: RequestBuilder) -> Result<Value> {
+pub(crate) fn answer(req: RequestBuilder) -> Result<Value> {
     let resp = req.send().context("connecting to the server")?;
     let status = resp.status();
     let v: Value = resp.json().unwrap_or(Value::Null);

@@ -96,6 +96,38 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     Ok(out)
 }
 
+/// The segment files of the log in `dir` as (first offset, path), oldest first. Every segment
+/// but the last is closed and never written again.
+pub fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+    segments(dir)
+}
+
+/// Cuts the log in `dir` so that its last record is `offset`: the segment holding `offset + 1`
+/// is shortened before that record and every later segment removed (a restore to a point in
+/// time). Records are counted from each segment's first offset, as the writer numbers them.
+pub fn cut_after(dir: &Path, offset: u64) -> Result<(), LogError> {
+    for (start, path) in segments(dir)? {
+        if start > offset {
+            std::fs::remove_file(&path).map_err(io_err(&path))?;
+            continue;
+        }
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let mut pos = SEGMENT_MAGIC.len();
+        let mut next = start;
+        while next <= offset && pos + FRAME_HEADER <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or_default()) as usize;
+            pos += FRAME_HEADER + len;
+            next += 1;
+        }
+        if pos < bytes.len() {
+            let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+            f.set_len(pos.min(bytes.len()) as u64).map_err(io_err(&path))?;
+            f.sync_all().map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
+}
+
 /// What replaying the log found.
 #[derive(Debug, Default)]
 pub struct Replay {
@@ -206,11 +238,17 @@ enum Cmd {
     Prune(u64),
     /// Run the callback once everything appended so far is fsynced, whatever the durability.
     Fsync(Callback),
+    /// Close the current segment now if it holds any record (so it can be archived) and start
+    /// a new one; then run the callback.
+    Seal(Callback),
 }
 
 /// An open log with its writer thread.
 pub struct CommitLog {
     tx: Sender<Cmd>,
+    /// Segments starting at or after this offset are never pruned (an archiver has not shipped
+    /// them yet); `u64::MAX` when nothing holds them.
+    prune_floor: Arc<AtomicU64>,
     /// One past the highest offset known durable (0: nothing yet).
     durable_end: Arc<AtomicU64>,
     next_offset: AtomicU64,
@@ -230,13 +268,22 @@ impl CommitLog {
         let file = open_segment(&path, fresh)?;
         let size = file.metadata().map_err(io_err(&path))?.len();
         let durable_end = Arc::new(AtomicU64::new(next_offset));
+        let prune_floor = Arc::new(AtomicU64::new(u64::MAX));
         let (tx, rx) = unbounded();
-        let writer = Writer { config, file, path, size, durable_end: durable_end.clone(), waiting: Vec::new() };
+        let writer = Writer {
+            config,
+            file,
+            path,
+            size,
+            durable_end: durable_end.clone(),
+            prune_floor: prune_floor.clone(),
+            waiting: Vec::new(),
+        };
         let thread = std::thread::Builder::new()
             .name("commitlog".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| LogError::Io { path: PathBuf::from("commitlog thread"), source: e })?;
-        Ok(Self { tx, durable_end, next_offset: AtomicU64::new(next_offset), thread: Some(thread) })
+        Ok(Self { tx, prune_floor, durable_end, next_offset: AtomicU64::new(next_offset), thread: Some(thread) })
     }
 
     /// The offset the next appended record must carry.
@@ -297,6 +344,34 @@ impl CommitLog {
     pub fn prune_before(&self, offset: u64) {
         let _ = self.tx.send(Cmd::Prune(offset));
     }
+
+    /// Keeps every segment that starts at or after `offset` from being pruned, whatever
+    /// [`CommitLog::prune_before`] asks: an archiver calls this with the start of the first
+    /// segment it has not shipped yet. The floor only rises.
+    pub fn set_prune_floor(&self, offset: u64) {
+        let floor = &self.prune_floor;
+        let old = floor.load(Ordering::Acquire);
+        if old == u64::MAX || offset > old {
+            debug_assert!(old == u64::MAX || offset >= old, "the prune floor only rises");
+            floor.store(offset, Ordering::Release);
+        }
+    }
+
+    /// Closes the current segment if it holds any record and starts a new one, so that every
+    /// record appended so far is in a closed (immutable) segment; blocks until done. The
+    /// records are fsynced first.
+    pub fn seal(&self) {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self
+            .tx
+            .send(Cmd::Seal(Box::new(move || {
+                let _ = tx.send(());
+            })))
+            .is_ok()
+        {
+            let _ = rx.recv();
+        }
+    }
 }
 
 impl Drop for CommitLog {
@@ -328,6 +403,7 @@ struct Writer {
     path: PathBuf,
     size: u64,
     durable_end: Arc<AtomicU64>,
+    prune_floor: Arc<AtomicU64>,
     waiting: Vec<(u64, Callback)>,
 }
 
@@ -360,6 +436,7 @@ impl Writer {
                 }
             }
             let mut fsync_waiting: Vec<Callback> = Vec::new();
+            let mut sealed: Vec<Callback> = Vec::new();
             for cmd in batch {
                 match cmd {
                     Cmd::Append(offset, payload) => {
@@ -376,6 +453,14 @@ impl Writer {
                     Cmd::OnDurable(offset, f) => self.waiting.push((offset, f)),
                     Cmd::Prune(before) => self.prune(before),
                     Cmd::Fsync(f) => fsync_waiting.push(f),
+                    Cmd::Seal(f) => {
+                        if self.size > SEGMENT_MAGIC.len() as u64 {
+                            self.flush_buf(&mut buf);
+                            self.sync(written_end);
+                            self.rotate(written_end);
+                        }
+                        sealed.push(f);
+                    }
                 }
             }
             self.flush_buf(&mut buf);
@@ -393,6 +478,7 @@ impl Writer {
             self.run_callbacks();
             // In sync mode the fsync above already covered them.
             fsync_waiting.into_iter().for_each(|f| f());
+            sealed.into_iter().for_each(|f| f());
         }
     }
 
@@ -453,10 +539,12 @@ impl Writer {
 
     fn prune(&mut self, before: u64) {
         let Ok(segs) = segments(&self.config.dir) else { return };
-        // Segment i holds offsets [start_i, start_{i+1}); it can go when start_{i+1} <= before.
+        // Segment i holds offsets [start_i, start_{i+1}); it can go when start_{i+1} <= before,
+        // unless an archiver still needs it (it starts at or after the floor).
+        let floor = self.prune_floor.load(Ordering::Acquire);
         for pair in segs.windows(2) {
-            let ((_, path), (next_start, _)) = (&pair[0], &pair[1]);
-            if *next_start <= before && *path != self.path {
+            let ((start, path), (next_start, _)) = (&pair[0], &pair[1]);
+            if *next_start <= before && *start < floor && *path != self.path {
                 if let Err(e) = std::fs::remove_file(path) {
                     tracing::warn!(path = %path.display(), "could not prune a commitlog segment: {e}");
                 }

@@ -103,6 +103,8 @@ pub enum ControlError {
     Corrupt { table: &'static str, message: String },
     #[error(transparent)]
     System(#[from] SystemError),
+    #[error("restore failed: {0}")]
+    Restore(String),
 }
 
 /// The first 16 hex digits of a database identity, as 1.3's messages name a database.
@@ -503,6 +505,71 @@ impl ControlPlane {
 
     pub fn all(&self) -> Vec<Arc<HostedDatabase>> {
         self.state.read().databases.values().cloned().collect()
+    }
+
+    /// Every running durable database as (identity, directory, commitlog), for archiving.
+    pub fn archivable(&self) -> Vec<(IdentityBytes, PathBuf, Arc<epoch_commitlog::CommitLog>)> {
+        self.all()
+            .into_iter()
+            .filter_map(|db| {
+                let dir = self.database_dir(&db.identity)?;
+                let log = db.handle.with(|d| d.commit_log()).ok().flatten()?;
+                Some((db.identity, dir, log))
+            })
+            .collect()
+    }
+
+    /// Creates database `identity` under the new name `name`, owned by `caller`, from files
+    /// `fetch` writes into its empty directory (a restore from an archive): `fetch` returns the
+    /// module, and the database opens from the directory as after a restart (no `init`).
+    pub fn restore_to_name(
+        &self,
+        name: &str,
+        identity: IdentityBytes,
+        caller: IdentityBytes,
+        fetch: impl FnOnce(&Path) -> Result<Vec<u8>, String>,
+    ) -> Result<crate::RecoveryReport, ControlError> {
+        let (Some(dir), Some((_, persist))) = (self.database_dir(&identity), &self.storage) else {
+            return Err(ControlError::Restore("restoring needs a server with a data directory".into()));
+        };
+        {
+            let mut st = self.state.write();
+            if st.names.contains_key(name) {
+                return Err(ControlError::NameTaken(name.to_string()));
+            }
+            if st.databases.contains_key(&identity) || st.pending.contains_key(&identity) {
+                return Err(ControlError::PublishInProgress(short(&identity)));
+            }
+            st.names.insert(name.to_string(), identity);
+            st.name_owners.insert(name.to_string(), caller);
+            st.pending.insert(identity, caller);
+        }
+        let opened = (|| {
+            let io = |source| ControlError::Io { path: dir.clone(), source };
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(io)?;
+            }
+            std::fs::create_dir_all(&dir).map_err(io)?;
+            let wasm = fetch(&dir).map_err(ControlError::Restore)?;
+            let (db, report) = Database::open_persistent(&wasm, identity, self.config.clone(), &dir, persist.clone())?;
+            Ok((db, report, wasm))
+        })();
+        let mut st = self.state.write();
+        st.pending.remove(&identity);
+        match opened {
+            Ok((db, report, wasm)) => {
+                st.databases.insert(identity, hosted(db, caller, &wasm, next_created()));
+                self.save(&st)?;
+                Ok(report)
+            }
+            Err(e) => {
+                st.names.remove(name);
+                st.name_owners.remove(name);
+                drop(st);
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
     }
 
     /// Points `name` at `identity`, registered to `caller`, who must own the database. A name

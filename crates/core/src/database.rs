@@ -354,6 +354,11 @@ impl Database {
         }
     }
 
+    /// A durable database's commitlog (for archiving).
+    pub fn commit_log(&self) -> Option<std::sync::Arc<epoch_commitlog::CommitLog>> {
+        self.persist.as_ref().map(|p| p.log().clone())
+    }
+
     /// Where a durable database's transactions are acknowledged from: the log and the offset of
     /// the last transaction handed to it.
     pub fn durable_barrier(&self) -> Option<(std::sync::Arc<epoch_commitlog::CommitLog>, u64)> {

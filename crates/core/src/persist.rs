@@ -25,6 +25,8 @@ pub struct PersistConfig {
     pub segment_max_bytes: u64,
     /// On mid-log corruption, start from the last good transaction instead of refusing to start.
     pub recover_truncate: bool,
+    /// An archiver ships the log: no segment is pruned until it says the segment is shipped.
+    pub archived: bool,
 }
 
 impl Default for PersistConfig {
@@ -34,6 +36,7 @@ impl Default for PersistConfig {
             snapshot_every: 100_000,
             segment_max_bytes: 64 << 20,
             recover_truncate: false,
+            archived: false,
         }
     }
 }
@@ -196,6 +199,10 @@ impl Persistence {
             LogConfig { dir: log_dir(dir), durability: config.durability, segment_max_bytes: config.segment_max_bytes },
             next_offset,
         )?;
+        if config.archived {
+            // Nothing is pruned before the archiver has looked (it raises the floor).
+            log.set_prune_floor(0);
+        }
         let log = Arc::new(log);
         let snapshots = spawn_snapshot_writer(snapshot_dir(dir), log.clone());
         let last_snapshot = report.snapshot_offset.unwrap_or(0);

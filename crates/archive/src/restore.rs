@@ -1,0 +1,104 @@
+//! Rebuilding a database directory from its archive, up to a transaction or a moment.
+
+use std::path::Path;
+
+use epoch_commitlog::{cut_after, read_log};
+
+use crate::{io, name_offset, ArchiveError, ArchiveTarget};
+
+/// Where a restore stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopAt {
+    /// The last archived transaction.
+    Latest,
+    /// The transaction with this log offset (included).
+    Offset(u64),
+    /// The last transaction that started at or before this moment (microseconds since the
+    /// Unix epoch).
+    Time(i64),
+}
+
+/// What a restore rebuilt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// The last transaction restored (`None`: the database as created, before any).
+    pub offset: Option<u64>,
+    /// The snapshot the state starts from, if any.
+    pub snapshot: Option<u64>,
+    /// Log segments fetched.
+    pub segments: usize,
+}
+
+/// Fetches the archive folder `archive` into the empty directory `dest` (`module.wasm`, the
+/// snapshot to start from, the log cut after the stopping point), so that opening the
+/// database from `dest` recovers it as it was then. Returns the module and what was restored.
+pub fn restore(archive: &ArchiveTarget, dest: &Path, stop: StopAt) -> Result<(Vec<u8>, RestoreReport), ArchiveError> {
+    let wasm = archive.get("module.wasm")?;
+    let log_dir = dest.join("log");
+    std::fs::create_dir_all(&log_dir).map_err(io(&log_dir))?;
+    let names = archive.list("log")?;
+    for name in &names {
+        if name_offset(name, ".log").is_none() {
+            continue;
+        }
+        let path = log_dir.join(name);
+        std::fs::write(&path, archive.get(&format!("log/{name}"))?).map_err(io(&path))?;
+    }
+    let records = read_log(&log_dir, 0, false)?.records;
+    let first = records.first().map(|r| r.offset);
+    let last = records.last().map(|r| r.offset);
+    let target: Option<u64> = match stop {
+        StopAt::Latest => last,
+        StopAt::Offset(n) => {
+            if last.is_none_or(|l| n > l) {
+                return Err(ArchiveError::Restore(format!(
+                    "offset {n} is past the archive's last transaction ({})",
+                    last.map_or("none".to_string(), |l| l.to_string())
+                )));
+            }
+            Some(n)
+        }
+        StopAt::Time(t) => match records.iter().rev().find(|r| r.timestamp_micros <= t) {
+            Some(r) => Some(r.offset),
+            None if first.is_some_and(|f| f > 0) => {
+                return Err(ArchiveError::Restore("the archive holds no transaction at or before that moment".into()))
+            }
+            // Before the first transaction: the database as created.
+            None => None,
+        },
+    };
+    drop(records);
+    // The newest snapshot at or before the target (none needed when the log starts at 0).
+    let snapshots: Vec<u64> = archive.list("snapshots")?.iter().filter_map(|n| name_offset(n, ".snap")).collect();
+    let snapshot = target.and_then(|t| snapshots.iter().copied().filter(|s| *s <= t).max());
+    let covered_from = snapshot.map_or(0, |s| s + 1);
+    if first.is_some_and(|f| f > covered_from) {
+        return Err(ArchiveError::Restore(format!(
+            "the archived log starts at transaction {} and no snapshot covers what comes before",
+            first.unwrap_or_default()
+        )));
+    }
+    if let Some(s) = snapshot {
+        let dir = dest.join("snapshots");
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        let path = dir.join(format!("{s:020}.snap"));
+        std::fs::write(&path, archive.get(&format!("snapshots/{s:020}.snap"))?).map_err(io(&path))?;
+    }
+    match target {
+        Some(t) => cut_after(&log_dir, t)?,
+        // Nothing to replay: an empty log.
+        None => {
+            std::fs::remove_dir_all(&log_dir).map_err(io(&log_dir))?;
+        }
+    }
+    for name in crate::DATABASE_FILES {
+        let bytes = match archive.get(name) {
+            Ok(b) => b,
+            Err(ArchiveError::Missing(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        let path = dest.join(name);
+        std::fs::write(&path, bytes).map_err(io(&path))?;
+    }
+    Ok((wasm, RestoreReport { offset: target, snapshot, segments: names.len() }))
+}

@@ -1,0 +1,165 @@
+//! Continuous archiving to moto's S3 and point-in-time restore, as an operator runs them: a
+//! server archives while a writer calls reducers over HTTP; a second server restores the
+//! database at three moments (by time and by offset) and at the latest point, through the
+//! CLI, and every table of each restored database equals the original at that point.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::services::Moto;
+use common::Server;
+use serde_json::Value;
+
+const KEY: &str = "archive-admin-key-0001";
+
+/// Every table of the bank module, each sorted, as JSON text rows.
+fn tables(server: &Server, token: &str, db: &str) -> Vec<Vec<String>> {
+    ["account", "ledger"]
+        .iter()
+        .map(|t| {
+            let (status, body) = server.sql(Some(token), db, &format!("SELECT * FROM {t}"));
+            assert_eq!(status, 200, "{body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            let mut rows: Vec<String> = v[0]["rows"].as_array().unwrap().iter().map(|r| r.to_string()).collect();
+            rows.sort();
+            rows
+        })
+        .collect()
+}
+
+fn archive_status(server: &Server, token: &str, db: &str) -> Value {
+    let r = server
+        .http()
+        .get(format!("{}/v1/database/{db}/archive", server.url))
+        .header("X-Admin-API-Key", KEY)
+        .bearer_auth(token)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().unwrap()
+}
+
+/// `epoch restore` against `server`, as the CLI user `config` (logged in there).
+fn cli_restore(server: &Server, config: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_epoch"))
+        .args(["--server", &server.url, "--config"])
+        .arg(config)
+        .args(["--admin-api-key", KEY, "restore"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_database_archived_while_written_restores_to_any_moment() {
+    let Some(moto) = Moto::require() else { return };
+    let http = reqwest::blocking::Client::new();
+    assert!(http.put(format!("{}/backups", moto.url)).send().unwrap().status().is_success());
+    // moto takes any credentials; object_store reads them from the environment.
+    std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+    let dir = std::env::temp_dir().join(format!("epoch-archive-{}-{}", std::process::id(), common::rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("admin.key");
+    std::fs::write(&key_file, KEY).unwrap();
+    let archive_flags = [
+        "--admin-api-key-file",
+        key_file.to_str().unwrap(),
+        "--archive-url",
+        "s3://backups/epoch",
+        "--archive-endpoint",
+        &moto.url,
+        "--archive-max-lag-seconds",
+        "1",
+        // Snapshots often, so restores start from one and the archive holds several.
+        "--snapshot-every",
+        "40",
+    ];
+    let original = Server::start_in(dir.join("a"), &archive_flags);
+    let (_, token) = original.identity();
+    assert!(original.publish(&token, "bank", "bank").status().is_success());
+    assert_eq!(original.call(&token, "bank", "open_accounts", "[0, 10, 1000]").0, 200);
+
+    // The writer: transfers one after another; at three moments it pauses to note the time, the
+    // offset and every table.
+    let mut moments = Vec::new();
+    for i in 0..240u32 {
+        let (status, body) = original.call(&token, "bank", "transfer", &format!("[{}, {}, 1]", i % 10, (i + 3) % 10));
+        assert_eq!(status, 200, "{body}");
+        if [50, 130, 200].contains(&i) {
+            std::thread::sleep(Duration::from_millis(5));
+            let at = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+            let offset = archive_status(&original, &token, "bank")["lastOffset"].as_u64().unwrap();
+            moments.push((at, offset, tables(&original, &token, "bank")));
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    let last = archive_status(&original, &token, "bank")["lastOffset"].as_u64().unwrap();
+    let final_tables = tables(&original, &token, "bank");
+    // Within the lag bound everything reaches the archive.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let s = archive_status(&original, &token, "bank");
+        if s["shippedEnd"].as_u64().unwrap() > last {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "the archive never caught up: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(status["error"], Value::Null, "{status}");
+    assert!(status["snapshotsShipped"].as_u64().unwrap() >= 2, "{status}");
+    let from = status["url"].as_str().unwrap().to_string();
+    assert!(from.starts_with("s3://backups/epoch/"), "{from}");
+
+    // Another server restores from the archive, through the CLI.
+    let other = Server::start_in(
+        dir.join("b"),
+        &["--admin-api-key-file", key_file.to_str().unwrap(), "--archive-endpoint", &moto.url],
+    );
+    let config = dir.join("cli.json");
+    let login = std::process::Command::new(env!("CARGO_BIN_EXE_epoch"))
+        .args(["--server", &other.url, "--config"])
+        .arg(&config)
+        .arg("login")
+        .output()
+        .unwrap();
+    assert!(login.status.success(), "{}", String::from_utf8_lossy(&login.stderr));
+    // The CLI keeps its token per server; the restored databases are its identity's.
+    let saved: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let token_of_cli = saved["tokens"][&other.url].as_str().expect("the CLI saved its token").to_string();
+    for (k, (at, offset, expected)) in moments.iter().enumerate() {
+        let by_time = format!("at{k}");
+        let out = cli_restore(&other, &config, &["--from", &from, "--at", at, "--as", &by_time]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(said.contains(&format!("up to transaction {offset}")), "{said}");
+        assert_eq!(&tables(&other, &token_of_cli, &by_time), expected, "restored at {at}");
+        let by_offset = format!("offset{k}");
+        let out = cli_restore(&other, &config, &["--from", &from, "--offset", &offset.to_string(), "--as", &by_offset]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(&tables(&other, &token_of_cli, &by_offset), expected, "restored at offset {offset}");
+    }
+    let out = cli_restore(&other, &config, &["--from", &from, "--as", "latest"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(tables(&other, &token_of_cli, "latest"), final_tables, "nothing acknowledged is missing");
+    // The restored database goes on working.
+    assert_eq!(other.call(&token_of_cli, "latest", "transfer", "[0, 1, 1]").0, 200);
+
+    // Refusals: a taken name, a point past the end, no admin key.
+    let out = cli_restore(&other, &config, &["--from", &from, "--as", "latest"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already exists"));
+    let out = cli_restore(&other, &config, &["--from", &from, "--offset", &(last + 1000).to_string(), "--as", "past"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("past the archive"));
+    let r = other
+        .http()
+        .post(format!("{}/v1/database/nokey/restore", other.url))
+        .bearer_auth(&token_of_cli)
+        .body(format!("{{\"from\": \"{from}\"}}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    drop(original);
+    drop(other);
+    let _ = std::fs::remove_dir_all(&dir);
+}
