@@ -4,7 +4,8 @@
 //!   the database's last transaction offset (admin key and the owner's token);
 //! - `POST /v1/database/:n/restore` with `{"from": URL, "offset": N | "at": RFC3339,
 //!   "endpoint", "region"}`: a new database `:n` rebuilt from an archive folder, owned by the
-//!   caller (admin key and a token; the server reads the archive with its own credentials).
+//!   caller (admin key and a token; the server reads the archive with its own credentials);
+//! - `POST /v1/database/:n/backup` with `{"to": URL}`: a consistent backup of the live database.
 
 use std::sync::Arc;
 
@@ -149,4 +150,55 @@ async fn restore_inner(
         "segments": report.as_ref().map(|r| r.segments),
         "elapsedMs": started.elapsed().as_millis() as u64,
     }))
+}
+
+/// `POST /v1/database/:n/backup` with `{"to": URL, "endpoint", "region"}`: a consistent backup
+/// of a live database (a snapshot taken now plus every closed log segment, the open one closed
+/// first, and its files) written to `to` itself; writes go on meanwhile. Admin key and owner.
+pub async fn backup(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let run = async {
+        let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
+        let db = sync_database(&state, &segment)?;
+        authorize(&state, &headers, bearer(&headers), db, true)?;
+        let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body must be JSON: {e}")))?;
+        let to = v["to"].as_str().ok_or_else(|| bad("`to` (where the backup goes) is required".into()))?.to_string();
+        if let Some(path) = to.strip_prefix("file://") {
+            epoch_sync_objectstore::check_file_store(std::path::Path::new(path), state.control.data_dir())
+                .map_err(|m| bad(m.replace("`objectStore.url`", "`to`")))?;
+        }
+        let mut options = state.archive.as_ref().map(|a| a.options.clone()).unwrap_or_default();
+        for (field, slot) in [("endpoint", &mut options.endpoint), ("region", &mut options.region)] {
+            if let Some(s) = v[field].as_str() {
+                *slot = Some(s.to_string());
+            }
+        }
+        let control = state.control.clone();
+        let started = std::time::Instant::now();
+        let done = tokio::task::spawn_blocking(move || {
+            let target = Arc::new(epoch_archive::ArchiveTarget::open(&to, &options).map_err(|e| e.to_string())?);
+            let (dir, log) = control.backup_point(&db.0).map_err(|e| e.to_string())?;
+            let mut archiver = epoch_archive::Archiver::backup(&dir, target);
+            archiver.ship(&log).map_err(|e| e.to_string())?;
+            Ok::<_, String>(archiver.status().clone())
+        })
+        .await
+        .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|m| SyncError::new(StatusCode::BAD_GATEWAY, format!("backup failed: {m}")))?;
+        tracing::info!(database = %db, shipped_end = done.shipped_end, "backup written");
+        Ok::<_, SyncError>(json!({
+            "offset": done.shipped_end.checked_sub(1),
+            "segments": done.segments_shipped,
+            "snapshots": done.snapshots_shipped,
+            "elapsedMs": started.elapsed().as_millis() as u64,
+        }))
+    };
+    match run.await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
 }

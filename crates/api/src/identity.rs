@@ -103,5 +103,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         tables.extend(sizes.into_iter().map(|(t, n)| (name.clone(), t, n)));
         clients.push((name, stats));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render(&tables, &clients)).into_response()
+    let mut body = state.metrics.render(&tables, &clients);
+    if let Some(service) = state.archive.as_ref().and_then(|a| a.service.as_ref()) {
+        body.push_str(&crate::metrics::render_archive(&service.statuses()));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

@@ -115,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/database/{name_or_identity}/archive", get(archive::status))
         .route("/database/{name_or_identity}/restore", post(archive::restore))
+        .route("/database/{name_or_identity}/backup", post(archive::backup))
         .route("/database/{name_or_identity}/sync/resync-projections", post(sync::resync_projections))
         .route("/database/{name_or_identity}/sync/shadow-webhook", post(sync::shadow_webhook))
         .route("/database/{name_or_identity}/sync/shadow-sync/{thing_name}", post(sync::shadow_sync))

@@ -35,6 +35,32 @@ pub struct Metrics {
     ws_queued_bytes: AtomicI64,
 }
 
+/// One series of the archive metrics: name, help, type and how to read it from a status.
+type ArchiveSeries = (&'static str, &'static str, &'static str, fn(&epoch_archive::ArchiveStatus) -> f64);
+
+/// The archive series of `/metrics`, one line per database and series.
+pub fn render_archive(statuses: &[(String, epoch_archive::ArchiveStatus)]) -> String {
+    let mut out = String::new();
+    let series: [ArchiveSeries; 5] = [
+        ("epoch_archive_shipped_end", "One past the last transaction offset in the archive.", "gauge", |s| {
+            s.shipped_end as f64
+        }),
+        ("epoch_archive_lag_seconds", "How long the oldest transaction not yet archived has waited.", "gauge", |s| {
+            s.lag.as_secs_f64()
+        }),
+        ("epoch_archive_segments_total", "Log segments archived.", "counter", |s| s.segments_shipped as f64),
+        ("epoch_archive_snapshots_total", "Snapshots archived.", "counter", |s| s.snapshots_shipped as f64),
+        ("epoch_archive_failing", "1 while archiving fails (it retries).", "gauge", |s| s.error.is_some() as u8 as f64),
+    ];
+    for (name, help, kind, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (db, s) in statuses {
+            let _ = writeln!(out, "{name}{{database=\"{db}\"}} {}", value(s));
+        }
+    }
+    out
+}
+
 impl Metrics {
     /// Records one reducer call of `database` (hex identity).
     pub fn reducer_call(&self, database: &str, reducer: &str, duration: Duration, failed: bool) {

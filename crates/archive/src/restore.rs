@@ -46,7 +46,10 @@ pub fn restore(archive: &ArchiveTarget, dest: &Path, stop: StopAt) -> Result<(Ve
     }
     let records = read_log(&log_dir, 0, false)?.records;
     let first = records.first().map(|r| r.offset);
-    let last = records.last().map(|r| r.offset);
+    let snapshots: Vec<u64> = archive.list("snapshots")?.iter().filter_map(|n| name_offset(n, ".snap")).collect();
+    // The last transaction the archive holds: in the log, or in a snapshot newer than it (a
+    // backup taken just after a snapshot may have no log after it).
+    let last = records.last().map(|r| r.offset).max(snapshots.iter().copied().max());
     let target: Option<u64> = match stop {
         StopAt::Latest => last,
         StopAt::Offset(n) => {
@@ -60,7 +63,7 @@ pub fn restore(archive: &ArchiveTarget, dest: &Path, stop: StopAt) -> Result<(Ve
         }
         StopAt::Time(t) => match records.iter().rev().find(|r| r.timestamp_micros <= t) {
             Some(r) => Some(r.offset),
-            None if first.is_some_and(|f| f > 0) => {
+            None if first.is_some_and(|f| f > 0) || (first.is_none() && !snapshots.is_empty()) => {
                 return Err(ArchiveError::Restore("the archive holds no transaction at or before that moment".into()))
             }
             // Before the first transaction: the database as created.
@@ -69,7 +72,6 @@ pub fn restore(archive: &ArchiveTarget, dest: &Path, stop: StopAt) -> Result<(Ve
     };
     drop(records);
     // The newest snapshot at or before the target (none needed when the log starts at 0).
-    let snapshots: Vec<u64> = archive.list("snapshots")?.iter().filter_map(|n| name_offset(n, ".snap")).collect();
     let snapshot = target.and_then(|t| snapshots.iter().copied().filter(|s| *s <= t).max());
     let covered_from = snapshot.map_or(0, |s| s + 1);
     if first.is_some_and(|f| f > covered_from) {

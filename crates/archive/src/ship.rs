@@ -39,6 +39,9 @@ pub struct Archiver {
     files: std::collections::BTreeMap<&'static str, Vec<u8>>,
     /// Since when the open segment has held records (as first seen by a pass).
     unshipped_since: Option<Instant>,
+    /// Whether this archiver holds the log's unshipped segments from pruning (the continuous
+    /// archiver does; a one-off backup does not).
+    holds_log: bool,
     status: ArchiveStatus,
 }
 
@@ -56,8 +59,18 @@ impl Archiver {
             shipped_snapshots: BTreeSet::new(),
             files: Default::default(),
             unshipped_since: None,
+            holds_log: true,
             status,
         }
+    }
+
+    /// A one-off backup of the database in `db_dir` into `target` itself (no folder): every
+    /// pass ships everything and seals the open segment; it never touches the log's prune
+    /// floor (a continuous archiver may hold it).
+    pub fn backup(db_dir: &Path, target: Arc<ArchiveTarget>) -> Self {
+        let mut a = Self::new(db_dir, "", target, Duration::ZERO);
+        a.holds_log = false;
+        a
     }
 
     /// What it has done so far.
@@ -66,7 +79,11 @@ impl Archiver {
     }
 
     fn rel(&self, rest: &str) -> String {
-        format!("{}/{rest}", self.folder)
+        if self.folder.is_empty() {
+            rest.to_string()
+        } else {
+            format!("{}/{rest}", self.folder)
+        }
     }
 
     /// One pass: ships the module and the database's other files if they changed, every closed segment and snapshot not yet in
@@ -94,6 +111,7 @@ impl Archiver {
         }
         if self.shipped_segments.is_none() {
             let names = self.target.list(&self.rel("log"))?;
+            debug_assert!(names.windows(2).all(|w| w[0] < w[1]), "listings come sorted");
             self.shipped_segments = Some(names.iter().filter_map(|n| name_offset(n, ".log")).collect());
             self.shipped_snapshots =
                 self.target.list(&self.rel("snapshots"))?.iter().filter_map(|n| name_offset(n, ".snap")).collect();
@@ -133,7 +151,9 @@ impl Archiver {
             self.shipped_segments.get_or_insert_with(BTreeSet::new).insert(*start);
             self.status.segments_shipped += 1;
         }
-        log.set_prune_floor(*open_start);
+        if self.holds_log {
+            log.set_prune_floor(*open_start);
+        }
         Ok(*open_start)
     }
 

@@ -118,3 +118,19 @@ fn an_unshipped_segment_is_never_pruned() {
     log.seal();
     assert_eq!(segment_files(&db.join("log")).unwrap().len(), 1, "only the open segment is left");
 }
+
+#[test]
+fn a_snapshot_newer_than_the_log_is_the_latest_point() {
+    // A backup taken just after a snapshot: the log after it is empty, older segments pruned.
+    let store = dir("snap-only");
+    std::fs::create_dir_all(store.join("snapshots")).unwrap();
+    std::fs::write(store.join("module.wasm"), b"m").unwrap();
+    let snap = Snapshot { offset: 41, ..Default::default() };
+    write_snapshot(&store.join("snapshots"), &snap, 2).unwrap();
+    let folder = ArchiveTarget::open(&format!("file://{}", store.display()), &StoreOptions::default()).unwrap();
+    let dest = dir("snap-only-restored");
+    let (_, report) = restore(&folder, &dest, StopAt::Latest).unwrap();
+    assert_eq!((report.offset, report.snapshot), (Some(41), Some(41)));
+    assert_eq!(read_latest_snapshot(&dest.join("snapshots")).map(|s| s.offset), Some(41));
+    assert!(restore(&folder, &dir("snap-only-2"), StopAt::Time(5)).is_err(), "no log to find a moment in");
+}

@@ -216,6 +216,26 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
     },
+    /// A consistent backup of a live database, written by the server to URL (s3:// or
+    /// file://): a snapshot taken now and the log after it. Writes go on meanwhile. Needs the
+    /// admin key.
+    Backup {
+        database: String,
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// The S3 endpoint, when the server has no --archive-endpoint.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// Checks a backup or archive folder here: every snapshot's and log frame's checksum, then a
+    /// full replay into a scratch database. S3 credentials come from the AWS environment.
+    BackupVerify {
+        url: String,
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// What the archiver has shipped for a database: its archive URL, the last transaction, what
     /// is in the archive, the lag and the last error. Needs the admin key.
     ArchiveStatus { database: String },
@@ -281,6 +301,10 @@ fn main() -> Result<()> {
             &config,
             cli.admin_api_key.clone(),
         ),
+        Command::Backup { database, to, endpoint } => {
+            archive_cmd::backup(&database, &to, endpoint, &cli.server, &config, cli.admin_api_key.clone())
+        }
+        Command::BackupVerify { url, endpoint, region } => archive_cmd::verify(&url, endpoint, region),
         Command::ArchiveStatus { database } => {
             archive_cmd::status(&database, &cli.server, &config, cli.admin_api_key.clone())
         }

@@ -507,6 +507,27 @@ impl ControlPlane {
         self.state.read().databases.values().cloned().collect()
     }
 
+    /// A consistent copy point of durable database `identity`: writes a snapshot now (on its
+    /// writer, between transactions) and closes the open log segment, so the directory's
+    /// snapshot and closed segments hold every transaction up to that point. Returns the
+    /// directory and the log.
+    pub fn backup_point(
+        &self,
+        identity: &IdentityBytes,
+    ) -> Result<(PathBuf, Arc<epoch_commitlog::CommitLog>), ControlError> {
+        let db = self.get(identity).ok_or(ControlError::NoSuchDatabase)?;
+        let dir = self
+            .database_dir(identity)
+            .ok_or_else(|| ControlError::Restore("an in-memory database has no files to back up".into()))?;
+        let log = db
+            .handle
+            .with(|d| d.snapshot_now().map(|()| d.commit_log()))?
+            .map_err(|e| ControlError::Restore(format!("taking a snapshot: {e}")))?
+            .ok_or_else(|| ControlError::Restore("an in-memory database has no files to back up".into()))?;
+        log.seal();
+        Ok((dir, log))
+    }
+
     /// Every running durable database as (identity, directory, commitlog), for archiving.
     pub fn archivable(&self) -> Vec<(IdentityBytes, PathBuf, Arc<epoch_commitlog::CommitLog>)> {
         self.all()
