@@ -399,7 +399,12 @@ enum CallAnswer {
     NoSuchReducer,
     Lifecycle(Lifecycle),
     BadArgs(String),
-    Ran { outcome: ReducerOutcome, duration: Duration },
+    /// The database cannot write now (a full disk): refused, nothing ran.
+    Unavailable(String),
+    Ran {
+        outcome: ReducerOutcome,
+        duration: Duration,
+    },
 }
 
 /// `POST /v1/database/:n/call/:reducer`: `client_connected`, the reducer, `client_disconnected`.
@@ -420,11 +425,22 @@ pub async fn call(
     let Ok(args) = String::from_utf8(body.to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "Request body didn't contain valid UTF-8");
     };
+    // Refused at once while the log cannot write (a full disk): on the writer the answer would
+    // wait for the disk like every other answer.
+    if let Some(why) = db.storage_failure() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database cannot write now, so the call was refused and nothing changed: {why}"),
+        );
+    }
     let mut connection_id = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut connection_id);
     let who = Caller { identity: caller.identity.0, connection_id };
     let name = reducer.clone();
     let answer = on_db(&db, move |d| {
+        if let Some(why) = d.storage_failure() {
+            return CallAnswer::Unavailable(why);
+        }
         if let Some(r) = d.client_connected(who) {
             if !r.outcome.is_committed() {
                 return CallAnswer::Rejected(r.outcome.error_message().unwrap_or_default());
@@ -440,6 +456,7 @@ pub async fn call(
                 CallAnswer::Lifecycle(lc.unwrap_or(Lifecycle::Init))
             }
             Err(e @ CallError::InvalidArguments { .. }) => CallAnswer::BadArgs(e.to_string()),
+            Err(CallError::StorageUnavailable(why)) => CallAnswer::Unavailable(why),
         }
     })
     .await;
@@ -456,6 +473,10 @@ pub async fn call(
             format!("can't directly call special {} lifecycle reducer", lifecycle_name(l)),
         ),
         CallAnswer::BadArgs(msg) => text(StatusCode::BAD_REQUEST, msg),
+        CallAnswer::Unavailable(why) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the database cannot write now, so the call was refused and nothing changed: {why}"),
+        ),
         CallAnswer::Ran { outcome, duration } => {
             state.metrics.reducer_call(&db_hex, &reducer, duration, !outcome.is_committed());
             let timing = [

@@ -36,6 +36,8 @@ const SEGMENT_MAGIC: &[u8; 8] = b"EPOCHLG1";
 const FRAME_HEADER: usize = 8;
 /// The largest record a frame may hold; a longer length field is corruption.
 pub const MAX_RECORD_BYTES: usize = 256 << 20;
+/// How long the writer waits before trying again when the disk refused a write (full).
+pub const WRITE_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +251,8 @@ pub struct CommitLog {
     /// Segments starting at or after this offset are never pruned (an archiver has not shipped
     /// them yet); `u64::MAX` when nothing holds them.
     prune_floor: Arc<AtomicU64>,
+    /// Why the writer cannot write right now (a full disk), while it waits to try again.
+    failure: Arc<parking_lot::Mutex<Option<String>>>,
     /// One past the highest offset known durable (0: nothing yet).
     durable_end: Arc<AtomicU64>,
     next_offset: AtomicU64,
@@ -269,6 +273,7 @@ impl CommitLog {
         let size = file.metadata().map_err(io_err(&path))?.len();
         let durable_end = Arc::new(AtomicU64::new(next_offset));
         let prune_floor = Arc::new(AtomicU64::new(u64::MAX));
+        let failure = Arc::new(parking_lot::Mutex::new(None));
         let (tx, rx) = unbounded();
         let writer = Writer {
             config,
@@ -277,13 +282,21 @@ impl CommitLog {
             size,
             durable_end: durable_end.clone(),
             prune_floor: prune_floor.clone(),
+            failure: failure.clone(),
             waiting: Vec::new(),
         };
         let thread = std::thread::Builder::new()
             .name("commitlog".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| LogError::Io { path: PathBuf::from("commitlog thread"), source: e })?;
-        Ok(Self { tx, prune_floor, durable_end, next_offset: AtomicU64::new(next_offset), thread: Some(thread) })
+        Ok(Self {
+            tx,
+            prune_floor,
+            failure,
+            durable_end,
+            next_offset: AtomicU64::new(next_offset),
+            thread: Some(thread),
+        })
     }
 
     /// The offset the next appended record must carry.
@@ -345,6 +358,13 @@ impl CommitLog {
         let _ = self.tx.send(Cmd::Prune(offset));
     }
 
+    /// Why the log cannot write right now (the disk is full), while its writer waits to try
+    /// again: what is queued is acknowledged only once it is written and fsynced, and callers
+    /// should refuse new work meanwhile.
+    pub fn failure(&self) -> Option<String> {
+        self.failure.lock().clone()
+    }
+
     /// Keeps every segment that starts at or after `offset` from being pruned, whatever
     /// [`CommitLog::prune_before`] asks: an archiver calls this with the start of the first
     /// segment it has not shipped yet. The floor only rises.
@@ -404,6 +424,7 @@ struct Writer {
     size: u64,
     durable_end: Arc<AtomicU64>,
     prune_floor: Arc<AtomicU64>,
+    failure: Arc<parking_lot::Mutex<Option<String>>>,
     waiting: Vec<(u64, Callback)>,
 }
 
@@ -482,14 +503,33 @@ impl Writer {
         }
     }
 
+    /// Writes the batch. When the disk refuses it (full), whatever part reached the file is
+    /// cut off again, so the log never holds half a frame, and the whole batch is written
+    /// again every [`WRITE_RETRY_INTERVAL`] until the disk takes it; nothing in it is
+    /// acknowledged meanwhile, and [`CommitLog::failure`] says why.
     fn flush_buf(&mut self, buf: &mut Vec<u8>) {
         if buf.is_empty() {
             return;
         }
-        if let Err(e) = self.file.write_all(buf) {
-            // Without the log nothing can be acknowledged safely: stop the process loudly.
-            tracing::error!(path = %self.path.display(), "commitlog write failed: {e}; aborting");
-            std::process::abort();
+        let on_disk = self.size - buf.len() as u64;
+        let mut failing = false;
+        while let Err(e) = self.file.write_all(buf) {
+            if !failing {
+                tracing::error!(path = %self.path.display(), "commitlog write failed: {e}; retrying until it succeeds, refusing new work meanwhile");
+                *self.failure.lock() = Some(format!("the commitlog cannot be written: {e}"));
+                failing = true;
+            }
+            if let Err(t) = self.file.set_len(on_disk) {
+                // The log may now end in half a frame that replay would cut; nothing of this
+                // batch was acknowledged, but the file cannot be trusted to take more.
+                tracing::error!(path = %self.path.display(), "cannot cut a failed write off the commitlog: {t}; aborting");
+                std::process::abort();
+            }
+            std::thread::sleep(WRITE_RETRY_INTERVAL);
+        }
+        if failing {
+            tracing::info!(path = %self.path.display(), "commitlog writes succeed again");
+            *self.failure.lock() = None;
         }
         buf.clear();
     }
@@ -522,18 +562,32 @@ impl Writer {
     }
 
     fn rotate(&mut self, next_offset: u64) {
-        let _ = self.file.sync_data();
+        self.fsync_or_abort();
         let path = self.config.dir.join(segment_name(next_offset));
-        match open_segment(&path, true) {
-            Ok(f) => {
-                self.file = f;
-                self.path = path;
-                self.size = SEGMENT_MAGIC.len() as u64;
+        let mut failing = false;
+        loop {
+            match open_segment(&path, true) {
+                Ok(f) => {
+                    self.file = f;
+                    self.path = path;
+                    self.size = SEGMENT_MAGIC.len() as u64;
+                    break;
+                }
+                Err(e) => {
+                    // A new segment cannot be started (a full disk): remove what was made of it
+                    // and try again; the previous segment stays the last one meanwhile.
+                    if !failing {
+                        tracing::error!("cannot start a new commitlog segment: {e}; retrying");
+                        *self.failure.lock() = Some(format!("the commitlog cannot start a segment: {e}"));
+                        failing = true;
+                    }
+                    let _ = std::fs::remove_file(&path);
+                    std::thread::sleep(WRITE_RETRY_INTERVAL);
+                }
             }
-            Err(e) => {
-                tracing::error!("cannot start a new commitlog segment: {e}; aborting");
-                std::process::abort();
-            }
+        }
+        if failing {
+            *self.failure.lock() = None;
         }
     }
 

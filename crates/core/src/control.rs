@@ -61,6 +61,18 @@ pub struct HostedDatabase {
     pub def: Arc<ModuleDef>,
     /// Creation order, for listings that 1.3 gives in creation order.
     pub created_seq: u64,
+    /// The database's commitlog (durable databases), read without a trip to its writer: why
+    /// it cannot write now, if it cannot (see [`HostedDatabase::storage_failure`]).
+    pub log: Option<Arc<epoch_commitlog::CommitLog>>,
+}
+
+impl HostedDatabase {
+    /// Why the database cannot make changes durable now (its log cannot write: a full disk).
+    /// Callers refuse reducer calls at once meanwhile: on the writer, every answer waits for the
+    /// log, so a refusal given there would wait for the disk too.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.log.as_ref().and_then(|l| l.failure())
+    }
 }
 
 static CREATED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -793,6 +805,7 @@ impl ControlPlane {
             program_hash: keccak(wasm),
             def,
             created_seq: existing.created_seq,
+            log: existing.log.clone(),
         };
         let mut st = self.state.write();
         // A delete (or `clear`) that came in meanwhile wins: do not bring the database back.
@@ -961,8 +974,9 @@ fn hosted(db: Database, owner: IdentityBytes, wasm: &[u8], created_seq: u64) -> 
     let identity = db.identity();
     let logs = db.logs().clone();
     let def = Arc::new(db.def().clone());
+    let log = db.commit_log();
     let (handle, _thread) = DatabaseHandle::spawn(db, &hex_be(&identity)[..16]);
-    Arc::new(HostedDatabase { identity, owner, handle, logs, program_hash: keccak(wasm), def, created_seq })
+    Arc::new(HostedDatabase { identity, owner, handle, logs, program_hash: keccak(wasm), def, created_seq, log })
 }
 
 /// Moves what earlier versions kept in files (`control.json`, `workflows/*.json`) into the

@@ -47,6 +47,9 @@ pub enum CallError {
     InvalidArguments { reducer: String, message: String },
     #[error("lifecycle reducer `{0}` cannot be called directly")]
     LifecycleReducer(String),
+    /// The database cannot make changes durable now (its disk is full): nothing was run.
+    #[error("the database cannot write now, so the call was refused and nothing changed: {0}")]
+    StorageUnavailable(String),
 }
 
 /// Why a database could not be created from a module.
@@ -354,6 +357,12 @@ impl Database {
         }
     }
 
+    /// Why this database cannot make changes durable now (its log cannot write: a full disk),
+    /// if so. Reducer calls are refused meanwhile; they succeed again once the log writes.
+    pub fn storage_failure(&self) -> Option<String> {
+        self.persist.as_ref().and_then(|p| p.log().failure())
+    }
+
     /// A durable database's commitlog (for archiving).
     pub fn commit_log(&self) -> Option<std::sync::Arc<epoch_commitlog::CommitLog>> {
         self.persist.as_ref().map(|p| p.log().clone())
@@ -481,6 +490,9 @@ impl Database {
         step: Option<WorkflowStep>,
         from: Option<ClientCall>,
     ) -> Result<ReducerResult, CallError> {
+        if let Some(why) = self.storage_failure() {
+            return Err(CallError::StorageUnavailable(why));
+        }
         let Some(id) = self.host.def().reducer_id(name) else {
             self.external_error(format!(
                 "External attempt to call nonexistent reducer {name:?} failed. Have you run `spacetime generate` recently?"
@@ -739,7 +751,7 @@ impl Database {
                 CallError::LifecycleReducer(n) => {
                     format!("can't directly call special {} lifecycle reducer", lifecycle_name(self.def(), n))
                 }
-                CallError::InvalidArguments { .. } => e.to_string(),
+                CallError::InvalidArguments { .. } | CallError::StorageUnavailable(_) => e.to_string(),
             };
             let event = crate::clients::refused_event(&self.clients.schema, caller, name, message);
             self.clients.send_after(
