@@ -35,9 +35,11 @@ fn every_offset_and_moment_restores_the_prefix_of_the_log() {
     let archive_dir = dir("store");
     std::fs::write(db.join("module.wasm"), b"\0asm-module").unwrap();
     std::fs::write(db.join("table-order"), b"account\n").unwrap();
-    let log =
-        CommitLog::open(LogConfig { dir: db.join("log"), durability: Durability::Sync, segment_max_bytes: 400 }, 0)
-            .unwrap();
+    let log = CommitLog::open(
+        LogConfig { dir: db.join("log"), durability: Durability::Sync, segment_max_bytes: 400, faults: None },
+        0,
+    )
+    .unwrap();
     // The server sets this when archiving: nothing is pruned before the archiver looks.
     log.set_prune_floor(0);
     let target =
@@ -95,9 +97,11 @@ fn every_offset_and_moment_restores_the_prefix_of_the_log() {
 fn an_unshipped_segment_is_never_pruned() {
     let db = dir("prune");
     std::fs::write(db.join("module.wasm"), b"m").unwrap();
-    let log =
-        CommitLog::open(LogConfig { dir: db.join("log"), durability: Durability::Sync, segment_max_bytes: 200 }, 0)
-            .unwrap();
+    let log = CommitLog::open(
+        LogConfig { dir: db.join("log"), durability: Durability::Sync, segment_max_bytes: 200, faults: None },
+        0,
+    )
+    .unwrap();
     log.set_prune_floor(0);
     for i in 0..40 {
         log.append(&record(i));

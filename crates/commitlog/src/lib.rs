@@ -56,6 +56,18 @@ pub struct LogConfig {
     pub durability: Durability,
     /// A segment is closed and a new one started past this size.
     pub segment_max_bytes: u64,
+    /// Test-only: decides whether each write and fsync of the log fails (see [`IoFaults`]).
+    pub faults: Option<Arc<dyn IoFaults>>,
+}
+
+/// A seam between the log's writer and its files, for tests, the way SQLite's test file
+/// system injects I/O errors: asked before every write and every fsync, it may make that call
+/// fail. A failed write reaches the file only in part.
+pub trait IoFaults: Send + Sync + std::fmt::Debug {
+    /// An error for the next write, if it is to fail.
+    fn write(&self) -> Option<std::io::Error>;
+    /// An error for the next fsync, if it is to fail.
+    fn sync(&self) -> Option<std::io::Error>;
 }
 
 /// Why the log could not be read or written.
@@ -276,6 +288,7 @@ impl CommitLog {
         let failure = Arc::new(parking_lot::Mutex::new(None));
         let (tx, rx) = unbounded();
         let writer = Writer {
+            poisoned: false,
             config,
             file,
             path,
@@ -426,6 +439,8 @@ struct Writer {
     prune_floor: Arc<AtomicU64>,
     failure: Arc<parking_lot::Mutex<Option<String>>>,
     waiting: Vec<(u64, Callback)>,
+    /// An fsync failed: nothing more is written or acknowledged (see [`Writer::fsync`]).
+    poisoned: bool,
 }
 
 /// How many queued commands one batch takes at most, so callbacks are not starved.
@@ -459,6 +474,14 @@ impl Writer {
             let mut fsync_waiting: Vec<Callback> = Vec::new();
             let mut sealed: Vec<Callback> = Vec::new();
             for cmd in batch {
+                if self.poisoned {
+                    // Nothing is written or acknowledged any more: waiting callers are let go
+                    // unanswered (their channels close), a seal returns at once.
+                    if let Cmd::Seal(f) = cmd {
+                        f();
+                    }
+                    continue;
+                }
                 match cmd {
                     Cmd::Append(offset, payload) => {
                         if self.size >= self.config.segment_max_bytes {
@@ -491,10 +514,14 @@ impl Writer {
                     // Written to the OS counts as done; fsync on the timer.
                     self.durable_end.store(written_end, Ordering::Release);
                     if last_sync.elapsed() >= interval || !fsync_waiting.is_empty() {
-                        self.fsync_or_abort();
+                        self.fsync();
                         last_sync = Instant::now();
                     }
                 }
+            }
+            if self.poisoned {
+                self.waiting.clear();
+                fsync_waiting.clear();
             }
             self.run_callbacks();
             // In sync mode the fsync above already covered them.
@@ -508,12 +535,13 @@ impl Writer {
     /// again every [`WRITE_RETRY_INTERVAL`] until the disk takes it; nothing in it is
     /// acknowledged meanwhile, and [`CommitLog::failure`] says why.
     fn flush_buf(&mut self, buf: &mut Vec<u8>) {
-        if buf.is_empty() {
+        if buf.is_empty() || self.poisoned {
+            buf.clear();
             return;
         }
         let on_disk = self.size - buf.len() as u64;
         let mut failing = false;
-        while let Err(e) = self.file.write_all(buf) {
+        while let Err(e) = self.write_through_faults(buf) {
             if !failing {
                 tracing::error!(path = %self.path.display(), "commitlog write failed: {e}; retrying until it succeeds, refusing new work meanwhile");
                 *self.failure.lock() = Some(format!("the commitlog cannot be written: {e}"));
@@ -527,28 +555,55 @@ impl Writer {
             }
             std::thread::sleep(WRITE_RETRY_INTERVAL);
         }
-        if failing {
+        if failing && !self.poisoned {
             tracing::info!(path = %self.path.display(), "commitlog writes succeed again");
             *self.failure.lock() = None;
         }
         buf.clear();
     }
 
+    /// Writes `buf` to the segment, through the test seam when there is one (a failed write
+    /// leaves half of `buf` in the file, as a short write would).
+    fn write_through_faults(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if let Some(e) = self.config.faults.as_ref().and_then(|f| f.write()) {
+            let _ = self.file.write_all(&buf[..buf.len() / 2]);
+            return Err(e);
+        }
+        self.file.write_all(buf)
+    }
+
     fn sync(&mut self, written_end: u64) {
         if self.durable_end.load(Ordering::Acquire) >= written_end {
             return;
         }
-        self.fsync_or_abort();
-        self.durable_end.store(written_end, Ordering::Release);
+        if self.fsync() {
+            self.durable_end.store(written_end, Ordering::Release);
+        }
     }
 
-    /// After a failed fsync the kernel may have dropped the dirty pages: nothing written since
-    /// the last good fsync can be trusted, so the process stops rather than claim durability.
-    fn fsync_or_abort(&mut self) {
-        if let Err(e) = self.file.sync_data() {
-            tracing::error!(path = %self.path.display(), "commitlog fsync failed: {e}; aborting");
-            std::process::abort();
+    /// Fsyncs the segment; false when it failed. After a failed fsync the kernel may have
+    /// dropped the dirty pages ("fsyncgate"): nothing written since the last good fsync can be
+    /// trusted, and a retried fsync could report success for data that is gone. So it is never
+    /// retried: the log is poisoned (nothing more is written or acknowledged, waiting callers
+    /// are let go unanswered) and [`CommitLog::failure`] reports it until the server restarts
+    /// and recovers from what is on disk.
+    fn fsync(&mut self) -> bool {
+        if self.poisoned {
+            return false;
         }
+        let result = match self.config.faults.as_ref().and_then(|f| f.sync()) {
+            Some(e) => Err(e),
+            None => self.file.sync_data(),
+        };
+        if let Err(e) = result {
+            tracing::error!(path = %self.path.display(), "commitlog fsync failed: {e}; acknowledging nothing more until a restart recovers from disk");
+            *self.failure.lock() = Some(format!(
+                "an fsync of the commitlog failed ({e}); nothing more is acknowledged until the server restarts and recovers from disk"
+            ));
+            self.poisoned = true;
+            return false;
+        }
+        true
     }
 
     fn run_callbacks(&mut self) {
@@ -562,7 +617,9 @@ impl Writer {
     }
 
     fn rotate(&mut self, next_offset: u64) {
-        self.fsync_or_abort();
+        if !self.fsync() {
+            return;
+        }
         let path = self.config.dir.join(segment_name(next_offset));
         let mut failing = false;
         loop {

@@ -35,8 +35,11 @@ fn record(offset: u64) -> TxRecord {
 }
 
 fn write(d: &std::path::Path, n: u64, segment_max_bytes: u64) {
-    let log = CommitLog::open(LogConfig { dir: d.to_path_buf(), durability: Durability::Sync, segment_max_bytes }, 0)
-        .unwrap();
+    let log = CommitLog::open(
+        LogConfig { dir: d.to_path_buf(), durability: Durability::Sync, segment_max_bytes, faults: None },
+        0,
+    )
+    .unwrap();
     for i in 0..n {
         log.append(&record(i));
     }
@@ -58,8 +61,11 @@ fn records_round_trip_across_segments_and_reopen() {
     assert_eq!(replay.records, (0..50).map(record).collect::<Vec<_>>());
     assert_eq!(read_log(&d, 45, false).unwrap().records.len(), 5);
     // Appending continues where the log ended.
-    let log = CommitLog::open(LogConfig { dir: d.clone(), durability: Durability::Sync, segment_max_bytes: 300 }, 50)
-        .unwrap();
+    let log = CommitLog::open(
+        LogConfig { dir: d.clone(), durability: Durability::Sync, segment_max_bytes: 300, faults: None },
+        50,
+    )
+    .unwrap();
     log.append(&record(50));
     drop(log);
     assert_eq!(read_log(&d, 0, false).unwrap().records.len(), 51);
@@ -81,9 +87,11 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
         assert_eq!(replay.torn_bytes, (cut - last_start) as u64);
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), last_start as u64, "the torn bytes are removed");
         // And the log takes new records after the cut.
-        let log =
-            CommitLog::open(LogConfig { dir: d.clone(), durability: Durability::Sync, segment_max_bytes: 1 << 20 }, 4)
-                .unwrap();
+        let log = CommitLog::open(
+            LogConfig { dir: d.clone(), durability: Durability::Sync, segment_max_bytes: 1 << 20, faults: None },
+            4,
+        )
+        .unwrap();
         log.append(&record(4));
         drop(log);
         assert_eq!(read_log(&d, 0, false).unwrap().records.len(), 5);
@@ -150,7 +158,9 @@ fn damaged_or_deleted_newest_snapshot_falls_back_to_the_previous() {
 fn on_durable_runs_after_the_record_is_synced_in_both_modes() {
     for durability in [Durability::Sync, Durability::Async { interval: Duration::from_millis(20) }] {
         let d = dir(&format!("durable-{}", matches!(durability, Durability::Sync)));
-        let log = CommitLog::open(LogConfig { dir: d.clone(), durability, segment_max_bytes: 1 << 20 }, 0).unwrap();
+        let log =
+            CommitLog::open(LogConfig { dir: d.clone(), durability, segment_max_bytes: 1 << 20, faults: None }, 0)
+                .unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         for i in 0..100 {
             log.append(&record(i));
@@ -172,6 +182,7 @@ fn sync_to_disk_returns_in_async_mode_without_waiting_for_the_timer() {
         dir: d.clone(),
         durability: Durability::Async { interval: Duration::from_secs(3600) },
         segment_max_bytes: 1 << 20,
+        faults: None,
     };
     let log = CommitLog::open(config, 0).unwrap();
     for i in 0..5 {

@@ -196,7 +196,12 @@ impl Persistence {
         report.torn_bytes = replay.torn_bytes;
         report.truncated_at = replay.truncated_at;
         let log = CommitLog::open(
-            LogConfig { dir: log_dir(dir), durability: config.durability, segment_max_bytes: config.segment_max_bytes },
+            LogConfig {
+                dir: log_dir(dir),
+                durability: config.durability,
+                segment_max_bytes: config.segment_max_bytes,
+                faults: None,
+            },
             next_offset,
         )?;
         if config.archived {

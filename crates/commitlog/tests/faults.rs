@@ -1,0 +1,121 @@
+//! I/O errors injected at every write and every fsync of a short workload, through the test
+//! seam (`LogConfig::faults`), the way SQLite tests its I/O errors:
+//! - a failed write is cut off the file and written again: everything is acknowledged, in
+//!   order, and the log reads back whole;
+//! - a failed fsync is never retried: nothing after it is acknowledged, the failure is
+//!   reported, and what is on disk reads back as a prefix holding every acknowledged record.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use epoch_commitlog::*;
+
+fn dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("epoch-faults-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn record(offset: u64) -> TxRecord {
+    TxRecord {
+        offset,
+        timestamp_micros: offset as i64,
+        reducer: "r".into(),
+        caller: [0; 32],
+        args: vec![offset as u8; 40],
+        tables: vec![],
+        sequences: vec![],
+        step: None,
+    }
+}
+
+/// Fails the `fail_at`-th call (counting from 0) of one kind.
+#[derive(Debug)]
+struct FailAt {
+    writes: AtomicUsize,
+    syncs: AtomicUsize,
+    fail_write: Option<usize>,
+    fail_sync: Option<usize>,
+}
+
+impl IoFaults for FailAt {
+    fn write(&self) -> Option<std::io::Error> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst);
+        (Some(n) == self.fail_write).then(|| std::io::Error::from_raw_os_error(28))
+    }
+    fn sync(&self) -> Option<std::io::Error> {
+        let n = self.syncs.fetch_add(1, Ordering::SeqCst);
+        (Some(n) == self.fail_sync).then(|| std::io::Error::from_raw_os_error(5))
+    }
+}
+
+const RECORDS: u64 = 24;
+
+/// Runs the workload (records in small groups, each group waited for) with `faults`; returns
+/// the offsets acknowledged, the failure reported, and the calls made.
+fn workload(d: &std::path::Path, faults: Arc<FailAt>) -> (Vec<u64>, Option<String>) {
+    let config =
+        LogConfig { dir: d.to_path_buf(), durability: Durability::Sync, segment_max_bytes: 600, faults: Some(faults) };
+    let log = CommitLog::open(config, 0).unwrap();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    for i in 0..RECORDS {
+        log.append(&record(i));
+        let acked = acked.clone();
+        log.on_durable(i, move || acked.lock().unwrap().push(i));
+        if i % 3 == 2 {
+            // Returns once durable, or once the log has given up on it.
+            log.flush();
+        }
+    }
+    log.flush();
+    let failure = log.failure();
+    drop(log);
+    let acked = acked.lock().unwrap().clone();
+    (acked, failure)
+}
+
+fn calls_of_a_clean_run() -> (usize, usize) {
+    let d = dir("clean");
+    let faults = Arc::new(FailAt { writes: 0.into(), syncs: 0.into(), fail_write: None, fail_sync: None });
+    let (acked, failure) = workload(&d, faults.clone());
+    assert_eq!(acked, (0..RECORDS).collect::<Vec<_>>());
+    assert_eq!(failure, None);
+    (faults.writes.load(Ordering::SeqCst), faults.syncs.load(Ordering::SeqCst))
+}
+
+#[test]
+fn a_failed_write_is_cut_off_and_written_again() {
+    let (writes, _) = calls_of_a_clean_run();
+    assert!(writes > 5, "the workload writes in several batches");
+    for n in 0..writes {
+        let d = dir(&format!("w{n}"));
+        let faults = Arc::new(FailAt { writes: 0.into(), syncs: 0.into(), fail_write: Some(n), fail_sync: None });
+        let (acked, failure) = workload(&d, faults);
+        assert_eq!(acked, (0..RECORDS).collect::<Vec<_>>(), "write {n} failed once: everything is acknowledged");
+        assert_eq!(failure, None, "write {n}: the failure clears once the write succeeds");
+        let replay = read_log(&d, 0, false).unwrap();
+        assert_eq!(replay.records, (0..RECORDS).map(record).collect::<Vec<_>>(), "write {n}: no half frame left");
+        assert_eq!(replay.torn_bytes, 0, "write {n}");
+    }
+}
+
+#[test]
+fn a_failed_fsync_stops_acknowledging_and_disk_holds_every_acknowledged_record() {
+    let (_, syncs) = calls_of_a_clean_run();
+    assert!(syncs > 5, "the workload fsyncs several times");
+    for n in 0..syncs {
+        let d = dir(&format!("s{n}"));
+        let faults = Arc::new(FailAt { writes: 0.into(), syncs: 0.into(), fail_write: None, fail_sync: Some(n) });
+        let (acked, failure) = workload(&d, faults);
+        let failure = failure.unwrap_or_else(|| panic!("fsync {n} failed silently"));
+        assert!(failure.contains("fsync") && failure.contains("restarts"), "{failure}");
+        assert!(acked.len() < RECORDS as usize, "fsync {n}: something after the failure was acknowledged");
+        assert_eq!(acked, (0..acked.len() as u64).collect::<Vec<_>>(), "fsync {n}: acknowledged in order");
+        // What is on disk is a clean prefix of the log that holds every acknowledged record.
+        let replay = read_log(&d, 0, false).unwrap_or_else(|e| panic!("fsync {n}: the log does not read back: {e}"));
+        let offsets: Vec<u64> = replay.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..offsets.len() as u64).collect::<Vec<_>>(), "fsync {n}");
+        assert!(offsets.len() >= acked.len(), "fsync {n}: an acknowledged record is missing");
+    }
+}
