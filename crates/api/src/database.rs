@@ -663,3 +663,115 @@ pub async fn timestamp(State(state): State<AppState>, Path(segment): Path<String
         Err(r) => r,
     }
 }
+
+/// The largest body `POST /v1/database/:n/import/:table` takes.
+pub const MAX_IMPORT_BYTES: usize = 256 << 20;
+
+/// `GET /v1/database/:n/export/:table?format=jsonl|csv`: every row of a table, owner only.
+/// JSON lines hold one row each as SATS-JSON (what `import` takes back); CSV has a header of
+/// column names and each value as its SATS-JSON text (strings unquoted), quoted as CSV needs.
+pub async fn export(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Path((segment, table)): Path<(String, String)>,
+    Query(q): Params,
+) -> Response {
+    let db = match lookup(&state, &segment) {
+        Ok(db) => db,
+        Err(r) => return r,
+    };
+    if db.owner != caller.identity.0 {
+        return text(StatusCode::FORBIDDEN, "only the database's owner may export its tables");
+    }
+    let format = q.get("format").map(String::as_str).unwrap_or("jsonl").to_string();
+    if !matches!(format.as_str(), "jsonl" | "csv") {
+        return text(StatusCode::BAD_REQUEST, format!("format must be jsonl or csv, not {format:?}"));
+    }
+    let name = table.clone();
+    let rows = on_db(&db, move |d| {
+        let columns: Vec<String> = d
+            .store()
+            .table_by_name(&name)?
+            .schema
+            .row_type()
+            .elements
+            .iter()
+            .enumerate()
+            .map(|(i, e)| e.name.as_deref().map_or(i.to_string(), str::to_string))
+            .collect();
+        Some((columns, d.rows_json(&name)?))
+    })
+    .await;
+    let (columns, rows) = match rows {
+        Ok(Some(r)) => r,
+        Ok(None) => return text(StatusCode::NOT_FOUND, format!("no table named {table:?}")),
+        Err(r) => return r,
+    };
+    let body = if format == "jsonl" {
+        rows.iter().map(|r| format!("{r}\n")).collect::<String>()
+    } else {
+        let mut out = columns.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n";
+        for r in &rows {
+            let cells: Vec<String> = match serde_json::from_str::<serde_json::Value>(r) {
+                Ok(serde_json::Value::Array(values)) => values
+                    .iter()
+                    .map(|v| match v {
+                        serde_json::Value::String(s) => csv_cell(s),
+                        other => csv_cell(&other.to_string()),
+                    })
+                    .collect(),
+                _ => vec![csv_cell(r)],
+            };
+            out.push_str(&cells.join(","));
+            out.push('\n');
+        }
+        out
+    };
+    let content_type = if format == "jsonl" { "application/x-ndjson" } else { "text/csv" };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// One CSV cell: quoted when it holds a comma, a quote or a line break.
+fn csv_cell(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// `POST /v1/database/:n/import/:table` with JSON lines (one row each, as `export` writes):
+/// inserted in one transaction, all or nothing, owner only.
+pub async fn import(
+    State(state): State<AppState>,
+    Extension(caller): Extension<CallerAuth>,
+    Path((segment, table)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let db = match lookup(&state, &segment) {
+        Ok(db) => db,
+        Err(r) => return r,
+    };
+    if db.owner != caller.identity.0 {
+        return text(StatusCode::FORBIDDEN, "only the database's owner may import into its tables");
+    }
+    if let Some(why) = db.storage_failure() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, format!("the database cannot write now: {why}"));
+    }
+    let Ok(body) = String::from_utf8(body.to_vec()) else {
+        return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 JSON lines");
+    };
+    let who = caller.identity.0;
+    let imported = on_db(&db, move |d| {
+        let lines: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
+        d.import_rows(&table, &lines, who)
+    })
+    .await;
+    match imported {
+        Ok(Ok(n)) => Json(json!({ "imported": n })).into_response(),
+        Ok(Err(e)) if e.starts_with("no table") => text(StatusCode::NOT_FOUND, e),
+        Ok(Err(e)) if e.starts_with("the database cannot write") => text(StatusCode::SERVICE_UNAVAILABLE, e),
+        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e),
+        Err(r) => r,
+    }
+}

@@ -94,6 +94,11 @@ pub fn router(state: AppState) -> Router {
         .route("/{name_or_identity}/call/{reducer}", post(database::call))
         .route("/{name_or_identity}/schema", get(database::schema))
         .route("/{name_or_identity}/logs", get(database::logs))
+        .route("/{name_or_identity}/export/{table}", get(database::export))
+        .route(
+            "/{name_or_identity}/import/{table}",
+            post(database::import).layer(axum::extract::DefaultBodyLimit::max(database::MAX_IMPORT_BYTES)),
+        )
         .route("/{name_or_identity}/sql", post(database::sql))
         .route("/{name_or_identity}/unstable/timestamp", get(database::timestamp))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::database_auth));

@@ -140,3 +140,83 @@ pub fn verify(url: &str, endpoint: Option<String>, region: Option<String>) -> Re
     let _ = std::fs::remove_dir_all(&scratch);
     result
 }
+
+/// `epoch export DATABASE [--table T]… --format jsonl|csv [--out DIR]`: tables written to
+/// `DIR/<table>.<format>` (every table when none is named), or one table to standard output.
+pub fn export(
+    database: &str,
+    tables: Vec<String>,
+    format: &str,
+    out: Option<std::path::PathBuf>,
+    server: &str,
+    config_path: &std::path::Path,
+) -> Result<()> {
+    anyhow::ensure!(matches!(format, "jsonl" | "csv"), "--format is jsonl or csv");
+    let server = server.trim_end_matches('/');
+    let token = crate::client::token_for(server, config_path)?;
+    let http = Client::builder().timeout(None).build()?;
+    let tables = if tables.is_empty() {
+        let schema: serde_json::Value = http
+            .get(format!("{server}/v1/database/{database}/schema?version=9"))
+            .bearer_auth(&token)
+            .send()?
+            .error_for_status()?
+            .json()?;
+        schema["tables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["name"].as_str().map(str::to_string))
+            .collect()
+    } else {
+        tables
+    };
+    anyhow::ensure!(out.is_some() || tables.len() == 1, "several tables need --out DIR");
+    for table in &tables {
+        let r = http
+            .get(format!("{server}/v1/database/{database}/export/{table}"))
+            .query(&[("format", format)])
+            .bearer_auth(&token)
+            .send()?;
+        let status = r.status();
+        let body = r.text()?;
+        anyhow::ensure!(status.is_success(), "exporting {table}: {status} {body}");
+        match &out {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                let path = dir.join(format!("{table}.{format}"));
+                std::fs::write(&path, &body).with_context(|| format!("writing {}", path.display()))?;
+                eprintln!("{table}: {} rows to {}", body.lines().count() - (format == "csv") as usize, path.display());
+            }
+            None => print!("{body}"),
+        }
+    }
+    Ok(())
+}
+
+/// `epoch import DATABASE --table T FILE`: JSON lines (as `export --format jsonl` writes them)
+/// inserted in one transaction, all or nothing.
+pub fn import(
+    database: &str,
+    table: &str,
+    file: &std::path::Path,
+    server: &str,
+    config_path: &std::path::Path,
+) -> Result<()> {
+    let server = server.trim_end_matches('/');
+    let token = crate::client::token_for(server, config_path)?;
+    let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let r = Client::builder()
+        .timeout(None)
+        .build()?
+        .post(format!("{server}/v1/database/{database}/import/{table}"))
+        .bearer_auth(&token)
+        .body(body)
+        .send()?;
+    let status = r.status();
+    let text = r.text()?;
+    anyhow::ensure!(status.is_success(), "importing into {table}: {status} {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    println!("Imported {} rows into {table}", v["imported"]);
+    Ok(())
+}

@@ -236,6 +236,25 @@ enum Command {
         #[arg(long)]
         region: Option<String>,
     },
+    /// Writes tables out as JSON lines or CSV (every table when none is named).
+    Export {
+        database: String,
+        #[arg(long = "table", value_name = "TABLE")]
+        tables: Vec<String>,
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+        format: String,
+        /// A directory for `<table>.<format>` files (else standard output, for one table).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Inserts the rows of a JSON-lines file (as `export` writes them) into a table, in one
+    /// transaction.
+    Import {
+        database: String,
+        #[arg(long)]
+        table: String,
+        file: PathBuf,
+    },
     /// What the archiver has shipped for a database: its archive URL, the last transaction, what
     /// is in the archive, the lag and the last error. Needs the admin key.
     ArchiveStatus { database: String },
@@ -305,6 +324,12 @@ fn main() -> Result<()> {
             archive_cmd::backup(&database, &to, endpoint, &cli.server, &config, cli.admin_api_key.clone())
         }
         Command::BackupVerify { url, endpoint, region } => archive_cmd::verify(&url, endpoint, region),
+        Command::Export { database, tables, format, out } => {
+            archive_cmd::export(&database, tables, &format, out, &cli.server, &config)
+        }
+        Command::Import { database, table, file } => {
+            archive_cmd::import(&database, &table, &file, &cli.server, &config)
+        }
         Command::ArchiveStatus { database } => {
             archive_cmd::status(&database, &cli.server, &config, cli.admin_api_key.clone())
         }

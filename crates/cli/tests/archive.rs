@@ -261,3 +261,58 @@ fn a_backup_of_a_live_database_is_consistent_and_verifiable() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `epoch export` writes every table as JSON lines and CSV; `epoch import` puts JSON lines
+/// into another database's tables in one transaction, all or nothing.
+#[test]
+fn export_and_import_move_tables_by_hand() {
+    let server = Server::start(&[]);
+    let dir = std::env::temp_dir().join(format!("epoch-export-{}-{}", std::process::id(), common::rand_suffix()));
+    let config = dir.join("cli.json");
+    let epoch = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_epoch"))
+            .args(["--server", &server.url, "--config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let bank = common::fixture("bank");
+    for db in ["bank", "bank2"] {
+        let (ok, _, err) = epoch(&["publish", db, "--wasm", bank.to_str().unwrap()]);
+        assert!(ok, "{err}");
+    }
+    let saved: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let token = saved["tokens"][&server.url].as_str().unwrap().to_string();
+    assert_eq!(server.call(&token, "bank", "open_accounts", "[0, 5, 100]").0, 200);
+    for i in 0..4 {
+        assert_eq!(server.call(&token, "bank", "transfer", &format!("[{i}, {}, 7]", i + 1)).0, 200);
+    }
+    let out_dir = dir.join("out");
+    let (ok, _, err) = epoch(&["export", "bank", "--out", out_dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let (ok, csv, err) = epoch(&["export", "bank", "--table", "account", "--format", "csv"]);
+    assert!(ok, "{err}");
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("id,balance,branch"), "{csv}");
+    assert_eq!(lines.count(), 5, "{csv}");
+    for table in ["account", "ledger"] {
+        let file = out_dir.join(format!("{table}.jsonl"));
+        let (ok, said, err) = epoch(&["import", "bank2", "--table", table, file.to_str().unwrap()]);
+        assert!(ok, "{err}");
+        assert!(said.contains("Imported"), "{said}");
+    }
+    assert_eq!(tables(&server, &token, "bank2"), tables(&server, &token, "bank"), "every table came across");
+    // A bad line fails the whole import, naming it; nothing of the file is kept.
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(&bad, "[100, 1, 1]\n[101, \"not a number\", 1]\n").unwrap();
+    let (ok, _, err) = epoch(&["import", "bank2", "--table", "account", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("line 2"), "{err}");
+    assert_eq!(tables(&server, &token, "bank2"), tables(&server, &token, "bank"), "nothing of a failed import is kept");
+    let _ = std::fs::remove_dir_all(&dir);
+}

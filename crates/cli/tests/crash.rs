@@ -2,6 +2,9 @@
 //! restart, then every acknowledged transfer is in `ledger`, nothing is half-applied, and the
 //! total balance is unchanged. A few cycles run in the normal suite; the long loop is
 //! `cargo test -p epoch-cli --test crash -- --ignored` (50 cycles, or `EPOCH_CRASH_CYCLES`).
+//! The soak (`… --ignored soak`, 200 cycles or `EPOCH_SOAK_CYCLES`) adds WebSocket subscribers
+//! and a resync that runs across all the crashes, which must end with every aggregate applied
+//! exactly once.
 mod common;
 use common::*;
 
@@ -55,13 +58,82 @@ fn read_state(s: &Server, token: &str) -> Ledger {
     Ledger { rows, balances }
 }
 
+/// What the soak runs beside the transfers: subscribers to every account, and a resync of
+/// `aggregates` aggregates from `store` into database `proj` (started in the first cycle, with
+/// the admin key in `key_file`).
+struct Extras {
+    subscribers: usize,
+    aggregates: usize,
+    store: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+}
+
+const SOAK_KEY: &str = "soak-admin-key-000001";
+
+fn start(data_dir: &std::path::Path, extras: Option<&Extras>) -> Server {
+    match extras {
+        Some(x) => Server::start_in(data_dir.to_path_buf(), &["--admin-api-key-file", x.key_file.to_str().unwrap()]),
+        None => Server::start_in(data_dir.to_path_buf(), &[]),
+    }
+}
+
+/// Starts the soak's resync (first cycle): the projections module, the aggregates, the
+/// store, and a slow resync so it spans many crashes.
+fn start_resync(server: &Server, token: &str, x: &Extras) {
+    assert_eq!(server.publish(token, "proj", "projections").status(), 200);
+    for i in 0..x.aggregates {
+        let dir = x.store.join("order");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("o-{i:06}.json")), format!("{{\"version\": 1, \"n\": {i}}}")).unwrap();
+    }
+    let admin = |method: &str, path: &str, body: Option<String>| {
+        let mut req = server.http().request(method.parse().unwrap(), format!("{}{path}", server.url));
+        req = req.header("X-API-Key", SOAK_KEY).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b);
+        }
+        let r = req.send().unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.text().unwrap());
+    };
+    admin(
+        "PUT",
+        "/v1/database/proj/sync/config",
+        Some(format!("{{\"objectStore\": {{\"url\": \"file://{}\"}}}}", x.store.display())),
+    );
+    admin("POST", "/v1/database/proj/sync/resync-projections?batchSize=50&delaySeconds=1", None);
+}
+
+/// Subscribers to every account over WebSocket until the server dies; returns their threads,
+/// each answering how many updates it saw.
+fn subscribe(server: &Server, token: &str, n: usize) -> Vec<std::thread::JoinHandle<usize>> {
+    (0..n)
+        .map(|_| {
+            let mut ws = common::ws::connect(&server.url, "bank", common::ws::JSON, "", Some(token)).unwrap();
+            ws.send_json(
+                serde_json::json!({"Subscribe": {"query_strings": ["SELECT * FROM account"], "request_id": 1}}),
+            );
+            std::thread::spawn(move || {
+                let mut updates = 0;
+                while ws.recv_raw().is_ok() {
+                    updates += 1;
+                }
+                updates
+            })
+        })
+        .collect()
+}
+
 /// One crash cycle; returns how many acknowledged transfers were checked.
-fn cycle(data_dir: &std::path::Path, token: &str, first: bool, seed: u64) -> usize {
-    let server = Server::start_in(data_dir.to_path_buf(), &[]);
+fn cycle(data_dir: &std::path::Path, token: &str, first: bool, seed: u64, extras: Option<&Extras>) -> usize {
+    let server = start(data_dir, extras);
     if first {
         assert_eq!(server.publish(token, "bank", "bank").status(), 200);
         assert_eq!(server.call(token, "bank", "open_accounts", &format!("[0, {ACCOUNTS}, {START_BALANCE}]")).0, 200);
+        if let Some(x) = extras {
+            start_resync(&server, token, x);
+        }
     }
+    let subscribers = extras.map(|x| subscribe(&server, token, x.subscribers)).unwrap_or_default();
     let before = read_state(&server, token);
     let acked: Arc<Mutex<Vec<Transfer>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -98,8 +170,12 @@ fn cycle(data_dir: &std::path::Path, token: &str, first: bool, seed: u64) -> usi
     for t in threads {
         t.join().unwrap();
     }
+    for s in subscribers {
+        // The identity token and the initial rows at least; the kill ends the stream.
+        assert!(s.join().unwrap() >= 2, "a subscriber got nothing before the crash");
+    }
 
-    let server = Server::start_in(data_dir.to_path_buf(), &[]);
+    let server = start(data_dir, extras);
     let after = read_state(&server, token);
     let acked = acked.lock().unwrap().clone();
     let ledger_amounts: BTreeSet<i64> = after.rows.iter().map(|r| r.2).collect();
@@ -121,15 +197,40 @@ fn cycle(data_dir: &std::path::Path, token: &str, first: bool, seed: u64) -> usi
 }
 
 fn run_cycles(n: u64) -> (u64, usize) {
+    run_cycles_with(n, None)
+}
+
+fn run_cycles_with(n: u64, extras: Option<&Extras>) -> (u64, usize) {
     let data_dir = std::env::temp_dir().join(format!("epoch-crash-{}-{}", std::process::id(), rand_suffix()));
     // The identity must survive restarts: the server's keys are in the data directory.
     let token = {
-        let s = Server::start_in(data_dir.clone(), &[]);
+        let s = start(&data_dir, extras);
         s.identity().1
     };
     let mut checked = 0;
     for i in 0..n {
-        checked += cycle(&data_dir, &token, i == 0, i + 1);
+        checked += cycle(&data_dir, &token, i == 0, i + 1, extras);
+    }
+    if let Some(x) = extras {
+        // The resync ran across every crash: it finishes with each aggregate applied once.
+        let server = start(&data_dir, extras);
+        let deadline = std::time::Instant::now() + Duration::from_secs(300);
+        let stats = loop {
+            let (status, body) = server.sql(
+                Some(&token),
+                "proj",
+                "SELECT applied, skipped_stale FROM ingest_stats WHERE source = 'aggregate'",
+            );
+            assert_eq!(status, 200, "{body}");
+            let row = serde_json::from_str::<Value>(&body).unwrap()[0]["rows"][0].clone();
+            let (applied, skipped) = (row[0].as_u64().unwrap_or(0), row[1].as_u64().unwrap_or(0));
+            if applied + skipped >= x.aggregates as u64 || std::time::Instant::now() > deadline {
+                break (applied, skipped);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(stats, (x.aggregates as u64, 0), "every aggregate applied exactly once across {n} crashes");
+        eprintln!("resync of {} aggregates across {n} crashes: each applied once", x.aggregates);
     }
     let _ = std::fs::remove_dir_all(&data_dir);
     eprintln!("crash cycles: {n}, acknowledged transfers checked: {checked}");
@@ -147,4 +248,22 @@ fn acknowledged_transfers_survive_sigkill() {
 fn acknowledged_transfers_survive_sigkill_many_times() {
     let n = std::env::var("EPOCH_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     run_cycles(n);
+}
+
+#[test]
+#[ignore = "soak: 200 crash cycles with subscribers and a resync; run with --ignored soak"]
+fn soak_crashes_with_writers_subscribers_and_a_resync() {
+    let n = std::env::var("EPOCH_SOAK_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let dir = std::env::temp_dir().join(format!("epoch-soak-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("admin.key");
+    std::fs::write(&key_file, SOAK_KEY).unwrap();
+    let extras = Extras { subscribers: 8, aggregates: 3_000, store: dir.join("store"), key_file };
+    let started = std::time::Instant::now();
+    let (_, checked) = run_cycles_with(n, Some(&extras));
+    eprintln!(
+        "soak: {n} cycles in {:.0} s, {checked} acknowledged transfers checked, 0 lost",
+        started.elapsed().as_secs_f64()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

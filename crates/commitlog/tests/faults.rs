@@ -37,16 +37,31 @@ struct FailAt {
     syncs: AtomicUsize,
     fail_write: Option<usize>,
     fail_sync: Option<usize>,
+    /// Whether the failure was injected (batching varies from run to run, so a run may make
+    /// fewer calls than the clean run counted).
+    fired: std::sync::atomic::AtomicBool,
+}
+
+impl FailAt {
+    fn new(fail_write: Option<usize>, fail_sync: Option<usize>) -> Arc<Self> {
+        Arc::new(Self { writes: 0.into(), syncs: 0.into(), fail_write, fail_sync, fired: false.into() })
+    }
 }
 
 impl IoFaults for FailAt {
     fn write(&self) -> Option<std::io::Error> {
         let n = self.writes.fetch_add(1, Ordering::SeqCst);
-        (Some(n) == self.fail_write).then(|| std::io::Error::from_raw_os_error(28))
+        (Some(n) == self.fail_write).then(|| {
+            self.fired.store(true, Ordering::SeqCst);
+            std::io::Error::from_raw_os_error(28)
+        })
     }
     fn sync(&self) -> Option<std::io::Error> {
         let n = self.syncs.fetch_add(1, Ordering::SeqCst);
-        (Some(n) == self.fail_sync).then(|| std::io::Error::from_raw_os_error(5))
+        (Some(n) == self.fail_sync).then(|| {
+            self.fired.store(true, Ordering::SeqCst);
+            std::io::Error::from_raw_os_error(5)
+        })
     }
 }
 
@@ -77,7 +92,7 @@ fn workload(d: &std::path::Path, faults: Arc<FailAt>) -> (Vec<u64>, Option<Strin
 
 fn calls_of_a_clean_run() -> (usize, usize) {
     let d = dir("clean");
-    let faults = Arc::new(FailAt { writes: 0.into(), syncs: 0.into(), fail_write: None, fail_sync: None });
+    let faults = FailAt::new(None, None);
     let (acked, failure) = workload(&d, faults.clone());
     assert_eq!(acked, (0..RECORDS).collect::<Vec<_>>());
     assert_eq!(failure, None);
@@ -88,26 +103,36 @@ fn calls_of_a_clean_run() -> (usize, usize) {
 fn a_failed_write_is_cut_off_and_written_again() {
     let (writes, _) = calls_of_a_clean_run();
     assert!(writes > 5, "the workload writes in several batches");
+    let mut injected = 0;
     for n in 0..writes {
         let d = dir(&format!("w{n}"));
-        let faults = Arc::new(FailAt { writes: 0.into(), syncs: 0.into(), fail_write: Some(n), fail_sync: None });
-        let (acked, failure) = workload(&d, faults);
+        let faults = FailAt::new(Some(n), None);
+        let (acked, failure) = workload(&d, faults.clone());
+        injected += faults.fired.load(Ordering::SeqCst) as usize;
         assert_eq!(acked, (0..RECORDS).collect::<Vec<_>>(), "write {n} failed once: everything is acknowledged");
         assert_eq!(failure, None, "write {n}: the failure clears once the write succeeds");
         let replay = read_log(&d, 0, false).unwrap();
         assert_eq!(replay.records, (0..RECORDS).map(record).collect::<Vec<_>>(), "write {n}: no half frame left");
         assert_eq!(replay.torn_bytes, 0, "write {n}");
     }
+    assert!(injected * 2 > writes, "most writes were failed once ({injected} of {writes})");
 }
 
 #[test]
 fn a_failed_fsync_stops_acknowledging_and_disk_holds_every_acknowledged_record() {
     let (_, syncs) = calls_of_a_clean_run();
     assert!(syncs > 5, "the workload fsyncs several times");
+    let mut injected = 0;
     for n in 0..syncs {
         let d = dir(&format!("s{n}"));
-        let faults = Arc::new(FailAt { writes: 0.into(), syncs: 0.into(), fail_write: None, fail_sync: Some(n) });
-        let (acked, failure) = workload(&d, faults);
+        let faults = FailAt::new(None, Some(n));
+        let (acked, failure) = workload(&d, faults.clone());
+        if !faults.fired.load(Ordering::SeqCst) {
+            // This run made fewer fsyncs than the clean one: it ran clean.
+            assert_eq!((acked.len(), failure), (RECORDS as usize, None), "fsync {n} never failed");
+            continue;
+        }
+        injected += 1;
         let failure = failure.unwrap_or_else(|| panic!("fsync {n} failed silently"));
         assert!(failure.contains("fsync") && failure.contains("restarts"), "{failure}");
         assert!(acked.len() < RECORDS as usize, "fsync {n}: something after the failure was acknowledged");
@@ -118,4 +143,5 @@ fn a_failed_fsync_stops_acknowledging_and_disk_holds_every_acknowledged_record()
         assert_eq!(offsets, (0..offsets.len() as u64).collect::<Vec<_>>(), "fsync {n}");
         assert!(offsets.len() >= acked.len(), "fsync {n}: an acknowledged record is missing");
     }
+    assert!(injected * 2 > syncs, "most fsyncs were failed once ({injected} of {syncs})");
 }

@@ -875,6 +875,35 @@ impl Database {
     }
 
     /// Every row of table `name` as SATS-JSON objects, in storage order (for tools and tests).
+    /// Inserts rows into table `name` in one transaction, all or nothing, through the one
+    /// commit path (log, scheduler, subscribers): each line is one row as SATS-JSON of the
+    /// table's row type (as [`Database::rows_json`] writes it). An identical row already
+    /// present is kept once (a table's set semantics); a unique key held by another row fails
+    /// the whole import, naming the line. Refused while the database cannot write.
+    pub fn import_rows(&mut self, name: &str, lines: &[&str], caller: [u8; 32]) -> Result<usize, String> {
+        if let Some(why) = self.storage_failure() {
+            return Err(format!("the database cannot write now: {why}"));
+        }
+        let table_id = self.store().table_id(name).ok_or_else(|| format!("no table named {name:?}"))?;
+        let ty =
+            AlgebraicType::Product(self.store().table(table_id).map_err(|e| e.to_string())?.schema.row_type().clone());
+        let ts = self.store().typespace.clone();
+        let store = self.host.db_mut();
+        store.begin();
+        for (i, line) in lines.iter().enumerate() {
+            let inserted = json::from_str(&ts, &ty, line)
+                .map_err(|e| e.to_string())
+                .and_then(|v| store.insert(table_id, &mut bsatn::to_vec(&v)).map_err(|e| e.to_string()));
+            if let Err(e) = inserted {
+                store.rollback();
+                return Err(format!("line {}: {e}; nothing was imported", i + 1));
+            }
+        }
+        let delta = store.commit().map_err(|e| e.to_string())?;
+        self.on_commit(Commit::system("__import__", caller, Vec::new(), None), &delta);
+        Ok(lines.len())
+    }
+
     pub fn rows_json(&self, name: &str) -> Option<Vec<String>> {
         let table = self.store().table_by_name(name)?;
         let ty = AlgebraicType::Product(table.schema.row_type().clone());
