@@ -55,6 +55,29 @@ pub async fn status(State(state): State<AppState>, Path(segment): Path<String>, 
     }
 }
 
+/// How the server reaches the store at `url` (field `field` of request `v`): a `file://` path
+/// is checked like a sync store's (absolute, not the server's own data); the request's
+/// `endpoint` and `region` override the server's archive settings.
+fn store_options(
+    state: &AppState,
+    v: &Value,
+    field: &str,
+    url: &str,
+) -> Result<epoch_archive::StoreOptions, SyncError> {
+    if let Some(path) = url.strip_prefix("file://") {
+        epoch_sync_objectstore::check_file_store(std::path::Path::new(path), state.control.data_dir()).map_err(
+            |m| SyncError::new(StatusCode::BAD_REQUEST, m.replace("`objectStore.url`", &format!("`{field}`"))),
+        )?;
+    }
+    let mut options = state.archive.as_ref().map(|a| a.options.clone()).unwrap_or_default();
+    for (key, slot) in [("endpoint", &mut options.endpoint), ("region", &mut options.region)] {
+        if let Some(s) = v[key].as_str() {
+            *slot = Some(s.to_string());
+        }
+    }
+    Ok(options)
+}
+
 /// `POST /v1/database/:n/restore`.
 pub async fn restore(
     State(state): State<AppState>,
@@ -109,16 +132,7 @@ async fn restore_inner(
         }
         (None, None) => epoch_archive::StopAt::Latest,
     };
-    if let Some(path) = from.strip_prefix("file://") {
-        epoch_sync_objectstore::check_file_store(std::path::Path::new(path), state.control.data_dir())
-            .map_err(|m| bad(m.replace("`objectStore.url`", "`from`")))?;
-    }
-    let mut options = state.archive.as_ref().map(|a| a.options.clone()).unwrap_or_default();
-    for (field, slot) in [("endpoint", &mut options.endpoint), ("region", &mut options.region)] {
-        if let Some(s) = v[field].as_str() {
-            *slot = Some(s.to_string());
-        }
-    }
+    let options = store_options(&state, &v, "from", &from)?;
     let control = state.control.clone();
     let issuer = state.auth.issuer.clone();
     let caller = verified.identity;
@@ -167,16 +181,7 @@ pub async fn backup(
         authorize(&state, &headers, bearer(&headers), db, true)?;
         let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body must be JSON: {e}")))?;
         let to = v["to"].as_str().ok_or_else(|| bad("`to` (where the backup goes) is required".into()))?.to_string();
-        if let Some(path) = to.strip_prefix("file://") {
-            epoch_sync_objectstore::check_file_store(std::path::Path::new(path), state.control.data_dir())
-                .map_err(|m| bad(m.replace("`objectStore.url`", "`to`")))?;
-        }
-        let mut options = state.archive.as_ref().map(|a| a.options.clone()).unwrap_or_default();
-        for (field, slot) in [("endpoint", &mut options.endpoint), ("region", &mut options.region)] {
-            if let Some(s) = v[field].as_str() {
-                *slot = Some(s.to_string());
-            }
-        }
+        let options = store_options(&state, &v, "to", &to)?;
         let control = state.control.clone();
         let started = std::time::Instant::now();
         let done = tokio::task::spawn_blocking(move || {

@@ -269,19 +269,7 @@ fn export_and_import_move_tables_by_hand() {
     let server = Server::start(&[]);
     let dir = std::env::temp_dir().join(format!("epoch-export-{}-{}", std::process::id(), common::rand_suffix()));
     let config = dir.join("cli.json");
-    let epoch = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_epoch"))
-            .args(["--server", &server.url, "--config"])
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let epoch = |args: &[&str]| common::cli(&server.url, &config, args);
     let bank = common::fixture("bank");
     for db in ["bank", "bank2"] {
         let (ok, _, err) = epoch(&["publish", db, "--wasm", bank.to_str().unwrap()]);

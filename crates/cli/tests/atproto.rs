@@ -21,6 +21,16 @@ struct Account {
     jwt: String,
 }
 
+/// The tests of this file run one at a time. Each starts a PDS (Node) and servers on two cores,
+/// one restarts a PDS on a port it frees, and they time kills against a live firehose: run
+/// side by side, a live phase once left one repo's records unapplied past the 60 s a test
+/// waits (see the stop 20 note). Alone, the file runs in 87 s, faster than in parallel.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    // A failed test poisons the lock; the next one still runs alone.
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn xrpc(pds: &Pds, method: &str, jwt: Option<&str>, body: Value) -> Value {
     let mut req = reqwest::blocking::Client::new().post(format!("{}/xrpc/{method}", pds.url)).json(&body);
     if let Some(t) = jwt {
@@ -210,6 +220,7 @@ impl Epoch {
 
 #[test]
 fn full_sync_backfill_makes_the_table_equal_to_the_repos() {
+    let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
     let names = ["alice", "bob", "carol"];
     let accounts: Vec<Account> = names.iter().map(|n| create_account(&pds, n)).collect();
@@ -412,6 +423,7 @@ impl Epoch {
 /// undone by the snapshot. Driven through the CLI (`sync config`, `sync backfill --follow`).
 #[test]
 fn live_events_during_a_full_sync_wait_for_their_repo() {
+    let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
     let mut accounts: Vec<Account> = ["dora", "emil", "fay"].iter().map(|n| create_account(&pds, n)).collect();
     accounts.sort_by(|a, b| a.did.cmp(&b.did));
@@ -507,6 +519,7 @@ fn live_events_during_a_full_sync_wait_for_their_repo() {
 /// equal to the repos, and `ingest_record` ran once per record (the fixture counts its calls).
 #[test]
 fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
+    let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
     let accounts: Vec<Account> = ["gus", "hal", "ivy"].iter().map(|n| create_account(&pds, n)).collect();
     for a in &accounts {
@@ -602,6 +615,7 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
 /// reset when it resumes: rows from the old read of keys before the cursor do not survive.
 #[test]
 fn a_repo_changed_while_a_full_sync_was_down_is_read_again() {
+    let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
     let mut accounts: Vec<Account> = ["nia", "oli"].iter().map(|n| create_account(&pds, n)).collect();
     accounts.sort_by(|a, b| a.did.cmp(&b.did));
@@ -638,6 +652,7 @@ fn a_repo_changed_while_a_full_sync_was_down_is_read_again() {
 /// the restart.
 #[test]
 fn a_consumer_that_applied_nothing_yet_keeps_its_place() {
+    let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
     let account = create_account(&pds, "max");
     let epoch = Epoch::start();
@@ -666,6 +681,7 @@ fn a_consumer_that_applied_nothing_yet_keeps_its_place() {
 /// catch_up fail with the relay's `FutureCursor`, reported in the progress.
 #[test]
 fn a_cursor_from_the_future_is_reported() {
+    let _one_at_a_time = serial();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let Some(pds) = Pds::start_on(Some(port)) else {
         common::services::missing("the AT Protocol PDS (@atproto/dev-env on Node 22)", "EPOCH_REQUIRE_PDS");
@@ -734,6 +750,7 @@ fn lying_plc(real: &str, victim: &str, other: &str) -> String {
 /// reported), its live commits are refused, and the others sync as before.
 #[test]
 fn commit_signatures_are_checked_against_the_plc_directory() {
+    let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
     let (kim, lou) = (create_account(&pds, "kim"), create_account(&pds, "lou"));
     for a in [&kim, &lou] {
@@ -785,6 +802,7 @@ fn commit_signatures_are_checked_against_the_plc_directory() {
 #[test]
 #[ignore]
 fn atproto_speed() {
+    let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
     let accounts: Vec<Account> = (0..20).map(|n| create_account(&pds, &format!("speed{n}"))).collect();
     for a in &accounts {

@@ -4,7 +4,6 @@ mod common;
 use common::*;
 
 use std::io::{BufRead, BufReader};
-use std::process::Command;
 
 use serde_json::Value;
 
@@ -280,19 +279,7 @@ fn metrics_and_logs_reflect_activity() {
 fn client_commands_publish_call_query_describe_and_delete() {
     let s = Server::start(&[]);
     let config = s.data_dir.join("client.json");
-    let epoch = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_epoch"))
-            .args(["--server", &s.url, "--config"])
-            .arg(&config)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
-    };
+    let epoch = |args: &[&str]| common::cli(&s.url, &config, args);
     let (ok, out, err) = epoch(&["publish", "bank", "--wasm", fixture("bank").to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.starts_with("Created new database with name: bank, identity: c200"), "{out}");

@@ -152,6 +152,22 @@ impl Drop for Server {
     }
 }
 
+/// Runs the `epoch` CLI against `server` with client config file `config` (plus `args`);
+/// returns (success, stdout, stderr).
+pub fn cli(server: &str, config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_epoch"))
+        .args(["--server", server, "--config"])
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("the epoch CLI runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(format!("{}/../../tests/fixtures/modules/{name}.wasm", env!("CARGO_MANIFEST_DIR")))
 }
