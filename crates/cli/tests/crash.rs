@@ -70,10 +70,16 @@ struct Extras {
 
 const SOAK_KEY: &str = "soak-admin-key-000001";
 
+/// Reading the whole ledger back: a long run holds more rows than `/sql` answers by default.
+const MAX_SQL_ROWS: &str = "10000000";
+
 fn start(data_dir: &std::path::Path, extras: Option<&Extras>) -> Server {
     match extras {
-        Some(x) => Server::start_in(data_dir.to_path_buf(), &["--admin-api-key-file", x.key_file.to_str().unwrap()]),
-        None => Server::start_in(data_dir.to_path_buf(), &[]),
+        Some(x) => Server::start_in(
+            data_dir.to_path_buf(),
+            &["--max-sql-rows", MAX_SQL_ROWS, "--admin-api-key-file", x.key_file.to_str().unwrap()],
+        ),
+        None => Server::start_in(data_dir.to_path_buf(), &["--max-sql-rows", MAX_SQL_ROWS]),
     }
 }
 
