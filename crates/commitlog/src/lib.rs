@@ -257,6 +257,33 @@ enum Cmd {
     Seal(Callback),
 }
 
+/// Why the writer cannot write, checked by callers on every reducer call: a flag read without
+/// a lock, and the reason behind it.
+#[derive(Default)]
+struct Failure {
+    set: std::sync::atomic::AtomicBool,
+    why: parking_lot::Mutex<Option<String>>,
+}
+
+impl Failure {
+    fn get(&self) -> Option<String> {
+        if !self.set.load(Ordering::Acquire) {
+            return None;
+        }
+        self.why.lock().clone()
+    }
+
+    fn set(&self, why: String) {
+        *self.why.lock() = Some(why);
+        self.set.store(true, Ordering::Release);
+    }
+
+    fn clear(&self) {
+        self.set.store(false, Ordering::Release);
+        *self.why.lock() = None;
+    }
+}
+
 /// An open log with its writer thread.
 pub struct CommitLog {
     tx: Sender<Cmd>,
@@ -264,7 +291,7 @@ pub struct CommitLog {
     /// them yet); `u64::MAX` when nothing holds them.
     prune_floor: Arc<AtomicU64>,
     /// Why the writer cannot write right now (a full disk), while it waits to try again.
-    failure: Arc<parking_lot::Mutex<Option<String>>>,
+    failure: Arc<Failure>,
     /// One past the highest offset known durable (0: nothing yet).
     durable_end: Arc<AtomicU64>,
     next_offset: AtomicU64,
@@ -285,7 +312,7 @@ impl CommitLog {
         let size = file.metadata().map_err(io_err(&path))?.len();
         let durable_end = Arc::new(AtomicU64::new(next_offset));
         let prune_floor = Arc::new(AtomicU64::new(u64::MAX));
-        let failure = Arc::new(parking_lot::Mutex::new(None));
+        let failure = Arc::new(Failure::default());
         let (tx, rx) = unbounded();
         let writer = Writer {
             poisoned: false,
@@ -375,19 +402,17 @@ impl CommitLog {
     /// again: what is queued is acknowledged only once it is written and fsynced, and callers
     /// should refuse new work meanwhile.
     pub fn failure(&self) -> Option<String> {
-        self.failure.lock().clone()
+        self.failure.get()
     }
 
     /// Keeps every segment that starts at or after `offset` from being pruned, whatever
     /// [`CommitLog::prune_before`] asks: an archiver calls this with the start of the first
     /// segment it has not shipped yet. The floor only rises.
     pub fn set_prune_floor(&self, offset: u64) {
-        let floor = &self.prune_floor;
-        let old = floor.load(Ordering::Acquire);
-        if old == u64::MAX || offset > old {
-            debug_assert!(old == u64::MAX || offset >= old, "the prune floor only rises");
-            floor.store(offset, Ordering::Release);
-        }
+        // `u64::MAX` is "no floor": any offset replaces it; otherwise only a higher one does.
+        let _ = self.prune_floor.fetch_update(Ordering::AcqRel, Ordering::Acquire, |old| {
+            (old == u64::MAX || offset > old).then_some(offset)
+        });
     }
 
     /// Closes the current segment if it holds any record and starts a new one, so that every
@@ -437,7 +462,7 @@ struct Writer {
     size: u64,
     durable_end: Arc<AtomicU64>,
     prune_floor: Arc<AtomicU64>,
-    failure: Arc<parking_lot::Mutex<Option<String>>>,
+    failure: Arc<Failure>,
     waiting: Vec<(u64, Callback)>,
     /// An fsync failed: nothing more is written or acknowledged (see [`Writer::fsync`]).
     poisoned: bool,
@@ -544,7 +569,7 @@ impl Writer {
         while let Err(e) = self.write_through_faults(buf) {
             if !failing {
                 tracing::error!(path = %self.path.display(), "commitlog write failed: {e}; retrying until it succeeds, refusing new work meanwhile");
-                *self.failure.lock() = Some(format!("the commitlog cannot be written: {e}"));
+                self.failure.set(format!("the commitlog cannot be written: {e}"));
                 failing = true;
             }
             if let Err(t) = self.file.set_len(on_disk) {
@@ -557,7 +582,7 @@ impl Writer {
         }
         if failing && !self.poisoned {
             tracing::info!(path = %self.path.display(), "commitlog writes succeed again");
-            *self.failure.lock() = None;
+            self.failure.clear();
         }
         buf.clear();
     }
@@ -597,7 +622,7 @@ impl Writer {
         };
         if let Err(e) = result {
             tracing::error!(path = %self.path.display(), "commitlog fsync failed: {e}; acknowledging nothing more until a restart recovers from disk");
-            *self.failure.lock() = Some(format!(
+            self.failure.set(format!(
                 "an fsync of the commitlog failed ({e}); nothing more is acknowledged until the server restarts and recovers from disk"
             ));
             self.poisoned = true;
@@ -635,7 +660,7 @@ impl Writer {
                     // and try again; the previous segment stays the last one meanwhile.
                     if !failing {
                         tracing::error!("cannot start a new commitlog segment: {e}; retrying");
-                        *self.failure.lock() = Some(format!("the commitlog cannot start a segment: {e}"));
+                        self.failure.set(format!("the commitlog cannot start a segment: {e}"));
                         failing = true;
                     }
                     let _ = std::fs::remove_file(&path);
@@ -644,7 +669,7 @@ impl Writer {
             }
         }
         if failing {
-            *self.failure.lock() = None;
+            self.failure.clear();
         }
     }
 

@@ -519,10 +519,10 @@ impl ControlPlane {
         self.state.read().databases.values().cloned().collect()
     }
 
-    /// A consistent copy point of durable database `identity`: writes a snapshot now (on its
-    /// writer, between transactions) and closes the open log segment, so the directory's
-    /// snapshot and closed segments hold every transaction up to that point. Returns the
-    /// directory and the log.
+    /// Prepares a backup of durable database `identity`: writes a snapshot now (on its writer,
+    /// between transactions), so a restore from the backup starts from it rather than from an
+    /// older one. Returns the directory and the log; the backup's archiver closes the open
+    /// segment itself, which makes the copy consistent.
     pub fn backup_point(
         &self,
         identity: &IdentityBytes,
@@ -536,7 +536,6 @@ impl ControlPlane {
             .with(|d| d.snapshot_now().map(|()| d.commit_log()))?
             .map_err(|e| ControlError::Restore(format!("taking a snapshot: {e}")))?
             .ok_or_else(|| ControlError::Restore("an in-memory database has no files to back up".into()))?;
-        log.seal();
         Ok((dir, log))
     }
 

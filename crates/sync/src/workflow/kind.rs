@@ -158,6 +158,8 @@ pub fn call_reducer(
 ) -> Result<(), ItemError> {
     match d.call_step(reducer, args, caller, step) {
         Ok(r) => r.outcome.error_message().map_or(Ok(()), |e| Err(ItemError::Refused(e))),
+        // The database cannot write now (a full disk): its trouble, not the item's.
+        Err(e @ epoch_core::CallError::StorageUnavailable(_)) => Err(ItemError::Database(e.to_string())),
         Err(e) => Err(ItemError::Refused(e.to_string())),
     }
 }
