@@ -1,29 +1,203 @@
 //! Archiving and restore routes (errors in the sync API's shape):
 //!
-//! - `GET /v1/database/:n/archive`: what the archiver has shipped, the lag, the last error and
-//!   the database's last transaction offset (admin key and the owner's token);
+//! - `GET /v1/database/:n/archive`: where the database is archived (its own configuration, the
+//!   server's default, or not at all), what the archiver has shipped, the lag, the last error
+//!   and the database's last transaction offset (admin key and the owner's token);
+//! - `PUT /v1/database/:n/archive` with `{"url", "endpoint", "region", "maxLagSeconds"}` or
+//!   `{"enabled": false}`: the database's own archive configuration, replacing the server's
+//!   default for it; `DELETE` goes back to the default (the server's admin key and the owner's
+//!   token: the server writes there with its own credentials);
 //! - `POST /v1/database/:n/restore` with `{"from": URL, "offset": N | "at": RFC3339,
 //!   "endpoint", "region"}`: a new database `:n` rebuilt from an archive folder, owned by the
 //!   caller (admin key and a token; the server reads the archive with its own credentials);
 //! - `POST /v1/database/:n/backup` with `{"to": URL}`: a consistent backup of the live database.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::sync::{admin_key_header, authorize, bearer, sync_database, SyncError};
 use crate::AppState;
+use epoch_archive::{ArchivePlan, ArchivedDatabase};
 use epoch_auth::Identity;
+use epoch_core::control::hex_be;
+use epoch_core::ControlPlane;
 
-/// The server's archiving, when configured.
+/// The server's archiving.
 pub struct ArchiveState {
+    /// The archiver (`None` on a server without a data directory: nothing to archive).
     pub service: Option<Arc<epoch_archive::ArchiveService>>,
+    /// The server's archive URL (`--archive-url`): every database without a configuration of
+    /// its own is archived to `<url>/<identity>`, the system database to `<url>/system`.
+    pub server_url: Option<String>,
+    /// The server's lag bound (`--archive-max-lag-seconds`).
+    pub max_lag: Duration,
     /// How the server reaches S3 for archiving and restores.
     pub options: epoch_archive::StoreOptions,
+}
+
+/// A database's own archive configuration, as `PUT /v1/database/:n/archive` takes it and the
+/// system database keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DatabaseArchiveConfig {
+    /// `false`: the database is not archived, whatever the server's default.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// The database's archive folder (`s3://bucket/prefix` or `file:///path`); none: its
+    /// folder under the server's archive URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The lag bound for this database; none: the server's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lag_seconds: Option<f64>,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+/// Where a database's archive plan comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanSource {
+    /// Its own configuration.
+    Database,
+    /// The server's `--archive-url`.
+    Server,
+    /// It is not archived.
+    Off,
+}
+
+impl PlanSource {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Database => "database",
+            Self::Server => "server",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl ArchiveState {
+    /// The plan of the system database: its folder under the server's archive URL, if any.
+    pub fn system_plan(&self) -> Option<ArchivePlan> {
+        Some(ArchivePlan {
+            store: self.server_url.clone()?,
+            folder: epoch_archive::SYSTEM_FOLDER.to_string(),
+            options: self.options.clone(),
+            max_lag: self.max_lag,
+        })
+    }
+
+    /// Where database `identity` is archived, following its own configuration (`config`) or
+    /// else the server's default.
+    pub fn plan(
+        &self,
+        identity: &[u8; 32],
+        config: Option<&DatabaseArchiveConfig>,
+    ) -> (Option<ArchivePlan>, PlanSource) {
+        let default = || ArchivePlan {
+            store: self.server_url.clone().unwrap_or_default(),
+            folder: hex_be(identity),
+            options: self.options.clone(),
+            max_lag: self.max_lag,
+        };
+        match config {
+            None if self.server_url.is_some() => (Some(default()), PlanSource::Server),
+            None => (None, PlanSource::Off),
+            Some(c) if !c.enabled => (None, PlanSource::Database),
+            Some(c) => {
+                let mut plan = match &c.url {
+                    Some(url) => ArchivePlan { store: url.clone(), folder: String::new(), ..default() },
+                    None if self.server_url.is_some() => default(),
+                    // Validated when set; a server restarted without its archive URL has none.
+                    None => return (None, PlanSource::Database),
+                };
+                if c.endpoint.is_some() || c.region.is_some() {
+                    plan.options.endpoint = c.endpoint.clone().or(plan.options.endpoint);
+                    plan.options.region = c.region.clone().or(plan.options.region);
+                }
+                if let Some(s) = c.max_lag_seconds {
+                    plan.max_lag = Duration::from_secs_f64(s);
+                }
+                (Some(plan), PlanSource::Database)
+            }
+        }
+    }
+
+    /// Every durable database (the system database included) with its plan, for one pass.
+    fn archived(&self, control: &ControlPlane) -> Vec<ArchivedDatabase> {
+        let mut list: Vec<ArchivedDatabase> = control
+            .archivable()
+            .into_iter()
+            .map(|(id, dir, log)| ArchivedDatabase {
+                name: hex_be(&id),
+                dir,
+                log,
+                plan: self.plan(&id, stored_config(control, &id).as_ref()).0,
+            })
+            .collect();
+        if let Some((dir, log)) = control.system().commit_log() {
+            list.push(ArchivedDatabase {
+                name: epoch_archive::SYSTEM_FOLDER.into(),
+                dir,
+                log,
+                plan: self.system_plan(),
+            });
+        }
+        list
+    }
+
+    /// Starts the archiving thread, when the server has a data directory.
+    pub fn start(self: &Arc<Self>, control: Arc<ControlPlane>) {
+        if let Some(service) = &self.service {
+            let state = self.clone();
+            service.spawn(move || state.archived(&control));
+        }
+    }
+}
+
+/// A database's stored archive configuration (checked when it was set; one that no longer
+/// parses is reported and ignored).
+fn stored_config(control: &ControlPlane, identity: &[u8; 32]) -> Option<DatabaseArchiveConfig> {
+    let v = control.archive_config(identity)?;
+    match serde_json::from_value(v) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(database = %hex_be(identity), "ignoring an unreadable archive configuration: {e}");
+            None
+        }
+    }
+}
+
+/// Checks the server's own admin key (not a database's sync key): archiving, restores and
+/// backups make the server read and write storage with its own credentials.
+fn require_server_admin(state: &AppState, headers: &HeaderMap) -> Result<(), SyncError> {
+    let presented = admin_key_header(headers).ok_or_else(|| SyncError::unauthorized("X-Admin-API-Key", "missing"))?;
+    if !state
+        .admin_api_key
+        .as_deref()
+        .is_some_and(|k| crate::sync::constant_time_eq(k.as_bytes(), presented.as_bytes()))
+    {
+        return Err(SyncError::unauthorized("X-Admin-API-Key", "not the server's admin API key"));
+    }
+    Ok(())
+}
+
+fn archive_state(state: &AppState) -> Result<&Arc<ArchiveState>, SyncError> {
+    state.archive.as_ref().filter(|a| a.service.is_some()).ok_or_else(|| {
+        SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "archiving needs a server with a data directory")
+    })
 }
 
 /// `GET /v1/database/:n/archive`.
@@ -31,25 +205,116 @@ pub async fn status(State(state): State<AppState>, Path(segment): Path<String>, 
     let run = || -> Result<Value, SyncError> {
         let db = sync_database(&state, &segment)?;
         authorize(&state, &headers, bearer(&headers), db, true)?;
-        let service = state.archive.as_ref().and_then(|a| a.service.as_ref()).ok_or_else(|| {
-            SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "archiving is not configured (start with --archive-url)")
-        })?;
-        let hosted =
-            state.control.get(&db.0).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
-        let last_offset =
-            hosted.handle.with(|d| d.commit_log().and_then(|l| l.next_offset().checked_sub(1))).ok().flatten();
-        let s = service.status(&db.to_hex()).unwrap_or_default();
-        Ok(json!({
-            "url": if s.url.is_empty() { format!("{}/{}", service.url(), db.to_hex()) } else { s.url },
-            "lastOffset": last_offset,
-            "shippedEnd": s.shipped_end,
-            "segmentsShipped": s.segments_shipped,
-            "snapshotsShipped": s.snapshots_shipped,
-            "lagSeconds": s.lag.as_secs_f64(),
-            "error": s.error,
-        }))
+        status_of(&state, db)
     };
     match run() {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn status_of(state: &AppState, db: Identity) -> Result<Value, SyncError> {
+    let archive = archive_state(state)?;
+    let service =
+        archive.service.as_ref().ok_or_else(|| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "no archiver"))?;
+    let hosted = state.control.get(&db.0).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
+    let last_offset =
+        hosted.handle.with(|d| d.commit_log().and_then(|l| l.next_offset().checked_sub(1))).ok().flatten();
+    let config = stored_config(&state.control, &db.0);
+    let (plan, source) = archive.plan(&db.0, config.as_ref());
+    let mut v = json!({
+        "archived": plan.is_some(),
+        "source": source.name(),
+        "config": config,
+        "url": plan.as_ref().map(ArchivePlan::url),
+        "maxLagSeconds": plan.as_ref().map(|p| p.max_lag.as_secs_f64()),
+        "lastOffset": last_offset,
+    });
+    // The archiver's figures once it has made a pass under the current plan.
+    if let Some(s) =
+        plan.as_ref().and_then(|p| service.status(&db.to_hex()).filter(|s| s.url.is_empty() || s.url == p.url()))
+    {
+        v["shippedEnd"] = json!(s.shipped_end);
+        v["segmentsShipped"] = json!(s.segments_shipped);
+        v["snapshotsShipped"] = json!(s.snapshots_shipped);
+        v["lagSeconds"] = json!(s.lag.as_secs_f64());
+        v["error"] = json!(s.error);
+    }
+    Ok(v)
+}
+
+/// `PUT` / `DELETE /v1/database/:n/archive`: sets or removes the database's own archive
+/// configuration. A new place is checked by listing it before it is accepted.
+pub async fn configure(
+    State(state): State<AppState>,
+    Path(segment): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let run = async {
+        let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
+        let db = sync_database(&state, &segment)?;
+        require_server_admin(&state, &headers)?;
+        authorize(&state, &headers, bearer(&headers), db, true)?;
+        let archive = archive_state(&state)?.clone();
+        if method == Method::DELETE {
+            state
+                .control
+                .set_archive_config(db.0, None)
+                .map_err(|e| SyncError::new(StatusCode::CONFLICT, e.to_string()))?;
+            tracing::info!(database = %db, "archive configuration removed; the server's default applies");
+            return status_of(&state, db);
+        }
+        let config: DatabaseArchiveConfig = serde_json::from_slice(&body)
+            .map_err(|e| bad(format!("the body must be an archive configuration ({{\"url\", \"endpoint\", \"region\", \"maxLagSeconds\"}} or {{\"enabled\": false}}): {e}")))?;
+        if let Some(s) = config.max_lag_seconds {
+            if !(s > 0.0 && s <= epoch_archive::MAX_LAG_LIMIT.as_secs_f64()) {
+                return Err(bad(format!(
+                    "`maxLagSeconds` must be above 0 and at most {} (got {s})",
+                    epoch_archive::MAX_LAG_LIMIT.as_secs()
+                )));
+            }
+        }
+        if config.enabled {
+            match &config.url {
+                Some(url) => {
+                    let v = json!({"endpoint": config.endpoint, "region": config.region});
+                    store_options(&state, &v, "url", url)?;
+                }
+                None if archive.server_url.is_none() => {
+                    return Err(bad(
+                        "this server has no --archive-url: give `url`, the database's archive folder".into()
+                    ))
+                }
+                None => {}
+            }
+            // The place must be reachable with the server's credentials before it is accepted.
+            let (plan, _) = archive.plan(&db.0, Some(&config));
+            if let Some(plan) = plan {
+                let url = plan.url();
+                tokio::task::spawn_blocking(move || {
+                    let target = epoch_archive::ArchiveTarget::open(&url, &plan.options)?;
+                    target.list("log").map(|_| ())
+                })
+                .await
+                .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(|e| match e {
+                    epoch_archive::ArchiveError::Url(_) => bad(e.to_string()),
+                    e => SyncError::new(StatusCode::BAD_GATEWAY, format!("the archive cannot be reached: {e}")),
+                })?;
+            }
+        }
+        let stored = serde_json::to_value(&config)
+            .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        state
+            .control
+            .set_archive_config(db.0, Some(stored))
+            .map_err(|e| SyncError::new(StatusCode::CONFLICT, e.to_string()))?;
+        tracing::info!(database = %db, enabled = config.enabled, url = ?config.url, "archive configuration set");
+        status_of(&state, db)
+    };
+    match run.await {
         Ok(v) => Json(v).into_response(),
         Err(e) => e.into_response(),
     }
@@ -98,15 +363,7 @@ async fn restore_inner(
     body: axum::body::Bytes,
 ) -> Result<Value, SyncError> {
     let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
-    // The server's own admin key only: a restore reads storage with the server's credentials.
-    let presented = admin_key_header(&headers).ok_or_else(|| SyncError::unauthorized("X-Admin-API-Key", "missing"))?;
-    if !state
-        .admin_api_key
-        .as_deref()
-        .is_some_and(|k| crate::sync::constant_time_eq(k.as_bytes(), presented.as_bytes()))
-    {
-        return Err(SyncError::unauthorized("X-Admin-API-Key", "not the server's admin API key"));
-    }
+    require_server_admin(&state, &headers)?;
     let token = bearer(&headers).ok_or_else(|| SyncError::unauthorized("Authorization", "missing bearer token"))?;
     let verified = state
         .auth
@@ -145,7 +402,9 @@ async fn restore_inner(
             .restore_to_name(&name, fresh.0, caller.0, |dir| {
                 let (wasm, r) = epoch_archive::restore(&target, dir, stop).map_err(|e| e.to_string())?;
                 report = Some(r);
-                Ok(wasm)
+                wasm.ok_or_else(|| {
+                    "the archive has no module.wasm: it is not a database's archive folder (the system database's archive cannot be restored as a database)".to_string()
+                })
             })
             .map_err(|e| e.to_string())?;
         Ok::<_, String>((fresh, report))
@@ -178,6 +437,7 @@ pub async fn backup(
     let run = async {
         let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
         let db = sync_database(&state, &segment)?;
+        require_server_admin(&state, &headers)?;
         authorize(&state, &headers, bearer(&headers), db, true)?;
         let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body must be JSON: {e}")))?;
         let to = v["to"].as_str().ok_or_else(|| bad("`to` (where the backup goes) is required".into()))?.to_string();

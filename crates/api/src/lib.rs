@@ -118,7 +118,10 @@ pub fn router(state: AppState) -> Router {
             "/database/{name_or_identity}/sync/config",
             get(sync::get_config).put(sync::put_config).patch(sync::patch_config),
         )
-        .route("/database/{name_or_identity}/archive", get(archive::status))
+        .route(
+            "/database/{name_or_identity}/archive",
+            get(archive::status).put(archive::configure).delete(archive::configure),
+        )
         .route("/database/{name_or_identity}/restore", post(archive::restore))
         .route("/database/{name_or_identity}/backup", post(archive::backup))
         .route("/database/{name_or_identity}/sync/resync-projections", post(sync::resync_projections))

@@ -31,9 +31,18 @@ pub struct RestoreReport {
 
 /// Fetches the archive folder `archive` into the empty directory `dest` (`module.wasm`, the
 /// snapshot to start from, the log cut after the stopping point), so that opening the
-/// database from `dest` recovers it as it was then. Returns the module and what was restored.
-pub fn restore(archive: &ArchiveTarget, dest: &Path, stop: StopAt) -> Result<(Vec<u8>, RestoreReport), ArchiveError> {
-    let wasm = archive.get("module.wasm")?;
+/// database from `dest` recovers it as it was then. Returns the module (`None` for the system
+/// database's archive, which has none) and what was restored.
+pub fn restore(
+    archive: &ArchiveTarget,
+    dest: &Path,
+    stop: StopAt,
+) -> Result<(Option<Vec<u8>>, RestoreReport), ArchiveError> {
+    let wasm = match archive.get("module.wasm") {
+        Ok(w) => Some(w),
+        Err(ArchiveError::Missing(_)) => None,
+        Err(e) => return Err(e),
+    };
     let log_dir = dest.join("log");
     std::fs::create_dir_all(&log_dir).map_err(io(&log_dir))?;
     let names = archive.list("log")?;
@@ -47,6 +56,12 @@ pub fn restore(archive: &ArchiveTarget, dest: &Path, stop: StopAt) -> Result<(Ve
     let records = read_log(&log_dir, 0, false)?.records;
     let first = records.first().map(|r| r.offset);
     let snapshots: Vec<u64> = archive.list("snapshots")?.iter().filter_map(|n| name_offset(n, ".snap")).collect();
+    if wasm.is_none() && names.is_empty() && snapshots.is_empty() {
+        return Err(ArchiveError::Missing(format!(
+            "database here (no module.wasm, log or snapshot under {}): is the URL an archive folder?",
+            archive.url()
+        )));
+    }
     // The last transaction the archive holds: in the log, or in a snapshot newer than it (a
     // backup taken just after a snapshot may have no log after it).
     let last = records.last().map(|r| r.offset).max(snapshots.iter().copied().max());

@@ -49,7 +49,8 @@ impl Archiver {
     /// An archiver of the database in `db_dir` into `<target>/<folder>/`, closing a segment
     /// whose records have waited `max_lag`.
     pub fn new(db_dir: &Path, folder: &str, target: Arc<ArchiveTarget>, max_lag: Duration) -> Self {
-        let status = ArchiveStatus { url: format!("{}/{folder}", target.url()), ..Default::default() };
+        let url = if folder.is_empty() { target.url().to_string() } else { format!("{}/{folder}", target.url()) };
+        let status = ArchiveStatus { url, ..Default::default() };
         Self {
             db_dir: db_dir.to_path_buf(),
             folder: folder.to_string(),
@@ -101,7 +102,7 @@ impl Archiver {
             let path = self.db_dir.join(name);
             let bytes = match std::fs::read(&path) {
                 Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && name != "module.wasm" => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(io(&path)(e)),
             };
             if self.files.get(name) != Some(&bytes) {

@@ -18,12 +18,24 @@ pub const S3_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How to reach an S3-compatible store; empty fields use the defaults (`us-east-1`, AWS's
 /// endpoint, the `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` environment).
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct StoreOptions {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+}
+
+/// The secret key never appears in logs or errors.
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &self.secret_access_key.as_ref().map(|_| "(hidden)"))
+            .finish()
+    }
 }
 
 /// One archive location: a store and the prefix inside it.

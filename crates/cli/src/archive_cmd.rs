@@ -1,5 +1,6 @@
-//! `epoch restore` and `epoch archive-status`: a database rebuilt from its archive on the
-//! server, and what the archiver has shipped. Both need the server's admin key.
+//! Operations: `epoch restore` (a database rebuilt from its archive on the server),
+//! `epoch archive` (where a database is archived, what is shipped), `epoch backup` and
+//! `epoch backup verify`, `epoch export` and `epoch import`.
 
 use anyhow::{Context, Result};
 use reqwest::blocking::Client;
@@ -57,14 +58,48 @@ pub fn restore(args: RestoreArgs, server: &str, config_path: &std::path::Path, k
     Ok(())
 }
 
-pub fn status(database: &str, server: &str, config_path: &std::path::Path, key: Option<String>) -> Result<()> {
+/// A change to a database's archiving.
+pub enum ArchiveChange {
+    /// Its own folder and/or lag bound.
+    To { url: Option<String>, endpoint: Option<String>, region: Option<String>, max_lag_seconds: Option<f64> },
+    /// Not archived.
+    Off,
+    /// The server's default again.
+    ServerDefault,
+}
+
+/// `epoch archive DATABASE [--to URL … | --off | --server-default]`: changes the database's
+/// archiving if asked, then prints where it is archived and what is shipped.
+pub fn archive(
+    database: &str,
+    change: Option<ArchiveChange>,
+    server: &str,
+    config_path: &std::path::Path,
+    key: Option<String>,
+) -> Result<()> {
     let server = server.trim_end_matches('/');
     let token = crate::client::token_for(server, config_path)?;
-    let req = Client::new()
-        .get(format!("{server}/v1/database/{database}/archive"))
-        .header("X-Admin-API-Key", admin(key)?)
-        .bearer_auth(&token);
-    println!("{}", serde_json::to_string_pretty(&answer(req)?)?);
+    let url = format!("{server}/v1/database/{database}/archive");
+    let http = Client::new();
+    let req = match change {
+        None => http.get(url),
+        Some(ArchiveChange::ServerDefault) => http.delete(url),
+        Some(ArchiveChange::Off) => http.put(url).json(&json!({"enabled": false})),
+        Some(ArchiveChange::To { url: to, endpoint, region, max_lag_seconds }) => {
+            let mut body = json!({});
+            for (field, v) in [("url", to), ("endpoint", endpoint), ("region", region)] {
+                if let Some(v) = v {
+                    body[field] = json!(v);
+                }
+            }
+            if let Some(s) = max_lag_seconds {
+                body["maxLagSeconds"] = json!(s);
+            }
+            http.put(url).json(&body)
+        }
+    };
+    let v = answer(req.header("X-Admin-API-Key", admin(key)?).bearer_auth(&token))?;
+    println!("{}", serde_json::to_string_pretty(&v)?);
     Ok(())
 }
 
@@ -100,7 +135,7 @@ pub fn backup(
     Ok(())
 }
 
-/// `epoch backup-verify URL`: reads a backup or archive folder here, checks every snapshot's
+/// `epoch backup verify URL`: reads a backup or archive folder here, checks every snapshot's
 /// and every log frame's checksum, and replays it into a scratch database, as a restore would.
 pub fn verify(url: &str, endpoint: Option<String>, region: Option<String>) -> Result<()> {
     let options = epoch_archive::StoreOptions { endpoint, region, ..Default::default() };
@@ -117,21 +152,34 @@ pub fn verify(url: &str, endpoint: Option<String>, region: Option<String>) -> Re
     let result = (|| -> Result<()> {
         // Every log frame's checksum is checked as the log is read.
         let (wasm, report) = epoch_archive::restore(&target, &scratch, epoch_archive::StopAt::Latest)?;
-        let (db, recovered) = epoch_core::Database::open_persistent(
-            &wasm,
-            [0; 32],
-            epoch_core::HostConfig::default(),
-            &scratch,
-            epoch_core::PersistConfig::default(),
-        )
-        .map_err(|e| anyhow::anyhow!("replaying the backup failed: {e}"))?;
-        let rows: Vec<String> =
-            db.store().tables().iter().map(|t| format!("{} {}", t.schema.name(), t.len())).collect();
+        let (replayed, rows) = match wasm {
+            Some(wasm) => {
+                let (db, recovered) = epoch_core::Database::open_persistent(
+                    &wasm,
+                    [0; 32],
+                    epoch_core::HostConfig::default(),
+                    &scratch,
+                    epoch_core::PersistConfig::default(),
+                )
+                .map_err(|e| anyhow::anyhow!("replaying the backup failed: {e}"))?;
+                let rows = db.store().tables().iter().map(|t| format!("{} {}", t.schema.name(), t.len())).collect();
+                (recovered.replayed.to_string(), rows)
+            }
+            // No module: the archive of a server's system database.
+            None => {
+                let system = epoch_core::SystemDb::open(&scratch, &epoch_core::PersistConfig::default())
+                    .map_err(|e| anyhow::anyhow!("replaying the system database's archive failed: {e}"))?;
+                let rows =
+                    epoch_core::system::ALL.iter().map(|t| format!("{} {}", t.name(), system.rows(*t).len())).collect();
+                ("all".to_string(), rows)
+            }
+        };
+        let rows: Vec<String> = rows;
         println!(
             "OK: {url}: {} snapshots, {} log segments, {} transactions replayed up to offset {}; rows: {}",
             snapshots,
             report.segments,
-            recovered.replayed,
+            replayed,
             report.offset.map_or("none".to_string(), |o| o.to_string()),
             rows.join(", ")
         );

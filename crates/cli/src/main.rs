@@ -196,7 +196,7 @@ enum Command {
     /// Rebuilds a database from its archive folder on the server, as a new database: up to a
     /// moment (--at), a transaction (--offset) or the last archived one. Needs the admin key.
     Restore {
-        /// The archive folder of the database (`<archive URL>/<identity>`; `epoch archive-status`
+        /// The archive folder of the database (`<archive URL>/<identity>`; `epoch archive DB`
         /// prints it).
         #[arg(long, value_name = "URL")]
         from: String,
@@ -218,24 +218,8 @@ enum Command {
     },
     /// A consistent backup of a live database, written by the server to URL (s3:// or
     /// file://): a snapshot taken now and the log after it. Writes go on meanwhile. Needs the
-    /// admin key.
-    Backup {
-        database: String,
-        #[arg(long, value_name = "URL")]
-        to: String,
-        /// The S3 endpoint, when the server has no --archive-endpoint.
-        #[arg(long)]
-        endpoint: Option<String>,
-    },
-    /// Checks a backup or archive folder here: every snapshot's and log frame's checksum, then a
-    /// full replay into a scratch database. S3 credentials come from the AWS environment.
-    BackupVerify {
-        url: String,
-        #[arg(long)]
-        endpoint: Option<String>,
-        #[arg(long)]
-        region: Option<String>,
-    },
+    /// admin key. `epoch backup verify URL` checks a backup.
+    Backup(BackupArgs),
     /// Writes tables out as JSON lines or CSV (every table when none is named).
     Export {
         database: String,
@@ -255,9 +239,31 @@ enum Command {
         table: String,
         file: PathBuf,
     },
-    /// What the archiver has shipped for a database: its archive URL, the last transaction, what
-    /// is in the archive, the lag and the last error. Needs the admin key.
-    ArchiveStatus { database: String },
+    /// A database's continuous archiving. Alone: where it is archived, what is shipped, the lag
+    /// and the last error. With --to, --off or --server-default: changes where it goes. Needs
+    /// the admin key.
+    Archive {
+        database: String,
+        /// Archive the database to this folder (s3://bucket/prefix or file:///path) instead of
+        /// the server's --archive-url.
+        #[arg(long, value_name = "URL", conflicts_with_all = ["off", "server_default"])]
+        to: Option<String>,
+        /// The S3 endpoint of that folder.
+        #[arg(long, requires = "to")]
+        endpoint: Option<String>,
+        /// The S3 region of that folder.
+        #[arg(long, requires = "to")]
+        region: Option<String>,
+        /// The lag bound for this database (seconds; default: the server's).
+        #[arg(long, value_name = "SECONDS", conflicts_with_all = ["off", "server_default"])]
+        max_lag_seconds: Option<f64>,
+        /// Do not archive this database, whatever the server's --archive-url.
+        #[arg(long, conflicts_with = "server_default")]
+        off: bool,
+        /// Forget the database's own setting: the server's --archive-url applies again.
+        #[arg(long)]
+        server_default: bool,
+    },
     /// The side-by-side benchmark: starts Epoch (and, with --reference, SpacetimeDB 1.3), runs
     /// every workload on each in turn, prints the table with ratios and can write it as JSON.
     Bench {
@@ -285,6 +291,36 @@ enum Command {
         /// `--epoch-arg=--durability=async`.
         #[arg(long = "epoch-arg", value_name = "FLAG", allow_hyphen_values = true)]
         epoch_args: Vec<String>,
+    },
+}
+
+/// `epoch backup DATABASE --to URL` or `epoch backup verify URL`.
+#[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+struct BackupArgs {
+    #[command(subcommand)]
+    command: Option<BackupCommand>,
+    /// The database to back up.
+    #[arg(required = true)]
+    database: Option<String>,
+    /// Where the backup goes (s3://bucket/prefix or file:///path).
+    #[arg(long, value_name = "URL", required = true)]
+    to: Option<String>,
+    /// The S3 endpoint, when the server has no --archive-endpoint.
+    #[arg(long)]
+    endpoint: Option<String>,
+}
+
+#[derive(clap::Subcommand)]
+enum BackupCommand {
+    /// Checks a backup or archive folder here: every snapshot's and log frame's checksum, then
+    /// a full replay into a scratch database. S3 credentials come from the AWS environment.
+    Verify {
+        url: String,
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
     },
 }
 
@@ -320,18 +356,34 @@ fn main() -> Result<()> {
             &config,
             cli.admin_api_key.clone(),
         ),
-        Command::Backup { database, to, endpoint } => {
-            archive_cmd::backup(&database, &to, endpoint, &cli.server, &config, cli.admin_api_key.clone())
+        Command::Backup(BackupArgs { command: Some(BackupCommand::Verify { url, endpoint, region }), .. }) => {
+            archive_cmd::verify(&url, endpoint, region)
         }
-        Command::BackupVerify { url, endpoint, region } => archive_cmd::verify(&url, endpoint, region),
+        Command::Backup(BackupArgs { command: None, database, to, endpoint }) => archive_cmd::backup(
+            &database.unwrap_or_default(),
+            &to.unwrap_or_default(),
+            endpoint,
+            &cli.server,
+            &config,
+            cli.admin_api_key.clone(),
+        ),
         Command::Export { database, tables, format, out } => {
             archive_cmd::export(&database, tables, &format, out, &cli.server, &config)
         }
         Command::Import { database, table, file } => {
             archive_cmd::import(&database, &table, &file, &cli.server, &config)
         }
-        Command::ArchiveStatus { database } => {
-            archive_cmd::status(&database, &cli.server, &config, cli.admin_api_key.clone())
+        Command::Archive { database, to, endpoint, region, max_lag_seconds, off, server_default } => {
+            let change = if server_default {
+                Some(archive_cmd::ArchiveChange::ServerDefault)
+            } else if off {
+                Some(archive_cmd::ArchiveChange::Off)
+            } else if to.is_some() || max_lag_seconds.is_some() {
+                Some(archive_cmd::ArchiveChange::To { url: to, endpoint, region, max_lag_seconds })
+            } else {
+                None
+            };
+            archive_cmd::archive(&database, change, &cli.server, &config, cli.admin_api_key.clone())
         }
         Command::Start(args) => start(*args),
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
@@ -390,7 +442,9 @@ fn start(args: StartArgs) -> Result<()> {
         durability,
         snapshot_every,
         recover_truncate,
-        archived: archive_url.is_some(),
+        // Any database may be archived (by the server's URL or its own configuration): its log
+        // prunes nothing until the archiver's first pass has shipped it or found it unarchived.
+        archived: true,
         ..Default::default()
     });
     let admin_api_key = match admin_api_key_file {
@@ -429,37 +483,28 @@ fn start(args: StartArgs) -> Result<()> {
     let stopping_shadows = live_shadows.clone();
     let archive_options =
         epoch_archive::StoreOptions { endpoint: archive_endpoint, region: archive_region, ..Default::default() };
-    let archive_service = match &archive_url {
-        Some(url) if !in_memory => {
-            anyhow::ensure!(
-                archive_max_lag_seconds > 0.0 && archive_max_lag_seconds.is_finite(),
-                "--archive-max-lag-seconds must be a positive number of seconds"
-            );
-            let target = epoch_archive::ArchiveTarget::open(url, &archive_options)
-                .with_context(|| format!("opening the archive {url}"))?;
-            let service = std::sync::Arc::new(epoch_archive::ArchiveService::new(
-                target,
-                Duration::from_secs_f64(archive_max_lag_seconds),
-            ));
-            let listing = control.clone();
-            service.spawn(move || {
-                listing
-                    .archivable()
-                    .into_iter()
-                    .map(|(id, dir, log)| (epoch_core::control::hex_be(&id), dir, log))
-                    .collect()
-            });
-            tracing::info!(url, "archiving every database");
-            Some(service)
-        }
-        Some(_) => anyhow::bail!("--archive-url needs a data directory (not --in-memory)"),
-        None => None,
-    };
+    anyhow::ensure!(
+        archive_max_lag_seconds > 0.0 && archive_max_lag_seconds <= epoch_archive::MAX_LAG_LIMIT.as_secs_f64(),
+        "--archive-max-lag-seconds must be above 0 and at most {}",
+        epoch_archive::MAX_LAG_LIMIT.as_secs()
+    );
+    if let Some(url) = &archive_url {
+        anyhow::ensure!(!in_memory, "--archive-url needs a data directory (not --in-memory)");
+        epoch_archive::ArchiveTarget::open(url, &archive_options)
+            .with_context(|| format!("opening the archive {url}"))?;
+        tracing::info!(url, "archiving every database without an archive configuration of its own");
+    }
+    let archive = std::sync::Arc::new(epoch_api::archive::ArchiveState {
+        // Databases may be archived one by one (PUT /v1/database/:n/archive) even without a
+        // server-wide URL.
+        service: (!in_memory).then(|| std::sync::Arc::new(epoch_archive::ArchiveService::new())),
+        server_url: archive_url,
+        max_lag: Duration::from_secs_f64(archive_max_lag_seconds),
+        options: archive_options,
+    });
+    archive.start(control.clone());
     let state = epoch_api::AppState {
-        archive: Some(std::sync::Arc::new(epoch_api::archive::ArchiveState {
-            service: archive_service,
-            options: archive_options,
-        })),
+        archive: Some(archive),
         runner: Some(runner),
         control,
         auth: std::sync::Arc::new(auth),

@@ -171,7 +171,7 @@ fn a_database_archived_while_written_restores_to_any_moment() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `epoch backup` of a live database while a writer runs, checked by `epoch backup-verify`
+/// `epoch backup` of a live database while a writer runs, checked by `epoch backup verify`
 /// (which also finds a damaged frame), and restored: the restored accounts are a prefix of the
 /// writes (a consistent point) that holds every write acknowledged before the backup began.
 #[test]
@@ -225,7 +225,7 @@ fn a_backup_of_a_live_database_is_consistent_and_verifiable() {
         (before, after)
     });
 
-    let out = epoch(&["backup-verify", &backup_url]);
+    let out = epoch(&["backup", "verify", &backup_url]);
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
     assert!(said.starts_with("OK: ") && said.contains("account "), "{said}");
@@ -255,7 +255,7 @@ fn a_backup_of_a_live_database_is_consistent_and_verifiable() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&victim, &bytes).unwrap();
-    let out = epoch(&["backup-verify", &backup_url]);
+    let out = epoch(&["backup", "verify", &backup_url]);
     assert!(!out.status.success(), "a damaged backup verifies: {}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stderr).contains("corrupt"), "{}", String::from_utf8_lossy(&out.stderr));
     drop(server);
@@ -302,5 +302,155 @@ fn export_and_import_move_tables_by_hand() {
     let (ok, _, err) = epoch(&["import", "bank2", "--table", "account", bad.to_str().unwrap()]);
     assert!(!ok && err.contains("line 2"), "{err}");
     assert_eq!(tables(&server, &token, "bank2"), tables(&server, &token, "bank"), "nothing of a failed import is kept");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Where each database is archived is its owner's choice, through the API and the CLI: the
+/// server's `--archive-url` by default, a folder of its own, or not at all; the choice survives
+/// a restart, and the system database is archived beside the databases.
+#[test]
+fn each_database_is_archived_where_its_owner_says() {
+    let dir = std::env::temp_dir().join(format!("epoch-archcfg-{}-{}", std::process::id(), common::rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key_file = dir.join("admin.key");
+    std::fs::write(&key_file, KEY).unwrap();
+    let server_archive = dir.join("server-archive");
+    let own_folder = format!("file://{}", dir.join("b-own").display());
+    let server_args = [
+        "--admin-api-key-file".to_string(),
+        key_file.display().to_string(),
+        "--archive-url".to_string(),
+        format!("file://{}", server_archive.display()),
+        "--archive-max-lag-seconds".to_string(),
+        "0.5".to_string(),
+    ];
+    let server_args: Vec<&str> = server_args.iter().map(String::as_str).collect();
+    let mut server = Server::start_in(dir.join("data"), &server_args);
+    let config = dir.join("cli.json");
+    let epoch = |server: &Server, args: &[&str]| {
+        let mut all = vec!["--admin-api-key", KEY];
+        all.extend_from_slice(args);
+        common::cli(&server.url, &config, &all)
+    };
+    let json = |out: (bool, String, String)| -> Value {
+        assert!(out.0, "{}{}", out.1, out.2);
+        serde_json::from_str(&out.1).unwrap_or_else(|e| panic!("{e}: {}", out.1))
+    };
+    for db in ["a", "b"] {
+        let (ok, _, err) = epoch(&server, &["publish", db, "--wasm", common::fixture("bank").to_str().unwrap()]);
+        assert!(ok, "{err}");
+    }
+    let saved: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    let token = saved["tokens"][&server.url].as_str().unwrap().to_string();
+    let identity = |server: &Server, db: &str| {
+        let r = server.http().get(format!("{}/v1/database/{db}/identity", server.url)).send().unwrap();
+        r.text().unwrap().trim_matches('"').to_string()
+    };
+    let (a_id, b_id) = (identity(&server, "a"), identity(&server, "b"));
+    for db in ["a", "b"] {
+        assert_eq!(server.call(&token, db, "open_accounts", "[0, 4, 100]").0, 200);
+    }
+
+    // By default: the server's URL, each database in the folder of its identity.
+    let a = json(epoch(&server, &["archive", "a"]));
+    assert_eq!(a["source"], "server", "{a}");
+    assert_eq!(a["url"], format!("file://{}/{a_id}", server_archive.display()), "{a}");
+
+    // Refusals, each with its reason and nothing changed.
+    let put = |body: &str, key: &str, token: &str| {
+        let r = server
+            .http()
+            .put(format!("{}/v1/database/b/archive", server.url))
+            .header("X-Admin-API-Key", key)
+            .bearer_auth(token)
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let good = format!(r#"{{"url": "{own_folder}"}}"#);
+    assert_eq!(put(&good, "wrong-key", &token).0, 401);
+    let stranger = server.identity();
+    assert_eq!(put(&good, KEY, &stranger.1).0, 403);
+    let (status, body) = put(r#"{"url": "file://relative/path"}"#, KEY, &token);
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = put(r#"{"url": "ftp://x/y"}"#, KEY, &token);
+    assert!(status == 400 && body.contains("unsupported archive URL"), "{status} {body}");
+    let (status, body) = put(&format!(r#"{{"url": "{own_folder}", "maxLagSeconds": 0}}"#), KEY, &token);
+    assert!(status == 400 && body.contains("maxLagSeconds"), "{status} {body}");
+    let (status, body) = put(r#"{"url": "s3://b", "bogus": 1}"#, KEY, &token);
+    assert!(status == 400 && body.contains("bogus"), "{status} {body}");
+    let data_dir = format!("file://{}", dir.join("data").join("x").display());
+    let (status, body) = put(&format!(r#"{{"url": "{data_dir}"}}"#), KEY, &token);
+    assert_eq!(status, 400, "the server's own data is no archive: {body}");
+    assert_eq!(json(epoch(&server, &["archive", "b"]))["source"], "server");
+
+    // Database b gets a folder of its own, a (through the CLI) none at all.
+    let b = json(epoch(&server, &["archive", "b", "--to", &own_folder, "--max-lag-seconds", "0.5"]));
+    assert_eq!((b["source"].as_str(), b["url"].as_str()), (Some("database"), Some(own_folder.as_str())), "{b}");
+    let a = json(epoch(&server, &["archive", "a", "--off"]));
+    assert_eq!((a["source"].as_str(), a["archived"].as_bool()), (Some("database"), Some(false)), "{a}");
+    let segments = |folder: &std::path::Path| std::fs::read_dir(folder.join("log")).map_or(0, |d| d.count());
+    let a_folder = server_archive.join(&a_id);
+    // Whatever a's archiver was shipping when it stopped has settled after a pass.
+    std::thread::sleep(Duration::from_secs(1));
+    let a_segments = segments(&a_folder);
+
+    for i in 0..3 {
+        for db in ["a", "b"] {
+            assert_eq!(server.call(&token, db, "transfer", &format!("[{i}, {}, 5]", i + 1)).0, 200);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let b = json(epoch(&server, &["archive", "b"]));
+        if b["shippedEnd"].as_u64().is_some() && b["shippedEnd"].as_u64() == b["lastOffset"].as_u64().map(|o| o + 1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never reached its own folder: {b}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Two lag bounds later nothing of a's new writes is in the server's archive.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(segments(&a_folder), a_segments, "a database switched off is not archived");
+
+    // The choice survives a restart.
+    drop(server);
+    server = Server::start_in(dir.join("data"), &server_args);
+    // The CLI keeps tokens per server URL, and the port is new: the owner's token goes with it.
+    let mut saved: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    saved["tokens"][&server.url] = Value::String(token.clone());
+    std::fs::write(&config, saved.to_string()).unwrap();
+    let b = json(epoch(&server, &["archive", "b"]));
+    assert_eq!((b["source"].as_str(), b["url"].as_str()), (Some("database"), Some(own_folder.as_str())), "{b}");
+    assert_eq!(json(epoch(&server, &["archive", "a"]))["archived"], false);
+
+    // b's own folder restores to b exactly.
+    let (ok, _, err) = epoch(&server, &["restore", "--from", &own_folder, "--as", "b2"]);
+    assert!(ok, "{err}");
+    assert_eq!(tables(&server, &token, "b2"), tables(&server, &token, "b"));
+
+    // The system database is archived under the server's URL, and verifies: both databases
+    // and b's archive setting are in it.
+    let system = format!("file://{}/system", server_archive.display());
+    let (ok, said, err) = epoch(&server, &["backup", "verify", &system]);
+    assert!(ok, "{said}{err}");
+    let count = |table: &str| -> u64 {
+        let at = said.find(&format!("{table} ")).unwrap_or_else(|| panic!("{table} in {said}")) + table.len() + 1;
+        said[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    // (b2's row may still be on its way: the system database has the same lag bound.)
+    assert!(count("st_database") >= 2 && count("st_archive_config") == 2, "{said}");
+    // It is no database to restore.
+    let (ok, _, err) = epoch(&server, &["restore", "--from", &system, "--as", "sys"]);
+    assert!(!ok && err.contains("module.wasm"), "{err}");
+
+    // Back to the server's default.
+    let b = json(epoch(&server, &["archive", "b", "--server-default"]));
+    assert_eq!(b["source"], "server", "{b}");
+    assert_eq!(b["url"], format!("file://{}/{b_id}", server_archive.display()), "{b}");
+    let metrics = server.http().get(format!("{}/v1/metrics", server.url)).send().unwrap().text().unwrap();
+    assert!(metrics.contains(r#"database="system""#), "{metrics}");
+    drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -415,6 +415,11 @@ impl CommitLog {
         });
     }
 
+    /// Lets every segment be pruned again (the database is no longer archived).
+    pub fn release_prune_floor(&self) {
+        self.prune_floor.store(u64::MAX, Ordering::Release);
+    }
+
     /// Closes the current segment if it holds any record and starts a new one, so that every
     /// record appended so far is in a closed (immutable) segment; blocks until done. The
     /// records are fsynced first.

@@ -175,6 +175,9 @@ struct State {
     rules: BTreeMap<IdentityBytes, Vec<GrantRule>>,
     /// Database → its sync configuration (JSON, as the owner set it).
     sync_configs: HashMap<IdentityBytes, serde_json::Value>,
+    /// Database → its own archive configuration (JSON, as set through the API), replacing the
+    /// server's default for it.
+    archive_configs: HashMap<IdentityBytes, serde_json::Value>,
 }
 
 /// Every database on this server.
@@ -333,6 +336,13 @@ impl ControlPlane {
             })?;
             st.sync_configs.insert(id(SystemTable::SyncConfigs, &c[0])?, config);
         }
+        for c in cp.system.rows(SystemTable::ArchiveConfigs) {
+            let config = serde_json::from_str(&c[1]).map_err(|e| ControlError::Corrupt {
+                table: SystemTable::ArchiveConfigs.name(),
+                message: e.to_string(),
+            })?;
+            st.archive_configs.insert(id(SystemTable::ArchiveConfigs, &c[0])?, config);
+        }
         for n in cp.system.rows(SystemTable::Names) {
             st.names.insert(n[0].clone(), id(SystemTable::Names, &n[1])?);
             st.name_owners.insert(n[0].clone(), id(SystemTable::Names, &n[2])?);
@@ -446,11 +456,14 @@ impl ControlPlane {
             )
             .collect();
         let sync_configs = st.sync_configs.iter().map(|(db, config)| vec![hex_be(db), config.to_string()]).collect();
+        let archive_configs =
+            st.archive_configs.iter().map(|(db, config)| vec![hex_be(db), config.to_string()]).collect();
         self.system.write(|tx| {
             tx.replace_all(SystemTable::Databases, databases)?;
             tx.replace_all(SystemTable::Names, names)?;
             tx.replace_all(SystemTable::Permissions, permissions)?;
             tx.replace_all(SystemTable::SyncConfigs, sync_configs)?;
+            tx.replace_all(SystemTable::ArchiveConfigs, archive_configs)?;
             more(tx)
         })?;
         Ok(())
@@ -908,6 +921,29 @@ impl ControlPlane {
         self.state.read().sync_configs.iter().map(|(d, c)| (*d, c.clone())).collect()
     }
 
+    /// Stores (`Some`) or removes (`None`: the server's default applies again) a database's own
+    /// archive configuration (the caller checks ownership and validates it).
+    pub fn set_archive_config(
+        &self,
+        database: IdentityBytes,
+        config: Option<serde_json::Value>,
+    ) -> Result<(), ControlError> {
+        let mut st = self.state.write();
+        if !st.databases.contains_key(&database) {
+            return Err(ControlError::NoSuchDatabase);
+        }
+        match config {
+            Some(c) => st.archive_configs.insert(database, c),
+            None => st.archive_configs.remove(&database),
+        };
+        self.save(&st)
+    }
+
+    /// A database's own archive configuration, if it has one.
+    pub fn archive_config(&self, database: &IdentityBytes) -> Option<serde_json::Value> {
+        self.state.read().archive_configs.get(database).cloned()
+    }
+
     /// Deletes a database (owner only): it stops, its files go, and its permissions, sync
     /// configuration and workflow instances go with it (in the same system transaction), so
     /// nothing of it can reach a database created later under the same name. Names stay, as in
@@ -930,6 +966,7 @@ impl ControlPlane {
         st.permissions.retain(|(db, _), _| *db != identity);
         st.rules.remove(&identity);
         st.sync_configs.remove(&identity);
+        st.archive_configs.remove(&identity);
         self.save_with(&st, |tx| tx.delete_where(SystemTable::Workflows, 1, &hex_be(&identity)))?;
         drop(st);
         self.dropped(&identity);

@@ -31,14 +31,19 @@ pub enum SystemTable {
     SyncConfigs,
     /// instance id (key), database, kind, status, instance JSON.
     Workflows,
+    /// database (key), archive configuration JSON (where and how the database is archived, or
+    /// that it is not).
+    ArchiveConfigs,
 }
 
-const ALL: [SystemTable; 5] = [
+/// Every system table, in id order.
+pub const ALL: [SystemTable; 6] = [
     SystemTable::Databases,
     SystemTable::Names,
     SystemTable::Permissions,
     SystemTable::SyncConfigs,
     SystemTable::Workflows,
+    SystemTable::ArchiveConfigs,
 ];
 
 impl SystemTable {
@@ -49,6 +54,7 @@ impl SystemTable {
             Self::Permissions => "st_permission",
             Self::SyncConfigs => "st_sync_config",
             Self::Workflows => "st_workflow",
+            Self::ArchiveConfigs => "st_archive_config",
         }
     }
 
@@ -59,6 +65,7 @@ impl SystemTable {
             Self::Permissions => &["database", "identity", "permission"],
             Self::SyncConfigs => &["database", "config"],
             Self::Workflows => &["id", "database", "kind", "status", "state"],
+            Self::ArchiveConfigs => &["database", "config"],
         }
     }
 
@@ -86,6 +93,8 @@ pub enum SystemError {
     Arity { table: &'static str, expected: usize, got: usize },
     #[error("preparing {path}: {source}")]
     Io { path: std::path::PathBuf, source: std::io::Error },
+    #[error("the system database could not make the change durable (its log failed: {0}); it is not acknowledged")]
+    NotDurable(String),
 }
 
 fn module_def() -> ModuleDef {
@@ -220,9 +229,19 @@ impl SystemDb {
             log.on_durable(offset, move || {
                 let _ = done.send(());
             });
-            let _ = wait.recv();
+            // A failed log drops its waiting callbacks: the change is not durable, so it is
+            // not acknowledged either.
+            if wait.recv().is_err() {
+                let reason = log.failure().unwrap_or_else(|| "stopped".into());
+                return Err(SystemError::NotDurable(reason));
+            }
         }
         Ok(result)
+    }
+
+    /// The system database's directory and commitlog, when it is durable (for archiving).
+    pub fn commit_log(&self) -> Option<(std::path::PathBuf, std::sync::Arc<epoch_commitlog::CommitLog>)> {
+        self.inner.lock().persist.as_ref().map(|p| (p.dir().to_path_buf(), p.log().clone()))
     }
 }
 
