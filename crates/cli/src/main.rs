@@ -470,6 +470,8 @@ fn start(args: StartArgs) -> Result<()> {
         Some(p) => epoch_core::ControlPlane::open_in_background(&data_dir, config, p)?,
         None => std::sync::Arc::new(epoch_core::ControlPlane::new(config)),
     };
+    // A database whose log fails an fsync reopens from disk by itself.
+    control.watch_logs();
     let starting = control.clone();
     let stopping = control.clone();
     let firehose = std::sync::Arc::new(epoch_sync_atproto::FirehoseSpec::default());

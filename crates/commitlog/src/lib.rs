@@ -262,6 +262,8 @@ enum Cmd {
 #[derive(Default)]
 struct Failure {
     set: std::sync::atomic::AtomicBool,
+    /// An fsync failed: the log is done for good (see [`Writer::fsync`]).
+    poisoned: std::sync::atomic::AtomicBool,
     why: parking_lot::Mutex<Option<String>>,
 }
 
@@ -279,8 +281,14 @@ impl Failure {
     }
 
     fn clear(&self) {
+        debug_assert!(!self.poisoned.load(Ordering::Acquire), "a poisoned log's failure is never cleared");
         self.set.store(false, Ordering::Release);
         *self.why.lock() = None;
+    }
+
+    fn poison(&self, why: String) {
+        self.set(why);
+        self.poisoned.store(true, Ordering::Release);
     }
 }
 
@@ -367,14 +375,15 @@ impl CommitLog {
         let _ = self.tx.send(Cmd::OnDurable(offset, Box::new(f)));
     }
 
-    /// Blocks until every appended record is durable.
-    pub fn flush(&self) {
-        let Some(last) = self.next_offset().checked_sub(1) else { return };
+    /// Blocks until every appended record is durable; false if they never will be (the log
+    /// is poisoned).
+    pub fn flush(&self) -> bool {
+        let Some(last) = self.next_offset().checked_sub(1) else { return true };
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.on_durable(last, move || {
             let _ = tx.send(());
         });
-        let _ = rx.recv();
+        rx.recv().is_ok()
     }
 
     /// Blocks until every appended record is fsynced, even with [`Durability::Async`] (whose
@@ -403,6 +412,12 @@ impl CommitLog {
     /// should refuse new work meanwhile.
     pub fn failure(&self) -> Option<String> {
         self.failure.get()
+    }
+
+    /// Whether an fsync failed: the log writes and acknowledges nothing more, ever; the
+    /// database must be reopened from what is on disk.
+    pub fn is_poisoned(&self) -> bool {
+        self.failure.poisoned.load(Ordering::Acquire)
     }
 
     /// Keeps every segment that starts at or after `offset` from being pruned, whatever
@@ -615,8 +630,8 @@ impl Writer {
     /// dropped the dirty pages ("fsyncgate"): nothing written since the last good fsync can be
     /// trusted, and a retried fsync could report success for data that is gone. So it is never
     /// retried: the log is poisoned (nothing more is written or acknowledged, waiting callers
-    /// are let go unanswered) and [`CommitLog::failure`] reports it until the server restarts
-    /// and recovers from what is on disk.
+    /// are let go unanswered), [`CommitLog::failure`] reports it and [`CommitLog::is_poisoned`]
+    /// tells the owner to recover from what is on disk with a new log.
     fn fsync(&mut self) -> bool {
         if self.poisoned {
             return false;
@@ -626,9 +641,9 @@ impl Writer {
             None => self.file.sync_data(),
         };
         if let Err(e) = result {
-            tracing::error!(path = %self.path.display(), "commitlog fsync failed: {e}; acknowledging nothing more until a restart recovers from disk");
-            self.failure.set(format!(
-                "an fsync of the commitlog failed ({e}); nothing more is acknowledged until the server restarts and recovers from disk"
+            tracing::error!(path = %self.path.display(), "commitlog fsync failed: {e}; this log acknowledges nothing more (the database must reopen from disk)");
+            self.failure.poison(format!(
+                "an fsync of the commitlog failed ({e}); nothing more is acknowledged until the database has reopened from what is on disk"
             ));
             self.poisoned = true;
             return false;

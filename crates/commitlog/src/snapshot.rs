@@ -81,6 +81,8 @@ impl<'a> FromIterator<&'a [u8]> for PackedRows {
 pub enum SnapshotError {
     #[error("snapshot I/O error at {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error("no snapshot: the commitlog failed before it held the state ({0})")]
+    LogFailed(String),
 }
 
 impl Snapshot {

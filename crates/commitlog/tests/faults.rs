@@ -68,8 +68,9 @@ impl IoFaults for FailAt {
 const RECORDS: u64 = 24;
 
 /// Runs the workload (records in small groups, each group waited for) with `faults`; returns
-/// the offsets acknowledged, the failure reported, and the calls made.
-fn workload(d: &std::path::Path, faults: Arc<FailAt>) -> (Vec<u64>, Option<String>) {
+/// the offsets acknowledged, the failure reported, and whether the log ended poisoned (a
+/// last flush that returned says whether it holds everything, and must agree).
+fn workload(d: &std::path::Path, faults: Arc<FailAt>) -> (Vec<u64>, Option<String>, bool) {
     let config =
         LogConfig { dir: d.to_path_buf(), durability: Durability::Sync, segment_max_bytes: 600, faults: Some(faults) };
     let log = CommitLog::open(config, 0).unwrap();
@@ -83,19 +84,21 @@ fn workload(d: &std::path::Path, faults: Arc<FailAt>) -> (Vec<u64>, Option<Strin
             log.flush();
         }
     }
-    log.flush();
+    let flushed = log.flush();
     let failure = log.failure();
+    let poisoned = log.is_poisoned();
+    assert_eq!(flushed, !poisoned, "a flush reports whether the log holds everything");
     drop(log);
     let acked = acked.lock().unwrap().clone();
-    (acked, failure)
+    (acked, failure, poisoned)
 }
 
 fn calls_of_a_clean_run() -> (usize, usize) {
     let d = dir("clean");
     let faults = FailAt::new(None, None);
-    let (acked, failure) = workload(&d, faults.clone());
+    let (acked, failure, poisoned) = workload(&d, faults.clone());
     assert_eq!(acked, (0..RECORDS).collect::<Vec<_>>());
-    assert_eq!(failure, None);
+    assert_eq!((failure, poisoned), (None, false));
     (faults.writes.load(Ordering::SeqCst), faults.syncs.load(Ordering::SeqCst))
 }
 
@@ -107,8 +110,9 @@ fn a_failed_write_is_cut_off_and_written_again() {
     for n in 0..writes {
         let d = dir(&format!("w{n}"));
         let faults = FailAt::new(Some(n), None);
-        let (acked, failure) = workload(&d, faults.clone());
+        let (acked, failure, poisoned) = workload(&d, faults.clone());
         injected += faults.fired.load(Ordering::SeqCst) as usize;
+        assert!(!poisoned, "write {n}: a failed write does not poison the log");
         assert_eq!(acked, (0..RECORDS).collect::<Vec<_>>(), "write {n} failed once: everything is acknowledged");
         assert_eq!(failure, None, "write {n}: the failure clears once the write succeeds");
         let replay = read_log(&d, 0, false).unwrap();
@@ -126,7 +130,7 @@ fn a_failed_fsync_stops_acknowledging_and_disk_holds_every_acknowledged_record()
     for n in 0..syncs {
         let d = dir(&format!("s{n}"));
         let faults = FailAt::new(None, Some(n));
-        let (acked, failure) = workload(&d, faults.clone());
+        let (acked, failure, poisoned) = workload(&d, faults.clone());
         if !faults.fired.load(Ordering::SeqCst) {
             // This run made fewer fsyncs than the clean one: it ran clean.
             assert_eq!((acked.len(), failure), (RECORDS as usize, None), "fsync {n} never failed");
@@ -134,7 +138,8 @@ fn a_failed_fsync_stops_acknowledging_and_disk_holds_every_acknowledged_record()
         }
         injected += 1;
         let failure = failure.unwrap_or_else(|| panic!("fsync {n} failed silently"));
-        assert!(failure.contains("fsync") && failure.contains("restarts"), "{failure}");
+        assert!(failure.contains("fsync") && failure.contains("reopened"), "{failure}");
+        assert!(poisoned, "fsync {n}: the log says it is done for good");
         assert!(acked.len() < RECORDS as usize, "fsync {n}: something after the failure was acknowledged");
         assert_eq!(acked, (0..acked.len() as u64).collect::<Vec<_>>(), "fsync {n}: acknowledged in order");
         // What is on disk is a clean prefix of the log that holds every acknowledged record.

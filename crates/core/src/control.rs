@@ -194,6 +194,10 @@ pub struct ControlPlane {
     started: parking_lot::Condvar,
 }
 
+/// How often the control plane looks for databases whose log failed (see
+/// [`ControlPlane::reopen_failed`]).
+pub const LOG_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// How many databases open at once while the server starts.
 pub const STARTER_THREADS: usize = 2;
 
@@ -315,7 +319,25 @@ impl ControlPlane {
             queue.push_back(identity);
         }
         drop(queue);
-        for p in cp.system.rows(SystemTable::Permissions) {
+        cp.load_grants_and_names(&mut st)?;
+        drop(st);
+        Ok(cp)
+    }
+
+    /// Loads (replacing what `st` held) the permissions, rules, sync and archive configurations
+    /// and names from the system tables.
+    fn load_grants_and_names(&self, st: &mut State) -> Result<(), ControlError> {
+        let id = |table: SystemTable, hex: &str| {
+            from_hex_be(hex)
+                .ok_or_else(|| ControlError::Corrupt { table: table.name(), message: format!("bad identity {hex:?}") })
+        };
+        st.permissions.clear();
+        st.rules.clear();
+        st.sync_configs.clear();
+        st.archive_configs.clear();
+        st.names.clear();
+        st.name_owners.clear();
+        for p in self.system.rows(SystemTable::Permissions) {
             let db = id(SystemTable::Permissions, &p[0])?;
             if let Some(rule) = p[1].strip_prefix(RULE_PREFIX) {
                 let (issuer, domain) = rule.rsplit_once('|').unwrap_or((rule, ""));
@@ -329,26 +351,25 @@ impl ControlPlane {
             let key = (db, id(SystemTable::Permissions, &p[1])?);
             st.permissions.entry(key).or_default().push(p[2].clone());
         }
-        for c in cp.system.rows(SystemTable::SyncConfigs) {
+        for c in self.system.rows(SystemTable::SyncConfigs) {
             let config = serde_json::from_str(&c[1]).map_err(|e| ControlError::Corrupt {
                 table: SystemTable::SyncConfigs.name(),
                 message: e.to_string(),
             })?;
             st.sync_configs.insert(id(SystemTable::SyncConfigs, &c[0])?, config);
         }
-        for c in cp.system.rows(SystemTable::ArchiveConfigs) {
+        for c in self.system.rows(SystemTable::ArchiveConfigs) {
             let config = serde_json::from_str(&c[1]).map_err(|e| ControlError::Corrupt {
                 table: SystemTable::ArchiveConfigs.name(),
                 message: e.to_string(),
             })?;
             st.archive_configs.insert(id(SystemTable::ArchiveConfigs, &c[0])?, config);
         }
-        for n in cp.system.rows(SystemTable::Names) {
+        for n in self.system.rows(SystemTable::Names) {
             st.names.insert(n[0].clone(), id(SystemTable::Names, &n[1])?);
             st.name_owners.insert(n[0].clone(), id(SystemTable::Names, &n[2])?);
         }
-        drop(st);
-        Ok(cp)
+        Ok(())
     }
 
     /// Opens queued databases until the queue is empty. One database that cannot open does not
@@ -357,40 +378,123 @@ impl ControlPlane {
     fn start_queued(&self) {
         loop {
             let Some(identity) = self.start_queue.lock().pop_front() else { break };
-            let hex = hex_be(&identity);
-            let started = std::time::Instant::now();
-            let outcome = self.open_one(&identity);
-            let mut st = self.state.write();
-            let Some(entry) = st.unavailable.get(&identity).filter(|u| u.starting).cloned() else {
-                // Deleted or replaced while it was opening: what was opened is dropped.
-                continue;
-            };
-            match outcome {
-                Ok((db, report, wasm)) => {
-                    tracing::info!(
-                        database = %hex,
-                        snapshot = ?report.snapshot_offset,
-                        replayed = report.replayed,
-                        torn_bytes = report.torn_bytes,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "database recovered"
-                    );
-                    if let Some((seg, byte)) = &report.truncated_at {
-                        tracing::warn!(database = %hex, segment = %seg.display(), byte, "log cut at corruption on request");
-                    }
-                    st.unavailable.remove(&identity);
-                    st.databases.insert(identity, hosted(db, entry.owner, &wasm, entry.created_seq));
-                }
-                Err(e) => {
-                    tracing::error!(database = %hex, "database unavailable: it failed to open: {e}");
-                    st.unavailable
-                        .insert(identity, UnavailableDatabase { reason: e.to_string(), starting: false, ..entry });
-                }
-            }
-            drop(st);
-            self.started.notify_all();
+            self.open_unavailable(&identity);
         }
         self.started.notify_all();
+    }
+
+    /// Opens database `identity`, marked as starting, from its directory, and serves it (or
+    /// marks it failed, with the reason). Nothing happens if it was deleted or replaced
+    /// meanwhile.
+    fn open_unavailable(&self, identity: &IdentityBytes) {
+        let hex = hex_be(identity);
+        let started = std::time::Instant::now();
+        let outcome = self.open_one(identity);
+        let mut st = self.state.write();
+        let Some(entry) = st.unavailable.get(identity).filter(|u| u.starting).cloned() else {
+            // Deleted or replaced while it was opening: what was opened is dropped.
+            return;
+        };
+        match outcome {
+            Ok((db, report, wasm)) => {
+                tracing::info!(
+                    database = %hex,
+                    snapshot = ?report.snapshot_offset,
+                    replayed = report.replayed,
+                    torn_bytes = report.torn_bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "database recovered"
+                );
+                if let Some((seg, byte)) = &report.truncated_at {
+                    tracing::warn!(database = %hex, segment = %seg.display(), byte, "log cut at corruption on request");
+                }
+                st.unavailable.remove(identity);
+                st.databases.insert(*identity, hosted(db, entry.owner, &wasm, entry.created_seq));
+            }
+            Err(e) => {
+                tracing::error!(database = %hex, "database unavailable: it failed to open: {e}");
+                st.unavailable
+                    .insert(*identity, UnavailableDatabase { reason: e.to_string(), starting: false, ..entry });
+            }
+        }
+        drop(st);
+        self.started.notify_all();
+    }
+
+    /// Reopens from disk every database whose commitlog failed an fsync (the log is poisoned:
+    /// it acknowledges nothing more, and what the kernel kept of unsynced writes cannot be
+    /// trusted). Each one stops serving, its clients are let go without `client_disconnected`
+    /// (the reopened database runs it for them, as after a crash), and it recovers from its
+    /// snapshot and log as at a start, keeping its place and creation order. Returns how many
+    /// were reopened.
+    pub fn reopen_failed(&self) -> usize {
+        match self.system.reopen_if_failed() {
+            // The tables now hold what the disk held. Grants, configurations and names are read
+            // back from them (a change whose write failed was reported as failed, so it is
+            // dropped); the databases are as they run, and are written over the tables.
+            Ok(true) => {
+                let mut st = self.state.write();
+                // Names claimed by creations still under way are not in the tables yet.
+                let claimed: Vec<(String, IdentityBytes, Option<IdentityBytes>)> = st
+                    .names
+                    .iter()
+                    .filter(|(_, id)| st.pending.contains_key(*id))
+                    .map(|(n, id)| (n.clone(), *id, st.name_owners.get(n).copied()))
+                    .collect();
+                if let Err(e) = self.load_grants_and_names(&mut st) {
+                    tracing::error!("reading the control plane back after reopening the system database: {e}");
+                }
+                for (name, id, owner) in claimed {
+                    st.names.insert(name.clone(), id);
+                    st.name_owners.insert(name, owner.unwrap_or(id));
+                }
+                if let Err(e) = self.save(&st) {
+                    tracing::error!("rewriting the control plane after reopening the system database: {e}");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!("the system database cannot reopen (it keeps refusing writes): {e}"),
+        }
+        let failed: Vec<Arc<HostedDatabase>> =
+            self.all().into_iter().filter(|d| d.log.as_ref().is_some_and(|l| l.is_poisoned())).collect();
+        for old in &failed {
+            let why = old.storage_failure().unwrap_or_default();
+            {
+                let mut st = self.state.write();
+                // Only the database that failed, not one published over it meanwhile.
+                if !st.databases.get(&old.identity).is_some_and(|d| Arc::ptr_eq(d, old)) {
+                    continue;
+                }
+                st.databases.remove(&old.identity);
+                st.unavailable.insert(
+                    old.identity,
+                    UnavailableDatabase {
+                        owner: old.owner,
+                        created_seq: old.created_seq,
+                        reason: format!("the database is reopening from disk after its log failed: {why}"),
+                        starting: true,
+                    },
+                );
+                debug_assert_invariants(&st);
+            }
+            tracing::error!(database = %hex_be(&old.identity), "reopening the database from disk: {why}");
+            let _ = old.handle.with(Database::drop_clients);
+            self.open_unavailable(&old.identity);
+        }
+        failed.len()
+    }
+
+    /// Runs [`ControlPlane::reopen_failed`] every [`LOG_WATCH_INTERVAL`] on a thread of its own.
+    pub fn watch_logs(self: &Arc<Self>) {
+        let control = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new().name("log-watch".into()).spawn(move || loop {
+            std::thread::sleep(LOG_WATCH_INTERVAL);
+            let Some(control) = control.upgrade() else { return };
+            control.reopen_failed();
+        });
+        if let Err(e) = spawned {
+            tracing::error!("cannot start the log watch: {e}");
+        }
     }
 
     fn open_one(&self, identity: &IdentityBytes) -> Result<(Database, crate::RecoveryReport, Vec<u8>), ControlError> {

@@ -729,6 +729,15 @@ impl Database {
         self.note_connected(caller, false);
     }
 
+    /// Lets every client go without running `client_disconnected` or writing down that it left:
+    /// the database failed and is reopened from disk, which runs it for them as after a crash.
+    /// Their connections close (their outboxes end).
+    pub fn drop_clients(&mut self) {
+        for id in self.clients.ids() {
+            self.clients.remove(id);
+        }
+    }
+
     /// Disconnects every client (the server is stopping).
     pub fn disconnect_all_clients(&mut self) {
         for id in self.clients.ids() {

@@ -27,6 +27,9 @@ pub struct PersistConfig {
     pub recover_truncate: bool,
     /// An archiver ships the log: no segment is pruned until it says the segment is shipped.
     pub archived: bool,
+    /// Test-only: fails chosen writes and fsyncs of every log opened with this configuration
+    /// (see [`epoch_commitlog::IoFaults`]).
+    pub faults: Option<std::sync::Arc<dyn epoch_commitlog::IoFaults>>,
 }
 
 impl Default for PersistConfig {
@@ -37,6 +40,7 @@ impl Default for PersistConfig {
             segment_max_bytes: 64 << 20,
             recover_truncate: false,
             archived: false,
+            faults: None,
         }
     }
 }
@@ -200,7 +204,7 @@ impl Persistence {
                 dir: log_dir(dir),
                 durability: config.durability,
                 segment_max_bytes: config.segment_max_bytes,
-                faults: None,
+                faults: config.faults.clone(),
             },
             next_offset,
         )?;
@@ -281,7 +285,9 @@ impl Persistence {
     /// Writes a snapshot of the current state now and waits for it (tools and benchmarks).
     pub fn snapshot_now(&mut self, store: &Store, steps: &StepLedger) -> Result<(), epoch_commitlog::SnapshotError> {
         let Some(offset) = self.last_offset() else { return Ok(()) };
-        self.log.flush();
+        if !self.log.flush() {
+            return Err(epoch_commitlog::SnapshotError::LogFailed(self.log.failure().unwrap_or_default()));
+        }
         let oldest_kept = write_snapshot(&snapshot_dir(&self.dir), &copy_state(store, steps, offset), SNAPSHOTS_KEPT)?;
         self.log.prune_before(oldest_kept + 1);
         self.last_snapshot = offset;
@@ -329,8 +335,12 @@ fn spawn_snapshot_writer(dir: PathBuf, log: Arc<CommitLog>) -> Sender<Snapshot> 
     let (tx, rx) = bounded::<Snapshot>(1);
     let spawned = std::thread::Builder::new().name("snapshots".into()).spawn(move || {
         for snap in rx {
-            // Only snapshot what the log already holds durably, so replay never needs more.
-            log.flush();
+            // Only snapshot what the log already holds durably, so replay never needs more; a
+            // failed log never will: its state is not what the disk holds.
+            if !log.flush() {
+                tracing::warn!(offset = snap.offset, "no snapshot: the log failed before it held the state");
+                continue;
+            }
             match write_snapshot(&dir, &snap, SNAPSHOTS_KEPT) {
                 Ok(oldest_kept) => {
                     tracing::info!(offset = snap.offset, "snapshot written");

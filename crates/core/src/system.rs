@@ -151,6 +151,8 @@ struct Inner {
 /// The server's system tables.
 pub struct SystemDb {
     inner: Mutex<Inner>,
+    /// Where a durable system database lives and how it was opened (to reopen it).
+    location: Option<(std::path::PathBuf, PersistConfig)>,
 }
 
 /// The system database is small; a snapshot every this many writes keeps its log short even
@@ -161,7 +163,7 @@ impl SystemDb {
     /// System tables that live only as long as the process.
     pub fn in_memory() -> Self {
         let inner = Inner { store: Store::new(&module_def()), persist: None, steps: StepLedger::default() };
-        Self { inner: Mutex::new(inner) }
+        Self { inner: Mutex::new(inner), location: None }
     }
 
     /// Opens (recovering) the durable system tables in `dir`. Writes are always fsynced before
@@ -176,11 +178,30 @@ impl SystemDb {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let config = PersistConfig { durability: Durability::Sync, snapshot_every: SNAPSHOT_EVERY, ..persist.clone() };
+        let inner = Self::recover(dir, &config)?;
+        Ok(Self { inner: Mutex::new(inner), location: Some((dir.to_path_buf(), config)) })
+    }
+
+    fn recover(dir: &Path, config: &PersistConfig) -> Result<Inner, SystemError> {
         let mut store = Store::new(&module_def());
         let mut steps = StepLedger::default();
-        let (p, report) = Persistence::open(dir, config, &mut store, &mut steps)?;
+        let (p, report) = Persistence::open(dir, config.clone(), &mut store, &mut steps)?;
         tracing::info!(snapshot = ?report.snapshot_offset, replayed = report.replayed, "system database recovered");
-        Ok(Self { inner: Mutex::new(Inner { store, persist: Some(p), steps }) })
+        Ok(Inner { store, persist: Some(p), steps })
+    }
+
+    /// Reopens the system tables from disk if their log failed an fsync (it acknowledges
+    /// nothing more); returns whether it did. If reopening fails, the failed log stays, so
+    /// writes keep being refused rather than acknowledged without a log.
+    pub fn reopen_if_failed(&self) -> Result<bool, SystemError> {
+        let Some((dir, config)) = &self.location else { return Ok(false) };
+        let mut inner = self.inner.lock();
+        if !inner.persist.as_ref().is_some_and(|p| p.log().is_poisoned()) {
+            return Ok(false);
+        }
+        tracing::error!("reopening the system database from disk after its log failed");
+        *inner = Self::recover(dir, config)?;
+        Ok(true)
     }
 
     /// Every row of `table`.
