@@ -712,16 +712,19 @@ pub async fn export(
     } else {
         let mut out = columns.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n";
         for r in &rows {
-            let cells: Vec<String> = match serde_json::from_str::<serde_json::Value>(r) {
-                Ok(serde_json::Value::Array(values)) => values
-                    .iter()
-                    .map(|v| match v {
-                        serde_json::Value::String(s) => csv_cell(s),
-                        other => csv_cell(&other.to_string()),
-                    })
-                    .collect(),
-                _ => vec![csv_cell(r)],
+            // A row is a JSON object (columns in order) or, for unnamed columns, an array.
+            let values: Vec<serde_json::Value> = match serde_json::from_str::<serde_json::Value>(r) {
+                Ok(serde_json::Value::Array(values)) => values,
+                Ok(serde_json::Value::Object(fields)) => fields.into_iter().map(|(_, v)| v).collect(),
+                _ => vec![serde_json::Value::String(r.clone())],
             };
+            let cells: Vec<String> = values
+                .iter()
+                .map(|v| match v {
+                    serde_json::Value::String(s) => csv_cell(s),
+                    other => csv_cell(&other.to_string()),
+                })
+                .collect();
             out.push_str(&cells.join(","));
             out.push('\n');
         }
@@ -740,14 +743,27 @@ fn csv_cell(s: &str) -> String {
     }
 }
 
-/// `POST /v1/database/:n/import/:table` with JSON lines (one row each, as `export` writes):
+/// `POST /v1/database/:n/import/:table[?format=jsonl|csv]` with JSON lines (one row each) or
+/// CSV with a header, as `export` writes them (`Content-Type: text/csv` means CSV too):
 /// inserted in one transaction, all or nothing, owner only.
 pub async fn import(
     State(state): State<AppState>,
     Extension(caller): Extension<CallerAuth>,
     Path((segment, table)): Path<(String, String)>,
+    Query(q): Params,
+    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let csv_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("text/csv")));
+    let csv = match q.get("format").map(String::as_str) {
+        None => csv_type,
+        Some("csv") => true,
+        Some("jsonl") => false,
+        Some(other) => return text(StatusCode::BAD_REQUEST, format!("format must be jsonl or csv, not {other:?}")),
+    };
     let db = match lookup(&state, &segment) {
         Ok(db) => db,
         Err(r) => return r,
@@ -759,10 +775,13 @@ pub async fn import(
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("the database cannot write now: {why}"));
     }
     let Ok(body) = String::from_utf8(body.to_vec()) else {
-        return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 JSON lines");
+        return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 (JSON lines or CSV)");
     };
     let who = caller.identity.0;
     let imported = on_db(&db, move |d| {
+        if csv {
+            return d.import_csv(&table, &body, who);
+        }
         let lines: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
         d.import_rows(&table, &lines, who)
     })

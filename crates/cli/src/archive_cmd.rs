@@ -242,11 +242,12 @@ pub fn export(
     Ok(())
 }
 
-/// `epoch import DATABASE --table T FILE`: JSON lines (as `export --format jsonl` writes them)
-/// inserted in one transaction, all or nothing.
+/// `epoch import DATABASE --table T [--format jsonl|csv] FILE`: JSON lines or CSV (as `export`
+/// writes them) inserted in one transaction, all or nothing.
 pub fn import(
     database: &str,
     table: &str,
+    format: &str,
     file: &std::path::Path,
     server: &str,
     config_path: &std::path::Path,
@@ -258,6 +259,7 @@ pub fn import(
         .timeout(None)
         .build()?
         .post(format!("{server}/v1/database/{database}/import/{table}"))
+        .query(&[("format", format)])
         .bearer_auth(&token)
         .body(body)
         .send()?;

@@ -231,12 +231,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// Inserts the rows of a JSON-lines file (as `export` writes them) into a table, in one
-    /// transaction.
+    /// Inserts the rows of a JSON-lines or CSV file (as `export` writes them) into a table, in
+    /// one transaction, all or nothing.
     Import {
         database: String,
         #[arg(long)]
         table: String,
+        /// The file's format (default: csv for a `.csv` file, else jsonl).
+        #[arg(long, value_parser = ["jsonl", "csv"])]
+        format: Option<String>,
         file: PathBuf,
     },
     /// A database's continuous archiving. Alone: where it is archived, what is shipped, the lag
@@ -370,8 +373,12 @@ fn main() -> Result<()> {
         Command::Export { database, tables, format, out } => {
             archive_cmd::export(&database, tables, &format, out, &cli.server, &config)
         }
-        Command::Import { database, table, file } => {
-            archive_cmd::import(&database, &table, &file, &cli.server, &config)
+        Command::Import { database, table, format, file } => {
+            let format = format.unwrap_or_else(|| {
+                let csv = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+                if csv { "csv" } else { "jsonl" }.to_string()
+            });
+            archive_cmd::import(&database, &table, &format, &file, &cli.server, &config)
         }
         Command::Archive { database, to, endpoint, region, max_lag_seconds, off, server_default } => {
             let change = if server_default {

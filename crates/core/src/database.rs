@@ -913,6 +913,62 @@ impl Database {
         Ok(lines.len())
     }
 
+    /// [`Database::import_rows`] from CSV as `export --format csv` writes it: a header naming
+    /// every column of table `name` (in any order), then one row per record, each cell the
+    /// value's SATS-JSON text (a string column's cell is the string itself). A bad cell fails
+    /// the whole import, naming its line and column.
+    pub fn import_csv(&mut self, name: &str, text: &str, caller: [u8; 32]) -> Result<usize, String> {
+        let table = self.store().table_by_name(name).ok_or_else(|| format!("no table named {name:?}"))?;
+        let columns: Vec<(String, bool)> = table
+            .schema
+            .row_type()
+            .elements
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.name.as_deref().map_or(i.to_string(), str::to_string), e.ty == AlgebraicType::String))
+            .collect();
+        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
+        let header = reader.headers().map_err(|e| format!("the CSV header: {e}"))?.clone();
+        // For each column of the table, its place in the file.
+        let mut places = Vec::with_capacity(columns.len());
+        for (column, _) in &columns {
+            let place = header.iter().position(|h| h == column).ok_or_else(|| {
+                format!("the CSV header has no column {column:?} of table {name:?}; nothing was imported")
+            })?;
+            places.push(place);
+        }
+        if let Some(extra) = header.iter().find(|h| !columns.iter().any(|(c, _)| c == h)) {
+            return Err(format!("table {name:?} has no column {extra:?}; nothing was imported"));
+        }
+        let mut lines = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(|e| format!("{e}; nothing was imported"))?;
+            let line = record.position().map_or(0, |p| p.line());
+            let mut row = serde_json::Map::with_capacity(columns.len());
+            for ((column, is_string), place) in columns.iter().zip(&places) {
+                let cell = record.get(*place).unwrap_or_default();
+                let value = if *is_string {
+                    serde_json::Value::String(cell.to_string())
+                } else {
+                    serde_json::from_str(cell).map_err(|e| {
+                        format!("line {line}, column {column:?}: {cell:?} is not a value of its type ({e}); nothing was imported")
+                    })?
+                };
+                row.insert(column.clone(), value);
+            }
+            lines.push((line, serde_json::Value::Object(row).to_string()));
+        }
+        let rows: Vec<&str> = lines.iter().map(|(_, r)| r.as_str()).collect();
+        // A row refused by the table is named by its line in the file, not its place in `rows`.
+        self.import_rows(name, &rows, caller).map_err(|e| {
+            let Some((n, rest)) = e.strip_prefix("line ").and_then(|r| r.split_once(':')) else { return e };
+            match n.parse::<usize>().ok().and_then(|n| lines.get(n.wrapping_sub(1))) {
+                Some((line, _)) => format!("line {line}:{rest}"),
+                None => e,
+            }
+        })
+    }
+
     pub fn rows_json(&self, name: &str) -> Option<Vec<String>> {
         let table = self.store().table_by_name(name)?;
         let ty = AlgebraicType::Product(table.schema.row_type().clone());

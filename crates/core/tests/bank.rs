@@ -93,3 +93,22 @@ fn arguments_are_checked_against_the_reducer_signature() {
     call(&mut db, "open_accounts", r#"{"first": 0, "count": 2, "balance": 9}"#);
     assert_eq!(balances(&db), vec![(0, 9), (1, 9)]);
 }
+
+#[test]
+fn csv_import_takes_columns_in_any_order_and_is_all_or_nothing() {
+    let mut db = load("bank");
+    call(&mut db, "open_accounts", "[0, 2, 100]");
+    // Columns in another order than the table's, and a quoted cell.
+    let n = db.import_csv("account", "branch,id,balance\n3,10,\"50\"\n4,11,60\n", OWNER).unwrap();
+    assert_eq!(n, 2);
+    assert_eq!(balances(&db), vec![(0, 100), (1, 100), (10, 50), (11, 60)]);
+    // A key already held fails the file, naming the file's line; nothing is kept.
+    let e = db.import_csv("account", "id,balance,branch\n12,1,0\n0,5,0\n", OWNER).unwrap_err();
+    assert!(e.contains("line 3") && e.contains("nothing was imported"), "{e}");
+    let e = db.import_csv("account", "id,balance\n13,1\n", OWNER).unwrap_err();
+    assert!(e.contains("no column \"branch\""), "{e}");
+    let e = db.import_csv("account", "id,balance,branch\n13,lots,0\n", OWNER).unwrap_err();
+    assert!(e.contains("line 2, column \"balance\""), "{e}");
+    assert_eq!(balances(&db), vec![(0, 100), (1, 100), (10, 50), (11, 60)]);
+    assert!(db.import_csv("nope", "a\n", OWNER).unwrap_err().contains("no table"));
+}
