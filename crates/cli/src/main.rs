@@ -286,7 +286,7 @@ enum Command {
         /// The directory holding bank.wasm, numbers.wasm and projections.wasm.
         #[arg(long, default_value = "tests/fixtures/modules")]
         modules: PathBuf,
-        /// Only these workloads: http, calls, fanout, initial, sql, bulk, restart, memory, sync
+        /// Only these workloads: http, calls, fanout, initial, sql, bulk, restart, memory, sync, archive
         /// (repeat or separate with commas).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,

@@ -35,9 +35,12 @@ fn bench_quick_runs_every_workload_and_writes_json() {
         "7. restart",
         "8. memory",
         "9. sync: resync",
+        "10. archiving off",
+        "10. archive lag",
     ];
     if std::env::var_os("EPOCH_REQUIRE_MOTO").is_some() {
         expected.push("9. sync: force-sync");
+        expected.push("10. archive lag (S3");
     }
     if std::env::var_os("EPOCH_REQUIRE_PDS").is_some() {
         expected.push("9. sync: AT Protocol");

@@ -29,7 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 /// Calls each client keeps in flight in the throughput workload.
 const IN_FLIGHT: usize = 8;
 /// Accounts the transfers move money between (pairs of two per client slot).
-const ACCOUNTS: u32 = 128;
+pub(crate) const ACCOUNTS: u32 = 128;
 /// Rows of the initial-subscription workload.
 const INITIAL_ROWS: u32 = 100_000;
 
@@ -175,9 +175,14 @@ where
 
 /// HTTP reducer calls: `transfer_fast` between a pair of accounts per connection.
 async fn http_calls(t: &Target, secs: Duration) -> Result<(f64, Vec<f64>)> {
+    http_transfers(&t.url, &t.token, &t.db, secs).await
+}
+
+/// [`http_calls`] against database `db` (holding [`ACCOUNTS`] accounts) of the server at `url`.
+pub(crate) async fn http_transfers(url: &str, token: &str, db: &str, secs: Duration) -> Result<(f64, Vec<f64>)> {
     let http = reqwest::Client::builder().pool_max_idle_per_host(HTTP_CONNECTIONS).build()?;
-    let url = format!("{}/v1/database/{}/call/transfer_fast", t.url, t.db);
-    let token = t.token.clone();
+    let url = format!("{url}/v1/database/{db}/call/transfer_fast");
+    let token = token.to_string();
     http_load(HTTP_CONNECTIONS, secs, move |c, n| {
         let (http, url, token) = (http.clone(), url.clone(), token.clone());
         async move {

@@ -15,7 +15,10 @@
 //! 7. `restart`: process start to serving after a kill (`storage`).
 //! 8. `memory`: resident bytes per row of a one-column `u64` table (`storage`).
 //! 9. `sync`: resync aggregates/s, shadows/s, AT Protocol records/s, Epoch only (`sync`).
+//! 10. `archive`: HTTP calls/s with archiving on and off, and the lag from commit to archive,
+//!     Epoch only (`archive`).
 
+mod archive;
 mod load;
 mod servers;
 mod storage;
@@ -27,7 +30,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 /// Every workload, in the order they run.
-pub const WORKLOADS: [&str; 9] = ["http", "calls", "fanout", "initial", "sql", "bulk", "restart", "memory", "sync"];
+pub const WORKLOADS: [&str; 10] =
+    ["http", "calls", "fanout", "initial", "sql", "bulk", "restart", "memory", "sync", "archive"];
 
 /// What `epoch bench` runs.
 pub struct Options {
@@ -122,6 +126,12 @@ pub fn run(opts: Options) -> Result<()> {
     };
     let (bank, numbers, projections) = (module("bank")?, module("numbers")?, module("projections")?);
 
+    // moto (the archive workload's S3) takes any credentials; without any, the S3 client
+    // would look for an instance profile. Real credentials in the environment are kept.
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "bench");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "bench");
+    }
     let root = tempdir()?;
     let mut servers = vec![servers::Server::start_epoch(&root.0.join("epoch"), &opts.epoch_args)?];
     if let Some(reference) = &opts.reference {
@@ -145,6 +155,9 @@ pub fn run(opts: Options) -> Result<()> {
     }
     if wanted("sync") {
         sync::run(&servers[0], servers.len(), &projections, scale, &root.0, &mut rows)?;
+    }
+    if wanted("archive") {
+        archive::run(&servers[0], servers.len(), &bank, secs, scale.bulk_rows, &root.0, &mut rows)?;
     }
 
     let names: Vec<&str> = servers.iter().map(|s| s.name.as_str()).collect();

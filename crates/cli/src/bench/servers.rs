@@ -240,3 +240,40 @@ impl Client {
         Ok(r.json().unwrap_or(serde_json::Value::Null))
     }
 }
+
+/// moto's server (S3 and the IoT data plane) on a free port, stopped when dropped.
+pub(crate) struct Moto {
+    child: Child,
+    pub url: String,
+}
+
+impl Moto {
+    /// Starts moto, or `None` when `moto_server` is not installed.
+    pub fn start() -> Result<Option<Self>> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let Ok(child) = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            return Ok(None);
+        };
+        let moto = Self { child, url: format!("http://127.0.0.1:{port}") };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while reqwest::blocking::get(&moto.url).is_err() {
+            if Instant::now() > deadline {
+                bail!("moto_server did not answer within {START_TIMEOUT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Some(moto))
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

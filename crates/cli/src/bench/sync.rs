@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use super::servers::{Client, Server, START_TIMEOUT};
+use super::servers::{Client, Moto, Server};
 use super::{Row, Scale};
 
 /// How long one sync run may take before the benchmark gives up on it.
@@ -110,43 +110,6 @@ fn resync(c: &Client, projections: &[u8], n: usize, store: &Path) -> Result<f64>
         bail!("the resync applied {} of {n} aggregates: {done}", done["done"]);
     }
     Ok(secs)
-}
-
-/// moto's server (S3 and the IoT data plane) on a free port, stopped when dropped.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    /// Starts moto, or `None` when `moto_server` is not installed.
-    fn start() -> Result<Option<Self>> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let Ok(child) = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-        else {
-            return Ok(None);
-        };
-        let moto = Self { child, url: format!("http://127.0.0.1:{port}") };
-        let deadline = Instant::now() + START_TIMEOUT;
-        while reqwest::blocking::get(&moto.url).is_err() {
-            if Instant::now() > deadline {
-                bail!("moto_server did not answer within {START_TIMEOUT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Ok(Some(moto))
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// An AWS signature header moto accepts (it checks the service name, not the signature).
