@@ -20,6 +20,12 @@ type Receiver = std::sync::mpsc::Receiver<Result<(), ItemError>>;
 /// The first retry waits this long; each next one twice as long (up to 64 times).
 const RETRY_BASE: Duration = Duration::from_millis(50);
 
+/// How long an item waits for its database to write again (after a failed fsync it reopens
+/// from disk; a full disk waits for space) before the instance stops.
+pub const DATABASE_WAIT_LIMIT: Duration = Duration::from_secs(600);
+/// How often a waiting item looks at its database.
+const DATABASE_POLL: Duration = Duration::from_millis(50);
+
 impl Runner {
     /// Makes the batch's transactions durable before the instance's row says the batch is done:
     /// with `--durability async` they are acknowledged once written, not yet fsynced, and the
@@ -87,12 +93,30 @@ impl Runner {
                 continue;
             };
             let mut result = recv(waiting);
-            for attempt in 1..i.params.max_attempts.max(1) {
+            let mut attempt = 1;
+            let mut database_trouble_since = None;
+            while attempt < i.params.max_attempts.max(1) {
                 match &result {
-                    Err(e) if e.is_transient() => {}
+                    Err(ItemError::Database(_)) => {
+                        // The database's trouble, not the item's (a full disk, a log that failed
+                        // and is reopening): wait until it writes again, without spending the
+                        // item's tries. The item may have reached the disk before the failure,
+                        // so its step is looked up before it runs again: once, never twice.
+                        let since = *database_trouble_since.get_or_insert_with(std::time::Instant::now);
+                        if !self.wait_until_writable(i, since) {
+                            break;
+                        }
+                        if self.already_applied(i).contains(&item.key) {
+                            result = Ok(());
+                            break;
+                        }
+                    }
+                    Err(e) if e.is_transient() => {
+                        std::thread::sleep(RETRY_BASE * (1 << attempt.min(6)));
+                        attempt += 1;
+                    }
                     _ => break,
                 }
-                std::thread::sleep(RETRY_BASE * (1 << attempt.min(6)));
                 let args = kind
                     .arguments(i, std::slice::from_ref(item))
                     .pop()
@@ -103,6 +127,27 @@ impl Runner {
         }
         debug_assert_eq!(out.len(), batch.len(), "every item of a batch has one outcome");
         out
+    }
+
+    /// Waits until the instance's database serves and can write again (it was reopening after a
+    /// failed fsync, or its disk was full), at most [`DATABASE_WAIT_LIMIT`] after `since`;
+    /// false if it is gone, failed to open, or the limit passed.
+    fn wait_until_writable(&self, i: &Instance, since: std::time::Instant) -> bool {
+        let Some(identity) = from_hex_be(&i.database) else { return false };
+        loop {
+            match self.database_of(i) {
+                Some(db) if db.storage_failure().is_none() => return true,
+                Some(_) => {}
+                // Reopening shows as starting; anything else means it is not coming back.
+                None if self.control.unavailable(&identity).is_some_and(|u| u.starting) => {}
+                None if self.database_of(i).is_some() => continue,
+                None => return false,
+            }
+            if since.elapsed() >= DATABASE_WAIT_LIMIT {
+                return false;
+            }
+            std::thread::sleep(DATABASE_POLL);
+        }
     }
 
     /// The database instance `i` works on, if it still exists.

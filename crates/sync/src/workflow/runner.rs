@@ -465,6 +465,8 @@ impl Runner {
             }
             match self.control.unavailable(&identity) {
                 Some(u) if u.starting && !slot.is_gone() => std::thread::sleep(Duration::from_millis(50)),
+                // It finished opening (or reopening) between the two looks.
+                None if self.control.get(&identity).is_some() => continue,
                 _ => return None,
             }
         }
@@ -525,6 +527,17 @@ impl Runner {
             let skipped_before = already.len();
             let results = self.apply_batch(&kind, &current, &batch, &mut already);
             let recovered = (skipped_before - already.len()) as u64;
+            // An item its database could not take (it stayed unwritable past the wait limit,
+            // or went away) is not the item's failure: the batch is not recorded as done and
+            // the cursor stays before it, so nothing is passed over. What the batch applied
+            // is in the database's step ledger, for a later run to skip.
+            if let Some((item, Err(e))) = results.iter().find(|(_, r)| matches!(r, Err(super::ItemError::Database(_))))
+            {
+                return self.fail(
+                    &slot,
+                    format!("the database could not take item {}: {e}; the batch is not recorded", item.key),
+                );
+            }
             self.sync_database(&current);
             let keep_results = kind.keeps_results();
             self.update(&slot, |i| {
