@@ -194,6 +194,15 @@ fn require_server_admin(state: &AppState, headers: &HeaderMap) -> Result<(), Syn
     Ok(())
 }
 
+/// The database named by `segment`, when the caller holds the server's admin key and a token
+/// of its owner (archive settings and backups).
+fn owned_with_server_key(state: &AppState, headers: &HeaderMap, segment: &str) -> Result<Identity, SyncError> {
+    let db = sync_database(state, segment)?;
+    require_server_admin(state, headers)?;
+    authorize(state, headers, bearer(headers), db, true)?;
+    Ok(db)
+}
+
 fn archive_state(state: &AppState) -> Result<&Arc<ArchiveState>, SyncError> {
     state.archive.as_ref().filter(|a| a.service.is_some()).ok_or_else(|| {
         SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "archiving needs a server with a data directory")
@@ -254,9 +263,7 @@ pub async fn configure(
 ) -> Response {
     let run = async {
         let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
-        let db = sync_database(&state, &segment)?;
-        require_server_admin(&state, &headers)?;
-        authorize(&state, &headers, bearer(&headers), db, true)?;
+        let db = owned_with_server_key(&state, &headers, &segment)?;
         let archive = archive_state(&state)?.clone();
         if method == Method::DELETE {
             state
@@ -436,9 +443,7 @@ pub async fn backup(
 ) -> Response {
     let run = async {
         let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
-        let db = sync_database(&state, &segment)?;
-        require_server_admin(&state, &headers)?;
-        authorize(&state, &headers, bearer(&headers), db, true)?;
+        let db = owned_with_server_key(&state, &headers, &segment)?;
         let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body must be JSON: {e}")))?;
         let to = v["to"].as_str().ok_or_else(|| bad("`to` (where the backup goes) is required".into()))?.to_string();
         let options = store_options(&state, &v, "to", &to)?;

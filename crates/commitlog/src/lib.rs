@@ -70,6 +70,29 @@ pub trait IoFaults: Send + Sync + std::fmt::Debug {
     fn sync(&self) -> Option<std::io::Error>;
 }
 
+/// An [`IoFaults`] for tests that fails the next fsync (EIO) once armed, and counts the
+/// failures it injected.
+#[derive(Debug, Default)]
+pub struct FailNextSync {
+    /// Set to fail the next fsync of any log opened with this seam (cleared when it fires).
+    pub armed: std::sync::atomic::AtomicBool,
+    /// How many fsyncs it failed.
+    pub fired: std::sync::atomic::AtomicUsize,
+}
+
+impl IoFaults for FailNextSync {
+    fn write(&self) -> Option<std::io::Error> {
+        None
+    }
+
+    fn sync(&self) -> Option<std::io::Error> {
+        self.armed.swap(false, Ordering::SeqCst).then(|| {
+            self.fired.fetch_add(1, Ordering::SeqCst);
+            std::io::Error::from_raw_os_error(5) // EIO
+        })
+    }
+}
+
 /// Why the log could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {

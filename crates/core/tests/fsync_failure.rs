@@ -13,24 +13,7 @@ use std::time::{Duration, Instant};
 
 use epoch_core::{Caller, ControlPlane, HostConfig, PersistConfig, ReducerArgs, ReducerOutcome};
 
-/// Fails the next fsync once armed.
-#[derive(Debug, Default)]
-struct FailNextSync {
-    armed: AtomicBool,
-    fired: AtomicUsize,
-}
-
-impl epoch_commitlog::IoFaults for FailNextSync {
-    fn write(&self) -> Option<std::io::Error> {
-        None
-    }
-    fn sync(&self) -> Option<std::io::Error> {
-        self.armed.swap(false, Ordering::SeqCst).then(|| {
-            self.fired.fetch_add(1, Ordering::SeqCst);
-            std::io::Error::from_raw_os_error(5) // EIO
-        })
-    }
-}
+use epoch_commitlog::FailNextSync;
 
 const DB: [u8; 32] = [4; 32];
 const ACCOUNTS: u32 = 8;

@@ -4,7 +4,7 @@
 //! item is applied exactly once: the ledger holds each transfer's unique amount once.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,24 +19,7 @@ const OWNER: [u8; 32] = [7; 32];
 const ITEMS: u64 = 600;
 const BATCH: u32 = 20;
 
-/// Fails the next fsync once armed.
-#[derive(Debug, Default)]
-struct FailNextSync {
-    armed: AtomicBool,
-    fired: AtomicUsize,
-}
-
-impl epoch_commitlog::IoFaults for FailNextSync {
-    fn write(&self) -> Option<std::io::Error> {
-        None
-    }
-    fn sync(&self) -> Option<std::io::Error> {
-        self.armed.swap(false, Ordering::SeqCst).then(|| {
-            self.fired.fetch_add(1, Ordering::SeqCst);
-            std::io::Error::from_raw_os_error(5)
-        })
-    }
-}
+use epoch_commitlog::FailNextSync;
 
 /// A kind whose item `n` (1..=ITEMS) is a transfer of `n` from account 0 to account 1.
 struct Transfers;
