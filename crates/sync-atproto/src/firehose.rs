@@ -13,7 +13,7 @@
 //! is not the last applied `rev` (Sync 1.1: events were missed), re-reads the repo: a reset
 //! item and one item per record. An `#account` event that deactivates a repo resets it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
@@ -47,6 +47,9 @@ pub const MAX_HELD_FRAMES: usize = 16_384;
 /// The most repos whose last `rev` the cursor keeps (past it, the rev check is skipped for
 /// new repos, with a warning).
 pub const MAX_TRACKED_REPOS: usize = 100_000;
+
+/// How often a repo whose re-read failed (its PDS did not answer) is tried again.
+pub const REFETCH_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The kind as the runner knows it. It starts live instances itself (after a catch_up), so it
 /// holds the runner once the server has made it.
@@ -111,6 +114,8 @@ impl KindSpec for FirehoseSpec {
             holds: self.holds.clone(),
             held: Mutex::new(Held::default()),
             listed_seq: Mutex::new(cursor.seq),
+            refetch_pending: Mutex::new(cursor.refetch),
+            refetch_retry_at: Mutex::new(Instant::now()),
         }))
     }
 }
@@ -120,12 +125,18 @@ impl KindSpec for FirehoseSpec {
 struct Cursor {
     seq: Option<i64>,
     revs: BTreeMap<String, String>,
+    /// Repos still to be read again whole.
+    refetch: BTreeSet<String>,
 }
 
 impl Cursor {
     fn of(i: &Instance) -> Self {
         let c = i.cursor.clone().or_else(|| i.params.kind.get("from").cloned()).unwrap_or(Value::Null);
-        Self { seq: c["seq"].as_i64(), revs: serde_json::from_value(c["revs"].clone()).unwrap_or_default() }
+        Self {
+            seq: c["seq"].as_i64(),
+            revs: serde_json::from_value(c["revs"].clone()).unwrap_or_default(),
+            refetch: serde_json::from_value(c["refetch"].clone()).unwrap_or_default(),
+        }
     }
 }
 
@@ -251,6 +262,12 @@ struct Firehose {
     held: Mutex<Held>,
     /// The newest event listed (applied, skipped or held).
     listed_seq: Mutex<Option<i64>>,
+    /// Repos that must be read again whole but could not be (their PDS failed): tried again
+    /// every [`REFETCH_RETRY_INTERVAL`], and kept in the saved cursor, so a crash does not
+    /// forget them once the cursor has moved past their event.
+    refetch_pending: Mutex<BTreeSet<String>>,
+    /// When the pending repos may be tried again.
+    refetch_retry_at: Mutex<Instant>,
 }
 
 /// Events held back while their repo is re-read by a full_sync, in order per repo.
@@ -295,7 +312,26 @@ impl Firehose {
     /// batch's last item's, or a position) carries them, not every item's.
     fn with_revs(&self, mut cursor: Value) -> Value {
         cursor["revs"] = json!(*self.revs.lock());
+        let pending = self.refetch_pending.lock();
+        if !pending.is_empty() {
+            cursor["refetch"] = json!(*pending);
+        }
         cursor
+    }
+
+    /// Tries again to read the repos whose re-read failed, at most every
+    /// [`REFETCH_RETRY_INTERVAL`].
+    fn retry_refetches(&self, out: &mut Vec<Item>) -> Result<(), ListError> {
+        let pending: Vec<String> = self.refetch_pending.lock().iter().cloned().collect();
+        if pending.is_empty() || Instant::now() < *self.refetch_retry_at.lock() {
+            return Ok(());
+        }
+        *self.refetch_retry_at.lock() = Instant::now() + REFETCH_RETRY_INTERVAL;
+        let seq = (*self.listed_seq.lock()).unwrap_or(0);
+        for did in pending {
+            self.refetch(seq, &did, out)?;
+        }
+        Ok(())
     }
 
     /// Lets go of the held events of repos a full_sync has finished: each repo's `rev` becomes
@@ -345,10 +381,21 @@ impl Firehose {
         let bytes = match self.xrpc.get_repo(did) {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(did, "firehose: cannot re-read a repo: {e}");
+                // Never passed over: the repo stays pending (in the saved cursor too) and is
+                // read again until it can be.
+                if self.refetch_pending.lock().insert(did.to_string()) {
+                    tracing::warn!(
+                        did,
+                        "firehose: cannot re-read a repo ({e}); trying again every {REFETCH_RETRY_INTERVAL:?}"
+                    );
+                    *self.refetch_retry_at.lock() = Instant::now() + REFETCH_RETRY_INTERVAL;
+                }
                 return Ok(());
             }
         };
+        if self.refetch_pending.lock().remove(did) {
+            tracing::info!(did, "firehose: a repo that could not be re-read is read again");
+        }
         let repo = Repo::decode(&bytes).map_err(|e| ListError(format!("the repo of {did}: {e}")))?;
         if let Some(keys) = &self.keys {
             if let Err(e) = crate::untrusted(did, &repo, keys) {
@@ -555,6 +602,7 @@ impl Kind for Firehose {
         let size = i.params.batch_size.max(1) as usize;
         let mut out = Vec::new();
         self.release(&mut out)?;
+        self.retry_refetches(&mut out)?;
         let rx = self.reader.rx.lock();
         let deadline = Instant::now() + Duration::from_millis(200);
         // Past MAX_HELD_FRAMES the stream waits for the full_sync (back-pressure).
@@ -743,6 +791,58 @@ pub fn start_catch_up(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A live consumer of `service`, as a fresh instance opens it (no cursor).
+    fn consumer(service: &str, from: Value) -> Firehose {
+        let config = AtprotoConfig::parse(&json!({"service": service, "collections": ["app.forum.post"]})).unwrap();
+        let xrpc = Xrpc::new(&config.service, 1000.0).unwrap();
+        let cursor = Cursor::of(&live_instance(&"ab".repeat(32), &"cd".repeat(32), &config, Some(from)));
+        Firehose {
+            keys: None,
+            catch_up: false,
+            reader: Reader::start(service, cursor.seq),
+            config,
+            xrpc,
+            revs: Mutex::new(cursor.revs),
+            at_head: AtomicBool::new(false),
+            runner: None,
+            instance: "wf_test".into(),
+            database: "ab".repeat(32),
+            caller: "cd".repeat(32),
+            backfill_id: None,
+            holds: Arc::new(Holds::default()),
+            held: Mutex::new(Held::default()),
+            listed_seq: Mutex::new(cursor.seq),
+            refetch_pending: Mutex::new(cursor.refetch),
+            refetch_retry_at: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// A repo that must be read again while its PDS does not answer is never passed over: it
+    /// stays pending, in the cursor the runner saves too (so a restart still reads it), and
+    /// is tried again later.
+    #[test]
+    fn a_repo_that_cannot_be_read_again_stays_pending_across_a_restart() {
+        // Nothing listens on port 9 (discard) here: every request fails at once.
+        let service = "http://127.0.0.1:9";
+        let f = consumer(service, json!({"seq": 41, "revs": {"did:plc:aaa": "3kaaa"}}));
+        let mut out = Vec::new();
+        f.refetch(42, "did:plc:aaa", &mut out).unwrap();
+        assert!(out.is_empty(), "nothing to apply yet");
+        let saved = f.with_revs(f.cursor(None));
+        assert_eq!(saved["refetch"], json!(["did:plc:aaa"]), "{saved}");
+        // Not tried again before the interval…
+        f.retry_refetches(&mut out).unwrap();
+        assert!(f.refetch_pending.lock().contains("did:plc:aaa"));
+        // …and after a restart from the saved cursor, still pending and tried again.
+        let resumed = consumer(service, saved);
+        assert!(resumed.refetch_pending.lock().contains("did:plc:aaa"));
+        resumed.retry_refetches(&mut out).unwrap();
+        assert!(out.is_empty() && resumed.refetch_pending.lock().contains("did:plc:aaa"));
+        assert!(*resumed.refetch_retry_at.lock() > Instant::now(), "the next try waits the interval");
+    }
+
     #[test]
     fn event_times_parse() {
         assert_eq!(super::parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
