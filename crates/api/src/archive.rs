@@ -227,8 +227,8 @@ fn status_of(state: &AppState, db: Identity) -> Result<Value, SyncError> {
     let service =
         archive.service.as_ref().ok_or_else(|| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "no archiver"))?;
     let hosted = state.control.get(&db.0).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
-    let last_offset =
-        hosted.handle.with(|d| d.commit_log().and_then(|l| l.next_offset().checked_sub(1))).ok().flatten();
+    // Read from the log itself: the writer may be waiting for a full disk.
+    let last_offset = hosted.log.as_ref().and_then(|l| l.next_offset().checked_sub(1));
     let config = stored_config(&state.control, &db.0);
     let (plan, source) = archive.plan(&db.0, config.as_ref());
     let mut v = json!({

@@ -91,11 +91,21 @@ pub async fn databases(State(state): State<AppState>, Path(id): Path<String>) ->
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
+    // Each database is read on its writer: off the async workers.
+    match tokio::task::spawn_blocking(move || metrics_text(&state)).await {
+        Ok(body) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The `/metrics` text. Table sizes may count changes not yet durable: metrics must answer
+/// while the disk is full.
+fn metrics_text(state: &AppState) -> String {
     let mut tables = Vec::new();
     let mut clients = Vec::new();
     for db in state.control.all() {
         let name = Identity(db.identity).to_hex();
-        let read = db.handle.with(|d| {
+        let read = db.handle.read(|d| {
             let sizes = d.store().tables().iter().map(|t| (t.schema.name().to_string(), t.len())).collect::<Vec<_>>();
             (sizes, d.client_stats())
         });
@@ -107,5 +117,5 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(service) = state.archive.as_ref().and_then(|a| a.service.as_ref()) {
         body.push_str(&crate::metrics::render_archive(&service.statuses()));
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    body
 }

@@ -80,6 +80,7 @@ fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
     let acked = AtomicU64::new(0);
     let refused = AtomicU64::new(0);
     let refusal = std::sync::Mutex::new(String::new());
+    let metrics_while_full: std::sync::Mutex<Option<Result<(u16, String), String>>> = std::sync::Mutex::new(None);
     let filler = fs.0.join("filler");
     std::thread::scope(|s| {
         for w in 0..4u32 {
@@ -134,6 +135,16 @@ fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
         }
         let said = refusal.lock().unwrap().clone();
         assert!(said.contains("cannot write") && said.contains("No space left"), "{said}");
+        // Monitoring answers while the disk is full (it does not wait for the log).
+        // (Checked once the writers have stopped, so a failure cannot leave them running.)
+        let quick = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        *metrics_while_full.lock().unwrap() = Some(
+            quick
+                .get(format!("{}/v1/metrics", server.url))
+                .send()
+                .and_then(|r| Ok((r.status().as_u16(), r.text()?)))
+                .map_err(|e| e.to_string()),
+        );
         // Space returns: the database resumes by itself.
         drop(f);
         std::fs::remove_file(&filler).unwrap();
@@ -145,6 +156,13 @@ fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
         }
         stop.store(true, Ordering::Relaxed);
     });
+    match metrics_while_full.into_inner().unwrap() {
+        Some(Ok((status, text))) => {
+            assert_eq!(status, 200, "{text}");
+            assert!(text.contains("epoch_table_rows{database="), "table sizes are there: {text}");
+        }
+        other => panic!("/v1/metrics did not answer while the disk was full: {other:?}"),
+    }
     let acked = acked.load(Ordering::SeqCst);
     eprintln!("{acked} transfers acknowledged, {} refused while the disk was full", refused.load(Ordering::SeqCst));
     assert_eq!(invariants(&server, &token), (ACCOUNTS as i64 * BALANCE, acked), "before the crash");
@@ -152,6 +170,86 @@ fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
     server.crash();
     let server = Server::start_in(data, &[]);
     assert_eq!(invariants(&server, &token), (ACCOUNTS as i64 * BALANCE, acked), "after a restart");
+    drop(server);
+    drop(fs);
+}
+
+/// SIGTERM while the disk is full and a call waits for the log: the server still stops (after
+/// its grace period), and after space returns every acknowledged transfer is there.
+#[test]
+fn a_server_stops_on_sigterm_while_its_disk_is_full() {
+    let Some(fs) = Tmpfs::mount("48m") else {
+        assert!(std::env::var_os("EPOCH_REQUIRE_MOUNT").is_none(), "mounting a tmpfs is required");
+        return;
+    };
+    let data = fs.0.join("data");
+    let server = Server::start_in(data.clone(), &[]);
+    let (_, token) = server.identity();
+    assert!(server.publish(&token, "bank", "bank").status().is_success());
+    assert_eq!(server.call(&token, "bank", "open_accounts", &format!("[0, {ACCOUNTS}, {BALANCE}]")).0, 200);
+    let mut acked = 0u64;
+    for i in 0..20 {
+        assert_eq!(
+            server.call(&token, "bank", "transfer", &format!("[{}, {}, 1]", i % ACCOUNTS, (i + 1) % ACCOUNTS)).0,
+            200
+        );
+        acked += 1;
+    }
+    let filler = fs.0.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    // Every last byte: the next write of the log is refused.
+    for size in [256 << 10, 4 << 10, 1] {
+        let chunk = vec![7u8; size];
+        while f.write_all(&chunk).is_ok() {}
+    }
+    let _ = f.sync_all();
+    // A writer goes on until its call waits for the log (a page of the segment may still have
+    // room; the first write that needs a new one is refused and retried).
+    let writer_acked = std::sync::Arc::new(AtomicU64::new(0));
+    let (url, writer_token, counter) = (server.url.clone(), token.clone(), writer_acked.clone());
+    let writer = std::thread::spawn(move || {
+        let http = reqwest::blocking::Client::new();
+        for i in 0u32.. {
+            let r = http
+                .post(format!("{url}/v1/database/bank/call/transfer"))
+                .bearer_auth(&writer_token)
+                .header("Content-Type", "application/json")
+                .body(format!("[{}, {}, 1]", i % ACCOUNTS, (i + 3) % ACCOUNTS))
+                .send();
+            match r.map(|r| r.status().as_u16()) {
+                Ok(200) => counter.fetch_add(1, Ordering::SeqCst),
+                other => {
+                    eprintln!("writer stopped: {other:?}");
+                    return;
+                }
+            };
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let before = writer_acked.load(Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(1000));
+        if writer_acked.load(Ordering::SeqCst) == before {
+            break; // its call waits for the log
+        }
+        assert!(Instant::now() < deadline, "the disk never filled");
+    }
+    let (status, body) = server.call(&token, "bank", "transfer", "[2, 3, 1]");
+    assert_eq!(status, 503, "the disk is full: {body}");
+    let started = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &server.pid().to_string()]).status().unwrap().success());
+    server.wait_exit();
+    eprintln!("stopped {:?} after SIGTERM with a full disk", started.elapsed());
+    writer.join().unwrap();
+    acked += writer_acked.load(Ordering::SeqCst);
+    drop(f);
+    std::fs::remove_file(&filler).unwrap();
+    let server = Server::start_in(data, &[]);
+    assert_eq!(
+        invariants(&server, &token),
+        (ACCOUNTS as i64 * BALANCE, acked),
+        "every acknowledged transfer, no other"
+    );
     drop(server);
     drop(fs);
 }

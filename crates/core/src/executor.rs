@@ -82,6 +82,17 @@ impl DatabaseHandle {
         })
     }
 
+    /// Runs `f` on the writer and waits for its result only, not for durability: for reads
+    /// that may see changes not yet on disk (metrics), which must answer while the disk is
+    /// full. Never for an answer that acknowledges a write.
+    pub fn read<R: Send + 'static>(&self, f: impl FnOnce(&mut Database) -> R + Send + 'static) -> Result<R, ShutDown> {
+        let (rtx, rrx) = bounded(1);
+        self.execute(move |db| {
+            let _ = rtx.send(f(db));
+        })?;
+        rrx.recv().map_err(|_| ShutDown)
+    }
+
     /// Runs `f` on the writer and waits for its result.
     pub fn with<R: Send + 'static>(&self, f: impl FnOnce(&mut Database) -> R + Send + 'static) -> Result<R, ShutDown> {
         let (rtx, rrx) = bounded(1);
