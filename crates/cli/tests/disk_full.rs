@@ -60,21 +60,29 @@ fn invariants(server: &Server, token: &str) -> (i64, u64) {
     (sum, serde_json::from_str::<Value>(&body).unwrap()[0]["rows"][0][0].as_u64().unwrap())
 }
 
-#[test]
-fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
+/// A server on a fresh 48 MiB tmpfs with the bank module and its accounts: the file system,
+/// the data directory, the server and its owner's token (`None`, skipping, where mounting is
+/// not allowed and not required).
+fn bank_on_tmpfs() -> Option<(Tmpfs, std::path::PathBuf, Server, String)> {
     let Some(fs) = Tmpfs::mount("48m") else {
         assert!(
             std::env::var_os("EPOCH_REQUIRE_MOUNT").is_none(),
             "mounting a tmpfs is required (EPOCH_REQUIRE_MOUNT)"
         );
         eprintln!("skipping: cannot mount a tmpfs (run as root)");
-        return;
+        return None;
     };
     let data = fs.0.join("data");
     let server = Server::start_in(data.clone(), &[]);
     let (_, token) = server.identity();
     assert!(server.publish(&token, "bank", "bank").status().is_success());
     assert_eq!(server.call(&token, "bank", "open_accounts", &format!("[0, {ACCOUNTS}, {BALANCE}]")).0, 200);
+    Some((fs, data, server, token))
+}
+
+#[test]
+fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
+    let Some((fs, data, server, token)) = bank_on_tmpfs() else { return };
 
     let stop = AtomicBool::new(false);
     let acked = AtomicU64::new(0);
@@ -178,15 +186,7 @@ fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
 /// its grace period), and after space returns every acknowledged transfer is there.
 #[test]
 fn a_server_stops_on_sigterm_while_its_disk_is_full() {
-    let Some(fs) = Tmpfs::mount("48m") else {
-        assert!(std::env::var_os("EPOCH_REQUIRE_MOUNT").is_none(), "mounting a tmpfs is required");
-        return;
-    };
-    let data = fs.0.join("data");
-    let server = Server::start_in(data.clone(), &[]);
-    let (_, token) = server.identity();
-    assert!(server.publish(&token, "bank", "bank").status().is_success());
-    assert_eq!(server.call(&token, "bank", "open_accounts", &format!("[0, {ACCOUNTS}, {BALANCE}]")).0, 200);
+    let Some((fs, data, server, token)) = bank_on_tmpfs() else { return };
     let mut acked = 0u64;
     for i in 0..20 {
         assert_eq!(
