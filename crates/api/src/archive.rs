@@ -123,12 +123,11 @@ impl ArchiveState {
                     // Validated when set; a server restarted without its archive URL has none.
                     None => return (None, PlanSource::Database),
                 };
-                if c.endpoint.is_some() || c.region.is_some() {
-                    plan.options.endpoint = c.endpoint.clone().or(plan.options.endpoint);
-                    plan.options.region = c.region.clone().or(plan.options.region);
-                }
-                if let Some(s) = c.max_lag_seconds {
-                    plan.max_lag = Duration::from_secs_f64(s);
+                plan.options.endpoint = c.endpoint.clone().or(plan.options.endpoint);
+                plan.options.region = c.region.clone().or(plan.options.region);
+                // Checked when it was set.
+                if let Some(lag) = c.max_lag_seconds.and_then(|s| epoch_archive::max_lag(s).ok()) {
+                    plan.max_lag = lag;
                 }
                 (Some(plan), PlanSource::Database)
             }
@@ -276,12 +275,7 @@ pub async fn configure(
         let config: DatabaseArchiveConfig = serde_json::from_slice(&body)
             .map_err(|e| bad(format!("the body must be an archive configuration ({{\"url\", \"endpoint\", \"region\", \"maxLagSeconds\"}} or {{\"enabled\": false}}): {e}")))?;
         if let Some(s) = config.max_lag_seconds {
-            if !(s > 0.0 && s <= epoch_archive::MAX_LAG_LIMIT.as_secs_f64()) {
-                return Err(bad(format!(
-                    "`maxLagSeconds` must be above 0 and at most {} (got {s})",
-                    epoch_archive::MAX_LAG_LIMIT.as_secs()
-                )));
-            }
+            epoch_archive::max_lag(s).map_err(|e| bad(format!("`maxLagSeconds`: {e}")))?;
         }
         if config.enabled {
             match &config.url {

@@ -39,6 +39,19 @@ pub const DEFAULT_MAX_LAG: std::time::Duration = std::time::Duration::from_secs(
 /// acknowledged transactions outside the archive.
 pub const MAX_LAG_LIMIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// A lag bound given in seconds (a flag, a database's `maxLagSeconds`), checked against
+/// [`MAX_LAG_LIMIT`].
+pub fn max_lag(seconds: f64) -> Result<std::time::Duration, String> {
+    if seconds > 0.0 && seconds <= MAX_LAG_LIMIT.as_secs_f64() {
+        Ok(std::time::Duration::from_secs_f64(seconds))
+    } else {
+        Err(format!(
+            "the archive lag bound must be above 0 and at most {} seconds (got {seconds})",
+            MAX_LAG_LIMIT.as_secs()
+        ))
+    }
+}
+
 /// The folder of the server's own system database under the server's archive URL (user
 /// databases' folders are their 64-digit identities).
 pub const SYSTEM_FOLDER: &str = "system";

@@ -63,6 +63,9 @@ pub struct ArchiveService {
     targets: Mutex<HashMap<(String, StoreOptions), Arc<ArchiveTarget>>>,
     /// Databases whose store cannot be opened, and why.
     open_errors: Mutex<BTreeMap<String, String>>,
+    /// Each archiver's status as of its last pass, read without waiting for a pass (which may
+    /// be uploading for minutes).
+    published: Mutex<BTreeMap<String, ArchiveStatus>>,
 }
 
 impl ArchiveService {
@@ -117,6 +120,12 @@ impl ArchiveService {
                 tracing::info!(database = %db.name, "archiving resumed");
             }
         }
+        let mut statuses: BTreeMap<String, ArchiveStatus> =
+            archivers.iter().map(|(n, e)| (n.clone(), e.archiver.status().clone())).collect();
+        for (name, e) in open_errors.iter() {
+            statuses.insert(name.clone(), ArchiveStatus { error: Some(e.clone()), ..Default::default() });
+        }
+        *self.published.lock().unwrap_or_else(|p| p.into_inner()) = statuses;
         // A store nobody archives to any more is closed.
         targets.retain(|(store, options), _| {
             archivers.values().any(|e| e.plan.store == *store && e.plan.options == *options)
@@ -126,16 +135,13 @@ impl ArchiveService {
     /// What the archiver of database `name` (hex identity, or `system`) has done; `None` before
     /// its first pass.
     pub fn status(&self, name: &str) -> Option<ArchiveStatus> {
-        if let Some(e) = self.open_errors.lock().unwrap_or_else(|p| p.into_inner()).get(name) {
-            return Some(ArchiveStatus { error: Some(e.clone()), ..Default::default() });
-        }
-        self.archivers.lock().unwrap_or_else(|p| p.into_inner()).get(name).map(|e| e.archiver.status().clone())
+        self.published.lock().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
     }
 
     /// Every archiver's status, by database.
     pub fn statuses(&self) -> Vec<(String, ArchiveStatus)> {
-        let archivers = self.archivers.lock().unwrap_or_else(|p| p.into_inner());
-        archivers.iter().map(|(n, e)| (n.clone(), e.archiver.status().clone())).collect()
+        let published = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        published.iter().map(|(n, s)| (n.clone(), s.clone())).collect()
     }
 
     /// Runs passes on a thread of its own, over the databases `list` gives each time.

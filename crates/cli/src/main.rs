@@ -492,11 +492,8 @@ fn start(args: StartArgs) -> Result<()> {
     let stopping_shadows = live_shadows.clone();
     let archive_options =
         epoch_archive::StoreOptions { endpoint: archive_endpoint, region: archive_region, ..Default::default() };
-    anyhow::ensure!(
-        archive_max_lag_seconds > 0.0 && archive_max_lag_seconds <= epoch_archive::MAX_LAG_LIMIT.as_secs_f64(),
-        "--archive-max-lag-seconds must be above 0 and at most {}",
-        epoch_archive::MAX_LAG_LIMIT.as_secs()
-    );
+    let archive_max_lag = epoch_archive::max_lag(archive_max_lag_seconds)
+        .map_err(|e| anyhow::anyhow!("--archive-max-lag-seconds: {e}"))?;
     if let Some(url) = &archive_url {
         anyhow::ensure!(!in_memory, "--archive-url needs a data directory (not --in-memory)");
         epoch_archive::ArchiveTarget::open(url, &archive_options)
@@ -508,7 +505,7 @@ fn start(args: StartArgs) -> Result<()> {
         // server-wide URL.
         service: (!in_memory).then(|| std::sync::Arc::new(epoch_archive::ArchiveService::new())),
         server_url: archive_url,
-        max_lag: Duration::from_secs_f64(archive_max_lag_seconds),
+        max_lag: archive_max_lag,
         options: archive_options,
     });
     archive.start(control.clone());

@@ -96,27 +96,7 @@ impl KindSpec for FirehoseSpec {
 
     fn open(&self, control: &Arc<ControlPlane>, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError> {
         let (config, xrpc, keys) = crate::open_source(control, i)?;
-        let cursor = Cursor::of(i);
-        let reader = Reader::start(&config.service, cursor.seq);
-        Ok(Arc::new(Firehose {
-            keys,
-            catch_up: i.param_str("mode") == Some("catch_up"),
-            config,
-            xrpc,
-            reader,
-            revs: Mutex::new(cursor.revs),
-            at_head: AtomicBool::new(false),
-            runner: self.runner.get().cloned(),
-            instance: i.id.clone(),
-            database: i.database.clone(),
-            caller: i.caller.clone(),
-            backfill_id: i.detail.get("backfillId").and_then(Value::as_str).map(str::to_string),
-            holds: self.holds.clone(),
-            held: Mutex::new(Held::default()),
-            listed_seq: Mutex::new(cursor.seq),
-            refetch_pending: Mutex::new(cursor.refetch),
-            refetch_retry_at: Mutex::new(Instant::now()),
-        }))
+        Ok(Arc::new(Firehose::new(i, config, xrpc, keys, self.runner.get().cloned(), self.holds.clone())))
     }
 }
 
@@ -285,6 +265,37 @@ impl Held {
 }
 
 impl Firehose {
+    /// Instance `i` of the kind, following the firehose of `config.service` from its cursor.
+    fn new(
+        i: &Instance,
+        config: AtprotoConfig,
+        xrpc: Xrpc,
+        keys: Option<Keys>,
+        runner: Option<Weak<Runner>>,
+        holds: Arc<Holds>,
+    ) -> Self {
+        let cursor = Cursor::of(i);
+        Self {
+            keys,
+            catch_up: i.param_str("mode") == Some("catch_up"),
+            reader: Reader::start(&config.service, cursor.seq),
+            config,
+            xrpc,
+            revs: Mutex::new(cursor.revs),
+            at_head: AtomicBool::new(false),
+            runner,
+            instance: i.id.clone(),
+            database: i.database.clone(),
+            caller: i.caller.clone(),
+            backfill_id: i.detail.get("backfillId").and_then(Value::as_str).map(str::to_string),
+            holds,
+            held: Mutex::new(Held::default()),
+            listed_seq: Mutex::new(cursor.seq),
+            refetch_pending: Mutex::new(cursor.refetch),
+            refetch_retry_at: Mutex::new(Instant::now()),
+        }
+    }
+
     /// Checks a commit's signature against its repo's key, when keys are checked.
     fn verify(&self, c: &epoch_atproto::frame::Commit, blocks: &Car) -> Result<(), ItemError> {
         let Some(keys) = &self.keys else { return Ok(()) };
@@ -793,30 +804,12 @@ pub fn start_catch_up(
 mod tests {
     use super::*;
 
-    /// A live consumer of `service`, as a fresh instance opens it (no cursor).
+    /// A live consumer of `service` whose instance starts from `from`.
     fn consumer(service: &str, from: Value) -> Firehose {
         let config = AtprotoConfig::parse(&json!({"service": service, "collections": ["app.forum.post"]})).unwrap();
         let xrpc = Xrpc::new(&config.service, 1000.0).unwrap();
-        let cursor = Cursor::of(&live_instance(&"ab".repeat(32), &"cd".repeat(32), &config, Some(from)));
-        Firehose {
-            keys: None,
-            catch_up: false,
-            reader: Reader::start(service, cursor.seq),
-            config,
-            xrpc,
-            revs: Mutex::new(cursor.revs),
-            at_head: AtomicBool::new(false),
-            runner: None,
-            instance: "wf_test".into(),
-            database: "ab".repeat(32),
-            caller: "cd".repeat(32),
-            backfill_id: None,
-            holds: Arc::new(Holds::default()),
-            held: Mutex::new(Held::default()),
-            listed_seq: Mutex::new(cursor.seq),
-            refetch_pending: Mutex::new(cursor.refetch),
-            refetch_retry_at: Mutex::new(Instant::now()),
-        }
+        let i = live_instance(&"ab".repeat(32), &"cd".repeat(32), &config, Some(from));
+        Firehose::new(&i, config, xrpc, None, None, Arc::new(Holds::default()))
     }
 
     /// A repo that must be read again while its PDS does not answer is never passed over: it
