@@ -21,9 +21,11 @@ const QUERIES: &[&str] = &[
     "SELECT * FROM account WHERE id = 5 OR id = 9",
     "SELECT * FROM ledger",
     "SELECT * FROM ledger WHERE from = 3",
-    // Joins, maintained by probing the other side's index.
+    // Joins, maintained by probing the other side's index (1.3 probes `ledger` in the second:
+    // only `account` is compared with a constant, so `ledger.from` needs its index).
     "SELECT account.* FROM account JOIN ledger ON account.id = ledger.from",
-    "SELECT ledger.* FROM ledger JOIN account ON ledger.to = account.id WHERE account.balance > 100",
+    "SELECT ledger.* FROM ledger JOIN account ON ledger.from = account.id WHERE account.balance > 100",
+    "SELECT account.* FROM account JOIN ledger ON account.id = ledger.to WHERE ledger.amount > 5",
 ];
 
 /// Columns of each table, in order (to turn rows sent as objects into positional arrays).

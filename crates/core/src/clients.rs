@@ -12,7 +12,7 @@ use epoch_commitlog::CommitLog;
 use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType, Typespace};
 use epoch_schema::ModuleDef;
 use epoch_store::{Store, TxDelta};
-use epoch_subscription::{Manager, SubscribeError};
+use epoch_subscription::{EvalBudget, Manager, SubscribeError};
 use parking_lot::Mutex;
 
 use crate::control::hex_be;
@@ -548,7 +548,8 @@ impl Clients {
             }
             Err(message) => {
                 for q in &old {
-                    let _ = self.manager.subscribe(store, id, q, ctx);
+                    // Held before this request: put back whatever they cost.
+                    let _ = self.manager.subscribe(store, id, q, ctx, &mut EvalBudget::unlimited());
                 }
                 if let Some(c) = self.clients.get_mut(&id) {
                     c.sets.insert(SetKey::Legacy, old);
@@ -613,23 +614,17 @@ impl Clients {
         skip_empty: bool,
     ) -> Result<Vec<TableRows>, String> {
         let mut tables: Vec<TableRows> = Vec::new();
-        let mut total = 0usize;
+        // One budget for the whole request: its queries together may hold the writer only so
+        // long, and return at most `max_initial_rows` rows.
+        let mut budget = EvalBudget::with_row_limit(self.limits.max_initial_rows);
         for (i, q) in queries.iter().enumerate() {
-            let (table, rows) = match self.manager.subscribe(store, id, q, ctx) {
+            let (table, rows) = match self.manager.subscribe(store, id, q, ctx, &mut budget) {
                 Ok(r) => r,
                 Err(e) => {
                     self.undo(id, &queries[..i], ctx);
                     return Err(subscribe_error(q, e));
                 }
             };
-            total += rows.len();
-            if total > self.limits.max_initial_rows {
-                self.undo(id, &queries[..=i], ctx);
-                return Err(format!(
-                    "The subscription's initial rows exceed {}, the most one request may receive; narrow the query",
-                    self.limits.max_initial_rows
-                ));
-            }
             if !skip_empty || store.table(table).is_ok_and(|t| !t.is_empty()) {
                 tables.push(TableRows { table, query: i, rows: RowBlock::from_rows(rows) });
             }

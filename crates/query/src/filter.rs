@@ -2,7 +2,7 @@
 //! `SELECT a.* FROM a JOIN b ON a.x = b.y [WHERE …]`, compiled once and then evaluated against
 //! each transaction's delta only (joins probe the other side through its index).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType};
@@ -11,9 +11,10 @@ use sqlparser::ast::{
     BinaryOperator, Expr, JoinConstraint, JoinOperator, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
 };
 
+use crate::budget::EvalBudget;
 use crate::execute::{eval, plan_select, store_err, visible_table};
 use crate::parse::parse_one;
-use crate::plan::{Cond, Projection, Scope};
+use crate::plan::{Cond, Operand, Projection, Scope};
 use crate::rls::Visibility;
 use crate::{QueryContext, SqlError};
 
@@ -43,6 +44,9 @@ struct Join {
     tables: [Side; 2],
     /// Which of the two the query returns.
     projected: usize,
+    /// Row-level security of each side for the caller: a pair counts only if the caller may
+    /// see both rows (the side not returned is read by the `ON` and `WHERE` too).
+    visibility: [Option<Visibility>; 2],
 }
 
 #[derive(Debug)]
@@ -65,7 +69,14 @@ impl Filter {
     /// Rows hidden from the caller by row-level security are never selected.
     pub fn compile(store: &Store, sql: &str, ctx: QueryContext) -> Result<Self, SqlError> {
         let mut f = Self::compile_unrestricted(store, sql, ctx)?;
-        f.visibility = Visibility::of(store, f.table_id, ctx)?;
+        match &mut f.join {
+            None => f.visibility = Visibility::of(store, f.table_id, ctx)?,
+            Some(join) => {
+                for (side, visibility) in join.tables.iter().zip(&mut join.visibility) {
+                    *visibility = Visibility::of(store, side.table, ctx)?;
+                }
+            }
+        }
         Ok(f)
     }
 
@@ -164,20 +175,20 @@ impl Filter {
             index: t.indexes.iter().position(|i| i.columns.as_slice() == [col as u16]),
         };
         let tables = [side(a, a_col), side(b, b_col)];
-        if tables.iter().all(|s| s.index.is_none()) {
-            return Err(SqlError::Join("Subscriptions require indexes on join columns"));
-        }
         let cond = match &select.selection {
             Some(e) => scope.condition(e)?,
             None => Cond::Const(true),
         };
+        if tables[probed_side(&cond, a_len)].index.is_none() {
+            return Err(SqlError::Join("Subscriptions require indexes on join columns"));
+        }
         let p = &tables[projected];
         Ok(Self {
             table_id: p.table,
             row_type: p.row_type.clone(),
             cond,
             test: None,
-            join: Some(Join { tables, projected }),
+            join: Some(Join { tables, projected, visibility: [None, None] }),
             visibility: None,
         })
     }
@@ -217,14 +228,26 @@ impl Filter {
         }
     }
 
-    /// Every row the query selects now, as BSATN (a subscription's initial rows). A joined row
-    /// comes once per partner, as 1.3 returns it.
+    /// Every row the query selects now, as BSATN, with no bound on the work (a module's own
+    /// filters, an unsubscribe's rows). A joined row comes once per partner, as 1.3 returns it.
     pub fn initial_rows<'s>(&self, store: &'s Store) -> Result<Vec<&'s [u8]>, SqlError> {
+        self.initial_rows_within(store, &mut EvalBudget::unlimited())
+    }
+
+    /// As [`Filter::initial_rows`], stopping with an error as soon as `budget` runs out (a
+    /// subscription's initial rows: a client chooses the query, and the writer waits for it).
+    pub fn initial_rows_within<'s>(
+        &self,
+        store: &'s Store,
+        budget: &mut EvalBudget,
+    ) -> Result<Vec<&'s [u8]>, SqlError> {
         let Some(join) = &self.join else {
             let table = store.table(self.table_id).map_err(store_err)?;
             let mut out = Vec::new();
             for (_, row) in table.iter() {
+                budget.visit()?;
                 if self.matches(store, row)? {
+                    budget.emit()?;
                     out.push(row);
                 }
             }
@@ -235,14 +258,17 @@ impl Filter {
         let table = store.table(join.tables[from].table).map_err(store_err)?;
         let mut out = Vec::new();
         for (_, row) in table.iter() {
+            budget.visit()?;
             let value = decode(store, &join.tables[from].row_type, row)?;
-            for (other, other_value) in probe(store, &join.tables[1 - from], key(&value, join.tables[from].col))? {
+            let partners = probe(store, &join.tables[1 - from], key(&value, join.tables[from].col), budget)?;
+            for (other, other_value) in partners {
                 let (a, b) = if from == 0 {
                     ((row, &value), (other, &other_value))
                 } else {
                     ((other, &other_value), (row, &value))
                 };
-                if self.pair_matches(a.1, b.1) {
+                if self.keeps_pair(store, join, a, b)? {
+                    budget.emit()?;
                     out.push(if join.projected == 0 { a.0 } else { b.0 });
                 }
             }
@@ -293,17 +319,12 @@ impl Filter {
         self.with_store(store, 1, b_del, &mut left, 1)?;
         self.between(store, a_ins, b_del, &mut left, -1)?;
         self.between(store, a_del, b_del, &mut left, 1)?;
-        let expand = |bag: Bag| -> Result<Vec<Box<[u8]>>, SqlError> {
+        // Pairs hidden from the caller were never counted (`keeps_pair`).
+        let expand = |bag: Bag| -> Vec<Box<[u8]>> {
             debug_assert!(bag.values().all(|n| *n >= 0), "a join's delta counts pairs that exist");
-            let mut out = Vec::new();
-            for (row, n) in bag {
-                if self.visible(store, &row)? {
-                    out.extend(std::iter::repeat_n(row, n.max(0) as usize));
-                }
-            }
-            Ok(out)
+            bag.into_iter().flat_map(|(row, n)| std::iter::repeat_n(row, n.max(0) as usize)).collect()
         };
-        Ok(Some((expand(left)?, expand(entered)?)))
+        Ok(Some((expand(left), expand(entered))))
     }
 
     /// Adds `sign` for each pair of a row of `rows` (of side `side`) with a row of the other
@@ -317,17 +338,42 @@ impl Filter {
         sign: i64,
     ) -> Result<(), SqlError> {
         let Some(join) = &self.join else { return Ok(()) };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut changed: HashMap<AlgebraicValue, Vec<(&[u8], AlgebraicValue)>> = HashMap::new();
         for row in rows {
             let value = decode(store, &join.tables[side].row_type, row)?;
-            for (other, other_value) in probe(store, &join.tables[1 - side], key(&value, join.tables[side].col))? {
+            changed.entry(key(&value, join.tables[side].col).clone()).or_default().push((row, value));
+        }
+        // The other side's rows that meet a changed row: through its index, one probe per key;
+        // without one, one scan of its table for the whole delta (not one per changed row).
+        let other = &join.tables[1 - side];
+        let mut meet = |other_row: &[u8], other_value: &AlgebraicValue, mine: &[(&[u8], AlgebraicValue)]| {
+            for (row, value) in mine {
                 let (a, b) = if side == 0 {
-                    ((&row[..], &value), (other, &other_value))
+                    ((*row, value), (other_row, other_value))
                 } else {
-                    ((other, &other_value), (&row[..], &value))
+                    ((other_row, other_value), (*row, value))
                 };
-                if self.pair_matches(a.1, b.1) {
+                if self.keeps_pair(store, join, a, b)? {
                     let projected = if join.projected == 0 { a.0 } else { b.0 };
                     *out.entry(projected.into()).or_default() += sign;
+                }
+            }
+            Ok::<(), SqlError>(())
+        };
+        if other.index.is_some() {
+            for (k, mine) in &changed {
+                for (other_row, other_value) in probe(store, other, k, &mut EvalBudget::unlimited())? {
+                    meet(other_row, &other_value, mine)?;
+                }
+            }
+        } else {
+            for (_, other_row) in store.table(other.table).map_err(store_err)?.iter() {
+                let other_value = decode(store, &other.row_type, other_row)?;
+                if let Some(mine) = changed.get(key(&other_value, other.col)) {
+                    meet(other_row, &other_value, mine)?;
                 }
             }
         }
@@ -351,13 +397,37 @@ impl Filter {
         for ra in a {
             let va = decode(store, &join.tables[0].row_type, ra)?;
             for (rb, vb) in b.iter().zip(&bs) {
-                if key(&va, join.tables[0].col) == key(vb, join.tables[1].col) && self.pair_matches(&va, vb) {
+                if key(&va, join.tables[0].col) == key(vb, join.tables[1].col)
+                    && self.keeps_pair(store, join, (ra, &va), (rb, vb))?
+                {
                     let projected = if join.projected == 0 { ra } else { rb };
                     *out.entry(projected.clone()).or_default() += sign;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Whether the pair (first table's row, joined table's row) is in the result: the
+    /// condition keeps it and the caller may see both rows.
+    fn keeps_pair(
+        &self,
+        store: &Store,
+        join: &Join,
+        a: (&[u8], &AlgebraicValue),
+        b: (&[u8], &AlgebraicValue),
+    ) -> Result<bool, SqlError> {
+        if !self.pair_matches(a.1, b.1) {
+            return Ok(false);
+        }
+        for (visibility, row) in join.visibility.iter().zip([a.0, b.0]) {
+            if let Some(v) = visibility {
+                if !v.allows(store, row)? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Whether the condition keeps the pair (first table's row, joined table's row).
@@ -392,8 +462,37 @@ fn key(value: &AlgebraicValue, col: usize) -> &AlgebraicValue {
     &value.as_product().unwrap_or(&[])[col]
 }
 
+/// Which side of a join 1.3 probes through an index, so must have one on its join column:
+/// the joined (second) table, unless the `WHERE` compares only the second table's columns
+/// with constants at its top level (1.3 then walks the second table and probes the first).
+fn probed_side(cond: &Cond, first_len: usize) -> usize {
+    fn constant_sides(cond: &Cond, first_len: usize, sides: &mut [bool; 2]) {
+        match cond {
+            Cond::And(l, r) => {
+                constant_sides(l, first_len, sides);
+                constant_sides(r, first_len, sides);
+            }
+            Cond::Cmp { col, rhs: Operand::Lit(_), .. } => sides[usize::from(*col >= first_len)] = true,
+            _ => {}
+        }
+    }
+    let mut sides = [false; 2];
+    constant_sides(cond, first_len, &mut sides);
+    if sides == [false, true] {
+        0
+    } else {
+        1
+    }
+}
+
 /// The rows of `side`'s table whose join column equals `k`: through its index, else a scan.
-fn probe<'s>(store: &'s Store, side: &Side, k: &AlgebraicValue) -> Result<Vec<(&'s [u8], AlgebraicValue)>, SqlError> {
+/// Each row looked at counts against `budget`.
+fn probe<'s>(
+    store: &'s Store,
+    side: &Side,
+    k: &AlgebraicValue,
+    budget: &mut EvalBudget,
+) -> Result<Vec<(&'s [u8], AlgebraicValue)>, SqlError> {
     let table = store.table(side.table).map_err(store_err)?;
     let mut out = Vec::new();
     match side.index {
@@ -401,6 +500,7 @@ fn probe<'s>(store: &'s Store, side: &Side, k: &AlgebraicValue) -> Result<Vec<(&
             let mut ids = Vec::new();
             table.indexes[i].scan(&[], Bound::Included(k), Bound::Included(k), &mut ids);
             for id in ids {
+                budget.visit()?;
                 if let Some(row) = table.get(id) {
                     out.push((row, decode(store, &side.row_type, row)?));
                 }
@@ -408,6 +508,7 @@ fn probe<'s>(store: &'s Store, side: &Side, k: &AlgebraicValue) -> Result<Vec<(&
         }
         None => {
             for (_, row) in table.iter() {
+                budget.visit()?;
                 let v = decode(store, &side.row_type, row)?;
                 if key(&v, side.col) == k {
                     out.push((row, v));

@@ -13,8 +13,9 @@
 //! [`Filter`] compiles a subscription's `SELECT * FROM t WHERE …` once and then judges single
 //! rows, for evaluating a transaction's delta.
 //!
-//! Not for: joins (later work).
+//! Not for: joins in `/sql` (subscriptions take 1.3's two-table joins, through [`Filter`]).
 
+mod budget;
 mod dml;
 mod execute;
 mod filter;
@@ -22,6 +23,7 @@ mod parse;
 mod plan;
 mod rls;
 
+pub use budget::{EvalBudget, INITIAL_EVALUATION_TIME_LIMIT, MAX_INITIAL_ROWS_VISITED};
 pub use filter::Filter;
 pub use rls::check_filters;
 
@@ -66,6 +68,16 @@ pub enum SqlError {
     /// A join that subscriptions do not support, in 1.3's words.
     #[error("{0}")]
     Join(&'static str),
+    /// An initial evaluation passed [`MAX_INITIAL_ROWS_VISITED`] (or the request's own bound).
+    #[error(
+        "The subscription visits more than {0} rows to compute its initial rows; add an index or narrow the query"
+    )]
+    TooMuchWork(u64),
+    /// An initial evaluation ran past [`INITIAL_EVALUATION_TIME_LIMIT`].
+    #[error("The subscription took more than {0} ms to compute its initial rows; add an index or narrow the query")]
+    TooSlow(u64),
+    #[error("The subscription's initial rows exceed {0}, the most one request may receive; narrow the query")]
+    TooManyInitialRows(usize),
 }
 
 /// The most operators (`AND`, `OR`, `NOT`, comparisons, arithmetic) one query may hold.

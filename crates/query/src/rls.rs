@@ -11,10 +11,12 @@ use crate::filter::Filter;
 use crate::{QueryContext, SqlError};
 
 /// The visibility rules of one table for one caller.
+#[derive(Debug)]
 pub(crate) struct Visibility {
     rules: Vec<Rule>,
 }
 
+#[derive(Debug)]
 enum Rule {
     /// A filter on the table alone: asked of each row.
     Row(Box<Filter>),

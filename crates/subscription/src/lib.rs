@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+pub use epoch_query::EvalBudget;
 use epoch_query::{Filter, QueryContext, SqlError};
 use epoch_store::{Store, TxDelta};
 
@@ -72,13 +73,15 @@ pub struct Manager {
 
 impl Manager {
     /// Subscribes `client` to `sql`; returns its table and the rows it selects now (the initial
-    /// state). The query is compiled only if no client holds it yet.
+    /// state), computed within `budget` (shared by the queries of one request). The query is
+    /// compiled only if no client holds it yet.
     pub fn subscribe<'s>(
         &mut self,
         store: &'s Store,
         client: ClientId,
         sql: &str,
         ctx: QueryContext,
+        budget: &mut EvalBudget,
     ) -> Result<(u32, Vec<&'s [u8]>), SubscribeError> {
         self.rls = !store.row_level_security.is_empty();
         let key = self.key(sql, ctx);
@@ -91,11 +94,11 @@ impl Manager {
             let filter = Filter::compile(store, sql, ctx)?;
             // Only a query that evaluates is kept (no orphan with no subscriber); its rows are
             // the answer, so they are computed once.
-            fresh = Some(filter.initial_rows(store)?);
+            fresh = Some(filter.initial_rows_within(store, budget)?);
             self.queries.insert(key.clone(), Shared { text: key.0.clone(), filter, subscribers: BTreeSet::new() });
         }
         let shared = self.queries.get_mut(&key).expect("inserted above");
-        let rows = match fresh.map_or_else(|| shared.filter.initial_rows(store), Ok) {
+        let rows = match fresh.map_or_else(|| shared.filter.initial_rows_within(store, budget), Ok) {
             Ok(rows) => rows,
             Err(e) => {
                 if shared.subscribers.is_empty() {

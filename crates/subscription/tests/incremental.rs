@@ -9,7 +9,7 @@ use epoch_query::{Filter, QueryContext, SqlError};
 use epoch_sats::{bsatn, AlgebraicType, AlgebraicValue, ProductType, Typespace};
 use epoch_schema::{ModuleDef, TableAccess, TableDef};
 use epoch_store::Store;
-use epoch_subscription::{Manager, SubscribeError};
+use epoch_subscription::{EvalBudget, Manager, SubscribeError};
 use proptest::prelude::*;
 
 const QUERIES: [&str; 8] = [
@@ -135,7 +135,7 @@ proptest! {
         for step in &steps {
             match step {
                 Step::Subscribe { client, query } => {
-                    let (_, rows) = manager.subscribe(&store, *client, QUERIES[*query], QueryContext::default()).unwrap();
+                    let (_, rows) = manager.subscribe(&store, *client, QUERIES[*query], QueryContext::default(), &mut EvalBudget::unlimited()).unwrap();
                     let initial = count(rows);
                     if let Some(held) = copies.get(&(*client, *query)) {
                         prop_assert_eq!(held, &initial, "a second subscription sees the same rows");
@@ -203,8 +203,8 @@ fn identical_queries_share_one_update_and_private_tables_stay_private() {
     let mut store = store();
     let mut manager = Manager::default();
     let q = "SELECT * FROM acct WHERE grp = 1";
-    manager.subscribe(&store, 1, q, QueryContext::default()).unwrap();
-    manager.subscribe(&store, 2, q, QueryContext::default()).unwrap();
+    manager.subscribe(&store, 1, q, QueryContext::default(), &mut EvalBudget::unlimited()).unwrap();
+    manager.subscribe(&store, 2, q, QueryContext::default(), &mut EvalBudget::unlimited()).unwrap();
     assert_eq!(manager.query_count(), 1);
     store.begin();
     store.insert(0, &mut row(7, 1)).unwrap();
@@ -214,11 +214,13 @@ fn identical_queries_share_one_update_and_private_tables_stay_private() {
     assert!(Arc::ptr_eq(&updates[&1][0], &updates[&2][0]), "evaluated and built once");
     assert_eq!(updates[&1][0].inserts, vec![row(7, 1).into_boxed_slice()]);
 
-    let private = manager.subscribe(&store, 3, "SELECT * FROM secret", QueryContext::default());
+    let private =
+        manager.subscribe(&store, 3, "SELECT * FROM secret", QueryContext::default(), &mut EvalBudget::unlimited());
     assert_eq!(private.unwrap_err(), SubscribeError::Sql(SqlError::UnknownTable("secret".into())));
     let owner = QueryContext { is_owner: true, ..QueryContext::default() };
-    assert!(manager.subscribe(&store, 4, "SELECT * FROM secret", owner).is_ok());
-    let refused = manager.subscribe(&store, 1, "SELECT id FROM acct", QueryContext::default());
+    assert!(manager.subscribe(&store, 4, "SELECT * FROM secret", owner, &mut EvalBudget::unlimited()).is_ok());
+    let refused =
+        manager.subscribe(&store, 1, "SELECT id FROM acct", QueryContext::default(), &mut EvalBudget::unlimited());
     assert!(matches!(refused, Err(SubscribeError::Sql(SqlError::SubscriptionProjection))), "{refused:?}");
 
     // Joins 1.3 refuses, with its words.
@@ -230,7 +232,35 @@ fn identical_queries_share_one_update_and_private_tables_stay_private() {
         ("SELECT a.* FROM acct a, acct b", "Implicit joins are not supported"),
     ];
     for (q, want) in refusals {
-        let e = manager.subscribe(&store, 5, q, owner).unwrap_err();
+        let e = manager.subscribe(&store, 5, q, owner, &mut EvalBudget::unlimited()).unwrap_err();
         assert_eq!(e.to_string(), want, "{q}");
     }
+}
+
+#[test]
+fn an_initial_evaluation_stops_when_its_budget_runs_out() {
+    // 20,000 rows in 3 groups: the self-join on the group has about 133 million pairs.
+    let mut store = store();
+    store.begin();
+    for id in 0..20_000u32 {
+        store.insert(0, &mut row(id, (id % 3) as u8)).unwrap();
+    }
+    store.commit().unwrap();
+    let mut manager = Manager::default();
+    let q = "SELECT a.* FROM acct a JOIN acct b ON a.grp = b.grp";
+    let started = std::time::Instant::now();
+    let mut budget = EvalBudget::new(1_000_000, usize::MAX, std::time::Duration::MAX);
+    let err = manager.subscribe(&store, 1, q, QueryContext::default(), &mut budget).unwrap_err();
+    assert_eq!(err, SubscribeError::Sql(SqlError::TooMuchWork(1_000_000)));
+    eprintln!("stopped after {:?}", started.elapsed());
+    assert_eq!(manager.query_count(), 0, "a refused query is not kept");
+    // The rows a request may receive are bounded as they are found, not afterwards.
+    let mut budget = EvalBudget::new(u64::MAX, 1_000, std::time::Duration::MAX);
+    let err = manager.subscribe(&store, 1, q, QueryContext::default(), &mut budget).unwrap_err();
+    assert_eq!(err, SubscribeError::Sql(SqlError::TooManyInitialRows(1_000)));
+    // And the time: a zero limit stops at the first look at the clock.
+    let mut budget = EvalBudget::new(u64::MAX, usize::MAX, std::time::Duration::ZERO);
+    std::thread::sleep(std::time::Duration::from_millis(1));
+    let err = manager.subscribe(&store, 1, q, QueryContext::default(), &mut budget).unwrap_err();
+    assert_eq!(err, SubscribeError::Sql(SqlError::TooSlow(0)));
 }
