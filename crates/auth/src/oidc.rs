@@ -553,6 +553,19 @@ mod tests {
     }
 
     #[test]
+    fn admission_without_a_list_is_https_on_public_hosts_and_with_one_only_the_listed() {
+        let open = Discovery::new(None, &[]).unwrap();
+        assert_eq!(open.admit("https://idp.example").map(|(_, listed)| listed).ok(), Some(false));
+        for refused in ["http://idp.example", "https://10.0.0.1", "https://[::1]:8443", "https://a@idp.example"] {
+            assert!(matches!(open.admit(refused), Err(AuthError::UntrustedIssuer(_))), "{refused}");
+        }
+        let listed = Discovery::new(Some(vec!["http://127.0.0.1:8080/".into()]), &[]).unwrap();
+        assert_eq!(listed.admit("http://127.0.0.1:8080").map(|(_, listed)| listed).ok(), Some(true));
+        assert!(listed.admit("https://idp.example").is_err());
+        assert!(matches!(Discovery::new(None, &["not an origin".into()]), Err(AuthError::Config(_))));
+    }
+
+    #[test]
     fn only_public_addresses_are_public() {
         for private in [
             "127.0.0.1",
