@@ -44,17 +44,25 @@ fn presented_token(req: &Request) -> Result<Option<String>, TokenRejection> {
     Ok(query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(|t| t.to_string()))
 }
 
-/// Verifies a presented token, if any.
-pub fn verify(state: &AppState, req: &Request) -> Result<Option<CallerAuth>, TokenRejection> {
-    let Some(token) = presented_token(req)? else { return Ok(None) };
-    let verified = state.auth.verify(&token).map_err(|e| TokenRejection::Invalid(e.to_string()))?;
-    Ok(Some(CallerAuth { identity: verified.identity, token, presented: true }))
+/// Verifies a presented token, if any (awaiting the keys of an OpenID issuer when they must be
+/// fetched, without holding a worker). The token is taken from the request at once: the
+/// request itself is not held across the wait.
+pub fn verify<'a>(
+    state: &'a AppState,
+    req: &Request,
+) -> impl std::future::Future<Output = Result<Option<CallerAuth>, TokenRejection>> + Send + 'a {
+    let presented = presented_token(req);
+    async move {
+        let Some(token) = presented? else { return Ok(None) };
+        let verified = state.auth.verify_async(&token).await.map_err(|e| TokenRejection::Invalid(e.to_string()))?;
+        Ok(Some(CallerAuth { identity: verified.identity, token, presented: true }))
+    }
 }
 
 /// Middleware for the database routes: resolves the caller (minting an anonymous identity when
 /// there is no token) and adds `spacetime-identity` and `spacetime-identity-token` to the answer.
 pub async fn database_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let caller = match verify(&state, &req) {
+    let caller = match verify(&state, &req).await {
         Ok(Some(c)) => c,
         Ok(None) => match state.auth.create_identity() {
             Ok((identity, token)) => CallerAuth { identity, token, presented: false },

@@ -11,7 +11,7 @@ use crate::auth::{self, TokenRejection};
 use crate::AppState;
 
 pub async fn ping(State(state): State<AppState>, req: Request) -> Response {
-    match auth::verify(&state, &req) {
+    match auth::verify(&state, &req).await {
         Ok(_) => StatusCode::OK.into_response(),
         Err(r) => r.into_response(),
     }
@@ -34,21 +34,27 @@ pub async fn public_key(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-fn required(state: &AppState, req: &Request) -> Result<auth::CallerAuth, Response> {
-    match auth::verify(state, req) {
-        Ok(Some(c)) => Ok(c),
-        Ok(None) => Err((StatusCode::UNAUTHORIZED, "Authorization required").into_response()),
-        Err(r) => Err(r.into_response()),
+fn required<'a>(
+    state: &'a AppState,
+    req: &Request,
+) -> impl std::future::Future<Output = Result<auth::CallerAuth, Response>> + Send + 'a {
+    let verified = auth::verify(state, req);
+    async move {
+        match verified.await {
+            Ok(Some(c)) => Ok(c),
+            Ok(None) => Err((StatusCode::UNAUTHORIZED, "Authorization required").into_response()),
+            Err(r) => Err(r.into_response()),
+        }
     }
 }
 
 /// A short-lived token for opening a WebSocket (the SDKs exchange their token for one).
 pub async fn websocket_token(State(state): State<AppState>, req: Request) -> Response {
-    let caller = match required(&state, &req) {
+    let caller = match required(&state, &req).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    let claims = match state.auth.verify(&caller.token) {
+    let claims = match state.auth.verify_async(&caller.token).await {
         Ok(v) => v.claims,
         Err(e) => return TokenRejection::Invalid(e.to_string()).into_response(),
     };
@@ -62,7 +68,7 @@ pub async fn verify(State(state): State<AppState>, Path(id): Path<String>, req: 
     let Some(id) = Identity::from_hex(&id) else {
         return bad_identity(&id);
     };
-    match required(&state, &req) {
+    match required(&state, &req).await {
         Ok(c) if c.identity == id => StatusCode::NO_CONTENT.into_response(),
         Ok(_) => StatusCode::BAD_REQUEST.into_response(),
         Err(r) => r,

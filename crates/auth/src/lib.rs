@@ -7,7 +7,7 @@
 //!
 //! Not for: deciding who may do what (the API layer does that with the verified identity).
 
-mod oidc;
+pub mod oidc;
 
 use std::fmt;
 use std::path::Path;
@@ -117,9 +117,14 @@ pub enum AuthError {
     IdentityMismatch,
     #[error("key error: {0}")]
     Key(String),
-    /// OpenID discovery could not fetch the issuer's keys.
-    #[error("could not fetch the keys of issuer `{issuer}`: {reason}")]
-    IssuerUnreachable { issuer: String, reason: String },
+    /// OpenID discovery could not fetch the issuer's keys. Only the issuer is named: what was
+    /// fetched and what came back is the server's log's business, not the caller's (the caller
+    /// chose the issuer and must not learn about the server's network from the answer).
+    #[error("could not fetch the keys of issuer `{issuer}`")]
+    IssuerUnreachable { issuer: String },
+    /// A setting the server was started with is wrong.
+    #[error("{0}")]
+    Config(String),
     #[error("reading or writing keys: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -206,10 +211,12 @@ impl Authority {
     }
 
     /// Accepts tokens of other OpenID Connect issuers by fetching their published keys: any
-    /// issuer when `allowed` is `None` (as 1.3), else only those listed. Issuers given a key with
-    /// [`Authority::trust`] keep that key.
-    pub fn discover_issuers(&mut self, allowed: Option<Vec<String>>) {
-        self.discovery = Some(oidc::Discovery::new(allowed));
+    /// `https://` issuer on a public address when `allowed` is `None` (1.3 accepts any issuer),
+    /// else only those listed (wherever they are). Key sets must be on their issuer's origin or
+    /// one of `jwks_origins`. Issuers given a key with [`Authority::trust`] keep that key.
+    pub fn discover_issuers(&mut self, allowed: Option<Vec<String>>, jwks_origins: &[String]) -> Result<(), AuthError> {
+        self.discovery = Some(oidc::Discovery::new(allowed, jwks_origins)?);
+        Ok(())
     }
 
     /// Trusts tokens from another issuer.
@@ -257,14 +264,26 @@ impl Authority {
 
     /// Verifies a token's signature (ours or a trusted issuer's) and expiry; returns its identity.
     /// As in 1.3, a token our key verifies is accepted whatever its issuer (we re-sign foreign
-    /// claims for WebSocket tokens).
+    /// claims for WebSocket tokens). For async callers, [`Authority::verify_async`]: this one
+    /// waits for an issuer's keys to be fetched without holding an async worker
+    /// (`block_in_place`), or on a runtime of its own outside one.
     pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        block_on(self.verify_async(token))
+    }
+
+    /// Verifies a token as [`Authority::verify`] does, awaiting an issuer's keys when they must
+    /// be fetched (OpenID discovery).
+    pub async fn verify_async(&self, token: &str) -> Result<Verified, AuthError> {
         if let Some(v) = self.verified.lock().get(token) {
             if v.claims.exp.is_none_or(|exp| exp > now_secs()) {
                 return Ok(v.clone());
             }
         }
-        let v = self.verify_uncached(token)?;
+        let claims = match self.verify_known(token)? {
+            Known::Claims(claims) => claims,
+            Known::Discover(issuer) => self.verify_discovered(token, &issuer).await?,
+        };
+        let v = checked(claims)?;
         let mut cache = self.verified.lock();
         if cache.len() >= VERIFIED_CACHE_MAX {
             cache.clear();
@@ -273,46 +292,82 @@ impl Authority {
         Ok(v)
     }
 
-    fn verify_uncached(&self, token: &str) -> Result<Verified, AuthError> {
+    /// Checks a token against the keys the server has (its own, trusted issuers'), or says
+    /// which issuer's published keys it needs.
+    fn verify_known(&self, token: &str) -> Result<Known, AuthError> {
         refuse_critical_extensions(token)?;
-        let validation = |alg| {
-            let mut v = Validation::new(alg);
-            v.validate_aud = false;
-            v.required_spec_claims.clear();
-            // `exp` may be null (tokens that never expire); it is checked below.
-            v.validate_exp = false;
-            v
-        };
-        let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation(Algorithm::ES256)) {
-            Ok(data) => data.claims,
+        match jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation(Algorithm::ES256)) {
+            Ok(data) => Ok(Known::Claims(data.claims)),
             Err(local_err) => {
                 let unverified = jsonwebtoken::dangerous::insecure_decode::<Claims>(token).map_err(token_error)?.claims;
                 if unverified.iss == self.issuer {
                     return Err(token_error(local_err));
                 }
                 match self.trusted.iter().find(|t| t.issuer == unverified.iss) {
-                    Some(t) => {
+                    Some(t) => Ok(Known::Claims(
                         jsonwebtoken::decode::<Claims>(token, &t.key, &validation(t.algorithm))
                             .map_err(token_error)?
-                            .claims
-                    }
-                    None => self.verify_discovered(token, &unverified.iss, validation)?,
+                            .claims,
+                    )),
+                    None => Ok(Known::Discover(unverified.iss)),
                 }
             }
-        };
-        if claims.exp.is_some_and(|exp| exp + EXP_LEEWAY_SECS < now_secs()) {
-            return Err(AuthError::InvalidToken("the token has expired".into()));
         }
-        if claims.sub.is_empty() || claims.sub.len() > 128 || claims.iss.is_empty() || claims.iss.len() > 128 {
-            return Err(AuthError::InvalidToken("sub and iss must be 1 to 128 bytes".into()));
+    }
+}
+
+/// What the server's own keys say of a token.
+enum Known {
+    Claims(Claims),
+    /// Signed by an issuer whose keys must be discovered.
+    Discover(String),
+}
+
+/// How tokens are validated: no audience; `exp` may be null (tokens that never expire), so it
+/// is checked by [`checked`].
+fn validation(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.validate_aud = false;
+    v.required_spec_claims.clear();
+    v.validate_exp = false;
+    v
+}
+
+/// The caller of verified claims, once expiry and the claims' shape are checked.
+fn checked(claims: Claims) -> Result<Verified, AuthError> {
+    if claims.exp.is_some_and(|exp| exp + EXP_LEEWAY_SECS < now_secs()) {
+        return Err(AuthError::InvalidToken("the token has expired".into()));
+    }
+    if claims.sub.is_empty() || claims.sub.len() > 128 || claims.iss.is_empty() || claims.iss.len() > 128 {
+        return Err(AuthError::InvalidToken("sub and iss must be 1 to 128 bytes".into()));
+    }
+    let identity = Identity::from_claims(&claims.iss, &claims.sub);
+    if let Some(h) = &claims.hex_identity {
+        if Identity::from_hex(h) != Some(identity) {
+            return Err(AuthError::IdentityMismatch);
         }
-        let identity = Identity::from_claims(&claims.iss, &claims.sub);
-        if let Some(h) = &claims.hex_identity {
-            if Identity::from_hex(h) != Some(identity) {
-                return Err(AuthError::IdentityMismatch);
-            }
+    }
+    Ok(Verified { identity, claims })
+}
+
+/// Runs `fut` to completion from synchronous code: on a multi-threaded runtime's worker it
+/// hands the worker's other tasks on first (`block_in_place`), so waiting here never holds
+/// up unrelated requests; outside a runtime it starts a small one.
+fn block_on<F>(fut: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    use tokio::runtime::{Builder, Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| handle.block_on(fut))
         }
-        Ok(Verified { identity, claims })
+        _ => std::thread::scope(|s| {
+            s.spawn(|| Builder::new_current_thread().enable_all().build().expect("a Tokio runtime").block_on(fut))
+                .join()
+                .expect("token verification panicked")
+        }),
     }
 }
 
@@ -320,14 +375,9 @@ impl Authority {
     /// Verifies a token of `issuer` with the keys it publishes (OpenID discovery); a key id the
     /// cached keys lack, or a signature none of them verifies, fetches the keys once more (the
     /// issuer may have rotated them).
-    fn verify_discovered(
-        &self,
-        token: &str,
-        issuer: &str,
-        validation: impl Fn(Algorithm) -> Validation,
-    ) -> Result<Claims, AuthError> {
-        let untrusted = || AuthError::UntrustedIssuer(issuer.to_string());
-        let d = self.discovery.as_ref().filter(|d| d.allows(issuer)).ok_or_else(untrusted)?;
+    async fn verify_discovered(&self, token: &str, issuer: &str) -> Result<Claims, AuthError> {
+        let d = self.discovery.as_ref().ok_or_else(|| AuthError::UntrustedIssuer(issuer.to_string()))?;
+        let (url, listed) = d.admit(issuer)?;
         let header = jsonwebtoken::decode_header(token).map_err(token_error)?;
         // Only public-key algorithms: a shared secret cannot be published.
         if matches!(header.alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
@@ -335,7 +385,7 @@ impl Authority {
         }
         let mut last = None;
         for refresh in [false, true] {
-            for (key, alg) in d.keys_for(issuer, header.kid.as_deref(), refresh)? {
+            for (key, alg) in d.keys_for(issuer, url.clone(), listed, header.kid.as_deref(), refresh).await? {
                 if alg.is_some_and(|a| a != header.alg) {
                     continue;
                 }

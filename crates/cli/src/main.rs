@@ -94,10 +94,19 @@ struct StartArgs {
     #[arg(long, default_value_t = epoch_core::clients::DEFAULT_MAX_INITIAL_ROWS)]
     max_initial_rows: usize,
     /// Accept tokens of this OpenID Connect issuer, fetching its keys by discovery
-    /// (`/.well-known/openid-configuration`). Repeat for several; without any, every issuer is
-    /// accepted this way, as SpacetimeDB 1.3 accepts them.
+    /// (`/.well-known/openid-configuration`). Repeat for several; then only these are accepted,
+    /// wherever they are (plain http and private or loopback addresses included: list a local
+    /// development issuer such as http://127.0.0.1:8080 here). Without any, tokens of every
+    /// https:// issuer on a public address are accepted this way, as SpacetimeDB 1.3 accepts
+    /// any issuer; a token naming a loopback, private or link-local address is refused.
     #[arg(long = "allowed-issuer", value_name = "ISSUER")]
     allowed_issuers: Vec<String>,
+    /// An origin (scheme://host[:port]) other than the issuer's own that an issuer's
+    /// discovery document may name as its `jwks_uri`, e.g. https://www.googleapis.com for
+    /// https://accounts.google.com. Repeat for several; by default key sets must be on their
+    /// issuer's origin.
+    #[arg(long = "allowed-jwks-origin", value_name = "ORIGIN")]
+    allowed_jwks_origins: Vec<String>,
     /// Trust tokens from another OpenID issuer: ISSUER=PATH to its ES256 (P-256) public key, PEM.
     /// Repeat for several issuers.
     #[arg(long = "trusted-issuer", value_name = "ISSUER=PEM_FILE")]
@@ -418,6 +427,7 @@ fn start(args: StartArgs) -> Result<()> {
         admin_api_key_file,
         trusted_issuers,
         allowed_issuers,
+        allowed_jwks_origins,
         workflow_retention_days,
         max_ws_message_bytes,
         max_ws_queued_bytes,
@@ -469,7 +479,7 @@ fn start(args: StartArgs) -> Result<()> {
         auth.trust(epoch_auth::TrustedIssuer::es256(issuer, &pem)?);
         tracing::info!(issuer, "trusting tokens from issuer");
     }
-    auth.discover_issuers((!allowed_issuers.is_empty()).then_some(allowed_issuers));
+    auth.discover_issuers((!allowed_issuers.is_empty()).then_some(allowed_issuers), &allowed_jwks_origins)?;
     let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
     // Databases open in the background: the server listens at once, and each database serves
     // as soon as it is open (503 "starting" until then).

@@ -30,6 +30,26 @@ pub enum ResolveError {
     NoKey { did: String, message: String },
 }
 
+enum Capped {
+    TooBig,
+    Read(std::io::Error),
+}
+
+/// The body of `resp`, read as it arrives and refused as soon as it passes
+/// [`MAX_DID_DOCUMENT_BYTES`] (a host sending an endless document costs that much, not more).
+fn read_capped(resp: reqwest::blocking::Response) -> Result<Vec<u8>, Capped> {
+    use std::io::Read;
+    if resp.content_length().is_some_and(|n| n > MAX_DID_DOCUMENT_BYTES as u64) {
+        return Err(Capped::TooBig);
+    }
+    let mut body = Vec::new();
+    resp.take(MAX_DID_DOCUMENT_BYTES as u64 + 1).read_to_end(&mut body).map_err(Capped::Read)?;
+    if body.len() > MAX_DID_DOCUMENT_BYTES {
+        return Err(Capped::TooBig);
+    }
+    Ok(body)
+}
+
 /// Resolves and caches signing keys.
 pub struct Keys {
     plc: String,
@@ -89,10 +109,10 @@ impl Keys {
         if !status.is_success() {
             return Err(no_key(format!("{url} answered {status}")));
         }
-        let body = resp.bytes().map_err(|e| unreachable(e.to_string()))?;
-        if body.len() > MAX_DID_DOCUMENT_BYTES {
-            return Err(no_key(format!("the DID document is over {MAX_DID_DOCUMENT_BYTES} bytes")));
-        }
+        let body = read_capped(resp).map_err(|e| match e {
+            Capped::TooBig => no_key(format!("the DID document is over {MAX_DID_DOCUMENT_BYTES} bytes")),
+            Capped::Read(e) => unreachable(e.to_string()),
+        })?;
         let doc: Value = serde_json::from_slice(&body).map_err(|e| no_key(format!("the DID document: {e}")))?;
         if doc["id"].as_str() != Some(did) {
             return Err(no_key("the DID document is another DID's".into()));
@@ -106,5 +126,51 @@ impl Keys {
         let text = method["publicKeyMultibase"].as_str().ok_or_else(|| no_key("no publicKeyMultibase".into()))?;
         let kind = method["type"].as_str().unwrap_or("Multikey");
         PublicKey::from_verification_method(kind, text).map_err(|e| no_key(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    /// A directory that answers with a document of `total` bytes, chunked (no length to refuse
+    /// it by); returns its URL and the bytes it managed to send.
+    fn endless_directory(total: usize) -> (String, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let sent = Arc::new(AtomicUsize::new(0));
+        let counter = sent.clone();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = write!(stream, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            let chunk = vec![b' '; 64 << 10];
+            while counter.load(Ordering::SeqCst) < total {
+                let framed = [format!("{:x}\r\n", chunk.len()).as_bytes(), &chunk, b"\r\n"].concat();
+                if stream.write_all(&framed).is_err() {
+                    return;
+                }
+                counter.fetch_add(chunk.len(), Ordering::SeqCst);
+            }
+        });
+        (url, sent)
+    }
+
+    #[test]
+    fn an_endless_did_document_is_cut_off_as_it_arrives() {
+        const TOTAL: usize = 256 << 20;
+        let (plc, sent) = endless_directory(TOTAL);
+        let keys = Keys::new(&plc).unwrap();
+        let err = keys.key("did:plc:abcdefghijklmnopqrstuvwx").unwrap_err();
+        assert!(matches!(&err, ResolveError::NoKey { message, .. } if message.contains("over")), "{err}");
+        // The connection was dropped once the cap was passed, long before the end.
+        assert!(sent.load(Ordering::SeqCst) < TOTAL, "the whole document was read");
     }
 }
