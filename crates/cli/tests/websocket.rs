@@ -380,7 +380,7 @@ fn limits_refuse_with_clear_reasons_and_a_slow_client_is_cut_off() {
                 break;
             }
             Ok(_) => continue,
-            Err(_) => break,
+            Err(e) => panic!("no close frame for a message over the limit: {e}"),
         }
     }
 
@@ -578,4 +578,36 @@ fn sender_queries_are_each_callers_own() {
         clients.push(c);
     }
     let _ = owner;
+}
+
+/// The documented limit of a client message is 32 MiB, whatever its framing: a 20 MiB message
+/// in one frame is read and answered (tungstenite's own frame limit is 16 MiB), and one over
+/// 32 MiB is refused with a close frame, code 1009, rather than a dropped connection.
+#[test]
+fn messages_up_to_32_mib_in_one_frame_are_read_and_larger_ones_are_closed_with_1009() {
+    let (server, token, db) = setup(&[]);
+    let mut a = connect(&server.url, &db, BSATN, "compression=None", Some(&token)).unwrap();
+    a.recv_variant("IdentityToken");
+    a.send_binary(client::call_reducer("no_such_reducer", &vec![7u8; 20 << 20], 1, 0));
+    let tx = a.recv_variant("TransactionUpdate");
+    assert_eq!(tx["status"], json!({"Failed": "no such reducer"}), "the 20 MiB frame was read");
+
+    let mut b = connect(&server.url, &db, BSATN, "compression=None", Some(&token)).unwrap();
+    b.recv_variant("IdentityToken");
+    // The server refuses the frame from its header: the rest of it may not be taken.
+    let _ = b.sock.send(tungstenite::Message::Binary(client::call_reducer("x", &vec![7u8; 33 << 20], 2, 0).into()));
+    let code = loop {
+        match b.recv_raw() {
+            Ok(tungstenite::Message::Close(Some(f))) => break Some((u16::from(f.code), f.reason.to_string())),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame before the connection ended: {e}"),
+        }
+    };
+    let (code, reason) = code.unwrap();
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("33554432"), "the reason names the limit: {reason}");
+
+    // The first client is still served.
+    a.send_binary(client::call_reducer("no_such_reducer", b"", 3, 0));
+    assert_eq!(a.recv_variant("TransactionUpdate")["status"], json!({"Failed": "no such reducer"}));
 }

@@ -167,7 +167,13 @@ pub async fn subscribe(
     let is_owner = caller.identity.0 == db.owner;
     let identity = db.identity;
     let who = Caller { identity: caller.identity.0, connection_id };
-    let ws = ws.protocols([protocol]).max_message_size(limits.max_message_bytes).read_buffer_size(READ_BUFFER_BYTES);
+    // The frame limit too (tungstenite's default is 16 MiB): a message of one frame may be as
+    // large as a message, and a frame over it is refused from its header, before its payload.
+    let ws = ws
+        .protocols([protocol])
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES);
     ws.on_upgrade(move |socket| async move {
         let conn = Connection { state, database: identity, who, is_owner, token: caller.token, encoder, limits };
         conn.run(socket).await;
@@ -349,7 +355,7 @@ impl Connection {
                     last_heard = Instant::now();
                     let msg = match incoming {
                         None => return End::Dropped("the connection ended".into()),
-                        Some(Err(e)) => return End::Dropped(e.to_string()),
+                        Some(Err(e)) => return self.read_failed(e),
                         Some(Ok(m)) => m,
                     };
                     let decoded = match msg {
@@ -429,6 +435,19 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// Why reading failed: a message over the size limit is closed with 1009 (as documented);
+    /// anything else (a reset, a protocol error) just ends the connection.
+    fn read_failed(&self, e: axum::Error) -> End {
+        let text = e.to_string();
+        match e.into_inner().downcast::<tungstenite::Error>() {
+            Ok(inner) if matches!(*inner, tungstenite::Error::Capacity(_)) => End::Server(
+                1009,
+                format!("message too large ({inner}): the limit is {} bytes", self.limits.max_message_bytes),
+            ),
+            _ => End::Dropped(text),
         }
     }
 
