@@ -82,6 +82,10 @@ struct StartArgs {
     /// Bytes waiting for one WebSocket client before it is disconnected as too slow.
     #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_QUEUED_BYTES)]
     max_ws_queued_bytes: usize,
+    /// Bytes waiting for all WebSocket clients together before those with the most waiting are
+    /// disconnected as too slow.
+    #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_TOTAL_QUEUED_BYTES)]
+    max_ws_total_queued_bytes: usize,
     /// Messages waiting for one WebSocket client before it is disconnected as too slow.
     #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_QUEUED_MESSAGES)]
     max_ws_queued_messages: usize,
@@ -464,6 +468,7 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
         workflow_retention_days,
         max_ws_message_bytes,
         max_ws_queued_bytes,
+        max_ws_total_queued_bytes,
         max_ws_queued_messages,
         max_clients_per_database,
         max_subscriptions_per_client,
@@ -476,6 +481,7 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
     let ws = epoch_api::ws::WsLimits {
         max_message_bytes: max_ws_message_bytes,
         max_queued_bytes: max_ws_queued_bytes,
+        max_total_queued_bytes: max_ws_total_queued_bytes,
         max_queued_messages: max_ws_queued_messages,
         clients: epoch_core::ClientLimits {
             max_clients: max_clients_per_database,
@@ -562,6 +568,7 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
         admin_api_key: admin_api_key.map(std::sync::Arc::from),
         default_database,
         live_shadows: Some(live_shadows),
+        ws_output: Default::default(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -611,3 +611,92 @@ fn messages_up_to_32_mib_in_one_frame_are_read_and_larger_ones_are_closed_with_1
     a.send_binary(client::call_reducer("no_such_reducer", b"", 3, 0));
     assert_eq!(a.recv_variant("TransactionUpdate")["status"], json!({"Failed": "no such reducer"}));
 }
+
+/// The value of the unlabelled series `name` in the server's `/metrics`.
+fn metric(server: &Server, name: &str) -> u64 {
+    let text = server.http().get(format!("{}/metrics", server.url)).send().unwrap().text().unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The server's resident memory, in kB.
+fn rss_kb(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Clients that pipeline subscribe/unsubscribe and never read, each under the per-client limit
+/// (64 MiB), together far over the server's budget: the ones holding the most are cut off, the
+/// server's memory stays bounded, and a client that reads keeps being served.
+#[test]
+fn clients_that_never_read_are_cut_off_by_the_servers_output_budget() {
+    let (server, token, db) = setup(&["--max-ws-total-queued-bytes", &(16 << 20).to_string()]);
+    // 100 posts of 2 KB: each subscribe or unsubscribe answer carries about 200 KB.
+    let body = "p".repeat(2000);
+    for _ in 0..100 {
+        assert_eq!(server.call(&token, &db, "send_post", &json!([body]).to_string()).0, 200);
+    }
+    let mut good = connect(&server.url, &db, JSON, "", Some(&token)).unwrap();
+    good.recv_variant("IdentityToken");
+    good.send_json(json!({"Subscribe": {"query_strings": ["SELECT * FROM member"], "request_id": 1}}));
+    good.recv_variant("InitialSubscription");
+    let before = rss_kb(&server);
+
+    // Six clients, 120 subscribe/unsubscribe pairs each: about 48 MB of answers per client.
+    let offenders: Vec<_> = (0..6)
+        .map(|_| {
+            let mut c = connect(&server.url, &db, BSATN, "compression=None", Some(&token)).unwrap();
+            c.recv_variant("IdentityToken");
+            c.sock.get_mut().set_write_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            std::thread::spawn(move || {
+                for i in 0..120u32 {
+                    let sub = client::subscribe_single("SELECT * FROM post", 2 * i, i);
+                    let unsub = client::unsubscribe(2 * i + 1, i, false);
+                    if c.sock.send(tungstenite::Message::Binary(sub.into())).is_err()
+                        || c.sock.send(tungstenite::Message::Binary(unsub.into())).is_err()
+                    {
+                        break;
+                    }
+                }
+                c
+            })
+        })
+        .collect();
+    let mut offenders: Vec<Ws> = offenders.into_iter().map(|t| t.join().unwrap()).collect();
+    let mut peak = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while metric(&server, "epoch_ws_connections") > 1 {
+        peak = peak.max(rss_kb(&server));
+        assert!(std::time::Instant::now() < deadline, "the clients that never read are still connected");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let cuts = metric(&server, "epoch_ws_budget_cuts_total");
+    assert!(cuts >= 1, "the offenders are cut by the server's budget ({cuts} cuts)");
+    let grown = peak.saturating_sub(before);
+    assert!(grown < 96 << 10, "the server grew by {grown} kB with 6 clients that never read");
+    // An offender that reads now finds its connection ended (by a 1008 close, when the close
+    // frame got through at all).
+    for c in &mut offenders {
+        c.sock.get_mut().set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        loop {
+            match c.sock.read() {
+                Ok(tungstenite::Message::Close(Some(f))) => {
+                    assert_eq!(u16::from(f.code), 1008, "{}", f.reason);
+                    break;
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    panic!("an offender is still connected")
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    // The reading client was served throughout and still is.
+    good.send_json(
+        json!({"CallReducer": {"reducer": "send_post", "args": "[\"still here\"]", "request_id": 7, "flags": 0}}),
+    );
+    let tx = good.recv_variant("TransactionUpdate");
+    assert!(tx["status"].get("Committed").is_some(), "{tx}");
+}
