@@ -405,11 +405,26 @@ impl Connection {
         let registered = Registered::new(queue.clone());
         let sink: Arc<dyn ClientSink> = Arc::new(ConnectionSink { tx, queue: queue.clone(), limits: self.limits });
         let (who, is_owner, limits) = (self.who, self.is_owner, self.limits.clients);
-        let connected = self.on_db(move |d| {
+        // The client is written down as connected (for a restart after a crash) by the
+        // database's journal thread; the writer goes on meanwhile, and `client_connected`
+        // runs once that is on disk.
+        let (written_tx, written) = tokio::sync::oneshot::channel();
+        let recorded = self.on_db(move |d| {
             d.set_client_limits(limits);
-            d.connect_client(id, who, is_owner, sink)
+            d.record_connecting(who, move |ok| {
+                let _ = written_tx.send(ok);
+            })
         });
-        match connected.await {
+        let connected = match recorded.await {
+            Some(Ok(())) => {
+                if written.await != Ok(true) {
+                    tracing::warn!(client = id, "writing down a connected client failed");
+                }
+                self.on_db(move |d| d.connect_client(id, who, is_owner, sink)).await
+            }
+            other => other,
+        };
+        match connected {
             Some(Ok(())) => {}
             Some(Err(ConnectError::Rejected(msg))) => {
                 // As 1.3: the connection just ends, with no close frame and no IdentityToken.
