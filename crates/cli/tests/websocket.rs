@@ -626,27 +626,20 @@ fn rss_kb(server: &Server) -> u64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// Clients that pipeline subscribe/unsubscribe and never read, each under the per-client limit
-/// (64 MiB), together far over the server's budget: the ones holding the most are cut off, the
-/// server's memory stays bounded, and a client that reads keeps being served.
-#[test]
-fn clients_that_never_read_are_cut_off_by_the_servers_output_budget() {
-    let (server, token, db) = setup(&["--max-ws-total-queued-bytes", &(16 << 20).to_string()]);
-    // 100 posts of 2 KB: each subscribe or unsubscribe answer carries about 200 KB.
+/// 100 posts of 2 KB: each subscribe or unsubscribe answer carries about 200 KB.
+fn fill_posts(server: &Server, token: &str, db: &str) {
     let body = "p".repeat(2000);
     for _ in 0..100 {
-        assert_eq!(server.call(&token, &db, "send_post", &json!([body]).to_string()).0, 200);
+        assert_eq!(server.call(token, db, "send_post", &json!([body]).to_string()).0, 200);
     }
-    let mut good = connect(&server.url, &db, JSON, "", Some(&token)).unwrap();
-    good.recv_variant("IdentityToken");
-    good.send_json(json!({"Subscribe": {"query_strings": ["SELECT * FROM member"], "request_id": 1}}));
-    good.recv_variant("InitialSubscription");
-    let before = rss_kb(&server);
+}
 
-    // Six clients, 120 subscribe/unsubscribe pairs each: about 48 MB of answers per client.
-    let offenders: Vec<_> = (0..6)
+/// `clients` connections that each send 120 subscribe/unsubscribe pairs of every post (about
+/// 48 MB of answers) and read nothing.
+fn flood(server: &Server, token: &str, db: &str, clients: usize) -> Vec<Ws> {
+    let senders: Vec<_> = (0..clients)
         .map(|_| {
-            let mut c = connect(&server.url, &db, BSATN, "compression=None", Some(&token)).unwrap();
+            let mut c = connect(&server.url, db, BSATN, "compression=None", Some(token)).unwrap();
             c.recv_variant("IdentityToken");
             c.sock.get_mut().set_write_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
             std::thread::spawn(move || {
@@ -663,7 +656,24 @@ fn clients_that_never_read_are_cut_off_by_the_servers_output_budget() {
             })
         })
         .collect();
-    let mut offenders: Vec<Ws> = offenders.into_iter().map(|t| t.join().unwrap()).collect();
+    senders.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// Clients that pipeline subscribe/unsubscribe and never read, each under the per-client limit
+/// (64 MiB), together far over the server's budget: the ones holding the most are cut off, the
+/// server's memory stays bounded, and a client that reads keeps being served.
+#[test]
+fn clients_that_never_read_are_cut_off_by_the_servers_output_budget() {
+    let (server, token, db) = setup(&["--max-ws-total-queued-bytes", &(16 << 20).to_string()]);
+    fill_posts(&server, &token, &db);
+    let mut good = connect(&server.url, &db, JSON, "", Some(&token)).unwrap();
+    good.recv_variant("IdentityToken");
+    good.send_json(json!({"Subscribe": {"query_strings": ["SELECT * FROM member"], "request_id": 1}}));
+    good.recv_variant("InitialSubscription");
+    let before = rss_kb(&server);
+
+    // Six clients, 120 subscribe/unsubscribe pairs each: about 48 MB of answers per client.
+    let mut offenders = flood(&server, &token, &db, 6);
     let mut peak = 0;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     while metric(&server, "epoch_ws_connections") > 1 {
@@ -699,4 +709,36 @@ fn clients_that_never_read_are_cut_off_by_the_servers_output_budget() {
     );
     let tx = good.recv_variant("TransactionUpdate");
     assert!(tx["status"].get("Committed").is_some(), "{tx}");
+}
+
+/// Slow clients that held a lot and then went away leave the server about as small as before
+/// them: the memory their queues held goes back to the system, not only to the allocator.
+#[test]
+fn memory_slow_clients_held_is_given_back_when_they_leave() {
+    let (server, token, db) = setup(&[]);
+    fill_posts(&server, &token, &db);
+    let before = rss_kb(&server);
+    let offenders = flood(&server, &token, &db, 4);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while metric(&server, "epoch_ws_queued_bytes") < 64 << 20 {
+        assert!(std::time::Instant::now() < deadline, "the slow clients never held 64 MiB");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let peak = rss_kb(&server);
+    assert!(peak > before + (64 << 10), "the slow clients grew the server ({before} kB, then {peak} kB)");
+    for c in offenders {
+        let _ = c.sock.get_ref().shutdown(std::net::Shutdown::Both);
+    }
+    while metric(&server, "epoch_ws_connections") > 0 {
+        assert!(std::time::Instant::now() < deadline, "the slow clients are still connected");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The memory goes back on a blocking thread, just after the last connection ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut after = rss_kb(&server);
+    while after > before + (32 << 10) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = rss_kb(&server);
+    }
+    assert!(after <= before + (32 << 10), "{before} kB before, {peak} kB with the slow clients, {after} kB after");
 }

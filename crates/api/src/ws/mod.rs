@@ -7,7 +7,7 @@
 pub mod encode;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,36 @@ pub const WRITE_TIMEOUT: Duration = IDLE_TIMEOUT;
 
 fn write_stuck() -> String {
     format!("client too slow: it read nothing for {} seconds", WRITE_TIMEOUT.as_secs())
+}
+
+/// A connection that held this many bytes waiting gives the freed memory back to the system
+/// when it ends: the allocator keeps freed memory for reuse otherwise, so a burst of slow
+/// clients would leave the server large after they are gone.
+pub const RETURN_MEMORY_AFTER_BYTES: usize = 8 << 20;
+
+/// Gives memory the allocator holds free back to the system (glibc's `malloc_trim`), on a
+/// blocking thread; asks made while one runs get one more run after it.
+fn return_memory() {
+    static WANTED: AtomicBool = AtomicBool::new(false);
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    WANTED.store(true, Ordering::SeqCst);
+    if RUNNING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    tokio::task::spawn_blocking(|| loop {
+        while WANTED.swap(false, Ordering::SeqCst) {
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only walks the allocator's own free lists; it is thread-safe.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+        RUNNING.store(false, Ordering::SeqCst);
+        // An ask that came after the last run and found it running is served here.
+        if !WANTED.load(Ordering::SeqCst) || RUNNING.swap(true, Ordering::SeqCst) {
+            break;
+        }
+    });
 }
 
 /// The most frames written before one flush.
@@ -194,6 +224,8 @@ pub async fn subscribe(
 struct QueueState {
     messages: usize,
     bytes: usize,
+    /// The most bytes it ever held.
+    peak_bytes: usize,
     /// Why the client was cut off, once it is.
     cut: Option<String>,
 }
@@ -225,6 +257,7 @@ impl Queue {
             return false;
         }
         (s.messages, s.bytes) = (messages, bytes);
+        s.peak_bytes = s.peak_bytes.max(bytes);
         self.budget.live.fetch_add(size, Ordering::Relaxed);
         self.metrics.ws_queued(size as i64);
         true
@@ -453,6 +486,9 @@ impl Connection {
             queue.release(size);
         }
         drop(registered);
+        if queue.state.lock().peak_bytes >= RETURN_MEMORY_AFTER_BYTES {
+            return_memory();
+        }
         match &end {
             End::ClientClosed => {
                 tracing::debug!(client = id, "client closed the connection");
