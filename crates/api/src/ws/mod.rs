@@ -437,27 +437,7 @@ impl Connection {
         });
         let registered = Registered::new(queue.clone());
         let sink: Arc<dyn ClientSink> = Arc::new(ConnectionSink { tx, queue: queue.clone(), limits: self.limits });
-        let (who, is_owner, limits) = (self.who, self.is_owner, self.limits.clients);
-        // The client is written down as connected (for a restart after a crash) by the
-        // database's journal thread; the writer goes on meanwhile, and `client_connected`
-        // runs once that is on disk.
-        let (written_tx, written) = tokio::sync::oneshot::channel();
-        let recorded = self.on_db(move |d| {
-            d.set_client_limits(limits);
-            d.record_connecting(who, move |ok| {
-                let _ = written_tx.send(ok);
-            })
-        });
-        let connected = match recorded.await {
-            Some(Ok(())) => {
-                if written.await != Ok(true) {
-                    tracing::warn!(client = id, "writing down a connected client failed");
-                }
-                self.on_db(move |d| d.connect_client(id, who, is_owner, sink)).await
-            }
-            other => other,
-        };
-        match connected {
+        match self.connect(id, sink).await {
             Some(Ok(())) => {}
             Some(Err(ConnectError::Rejected(msg))) => {
                 // As 1.3: the connection just ends, with no close frame and no IdentityToken.
@@ -489,11 +469,41 @@ impl Connection {
         if queue.state.lock().peak_bytes >= RETURN_MEMORY_AFTER_BYTES {
             return_memory();
         }
-        match &end {
+        self.close(&mut socket, id, &end).await;
+        self.state.metrics.ws_connected(-1);
+        self.on_db(move |d| d.disconnect_client(id)).await;
+    }
+
+    /// Writes the client down as connected (for a restart after a crash: the database's
+    /// journal thread writes while its writer goes on), then runs `client_connected` once that
+    /// is on disk; `None` when the database is gone.
+    async fn connect(&self, id: u64, sink: Arc<dyn ClientSink>) -> Option<Result<(), ConnectError>> {
+        let (who, is_owner, limits) = (self.who, self.is_owner, self.limits.clients);
+        let (written_tx, written) = tokio::sync::oneshot::channel();
+        let recorded = self.on_db(move |d| {
+            d.set_client_limits(limits);
+            d.record_connecting(who, move |ok| {
+                let _ = written_tx.send(ok);
+            })
+        });
+        match recorded.await {
+            Some(Ok(())) => {
+                if written.await != Ok(true) {
+                    tracing::warn!(client = id, "writing down a connected client failed");
+                }
+                self.on_db(move |d| d.connect_client(id, who, is_owner, sink)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Ends the connection as `end` says: answers the client's close, or sends the server's.
+    async fn close(&self, socket: &mut WebSocket, id: u64, end: &End) {
+        match end {
             End::ClientClosed => {
                 tracing::debug!(client = id, "client closed the connection");
                 // Hands over the reply to the client's close frame, so its close is clean.
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures::SinkExt::close(&mut socket)).await;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures::SinkExt::close(socket)).await;
             }
             End::Dropped(why) => tracing::debug!(client = id, "connection dropped: {why}"),
             End::Server(code, why) => {
@@ -502,8 +512,6 @@ impl Connection {
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(close(*code, why))).await;
             }
         }
-        self.state.metrics.ws_connected(-1);
-        self.on_db(move |d| d.disconnect_client(id)).await;
     }
 
     /// Runs `f` on the database's writer; `None` when the database is gone.
