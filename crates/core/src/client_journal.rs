@@ -101,6 +101,8 @@ enum Cmd {
 /// The writer's handle on the journal.
 pub struct ClientJournal {
     tx: Option<Sender<Cmd>>,
+    /// Set when the journal closes: a departure still waiting for the log is given up.
+    closing: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// The clients listed, as the writer has asked (the thread may still be writing).
     listed: BTreeSet<ClientKey>,
@@ -125,9 +127,18 @@ impl ClientJournal {
             std::fs::remove_file(&old)?;
         }
         let (tx, rx) = unbounded();
-        let writer = JournalWriter { path, file, live: listed.clone(), records: listed.len(), broken: false, log };
+        let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = JournalWriter {
+            path,
+            file,
+            live: listed.clone(),
+            records: listed.len(),
+            broken: false,
+            log,
+            closing: closing.clone(),
+        };
         let thread = std::thread::Builder::new().name("epoch-client-journal".into()).spawn(move || writer.run(rx))?;
-        Ok(Self { tx: Some(tx), thread: Some(thread), listed })
+        Ok(Self { tx: Some(tx), closing, thread: Some(thread), listed })
     }
 
     /// The clients listed as connected (at open: those a crash cut off).
@@ -169,6 +180,7 @@ impl Drop for ClientJournal {
     /// Writes what is queued before the journal closes (a reopened database reads it).
     fn drop(&mut self) {
         self.tx = None;
+        self.closing.store(true, std::sync::atomic::Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -197,6 +209,7 @@ struct JournalWriter {
     /// A write failed part way: the file must be rewritten before anything is appended.
     broken: bool,
     log: Arc<CommitLog>,
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl JournalWriter {
@@ -215,7 +228,7 @@ impl JournalWriter {
                     Cmd::Disconnected(key, after) => {
                         // A disconnection whose transaction never becomes durable stays
                         // unwritten: after a restart `client_disconnected` runs again.
-                        if after.is_some_and(|o| !wait_durable(&self.log, o)) {
+                        if after.is_some_and(|o| !wait_durable(&self.log, o, &self.closing)) {
                             continue;
                         }
                         encode(DISCONNECTED, &key, &mut bytes);
@@ -256,13 +269,27 @@ impl JournalWriter {
     }
 }
 
-/// Blocks until the log is durable up to `offset`; false if it never will be.
-fn wait_durable(log: &CommitLog, offset: u64) -> bool {
+/// How often a departure waiting for the log checks whether the journal is closing.
+const CLOSING_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Blocks until the log is durable up to `offset`; false if it never will be, or the journal
+/// closes first (a log that cannot write, a full disk, must not hold a database's close).
+fn wait_durable(log: &CommitLog, offset: u64, closing: &std::sync::atomic::AtomicBool) -> bool {
     let (tx, rx) = crossbeam_channel::bounded(1);
     log.on_durable(offset, move || {
         let _ = tx.send(());
     });
-    rx.recv().is_ok()
+    loop {
+        match rx.recv_timeout(CLOSING_CHECK) {
+            Ok(()) => return true,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return false,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                if closing.load(std::sync::atomic::Ordering::Acquire) {
+                    return false;
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -335,6 +362,13 @@ mod tests {
         drop(j);
         let size = std::fs::metadata(dir.join(JOURNAL_FILE)).unwrap().len() as usize;
         assert!(size < 2 * COMPACT_AFTER_RECORDS * RECORD_BYTES, "{size} bytes");
+        let mut j = ClientJournal::open(&dir, log.clone()).unwrap();
+        assert_eq!(j.listed(), vec![key(1)]);
+        // A departure waits for its transaction to be durable; one that never is stays
+        // unwritten (client_disconnected runs again after a restart), and closing the journal
+        // does not wait for it forever.
+        j.disconnect(key(1), Some(1_000_000));
+        drop(j);
         let j = ClientJournal::open(&dir, log).unwrap();
         assert_eq!(j.listed(), vec![key(1)]);
         drop(j);
