@@ -49,6 +49,10 @@ fn required<'a>(
 }
 
 /// A short-lived token for opening a WebSocket (the SDKs exchange their token for one).
+/// How long a WebSocket token (`POST /v1/identity/websocket-token`) lives, as 1.3's; at most
+/// as long as the token it is minted from.
+pub const WEBSOCKET_TOKEN_SECONDS: u64 = 60;
+
 pub async fn websocket_token(State(state): State<AppState>, req: Request) -> Response {
     let caller = match required(&state, &req).await {
         Ok(c) => c,
@@ -58,7 +62,11 @@ pub async fn websocket_token(State(state): State<AppState>, req: Request) -> Res
         Ok(v) => v.claims,
         Err(e) => return TokenRejection::Invalid(e.to_string()).into_response(),
     };
-    match state.auth.sign_short_lived(&claims, 60) {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    // A WebSocket token never outlives the token it is minted from: one WebSocket token can
+    // mint others only until it expires itself, not forever.
+    let secs = claims.exp.map_or(WEBSOCKET_TOKEN_SECONDS, |exp| WEBSOCKET_TOKEN_SECONDS.min(exp.saturating_sub(now)));
+    match state.auth.sign_short_lived(&claims, secs) {
         Ok(token) => Json(json!({ "token": token })).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }

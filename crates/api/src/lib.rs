@@ -77,6 +77,8 @@ pub struct AppState {
     pub live_shadows: Option<Arc<epoch_sync_shadows::LiveShadows>>,
     /// Continuous archiving and restores.
     pub archive: Option<Arc<archive::ArchiveState>>,
+    /// Bytes waiting for every WebSocket client together.
+    pub ws_output: Arc<ws::OutputBudget>,
 }
 
 /// The whole HTTP API.

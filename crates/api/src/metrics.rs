@@ -33,6 +33,7 @@ pub struct Metrics {
     ws_messages_sent: AtomicU64,
     ws_bytes_sent: AtomicU64,
     ws_queued_bytes: AtomicI64,
+    ws_budget_cuts: AtomicU64,
 }
 
 /// One series of the archive metrics: name, help, type and how to read it from a status.
@@ -88,6 +89,11 @@ impl Metrics {
         self.ws_bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
+    /// A WebSocket client was cut off because all clients together held too much output.
+    pub fn ws_budget_cut(&self) {
+        self.ws_budget_cuts.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Bytes waiting for WebSocket clients grew (or shrank, when negative).
     pub fn ws_queued(&self, delta: i64) {
         self.ws_queued_bytes.fetch_add(delta, Ordering::Relaxed);
@@ -131,6 +137,13 @@ impl Metrics {
             "Bytes (estimated) waiting to be sent to WebSocket clients.",
             "gauge",
             self.ws_queued_bytes.load(Ordering::Relaxed).max(0).to_string(),
+        );
+        gauge(
+            &mut out,
+            "epoch_ws_budget_cuts_total",
+            "WebSocket clients cut off because all clients together held more than --max-ws-total-queued-bytes.",
+            "counter",
+            self.ws_budget_cuts.load(Ordering::Relaxed).to_string(),
         );
         out.push_str("# HELP epoch_subscription_clients Connected clients per database.\n# TYPE epoch_subscription_clients gauge\n");
         for (db, c) in clients {

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use epoch_core::{Caller, Database, HostConfig, ReducerArgs};
 
 mod archive_cmd;
@@ -23,7 +23,8 @@ struct Cli {
     /// Where client commands keep their tokens (default: $EPOCH_CONFIG or ~/.config/epoch/cli.json).
     #[arg(long, global = true)]
     config: Option<PathBuf>,
-    /// The sync API's admin key, for `epoch sync …`.
+    /// The server's admin key: for `epoch sync …`, `restore`, `backup` and `archive`, and for
+    /// `epoch start` (the key the server accepts; else --admin-api-key-file).
     #[arg(long, global = true, env = "EPOCH_ADMIN_API_KEY", hide_env_values = true)]
     admin_api_key: Option<String>,
     #[command(subcommand)]
@@ -72,7 +73,7 @@ struct StartArgs {
     /// The database the /admin/… seed paths of the sync API act on.
     #[arg(long)]
     default_database: Option<String>,
-    /// File holding the sync API's admin key (else the EPOCH_ADMIN_API_KEY environment variable).
+    /// File holding the server's admin key (else --admin-api-key or EPOCH_ADMIN_API_KEY).
     #[arg(long)]
     admin_api_key_file: Option<PathBuf>,
     /// Largest message a WebSocket client may send, in bytes.
@@ -81,6 +82,10 @@ struct StartArgs {
     /// Bytes waiting for one WebSocket client before it is disconnected as too slow.
     #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_QUEUED_BYTES)]
     max_ws_queued_bytes: usize,
+    /// Bytes waiting for all WebSocket clients together before those with the most waiting are
+    /// disconnected as too slow.
+    #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_TOTAL_QUEUED_BYTES)]
+    max_ws_total_queued_bytes: usize,
     /// Messages waiting for one WebSocket client before it is disconnected as too slow.
     #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_QUEUED_MESSAGES)]
     max_ws_queued_messages: usize,
@@ -342,7 +347,9 @@ fn main() -> Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse_from(server_config::apply::<Cli>(std::env::args_os().collect())?);
+    let matches = Cli::command().get_matches_from(server_config::apply::<Cli>(std::env::args_os().collect())?);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    refuse_unread_globals(&matches, &cli.command)?;
     let config = cli.config.clone().unwrap_or_else(client::default_config_path);
     let session = || client::Session::open(&cli.server, &config);
     match cli.command {
@@ -401,7 +408,10 @@ fn main() -> Result<()> {
             };
             archive_cmd::archive(&database, change, &cli.server, &config, cli.admin_api_key.clone())
         }
-        Command::Start(args) => start(*args),
+        Command::Start(args) => {
+            let flag = matches.value_source("admin_api_key") == Some(clap::parser::ValueSource::CommandLine);
+            start(*args, cli.admin_api_key, flag)
+        }
         Command::Run { module, calls, show, logs, schema, timeout_ms } => {
             run(module, calls, show, logs, schema, timeout_ms)
         }
@@ -411,7 +421,44 @@ fn main() -> Result<()> {
     }
 }
 
-fn start(args: StartArgs) -> Result<()> {
+/// The global flags (by id) each command reads.
+fn globals_read(command: &Command) -> &'static [&'static str] {
+    match command {
+        Command::Start(_) => &["admin_api_key"],
+        Command::Run { .. } | Command::Bench { .. } | Command::Backup(BackupArgs { command: Some(_), .. }) => &[],
+        Command::Sync(_) | Command::Restore { .. } | Command::Backup(_) | Command::Archive { .. } => {
+            &["server", "config", "admin_api_key"]
+        }
+        _ => &["server", "config"],
+    }
+}
+
+/// A global flag given on the command line to a command that does not read it is an error: an
+/// operator who passes `epoch start --server …` or `--config …` must not get a server that
+/// silently ignored it.
+fn refuse_unread_globals(matches: &clap::ArgMatches, command: &Command) -> Result<()> {
+    let read = globals_read(command);
+    for (id, flag) in [("server", "--server"), ("config", "--config"), ("admin_api_key", "--admin-api-key")] {
+        if read.contains(&id) || matches.value_source(id) != Some(clap::parser::ValueSource::CommandLine) {
+            continue;
+        }
+        let (name, _) = matches.subcommand().unwrap_or(("epoch", matches));
+        let hint = match (name, id) {
+            ("start", "server") => " (the server listens on --listen-addr)",
+            ("start", "config") => " (the server's options file is --config-file)",
+            _ => "",
+        };
+        bail!("{flag} has no effect on `epoch {name}`{hint}");
+    }
+    Ok(())
+}
+
+/// Runs the server; `admin_api_key` is the global --admin-api-key (`key_flag`: given on the
+/// command line) or EPOCH_ADMIN_API_KEY, used unless --admin-api-key-file names a file.
+fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Result<()> {
+    if key_flag && args.admin_api_key_file.is_some() {
+        bail!("give the admin key once: --admin-api-key or --admin-api-key-file, not both");
+    }
     let StartArgs {
         config_file: _,
         listen_addr,
@@ -431,6 +478,7 @@ fn start(args: StartArgs) -> Result<()> {
         workflow_retention_days,
         max_ws_message_bytes,
         max_ws_queued_bytes,
+        max_ws_total_queued_bytes,
         max_ws_queued_messages,
         max_clients_per_database,
         max_subscriptions_per_client,
@@ -443,6 +491,7 @@ fn start(args: StartArgs) -> Result<()> {
     let ws = epoch_api::ws::WsLimits {
         max_message_bytes: max_ws_message_bytes,
         max_queued_bytes: max_ws_queued_bytes,
+        max_total_queued_bytes: max_ws_total_queued_bytes,
         max_queued_messages: max_ws_queued_messages,
         clients: epoch_core::ClientLimits {
             max_clients: max_clients_per_database,
@@ -468,7 +517,7 @@ fn start(args: StartArgs) -> Result<()> {
         Some(path) => Some(
             std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_string(),
         ),
-        None => std::env::var("EPOCH_ADMIN_API_KEY").ok(),
+        None => admin_api_key,
     }
     .filter(|k| !k.is_empty());
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
@@ -529,6 +578,7 @@ fn start(args: StartArgs) -> Result<()> {
         admin_api_key: admin_api_key.map(std::sync::Arc::from),
         default_database,
         live_shadows: Some(live_shadows),
+        ws_output: Default::default(),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {

@@ -76,3 +76,44 @@ fn the_file_sets_options_flags_win_and_relative_paths_follow_the_file() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Runs `epoch ARGS` (expecting it to stop by itself); returns (exit code, stderr).
+fn epoch_failing(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_epoch")).args(args).env_remove("EPOCH_ADMIN_API_KEY").output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn the_global_admin_key_flag_is_the_servers_key_and_unread_global_flags_are_refused() {
+    let s = Server::start(&["--admin-api-key", "flag-key", "--default-database", "proj"]);
+    let (_, owner) = s.identity();
+    assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
+    let get = |key: &str| {
+        let r = s
+            .http()
+            .get(format!("{}/admin/workflows/wf_nosuch", s.url))
+            .header("X-Admin-API-Key", key)
+            .bearer_auth(&owner)
+            .send()
+            .unwrap();
+        r.status().as_u16()
+    };
+    assert_eq!(get("wrong"), 401);
+    assert_eq!(get("flag-key"), 404, "the server accepts the key given with --admin-api-key");
+    drop(s);
+
+    let start = ["start", "--in-memory", "--listen-addr", "127.0.0.1:0"];
+    let (code, err) = epoch_failing(&[&start[..], &["--server", "http://0.0.0.0:8080"]].concat());
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--server has no effect on `epoch start`") && err.contains("--listen-addr"), "{err}");
+    let (code, err) = epoch_failing(&[&start[..], &["--config", "epoch.toml"]].concat());
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--config has no effect on `epoch start`") && err.contains("--config-file"), "{err}");
+    let (code, err) =
+        epoch_failing(&[&start[..], &["--admin-api-key", "a", "--admin-api-key-file", "/nonexistent"]].concat());
+    assert_ne!(code, Some(0));
+    assert!(err.contains("not both"), "{err}");
+    let (code, err) = epoch_failing(&["--admin-api-key", "a", "sql", "db", "SELECT 1"]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("--admin-api-key has no effect on `epoch sql`"), "{err}");
+}

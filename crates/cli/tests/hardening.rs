@@ -541,6 +541,30 @@ fn huge_log_lines_are_cut_and_the_log_stays_bounded() {
     assert!(kb < 600_000, "RSS {kb} kB after logging 40 MiB");
 }
 
+/// A module passing 1 MiB to `console_log` over and over: each line keeps 16 KiB, and the
+/// server's memory grows by about the log's 8 MiB bound, not by the 1 MiB each cut line used to
+/// keep as spare capacity (512 lines: 512 MiB).
+#[test]
+fn logging_mebibyte_lines_costs_only_what_the_log_keeps() {
+    let s = Server::start(&[]);
+    let (_, t) = s.identity();
+    assert_eq!(s.publish(&t, "tc", "typecheck").status(), 200);
+    let args = json!(["x".repeat(1 << 20)]).to_string();
+    // Warm up (the allocator's arenas, the module's memory) before the baseline.
+    for _ in 0..4 {
+        assert_eq!(s.call(&t, "tc", "log_levels", &args).0, 200);
+    }
+    let before = rss_kb(&s);
+    // `log_levels` logs its argument 5 times: 520 lines of 1 MiB.
+    for _ in 0..104 {
+        assert_eq!(s.call(&t, "tc", "log_levels", &args).0, 200);
+    }
+    let grown = rss_kb(&s).saturating_sub(before);
+    assert!(grown < 64 << 10, "the server grew by {grown} kB after logging 520 lines of 1 MiB");
+    let r = s.http().get(format!("{}/v1/database/tc/logs?num_lines=1", s.url)).bearer_auth(&t).send().unwrap();
+    assert!(r.text().unwrap().contains("more bytes cut]"));
+}
+
 #[test]
 fn a_zero_interval_schedule_is_capped_per_second() {
     let s = Server::start(&[]);

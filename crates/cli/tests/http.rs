@@ -342,3 +342,31 @@ fn sql_results_are_capped_at_the_row_limit() {
     assert_eq!(s.sql(Some(&t), "bank", "SELECT * FROM account LIMIT 10").0, 200);
     assert_eq!(s.sql(Some(&t), "bank", "SELECT COUNT(*) AS n FROM account").0, 200);
 }
+
+/// A WebSocket token (60 s, as 1.3's) minted from another WebSocket token expires with it: a
+/// short token cannot keep minting fresh ones forever.
+#[test]
+fn a_websocket_token_never_outlives_the_token_it_was_minted_from() {
+    let s = Server::start(&[]);
+    let (_, token) = s.identity();
+    let mint = |from: &str| -> String {
+        let r = s.http().post(format!("{}/v1/identity/websocket-token", s.url)).bearer_auth(from).send().unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().unwrap()["token"].as_str().unwrap().to_string()
+    };
+    let exp = |t: &str| -> u64 {
+        let claims: Value = jsonwebtoken::dangerous::insecure_decode_claims(t).unwrap();
+        claims["exp"].as_u64().unwrap()
+    };
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let first = mint(&token);
+    let first_exp = exp(&first);
+    assert!(first_exp >= now() + 55 && first_exp <= now() + 60, "a WebSocket token lives 60 s");
+    // Two seconds later, a token minted from the first one ends when the first one does.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let second = mint(&first);
+    assert_eq!(exp(&second), first_exp);
+    assert_eq!(exp(&mint(&second)), first_exp);
+    // A long-lived token still mints a full 60 s.
+    assert!(exp(&mint(&token)) > first_exp);
+}

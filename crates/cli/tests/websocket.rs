@@ -380,7 +380,7 @@ fn limits_refuse_with_clear_reasons_and_a_slow_client_is_cut_off() {
                 break;
             }
             Ok(_) => continue,
-            Err(_) => break,
+            Err(e) => panic!("no close frame for a message over the limit: {e}"),
         }
     }
 
@@ -578,4 +578,167 @@ fn sender_queries_are_each_callers_own() {
         clients.push(c);
     }
     let _ = owner;
+}
+
+/// The documented limit of a client message is 32 MiB, whatever its framing: a 20 MiB message
+/// in one frame is read and answered (tungstenite's own frame limit is 16 MiB), and one over
+/// 32 MiB is refused with a close frame, code 1009, rather than a dropped connection.
+#[test]
+fn messages_up_to_32_mib_in_one_frame_are_read_and_larger_ones_are_closed_with_1009() {
+    let (server, token, db) = setup(&[]);
+    let mut a = connect(&server.url, &db, BSATN, "compression=None", Some(&token)).unwrap();
+    a.recv_variant("IdentityToken");
+    a.send_binary(client::call_reducer("no_such_reducer", &vec![7u8; 20 << 20], 1, 0));
+    let tx = a.recv_variant("TransactionUpdate");
+    assert_eq!(tx["status"], json!({"Failed": "no such reducer"}), "the 20 MiB frame was read");
+
+    let mut b = connect(&server.url, &db, BSATN, "compression=None", Some(&token)).unwrap();
+    b.recv_variant("IdentityToken");
+    // The server refuses the frame from its header: the rest of it may not be taken.
+    let _ = b.sock.send(tungstenite::Message::Binary(client::call_reducer("x", &vec![7u8; 33 << 20], 2, 0).into()));
+    let code = loop {
+        match b.recv_raw() {
+            Ok(tungstenite::Message::Close(Some(f))) => break Some((u16::from(f.code), f.reason.to_string())),
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame before the connection ended: {e}"),
+        }
+    };
+    let (code, reason) = code.unwrap();
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("33554432"), "the reason names the limit: {reason}");
+
+    // The first client is still served.
+    a.send_binary(client::call_reducer("no_such_reducer", b"", 3, 0));
+    assert_eq!(a.recv_variant("TransactionUpdate")["status"], json!({"Failed": "no such reducer"}));
+}
+
+/// The value of the unlabelled series `name` in the server's `/metrics`.
+fn metric(server: &Server, name: &str) -> u64 {
+    let text = server.http().get(format!("{}/metrics", server.url)).send().unwrap().text().unwrap();
+    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("no {name}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The server's resident memory, in kB.
+fn rss_kb(server: &Server) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", server.pid())).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// 100 posts of 2 KB: each subscribe or unsubscribe answer carries about 200 KB.
+fn fill_posts(server: &Server, token: &str, db: &str) {
+    let body = "p".repeat(2000);
+    for _ in 0..100 {
+        assert_eq!(server.call(token, db, "send_post", &json!([body]).to_string()).0, 200);
+    }
+}
+
+/// `clients` connections that each send 120 subscribe/unsubscribe pairs of every post (about
+/// 48 MB of answers) and read nothing.
+fn flood(server: &Server, token: &str, db: &str, clients: usize) -> Vec<Ws> {
+    let senders: Vec<_> = (0..clients)
+        .map(|_| {
+            let mut c = connect(&server.url, db, BSATN, "compression=None", Some(token)).unwrap();
+            c.recv_variant("IdentityToken");
+            c.sock.get_mut().set_write_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            std::thread::spawn(move || {
+                for i in 0..120u32 {
+                    let sub = client::subscribe_single("SELECT * FROM post", 2 * i, i);
+                    let unsub = client::unsubscribe(2 * i + 1, i, false);
+                    if c.sock.send(tungstenite::Message::Binary(sub.into())).is_err()
+                        || c.sock.send(tungstenite::Message::Binary(unsub.into())).is_err()
+                    {
+                        break;
+                    }
+                }
+                c
+            })
+        })
+        .collect();
+    senders.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// Clients that pipeline subscribe/unsubscribe and never read, each under the per-client limit
+/// (64 MiB), together far over the server's budget: the ones holding the most are cut off, the
+/// server's memory stays bounded, and a client that reads keeps being served.
+#[test]
+fn clients_that_never_read_are_cut_off_by_the_servers_output_budget() {
+    let (server, token, db) = setup(&["--max-ws-total-queued-bytes", &(16 << 20).to_string()]);
+    fill_posts(&server, &token, &db);
+    let mut good = connect(&server.url, &db, JSON, "", Some(&token)).unwrap();
+    good.recv_variant("IdentityToken");
+    good.send_json(json!({"Subscribe": {"query_strings": ["SELECT * FROM member"], "request_id": 1}}));
+    good.recv_variant("InitialSubscription");
+    let before = rss_kb(&server);
+
+    // Six clients, 120 subscribe/unsubscribe pairs each: about 48 MB of answers per client.
+    let mut offenders = flood(&server, &token, &db, 6);
+    let mut peak = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while metric(&server, "epoch_ws_connections") > 1 {
+        peak = peak.max(rss_kb(&server));
+        assert!(std::time::Instant::now() < deadline, "the clients that never read are still connected");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let cuts = metric(&server, "epoch_ws_budget_cuts_total");
+    assert!(cuts >= 1, "the offenders are cut by the server's budget ({cuts} cuts)");
+    let grown = peak.saturating_sub(before);
+    assert!(grown < 96 << 10, "the server grew by {grown} kB with 6 clients that never read");
+    // An offender that reads now finds its connection ended (by a 1008 close, when the close
+    // frame got through at all).
+    for c in &mut offenders {
+        c.sock.get_mut().set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        loop {
+            match c.sock.read() {
+                Ok(tungstenite::Message::Close(Some(f))) => {
+                    assert_eq!(u16::from(f.code), 1008, "{}", f.reason);
+                    break;
+                }
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    panic!("an offender is still connected")
+                }
+                Err(_) => break,
+            }
+        }
+    }
+    // The reading client was served throughout and still is.
+    good.send_json(
+        json!({"CallReducer": {"reducer": "send_post", "args": "[\"still here\"]", "request_id": 7, "flags": 0}}),
+    );
+    let tx = good.recv_variant("TransactionUpdate");
+    assert!(tx["status"].get("Committed").is_some(), "{tx}");
+}
+
+/// Slow clients that held a lot and then went away leave the server about as small as before
+/// them: the memory their queues held goes back to the system, not only to the allocator.
+#[test]
+fn memory_slow_clients_held_is_given_back_when_they_leave() {
+    let (server, token, db) = setup(&[]);
+    fill_posts(&server, &token, &db);
+    let before = rss_kb(&server);
+    let offenders = flood(&server, &token, &db, 4);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while metric(&server, "epoch_ws_queued_bytes") < 64 << 20 {
+        assert!(std::time::Instant::now() < deadline, "the slow clients never held 64 MiB");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let peak = rss_kb(&server);
+    assert!(peak > before + (64 << 10), "the slow clients grew the server ({before} kB, then {peak} kB)");
+    for c in offenders {
+        let _ = c.sock.get_ref().shutdown(std::net::Shutdown::Both);
+    }
+    while metric(&server, "epoch_ws_connections") > 0 {
+        assert!(std::time::Instant::now() < deadline, "the slow clients are still connected");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The memory goes back on a blocking thread, just after the last connection ends.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut after = rss_kb(&server);
+    while after > before + (32 << 10) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        after = rss_kb(&server);
+    }
+    assert!(after <= before + (32 << 10), "{before} kB before, {peak} kB with the slow clients, {after} kB after");
 }

@@ -52,9 +52,13 @@ impl Default for ClientLimits {
 
 /// Where a client's messages go: the API layer's queue of one connection.
 pub trait ClientSink: Send + Sync {
-    /// Queues `msg` without blocking. A sink whose client is too slow drops it and cuts the
-    /// client off (the database never waits for a client).
-    fn send(&self, msg: Outgoing);
+    /// Counts `msg` against the client's limits from the moment it is queued (it may wait in
+    /// the outbox until its transaction is durable); returns its size in bytes, or `None` when
+    /// the client is (or now gets) cut off as too slow, and the message is dropped. Never
+    /// blocks: the database never waits for a client.
+    fn admit(&self, msg: &Outgoing) -> Option<usize>;
+    /// Hands over `msg`, admitted earlier with `size` bytes, without blocking.
+    fn send(&self, msg: Outgoing, size: usize);
 }
 
 /// What the wire encoders need to know of a module's tables and reducers.
@@ -271,6 +275,9 @@ pub enum Outgoing {
     Close(String),
 }
 
+/// Batches an empty outbox keeps room for; more is given back (a slow fsync can queue many).
+const OUTBOX_KEPT_CAPACITY: usize = 64;
+
 /// Messages wait here until the transactions they describe are durable, and leave in the order
 /// they were queued.
 pub struct Outbox {
@@ -281,7 +288,8 @@ pub struct Outbox {
 struct Pending {
     /// The log offset that must be durable first (`None`: only what was queued before).
     offset: Option<u64>,
-    batch: Vec<(Arc<dyn ClientSink>, Outgoing)>,
+    /// Each message with the size its sink admitted it with.
+    batch: Vec<(Arc<dyn ClientSink>, Outgoing, usize)>,
 }
 
 impl Outbox {
@@ -290,7 +298,11 @@ impl Outbox {
     }
 
     /// Queues `batch` to go once offset `offset` (if any) and everything queued earlier is gone.
+    /// Each message counts against its client's limits from now on (a slow fsync holds it here);
+    /// one its sink refuses is dropped at once.
     pub fn push(self: &Arc<Self>, offset: Option<u64>, batch: Vec<(Arc<dyn ClientSink>, Outgoing)>) {
+        let batch: Vec<_> =
+            batch.into_iter().filter_map(|(sink, msg)| sink.admit(&msg).map(|size| (sink, msg, size))).collect();
         if batch.is_empty() {
             return;
         }
@@ -322,9 +334,13 @@ impl Outbox {
                 }
             }
             let Some(p) = q.pop_front() else { break };
-            for (sink, msg) in p.batch {
-                sink.send(msg);
+            for (sink, msg, size) in p.batch {
+                sink.send(msg, size);
             }
+        }
+        // A long wait for the disk may have grown the queue: give its memory back once empty.
+        if q.is_empty() && q.capacity() > OUTBOX_KEPT_CAPACITY {
+            q.shrink_to(OUTBOX_KEPT_CAPACITY);
         }
     }
 }

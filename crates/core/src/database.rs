@@ -694,10 +694,26 @@ impl Database {
     // --------------------------------------------------------------------------------------------
     // Connected clients (the WebSocket API)
 
+    /// Writes `caller` down as connected, for a durable database, without waiting: `done`
+    /// runs (on another thread) once that is on disk, and [`Database::connect_client`] should
+    /// be called only then. This keeps the disk off the writer: the journal's thread writes.
+    pub fn record_connecting(
+        &mut self,
+        caller: Caller,
+        done: impl FnOnce(bool) + Send + 'static,
+    ) -> Result<(), ConnectError> {
+        self.clients.check_room()?;
+        match self.persist.as_mut() {
+            Some(p) => p.client_journal().connect((caller.identity, caller.connection_id), done),
+            None => done(true),
+        }
+        Ok(())
+    }
+
     /// Connects client `id`: runs `client_connected` as `caller` and, if it succeeds (or the
     /// module has none), registers `sink` for the client's messages. A durable database writes
-    /// the client down first, so a crash before it leaves still runs `client_disconnected` at
-    /// the next start.
+    /// the client down first (waiting for the disk unless [`Database::record_connecting`] did),
+    /// so a crash before it leaves still runs `client_disconnected` at the next start.
     pub fn connect_client(
         &mut self,
         id: ClientId,
@@ -705,7 +721,10 @@ impl Database {
         is_owner: bool,
         sink: std::sync::Arc<dyn ClientSink>,
     ) -> Result<(), ConnectError> {
-        self.clients.check_room()?;
+        if let Err(e) = self.clients.check_room() {
+            self.note_connected(caller, false);
+            return Err(e);
+        }
         self.note_connected(caller, true);
         if let Some(r) = self.client_connected(caller) {
             if let Some(msg) = r.outcome.error_message() {
@@ -808,12 +827,26 @@ impl Database {
         self.clients.limits = limits;
     }
 
-    /// Writes down (or forgets) a connected client, for a durable database.
+    /// Writes down (or forgets) a connected client, for a durable database. A connection is
+    /// waited for (unless already listed); a departure is written once the transactions so far
+    /// (its `client_disconnected`) are durable, off the writer.
     fn note_connected(&mut self, caller: Caller, connected: bool) {
-        if let Some(p) = self.persist.as_mut() {
-            if let Err(e) = p.note_client(caller.identity, caller.connection_id, connected) {
-                tracing::warn!("recording a connected client: {e}");
-            }
+        let Some(p) = self.persist.as_mut() else { return };
+        let key = (caller.identity, caller.connection_id);
+        if !connected {
+            let after = p.last_offset();
+            p.client_journal().disconnect(key, after);
+            return;
+        }
+        if p.client_journal().is_listed(&key) {
+            return;
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        p.client_journal().connect(key, move |ok| {
+            let _ = tx.send(ok);
+        });
+        if rx.recv() != Ok(true) {
+            tracing::warn!("recording a connected client failed");
         }
     }
 

@@ -9,6 +9,7 @@
 
 pub mod bench;
 pub mod catalog;
+pub mod client_journal;
 pub mod clients;
 pub mod control;
 pub mod database;

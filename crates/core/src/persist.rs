@@ -68,37 +68,8 @@ pub struct Persistence {
     last_snapshot: u64,
     /// Snapshots to write, handed to a background thread so the writer never waits on disk.
     snapshots: Sender<Snapshot>,
-    /// Clients connected now (identity, connection id), as written in [`CONNECTED_FILE`].
-    connected: std::collections::BTreeSet<([u8; 32], [u8; 16])>,
-}
-
-/// The file listing a database's connected clients.
-const CONNECTED_FILE: &str = "connected-clients";
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// The clients a database's directory lists as connected; an unreadable line is skipped.
-fn read_connected(dir: &Path) -> std::collections::BTreeSet<([u8; 32], [u8; 16])> {
-    let text = std::fs::read_to_string(dir.join(CONNECTED_FILE)).unwrap_or_default();
-    text.lines()
-        .filter_map(|l| {
-            let (i, c) = l.split_once(' ')?;
-            Some((unhex::<32>(i)?, unhex::<16>(c)?))
-        })
-        .collect()
+    /// Clients connected now (identity, connection id), for restarts after a crash.
+    clients: crate::client_journal::ClientJournal,
 }
 
 fn log_dir(dir: &Path) -> PathBuf {
@@ -215,28 +186,19 @@ impl Persistence {
         let log = Arc::new(log);
         let snapshots = spawn_snapshot_writer(snapshot_dir(dir), log.clone());
         let last_snapshot = report.snapshot_offset.unwrap_or(0);
-        let connected = read_connected(dir);
-        Ok((Self { dir: dir.to_path_buf(), log, config, last_snapshot, snapshots, connected }, report))
+        let clients = crate::client_journal::ClientJournal::open(dir, log.clone())
+            .map_err(|e| PersistError::Recovery { path: dir.to_path_buf(), message: format!("client journal: {e}") })?;
+        Ok((Self { dir: dir.to_path_buf(), log, config, last_snapshot, snapshots, clients }, report))
     }
 
     /// Clients written down as connected (and not yet as gone).
     pub fn connected_clients(&self) -> Vec<([u8; 32], [u8; 16])> {
-        self.connected.iter().copied().collect()
+        self.clients.listed()
     }
 
-    /// Writes down that a client connected (or left), durably, so a restart after a crash can
-    /// run `client_disconnected` for the clients it cut off.
-    pub fn note_client(&mut self, identity: [u8; 32], connection_id: [u8; 16], connected: bool) -> std::io::Result<()> {
-        let changed = if connected {
-            self.connected.insert((identity, connection_id))
-        } else {
-            self.connected.remove(&(identity, connection_id))
-        };
-        if !changed {
-            return Ok(());
-        }
-        let text: String = self.connected.iter().map(|(i, c)| format!("{} {}\n", hex_of(i), hex_of(c))).collect();
-        crate::control::write_atomically(&self.dir.join(CONNECTED_FILE), text.as_bytes())
+    /// The journal of connected clients.
+    pub fn client_journal(&mut self) -> &mut crate::client_journal::ClientJournal {
+        &mut self.clients
     }
 
     pub fn dir(&self) -> &Path {

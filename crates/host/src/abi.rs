@@ -550,9 +550,11 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
          msg_len: u32|
          -> Result<()> {
             let (mem, env) = mem_env(&mut c)?;
-            let target = if target_ptr == 0 { None } else { Some(str_lossy(mem, target_ptr, target_len)?) };
-            let file = if file_ptr == 0 { None } else { Some(str_lossy(mem, file_ptr, file_len)?) };
-            let message = str_lossy(mem, msg_ptr, msg_len)?;
+            // Only what the log keeps is copied out of the module's memory.
+            let text = |ptr, len| slice(mem, ptr, len).map(crate::logs::bounded_text);
+            let target = if target_ptr == 0 { None } else { Some(text(target_ptr, target_len)?) };
+            let file = if file_ptr == 0 { None } else { Some(text(file_ptr, file_len)?) };
+            let message = text(msg_ptr, msg_len)?;
             let level = LogLevel::from_abi(level as u8);
             let line = (line != u32::MAX).then_some(line);
             if level == LogLevel::Panic {

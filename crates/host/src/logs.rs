@@ -84,36 +84,65 @@ pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
 /// past it, the oldest lines go first, as they do past the line count.
 pub const MAX_LOG_RING_BYTES: usize = 8 << 20;
 
+/// Room kept at the end of a cut text for the note saying how much was cut, so a cut text
+/// (note included) is at most [`MAX_LOG_LINE_BYTES`] and cutting it again changes nothing.
+const CUT_NOTE_ROOM: usize = 64;
+
+/// The text a log line keeps of `bytes` (UTF-8, invalid sequences replaced): at most
+/// [`MAX_LOG_LINE_BYTES`], cut with a note. Only the kept bytes are copied, so a module passing
+/// 1 MiB to `console_log` costs 16 KiB, not 1 MiB held by a cut string's capacity.
+pub fn bounded_text(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(MAX_LOG_LINE_BYTES)];
+    let mut text = String::from_utf8_lossy(head).into_owned();
+    cut(&mut text, bytes.len() - head.len());
+    text
+}
+
+/// Cuts `text` to at most [`MAX_LOG_LINE_BYTES`] (on a character boundary, note included) when
+/// it is longer or `beyond` bytes were already left out after it; the kept string holds only
+/// its own bytes.
+fn cut(text: &mut String, beyond: usize) {
+    if text.len() <= MAX_LOG_LINE_BYTES && beyond == 0 {
+        return;
+    }
+    let mut end = text.len().min(MAX_LOG_LINE_BYTES - CUT_NOTE_ROOM);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let dropped = text.len() - end + beyond;
+    text.truncate(end);
+    text.push_str(&format!(" … [{dropped} more bytes cut]"));
+    text.shrink_to_fit();
+}
+
 impl LogRecord {
-    /// Roughly the heap bytes this record holds.
+    /// The heap bytes this record holds (capacities, not lengths: what it really costs).
     fn weight(&self) -> usize {
-        let trace = self.trace.as_ref().map_or(0, |t| t.iter().map(|f| f.len() + 24).sum());
-        self.message.len()
-            + self.target.as_ref().map_or(0, String::len)
-            + self.filename.as_ref().map_or(0, String::len)
+        let trace = self.trace.as_ref().map_or(0, |t| {
+            t.capacity() * std::mem::size_of::<String>() + t.iter().map(String::capacity).sum::<usize>()
+        });
+        self.message.capacity()
+            + self.target.as_ref().map_or(0, String::capacity)
+            + self.filename.as_ref().map_or(0, String::capacity)
             + trace
             + std::mem::size_of::<Self>()
     }
 
-    /// Cuts every text of the record to [`MAX_LOG_LINE_BYTES`] (on a character boundary).
+    /// Cuts every text of the record to [`MAX_LOG_LINE_BYTES`] (on a character boundary) and
+    /// drops spare capacity, so the ring's byte bound is the memory it holds.
     fn bound(&mut self) {
-        fn cut(text: &mut String) {
-            if text.len() > MAX_LOG_LINE_BYTES {
-                let mut end = MAX_LOG_LINE_BYTES;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                let dropped = text.len() - end;
-                text.truncate(end);
-                text.push_str(&format!(" … [{dropped} more bytes cut]"));
-            }
+        let texts = [Some(&mut self.message), self.target.as_mut(), self.filename.as_mut()];
+        for text in texts.into_iter().flatten() {
+            cut(text, 0);
+            text.shrink_to_fit();
         }
-        cut(&mut self.message);
-        self.target.as_mut().map(cut);
-        self.filename.as_mut().map(cut);
         if let Some(trace) = &mut self.trace {
             trace.truncate(256);
-            trace.iter_mut().for_each(cut);
+            trace.iter_mut().for_each(|f| {
+                cut(f, 0);
+                f.shrink_to_fit();
+            });
+            trace.shrink_to_fit();
         }
     }
 }
@@ -170,6 +199,19 @@ impl ModuleLogs {
         self.inner.lock().bytes
     }
 
+    /// The heap bytes the ring's texts hold (their capacities), counted afresh: what the ring
+    /// really keeps alive, for tests of its bound.
+    pub fn retained_bytes(&self) -> usize {
+        let texts = |r: &LogRecord| {
+            let trace = r.trace.as_ref().map_or(0, |t| t.iter().map(String::capacity).sum::<usize>());
+            r.message.capacity()
+                + r.target.as_ref().map_or(0, String::capacity)
+                + r.filename.as_ref().map_or(0, String::capacity)
+                + trace
+        };
+        self.inner.lock().records.iter().map(texts).sum()
+    }
+
     /// The last `n` records (all of them if `n` is `None`), oldest first.
     pub fn tail(&self, n: Option<usize>) -> Vec<LogRecord> {
         let ring = self.inner.lock();
@@ -219,6 +261,30 @@ mod tests {
         assert!(last.iter().all(|r| r.message.len() < MAX_LOG_LINE_BYTES + 64));
         assert!(last[0].message.ends_with("more bytes cut]"), "{}", &last[0].message[MAX_LOG_LINE_BYTES - 8..]);
         assert_eq!(logs.total(), 1_000);
+    }
+
+    /// A module passing 1 MiB to `console_log` 512 times: the ring holds at most its byte
+    /// bound in real memory (capacities), not 512 cut strings of 1 MiB capacity each.
+    #[test]
+    fn the_rings_retained_capacity_stays_bounded_for_huge_lines() {
+        let logs = ModuleLogs::new(10_000);
+        let huge = vec![b'x'; 1 << 20];
+        for i in 0..512 {
+            // As the ABI reads it, or as a caller of `push` may build it: 1 MiB, cut by the ring.
+            let message = if i % 2 == 0 { bounded_text(&huge) } else { String::from_utf8_lossy(&huge).into_owned() };
+            logs.push(line(message));
+        }
+        let retained = logs.retained_bytes();
+        assert!(retained <= logs.bytes() && logs.bytes() <= MAX_LOG_RING_BYTES, "{retained} bytes retained");
+        let last = logs.tail(Some(1)).remove(0);
+        assert!(last.message.len() <= MAX_LOG_LINE_BYTES, "{}", last.message.len());
+        let note = format!(" … [{} more bytes cut]", (1 << 20) - (MAX_LOG_LINE_BYTES - CUT_NOTE_ROOM));
+        assert!(last.message.ends_with(&note), "{}", &last.message[last.message.len() - 40..]);
+        // Cutting again changes nothing; a short text is kept whole.
+        let mut again = last.message.clone();
+        cut(&mut again, 0);
+        assert_eq!(again, last.message);
+        assert_eq!(bounded_text("é ok".as_bytes()), "é ok");
     }
 
     #[test]

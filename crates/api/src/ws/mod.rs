@@ -34,6 +34,11 @@ pub const JSON_PROTOCOL: &str = "v1.json.spacetimedb";
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 32 << 20;
 /// Bytes of messages waiting for one slow client before it is cut off, by default.
 pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
+/// Bytes of messages waiting for all WebSocket clients of the server together, by default:
+/// past it the clients with the most waiting are cut off first, so clients that read nothing
+/// cannot hold more than this (plus what each holds as it is cut) however many there are.
+/// Four clients at the per-client limit.
+pub const DEFAULT_MAX_TOTAL_QUEUED_BYTES: usize = 4 * DEFAULT_MAX_QUEUED_BYTES;
 /// Messages waiting for one slow client before it is cut off (1.3's outgoing queue), by default.
 pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 16_384;
 /// Requests of one client waiting for the database before it is told to slow down (1.3's
@@ -57,6 +62,36 @@ fn write_stuck() -> String {
     format!("client too slow: it read nothing for {} seconds", WRITE_TIMEOUT.as_secs())
 }
 
+/// A connection that held this many bytes waiting gives the freed memory back to the system
+/// when it ends: the allocator keeps freed memory for reuse otherwise, so a burst of slow
+/// clients would leave the server large after they are gone.
+pub const RETURN_MEMORY_AFTER_BYTES: usize = 8 << 20;
+
+/// Gives memory the allocator holds free back to the system (glibc's `malloc_trim`), on a
+/// blocking thread; asks made while one runs get one more run after it.
+fn return_memory() {
+    static WANTED: AtomicBool = AtomicBool::new(false);
+    static RUNNING: AtomicBool = AtomicBool::new(false);
+    WANTED.store(true, Ordering::SeqCst);
+    if RUNNING.swap(true, Ordering::SeqCst) {
+        return;
+    }
+    tokio::task::spawn_blocking(|| loop {
+        while WANTED.swap(false, Ordering::SeqCst) {
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only walks the allocator's own free lists; it is thread-safe.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+        RUNNING.store(false, Ordering::SeqCst);
+        // An ask that came after the last run and found it running is served here.
+        if !WANTED.load(Ordering::SeqCst) || RUNNING.swap(true, Ordering::SeqCst) {
+            break;
+        }
+    });
+}
+
 /// The most frames written before one flush.
 const MAX_FRAMES_PER_FLUSH: usize = 64;
 
@@ -68,6 +103,8 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct WsLimits {
     pub max_message_bytes: usize,
     pub max_queued_bytes: usize,
+    /// Bytes waiting for every client of the server together.
+    pub max_total_queued_bytes: usize,
     pub max_queued_messages: usize,
     pub clients: ClientLimits,
 }
@@ -77,6 +114,7 @@ impl Default for WsLimits {
         Self {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
+            max_total_queued_bytes: DEFAULT_MAX_TOTAL_QUEUED_BYTES,
             max_queued_messages: DEFAULT_MAX_QUEUED_MESSAGES,
             clients: ClientLimits::default(),
         }
@@ -167,21 +205,155 @@ pub async fn subscribe(
     let is_owner = caller.identity.0 == db.owner;
     let identity = db.identity;
     let who = Caller { identity: caller.identity.0, connection_id };
-    let ws = ws.protocols([protocol]).max_message_size(limits.max_message_bytes).read_buffer_size(READ_BUFFER_BYTES);
+    // The frame limit too (tungstenite's default is 16 MiB): a message of one frame may be as
+    // large as a message, and a frame over it is refused from its header, before its payload.
+    let ws = ws
+        .protocols([protocol])
+        .max_message_size(limits.max_message_bytes)
+        .max_frame_size(limits.max_message_bytes)
+        .read_buffer_size(READ_BUFFER_BYTES);
     ws.on_upgrade(move |socket| async move {
         let conn = Connection { state, database: identity, who, is_owner, token: caller.token, encoder, limits };
         conn.run(socket).await;
     })
 }
 
-/// Counters one connection shares with its sink.
+/// What waits for one connection: counted from the moment the database queues a message
+/// (before its transaction is durable) until the connection takes it to write.
+#[derive(Default)]
+struct QueueState {
+    messages: usize,
+    bytes: usize,
+    /// The most bytes it ever held.
+    peak_bytes: usize,
+    /// Why the client was cut off, once it is.
+    cut: Option<String>,
+}
+
+/// One connection's queue as its sink, its connection and the server's budget share it.
 struct Queue {
-    messages: AtomicUsize,
-    bytes: AtomicUsize,
-    /// The client fell too far behind and is being cut off.
-    cut: AtomicBool,
+    id: u64,
+    state: parking_lot::Mutex<QueueState>,
     /// Wakes the connection when it is cut off, even while it waits on a stuck socket.
     cut_notify: tokio::sync::Notify,
+    budget: Arc<OutputBudget>,
+    metrics: Arc<crate::Metrics>,
+}
+
+impl Queue {
+    /// Counts a message of `size` bytes; false when the client is cut off (now or before).
+    fn admit(&self, size: usize, limits: &WsLimits) -> bool {
+        let mut s = self.state.lock();
+        if s.cut.is_some() {
+            return false;
+        }
+        let (messages, bytes) = (s.messages + 1, s.bytes + size);
+        if messages > limits.max_queued_messages || bytes > limits.max_queued_bytes {
+            let reason = format!(
+                "client too slow: {messages} messages ({bytes} bytes) waiting, more than the limit of {} messages or {} bytes",
+                limits.max_queued_messages, limits.max_queued_bytes
+            );
+            self.cut_locked(&mut s, reason);
+            return false;
+        }
+        (s.messages, s.bytes) = (messages, bytes);
+        s.peak_bytes = s.peak_bytes.max(bytes);
+        self.budget.live.fetch_add(size, Ordering::Relaxed);
+        self.metrics.ws_queued(size as i64);
+        true
+    }
+
+    /// A message of `size` bytes left the queue (written, or dropped).
+    fn release(&self, size: usize) {
+        let mut s = self.state.lock();
+        s.messages = s.messages.saturating_sub(1);
+        s.bytes = s.bytes.saturating_sub(size);
+        if s.cut.is_none() {
+            self.budget.live.fetch_sub(size, Ordering::Relaxed);
+        }
+        self.metrics.ws_queued(-(size as i64));
+    }
+
+    /// Cuts the client off: what it holds no longer counts as live, and the connection ends.
+    fn cut(&self, reason: String) {
+        self.cut_locked(&mut self.state.lock(), reason);
+    }
+
+    fn cut_locked(&self, s: &mut QueueState, reason: String) {
+        if s.cut.is_none() {
+            s.cut = Some(reason);
+            self.budget.live.fetch_sub(s.bytes, Ordering::Relaxed);
+            self.cut_notify.notify_one();
+        }
+    }
+
+    fn is_cut(&self) -> bool {
+        self.state.lock().cut.is_some()
+    }
+
+    /// Why the client was cut off.
+    fn reason(&self) -> String {
+        self.state.lock().cut.clone().unwrap_or_else(|| "client too slow".into())
+    }
+}
+
+/// The server-wide budget of bytes waiting for WebSocket clients: every connection's queue,
+/// so that the clients with the most waiting can be cut off first once all of them together
+/// hold more than [`WsLimits::max_total_queued_bytes`].
+#[derive(Default)]
+pub struct OutputBudget {
+    /// Bytes waiting for clients not cut off.
+    live: AtomicUsize,
+    queues: parking_lot::Mutex<HashMap<u64, Arc<Queue>>>,
+}
+
+impl OutputBudget {
+    /// Bytes waiting for clients that are not being cut off.
+    pub fn live_bytes(&self) -> usize {
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// Past `limit`, cuts off the clients with the most bytes waiting until the rest fit.
+    fn enforce(&self, limit: usize) {
+        if self.live.load(Ordering::Relaxed) <= limit {
+            return;
+        }
+        let queues = self.queues.lock();
+        let mut by_size: Vec<(usize, &Arc<Queue>)> = queues
+            .values()
+            .filter_map(|q| {
+                let s = q.state.lock();
+                s.cut.is_none().then_some((s.bytes, q))
+            })
+            .collect();
+        by_size.sort_unstable_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+        for (bytes, q) in by_size {
+            let live = self.live.load(Ordering::Relaxed);
+            if live <= limit {
+                break;
+            }
+            q.cut(format!(
+                "server too busy: clients hold {live} bytes waiting, more than {limit}; this one held the most ({bytes})"
+            ));
+            q.metrics.ws_budget_cut();
+        }
+    }
+}
+
+/// A queue's place in the budget, given up when the connection ends.
+struct Registered(Arc<Queue>);
+
+impl Registered {
+    fn new(queue: Arc<Queue>) -> Self {
+        queue.budget.queues.lock().insert(queue.id, queue.clone());
+        Self(queue)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.0.budget.queues.lock().remove(&self.0.id);
+    }
 }
 
 /// The database's way to one connection: an unbounded queue (the database never waits), with
@@ -190,29 +362,26 @@ struct ConnectionSink {
     tx: tokio::sync::mpsc::UnboundedSender<(Outgoing, usize)>,
     queue: Arc<Queue>,
     limits: WsLimits,
-    metrics: Arc<crate::Metrics>,
 }
 
 impl ClientSink for ConnectionSink {
-    fn send(&self, msg: Outgoing) {
-        if self.queue.cut.load(Ordering::Relaxed) {
+    fn admit(&self, msg: &Outgoing) -> Option<usize> {
+        let size = approx_size(msg);
+        if !self.queue.admit(size, &self.limits) {
+            return None;
+        }
+        self.queue.budget.enforce(self.limits.max_total_queued_bytes);
+        Some(size)
+    }
+
+    fn send(&self, msg: Outgoing, size: usize) {
+        if self.queue.is_cut() {
+            self.queue.release(size);
             return;
         }
-        let size = approx_size(&msg);
-        let messages = self.queue.messages.fetch_add(1, Ordering::Relaxed) + 1;
-        let bytes = self.queue.bytes.fetch_add(size, Ordering::Relaxed) + size;
-        if messages > self.limits.max_queued_messages || bytes > self.limits.max_queued_bytes {
-            self.queue.cut.store(true, Ordering::Relaxed);
-            let reason = format!(
-                "client too slow: {messages} messages ({bytes} bytes) waiting, more than the limit of {} messages or {} bytes",
-                self.limits.max_queued_messages, self.limits.max_queued_bytes
-            );
-            let _ = self.tx.send((Outgoing::Close(reason), 0));
-            self.queue.cut_notify.notify_one();
-            return;
-        }
-        if self.tx.send((msg, size)).is_ok() {
-            self.metrics.ws_queued(size as i64);
+        if let Err(e) = self.tx.send((msg, size)) {
+            // The connection is gone.
+            self.queue.release(e.0 .1);
         }
     }
 }
@@ -260,23 +429,15 @@ impl Connection {
         let id = NEXT_CLIENT.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let queue = Arc::new(Queue {
-            messages: AtomicUsize::new(0),
-            bytes: AtomicUsize::new(0),
-            cut: AtomicBool::new(false),
+            id,
+            state: Default::default(),
             cut_notify: tokio::sync::Notify::new(),
-        });
-        let sink: Arc<dyn ClientSink> = Arc::new(ConnectionSink {
-            tx,
-            queue: queue.clone(),
-            limits: self.limits,
+            budget: self.state.ws_output.clone(),
             metrics: self.state.metrics.clone(),
         });
-        let (who, is_owner, limits) = (self.who, self.is_owner, self.limits.clients);
-        let connected = self.on_db(move |d| {
-            d.set_client_limits(limits);
-            d.connect_client(id, who, is_owner, sink)
-        });
-        match connected.await {
+        let registered = Registered::new(queue.clone());
+        let sink: Arc<dyn ClientSink> = Arc::new(ConnectionSink { tx, queue: queue.clone(), limits: self.limits });
+        match self.connect(id, sink).await {
             Some(Ok(())) => {}
             Some(Err(ConnectError::Rejected(msg))) => {
                 // As 1.3: the connection just ends, with no close frame and no IdentityToken.
@@ -298,11 +459,51 @@ impl Connection {
             Ok(()) => self.serve(&mut socket, id, &mut rx, &queue).await,
             Err(e) => End::Dropped(e.to_string()),
         };
-        match &end {
+        // What still waits is dropped at once (a client cut off for holding too much gives it
+        // back before its close handshake); later messages are refused by the closed channel.
+        rx.close();
+        while let Ok((_, size)) = rx.try_recv() {
+            queue.release(size);
+        }
+        drop(registered);
+        if queue.state.lock().peak_bytes >= RETURN_MEMORY_AFTER_BYTES {
+            return_memory();
+        }
+        self.close(&mut socket, id, &end).await;
+        self.state.metrics.ws_connected(-1);
+        self.on_db(move |d| d.disconnect_client(id)).await;
+    }
+
+    /// Writes the client down as connected (for a restart after a crash: the database's
+    /// journal thread writes while its writer goes on), then runs `client_connected` once that
+    /// is on disk; `None` when the database is gone.
+    async fn connect(&self, id: u64, sink: Arc<dyn ClientSink>) -> Option<Result<(), ConnectError>> {
+        let (who, is_owner, limits) = (self.who, self.is_owner, self.limits.clients);
+        let (written_tx, written) = tokio::sync::oneshot::channel();
+        let recorded = self.on_db(move |d| {
+            d.set_client_limits(limits);
+            d.record_connecting(who, move |ok| {
+                let _ = written_tx.send(ok);
+            })
+        });
+        match recorded.await {
+            Some(Ok(())) => {
+                if written.await != Ok(true) {
+                    tracing::warn!(client = id, "writing down a connected client failed");
+                }
+                self.on_db(move |d| d.connect_client(id, who, is_owner, sink)).await
+            }
+            other => other,
+        }
+    }
+
+    /// Ends the connection as `end` says: answers the client's close, or sends the server's.
+    async fn close(&self, socket: &mut WebSocket, id: u64, end: &End) {
+        match end {
             End::ClientClosed => {
                 tracing::debug!(client = id, "client closed the connection");
                 // Hands over the reply to the client's close frame, so its close is clean.
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures::SinkExt::close(&mut socket)).await;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, futures::SinkExt::close(socket)).await;
             }
             End::Dropped(why) => tracing::debug!(client = id, "connection dropped: {why}"),
             End::Server(code, why) => {
@@ -310,11 +511,6 @@ impl Connection {
                 // A client too slow to read may never take the close frame either.
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.send(close(*code, why))).await;
             }
-        }
-        self.state.metrics.ws_connected(-1);
-        self.on_db(move |d| d.disconnect_client(id)).await;
-        while let Ok((_, size)) = rx.try_recv() {
-            self.state.metrics.ws_queued(-(size as i64));
         }
     }
 
@@ -349,7 +545,7 @@ impl Connection {
                     last_heard = Instant::now();
                     let msg = match incoming {
                         None => return End::Dropped("the connection ended".into()),
-                        Some(Err(e)) => return End::Dropped(e.to_string()),
+                        Some(Err(e)) => return self.read_failed(e),
                         Some(Ok(m)) => m,
                     };
                     let decoded = match msg {
@@ -378,9 +574,7 @@ impl Connection {
                     let mut next = Some(first);
                     let mut batch = 0usize;
                     while let Some((msg, size)) = next.take() {
-                        queue.messages.fetch_sub(1, Ordering::Relaxed);
-                        queue.bytes.fetch_sub(size, Ordering::Relaxed);
-                        self.state.metrics.ws_queued(-(size as i64));
+                        queue.release(size);
                         if let Outgoing::Close(reason) = &msg {
                             return End::Server(1008, reason.clone());
                         }
@@ -394,9 +588,7 @@ impl Connection {
                                         Err(_) => return End::Server(1008, write_stuck()),
                                     }
                                 }
-                                _ = queue.cut_notify.notified() => {
-                                    return End::Server(1008, "client too slow: its queue of messages overflowed".into());
-                                }
+                                _ = queue.cut_notify.notified() => return End::Server(1008, queue.reason()),
                             }
                             self.state.metrics.ws_sent(len);
                         }
@@ -413,11 +605,10 @@ impl Connection {
                                 Err(_) => return End::Server(1008, write_stuck()),
                             }
                         }
-                        _ = queue.cut_notify.notified() => {
-                            return End::Server(1008, "client too slow: its queue of messages overflowed".into());
-                        }
+                        _ = queue.cut_notify.notified() => return End::Server(1008, queue.reason()),
                     }
                 }
+                _ = queue.cut_notify.notified() => return End::Server(1008, queue.reason()),
                 _ = ping.tick() => {
                     if last_heard.elapsed() > IDLE_TIMEOUT {
                         return End::Server(1000, format!("no message for {} seconds", IDLE_TIMEOUT.as_secs()));
@@ -429,6 +620,19 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// Why reading failed: a message over the size limit is closed with 1009 (as documented);
+    /// anything else (a reset, a protocol error) just ends the connection.
+    fn read_failed(&self, e: axum::Error) -> End {
+        let text = e.to_string();
+        match e.into_inner().downcast::<tungstenite::Error>() {
+            Ok(inner) if matches!(*inner, tungstenite::Error::Capacity(_)) => End::Server(
+                1009,
+                format!("message too large ({inner}): the limit is {} bytes", self.limits.max_message_bytes),
+            ),
+            _ => End::Dropped(text),
         }
     }
 
