@@ -370,9 +370,10 @@ async fn restore_inner(
         .auth
         .verify(token)
         .map_err(|e| SyncError::unauthorized("Authorization", format!("invalid bearer token: {e}")))?;
-    if Identity::from_hex(&name).is_some() || name.is_empty() || name.len() > 64 {
-        return Err(bad(format!("{name:?} is not a database name")));
+    if Identity::from_hex(&name).is_some() {
+        return Err(bad(format!("{name:?} is an identity, not a database name")));
     }
+    crate::database::validate_name(&name).map_err(|e| bad(format!("{name:?} is not a database name: {e}")))?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body must be JSON: {e}")))?;
     let from =
         v["from"].as_str().ok_or_else(|| bad("`from` (the archive folder's URL) is required".into()))?.to_string();

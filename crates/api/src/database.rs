@@ -47,7 +47,8 @@ fn parse_name_or_identity(s: &str) -> Result<NameOrIdentity, Response> {
 }
 
 /// 1.3's database-name rule: lowercase letters and digits in groups joined by single hyphens.
-fn validate_name(s: &str) -> Result<(), &'static str> {
+/// The one check of every route that gives a database a name (publish, names, restore).
+pub(crate) fn validate_name(s: &str) -> Result<(), &'static str> {
     if s.is_empty() {
         return Err("database names cannot be empty");
     }

@@ -154,7 +154,11 @@ pub fn cut_after(dir: &Path, offset: u64) -> Result<(), LogError> {
         while next <= offset && pos + FRAME_HEADER <= bytes.len() {
             let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or_default()) as usize;
             pos += FRAME_HEADER + len;
-            next += 1;
+            match next.checked_add(1) {
+                Some(n) => next = n,
+                // The record numbered u64::MAX is the last there can be.
+                None => break,
+            }
         }
         if pos < bytes.len() {
             let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
@@ -228,7 +232,11 @@ pub fn read_log(dir: &Path, from_offset: u64, truncate_corruption: bool) -> Resu
                 ));
                 break;
             }
-            expected = Some(rec.offset + 1);
+            let Some(after) = rec.offset.checked_add(1) else {
+                problem = Some((pos as u64, format!("transaction offset {} has no successor", rec.offset), false));
+                break;
+            };
+            expected = Some(after);
             if rec.offset >= from_offset {
                 replay.records.push(rec);
             }

@@ -151,7 +151,10 @@ impl Persistence {
                 store.advance_sequence(q.table_id, q.column, q.next);
             }
             steps.load(&s.steps);
-            next_offset = s.offset + 1;
+            next_offset = s
+                .offset
+                .checked_add(1)
+                .ok_or_else(|| recovery(format!("snapshot at offset {}: no transaction can follow it", s.offset)))?;
             report.snapshot_offset = Some(s.offset);
         }
         let replay = read_log(&log_dir(dir), next_offset, config.recover_truncate)?;
@@ -190,7 +193,8 @@ impl Persistence {
             if let Some(step) = &rec.step {
                 steps.record(step);
             }
-            next_offset = rec.offset + 1;
+            // `read_log` refuses a record no offset can follow.
+            next_offset = rec.offset.saturating_add(1);
         }
         let tables: Vec<u32> = pending.keys().copied().collect();
         for table in tables {

@@ -55,6 +55,9 @@ pub enum StoreError {
     SequenceExhausted { table: String, column: String },
     #[error("stored row is corrupt")]
     Corrupt,
+    /// Recovered rows (a snapshot or log, maybe from an altered archive) hold a key twice.
+    #[error("recovered rows of table `{table}` break unique index `{index}`: {key} is held twice")]
+    RecoveredDuplicate { table: String, index: String, key: String },
 }
 
 /// The rows one transaction inserted and deleted, per table, in commit order of tables.
@@ -526,7 +529,8 @@ impl Store {
     }
 
     /// Applies a recovered change outside any reducer: rows are stored exactly as logged
-    /// (sequences untouched, uniqueness trusted), deletes remove the identical row.
+    /// (sequences untouched), deletes remove the identical row; a row that breaks a unique
+    /// index (or repeats a row) is [`StoreError::RecoveredDuplicate`].
     pub fn apply_recovered<'r>(
         &mut self,
         table_id: u32,
@@ -540,7 +544,8 @@ impl Store {
             }
         }
         // Logged inserts come from committed transactions replayed in order onto the state they
-        // were made in, so they cannot collide; checking each would only slow start-up.
+        // were made in, so they cannot collide, unless the files were altered (an archive
+        // anyone could write to): each is checked, one lookup per unique index.
         let inserts = inserts.into_iter();
         if table.is_empty() && table.free_slots() == 0 {
             return table.bulk_load(inserts);
@@ -548,6 +553,7 @@ impl Store {
         table.reserve(inserts.size_hint().0);
         for row in inserts {
             table.schema.validate_row(row)?;
+            table.check_recovered(row)?;
             table.put(row)?;
         }
         Ok(())
