@@ -58,6 +58,9 @@ pub enum StoreError {
     /// Recovered rows (a snapshot or log, maybe from an altered archive) hold a key twice.
     #[error("recovered rows of table `{table}` break unique index `{index}`: {key} is held twice")]
     RecoveredDuplicate { table: String, index: String, key: String },
+    /// Recovered rows of a table without a unique index (a set) hold one row twice.
+    #[error("recovered rows of table `{table}` hold the same row twice (a table without a unique index is a set)")]
+    RecoveredDuplicateRow { table: String },
 }
 
 /// The rows one transaction inserted and deleted, per table, in commit order of tables.

@@ -583,7 +583,7 @@ impl Table {
     /// each row is stored, then every index is built from its sorted keys in one pass, which
     /// is several times faster than inserting key by key. Rows come from files anyone may
     /// have altered (an archive), so a key held twice in a unique index, or a row twice in a
-    /// table without one, is [`StoreError::RecoveredDuplicate`]; the table is then unusable
+    /// table without one, is [`StoreError::RecoveredDuplicate`] (or `RecoveredDuplicateRow`); the table is then unusable
     /// and the caller abandons the load.
     pub(crate) fn bulk_load<'r>(&mut self, rows: impl IntoIterator<Item = &'r [u8]>) -> Result<(), StoreError> {
         debug_assert!(self.is_empty(), "bulk loads go into an empty table");
@@ -658,11 +658,7 @@ impl Table {
                 index: idx.name.clone(),
                 key: self.schema.key_of(row, &idx.columns).map_or_else(|e| e.to_string(), |k| format!("{k:?}")),
             },
-            None => StoreError::RecoveredDuplicate {
-                table,
-                index: "(the table's rows as a set)".into(),
-                key: "a whole row".into(),
-            },
+            None => StoreError::RecoveredDuplicateRow { table },
         }
     }
 
