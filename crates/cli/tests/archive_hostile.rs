@@ -153,6 +153,18 @@ fn a_backup_never_writes_through_a_link() {
     assert!(!ok, "a backup through a link succeeded: {said}");
     let link = evil.join("snapshots").display().to_string();
     assert!(err.contains("symbolic link") && err.contains(&link), "{err}");
+    // Over HTTP: the request's fault, not the store's.
+    let r = s
+        .server
+        .http()
+        .post(format!("{}/v1/database/mine/backup", s.server.url))
+        .header("X-Admin-API-Key", KEY)
+        .bearer_auth(cli_token(&s.server, &s.config))
+        .json(&serde_json::json!({ "to": to }))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(r.text().unwrap().contains("symbolic link"));
     assert_eq!(files(&s.victim_dir), victim_files, "nothing was written into the victim's directory");
 
     // The victim after a restart: its own rows.
