@@ -392,3 +392,27 @@ fn a_restore_takes_only_names_every_other_route_takes() {
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A database whose only snapshot no longer reads back, its log pruned past it, is reported
+/// unavailable with the reason after a restart, rather than opened empty.
+#[test]
+fn a_database_whose_snapshot_is_damaged_does_not_open_empty() {
+    let s = scene("damaged-snapshot");
+    let Scene { dir, key_file, server, victim_token, victim_dir, .. } = s;
+    drop(server);
+    for entry in std::fs::read_dir(victim_dir.join("snapshots")).unwrap() {
+        let path = entry.unwrap().path();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&path, bytes).unwrap();
+    }
+    // The log pruned past the snapshot.
+    std::fs::remove_dir_all(victim_dir.join("log")).unwrap();
+    let server = Server::start_in(dir.join("data"), &["--admin-api-key-file", key_file.to_str().unwrap()]);
+    let (status, body) = server.sql(Some(&victim_token), "victim", "SELECT * FROM account");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("refusing to open the database empty"), "{body}");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
