@@ -50,6 +50,12 @@ impl LocalDir {
     /// The folder at `root` (absolute), created if missing; every component must be a real
     /// directory, not a link.
     pub(crate) fn open(root: &Path) -> Result<Self, ArchiveError> {
+        if !root.is_absolute() || root.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
+            return Err(ArchiveError::Store(format!(
+                "{} must be an absolute path without `.` or `..` steps",
+                root.display()
+            )));
+        }
         let dir = Self { root: root.to_path_buf() };
         dir.walk(&[], true)?;
         Ok(dir)

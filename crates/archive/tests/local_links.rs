@@ -31,6 +31,7 @@ fn objects_round_trip_and_list_in_order() {
     assert!(target.list("snapshots").unwrap().is_empty());
     assert!(matches!(target.get("module.wasm"), Err(ArchiveError::Missing(_))));
     assert!(target.put("../escape", Vec::new()).is_err(), "no `..` steps");
+    assert!(open(&d.join("arch/../elsewhere")).is_err(), "nor in the folder's path");
     let _ = std::fs::remove_dir_all(&d);
 }
 
