@@ -365,6 +365,18 @@ fn crafted_archives_are_refused_with_the_reason() {
         }
     }
     assert!(wrong.is_empty(), "crafted archives not refused with their reason:\n{}", wrong.join("\n"));
+
+    // A segment renamed: a restore to offset 10 would count records from the wrong start and
+    // stop elsewhere than it says.
+    let renamed = variant("renamed", &|folder| {
+        let log = folder.join("log");
+        let first = log.join(format!("{:020}.log", 0));
+        std::fs::rename(&first, log.join(format!("{:020}.log", 5))).unwrap();
+    });
+    let (ok, said, err) =
+        epoch(&server, &config, &["restore", "--from", &renamed, "--offset", "10", "--as", "renamed"]);
+    assert!(!ok, "a renamed segment restored: {said}");
+    assert!(err.contains("name says it begins at transaction 5"), "{err}");
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -186,7 +186,7 @@ pub fn read_log(dir: &Path, from_offset: u64, truncate_corruption: bool) -> Resu
     let segs = segments(dir)?;
     let mut replay = Replay::default();
     let mut expected: Option<u64> = None;
-    for (i, (_, path)) in segs.iter().enumerate() {
+    for (i, (start, path)) in segs.iter().enumerate() {
         let is_last = i + 1 == segs.len();
         let bytes = std::fs::read(path).map_err(io_err(path))?;
         let mut problem: Option<(u64, String, bool)> = None; // (byte, reason, torn)
@@ -224,6 +224,18 @@ pub fn read_log(dir: &Path, from_offset: u64, truncate_corruption: bool) -> Resu
                     break;
                 }
             };
+            // A segment is named after its first record (`cut_after` counts from the name).
+            if pos == SEGMENT_MAGIC.len() && rec.offset != *start {
+                problem = Some((
+                    pos as u64,
+                    format!(
+                        "the segment's name says it begins at transaction {start}, but its first is {}",
+                        rec.offset
+                    ),
+                    false,
+                ));
+                break;
+            }
             if expected.is_some_and(|e| e != rec.offset) {
                 problem = Some((
                     pos as u64,
