@@ -302,6 +302,9 @@ pub async fn configure(
                 .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
                 .map_err(|e| match e {
                     epoch_archive::ArchiveError::Url(_) => bad(e.to_string()),
+                    e @ (epoch_archive::ArchiveError::Link(_) | epoch_archive::ArchiveError::NotRegular { .. }) => {
+                        SyncError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                    }
                     e => SyncError::new(StatusCode::BAD_GATEWAY, format!("the archive cannot be reached: {e}")),
                 })?;
             }

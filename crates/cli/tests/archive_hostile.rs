@@ -165,6 +165,20 @@ fn a_backup_never_writes_through_a_link() {
         .unwrap();
     assert_eq!(r.status(), 422);
     assert!(r.text().unwrap().contains("symbolic link"));
+    // Archived there continuously, each pass is refused the same way (the status says why).
+    let (ok, said, err) = epoch(&s.server, &s.config, &["archive", "mine", "--to", &to, "--max-lag-seconds", "0.5"]);
+    assert!(ok, "{said}{err}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, said, err) = epoch(&s.server, &s.config, &["archive", "mine"]);
+        assert!(ok, "{err}");
+        let status: Value = serde_json::from_str(&said).unwrap();
+        if status["error"].as_str().is_some_and(|e| e.contains("symbolic link") && e.contains(&link)) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the archiver never reported the link: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     assert_eq!(files(&s.victim_dir), victim_files, "nothing was written into the victim's directory");
 
     // The victim after a restart: its own rows.
