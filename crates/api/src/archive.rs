@@ -302,6 +302,9 @@ pub async fn configure(
                 .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
                 .map_err(|e| match e {
                     epoch_archive::ArchiveError::Url(_) => bad(e.to_string()),
+                    e @ (epoch_archive::ArchiveError::Link(_) | epoch_archive::ArchiveError::NotRegular { .. }) => {
+                        SyncError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+                    }
                     e => SyncError::new(StatusCode::BAD_GATEWAY, format!("the archive cannot be reached: {e}")),
                 })?;
             }
@@ -370,9 +373,10 @@ async fn restore_inner(
         .auth
         .verify(token)
         .map_err(|e| SyncError::unauthorized("Authorization", format!("invalid bearer token: {e}")))?;
-    if Identity::from_hex(&name).is_some() || name.is_empty() || name.len() > 64 {
-        return Err(bad(format!("{name:?} is not a database name")));
+    if Identity::from_hex(&name).is_some() {
+        return Err(bad(format!("{name:?} is an identity, not a database name")));
     }
+    crate::database::validate_name(&name).map_err(|e| bad(format!("{name:?} is not a database name: {e}")))?;
     let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body must be JSON: {e}")))?;
     let from =
         v["from"].as_str().ok_or_else(|| bad("`from` (the archive folder's URL) is required".into()))?.to_string();
@@ -426,6 +430,17 @@ async fn restore_inner(
     }))
 }
 
+/// A failed backup: a destination that is refused as such (a link, a special file, a bad URL)
+/// is the request's fault (422); anything else is the store's (502).
+fn backup_failure(e: epoch_archive::ArchiveError) -> SyncError {
+    use epoch_archive::ArchiveError as E;
+    let status = match e {
+        E::Link(_) | E::NotRegular { .. } | E::Url(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    SyncError::new(status, format!("backup failed: {e}"))
+}
+
 /// `POST /v1/database/:n/backup` with `{"to": URL, "endpoint", "region"}`: a consistent backup
 /// of a live database (a snapshot taken now plus every closed log segment, the open one closed
 /// first, and its files) written to `to` itself; writes go on meanwhile. Admin key and owner.
@@ -444,15 +459,16 @@ pub async fn backup(
         let control = state.control.clone();
         let started = std::time::Instant::now();
         let done = tokio::task::spawn_blocking(move || {
-            let target = Arc::new(epoch_archive::ArchiveTarget::open(&to, &options).map_err(|e| e.to_string())?);
-            let (dir, log) = control.backup_point(&db.0).map_err(|e| e.to_string())?;
+            let target = Arc::new(epoch_archive::ArchiveTarget::open(&to, &options).map_err(backup_failure)?);
+            let (dir, log) = control
+                .backup_point(&db.0)
+                .map_err(|e| SyncError::new(StatusCode::BAD_GATEWAY, format!("backup failed: {e}")))?;
             let mut archiver = epoch_archive::Archiver::backup(&dir, target);
-            archiver.ship(&log).map_err(|e| e.to_string())?;
-            Ok::<_, String>(archiver.status().clone())
+            archiver.ship(&log).map_err(backup_failure)?;
+            Ok::<_, SyncError>(archiver.status().clone())
         })
         .await
-        .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|m| SyncError::new(StatusCode::BAD_GATEWAY, format!("backup failed: {m}")))?;
+        .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
         tracing::info!(database = %db, shipped_end = done.shipped_end, "backup written");
         Ok::<_, SyncError>(json!({
             "offset": done.shipped_end.checked_sub(1),

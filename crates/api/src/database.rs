@@ -47,7 +47,8 @@ fn parse_name_or_identity(s: &str) -> Result<NameOrIdentity, Response> {
 }
 
 /// 1.3's database-name rule: lowercase letters and digits in groups joined by single hyphens.
-fn validate_name(s: &str) -> Result<(), &'static str> {
+/// The one check of every route that gives a database a name (publish, names, restore).
+pub(crate) fn validate_name(s: &str) -> Result<(), &'static str> {
     if s.is_empty() {
         return Err("database names cannot be empty");
     }
@@ -668,8 +669,9 @@ pub async fn timestamp(State(state): State<AppState>, Path(segment): Path<String
 pub const MAX_IMPORT_BYTES: usize = 256 << 20;
 
 /// `GET /v1/database/:n/export/:table?format=jsonl|csv`: every row of a table, owner only.
-/// JSON lines hold one row each as SATS-JSON (what `import` takes back); CSV has a header of
-/// column names and each value as its SATS-JSON text (strings unquoted), quoted as CSV needs.
+/// Both forms are exact for every value and are what `import` takes back (see
+/// `epoch_core::export`): JSON lines hold one row each; CSV has a header of column names, then
+/// each value as its text, quoted as CSV needs.
 pub async fn export(
     State(state): State<AppState>,
     Extension(caller): Extension<CallerAuth>,
@@ -688,59 +690,16 @@ pub async fn export(
         return text(StatusCode::BAD_REQUEST, format!("format must be jsonl or csv, not {format:?}"));
     }
     let name = table.clone();
-    let rows = on_db(&db, move |d| {
-        let columns: Vec<String> = d
-            .store()
-            .table_by_name(&name)?
-            .schema
-            .row_type()
-            .elements
-            .iter()
-            .enumerate()
-            .map(|(i, e)| e.name.as_deref().map_or(i.to_string(), str::to_string))
-            .collect();
-        Some((columns, d.rows_json(&name)?))
-    })
-    .await;
-    let (columns, rows) = match rows {
-        Ok(Some(r)) => r,
+    let csv = format == "csv";
+    let body = on_db(&db, move |d| if csv { d.export_csv(&name) } else { d.export_jsonl(&name) }).await;
+    let body = match body {
+        Ok(Some(Ok(body))) => body,
+        Ok(Some(Err(e))) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("exporting {table:?}: {e}")),
         Ok(None) => return text(StatusCode::NOT_FOUND, format!("no table named {table:?}")),
         Err(r) => return r,
     };
-    let body = if format == "jsonl" {
-        rows.iter().map(|r| format!("{r}\n")).collect::<String>()
-    } else {
-        let mut out = columns.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n";
-        for r in &rows {
-            // A row is a JSON object (columns in order) or, for unnamed columns, an array.
-            let values: Vec<serde_json::Value> = match serde_json::from_str::<serde_json::Value>(r) {
-                Ok(serde_json::Value::Array(values)) => values,
-                Ok(serde_json::Value::Object(fields)) => fields.into_iter().map(|(_, v)| v).collect(),
-                _ => vec![serde_json::Value::String(r.clone())],
-            };
-            let cells: Vec<String> = values
-                .iter()
-                .map(|v| match v {
-                    serde_json::Value::String(s) => csv_cell(s),
-                    other => csv_cell(&other.to_string()),
-                })
-                .collect();
-            out.push_str(&cells.join(","));
-            out.push('\n');
-        }
-        out
-    };
     let content_type = if format == "jsonl" { "application/x-ndjson" } else { "text/csv" };
     ([(header::CONTENT_TYPE, content_type)], body).into_response()
-}
-
-/// One CSV cell: quoted when it holds a comma, a quote or a line break.
-fn csv_cell(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
 }
 
 /// `POST /v1/database/:n/import/:table[?format=jsonl|csv]` with JSON lines (one row each) or

@@ -17,6 +17,7 @@
 //! Not for: deciding which databases are archived (the server does that), or their data's
 //! meaning.
 
+mod local;
 mod restore;
 mod service;
 mod ship;
@@ -71,6 +72,10 @@ pub enum ArchiveError {
     Log(#[from] epoch_commitlog::LogError),
     #[error("cannot restore: {0}")]
     Restore(String),
+    #[error("{0} is a symbolic link: archive folders are never read or written through links (name the real path)")]
+    Link(std::path::PathBuf),
+    #[error("{path} is not a regular file ({kind}): only regular files are read from an archive")]
+    NotRegular { path: std::path::PathBuf, kind: String },
 }
 
 fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ArchiveError + '_ {

@@ -1,6 +1,7 @@
 //! Where archives live: an object store (`s3://bucket/prefix` for S3, R2, MinIO or moto, or
-//! `file:///path/prefix`), reached through `object_store` on a small runtime of its own so
-//! that blocking callers (the archiver thread, a restore) can use it from anywhere.
+//! `file:///path/prefix`); S3 is reached through `object_store` on a small runtime of its own so
+//! that blocking callers (the archiver thread, a restore) can use it from anywhere, a local
+//! folder directly and without following links (`local`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,6 +10,7 @@ use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
 
+use crate::local::LocalDir;
 use crate::ArchiveError;
 
 /// How long connecting to an S3 endpoint may take.
@@ -38,12 +40,19 @@ impl std::fmt::Debug for StoreOptions {
     }
 }
 
-/// One archive location: a store and the prefix inside it.
+/// One archive location: a store and the prefix inside it, or a local folder.
 pub struct ArchiveTarget {
-    store: Arc<dyn ObjectStore>,
-    prefix: String,
+    backend: Backend,
     url: String,
     runtime: tokio::runtime::Runtime,
+}
+
+/// Where the objects are.
+enum Backend {
+    /// An S3-compatible store and the prefix inside it.
+    Store { store: Arc<dyn ObjectStore>, prefix: String },
+    /// A `file://` folder, never read or written through a link (see [`LocalDir`]).
+    Local(LocalDir),
 }
 
 impl std::fmt::Debug for ArchiveTarget {
@@ -53,9 +62,10 @@ impl std::fmt::Debug for ArchiveTarget {
 }
 
 impl ArchiveTarget {
-    /// Opens `url` (`s3://bucket/prefix` or `file:///absolute/path`).
+    /// Opens `url` (`s3://bucket/prefix` or `file:///absolute/path`; every component of a
+    /// `file://` path must be a real directory: links are refused).
     pub fn open(url: &str, options: &StoreOptions) -> Result<Self, ArchiveError> {
-        let (store, prefix): (Arc<dyn ObjectStore>, String) = if let Some(rest) = url.strip_prefix("s3://") {
+        let backend = if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
                 return Err(ArchiveError::Url(url.to_string()));
@@ -74,12 +84,12 @@ impl ArchiveTarget {
             if let (Some(id), Some(secret)) = (&options.access_key_id, &options.secret_access_key) {
                 b = b.with_access_key_id(id).with_secret_access_key(secret);
             }
-            (Arc::new(b.build().map_err(|e| ArchiveError::Store(e.to_string()))?), prefix.trim_matches('/').to_string())
+            Backend::Store {
+                store: Arc::new(b.build().map_err(|e| ArchiveError::Store(e.to_string()))?),
+                prefix: prefix.trim_matches('/').to_string(),
+            }
         } else if let Some(path) = url.strip_prefix("file://").filter(|p| p.starts_with('/')) {
-            std::fs::create_dir_all(path).map_err(|e| ArchiveError::Store(format!("creating {path}: {e}")))?;
-            let fs = object_store::local::LocalFileSystem::new_with_prefix(path)
-                .map_err(|e| ArchiveError::Store(e.to_string()))?;
-            (Arc::new(fs), String::new())
+            Backend::Local(LocalDir::open(std::path::Path::new(path))?)
         } else {
             return Err(ArchiveError::Url(url.to_string()));
         };
@@ -89,7 +99,7 @@ impl ArchiveTarget {
             .enable_all()
             .build()
             .map_err(|e| ArchiveError::Store(e.to_string()))?;
-        Ok(Self { store, prefix, url: url.trim_end_matches('/').to_string(), runtime })
+        Ok(Self { backend, url: url.trim_end_matches('/').to_string(), runtime })
     }
 
     /// The URL this target was opened with.
@@ -97,11 +107,11 @@ impl ArchiveTarget {
         &self.url
     }
 
-    fn key(&self, rest: &str) -> String {
-        if self.prefix.is_empty() {
+    fn key(prefix: &str, rest: &str) -> String {
+        if prefix.is_empty() {
             rest.to_string()
         } else {
-            format!("{}/{rest}", self.prefix)
+            format!("{prefix}/{rest}")
         }
     }
 
@@ -113,19 +123,26 @@ impl ArchiveTarget {
 
     /// Writes the object `rel` (relative to the target's prefix) whole.
     pub fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<(), ArchiveError> {
-        let key = self.key(rel);
+        let (store, prefix) = match &self.backend {
+            Backend::Local(dir) => return dir.put(rel, &bytes),
+            Backend::Store { store, prefix } => (store, prefix),
+        };
+        let key = Self::key(prefix, rel);
         let path = StorePath::from(key.as_str());
-        self.block(self.store.put(&path, bytes.into()))
-            .map_err(|e| ArchiveError::Store(format!("writing {key}: {e}")))?;
+        self.block(store.put(&path, bytes.into())).map_err(|e| ArchiveError::Store(format!("writing {key}: {e}")))?;
         Ok(())
     }
 
     /// Reads the object `rel`.
     pub fn get(&self, rel: &str) -> Result<Vec<u8>, ArchiveError> {
-        let key = self.key(rel);
+        let (store, prefix) = match &self.backend {
+            Backend::Local(dir) => return dir.get(rel),
+            Backend::Store { store, prefix } => (store, prefix),
+        };
+        let key = Self::key(prefix, rel);
         let path = StorePath::from(key.as_str());
         self.block(async {
-            let r = self.store.get(&path).await?;
+            let r = store.get(&path).await?;
             r.bytes().await
         })
         .map(|b| b.to_vec())
@@ -137,10 +154,14 @@ impl ArchiveTarget {
 
     /// The names of the objects directly under `rel/`, sorted.
     pub fn list(&self, rel: &str) -> Result<Vec<String>, ArchiveError> {
-        let key = self.key(rel);
+        let (store, prefix) = match &self.backend {
+            Backend::Local(dir) => return dir.list(rel),
+            Backend::Store { store, prefix } => (store, prefix),
+        };
+        let key = Self::key(prefix, rel);
         let path = StorePath::from(key.as_str());
         let metas: Vec<object_store::ObjectMeta> = self
-            .block(self.store.list(Some(&path)).try_collect())
+            .block(store.list(Some(&path)).try_collect())
             .map_err(|e| ArchiveError::Store(format!("listing {rel}: {e}")))?;
         let mut names: Vec<String> = metas
             .into_iter()

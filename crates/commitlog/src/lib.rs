@@ -154,7 +154,11 @@ pub fn cut_after(dir: &Path, offset: u64) -> Result<(), LogError> {
         while next <= offset && pos + FRAME_HEADER <= bytes.len() {
             let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap_or_default()) as usize;
             pos += FRAME_HEADER + len;
-            next += 1;
+            match next.checked_add(1) {
+                Some(n) => next = n,
+                // The record numbered u64::MAX is the last there can be.
+                None => break,
+            }
         }
         if pos < bytes.len() {
             let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
@@ -182,7 +186,7 @@ pub fn read_log(dir: &Path, from_offset: u64, truncate_corruption: bool) -> Resu
     let segs = segments(dir)?;
     let mut replay = Replay::default();
     let mut expected: Option<u64> = None;
-    for (i, (_, path)) in segs.iter().enumerate() {
+    for (i, (start, path)) in segs.iter().enumerate() {
         let is_last = i + 1 == segs.len();
         let bytes = std::fs::read(path).map_err(io_err(path))?;
         let mut problem: Option<(u64, String, bool)> = None; // (byte, reason, torn)
@@ -220,6 +224,18 @@ pub fn read_log(dir: &Path, from_offset: u64, truncate_corruption: bool) -> Resu
                     break;
                 }
             };
+            // A segment is named after its first record (`cut_after` counts from the name).
+            if pos == SEGMENT_MAGIC.len() && rec.offset != *start {
+                problem = Some((
+                    pos as u64,
+                    format!(
+                        "the segment's name says it begins at transaction {start}, but its first is {}",
+                        rec.offset
+                    ),
+                    false,
+                ));
+                break;
+            }
             if expected.is_some_and(|e| e != rec.offset) {
                 problem = Some((
                     pos as u64,
@@ -228,7 +244,11 @@ pub fn read_log(dir: &Path, from_offset: u64, truncate_corruption: bool) -> Resu
                 ));
                 break;
             }
-            expected = Some(rec.offset + 1);
+            let Some(after) = rec.offset.checked_add(1) else {
+                problem = Some((pos as u64, format!("transaction offset {} has no successor", rec.offset), false));
+                break;
+            };
+            expected = Some(after);
             if rec.offset >= from_offset {
                 replay.records.push(rec);
             }

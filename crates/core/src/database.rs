@@ -916,92 +916,85 @@ impl Database {
         ran
     }
 
-    /// Every row of table `name` as SATS-JSON objects, in storage order (for tools and tests).
     /// Inserts rows into table `name` in one transaction, all or nothing, through the one
-    /// commit path (log, scheduler, subscribers): each line is one row as SATS-JSON of the
-    /// table's row type (as [`Database::rows_json`] writes it). An identical row already
-    /// present is kept once (a table's set semantics); a unique key held by another row fails
-    /// the whole import, naming the line. Refused while the database cannot write.
+    /// commit path (log, scheduler, subscribers): each line is one row in the export form of
+    /// SATS-JSON (as [`Database::export_jsonl`] writes it). An identical row already present
+    /// is kept once (a table's set semantics); a unique key held by another row fails the
+    /// whole import, naming the line. Refused while the database cannot write.
     pub fn import_rows(&mut self, name: &str, lines: &[&str], caller: [u8; 32]) -> Result<usize, String> {
+        let table = self.store().table_by_name(name).ok_or_else(|| format!("no table named {name:?}"))?;
+        let row_type = table.schema.row_type().clone();
+        let ts = self.store().typespace.clone();
+        let mut rows = Vec::with_capacity(lines.len());
+        for (i, line) in lines.iter().enumerate() {
+            let row = crate::export::read_jsonl_row(&ts, &row_type, line)
+                .map_err(|e| format!("line {}: {e}; nothing was imported", i + 1))?;
+            rows.push((i as u64 + 1, row));
+        }
+        self.import_values(name, rows, caller)
+    }
+
+    /// [`Database::import_rows`] from CSV as [`Database::export_csv`] writes it (see
+    /// [`crate::export::read_csv`]): a bad cell, or a column missing, unknown or named twice
+    /// in the header, fails the whole import, naming it.
+    pub fn import_csv(&mut self, name: &str, text: &str, caller: [u8; 32]) -> Result<usize, String> {
+        let table = self.store().table_by_name(name).ok_or_else(|| format!("no table named {name:?}"))?;
+        let row_type = table.schema.row_type().clone();
+        let rows = crate::export::read_csv(&self.store().typespace, name, &row_type, text)?;
+        self.import_values(name, rows, caller)
+    }
+
+    /// Inserts decoded rows (each with its line in the file) in one transaction.
+    fn import_values(
+        &mut self,
+        name: &str,
+        rows: Vec<(u64, AlgebraicValue)>,
+        caller: [u8; 32],
+    ) -> Result<usize, String> {
         if let Some(why) = self.storage_failure() {
             return Err(format!("the database cannot write now: {why}"));
         }
         let table_id = self.store().table_id(name).ok_or_else(|| format!("no table named {name:?}"))?;
-        let ty =
-            AlgebraicType::Product(self.store().table(table_id).map_err(|e| e.to_string())?.schema.row_type().clone());
-        let ts = self.store().typespace.clone();
         let store = self.host.db_mut();
         store.begin();
-        for (i, line) in lines.iter().enumerate() {
-            let inserted = json::from_str(&ts, &ty, line)
-                .map_err(|e| e.to_string())
-                .and_then(|v| store.insert(table_id, &mut bsatn::to_vec(&v)).map_err(|e| e.to_string()));
-            if let Err(e) = inserted {
+        for (line, row) in &rows {
+            if let Err(e) = store.insert(table_id, &mut bsatn::to_vec(row)) {
                 store.rollback();
-                return Err(format!("line {}: {e}; nothing was imported", i + 1));
+                return Err(format!("line {line}: {e}; nothing was imported"));
             }
         }
         let delta = store.commit().map_err(|e| e.to_string())?;
         self.on_commit(Commit::system("__import__", caller, Vec::new(), None), &delta);
-        Ok(lines.len())
+        Ok(rows.len())
     }
 
-    /// [`Database::import_rows`] from CSV as `export --format csv` writes it: a header naming
-    /// every column of table `name` (in any order), then one row per record, each cell the
-    /// value's SATS-JSON text (a string column's cell is the string itself). A bad cell fails
-    /// the whole import, naming its line and column.
-    pub fn import_csv(&mut self, name: &str, text: &str, caller: [u8; 32]) -> Result<usize, String> {
-        let table = self.store().table_by_name(name).ok_or_else(|| format!("no table named {name:?}"))?;
-        let columns: Vec<(String, bool)> = table
-            .schema
-            .row_type()
-            .elements
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.name.as_deref().map_or(i.to_string(), str::to_string), e.ty == AlgebraicType::String))
-            .collect();
-        let mut reader = csv::ReaderBuilder::new().has_headers(true).from_reader(text.as_bytes());
-        let header = reader.headers().map_err(|e| format!("the CSV header: {e}"))?.clone();
-        // For each column of the table, its place in the file.
-        let mut places = Vec::with_capacity(columns.len());
-        for (column, _) in &columns {
-            let place = header.iter().position(|h| h == column).ok_or_else(|| {
-                format!("the CSV header has no column {column:?} of table {name:?}; nothing was imported")
-            })?;
-            places.push(place);
-        }
-        if let Some(extra) = header.iter().find(|h| !columns.iter().any(|(c, _)| c == h)) {
-            return Err(format!("table {name:?} has no column {extra:?}; nothing was imported"));
-        }
-        let mut lines = Vec::new();
-        for record in reader.records() {
-            let record = record.map_err(|e| format!("{e}; nothing was imported"))?;
-            let line = record.position().map_or(0, |p| p.line());
-            let mut row = serde_json::Map::with_capacity(columns.len());
-            for ((column, is_string), place) in columns.iter().zip(&places) {
-                let cell = record.get(*place).unwrap_or_default();
-                let value = if *is_string {
-                    serde_json::Value::String(cell.to_string())
-                } else {
-                    serde_json::from_str(cell).map_err(|e| {
-                        format!("line {line}, column {column:?}: {cell:?} is not a value of its type ({e}); nothing was imported")
-                    })?
-                };
-                row.insert(column.clone(), value);
+    /// Every row of table `name` as JSON lines in the export form (exact for every value; see
+    /// [`crate::export`]), in storage order.
+    pub fn export_jsonl(&self, name: &str) -> Option<Result<String, String>> {
+        let table = self.store().table_by_name(name)?;
+        let row_type = table.schema.row_type();
+        let ts = &self.store().typespace;
+        let mut out = String::new();
+        for row in self.rows(name)? {
+            match crate::export::jsonl_row(ts, row_type, &row) {
+                Ok(line) => {
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+                Err(e) => return Some(Err(e.to_string())),
             }
-            lines.push((line, serde_json::Value::Object(row).to_string()));
         }
-        let rows: Vec<&str> = lines.iter().map(|(_, r)| r.as_str()).collect();
-        // A row refused by the table is named by its line in the file, not its place in `rows`.
-        self.import_rows(name, &rows, caller).map_err(|e| {
-            let Some((n, rest)) = e.strip_prefix("line ").and_then(|r| r.split_once(':')) else { return e };
-            match n.parse::<usize>().ok().and_then(|n| lines.get(n.wrapping_sub(1))) {
-                Some((line, _)) => format!("line {line}:{rest}"),
-                None => e,
-            }
-        })
+        Some(Ok(out))
     }
 
+    /// Every row of table `name` as CSV (see [`crate::export::write_csv`]), in storage order.
+    pub fn export_csv(&self, name: &str) -> Option<Result<String, String>> {
+        let table = self.store().table_by_name(name)?;
+        let rows = self.rows(name)?;
+        Some(crate::export::write_csv(&self.store().typespace, table.schema.row_type(), &rows))
+    }
+
+    /// Every row of table `name` as SATS-JSON objects, in storage order (for tools and tests).
     pub fn rows_json(&self, name: &str) -> Option<Vec<String>> {
         let table = self.store().table_by_name(name)?;
         let ty = AlgebraicType::Product(table.schema.row_type().clone());

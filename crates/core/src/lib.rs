@@ -14,6 +14,7 @@ pub mod clients;
 pub mod control;
 pub mod database;
 pub mod executor;
+pub mod export;
 pub mod migrate;
 pub mod persist;
 pub mod scheduler;

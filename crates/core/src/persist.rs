@@ -80,6 +80,66 @@ fn snapshot_dir(dir: &Path) -> PathBuf {
     dir.join("snapshots")
 }
 
+/// Loads snapshot `s` into the empty `store` and `steps`; returns the offset the log resumes at.
+fn load_snapshot(s: &Snapshot, store: &mut Store, steps: &mut StepLedger) -> Result<u64, String> {
+    for (table, rows) in &s.tables {
+        store.apply_recovered(*table, rows.iter(), &[]).map_err(|e| format!("snapshot {}: {e}", s.offset))?;
+    }
+    for q in &s.sequences {
+        store.advance_sequence(q.table_id, q.column, q.next);
+    }
+    steps.load(&s.steps);
+    s.offset.checked_add(1).ok_or_else(|| format!("snapshot at offset {}: no transaction can follow it", s.offset))
+}
+
+/// Replays `records` (contiguous, as `read_log` returns them) onto `store` and `steps`;
+/// returns the offset after the last one (`None`: there were none).
+fn apply_log(records: &[TxRecord], store: &mut Store, steps: &mut StepLedger) -> Result<Option<u64>, String> {
+    // Each table's inserts are gathered until one of its transactions deletes, and applied
+    // together: tables are independent, each keeps its own order, and a table that is empty
+    // before a run of inserts (an append-only table, say) is then loaded in one pass.
+    let mut pending: BTreeMap<u32, (u64, Vec<&[u8]>)> = BTreeMap::new();
+    let flush = |store: &mut Store, table: u32, pending: &mut BTreeMap<u32, (u64, Vec<&[u8]>)>, to: u64| {
+        let Some((from, rows)) = pending.remove(&table) else { return Ok(()) };
+        store.apply_recovered(table, rows, &[]).map_err(|e| format!("transactions {from} to {to}: {e}"))
+    };
+    for rec in records {
+        for t in &rec.tables {
+            if t.deletes.is_empty() {
+                let entry = pending.entry(t.table_id).or_insert_with(|| (rec.offset, Vec::new()));
+                entry.1.extend(t.inserts.iter().map(|r| &r[..]));
+                continue;
+            }
+            flush(store, t.table_id, &mut pending, rec.offset)?;
+            store
+                .apply_recovered(t.table_id, t.inserts.iter().map(|r| &r[..]), &t.deletes)
+                .map_err(|e| format!("transaction {}: {e}", rec.offset))?;
+        }
+        for q in &rec.sequences {
+            store.advance_sequence(q.table_id, q.column, q.next);
+        }
+        if let Some(step) = &rec.step {
+            steps.record(step);
+        }
+    }
+    let Some(last) = records.last().map(|r| r.offset) else { return Ok(None) };
+    let tables: Vec<u32> = pending.keys().copied().collect();
+    for table in tables {
+        flush(store, table, &mut pending, last)?;
+    }
+    // `read_log` refuses a record no offset can follow.
+    Ok(Some(last.saturating_add(1)))
+}
+
+/// Whether `dir` holds any snapshot file (readable or not).
+fn has_snapshot_files(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| e.file_name().to_str().is_some_and(|n| n.ends_with(".snap")))
+}
+
 /// What the log keeps of one transaction besides its rows.
 pub struct LoggedTx<'a> {
     /// The reducer that ran, or a system name such as `__sql__`.
@@ -113,19 +173,19 @@ impl Persistence {
         let snapshot = read_latest_snapshot(&snapshot_dir(dir));
         let mut next_offset = 0;
         if let Some(s) = &snapshot {
-            for (table, rows) in &s.tables {
-                store
-                    .apply_recovered(*table, rows.iter(), &[])
-                    .map_err(|e| recovery(format!("snapshot {}: {e}", s.offset)))?;
-            }
-            for q in &s.sequences {
-                store.advance_sequence(q.table_id, q.column, q.next);
-            }
-            steps.load(&s.steps);
-            next_offset = s.offset + 1;
+            next_offset = load_snapshot(s, store, steps).map_err(recovery)?;
             report.snapshot_offset = Some(s.offset);
         }
         let replay = read_log(&log_dir(dir), next_offset, config.recover_truncate)?;
+        if snapshot.is_none() && replay.records.is_empty() && has_snapshot_files(&snapshot_dir(dir)) {
+            // The rows were in snapshots none of which reads back, and the log no longer holds
+            // them: opening would quietly start from an empty database.
+            return Err(recovery(
+                "no snapshot in snapshots/ reads back whole and the log holds no transaction to rebuild from; \
+                 refusing to open the database empty"
+                    .into(),
+            ));
+        }
         if let Some(first) = replay.records.first() {
             if first.offset != next_offset {
                 return Err(recovery(format!(
@@ -135,38 +195,7 @@ impl Persistence {
                 )));
             }
         }
-        // Each table's inserts are gathered until one of its transactions deletes, and applied
-        // together: tables are independent, each keeps its own order, and a table that is empty
-        // before a run of inserts (an append-only table, say) is then loaded in one pass.
-        let mut pending: BTreeMap<u32, (u64, Vec<&[u8]>)> = BTreeMap::new();
-        let flush = |store: &mut Store, table: u32, pending: &mut BTreeMap<u32, (u64, Vec<&[u8]>)>, to: u64| {
-            let Some((from, rows)) = pending.remove(&table) else { return Ok(()) };
-            store.apply_recovered(table, rows, &[]).map_err(|e| recovery(format!("transactions {from} to {to}: {e}")))
-        };
-        for rec in &replay.records {
-            for t in &rec.tables {
-                if t.deletes.is_empty() {
-                    let entry = pending.entry(t.table_id).or_insert_with(|| (rec.offset, Vec::new()));
-                    entry.1.extend(t.inserts.iter().map(|r| &r[..]));
-                    continue;
-                }
-                flush(store, t.table_id, &mut pending, rec.offset)?;
-                store
-                    .apply_recovered(t.table_id, t.inserts.iter().map(|r| &r[..]), &t.deletes)
-                    .map_err(|e| recovery(format!("transaction {}: {e}", rec.offset)))?;
-            }
-            for q in &rec.sequences {
-                store.advance_sequence(q.table_id, q.column, q.next);
-            }
-            if let Some(step) = &rec.step {
-                steps.record(step);
-            }
-            next_offset = rec.offset + 1;
-        }
-        let tables: Vec<u32> = pending.keys().copied().collect();
-        for table in tables {
-            flush(store, table, &mut pending, next_offset.saturating_sub(1))?;
-        }
+        next_offset = apply_log(&replay.records, store, steps).map_err(recovery)?.unwrap_or(next_offset);
         report.replayed = replay.records.len();
         report.torn_bytes = replay.torn_bytes;
         report.truncated_at = replay.truncated_at;

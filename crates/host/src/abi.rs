@@ -227,7 +227,12 @@ fn store_errno(e: StoreError) -> Result<u32> {
         StoreError::NoSuchRow => errno::NO_SUCH_ROW,
         StoreError::Decode(_) => errno::BSATN_DECODE_ERROR,
         StoreError::UniqueViolation { .. } => errno::UNIQUE_ALREADY_EXISTS,
-        e @ (StoreError::SequenceExhausted { .. } | StoreError::Corrupt) => bail!(e),
+        e @ (StoreError::SequenceExhausted { .. }
+        | StoreError::Corrupt
+        | StoreError::RecoveredDuplicate { .. }
+        | StoreError::RecoveredDuplicateRow { .. }) => {
+            bail!(e)
+        }
     })
 }
 

@@ -42,6 +42,16 @@ pub fn write(out: &mut String, ts: &Typespace, ty: &AlgebraicType, v: &Algebraic
     write_at(out, ts, ty, v, 0, Style::Named)
 }
 
+/// Writes `v` in the export form: SATS-JSON as [`to_string`] writes it, except that non-finite
+/// floats, which SATS-JSON writes as `null`, are strings that [`from_str_exact`] reads back bit
+/// for bit: `"NaN"` (the canonical quiet NaN), `"Infinity"`, `"-Infinity"`, and
+/// `"NaN:0x<bits>"` for any other NaN. With it, every value survives an export and import.
+pub fn to_string_exact(ts: &Typespace, ty: &AlgebraicType, v: &AlgebraicValue) -> Result<String, JsonError> {
+    let mut out = String::new();
+    write_at(&mut out, ts, ty, v, 0, Style::Exact)?;
+    Ok(out)
+}
+
 /// Appends `v` in the positional form the `/sql` route uses for rows: every product is an array
 /// and every sum is `[tag, payload]`.
 pub fn write_positional(
@@ -60,6 +70,8 @@ enum Style {
     Named,
     /// Arrays for products, `[tag, payload]` for sums.
     Positional,
+    /// As `Named`, with non-finite floats as strings (see [`to_string_exact`]).
+    Exact,
 }
 
 /// Appends a JSON string literal, escaped as serde_json escapes it.
@@ -68,19 +80,41 @@ pub fn write_str(out: &mut String, s: &str) {
     out.push_str(&serde_json::to_string(s).unwrap_or_default());
 }
 
-fn write_f64(out: &mut String, f: f64) {
+fn write_f64(out: &mut String, f: f64, style: Style) {
     if f.is_finite() {
         out.push_str(ryu::Buffer::new().format_finite(f));
+    } else if style == Style::Exact {
+        write_non_finite(out, f.is_nan(), f.is_sign_negative(), f.to_bits() == f64::NAN.to_bits(), &f.to_bits());
     } else {
         out.push_str("null");
     }
 }
 
-fn write_f32(out: &mut String, f: f32) {
+fn write_f32(out: &mut String, f: f32, style: Style) {
     if f.is_finite() {
-        out.push_str(ryu::Buffer::new().format_finite(f));
+        let mut buf = ryu::Buffer::new();
+        let short = buf.format_finite(f);
+        // A reader takes a number as an f64 and rounds it to f32: rounding twice could, in
+        // rare cases, miss `f` from its shortest form; the f64 form of `f` never misses.
+        if style == Style::Exact && short.parse::<f64>().map(|d| d as f32) != Ok(f) {
+            out.push_str(ryu::Buffer::new().format_finite(f as f64));
+        } else {
+            out.push_str(short);
+        }
+    } else if style == Style::Exact {
+        write_non_finite(out, f.is_nan(), f.is_sign_negative(), f.to_bits() == f32::NAN.to_bits(), &f.to_bits());
     } else {
         out.push_str("null");
+    }
+}
+
+/// A non-finite float in the export form (see [`to_string_exact`]).
+fn write_non_finite(out: &mut String, nan: bool, negative: bool, canonical: bool, bits: &dyn fmt::LowerHex) {
+    match (nan, negative, canonical) {
+        (true, _, true) => out.push_str("\"NaN\""),
+        (true, _, false) => write!(out, "\"NaN:{bits:#x}\"").unwrap_or(()),
+        (false, false, _) => out.push_str("\"Infinity\""),
+        (false, true, _) => out.push_str("\"-Infinity\""),
     }
 }
 
@@ -119,8 +153,8 @@ fn write_at(
         (T::U128, V::U128(x)) => write!(out, "{x}").unwrap_or(()),
         (T::I256, V::I256(x)) => write!(out, "\"{:-#x}\"", **x).unwrap_or(()),
         (T::U256, V::U256(x)) => write!(out, "\"{:#x}\"", **x).unwrap_or(()),
-        (T::F32, V::F32(x)) => write_f32(out, x.0),
-        (T::F64, V::F64(x)) => write_f64(out, x.0),
+        (T::F32, V::F32(x)) => write_f32(out, x.0, style),
+        (T::F64, V::F64(x)) => write_f64(out, x.0, style),
         (T::String, V::String(s)) => write_str(out, s),
         (T::Array(elem), V::Array(items)) => {
             if **elem == T::U8 {
@@ -144,7 +178,7 @@ fn write_at(
         (T::Product(p), V::Product(items)) => write_product(out, ts, p, items, depth, style)?,
         (T::Sum(s), V::Sum(SumValue { tag, value })) => {
             let variant = s.variants.get(*tag as usize).ok_or_else(|| mismatch(ty, v))?;
-            match variant.name.as_ref().filter(|_| style == Style::Named) {
+            match variant.name.as_ref().filter(|_| style != Style::Positional) {
                 Some(name) => {
                     out.push('{');
                     write_str(out, name);
@@ -180,7 +214,7 @@ fn write_product(
         )));
     }
     // A product is an object only when every element has a name (the unit type is `[]`).
-    let named = style == Style::Named && !p.elements.is_empty() && p.elements.iter().all(|e| e.name.is_some());
+    let named = style != Style::Positional && !p.elements.is_empty() && p.elements.iter().all(|e| e.name.is_some());
     out.push(if named { '{' } else { '[' });
     for (i, (e, item)) in p.elements.iter().zip(items).enumerate() {
         if i > 0 {
@@ -204,6 +238,16 @@ pub fn from_str(ts: &Typespace, ty: &AlgebraicType, json: &str) -> Result<Algebr
     Ok(v)
 }
 
+/// Reads a value of type `ty` from its export form ([`to_string_exact`]): SATS-JSON, and
+/// non-finite floats as the strings that form writes.
+pub fn from_str_exact(ts: &Typespace, ty: &AlgebraicType, json: &str) -> Result<AlgebraicValue, JsonError> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let seed = TypedSeed { exact: true, ..TypedSeed::new(ts, ty) };
+    let v = seed.deserialize(&mut de).map_err(|e| JsonError::Parse(e.to_string()))?;
+    de.end().map_err(|e| JsonError::Parse(e.to_string()))?;
+    Ok(v)
+}
+
 /// Reads a reducer's arguments (a product of `params`) from SATS-JSON, with errors in 1.3's form:
 /// `{path}: {path}: {message}`, e.g. `.: .: invalid length 1, expected reducer args for transfer
 /// with 3 elements at line 1 column 3` or `[0]: [0]: invalid type: string "a", expected u32 …`.
@@ -217,7 +261,7 @@ pub fn reducer_args_from_str(
     let expectation = format!("reducer args for {reducer} with {} elements", params.elements.len());
     let mut de = serde_json::Deserializer::from_str(json);
     let mut track = serde_path_to_error::Track::new();
-    let seed = TypedSeed { ts, ty: &ty, depth: 0, top_expectation: Some(&expectation) };
+    let seed = TypedSeed { ts, ty: &ty, depth: 0, top_expectation: Some(&expectation), exact: false };
     let result = seed.deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track));
     // 1.3 prints the path twice: once itself and once inside the error it wraps.
     let v = result.map_err(|e| {
@@ -236,15 +280,17 @@ pub struct TypedSeed<'a> {
     depth: u32,
     /// What the outermost product is called in errors ("reducer args for …").
     top_expectation: Option<&'a str>,
+    /// Whether non-finite floats may be given as strings (the export form).
+    exact: bool,
 }
 
 impl<'a> TypedSeed<'a> {
     pub fn new(ts: &'a Typespace, ty: &'a AlgebraicType) -> Self {
-        Self { ts, ty, depth: 0, top_expectation: None }
+        Self { ts, ty, depth: 0, top_expectation: None, exact: false }
     }
 
     fn child(&self, ty: &'a AlgebraicType) -> Self {
-        Self { ts: self.ts, ty, depth: self.depth + 1, top_expectation: None }
+        Self { ts: self.ts, ty, depth: self.depth + 1, top_expectation: None, exact: self.exact }
     }
 }
 
@@ -289,6 +335,8 @@ impl<'de> DeserializeSeed<'de> for TypedSeed<'_> {
             T::U128 => V::U128(serde::Deserialize::deserialize(de)?),
             T::I256 => V::I256(Box::new(de.deserialize_str(Int256Visitor(I256::from_str_hex))?)),
             T::U256 => V::U256(Box::new(de.deserialize_str(Int256Visitor(U256::from_str_hex))?)),
+            T::F32 if self.exact => V::F32(F32(de.deserialize_any(ExactFloat(f32_from_text))?)),
+            T::F64 if self.exact => V::F64(F64(de.deserialize_any(ExactFloat(f64_from_text))?)),
             T::F32 => V::F32(F32(serde::Deserialize::deserialize(de)?)),
             T::F64 => V::F64(F64(serde::Deserialize::deserialize(de)?)),
             T::String => V::String(String::deserialize_owned(de)?.into()),
@@ -297,6 +345,69 @@ impl<'de> DeserializeSeed<'de> for TypedSeed<'_> {
             T::Product(p) => de.deserialize_any(ProductVisitor { seed: self, ty: p })?,
             T::Sum(s) => de.deserialize_any(SumVisitor { seed: self, ty: s })?,
         })
+    }
+}
+
+/// A float of the export form: a number, or one of the strings [`to_string_exact`] writes for
+/// non-finite values.
+struct ExactFloat<T>(fn(&str) -> Option<T>);
+
+fn f64_from_text(s: &str) -> Option<f64> {
+    match s {
+        "NaN" => Some(f64::NAN),
+        "Infinity" => Some(f64::INFINITY),
+        "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => {
+            let bits = u64::from_str_radix(s.strip_prefix("NaN:0x")?, 16).ok()?;
+            Some(f64::from_bits(bits)).filter(|f| f.is_nan())
+        }
+    }
+}
+
+fn f32_from_text(s: &str) -> Option<f32> {
+    match s {
+        "NaN" => Some(f32::NAN),
+        "Infinity" => Some(f32::INFINITY),
+        "-Infinity" => Some(f32::NEG_INFINITY),
+        _ => {
+            let bits = u32::from_str_radix(s.strip_prefix("NaN:0x")?, 16).ok()?;
+            Some(f32::from_bits(bits)).filter(|f| f.is_nan())
+        }
+    }
+}
+
+/// How a number becomes the float type: `f64` as is, `f32` rounded once from it (as serde
+/// reads an `f32`).
+trait FromNumber: Sized {
+    fn from_f64(f: f64) -> Self;
+}
+impl FromNumber for f64 {
+    fn from_f64(f: f64) -> Self {
+        f
+    }
+}
+impl FromNumber for f32 {
+    fn from_f64(f: f64) -> Self {
+        f as f32
+    }
+}
+
+impl<'de, T: FromNumber> Visitor<'de> for ExactFloat<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a number, \"NaN\", \"Infinity\", \"-Infinity\" or \"NaN:0x<bits>\"")
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        Ok(T::from_f64(v))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        Ok(T::from_f64(v as f64))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        Ok(T::from_f64(v as f64))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.0)(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
     }
 }
 

@@ -55,6 +55,12 @@ pub enum StoreError {
     SequenceExhausted { table: String, column: String },
     #[error("stored row is corrupt")]
     Corrupt,
+    /// Recovered rows (a snapshot or log, maybe from an altered archive) hold a key twice.
+    #[error("recovered rows of table `{table}` break unique index `{index}`: {key} is held twice")]
+    RecoveredDuplicate { table: String, index: String, key: String },
+    /// Recovered rows of a table without a unique index (a set) hold one row twice.
+    #[error("recovered rows of table `{table}` hold the same row twice (a table without a unique index is a set)")]
+    RecoveredDuplicateRow { table: String },
 }
 
 /// The rows one transaction inserted and deleted, per table, in commit order of tables.
@@ -526,7 +532,8 @@ impl Store {
     }
 
     /// Applies a recovered change outside any reducer: rows are stored exactly as logged
-    /// (sequences untouched, uniqueness trusted), deletes remove the identical row.
+    /// (sequences untouched), deletes remove the identical row; a row that breaks a unique
+    /// index (or repeats a row) is [`StoreError::RecoveredDuplicate`].
     pub fn apply_recovered<'r>(
         &mut self,
         table_id: u32,
@@ -540,7 +547,8 @@ impl Store {
             }
         }
         // Logged inserts come from committed transactions replayed in order onto the state they
-        // were made in, so they cannot collide; checking each would only slow start-up.
+        // were made in, so they cannot collide, unless the files were altered (an archive
+        // anyone could write to): each is checked, one lookup per unique index.
         let inserts = inserts.into_iter();
         if table.is_empty() && table.free_slots() == 0 {
             return table.bulk_load(inserts);
@@ -548,6 +556,7 @@ impl Store {
         table.reserve(inserts.size_hint().0);
         for row in inserts {
             table.schema.validate_row(row)?;
+            table.check_recovered(row)?;
             table.put(row)?;
         }
         Ok(())

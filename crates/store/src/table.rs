@@ -204,8 +204,9 @@ impl Index {
     }
 
     /// Fills this empty index from (key, row) pairs in any order (the maps sort them once and
-    /// build their trees bottom-up).
-    fn build(&mut self, entries: Vec<(Key, RowId)>) {
+    /// build their trees bottom-up). Returns false when a unique index got a key twice (it then
+    /// holds fewer entries than it was given).
+    fn build(&mut self, entries: Vec<(Key, RowId)>) -> bool {
         debug_assert!(self.is_empty(), "only an empty index is built in one pass");
         let n = entries.len();
         let ints = || entries.iter().filter_map(|(k, r)| if let Key::Int(k) = k { Some((*k, *r)) } else { None });
@@ -225,7 +226,7 @@ impl Index {
                     .collect()
             }
         }
-        debug_assert_eq!(self.len(), n, "index {}: every row under its own key, no key twice", self.name);
+        self.len() == n
     }
 
     /// The row under `key` in a unique index.
@@ -580,13 +581,18 @@ impl Table {
 
     /// Loads rows into this empty table all at once (a snapshot or the first recovered batch):
     /// each row is stored, then every index is built from its sorted keys in one pass, which
-    /// is several times faster than inserting key by key. Rows are trusted to be distinct and
-    /// unique as the table was when they were saved.
+    /// is several times faster than inserting key by key. Rows come from files anyone may
+    /// have altered (an archive), so a key held twice in a unique index, or a row twice in a
+    /// table without one, is [`StoreError::RecoveredDuplicate`] (or `RecoveredDuplicateRow`); the table is then unusable
+    /// and the caller abandons the load.
     pub(crate) fn bulk_load<'r>(&mut self, rows: impl IntoIterator<Item = &'r [u8]>) -> Result<(), StoreError> {
         debug_assert!(self.is_empty(), "bulk loads go into an empty table");
         let mut keys: Vec<Vec<(Key, RowId)>> = self.indexes.iter().map(|_| Vec::new()).collect();
         for row in rows {
             self.schema.validate_row(row)?;
+            if self.by_content.is_some() && self.find_same(row)?.is_some() {
+                return Err(self.recovered_duplicate(None, row));
+            }
             for (idx, k) in self.indexes.iter().zip(keys.iter_mut()) {
                 let key = idx.key_of_row(&self.schema, row)?;
                 k.push((key, self.rows.slot_hint()));
@@ -598,10 +604,62 @@ impl Table {
             self.index_content(id);
             self.len += 1;
         }
-        for (idx, k) in self.indexes.iter_mut().zip(keys) {
-            idx.build(k);
+        let mut broken = None;
+        for (i, (idx, k)) in self.indexes.iter_mut().zip(keys).enumerate() {
+            if !idx.build(k) && broken.is_none() {
+                broken = Some(i);
+            }
+        }
+        match broken {
+            Some(i) => Err(self.first_duplicate(i)),
+            None => Ok(()),
+        }
+    }
+
+    /// The error for the first row whose key in unique index `i` an earlier row holds too.
+    fn first_duplicate(&self, i: usize) -> StoreError {
+        let idx = &self.indexes[i];
+        let mut seen = std::collections::BTreeSet::new();
+        for (_, row) in self.iter() {
+            match idx.key_of_row(&self.schema, row) {
+                Ok(key) => {
+                    if !seen.insert(key) {
+                        return self.recovered_duplicate(Some(idx), row);
+                    }
+                }
+                Err(e) => return e,
+            }
+        }
+        self.recovered_duplicate(Some(idx), &[])
+    }
+
+    /// Before a recovered row is stored in a table that already holds rows: an error when a
+    /// unique index already has its key, or (no unique index) the identical row is there.
+    pub(crate) fn check_recovered(&self, row: &[u8]) -> Result<(), StoreError> {
+        let mut any_unique = false;
+        for idx in self.indexes.iter().filter(|i| i.unique) {
+            any_unique = true;
+            if idx.get_unique_key(&idx.key_of_row(&self.schema, row)?).is_some() {
+                return Err(self.recovered_duplicate(Some(idx), row));
+            }
+        }
+        if !any_unique && self.find_same(row)?.is_some() {
+            return Err(self.recovered_duplicate(None, row));
         }
         Ok(())
+    }
+
+    /// A recovered row that breaks unique index `idx` (`None`: a row stored twice).
+    fn recovered_duplicate(&self, idx: Option<&Index>, row: &[u8]) -> StoreError {
+        let table = self.schema.name().to_string();
+        match idx {
+            Some(idx) => StoreError::RecoveredDuplicate {
+                table,
+                index: idx.name.clone(),
+                key: self.schema.key_of(row, &idx.columns).map_or_else(|e| e.to_string(), |k| format!("{k:?}")),
+            },
+            None => StoreError::RecoveredDuplicateRow { table },
+        }
     }
 
     /// Before an insert: the id of an identical row already stored (the insert is then a

@@ -87,3 +87,27 @@ proptest! {
         loaded.commit().unwrap();
     }
 }
+
+/// Recovered rows come from files anyone may alter (an archive): a key held twice in a unique
+/// index, or a row held twice in a table without one, is refused naming table and index,
+/// whether the table is loaded in one piece or row by row after earlier rows.
+#[test]
+fn recovered_duplicates_are_refused_naming_table_and_index() {
+    let mut store = Store::new(&def());
+    let (a, twin) = (row(1, 0, "a"), row(1, 5, "other"));
+    let err = store.apply_recovered(0, [&a[..], &twin[..]], &[]).unwrap_err().to_string();
+    assert!(err.contains("`t`") && err.contains("unique index") && err.contains("held twice"), "{err}");
+
+    let mut store = Store::new(&def());
+    store.apply_recovered(0, [&a[..]], &[]).unwrap();
+    let err = store.apply_recovered(0, [&twin[..]], &[]).unwrap_err().to_string();
+    assert!(err.contains("`t`") && err.contains("held twice"), "{err}");
+
+    let bag = bsatn::to_vec(&AlgebraicValue::product([AlgebraicValue::U64(7)]));
+    let mut store = Store::new(&def());
+    let err = store.apply_recovered(1, [&bag[..], &bag[..]], &[]).unwrap_err().to_string();
+    assert!(err.contains("`bag`"), "{err}");
+    let mut store = Store::new(&def());
+    store.apply_recovered(1, [&bag[..]], &[]).unwrap();
+    assert!(store.apply_recovered(1, [&bag[..]], &[]).is_err(), "a row twice in a set");
+}
