@@ -113,7 +113,7 @@ fn the_global_admin_key_flag_is_the_servers_key_and_unread_global_flags_are_refu
         epoch_failing(&[&start[..], &["--admin-api-key", "a", "--admin-api-key-file", "/nonexistent"]].concat());
     assert_ne!(code, Some(0));
     assert!(err.contains("not both"), "{err}");
-    let (code, err) = epoch_failing(&["--admin-api-key", "a", "sql", "db", "SELECT 1"]);
+    let (code, err) = epoch_failing(&["--admin-api-key", "a", "run", "module.wasm"]);
     assert_ne!(code, Some(0));
-    assert!(err.contains("--admin-api-key has no effect on `epoch sql`"), "{err}");
+    assert!(err.contains("--admin-api-key has no effect on `epoch run`"), "{err}");
 }
