@@ -425,7 +425,7 @@ fn main() -> Result<()> {
 fn globals_read(command: &Command) -> &'static [&'static str] {
     match command {
         Command::Start(_) => &["admin_api_key"],
-        Command::Run { .. } | Command::Bench { .. } | Command::Backup(BackupArgs { command: Some(_), .. }) => &[],
+        Command::Run { .. } | Command::Bench { .. } => &[],
         // Client commands all take the admin key: scripts and aliases pass it once for every
         // command, and a command that needs none simply does not send it.
         _ => &["server", "config", "admin_api_key"],
