@@ -58,23 +58,26 @@ fn the_file_sets_options_flags_win_and_relative_paths_follow_the_file() {
     let s = Server::start_in(dir.join("data"), &["--config-file", path.to_str().unwrap()]);
     let (_, owner) = s.identity();
     assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
-    let get = |key: &str| {
-        let r = s
-            .http()
-            .get(format!("{}/admin/workflows/wf_nosuch", s.url))
-            .header("X-Admin-API-Key", key)
-            .bearer_auth(&owner)
-            .send()
-            .unwrap();
-        let status = r.status().as_u16();
-        (status, r.json::<serde_json::Value>().unwrap())
-    };
+    let get = |key: &str| admin_get(&s, &owner, key);
     assert_eq!(get("wrong").0, 401, "the key comes from the file named relative to the config");
     let (status, body) = get("file-key");
     assert_eq!(status, 404, "{body}");
     assert!(body["message"].as_str().unwrap().contains("wf_nosuch"), "the default database is set: {body}");
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `GET /admin/workflows/wf_nosuch` with admin key `key` and the owner's token: (status, body).
+fn admin_get(s: &Server, owner: &str, key: &str) -> (u16, serde_json::Value) {
+    let r = s
+        .http()
+        .get(format!("{}/admin/workflows/wf_nosuch", s.url))
+        .header("X-Admin-API-Key", key)
+        .bearer_auth(owner)
+        .send()
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json::<serde_json::Value>().unwrap_or_default())
 }
 
 /// Runs `epoch ARGS` (expecting it to stop by itself); returns (exit code, stderr).
@@ -88,16 +91,7 @@ fn the_global_admin_key_flag_is_the_servers_key_and_unread_global_flags_are_refu
     let s = Server::start(&["--admin-api-key", "flag-key", "--default-database", "proj"]);
     let (_, owner) = s.identity();
     assert_eq!(s.publish(&owner, "proj", "projections").status(), 200);
-    let get = |key: &str| {
-        let r = s
-            .http()
-            .get(format!("{}/admin/workflows/wf_nosuch", s.url))
-            .header("X-Admin-API-Key", key)
-            .bearer_auth(&owner)
-            .send()
-            .unwrap();
-        r.status().as_u16()
-    };
+    let get = |key: &str| admin_get(&s, &owner, key).0;
     assert_eq!(get("wrong"), 401);
     assert_eq!(get("flag-key"), 404, "the server accepts the key given with --admin-api-key");
     drop(s);

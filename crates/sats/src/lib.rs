@@ -18,6 +18,8 @@
 
 pub mod bsatn;
 pub mod json;
+#[cfg(feature = "proptest")]
+pub mod strategy;
 mod types;
 mod value;
 

@@ -1,5 +1,6 @@
 //! Property tests: every generated value survives BSATN and SATS-JSON round trips.
 
+use epoch_sats::strategy::{values, Floats};
 use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue, ProductType, SumType, Typespace, F32, F64, I256, U256};
 use proptest::prelude::*;
 
@@ -47,43 +48,9 @@ fn any_type() -> impl Strategy<Value = AlgebraicType> {
     })
 }
 
+/// Values of `ty` (generated types nest at most 4 levels, well inside the depth given).
 fn value_of(ty: &AlgebraicType) -> BoxedStrategy<AlgebraicValue> {
-    use AlgebraicType as T;
-    use AlgebraicValue as V;
-    match ty {
-        T::Ref(_) => unreachable!("generated types have no refs"),
-        T::Bool => any::<bool>().prop_map(V::Bool).boxed(),
-        T::I8 => any::<i8>().prop_map(V::I8).boxed(),
-        T::U8 => any::<u8>().prop_map(V::U8).boxed(),
-        T::I16 => any::<i16>().prop_map(V::I16).boxed(),
-        T::U16 => any::<u16>().prop_map(V::U16).boxed(),
-        T::I32 => any::<i32>().prop_map(V::I32).boxed(),
-        T::U32 => any::<u32>().prop_map(V::U32).boxed(),
-        T::I64 => any::<i64>().prop_map(V::I64).boxed(),
-        T::U64 => any::<u64>().prop_map(V::U64).boxed(),
-        T::I128 => any::<i128>().prop_map(V::I128).boxed(),
-        T::U128 => any::<u128>().prop_map(V::U128).boxed(),
-        T::I256 => any::<[u8; 32]>().prop_map(|b| V::I256(Box::new(I256::from_le_bytes(b)))).boxed(),
-        T::U256 => any::<[u8; 32]>().prop_map(|b| V::U256(Box::new(U256::from_le_bytes(b)))).boxed(),
-        // JSON has no NaN or infinities: SpacetimeDB writes them as null, which cannot come back.
-        T::F32 => any::<f32>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| V::F32(F32(f))).boxed(),
-        T::F64 => any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| V::F64(F64(f))).boxed(),
-        T::String => ".{0,12}".prop_map(V::string).boxed(),
-        T::Array(elem) => proptest::collection::vec(value_of(elem), 0..4).prop_map(|v| V::Array(v.into())).boxed(),
-        T::Product(p) => {
-            let parts: Vec<_> = p.elements.iter().map(|e| value_of(&e.ty)).collect();
-            parts.prop_map(|v| V::Product(v.into())).boxed()
-        }
-        T::Sum(s) => {
-            let variants: Vec<_> = s
-                .variants
-                .iter()
-                .enumerate()
-                .map(|(i, v)| value_of(&v.ty).prop_map(move |x| V::sum(i as u8, x)).boxed())
-                .collect();
-            proptest::strategy::Union::new(variants).boxed()
-        }
-    }
+    values(&Typespace::default(), ty, 8, Floats::Finite)
 }
 
 fn typed_value() -> impl Strategy<Value = (AlgebraicType, AlgebraicValue)> {
