@@ -5,7 +5,11 @@
 //! `client_disconnected` on request, and fires scheduled reducers. A [`DatabaseHandle`] puts it
 //! on its own writer thread, so reducers are serializable by construction.
 //!
-//! Not for: HTTP, identities or durability.
+//! It also keeps each database durable (`persist`: the commitlog record of every commit,
+//! snapshots, recovery; `client_journal`: who was connected) and runs the server's control
+//! plane (`control`, `system`: databases, names, permissions and configurations).
+//!
+//! Not for: HTTP, token cryptography (epoch-auth) or the log's file format (epoch-commitlog).
 
 pub mod bench;
 pub mod catalog;
