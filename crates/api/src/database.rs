@@ -438,29 +438,7 @@ pub async fn call(
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut connection_id);
     let who = Caller { identity: caller.identity.0, connection_id };
     let name = reducer.clone();
-    let answer = on_db(&db, move |d| {
-        if let Some(why) = d.storage_failure() {
-            return CallAnswer::Unavailable(why);
-        }
-        if let Some(r) = d.client_connected(who) {
-            if !r.outcome.is_committed() {
-                return CallAnswer::Rejected(r.outcome.error_message().unwrap_or_default());
-            }
-        }
-        let res = d.call(&name, ReducerArgs::Json(args), who);
-        d.client_disconnected(who);
-        match res {
-            Ok(r) => CallAnswer::Ran { outcome: r.outcome, duration: r.duration },
-            Err(CallError::NoSuchReducer(_)) => CallAnswer::NoSuchReducer,
-            Err(CallError::LifecycleReducer(n)) => {
-                let lc = d.def().reducers.iter().find(|r| r.name == n).and_then(|r| r.lifecycle);
-                CallAnswer::Lifecycle(lc.unwrap_or(Lifecycle::Init))
-            }
-            Err(e @ CallError::InvalidArguments { .. }) => CallAnswer::BadArgs(e.to_string()),
-            Err(CallError::StorageUnavailable(why)) => CallAnswer::Unavailable(why),
-        }
-    })
-    .await;
+    let answer = on_db(&db, move |d| call_on_writer(d, &name, args, who)).await;
     let answer = match answer {
         Ok(a) => a,
         Err(r) => return r,
@@ -480,30 +458,61 @@ pub async fn call(
         ),
         CallAnswer::Ran { outcome, duration } => {
             state.metrics.reducer_call(&db_hex, &reducer, duration, !outcome.is_committed());
-            let timing = [
-                ("spacetime-energy-used", "0".to_string()),
-                ("spacetime-execution-duration-micros", duration.as_micros().to_string()),
-            ];
-            let (status, body) = match outcome {
-                ReducerOutcome::Committed => (StatusCode::OK, String::new()),
-                ReducerOutcome::Failed(msg) => (status_530(), msg),
-                ReducerOutcome::Panicked(_) | ReducerOutcome::Trapped(_) => {
-                    (status_530(), "The Wasm instance encountered a fatal error.".to_string())
-                }
-                // 1.3 stops a runaway reducer when its energy runs out, with 402; the status is
-                // kept, and the text says what really stopped it here.
-                ReducerOutcome::OutOfTime(limit) => (
-                    StatusCode::PAYMENT_REQUIRED,
-                    format!(
-                        "Module energy budget exhausted: the reducer ran past the time limit of {} ms and was stopped.",
-                        limit.as_millis()
-                    ),
-                ),
-                other => (status_530(), other.error_message().unwrap_or_default()),
-            };
-            (status, [TEXT], timing, body).into_response()
+            ran_response(outcome, duration)
         }
     }
+}
+
+/// The writer-thread part of a call: `client_connected`, the reducer, `client_disconnected`,
+/// and what came of it. Split out of [`call`]; the steps and their order are unchanged.
+fn call_on_writer(d: &mut Database, name: &str, args: String, who: Caller) -> CallAnswer {
+    if let Some(why) = d.storage_failure() {
+        return CallAnswer::Unavailable(why);
+    }
+    if let Some(r) = d.client_connected(who) {
+        if !r.outcome.is_committed() {
+            return CallAnswer::Rejected(r.outcome.error_message().unwrap_or_default());
+        }
+    }
+    let res = d.call(name, ReducerArgs::Json(args), who);
+    d.client_disconnected(who);
+    match res {
+        Ok(r) => CallAnswer::Ran { outcome: r.outcome, duration: r.duration },
+        Err(CallError::NoSuchReducer(_)) => CallAnswer::NoSuchReducer,
+        Err(CallError::LifecycleReducer(n)) => {
+            let lc = d.def().reducers.iter().find(|r| r.name == n).and_then(|r| r.lifecycle);
+            CallAnswer::Lifecycle(lc.unwrap_or(Lifecycle::Init))
+        }
+        Err(e @ CallError::InvalidArguments { .. }) => CallAnswer::BadArgs(e.to_string()),
+        Err(CallError::StorageUnavailable(why)) => CallAnswer::Unavailable(why),
+    }
+}
+
+/// The answer to a reducer that ran: 200, 530 with the error, or 402 when it ran out of time,
+/// with 1.3's timing headers.
+fn ran_response(outcome: ReducerOutcome, duration: Duration) -> Response {
+    let timing = [
+        ("spacetime-energy-used", "0".to_string()),
+        ("spacetime-execution-duration-micros", duration.as_micros().to_string()),
+    ];
+    let (status, body) = match outcome {
+        ReducerOutcome::Committed => (StatusCode::OK, String::new()),
+        ReducerOutcome::Failed(msg) => (status_530(), msg),
+        ReducerOutcome::Panicked(_) | ReducerOutcome::Trapped(_) => {
+            (status_530(), "The Wasm instance encountered a fatal error.".to_string())
+        }
+        // 1.3 stops a runaway reducer when its energy runs out, with 402; the status is
+        // kept, and the text says what really stopped it here.
+        ReducerOutcome::OutOfTime(limit) => (
+            StatusCode::PAYMENT_REQUIRED,
+            format!(
+                "Module energy budget exhausted: the reducer ran past the time limit of {} ms and was stopped.",
+                limit.as_millis()
+            ),
+        ),
+        other => (status_530(), other.error_message().unwrap_or_default()),
+    };
+    (status, [TEXT], timing, body).into_response()
 }
 
 pub async fn schema(

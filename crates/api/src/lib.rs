@@ -83,8 +83,38 @@ pub struct AppState {
 
 /// The whole HTTP API.
 pub fn router(state: AppState) -> Router {
+    let database = database_routes(&state);
+    let v1 = Router::new()
+        .route("/ping", get(identity::ping))
+        .route("/health", get(identity::health))
+        .route("/metrics", get(identity::metrics))
+        .route("/identity", post(identity::create))
+        .route("/identity/public-key", get(identity::public_key))
+        .route("/identity/websocket-token", post(identity::websocket_token))
+        .route("/identity/{identity}/verify", get(identity::verify))
+        .route("/identity/{identity}/databases", get(identity::databases))
+        .route("/energy/{identity}", get(identity::energy));
+    let v1 = sync_routes(v1)
+        .nest("/database", database)
+        // As 1.3: any origin may call the API from a browser.
+        .layer(cors());
+    // The seed-compatible admin paths, for a server with a default database, under both of the
+    // prefixes our users' tools call.
+    let admin = admin_routes();
+    Router::new()
+        .nest("/v1", v1)
+        .nest("/admin", admin.clone())
+        .nest("/api/admin", admin)
+        .route("/metrics", get(identity::metrics))
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
+        .with_state(state)
+}
+
+/// The routes under `/v1/database` that act on one database, behind database authentication.
+fn database_routes(state: &AppState) -> Router<AppState> {
     let module_limit = DefaultBodyLimit::max(state.limits.max_module_bytes);
-    let database = Router::new()
+    Router::new()
         .route("/", post(database::publish_new).layer(module_limit))
         .route(
             "/{name_or_identity}",
@@ -103,17 +133,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{name_or_identity}/sql", post(database::sql))
         .route("/{name_or_identity}/unstable/timestamp", get(database::timestamp))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::database_auth));
-    let v1 = Router::new()
-        .route("/ping", get(identity::ping))
-        .route("/health", get(identity::health))
-        .route("/metrics", get(identity::metrics))
-        .route("/identity", post(identity::create))
-        .route("/identity/public-key", get(identity::public_key))
-        .route("/identity/websocket-token", post(identity::websocket_token))
-        .route("/identity/{identity}/verify", get(identity::verify))
-        .route("/identity/{identity}/databases", get(identity::databases))
-        .route("/energy/{identity}", get(identity::energy))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::database_auth))
+}
+
+/// The sync API, archiving and restores under `/v1`, added to `v1`; these check their own
+/// credentials.
+fn sync_routes(v1: Router<AppState>) -> Router<AppState> {
+    v1
         // The sync API checks its own credentials (no anonymous identities here).
         .route("/database/{name_or_identity}/permissions", post(sync::permissions).delete(sync::permissions))
         .route(
@@ -136,21 +162,23 @@ pub fn router(state: AppState) -> Router {
         .route("/database/{name_or_identity}/sync/workflows/{instance_id}/{action}", post(sync::workflow))
         .route("/sync/workflows/{instance_id}", get(sync::any_workflow))
         .route("/sync/workflows/{instance_id}/{action}", post(sync::any_workflow))
-        .nest("/database", database)
-        // As 1.3: any origin may call the API from a browser.
-        .layer(
-            tower_http::cors::CorsLayer::new()
-                .allow_origin(tower_http::cors::Any)
-                .allow_methods(tower_http::cors::Any)
-                .allow_headers([
-                    axum::http::header::AUTHORIZATION,
-                    axum::http::header::ACCEPT,
-                    axum::http::header::CONTENT_TYPE,
-                ]),
-        );
-    // The seed-compatible admin paths, for a server with a default database, under both of the
-    // prefixes our users' tools call.
-    let admin = Router::new()
+}
+
+/// As 1.3: any origin may call the API from a browser.
+fn cors() -> tower_http::cors::CorsLayer {
+    tower_http::cors::CorsLayer::new()
+        .allow_origin(tower_http::cors::Any)
+        .allow_methods(tower_http::cors::Any)
+        .allow_headers([
+            axum::http::header::AUTHORIZATION,
+            axum::http::header::ACCEPT,
+            axum::http::header::CONTENT_TYPE,
+        ])
+}
+
+/// The seed-compatible admin paths, nested under `/admin` and `/api/admin`.
+fn admin_routes() -> Router<AppState> {
+    Router::new()
         .route("/resync-projections", post(sync::admin_resync_projections))
         .route("/shadow-webhook", post(sync::admin_shadow_webhook))
         .route("/shadow-sync/{thing_name}", post(sync::admin_shadow_sync))
@@ -158,15 +186,7 @@ pub fn router(state: AppState) -> Router {
         .route("/backfill/{id}", get(sync::admin_backfill_progress))
         .route("/workflows", get(sync::admin_workflows))
         .route("/workflows/{instance_id}", get(sync::workflow))
-        .route("/workflows/{instance_id}/{action}", post(sync::workflow));
-    Router::new()
-        .nest("/v1", v1)
-        .nest("/admin", admin.clone())
-        .nest("/api/admin", admin)
-        .route("/metrics", get(identity::metrics))
-        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
-        .with_state(state)
+        .route("/workflows/{instance_id}/{action}", post(sync::workflow))
 }
 
 /// Serves the API on `listener` until the process ends.

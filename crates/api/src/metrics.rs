@@ -107,64 +107,55 @@ impl Metrics {
         clients: &[(String, epoch_core::clients::ClientStats)],
     ) -> String {
         let mut out = String::new();
-        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
-        };
+        self.render_ws(&mut out);
+        render_subscriptions(&mut out, clients);
+        self.render_requests(&mut out);
+        self.render_reducers(&mut out);
+        render_tables(&mut out, tables);
+        out
+    }
+
+    /// The WebSocket gauges and counters, each with its HELP and TYPE lines.
+    fn render_ws(&self, out: &mut String) {
         gauge(
-            &mut out,
+            out,
             "epoch_ws_connections",
             "Open WebSocket connections.",
             "gauge",
             self.ws_connections.load(Ordering::Relaxed).to_string(),
         );
         gauge(
-            &mut out,
+            out,
             "epoch_ws_messages_sent_total",
             "Messages sent to WebSocket clients.",
             "counter",
             self.ws_messages_sent.load(Ordering::Relaxed).to_string(),
         );
         gauge(
-            &mut out,
+            out,
             "epoch_ws_bytes_sent_total",
             "Bytes sent to WebSocket clients.",
             "counter",
             self.ws_bytes_sent.load(Ordering::Relaxed).to_string(),
         );
         gauge(
-            &mut out,
+            out,
             "epoch_ws_queued_bytes",
             "Bytes (estimated) waiting to be sent to WebSocket clients.",
             "gauge",
             self.ws_queued_bytes.load(Ordering::Relaxed).max(0).to_string(),
         );
         gauge(
-            &mut out,
+            out,
             "epoch_ws_budget_cuts_total",
             "WebSocket clients cut off because all clients together held more than --max-ws-total-queued-bytes.",
             "counter",
             self.ws_budget_cuts.load(Ordering::Relaxed).to_string(),
         );
-        out.push_str("# HELP epoch_subscription_clients Connected clients per database.\n# TYPE epoch_subscription_clients gauge\n");
-        for (db, c) in clients {
-            let _ = writeln!(out, "epoch_subscription_clients{{database=\"{db}\"}} {}", c.clients);
-        }
-        out.push_str("# HELP epoch_subscription_queries Distinct subscribed queries per database.\n# TYPE epoch_subscription_queries gauge\n");
-        for (db, c) in clients {
-            let _ = writeln!(out, "epoch_subscription_queries{{database=\"{db}\"}} {}", c.queries);
-        }
-        out.push_str("# HELP epoch_subscription_eval_seconds_total Time spent evaluating subscriptions against transactions.\n# TYPE epoch_subscription_eval_seconds_total counter\n");
-        for (db, c) in clients {
-            let _ = writeln!(
-                out,
-                "epoch_subscription_eval_seconds_total{{database=\"{db}\"}} {}",
-                c.eval_micros as f64 / 1e6
-            );
-        }
-        out.push_str("# HELP epoch_subscription_evaluations_total Transactions evaluated against subscriptions.\n# TYPE epoch_subscription_evaluations_total counter\n");
-        for (db, c) in clients {
-            let _ = writeln!(out, "epoch_subscription_evaluations_total{{database=\"{db}\"}} {}", c.evaluations);
-        }
+    }
+
+    /// HTTP requests by method, matched route and status.
+    fn render_requests(&self, out: &mut String) {
         out.push_str("# HELP epoch_http_requests_total HTTP requests by route and status.\n");
         out.push_str("# TYPE epoch_http_requests_total counter\n");
         for ((method, route, status), n) in self.requests.lock().iter() {
@@ -173,6 +164,10 @@ impl Metrics {
                 "epoch_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
             );
         }
+    }
+
+    /// Reducer calls, failures and the duration histogram, per database and reducer.
+    fn render_reducers(&self, out: &mut String) {
         let reducers = self.reducers.lock();
         out.push_str(
             "# HELP epoch_reducer_calls_total Reducer calls per database.\n# TYPE epoch_reducer_calls_total counter\n",
@@ -206,11 +201,42 @@ impl Metrics {
             let _ =
                 writeln!(out, "epoch_reducer_duration_seconds_count{{database=\"{db}\",reducer=\"{r}\"}} {}", s.calls);
         }
-        out.push_str("# HELP epoch_table_rows Rows per table.\n# TYPE epoch_table_rows gauge\n");
-        for (db, t, n) in tables {
-            let _ = writeln!(out, "epoch_table_rows{{database=\"{db}\",table=\"{t}\"}} {n}");
-        }
-        out
+    }
+}
+
+/// One metric with its HELP and TYPE lines and a single value.
+fn gauge(out: &mut String, name: &str, help: &str, kind: &str, v: String) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+}
+
+/// Subscription clients, queries and evaluation work per database.
+fn render_subscriptions(out: &mut String, clients: &[(String, epoch_core::clients::ClientStats)]) {
+    out.push_str(
+        "# HELP epoch_subscription_clients Connected clients per database.\n# TYPE epoch_subscription_clients gauge\n",
+    );
+    for (db, c) in clients {
+        let _ = writeln!(out, "epoch_subscription_clients{{database=\"{db}\"}} {}", c.clients);
+    }
+    out.push_str("# HELP epoch_subscription_queries Distinct subscribed queries per database.\n# TYPE epoch_subscription_queries gauge\n");
+    for (db, c) in clients {
+        let _ = writeln!(out, "epoch_subscription_queries{{database=\"{db}\"}} {}", c.queries);
+    }
+    out.push_str("# HELP epoch_subscription_eval_seconds_total Time spent evaluating subscriptions against transactions.\n# TYPE epoch_subscription_eval_seconds_total counter\n");
+    for (db, c) in clients {
+        let _ =
+            writeln!(out, "epoch_subscription_eval_seconds_total{{database=\"{db}\"}} {}", c.eval_micros as f64 / 1e6);
+    }
+    out.push_str("# HELP epoch_subscription_evaluations_total Transactions evaluated against subscriptions.\n# TYPE epoch_subscription_evaluations_total counter\n");
+    for (db, c) in clients {
+        let _ = writeln!(out, "epoch_subscription_evaluations_total{{database=\"{db}\"}} {}", c.evaluations);
+    }
+}
+
+/// Rows per table, as (database, table, rows).
+fn render_tables(out: &mut String, tables: &[(String, String, usize)]) {
+    out.push_str("# HELP epoch_table_rows Rows per table.\n# TYPE epoch_table_rows gauge\n");
+    for (db, t, n) in tables {
+        let _ = writeln!(out, "epoch_table_rows{{database=\"{db}\",table=\"{t}\"}} {n}");
     }
 }
 

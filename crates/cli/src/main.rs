@@ -390,22 +390,11 @@ fn main() -> Result<()> {
             archive_cmd::export(&database, tables, &format, out, &cli.server, &config)
         }
         Command::Import { database, table, format, file } => {
-            let format = format.unwrap_or_else(|| {
-                let csv = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-                if csv { "csv" } else { "jsonl" }.to_string()
-            });
+            let format = import_format(format, &file);
             archive_cmd::import(&database, &table, &format, &file, &cli.server, &config)
         }
         Command::Archive { database, to, endpoint, region, max_lag_seconds, off, server_default } => {
-            let change = if server_default {
-                Some(archive_cmd::ArchiveChange::ServerDefault)
-            } else if off {
-                Some(archive_cmd::ArchiveChange::Off)
-            } else if to.is_some() || max_lag_seconds.is_some() {
-                Some(archive_cmd::ArchiveChange::To { url: to, endpoint, region, max_lag_seconds })
-            } else {
-                None
-            };
+            let change = archive_change(to, endpoint, region, max_lag_seconds, off, server_default);
             archive_cmd::archive(&database, change, &cli.server, &config, cli.admin_api_key.clone())
         }
         Command::Start(args) => {
@@ -418,6 +407,34 @@ fn main() -> Result<()> {
         Command::Bench { reference, quick, json, seconds, modules, only, epoch_args } => {
             bench::run(bench::Options { reference, quick, seconds, modules, only, json, epoch_args })
         }
+    }
+}
+
+/// `epoch import`'s format: as given, else from the file's extension (`.csv`, else JSONL).
+fn import_format(format: Option<String>, file: &std::path::Path) -> String {
+    format.unwrap_or_else(|| {
+        let csv = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        if csv { "csv" } else { "jsonl" }.to_string()
+    })
+}
+
+/// What `epoch archive`'s flags ask to change; `None` (no flag) shows the current state.
+fn archive_change(
+    to: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    max_lag_seconds: Option<f64>,
+    off: bool,
+    server_default: bool,
+) -> Option<archive_cmd::ArchiveChange> {
+    if server_default {
+        Some(archive_cmd::ArchiveChange::ServerDefault)
+    } else if off {
+        Some(archive_cmd::ArchiveChange::Off)
+    } else if to.is_some() || max_lag_seconds.is_some() {
+        Some(archive_cmd::ArchiveChange::To { url: to, endpoint, region, max_lag_seconds })
+    } else {
+        None
     }
 }
 
@@ -458,16 +475,19 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
     if key_flag && args.admin_api_key_file.is_some() {
         bail!("give the admin key once: --admin-api-key or --admin-api-key-file, not both");
     }
+    let limits = api_limits(&args);
+    let persist = persist_config(&args);
+    // Every option is named here, so a new one cannot be silently ignored.
     let StartArgs {
         config_file: _,
         listen_addr,
         data_dir,
         reducer_timeout_ms,
-        max_module_bytes,
-        max_sql_rows,
-        durability,
-        snapshot_every,
-        recover_truncate,
+        max_module_bytes: _,
+        max_sql_rows: _,
+        durability: _,
+        snapshot_every: _,
+        recover_truncate: _,
         in_memory,
         default_database,
         admin_api_key_file,
@@ -475,59 +495,21 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
         allowed_issuers,
         allowed_jwks_origins,
         workflow_retention_days,
-        max_ws_message_bytes,
-        max_ws_queued_bytes,
-        max_ws_total_queued_bytes,
-        max_ws_queued_messages,
-        max_clients_per_database,
-        max_subscriptions_per_client,
-        max_initial_rows,
+        max_ws_message_bytes: _,
+        max_ws_queued_bytes: _,
+        max_ws_total_queued_bytes: _,
+        max_ws_queued_messages: _,
+        max_clients_per_database: _,
+        max_subscriptions_per_client: _,
+        max_initial_rows: _,
         archive_url,
         archive_endpoint,
         archive_region,
         archive_max_lag_seconds,
     } = args;
-    let ws = epoch_api::ws::WsLimits {
-        max_message_bytes: max_ws_message_bytes,
-        max_queued_bytes: max_ws_queued_bytes,
-        max_total_queued_bytes: max_ws_total_queued_bytes,
-        max_queued_messages: max_ws_queued_messages,
-        clients: epoch_core::ClientLimits {
-            max_clients: max_clients_per_database,
-            max_subscriptions: max_subscriptions_per_client,
-            max_initial_rows,
-        },
-    };
-    let limits = epoch_api::ApiLimits { max_module_bytes, max_sql_rows, ws, ..Default::default() };
-    let durability = match durability.as_str() {
-        "async" => epoch_core::Durability::Async { interval: Duration::from_millis(50) },
-        _ => epoch_core::Durability::Sync,
-    };
-    let persist = (!in_memory).then_some(epoch_core::PersistConfig {
-        durability,
-        snapshot_every,
-        recover_truncate,
-        // Any database may be archived (by the server's URL or its own configuration): its log
-        // prunes nothing until the archiver's first pass has shipped it or found it unarchived.
-        archived: true,
-        ..Default::default()
-    });
-    let admin_api_key = match admin_api_key_file {
-        Some(path) => Some(
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_string(),
-        ),
-        None => admin_api_key,
-    }
-    .filter(|k| !k.is_empty());
+    let admin_api_key = read_admin_key(admin_api_key_file, admin_api_key)?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let mut auth = epoch_auth::Authority::load_or_create(&data_dir.join("keys"), "localhost")?;
-    for spec in &trusted_issuers {
-        let (issuer, path) = spec.split_once('=').context("--trusted-issuer takes ISSUER=PEM_FILE")?;
-        let pem = std::fs::read(path).with_context(|| format!("reading {path}"))?;
-        auth.trust(epoch_auth::TrustedIssuer::es256(issuer, &pem)?);
-        tracing::info!(issuer, "trusting tokens from issuer");
-    }
-    auth.discover_issuers((!allowed_issuers.is_empty()).then_some(allowed_issuers), &allowed_jwks_origins)?;
+    let auth = load_authority(&data_dir, &trusted_issuers, allowed_issuers, &allowed_jwks_origins)?;
     let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
     // Databases open in the background: the server listens at once, and each database serves
     // as soon as it is open (503 "starting" until then).
@@ -537,8 +519,103 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
     };
     // A database whose log fails an fsync reopens from disk by itself.
     control.watch_logs();
-    let starting = control.clone();
-    let stopping = control.clone();
+    let (runner, live_shadows) = start_sync(&control, workflow_retention_days)?;
+    let archive_flags = ArchiveFlags {
+        url: archive_url,
+        endpoint: archive_endpoint,
+        region: archive_region,
+        max_lag_seconds: archive_max_lag_seconds,
+    };
+    let archive = start_archive(&control, archive_flags, in_memory)?;
+    let state = epoch_api::AppState {
+        archive: Some(archive),
+        runner: Some(runner),
+        control: control.clone(),
+        auth: std::sync::Arc::new(auth),
+        metrics: Default::default(),
+        limits,
+        admin_api_key: admin_api_key.map(std::sync::Arc::from),
+        default_database,
+        live_shadows: Some(live_shadows.clone()),
+        ws_output: Default::default(),
+    };
+    serve_until_stopped(&listen_addr, &data_dir, state, control, live_shadows)
+}
+
+/// The API's limits from the command line: body sizes, SQL rows, WebSocket queues and clients.
+fn api_limits(args: &StartArgs) -> epoch_api::ApiLimits {
+    let ws = epoch_api::ws::WsLimits {
+        max_message_bytes: args.max_ws_message_bytes,
+        max_queued_bytes: args.max_ws_queued_bytes,
+        max_total_queued_bytes: args.max_ws_total_queued_bytes,
+        max_queued_messages: args.max_ws_queued_messages,
+        clients: epoch_core::ClientLimits {
+            max_clients: args.max_clients_per_database,
+            max_subscriptions: args.max_subscriptions_per_client,
+            max_initial_rows: args.max_initial_rows,
+        },
+    };
+    epoch_api::ApiLimits {
+        max_module_bytes: args.max_module_bytes,
+        max_sql_rows: args.max_sql_rows,
+        ws,
+        ..Default::default()
+    }
+}
+
+/// How databases persist (`None` with --in-memory): durability, snapshots, recovery.
+fn persist_config(args: &StartArgs) -> Option<epoch_core::PersistConfig> {
+    let durability = match args.durability.as_str() {
+        "async" => epoch_core::Durability::Async { interval: Duration::from_millis(50) },
+        _ => epoch_core::Durability::Sync,
+    };
+    (!args.in_memory).then_some(epoch_core::PersistConfig {
+        durability,
+        snapshot_every: args.snapshot_every,
+        recover_truncate: args.recover_truncate,
+        // Any database may be archived (by the server's URL or its own configuration): its log
+        // prunes nothing until the archiver's first pass has shipped it or found it unarchived.
+        archived: true,
+        ..Default::default()
+    })
+}
+
+/// The admin API key: the file's contents (trimmed) when --admin-api-key-file is given, else
+/// `key`; an empty key is no key.
+fn read_admin_key(file: Option<PathBuf>, key: Option<String>) -> Result<Option<String>> {
+    Ok(match file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?.trim().to_string(),
+        ),
+        None => key,
+    }
+    .filter(|k| !k.is_empty()))
+}
+
+/// The server's signing keys (created on first start) and the issuers whose tokens it trusts.
+fn load_authority(
+    data_dir: &std::path::Path,
+    trusted_issuers: &[String],
+    allowed_issuers: Vec<String>,
+    allowed_jwks_origins: &[String],
+) -> Result<epoch_auth::Authority> {
+    let mut auth = epoch_auth::Authority::load_or_create(&data_dir.join("keys"), "localhost")?;
+    for spec in trusted_issuers {
+        let (issuer, path) = spec.split_once('=').context("--trusted-issuer takes ISSUER=PEM_FILE")?;
+        let pem = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+        auth.trust(epoch_auth::TrustedIssuer::es256(issuer, &pem)?);
+        tracing::info!(issuer, "trusting tokens from issuer");
+    }
+    auth.discover_issuers((!allowed_issuers.is_empty()).then_some(allowed_issuers), allowed_jwks_origins)?;
+    Ok(auth)
+}
+
+/// Starts the sync engine: the workflow runner (with the firehose kinds) and the live MQTT
+/// consumers of device shadows.
+fn start_sync(
+    control: &std::sync::Arc<epoch_core::ControlPlane>,
+    workflow_retention_days: u64,
+) -> Result<(std::sync::Arc<epoch_sync::Runner>, std::sync::Arc<epoch_sync_shadows::LiveShadows>)> {
     let firehose = std::sync::Arc::new(epoch_sync_atproto::FirehoseSpec::default());
     let runner = epoch_sync::Runner::open(
         control.clone(),
@@ -547,11 +624,28 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
     )?;
     firehose.bind(&runner);
     let live_shadows = epoch_sync_shadows::LiveShadows::start(control.clone());
-    let stopping_shadows = live_shadows.clone();
+    Ok((runner, live_shadows))
+}
+
+/// The server-wide archive options from the command line (--archive-…).
+struct ArchiveFlags {
+    url: Option<String>,
+    endpoint: Option<String>,
+    region: Option<String>,
+    max_lag_seconds: f64,
+}
+
+/// Checks the server-wide archive (if any) and starts continuous archiving.
+fn start_archive(
+    control: &std::sync::Arc<epoch_core::ControlPlane>,
+    flags: ArchiveFlags,
+    in_memory: bool,
+) -> Result<std::sync::Arc<epoch_api::archive::ArchiveState>> {
+    let ArchiveFlags { url: archive_url, endpoint: archive_endpoint, region: archive_region, max_lag_seconds } = flags;
     let archive_options =
         epoch_archive::StoreOptions { endpoint: archive_endpoint, region: archive_region, ..Default::default() };
-    let archive_max_lag = epoch_archive::max_lag(archive_max_lag_seconds)
-        .map_err(|e| anyhow::anyhow!("--archive-max-lag-seconds: {e}"))?;
+    let archive_max_lag =
+        epoch_archive::max_lag(max_lag_seconds).map_err(|e| anyhow::anyhow!("--archive-max-lag-seconds: {e}"))?;
     if let Some(url) = &archive_url {
         anyhow::ensure!(!in_memory, "--archive-url needs a data directory (not --in-memory)");
         epoch_archive::ArchiveTarget::open(url, &archive_options)
@@ -567,18 +661,19 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
         options: archive_options,
     });
     archive.start(control.clone());
-    let state = epoch_api::AppState {
-        archive: Some(archive),
-        runner: Some(runner),
-        control,
-        auth: std::sync::Arc::new(auth),
-        metrics: Default::default(),
-        limits,
-        admin_api_key: admin_api_key.map(std::sync::Arc::from),
-        default_database,
-        live_shadows: Some(live_shadows),
-        ws_output: Default::default(),
-    };
+    Ok(archive)
+}
+
+/// Listens on `listen_addr` and serves until SIGINT or SIGTERM, announcing the port and then
+/// when every database has opened.
+fn serve_until_stopped(
+    listen_addr: &str,
+    data_dir: &std::path::Path,
+    state: epoch_api::AppState,
+    control: std::sync::Arc<epoch_core::ControlPlane>,
+    live_shadows: std::sync::Arc<epoch_sync_shadows::LiveShadows>,
+) -> Result<()> {
+    let starting = control.clone();
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let listener =
@@ -596,29 +691,34 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
         });
         tokio::select! {
             served = epoch_api::serve(listener, state) => served?,
-            () = shutdown_signal() => {
-                // A clean stop: every connected client leaves (client_disconnected runs, durably)
-                // before the process ends.
-                tracing::info!("stopping: disconnecting clients");
-                stopping_shadows.stop_all();
-                let disconnecting = tokio::task::spawn_blocking(move || {
-                    for db in stopping.all() {
-                        let _ = db.handle.with(|d| d.disconnect_all_clients());
-                    }
-                });
-                if tokio::time::timeout(SHUTDOWN_GRACE, disconnecting).await.is_err() {
-                    // A database that cannot write (a full disk) would hold the stop forever.
-                    // Everything acknowledged is on disk; what waits is not, as after a crash.
-                    tracing::warn!(
-                        "stopping without every client's disconnection: a database could not write within {SHUTDOWN_GRACE:?}; everything acknowledged is on disk"
-                    );
-                    std::process::exit(0);
-                }
-                tracing::info!("stopped");
-            }
+            () = shutdown_signal() => stop_cleanly(control, live_shadows).await,
         }
         Ok(())
     })
+}
+
+/// A clean stop: every connected client leaves (client_disconnected runs, durably) before the
+/// process ends, unless a database cannot write within [`SHUTDOWN_GRACE`].
+async fn stop_cleanly(
+    stopping: std::sync::Arc<epoch_core::ControlPlane>,
+    stopping_shadows: std::sync::Arc<epoch_sync_shadows::LiveShadows>,
+) {
+    tracing::info!("stopping: disconnecting clients");
+    stopping_shadows.stop_all();
+    let disconnecting = tokio::task::spawn_blocking(move || {
+        for db in stopping.all() {
+            let _ = db.handle.with(|d| d.disconnect_all_clients());
+        }
+    });
+    if tokio::time::timeout(SHUTDOWN_GRACE, disconnecting).await.is_err() {
+        // A database that cannot write (a full disk) would hold the stop forever.
+        // Everything acknowledged is on disk; what waits is not, as after a crash.
+        tracing::warn!(
+            "stopping without every client's disconnection: a database could not write within {SHUTDOWN_GRACE:?}; everything acknowledged is on disk"
+        );
+        std::process::exit(0);
+    }
+    tracing::info!("stopped");
 }
 
 /// How long a clean stop (SIGTERM, SIGINT) waits for the databases to disconnect their

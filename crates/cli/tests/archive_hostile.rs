@@ -279,16 +279,8 @@ fn crafted_archives_are_refused_with_the_reason() {
     let (dir, key_file) = scratch("crafted");
     let server = Server::start_in(dir.join("data"), &["--admin-api-key-file", key_file.to_str().unwrap()]);
     let config = dir.join("cli.json");
-    let (ok, _, err) =
-        epoch(&server, &config, &["publish", "bank", "--wasm", common::fixture("bank").to_str().unwrap()]);
-    assert!(ok, "{err}");
-    let token = cli_token(&server, &config);
-    for i in 0..50 {
-        assert_eq!(server.call(&token, "bank", "open_accounts", &format!("[{i}, 1, 100]")).0, 200);
-    }
     let good = dir.join("good");
-    let (ok, _, err) = epoch(&server, &config, &["backup", "bank", "--to", &format!("file://{}", good.display())]);
-    assert!(ok, "{err}");
+    let token = backup_of_50_accounts(&server, &config, &good);
     let snap_path = the_snapshot(&good);
     let snap = Snapshot::decode(&std::fs::read(&snap_path).unwrap()).unwrap();
     let (account_id, account_rows) = table_with(&snap, 50);
@@ -319,21 +311,7 @@ fn crafted_archives_are_refused_with_the_reason() {
     });
     // The same, as a log record after the snapshot.
     let dup_in_log = variant("dup-log", &|folder| {
-        let mut twin = account_rows.iter().next().unwrap().to_vec();
-        twin[4] ^= 0x55;
-        let record = TxRecord {
-            offset: snap.offset + 1,
-            timestamp_micros: 1,
-            reducer: "open_accounts".into(),
-            tables: vec![TableChange { table_id: account_id, inserts: vec![twin.into()], deletes: vec![] }],
-            ..Default::default()
-        };
-        let mut payload = Vec::new();
-        record.encode(&mut payload);
-        let mut segment = b"EPOCHLG1".to_vec();
-        segment.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        segment.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-        segment.extend_from_slice(&payload);
+        let segment = duplicate_row_segment(snap.offset + 1, account_id, &account_rows);
         std::fs::write(folder.join("log").join(format!("{:020}.log", snap.offset + 1)), segment).unwrap();
     });
     let at_max = variant("at-max", &|folder| {
@@ -344,55 +322,106 @@ fn crafted_archives_are_refused_with_the_reason() {
         let s = Snapshot { offset: 3, ..snap.clone() };
         write_snapshot(folder, &s, snap.offset);
     });
-    let unreadable = variant("unreadable", &|folder| {
-        let path = folder.join("snapshots").join(snap_path.file_name().unwrap());
-        let mut bytes = std::fs::read(&path).unwrap();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0xff;
-        std::fs::write(&path, bytes).unwrap();
-        // Only the snapshot holds the rows.
-        std::fs::remove_dir_all(folder.join("log")).unwrap();
-    });
+    let unreadable = variant("unreadable", &|folder| corrupt_the_snapshot(folder, &snap_path));
     // Every case is tried; the failures are reported together.
-    let mut wrong = Vec::new();
-    for (case, (from, why)) in [
-        (&dup_in_snapshot, "break unique index"),
-        (&dup_in_log, "break unique index"),
-        (&at_max, "no transaction can follow"),
-        (&misnamed, "holds the state at transaction 3"),
-        (&unreadable, "unreadable"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let name = format!("crafted{case}");
-        let (ok, said, err) = epoch(&server, &config, &["restore", "--from", from, "--as", &name]);
-        let named = !why.contains("unique") || (err.contains("`account`") && err.contains("is held twice"));
-        if ok || !err.contains(why) || !named {
-            let rows = server.sql(Some(&token), &name, "SELECT COUNT(*) AS n FROM account").1;
-            wrong.push(format!("{from}: restored: {ok}, said: {said}{err}, rows: {rows}"));
-            continue;
-        }
-        let (status, body) = server.sql(Some(&token), &name, "SELECT * FROM account");
-        if status != 404 {
-            wrong.push(format!("{from}: a database is left behind: {status} {body}"));
-        }
-    }
+    let cases = [
+        (dup_in_snapshot.as_str(), "break unique index"),
+        (dup_in_log.as_str(), "break unique index"),
+        (at_max.as_str(), "no transaction can follow"),
+        (misnamed.as_str(), "holds the state at transaction 3"),
+        (unreadable.as_str(), "unreadable"),
+    ];
+    let wrong = refused_restores(&server, &config, &token, &cases);
     assert!(wrong.is_empty(), "crafted archives not refused with their reason:\n{}", wrong.join("\n"));
 
     // A segment renamed: a restore to offset 10 would count records from the wrong start and
     // stop elsewhere than it says.
-    let renamed = variant("renamed", &|folder| {
-        let log = folder.join("log");
-        let first = log.join(format!("{:020}.log", 0));
-        std::fs::rename(&first, log.join(format!("{:020}.log", 5))).unwrap();
-    });
-    let (ok, said, err) =
-        epoch(&server, &config, &["restore", "--from", &renamed, "--offset", "10", "--as", "renamed"]);
-    assert!(!ok, "a renamed segment restored: {said}");
-    assert!(err.contains("name says it begins at transaction 5"), "{err}");
+    let renamed = variant("renamed", &rename_the_first_segment);
+    restoring_a_renamed_segment_is_refused(&server, &config, &renamed);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Publishes `bank` with 50 accounts and backs it up to `good`; returns the CLI's token.
+fn backup_of_50_accounts(server: &Server, config: &Path, good: &Path) -> String {
+    let (ok, _, err) = epoch(server, config, &["publish", "bank", "--wasm", common::fixture("bank").to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let token = cli_token(server, config);
+    for i in 0..50 {
+        assert_eq!(server.call(&token, "bank", "open_accounts", &format!("[{i}, 1, 100]")).0, 200);
+    }
+    let (ok, _, err) = epoch(server, config, &["backup", "bank", "--to", &format!("file://{}", good.display())]);
+    assert!(ok, "{err}");
+    token
+}
+
+/// A log segment holding one record at `offset` that inserts a second row with the key of the
+/// table's first row (its balance differs).
+fn duplicate_row_segment(offset: u64, account_id: u32, account_rows: &PackedRows) -> Vec<u8> {
+    let mut twin = account_rows.iter().next().unwrap().to_vec();
+    twin[4] ^= 0x55;
+    let record = TxRecord {
+        offset,
+        timestamp_micros: 1,
+        reducer: "open_accounts".into(),
+        tables: vec![TableChange { table_id: account_id, inserts: vec![twin.into()], deletes: vec![] }],
+        ..Default::default()
+    };
+    let mut payload = Vec::new();
+    record.encode(&mut payload);
+    let mut segment = b"EPOCHLG1".to_vec();
+    segment.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    segment.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    segment.extend_from_slice(&payload);
+    segment
+}
+
+/// Tries to restore each `(folder URL, reason)` case as `crafted<i>`; returns what went wrong:
+/// a case restored, refused without its reason, or leaving a database behind.
+fn refused_restores(server: &Server, config: &Path, token: &str, cases: &[(&str, &str)]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (case, &(from, why)) in cases.iter().enumerate() {
+        let name = format!("crafted{case}");
+        let (ok, said, err) = epoch(server, config, &["restore", "--from", from, "--as", &name]);
+        let named = !why.contains("unique") || (err.contains("`account`") && err.contains("is held twice"));
+        if ok || !err.contains(why) || !named {
+            let rows = server.sql(Some(token), &name, "SELECT COUNT(*) AS n FROM account").1;
+            wrong.push(format!("{from}: restored: {ok}, said: {said}{err}, rows: {rows}"));
+            continue;
+        }
+        let (status, body) = server.sql(Some(token), &name, "SELECT * FROM account");
+        if status != 404 {
+            wrong.push(format!("{from}: a database is left behind: {status} {body}"));
+        }
+    }
+    wrong
+}
+
+/// Flips a byte in the middle of the folder's snapshot (`snap_path` names it) and removes the
+/// log, so only the damaged snapshot holds the rows.
+fn corrupt_the_snapshot(folder: &Path, snap_path: &Path) {
+    let path = folder.join("snapshots").join(snap_path.file_name().unwrap());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    // Only the snapshot holds the rows.
+    std::fs::remove_dir_all(folder.join("log")).unwrap();
+}
+
+/// Renames the folder's first log segment as if it began at transaction 5.
+fn rename_the_first_segment(folder: &Path) {
+    let log = folder.join("log");
+    let first = log.join(format!("{:020}.log", 0));
+    std::fs::rename(&first, log.join(format!("{:020}.log", 5))).unwrap();
+}
+
+/// A restore to offset 10 from a folder whose segment was renamed would count records from the
+/// wrong start and stop elsewhere than it says: it is refused with the reason.
+fn restoring_a_renamed_segment_is_refused(server: &Server, config: &Path, renamed: &str) {
+    let (ok, said, err) = epoch(server, config, &["restore", "--from", renamed, "--offset", "10", "--as", "renamed"]);
+    assert!(!ok, "a renamed segment restored: {said}");
+    assert!(err.contains("name says it begins at transaction 5"), "{err}");
 }
 
 /// A restore takes only the names publishing takes; a refused one is not left half-made.

@@ -27,6 +27,15 @@ fn import(epoch: Cli, db: &str, table: &str, format: &str, file: &Path) {
     assert!(ok && said.contains("Imported"), "{db}.{table} from {format}: {said}{err}");
 }
 
+/// A column named twice: refused, naming it; nothing imported.
+fn a_column_named_twice_is_refused(epoch: Cli, dir: &Path) {
+    let twice = dir.join("twice.csv");
+    std::fs::write(&twice, "label,at,label\nx,{\"__timestamp_micros_since_unix_epoch__\":0},y\n").unwrap();
+    let (ok, _, err) = epoch(&["import", "fromcsv", "--table", "tick_log", "--format", "csv", twice.to_str().unwrap()]);
+    assert!(!ok && err.contains("\"label\" twice"), "{err}");
+    assert!(jsonl(epoch, "fromcsv", "tick_log").is_empty(), "nothing of a refused file is kept");
+}
+
 #[test]
 fn every_type_survives_export_and_import_exactly() {
     let server = Server::start(&[]);
@@ -90,12 +99,7 @@ fn every_type_survives_export_and_import_exactly() {
         assert_eq!(jsonl(&epoch, "fromjsonl", table), original, "{table} through JSON lines");
     }
 
-    // A column named twice: refused, naming it; nothing imported.
-    let twice = dir.join("twice.csv");
-    std::fs::write(&twice, "label,at,label\nx,{\"__timestamp_micros_since_unix_epoch__\":0},y\n").unwrap();
-    let (ok, _, err) = epoch(&["import", "fromcsv", "--table", "tick_log", "--format", "csv", twice.to_str().unwrap()]);
-    assert!(!ok && err.contains("\"label\" twice"), "{err}");
-    assert!(jsonl(&epoch, "fromcsv", "tick_log").is_empty(), "nothing of a refused file is kept");
+    a_column_named_twice_is_refused(&epoch, &dir);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

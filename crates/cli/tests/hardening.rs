@@ -265,6 +265,59 @@ fn wait_for(s: &Server, token: &str, id: &str, what: impl Fn(&Value) -> bool) ->
     }
 }
 
+/// One try of the leak test: a resync on `leak1`, the database deleted under it and published
+/// again; the old instance must touch nothing. Returns the id of a resync left running on the
+/// new database (deleted again unless this is the last try).
+fn leak_try(s: &Server, (alice, bob): (&str, &str), config: &Value, i: usize) -> String {
+    assert_eq!(s.publish(alice, "leak1", "projections").status(), 200);
+    assert_eq!(sync_put_config(s, alice, "leak1", config).0, 200);
+    // Slow on the first try (as reproduced), then as fast as it goes.
+    let delay = if i == 0 { 2 } else { 0 };
+    let (status, body) = sync_post(s, alice, "leak1", &format!("resync-projections?batchSize=2&delaySeconds={delay}"));
+    assert_eq!(status, 200, "{body}");
+    let id = body["instanceId"].as_str().unwrap().to_string();
+    wait_for(s, alice, &id, |v| v["done"].as_u64().unwrap_or(0) > 0);
+    std::thread::sleep(Duration::from_millis(rand_suffix() % 50));
+    let r = s.http().delete(format!("{}/v1/database/leak1", s.url)).bearer_auth(alice).send().unwrap();
+    assert_eq!(r.status(), 200);
+    // The instance is gone with its database, by id and for restarts.
+    assert_eq!(workflow(s, alice, &id).0, 404);
+    // The name is still alice's (as in 1.3): bob cannot take it.
+    assert_eq!(s.publish(bob, "leak1", "projections").status(), 403);
+    // Alice's new database of the same name gets nothing from the old resync.
+    assert_eq!(s.publish(alice, "leak1", "projections").status(), 200);
+    assert_eq!(sync_put_config(s, alice, "leak1", config).0, 200);
+    let (status, _) = sync_post(s, alice, "leak1", &format!("workflows/{id}/restart"));
+    assert_eq!(status, 404, "the old instance cannot be restarted against the new database");
+    std::thread::sleep(Duration::from_millis(if i == 0 { 2_500 } else { 300 }));
+    assert_eq!(
+        count(s, alice, "leak1", "aggregate_projection"),
+        0,
+        "try {i}: the old resync wrote into the new database"
+    );
+    let list: Value = s
+        .http()
+        .get(format!("{}/v1/database/leak1/sync/workflows", s.url))
+        .header("X-Admin-API-Key", KEY)
+        .bearer_auth(alice)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(list["instances"], json!([]), "{list}");
+    // Start one for the kill below, then delete the database again for the next try.
+    let (status, body) = sync_post(s, alice, "leak1", "resync-projections?batchSize=2&delaySeconds=0");
+    assert_eq!(status, 200, "{body}");
+    let last_id = body["instanceId"].as_str().unwrap().to_string();
+    if i + 1 < race_tries() {
+        assert_eq!(
+            s.http().delete(format!("{}/v1/database/leak1", s.url)).bearer_auth(alice).send().unwrap().status(),
+            200
+        );
+    }
+    last_id
+}
+
 #[test]
 fn a_deleted_databases_workflows_never_touch_the_next_database_of_that_name() {
     let (dir, store) = (temp("leak"), temp("leak-store"));
@@ -275,53 +328,7 @@ fn a_deleted_databases_workflows_never_touch_the_next_database_of_that_name() {
     let config = json!({"objectStore": {"url": format!("file://{}", store.display())}});
     let mut last_id = String::new();
     for i in 0..race_tries() {
-        assert_eq!(s.publish(&alice, "leak1", "projections").status(), 200);
-        assert_eq!(sync_put_config(&s, &alice, "leak1", &config).0, 200);
-        // Slow on the first try (as reproduced), then as fast as it goes.
-        let delay = if i == 0 { 2 } else { 0 };
-        let (status, body) =
-            sync_post(&s, &alice, "leak1", &format!("resync-projections?batchSize=2&delaySeconds={delay}"));
-        assert_eq!(status, 200, "{body}");
-        let id = body["instanceId"].as_str().unwrap().to_string();
-        wait_for(&s, &alice, &id, |v| v["done"].as_u64().unwrap_or(0) > 0);
-        std::thread::sleep(Duration::from_millis(rand_suffix() % 50));
-        let r = s.http().delete(format!("{}/v1/database/leak1", s.url)).bearer_auth(&alice).send().unwrap();
-        assert_eq!(r.status(), 200);
-        // The instance is gone with its database, by id and for restarts.
-        assert_eq!(workflow(&s, &alice, &id).0, 404);
-        // The name is still alice's (as in 1.3): bob cannot take it.
-        assert_eq!(s.publish(&bob, "leak1", "projections").status(), 403);
-        // Alice's new database of the same name gets nothing from the old resync.
-        assert_eq!(s.publish(&alice, "leak1", "projections").status(), 200);
-        assert_eq!(sync_put_config(&s, &alice, "leak1", &config).0, 200);
-        let (status, _) = sync_post(&s, &alice, "leak1", &format!("workflows/{id}/restart"));
-        assert_eq!(status, 404, "the old instance cannot be restarted against the new database");
-        std::thread::sleep(Duration::from_millis(if i == 0 { 2_500 } else { 300 }));
-        assert_eq!(
-            count(&s, &alice, "leak1", "aggregate_projection"),
-            0,
-            "try {i}: the old resync wrote into the new database"
-        );
-        let list: Value = s
-            .http()
-            .get(format!("{}/v1/database/leak1/sync/workflows", s.url))
-            .header("X-Admin-API-Key", KEY)
-            .bearer_auth(&alice)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap();
-        assert_eq!(list["instances"], json!([]), "{list}");
-        // Start one for the kill below, then delete the database again for the next try.
-        let (status, body) = sync_post(&s, &alice, "leak1", "resync-projections?batchSize=2&delaySeconds=0");
-        assert_eq!(status, 200, "{body}");
-        last_id = body["instanceId"].as_str().unwrap().to_string();
-        if i + 1 < race_tries() {
-            assert_eq!(
-                s.http().delete(format!("{}/v1/database/leak1", s.url)).bearer_auth(&alice).send().unwrap().status(),
-                200
-            );
-        }
+        last_id = leak_try(&s, (&alice, &bob), &config, i);
     }
     // A kill right after a delete: the instance must not come back after restart.
     wait_for(&s, &alice, &last_id, |v| v["done"].as_u64().unwrap_or(0) > 0);
@@ -338,6 +345,77 @@ fn a_deleted_databases_workflows_never_touch_the_next_database_of_that_name() {
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&store);
+}
+
+/// Case 4, traversal in aggregateId / aggregateType: 400, and nothing about the file system.
+fn traversal_is_refused(s: &Server, owner: &str, outside: &Path) {
+    let outside_rel = format!("../../{}/secret", outside.file_name().unwrap().to_str().unwrap());
+    for query in [
+        format!("aggregateType=user&aggregateId={outside_rel}"),
+        format!("aggregateType=user&aggregateId={}", outside.join("secret").display()),
+        "aggregateType=../user&aggregateId=user-0001".to_string(),
+        "aggregateType=%2Fetc&aggregateId=passwd".to_string(),
+        "aggregateType=user&aggregateId=.hidden".to_string(),
+    ] {
+        let (status, body) = sync_post(s, owner, "paths", &format!("resync-projections?{query}"));
+        assert_eq!(status, 400, "{query}: {body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with("invalid aggregate type or id"), "{message}");
+        assert!(!message.contains("No such file"), "{message}");
+    }
+    assert_eq!(count(s, owner, "paths", "aggregate_projection"), 0);
+}
+
+/// Case 5, the whole type: only regular files are aggregates; it completes. Named directly, a link
+/// or a FIFO fails alone at once, and the server does not balloon reading /dev/zero.
+fn only_regular_files_are_aggregates(s: &Server, owner: &str) {
+    let (status, body) =
+        sync_post(s, owner, "paths", "resync-projections?aggregateType=user&batchSize=10&delaySeconds=0");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 3, "links and FIFOs are not listed: {body}");
+    let id = body["instanceId"].as_str().unwrap().to_string();
+    let done = wait_for(s, owner, &id, |v| v["status"] == "complete");
+    assert_eq!((done["status"].as_str(), done["succeeded"].as_u64()), (Some("complete"), Some(3)), "{done}");
+    assert_eq!((done["done"].as_u64(), done["failed"].as_u64()), (Some(3), Some(0)), "nothing else was listed: {done}");
+    // Named directly, each fails alone at once, without reading the device or waiting on the FIFO.
+    for (aggregate, why) in [("evil", "symbolic link"), ("slow", "not a regular file")] {
+        let (status, body) = sync_post(
+            s,
+            owner,
+            "paths",
+            &format!("resync-projections?aggregateType=user&aggregateId={aggregate}&delaySeconds=0&maxAttempts=1"),
+        );
+        assert_eq!(status, 200, "{body}");
+        let id = body["instanceId"].as_str().unwrap().to_string();
+        let v = wait_for(s, owner, &id, |v| v["status"] == "complete");
+        assert_eq!(v["failed"], 1, "{v}");
+        assert!(v["errors"][0].as_str().unwrap().contains(why), "{v}");
+    }
+    // The server did not balloon reading /dev/zero.
+    let kb = rss_kb(s);
+    assert!(kb < 1_000_000, "RSS {kb} kB");
+}
+
+/// Case 10, stores that are not stores, and empty keys.
+fn stores_that_are_not_stores_are_refused(s: &Server, owner: &str, dir: &Path, config: &Value) {
+    let data_dir = format!("file://{}", dir.join("databases").display());
+    for url in ["file:///", "file:///proc/self", "file:///sys", "file:///tmp/../proc", data_dir.as_str()] {
+        let (status, body) = sync_put_config(s, owner, "paths", &json!({"objectStore": {"url": url}}));
+        assert_eq!(status, 400, "{url}: {body}");
+    }
+    for key in ["", "short"] {
+        let (status, body) =
+            sync_put_config(s, owner, "paths", &json!({"objectStore": config["objectStore"], "adminApiKey": key}));
+        assert_eq!(status, 400, "{key:?}: {body}");
+    }
+    let r = s
+        .http()
+        .get(format!("{}/v1/database/paths/sync/config", s.url))
+        .header("X-Admin-API-Key", "")
+        .bearer_auth(owner)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 401, "an empty key is no key");
 }
 
 #[test]
@@ -357,49 +435,8 @@ fn paths_and_special_files_never_leave_the_store_and_never_hang() {
     let config = json!({"objectStore": {"url": format!("file://{}", store.display())}});
     assert_eq!(sync_put_config(&s, &owner, "paths", &config).0, 200);
 
-    // 4. Traversal in aggregateId / aggregateType: 400, and nothing about the file system.
-    let outside_rel = format!("../../{}/secret", outside.file_name().unwrap().to_str().unwrap());
-    for query in [
-        format!("aggregateType=user&aggregateId={outside_rel}"),
-        format!("aggregateType=user&aggregateId={}", outside.join("secret").display()),
-        "aggregateType=../user&aggregateId=user-0001".to_string(),
-        "aggregateType=%2Fetc&aggregateId=passwd".to_string(),
-        "aggregateType=user&aggregateId=.hidden".to_string(),
-    ] {
-        let (status, body) = sync_post(&s, &owner, "paths", &format!("resync-projections?{query}"));
-        assert_eq!(status, 400, "{query}: {body}");
-        let message = body["message"].as_str().unwrap();
-        assert!(message.starts_with("invalid aggregate type or id"), "{message}");
-        assert!(!message.contains("No such file"), "{message}");
-    }
-    assert_eq!(count(&s, &owner, "paths", "aggregate_projection"), 0);
-
-    // 5. The whole type: only regular files are aggregates; it completes.
-    let (status, body) =
-        sync_post(&s, &owner, "paths", "resync-projections?aggregateType=user&batchSize=10&delaySeconds=0");
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(body["total"], 3, "links and FIFOs are not listed: {body}");
-    let id = body["instanceId"].as_str().unwrap().to_string();
-    let done = wait_for(&s, &owner, &id, |v| v["status"] == "complete");
-    assert_eq!((done["status"].as_str(), done["succeeded"].as_u64()), (Some("complete"), Some(3)), "{done}");
-    assert_eq!((done["done"].as_u64(), done["failed"].as_u64()), (Some(3), Some(0)), "nothing else was listed: {done}");
-    // Named directly, each fails alone at once, without reading the device or waiting on the FIFO.
-    for (aggregate, why) in [("evil", "symbolic link"), ("slow", "not a regular file")] {
-        let (status, body) = sync_post(
-            &s,
-            &owner,
-            "paths",
-            &format!("resync-projections?aggregateType=user&aggregateId={aggregate}&delaySeconds=0&maxAttempts=1"),
-        );
-        assert_eq!(status, 200, "{body}");
-        let id = body["instanceId"].as_str().unwrap().to_string();
-        let v = wait_for(&s, &owner, &id, |v| v["status"] == "complete");
-        assert_eq!(v["failed"], 1, "{v}");
-        assert!(v["errors"][0].as_str().unwrap().contains(why), "{v}");
-    }
-    // The server did not balloon reading /dev/zero.
-    let kb = rss_kb(&s);
-    assert!(kb < 1_000_000, "RSS {kb} kB");
+    traversal_is_refused(&s, &owner, &outside);
+    only_regular_files_are_aggregates(&s, &owner);
 
     // Terminate ends an instance at once: the scope is free for the next resync.
     let (_, body) = sync_post(&s, &owner, "paths", "resync-projections?batchSize=1&delaySeconds=60");
@@ -408,25 +445,7 @@ fn paths_and_special_files_never_leave_the_store_and_never_hang() {
     assert_eq!((status, t["status"].as_str()), (200, Some("terminated")), "{t}");
     assert_eq!(sync_post(&s, &owner, "paths", "resync-projections?batchSize=1&delaySeconds=0").0, 200);
 
-    // 10. Stores that are not stores, and empty keys.
-    let data_dir = format!("file://{}", dir.join("databases").display());
-    for url in ["file:///", "file:///proc/self", "file:///sys", "file:///tmp/../proc", data_dir.as_str()] {
-        let (status, body) = sync_put_config(&s, &owner, "paths", &json!({"objectStore": {"url": url}}));
-        assert_eq!(status, 400, "{url}: {body}");
-    }
-    for key in ["", "short"] {
-        let (status, body) =
-            sync_put_config(&s, &owner, "paths", &json!({"objectStore": config["objectStore"], "adminApiKey": key}));
-        assert_eq!(status, 400, "{key:?}: {body}");
-    }
-    let r = s
-        .http()
-        .get(format!("{}/v1/database/paths/sync/config", s.url))
-        .header("X-Admin-API-Key", "")
-        .bearer_auth(&owner)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 401, "an empty key is no key");
+    stores_that_are_not_stores_are_refused(&s, &owner, &dir, &config);
     drop(s);
     for d in [&dir, &store, &outside] {
         let _ = std::fs::remove_dir_all(d);

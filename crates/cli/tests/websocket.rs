@@ -114,7 +114,16 @@ fn json_clients_subscribe_call_and_see_each_others_changes() {
     let mut b = connect(base, &db, JSON, "light=true", Some(&other_token)).unwrap();
     b.recv_variant("IdentityToken");
 
-    // Legacy Subscribe: the initial rows, as objects by column name; client_connected ran for both.
+    subscribe_both(&mut a, &mut b, &a_identity);
+    calls_reach_the_caller_and_light_clients(&mut a, &mut b, &a_identity);
+    sql_changes_and_unsubscribes(&server, &owner_token, &db, &mut a, &mut b, &a_identity);
+    subscription_errors_and_private_tables(&mut a, &mut b);
+    one_off_queries(&mut b);
+    leaving_and_a_bad_frame(&mut a, b);
+}
+
+/// Legacy Subscribe: the initial rows, as objects by column name; client_connected ran for both.
+fn subscribe_both(a: &mut Ws, b: &mut Ws, a_identity: &Value) {
     a.send_json(
         json!({"Subscribe": {"query_strings": ["SELECT * FROM member", "SELECT * FROM post"], "request_id": 5}}),
     );
@@ -123,19 +132,23 @@ fn json_clients_subscribe_call_and_see_each_others_changes() {
     let (_, members) = rows_of(&init["database_update"], "member");
     assert_eq!(members.len(), 2, "{init}");
     assert!(members.iter().all(|m| m["online"] == true));
-    assert!(members.iter().any(|m| m["identity"] == a_identity));
+    assert!(members.iter().any(|m| m["identity"] == *a_identity));
     b.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM post", "request_id": 1, "query_id": {"id": 1}}}));
     let applied = b.recv_variant("SubscribeApplied");
     assert_eq!(applied["query_id"]["id"], 1);
     assert_eq!(applied["rows"]["table_name"], "post");
+}
 
+/// Calls over the socket: results to the caller, light updates to others, failures to the
+/// caller only, and NoSuccessNotify.
+fn calls_reach_the_caller_and_light_clients(a: &mut Ws, b: &mut Ws, a_identity: &Value) {
     // A's call: A gets the full update with its request id; B (light) gets the light one.
     a.send_json(json!({"CallReducer": {"reducer": "send_post", "args": "[\"hello\"]", "request_id": 42, "flags": 0}}));
     let tx = a.recv_variant("TransactionUpdate");
     assert_eq!(tx["reducer_call"]["reducer_name"], "send_post");
     assert_eq!(tx["reducer_call"]["request_id"], 42);
     assert_eq!(tx["reducer_call"]["args"], "[\"hello\"]");
-    assert_eq!(tx["caller_identity"], a_identity);
+    assert_eq!(tx["caller_identity"], *a_identity);
     let (_, posts) = rows_of(committed(&tx), "post");
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0][3], "hello", "transaction rows are positional: {}", posts[0]);
@@ -169,13 +182,23 @@ fn json_clients_subscribe_call_and_see_each_others_changes() {
     assert_eq!(rows_of(&light["update"], "post").1[0][3], "quiet");
     let tx = a.recv_variant("TransactionUpdate");
     assert_eq!(tx["reducer_call"]["request_id"], 47, "A's queries see its post: {tx}");
+}
 
+/// SQL DML reaches subscribers; Unsubscribe and the Multi messages answer with their rows.
+fn sql_changes_and_unsubscribes(
+    server: &Server,
+    owner_token: &str,
+    db: &str,
+    a: &mut Ws,
+    b: &mut Ws,
+    a_identity: &Value,
+) {
     // SQL DML reaches subscribers like a reducer, with no reducer name.
-    let (status, _) = server.sql(Some(&owner_token), &db, "DELETE FROM post WHERE body = 'quiet'");
+    let (status, _) = server.sql(Some(owner_token), db, "DELETE FROM post WHERE body = 'quiet'");
     assert_eq!(status, 200);
     let tx = a.recv_variant("TransactionUpdate");
     assert_eq!(tx["reducer_call"]["reducer_name"], "");
-    assert_eq!(tx["caller_identity"], a_identity, "the SQL caller is named");
+    assert_eq!(tx["caller_identity"], *a_identity, "the SQL caller is named");
     assert_eq!(rows_of(committed(&tx), "post").0.len(), 1);
     b.recv_variant("TransactionUpdateLight");
 
@@ -196,7 +219,11 @@ fn json_clients_subscribe_call_and_see_each_others_changes() {
     b.send_json(json!({"UnsubscribeMulti": {"request_id": 5, "query_id": {"id": 9}}}));
     let multi = b.recv_variant("UnsubscribeMultiApplied");
     assert_eq!(rows_of(&multi["update"], "member").0.len(), 2);
+}
 
+/// Subscription errors (bad SQL, unknown or private tables, projections, a query id in use)
+/// and the owner's view of a private table.
+fn subscription_errors_and_private_tables(a: &mut Ws, b: &mut Ws) {
     // Errors: bad SQL, an unknown table, a private table for a non-owner, a projection, a
     // query id in use.
     for (i, (q, want)) in [
@@ -220,8 +247,10 @@ fn json_clients_subscribe_call_and_see_each_others_changes() {
     a.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM post", "request_id": 8, "query_id": {"id": 7}}}));
     let tx = a.recv_variant("TransactionUpdate");
     assert!(tx["status"]["Failed"].as_str().unwrap().contains("already exists"), "{tx}");
+}
 
-    // One-off queries: rows as objects, errors as text; private tables for the owner only.
+/// One-off queries: rows as objects, errors as text; private tables for the owner only.
+fn one_off_queries(b: &mut Ws) {
     b.send_json(json!({"OneOffQuery": {"message_id": "0102", "query_string": "SELECT * FROM post"}}));
     let r = b.recv_variant("OneOffQueryResponse");
     assert_eq!(r["message_id"], "0102");
@@ -233,7 +262,10 @@ fn json_clients_subscribe_call_and_see_each_others_changes() {
     let r = b.recv_variant("OneOffQueryResponse");
     assert_eq!(r["error"], json!({"some": "`audit` is not a valid table"}));
     assert_eq!(r["tables"], json!([]));
+}
 
+/// Leaving runs client_disconnected (A sees B go offline); a bad frame closes with 1011.
+fn leaving_and_a_bad_frame(a: &mut Ws, b: Ws) {
     // Leaving runs client_disconnected: A sees B go offline.
     a.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM member", "request_id": 9, "query_id": {"id": 30}}}));
     a.recv_variant("SubscribeApplied");
@@ -274,58 +306,64 @@ fn binary_clients_get_every_message_in_bsatn_with_each_compression() {
     for (round, (compression, tag)) in [("None", 0u8), ("Brotli", 1), ("Gzip", 2)].into_iter().enumerate() {
         // Each round adds one post.
         let posts = 40 + round;
-        let mut c = connect(base, &db, BSATN, &format!("compression={compression}"), Some(&token)).unwrap();
-        // Small messages are never compressed.
-        let tungstenite::Message::Binary(hello) = c.recv_raw().unwrap() else { panic!() };
-        assert_eq!(hello[0], 0, "{compression}: IdentityToken is small");
-        c.send_binary(client::subscribe(&["SELECT * FROM post"], 3));
-        let tungstenite::Message::Binary(frame) = c.recv_raw().unwrap() else { panic!() };
-        assert_eq!(frame[0], tag, "{compression}");
-        let init = ws::decode_server_message(&ws::decompress(&frame));
-        let init = &init["InitialSubscription"];
-        assert_eq!(init["request_id"], 3);
-        let table = &init["database_update"]["tables"][0];
-        assert_eq!(table["table_name"], "post");
-        assert!(table["table_id"].as_u64().unwrap() >= 4096, "user tables are numbered from 4096");
-        assert_eq!(table["num_rows"], posts);
-        assert_eq!(table["updates"][0]["inserts"].as_array().unwrap().len(), posts);
+        binary_round(base, &db, &token, (compression, tag), posts);
+    }
+}
 
-        c.send_binary(client::subscribe_single("SELECT * FROM member", 4, 1));
-        let applied = c.recv_variant("SubscribeApplied");
-        assert_eq!(applied["rows"]["table_name"], "member");
-        c.send_binary(client::one_off(&[7, 7], "SELECT * FROM post WHERE id = 1"));
-        let r = c.recv_variant("OneOffQueryResponse");
-        assert_eq!(r["message_id"], "0707");
-        assert_eq!(r["tables"][0]["rows"].as_array().unwrap().len(), 1);
-        c.send_binary(client::subscribe_multi(&["SELECT * FROM post WHERE id = 2"], 5, 2));
-        let m = c.recv_variant("SubscribeMultiApplied");
-        assert_eq!(m["update"]["tables"][0]["num_rows"], 1);
-        c.send_binary(client::unsubscribe(6, 2, true));
-        let m = c.recv_variant("UnsubscribeMultiApplied");
-        assert_eq!(m["update"]["tables"][0]["updates"][0]["deletes"].as_array().unwrap().len(), 1);
-        c.send_binary(client::unsubscribe(7, 1, false));
-        c.recv_variant("UnsubscribeApplied");
-        c.send_binary(client::subscribe_single("SELECT * FROM nope", 8, 3));
-        let e = c.recv_variant("SubscriptionError");
-        assert_eq!(e["request_id"], json!({"some": 8}));
-        assert_eq!(e["table_id"], json!({"none": []}));
-        // A reducer call: arguments are echoed as BSATN.
-        c.send_binary(client::call_reducer("send_post", &bsatn_string("bin"), 11, 0));
-        let tx = c.recv_variant("TransactionUpdate");
-        assert_eq!(tx["reducer_call"]["args"], hex::encode(bsatn_string("bin")));
-        assert_eq!(committed(&tx)["tables"][0]["num_rows"], 1);
-        // An unknown flag closes the connection with the decoder's message.
-        c.send_binary(client::call_reducer("send_post", &bsatn_string("x"), 12, 7));
-        loop {
-            match c.recv_raw() {
-                Ok(tungstenite::Message::Close(Some(frame))) => {
-                    assert_eq!(u16::from(frame.code), 1011);
-                    assert_eq!(frame.reason.as_str(), "invalid call reducer flag 7");
-                    break;
-                }
-                Ok(_) => continue,
-                Err(e) => panic!("expected a close frame: {e}"),
+/// One round of the binary test with one compression (`tag` is its frame tag): every client
+/// message in BSATN, with `posts` posts in the table beforehand.
+fn binary_round(base: &str, db: &str, token: &str, (compression, tag): (&str, u8), posts: usize) {
+    let mut c = connect(base, db, BSATN, &format!("compression={compression}"), Some(token)).unwrap();
+    // Small messages are never compressed.
+    let tungstenite::Message::Binary(hello) = c.recv_raw().unwrap() else { panic!() };
+    assert_eq!(hello[0], 0, "{compression}: IdentityToken is small");
+    c.send_binary(client::subscribe(&["SELECT * FROM post"], 3));
+    let tungstenite::Message::Binary(frame) = c.recv_raw().unwrap() else { panic!() };
+    assert_eq!(frame[0], tag, "{compression}");
+    let init = ws::decode_server_message(&ws::decompress(&frame));
+    let init = &init["InitialSubscription"];
+    assert_eq!(init["request_id"], 3);
+    let table = &init["database_update"]["tables"][0];
+    assert_eq!(table["table_name"], "post");
+    assert!(table["table_id"].as_u64().unwrap() >= 4096, "user tables are numbered from 4096");
+    assert_eq!(table["num_rows"], posts);
+    assert_eq!(table["updates"][0]["inserts"].as_array().unwrap().len(), posts);
+
+    c.send_binary(client::subscribe_single("SELECT * FROM member", 4, 1));
+    let applied = c.recv_variant("SubscribeApplied");
+    assert_eq!(applied["rows"]["table_name"], "member");
+    c.send_binary(client::one_off(&[7, 7], "SELECT * FROM post WHERE id = 1"));
+    let r = c.recv_variant("OneOffQueryResponse");
+    assert_eq!(r["message_id"], "0707");
+    assert_eq!(r["tables"][0]["rows"].as_array().unwrap().len(), 1);
+    c.send_binary(client::subscribe_multi(&["SELECT * FROM post WHERE id = 2"], 5, 2));
+    let m = c.recv_variant("SubscribeMultiApplied");
+    assert_eq!(m["update"]["tables"][0]["num_rows"], 1);
+    c.send_binary(client::unsubscribe(6, 2, true));
+    let m = c.recv_variant("UnsubscribeMultiApplied");
+    assert_eq!(m["update"]["tables"][0]["updates"][0]["deletes"].as_array().unwrap().len(), 1);
+    c.send_binary(client::unsubscribe(7, 1, false));
+    c.recv_variant("UnsubscribeApplied");
+    c.send_binary(client::subscribe_single("SELECT * FROM nope", 8, 3));
+    let e = c.recv_variant("SubscriptionError");
+    assert_eq!(e["request_id"], json!({"some": 8}));
+    assert_eq!(e["table_id"], json!({"none": []}));
+    // A reducer call: arguments are echoed as BSATN.
+    c.send_binary(client::call_reducer("send_post", &bsatn_string("bin"), 11, 0));
+    let tx = c.recv_variant("TransactionUpdate");
+    assert_eq!(tx["reducer_call"]["args"], hex::encode(bsatn_string("bin")));
+    assert_eq!(committed(&tx)["tables"][0]["num_rows"], 1);
+    // An unknown flag closes the connection with the decoder's message.
+    c.send_binary(client::call_reducer("send_post", &bsatn_string("x"), 12, 7));
+    loop {
+        match c.recv_raw() {
+            Ok(tungstenite::Message::Close(Some(frame))) => {
+                assert_eq!(u16::from(frame.code), 1011);
+                assert_eq!(frame.reason.as_str(), "invalid call reducer flag 7");
+                break;
             }
+            Ok(_) => continue,
+            Err(e) => panic!("expected a close frame: {e}"),
         }
     }
 }
@@ -357,6 +395,14 @@ fn limits_refuse_with_clear_reasons_and_a_slow_client_is_cut_off() {
         a.send_json(json!({"CallReducer": {"reducer": "send_post", "args": format!("[\"p{i}\"]"), "request_id": i, "flags": 0}}));
         a.recv_variant("TransactionUpdate");
     }
+    subscription_limits(&mut a);
+    oversized_message_closes_with_1009(&mut a);
+    let held = client_limit(base, &db, &token);
+    slow_client_is_cut_off(&server, &token, &db, held);
+}
+
+/// The initial-rows and subscriptions-per-client limits refuse with their reasons.
+fn subscription_limits(a: &mut Ws) {
     a.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM post", "request_id": 1, "query_id": {"id": 1}}}));
     let e = a.recv_variant("SubscriptionError");
     assert!(e["error"].as_str().unwrap().contains("initial rows exceed 3"), "{e}");
@@ -367,8 +413,10 @@ fn limits_refuse_with_clear_reasons_and_a_slow_client_is_cut_off() {
     a.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM member", "request_id": 3, "query_id": {"id": 3}}}));
     let e = a.recv_variant("SubscriptionError");
     assert!(e["error"].as_str().unwrap().contains("at most 2 subscriptions"), "{e}");
+}
 
-    // A message over the size limit closes the connection (1009).
+/// A message over the size limit closes the connection (1009).
+fn oversized_message_closes_with_1009(a: &mut Ws) {
     let big = "x".repeat(70_000);
     a.send_json(
         json!({"CallReducer": {"reducer": "send_post", "args": format!("[\"{big}\"]"), "request_id": 9, "flags": 0}}),
@@ -383,15 +431,17 @@ fn limits_refuse_with_clear_reasons_and_a_slow_client_is_cut_off() {
             Err(e) => panic!("no close frame for a message over the limit: {e}"),
         }
     }
+}
 
-    // Connections per database.
+/// Connections per database: the fourth client is closed with 1013; the three held are returned.
+fn client_limit(base: &str, db: &str, token: &str) -> Vec<Ws> {
     let mut held: Vec<Ws> = Vec::new();
     for _ in 0..3 {
-        let mut c = connect(base, &db, JSON, "", Some(&token)).unwrap();
+        let mut c = connect(base, db, JSON, "", Some(token)).unwrap();
         c.recv_variant("IdentityToken");
         held.push(c);
     }
-    let mut extra = connect(base, &db, JSON, "", Some(&token)).unwrap();
+    let mut extra = connect(base, db, JSON, "", Some(token)).unwrap();
     match extra.recv_raw() {
         Ok(tungstenite::Message::Close(Some(f))) => {
             assert_eq!(u16::from(f.code), 1013);
@@ -399,8 +449,12 @@ fn limits_refuse_with_clear_reasons_and_a_slow_client_is_cut_off() {
         }
         other => panic!("expected a close for the fourth client: {other:?}"),
     }
+    held
+}
 
-    // A client that never reads is cut off once its queue overflows; the others carry on.
+/// A client that never reads is cut off once its queue overflows; the others carry on.
+fn slow_client_is_cut_off(server: &Server, token: &str, db: &str, mut held: Vec<Ws>) {
+    let base = &server.url;
     let mut slow = held.pop().unwrap();
     slow.send_json(json!({"SubscribeSingle": {"query": "SELECT * FROM post WHERE id > 5", "request_id": 1, "query_id": {"id": 1}}}));
     let mut fast = held.pop().unwrap();
@@ -409,7 +463,7 @@ fn limits_refuse_with_clear_reasons_and_a_slow_client_is_cut_off() {
         fast.send_json(json!({"CallReducer": {"reducer": "send_post", "args": format!("[\"{body}\"]"), "request_id": i, "flags": 0}}));
         fast.recv_variant("TransactionUpdate");
     }
-    let (status, text) = server.sql(Some(&token), &db, "SELECT id FROM post WHERE id > 100");
+    let (status, text) = server.sql(Some(token), db, "SELECT id FROM post WHERE id > 100");
     assert_eq!(status, 200, "{text}");
     // The slow client's connection was closed with the reason (or dropped, if even the close
     // frame could not get through).

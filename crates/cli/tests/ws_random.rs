@@ -184,12 +184,26 @@ fn every_client_copy_equals_its_queries_after_every_step() {
     assert!(server.publish(&owner, &db, "bank").status().is_success());
     assert_eq!(server.call(&owner, &db, "open_accounts", "[0, 16, 100]").0, 200);
 
-    let mut clients: Vec<Client> = (0..6)
+    let mut clients = connect_clients(&server, &owner, &db);
+
+    let mut oracle = connect(&server.url, &db, JSON, "", Some(&owner)).unwrap();
+    oracle.recv_variant("IdentityToken");
+    let mut next_request = 100_000u32;
+    for step in 0..steps {
+        if random_step(&mut rng, &mut clients, (&server, &owner, &db), &mut next_request) {
+            check_every_copy(step, &mut clients, (&server, &owner, &db), &mut oracle);
+        }
+    }
+}
+
+/// Six clients, every other one the owner, every third one light.
+fn connect_clients(server: &Server, owner: &str, db: &str) -> Vec<Client> {
+    (0..6)
         .map(|i| {
             let owner_client = i % 2 == 0;
-            let token = owner_client.then_some(owner.as_str());
+            let token = owner_client.then_some(owner);
             let light = if i % 3 == 0 { "light=true" } else { "" };
-            let mut ws = connect(&server.url, &db, JSON, light, token).unwrap();
+            let mut ws = connect(&server.url, db, JSON, light, token).unwrap();
             ws.recv_variant("IdentityToken");
             Client {
                 ws,
@@ -200,72 +214,80 @@ fn every_client_copy_equals_its_queries_after_every_step() {
                 pending: BTreeSet::new(),
             }
         })
-        .collect();
+        .collect()
+}
 
-    let mut oracle = connect(&server.url, &db, JSON, "", Some(&owner)).unwrap();
-    oracle.recv_variant("IdentityToken");
-    let mut next_request = 100_000u32;
-    for step in 0..steps {
-        match rng.below(10) {
-            // Subscribe a random set of queries (the private table only for owners).
-            0..=1 => {
-                let c = &mut clients[rng.below(6) as usize];
-                let n = 1 + rng.below(3) as usize;
-                let allowed: Vec<&str> = QUERIES.iter().copied().filter(|q| c.owner || !q.contains("ledger")).collect();
-                // (`ledger` is private: joins with it are the owner's too.)
-                let qs: Vec<&'static str> = (0..n).map(|_| allowed[rng.below(allowed.len() as u64) as usize]).collect();
-                let id = c.next_id;
-                c.next_id += 1;
-                c.ws.send_json(
-                    json!({"SubscribeMulti": {"query_strings": qs, "request_id": id, "query_id": {"id": id}}}),
-                );
-                c.read_until(|m| m.get("SubscribeMultiApplied").is_some_and(|a| a["query_id"]["id"] == id));
-                c.sets.insert(id, qs.into_iter().collect::<BTreeSet<_>>().into_iter().collect());
+/// One random step: subscribe, unsubscribe, SQL DML, or several transfers in flight; `false`
+/// when it did nothing (no set to unsubscribe), so no check follows.
+fn random_step(
+    rng: &mut Rng,
+    clients: &mut [Client],
+    (server, owner, db): (&Server, &str, &str),
+    next_request: &mut u32,
+) -> bool {
+    match rng.below(10) {
+        // Subscribe a random set of queries (the private table only for owners).
+        0..=1 => {
+            let c = &mut clients[rng.below(6) as usize];
+            let n = 1 + rng.below(3) as usize;
+            let allowed: Vec<&str> = QUERIES.iter().copied().filter(|q| c.owner || !q.contains("ledger")).collect();
+            // (`ledger` is private: joins with it are the owner's too.)
+            let qs: Vec<&'static str> = (0..n).map(|_| allowed[rng.below(allowed.len() as u64) as usize]).collect();
+            let id = c.next_id;
+            c.next_id += 1;
+            c.ws.send_json(json!({"SubscribeMulti": {"query_strings": qs, "request_id": id, "query_id": {"id": id}}}));
+            c.read_until(|m| m.get("SubscribeMultiApplied").is_some_and(|a| a["query_id"]["id"] == id));
+            c.sets.insert(id, qs.into_iter().collect::<BTreeSet<_>>().into_iter().collect());
+        }
+        // Unsubscribe one set.
+        2 => {
+            let c = &mut clients[rng.below(6) as usize];
+            let Some(&id) = c.sets.keys().nth(rng.below(c.sets.len().max(1) as u64) as usize) else { return false };
+            c.ws.send_json(json!({"UnsubscribeMulti": {"request_id": 1000 + id, "query_id": {"id": id}}}));
+            c.read_until(|m| m.get("UnsubscribeMultiApplied").is_some_and(|a| a["query_id"]["id"] == id));
+            c.sets.remove(&id);
+        }
+        // SQL DML over HTTP.
+        3 => {
+            let id = rng.below(16);
+            let q = format!("UPDATE account SET balance = {} WHERE id = {id}", rng.below(300));
+            assert_eq!(server.sql(Some(owner), db, &q).0, 200);
+        }
+        // Several transfers in flight at once, from random clients.
+        _ => {
+            for _ in 0..1 + rng.below(4) {
+                let ci = rng.below(6) as usize;
+                let c = &mut clients[ci];
+                *next_request += 1;
+                let rid = *next_request;
+                let (from, to, amount) = (rng.below(16), rng.below(16), 1 + rng.below(150));
+                c.ws.send_json(json!({"CallReducer": {"reducer": "transfer", "args": format!("[{from},{to},{amount}]"), "request_id": rid, "flags": 0}}));
+                c.pending.insert(rid);
             }
-            // Unsubscribe one set.
-            2 => {
-                let c = &mut clients[rng.below(6) as usize];
-                let Some(&id) = c.sets.keys().nth(rng.below(c.sets.len().max(1) as u64) as usize) else { continue };
-                c.ws.send_json(json!({"UnsubscribeMulti": {"request_id": 1000 + id, "query_id": {"id": id}}}));
-                c.read_until(|m| m.get("UnsubscribeMultiApplied").is_some_and(|a| a["query_id"]["id"] == id));
-                c.sets.remove(&id);
-            }
-            // SQL DML over HTTP.
-            3 => {
-                let id = rng.below(16);
-                let q = format!("UPDATE account SET balance = {} WHERE id = {id}", rng.below(300));
-                assert_eq!(server.sql(Some(&owner), &db, &q).0, 200);
-            }
-            // Several transfers in flight at once, from random clients.
-            _ => {
-                for _ in 0..1 + rng.below(4) {
-                    let ci = rng.below(6) as usize;
-                    let c = &mut clients[ci];
-                    next_request += 1;
-                    let rid = next_request;
-                    let (from, to, amount) = (rng.below(16), rng.below(16), 1 + rng.below(150));
-                    c.ws.send_json(json!({"CallReducer": {"reducer": "transfer", "args": format!("[{from},{to},{amount}]"), "request_id": rid, "flags": 0}}));
-                    c.pending.insert(rid);
-                }
-                for c in clients.iter_mut() {
-                    while !c.pending.is_empty() {
-                        c.read_until(|m| m.get("TransactionUpdate").is_some());
-                    }
+            for c in clients.iter_mut() {
+                while !c.pending.is_empty() {
+                    c.read_until(|m| m.get("TransactionUpdate").is_some());
                 }
             }
         }
-        // A barrier per client: a one-off query's answer follows every update queued before it.
-        for (i, c) in clients.iter_mut().enumerate() {
-            let mid = format!("{:08x}", step * 16 + i);
-            c.ws.send_json(
-                json!({"OneOffQuery": {"message_id": mid, "query_string": "SELECT * FROM account WHERE id = 0"}}),
-            );
-            c.read_until(|m| m.get("OneOffQueryResponse").is_some_and(|r| r["message_id"] == mid));
-            let held = c.held();
-            let want = fresh(&server, &owner, &db, &held, &mut oracle);
-            let mut got = c.copy.clone();
-            got.retain(|_, rows| !rows.is_empty());
-            assert_eq!(got, want, "step {step}, client {i}, queries {held:?}");
-        }
+    }
+    true
+}
+
+/// After a step, each client's copy equals its queries run afresh. A barrier per client first:
+/// a one-off query's answer follows every update queued before it.
+fn check_every_copy(step: usize, clients: &mut [Client], (server, owner, db): (&Server, &str, &str), oracle: &mut Ws) {
+    // A barrier per client: a one-off query's answer follows every update queued before it.
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mid = format!("{:08x}", step * 16 + i);
+        c.ws.send_json(
+            json!({"OneOffQuery": {"message_id": mid, "query_string": "SELECT * FROM account WHERE id = 0"}}),
+        );
+        c.read_until(|m| m.get("OneOffQueryResponse").is_some_and(|r| r["message_id"] == mid));
+        let held = c.held();
+        let want = fresh(server, owner, db, &held, oracle);
+        let mut got = c.copy.clone();
+        got.retain(|_, rows| !rows.is_empty());
+        assert_eq!(got, want, "step {step}, client {i}, queries {held:?}");
     }
 }

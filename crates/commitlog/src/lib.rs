@@ -179,6 +179,10 @@ pub struct Replay {
     pub truncated_at: Option<(PathBuf, u64)>,
 }
 
+/// Where and why a segment stops being readable: (byte offset, reason, whether it is a torn
+/// write at the end of the log rather than corruption).
+type Problem = (u64, String, bool);
+
 /// Reads every record with an offset of at least `from_offset`. A torn last frame is cut off the
 /// file. A bad frame followed by more data is [`LogError::Corrupt`], unless `truncate_corruption`,
 /// in which case the log is cut there (and later segments removed).
@@ -189,71 +193,7 @@ pub fn read_log(dir: &Path, from_offset: u64, truncate_corruption: bool) -> Resu
     for (i, (start, path)) in segs.iter().enumerate() {
         let is_last = i + 1 == segs.len();
         let bytes = std::fs::read(path).map_err(io_err(path))?;
-        let mut problem: Option<(u64, String, bool)> = None; // (byte, reason, torn)
-        if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-            problem = Some((0, "bad segment header".into(), is_last && bytes.len() < SEGMENT_MAGIC.len()));
-        }
-        let mut pos = SEGMENT_MAGIC.len();
-        while problem.is_none() && pos < bytes.len() {
-            let rest = &bytes[pos..];
-            if rest.len() < FRAME_HEADER {
-                problem = Some((pos as u64, "truncated frame header".into(), is_last));
-                break;
-            }
-            let len = u32::from_le_bytes(rest[..4].try_into().unwrap_or_default()) as usize;
-            let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap_or_default());
-            if len > MAX_RECORD_BYTES {
-                problem = Some((pos as u64, format!("frame length {len} is too large"), false));
-                break;
-            }
-            if rest.len() < FRAME_HEADER + len {
-                problem = Some((pos as u64, "truncated frame".into(), is_last));
-                break;
-            }
-            let payload = &rest[FRAME_HEADER..FRAME_HEADER + len];
-            let frame_end = pos + FRAME_HEADER + len;
-            if crc32c::crc32c(payload) != crc {
-                // A bad checksum on the very last frame of the log is a torn write.
-                problem = Some((pos as u64, "checksum mismatch".into(), is_last && frame_end == bytes.len()));
-                break;
-            }
-            let rec = match TxRecord::decode(payload) {
-                Ok(r) => r,
-                Err(e) => {
-                    problem = Some((pos as u64, format!("undecodable record: {e}"), false));
-                    break;
-                }
-            };
-            // A segment is named after its first record (`cut_after` counts from the name).
-            if pos == SEGMENT_MAGIC.len() && rec.offset != *start {
-                problem = Some((
-                    pos as u64,
-                    format!(
-                        "the segment's name says it begins at transaction {start}, but its first is {}",
-                        rec.offset
-                    ),
-                    false,
-                ));
-                break;
-            }
-            if expected.is_some_and(|e| e != rec.offset) {
-                problem = Some((
-                    pos as u64,
-                    format!("expected transaction offset {:?}, found {}", expected, rec.offset),
-                    false,
-                ));
-                break;
-            }
-            let Some(after) = rec.offset.checked_add(1) else {
-                problem = Some((pos as u64, format!("transaction offset {} has no successor", rec.offset), false));
-                break;
-            };
-            expected = Some(after);
-            if rec.offset >= from_offset {
-                replay.records.push(rec);
-            }
-            pos = frame_end;
-        }
+        let problem = read_segment(&bytes, *start, is_last, from_offset, &mut expected, &mut replay.records);
         let Some((byte, reason, torn)) = problem else { continue };
         if !torn && !truncate_corruption {
             return Err(LogError::Corrupt {
@@ -263,27 +203,116 @@ pub fn read_log(dir: &Path, from_offset: u64, truncate_corruption: bool) -> Resu
                 reason,
             });
         }
-        // Cut the log here: shorten this segment and drop any later ones.
-        let keep = byte.max(SEGMENT_MAGIC.len() as u64);
-        let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
-        if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
-            drop(f);
-            std::fs::remove_file(path).map_err(io_err(path))?;
-        } else {
-            f.set_len(keep).map_err(io_err(path))?;
-            f.sync_all().map_err(io_err(path))?;
-        }
-        if torn {
-            replay.torn_bytes = bytes.len() as u64 - keep;
-        } else {
-            replay.truncated_at = Some((path.clone(), byte));
-        }
-        for (_, later) in &segs[i + 1..] {
-            std::fs::remove_file(later).map_err(io_err(later))?;
-        }
+        cut_log(&segs, i, &bytes, (byte, torn), &mut replay)?;
         break;
     }
     Ok(replay)
+}
+
+/// Reads one segment (named after its first offset, `start`) into `records`, keeping those at
+/// or after `from_offset` and checking each offset follows `expected`; returns the first
+/// problem found, if any. Split out of [`read_log`] so each check stays readable.
+fn read_segment(
+    bytes: &[u8],
+    start: u64,
+    is_last: bool,
+    from_offset: u64,
+    expected: &mut Option<u64>,
+    records: &mut Vec<TxRecord>,
+) -> Option<Problem> {
+    if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+        return Some((0, "bad segment header".into(), is_last && bytes.len() < SEGMENT_MAGIC.len()));
+    }
+    let mut pos = SEGMENT_MAGIC.len();
+    while pos < bytes.len() {
+        let (rec, frame_end) = match read_frame(bytes, pos, is_last) {
+            Ok(frame) => frame,
+            Err(problem) => return Some(problem),
+        };
+        // A segment is named after its first record (`cut_after` counts from the name).
+        if pos == SEGMENT_MAGIC.len() && rec.offset != start {
+            return Some((
+                pos as u64,
+                format!("the segment's name says it begins at transaction {start}, but its first is {}", rec.offset),
+                false,
+            ));
+        }
+        if expected.is_some_and(|e| e != rec.offset) {
+            return Some((
+                pos as u64,
+                format!("expected transaction offset {:?}, found {}", expected, rec.offset),
+                false,
+            ));
+        }
+        let Some(after) = rec.offset.checked_add(1) else {
+            return Some((pos as u64, format!("transaction offset {} has no successor", rec.offset), false));
+        };
+        *expected = Some(after);
+        if rec.offset >= from_offset {
+            records.push(rec);
+        }
+        pos = frame_end;
+    }
+    None
+}
+
+/// Decodes the frame at `pos` of a segment: its record and the byte where the frame ends, or
+/// the problem (truncated header or frame, oversized length, bad checksum, undecodable record).
+fn read_frame(bytes: &[u8], pos: usize, is_last: bool) -> Result<(TxRecord, usize), Problem> {
+    let rest = &bytes[pos..];
+    if rest.len() < FRAME_HEADER {
+        return Err((pos as u64, "truncated frame header".into(), is_last));
+    }
+    let len = u32::from_le_bytes(rest[..4].try_into().unwrap_or_default()) as usize;
+    let crc = u32::from_le_bytes(rest[4..8].try_into().unwrap_or_default());
+    if len > MAX_RECORD_BYTES {
+        return Err((pos as u64, format!("frame length {len} is too large"), false));
+    }
+    if rest.len() < FRAME_HEADER + len {
+        return Err((pos as u64, "truncated frame".into(), is_last));
+    }
+    let payload = &rest[FRAME_HEADER..FRAME_HEADER + len];
+    let frame_end = pos + FRAME_HEADER + len;
+    if crc32c::crc32c(payload) != crc {
+        // A bad checksum on the very last frame of the log is a torn write.
+        return Err((pos as u64, "checksum mismatch".into(), is_last && frame_end == bytes.len()));
+    }
+    match TxRecord::decode(payload) {
+        Ok(rec) => Ok((rec, frame_end)),
+        Err(e) => Err((pos as u64, format!("undecodable record: {e}"), false)),
+    }
+}
+
+/// Cuts the log at `byte` of segment `i` (whose contents are `bytes`): shortens that segment,
+/// or removes it when its header is bad, removes every later segment, and notes in `replay`
+/// what was cut (torn bytes, or where corruption was truncated).
+fn cut_log(
+    segs: &[(u64, PathBuf)],
+    i: usize,
+    bytes: &[u8],
+    (byte, torn): (u64, bool),
+    replay: &mut Replay,
+) -> Result<(), LogError> {
+    let path = &segs[i].1;
+    // Cut the log here: shorten this segment and drop any later ones.
+    let keep = byte.max(SEGMENT_MAGIC.len() as u64);
+    let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+    if bytes.len() < SEGMENT_MAGIC.len() || &bytes[..SEGMENT_MAGIC.len()] != SEGMENT_MAGIC {
+        drop(f);
+        std::fs::remove_file(path).map_err(io_err(path))?;
+    } else {
+        f.set_len(keep).map_err(io_err(path))?;
+        f.sync_all().map_err(io_err(path))?;
+    }
+    if torn {
+        replay.torn_bytes = bytes.len() as u64 - keep;
+    } else {
+        replay.truncated_at = Some((path.clone(), byte));
+    }
+    for (_, later) in &segs[i + 1..] {
+        std::fs::remove_file(later).map_err(io_err(later))?;
+    }
+    Ok(())
 }
 
 type Callback = Box<dyn FnOnce() + Send>;
@@ -540,82 +569,114 @@ impl Writer {
         let mut written_end = self.durable_end.load(Ordering::Acquire);
         let mut buf = Vec::with_capacity(1 << 16);
         loop {
-            let timeout = match self.config.durability {
-                Durability::Sync => Duration::from_secs(3600),
-                Durability::Async { interval } => interval,
+            let Some(batch) = self.next_batch(&rx) else {
+                self.sync(written_end);
+                return;
             };
-            let first = match rx.recv_timeout(timeout) {
-                Ok(cmd) => Some(cmd),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                    self.sync(written_end);
-                    return;
-                }
-            };
-            let mut batch: Vec<Cmd> = first.into_iter().collect();
-            while batch.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
-                }
-            }
-            let mut fsync_waiting: Vec<Callback> = Vec::new();
-            let mut sealed: Vec<Callback> = Vec::new();
-            for cmd in batch {
-                if self.poisoned {
-                    // Nothing is written or acknowledged any more: waiting callers are let go
-                    // unanswered (their channels close), a seal returns at once.
-                    if let Cmd::Seal(f) = cmd {
-                        f();
-                    }
-                    continue;
-                }
-                match cmd {
-                    Cmd::Append(offset, payload) => {
-                        if self.size >= self.config.segment_max_bytes {
-                            self.flush_buf(&mut buf);
-                            self.rotate(offset);
-                        }
-                        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-                        buf.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
-                        buf.extend_from_slice(&payload);
-                        self.size += (FRAME_HEADER + payload.len()) as u64;
-                        written_end = offset + 1;
-                    }
-                    Cmd::OnDurable(offset, f) => self.waiting.push((offset, f)),
-                    Cmd::Prune(before) => self.prune(before),
-                    Cmd::Fsync(f) => fsync_waiting.push(f),
-                    Cmd::Seal(f) => {
-                        if self.size > SEGMENT_MAGIC.len() as u64 {
-                            self.flush_buf(&mut buf);
-                            self.sync(written_end);
-                            self.rotate(written_end);
-                        }
-                        sealed.push(f);
-                    }
-                }
-            }
-            self.flush_buf(&mut buf);
-            match self.config.durability {
-                Durability::Sync => self.sync(written_end),
-                Durability::Async { interval } => {
-                    // Written to the OS counts as done; fsync on the timer.
-                    self.durable_end.store(written_end, Ordering::Release);
-                    if last_sync.elapsed() >= interval || !fsync_waiting.is_empty() {
-                        self.fsync();
-                        last_sync = Instant::now();
-                    }
-                }
-            }
-            if self.poisoned {
-                self.waiting.clear();
-                fsync_waiting.clear();
-            }
-            self.run_callbacks();
-            // In sync mode the fsync above already covered them.
-            fsync_waiting.into_iter().for_each(|f| f());
-            sealed.into_iter().for_each(|f| f());
+            let (fsync_waiting, sealed) = self.apply_batch(batch, &mut buf, &mut written_end);
+            self.finish_batch(&mut buf, written_end, &mut last_sync, fsync_waiting, sealed);
         }
+    }
+
+    /// Waits for the next command (up to the async interval; an empty batch then) and takes
+    /// what else is queued, up to [`MAX_BATCH`]. `None` once every sender is gone.
+    fn next_batch(&self, rx: &Receiver<Cmd>) -> Option<Vec<Cmd>> {
+        let timeout = match self.config.durability {
+            Durability::Sync => Duration::from_secs(3600),
+            Durability::Async { interval } => interval,
+        };
+        let first = match rx.recv_timeout(timeout) {
+            Ok(cmd) => Some(cmd),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+        };
+        let mut batch: Vec<Cmd> = first.into_iter().collect();
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        Some(batch)
+    }
+
+    /// Carries out a batch's commands in order: appends go to `buf` (rotating full segments),
+    /// seals close the segment. Returns the fsync and seal callbacks to run after the batch.
+    fn apply_batch(
+        &mut self,
+        batch: Vec<Cmd>,
+        buf: &mut Vec<u8>,
+        written_end: &mut u64,
+    ) -> (Vec<Callback>, Vec<Callback>) {
+        let mut fsync_waiting: Vec<Callback> = Vec::new();
+        let mut sealed: Vec<Callback> = Vec::new();
+        for cmd in batch {
+            if self.poisoned {
+                // Nothing is written or acknowledged any more: waiting callers are let go
+                // unanswered (their channels close), a seal returns at once.
+                if let Cmd::Seal(f) = cmd {
+                    f();
+                }
+                continue;
+            }
+            match cmd {
+                Cmd::Append(offset, payload) => {
+                    if self.size >= self.config.segment_max_bytes {
+                        self.flush_buf(buf);
+                        self.rotate(offset);
+                    }
+                    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+                    buf.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+                    buf.extend_from_slice(&payload);
+                    self.size += (FRAME_HEADER + payload.len()) as u64;
+                    *written_end = offset + 1;
+                }
+                Cmd::OnDurable(offset, f) => self.waiting.push((offset, f)),
+                Cmd::Prune(before) => self.prune(before),
+                Cmd::Fsync(f) => fsync_waiting.push(f),
+                Cmd::Seal(f) => {
+                    if self.size > SEGMENT_MAGIC.len() as u64 {
+                        self.flush_buf(buf);
+                        self.sync(*written_end);
+                        self.rotate(*written_end);
+                    }
+                    sealed.push(f);
+                }
+            }
+        }
+        (fsync_waiting, sealed)
+    }
+
+    /// Ends a batch: writes `buf`, makes it durable as the durability mode says, then runs the
+    /// callbacks that are due (none of the waiting ones if the log is poisoned).
+    fn finish_batch(
+        &mut self,
+        buf: &mut Vec<u8>,
+        written_end: u64,
+        last_sync: &mut Instant,
+        mut fsync_waiting: Vec<Callback>,
+        sealed: Vec<Callback>,
+    ) {
+        self.flush_buf(buf);
+        match self.config.durability {
+            Durability::Sync => self.sync(written_end),
+            Durability::Async { interval } => {
+                // Written to the OS counts as done; fsync on the timer.
+                self.durable_end.store(written_end, Ordering::Release);
+                if last_sync.elapsed() >= interval || !fsync_waiting.is_empty() {
+                    self.fsync();
+                    *last_sync = Instant::now();
+                }
+            }
+        }
+        if self.poisoned {
+            self.waiting.clear();
+            fsync_waiting.clear();
+        }
+        self.run_callbacks();
+        // In sync mode the fsync above already covered them.
+        fsync_waiting.into_iter().for_each(|f| f());
+        sealed.into_iter().for_each(|f| f());
     }
 
     /// Writes the batch. When the disk refuses it (full), whatever part reached the file is

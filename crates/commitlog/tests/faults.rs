@@ -93,8 +93,10 @@ fn workload(d: &std::path::Path, faults: Arc<FailAt>) -> (Vec<u64>, Option<Strin
     (acked, failure, poisoned)
 }
 
-fn calls_of_a_clean_run() -> (usize, usize) {
-    let d = dir("clean");
+/// Counts the calls of a run without faults. `name` keeps each test's directory its own: the
+/// tests run in parallel in one process, and a shared one was removed under the other test.
+fn calls_of_a_clean_run(name: &str) -> (usize, usize) {
+    let d = dir(&format!("clean-{name}"));
     let faults = FailAt::new(None, None);
     let (acked, failure, poisoned) = workload(&d, faults.clone());
     assert_eq!(acked, (0..RECORDS).collect::<Vec<_>>());
@@ -104,7 +106,7 @@ fn calls_of_a_clean_run() -> (usize, usize) {
 
 #[test]
 fn a_failed_write_is_cut_off_and_written_again() {
-    let (writes, _) = calls_of_a_clean_run();
+    let (writes, _) = calls_of_a_clean_run("w");
     assert!(writes > 5, "the workload writes in several batches");
     let mut injected = 0;
     for n in 0..writes {
@@ -124,7 +126,7 @@ fn a_failed_write_is_cut_off_and_written_again() {
 
 #[test]
 fn a_failed_fsync_stops_acknowledging_and_disk_holds_every_acknowledged_record() {
-    let (_, syncs) = calls_of_a_clean_run();
+    let (_, syncs) = calls_of_a_clean_run("s");
     assert!(syncs > 5, "the workload fsyncs several times");
     let mut injected = 0;
     for n in 0..syncs {

@@ -156,44 +156,70 @@ fn write_at(
         (T::F32, V::F32(x)) => write_f32(out, x.0, style),
         (T::F64, V::F64(x)) => write_f64(out, x.0, style),
         (T::String, V::String(s)) => write_str(out, s),
-        (T::Array(elem), V::Array(items)) => {
-            if **elem == T::U8 {
-                out.push('"');
-                for item in items.iter() {
-                    let V::U8(b) = item else { return Err(mismatch(elem, item)) };
-                    write!(out, "{b:02x}").unwrap_or(());
-                }
-                out.push('"');
-            } else {
-                out.push('[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    write_at(out, ts, elem, item, depth + 1, style)?;
-                }
-                out.push(']');
-            }
-        }
+        (T::Array(elem), V::Array(items)) => write_array(out, ts, elem, items, depth, style)?,
         (T::Product(p), V::Product(items)) => write_product(out, ts, p, items, depth, style)?,
-        (T::Sum(s), V::Sum(SumValue { tag, value })) => {
-            let variant = s.variants.get(*tag as usize).ok_or_else(|| mismatch(ty, v))?;
-            match variant.name.as_ref().filter(|_| style != Style::Positional) {
-                Some(name) => {
-                    out.push('{');
-                    write_str(out, name);
-                    out.push(':');
-                    write_at(out, ts, &variant.ty, value, depth + 1, style)?;
-                    out.push('}');
-                }
-                None => {
-                    write!(out, "[{tag},").unwrap_or(());
-                    write_at(out, ts, &variant.ty, value, depth + 1, style)?;
-                    out.push(']');
-                }
-            }
-        }
+        (T::Sum(s), V::Sum(SumValue { tag, value })) => write_sum(out, ts, (ty, v), s, (*tag, value), depth, style)?,
         _ => return Err(mismatch(ty, v)),
+    }
+    Ok(())
+}
+
+/// An array: `Array(U8)` as one hex string, anything else as a JSON list. Split out of
+/// [`write_at`] to keep it short; same output.
+fn write_array(
+    out: &mut String,
+    ts: &Typespace,
+    elem: &AlgebraicType,
+    items: &[AlgebraicValue],
+    depth: u32,
+    style: Style,
+) -> Result<(), JsonError> {
+    use AlgebraicValue as V;
+    if *elem == AlgebraicType::U8 {
+        out.push('"');
+        for item in items.iter() {
+            let V::U8(b) = item else { return Err(mismatch(elem, item)) };
+            write!(out, "{b:02x}").unwrap_or(());
+        }
+        out.push('"');
+    } else {
+        out.push('[');
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            write_at(out, ts, elem, item, depth + 1, style)?;
+        }
+        out.push(']');
+    }
+    Ok(())
+}
+
+/// A sum value: `{name: value}` for a named variant (unless positional), else `[tag, value]`.
+/// `(ty, v)` is the whole sum, for the mismatch error. Split out of [`write_at`].
+fn write_sum(
+    out: &mut String,
+    ts: &Typespace,
+    (ty, v): (&AlgebraicType, &AlgebraicValue),
+    s: &SumType,
+    (tag, value): (u8, &AlgebraicValue),
+    depth: u32,
+    style: Style,
+) -> Result<(), JsonError> {
+    let variant = s.variants.get(tag as usize).ok_or_else(|| mismatch(ty, v))?;
+    match variant.name.as_ref().filter(|_| style != Style::Positional) {
+        Some(name) => {
+            out.push('{');
+            write_str(out, name);
+            out.push(':');
+            write_at(out, ts, &variant.ty, value, depth + 1, style)?;
+            out.push('}');
+        }
+        None => {
+            write!(out, "[{tag},").unwrap_or(());
+            write_at(out, ts, &variant.ty, value, depth + 1, style)?;
+            out.push(']');
+        }
     }
     Ok(())
 }

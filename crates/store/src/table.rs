@@ -268,81 +268,108 @@ impl Index {
     ) {
         let multi_col = self.columns.len() > 1;
         if let Some(kind) = self.int {
-            // One integer column: the bounds as keys (a bound of another type matches nothing).
-            let key = |b: Bound<&AlgebraicValue>| -> Option<Bound<u64>> {
-                Some(match b {
-                    Bound::Included(v) => Bound::Included(kind.key_of_value(v)?),
-                    Bound::Excluded(v) => Bound::Excluded(kind.key_of_value(v)?),
-                    Bound::Unbounded => Bound::Unbounded,
-                })
-            };
-            let (Some(lo), Some(hi)) = (key(start), key(end)) else { return };
-            match &self.map {
-                IndexMap::UniqueInt(m) => {
-                    if let (Bound::Included(a), Bound::Included(b)) = (lo, hi) {
-                        if a == b {
-                            out.extend(m.get(&a).copied());
-                            return;
-                        }
-                    }
-                    if !bounds_empty(lo.as_ref(), hi.as_ref()) {
-                        out.extend(m.range((lo, hi)).map(|(_, r)| *r));
-                    }
-                }
-                IndexMap::MultiInt(s) => {
-                    let lo = match lo {
-                        Bound::Included(v) => Bound::Included((v, RowId::MIN)),
-                        Bound::Excluded(v) => Bound::Excluded((v, RowId::MAX)),
-                        Bound::Unbounded => Bound::Unbounded,
-                    };
-                    let hi = match hi {
-                        Bound::Included(v) => Bound::Included((v, RowId::MAX)),
-                        Bound::Excluded(v) => Bound::Excluded((v, RowId::MIN)),
-                        Bound::Unbounded => Bound::Unbounded,
-                    };
-                    if !bounds_empty(lo.as_ref(), hi.as_ref()) {
-                        out.extend(s.range((lo, hi)).map(|(_, r)| *r));
-                    }
-                }
-                _ => debug_assert!(false, "an integer index keeps integer keys"),
-            }
+            self.scan_int(kind, start, end, out);
             return;
         }
         if !multi_col {
-            // `prefix` is empty: the key is the value itself.
-            if let (IndexMap::Unique(m), Bound::Included(a), Bound::Included(b)) = (&self.map, start, end) {
-                if a == b {
-                    out.extend(m.get(a).copied());
-                    return;
-                }
-            }
-            match &self.map {
-                IndexMap::Unique(m) => {
-                    if bounds_empty(start, end) {
-                        return;
-                    }
-                    out.extend(m.range::<AlgebraicValue, _>((start, end)).map(|(_, r)| *r))
-                }
-                IndexMap::Multi(s) => {
-                    let lo = match start {
-                        Bound::Included(v) => Bound::Included((v.clone(), RowId::MIN)),
-                        Bound::Excluded(v) => Bound::Excluded((v.clone(), RowId::MAX)),
-                        Bound::Unbounded => Bound::Unbounded,
-                    };
-                    let hi = match end {
-                        Bound::Included(v) => Bound::Included((v.clone(), RowId::MAX)),
-                        Bound::Excluded(v) => Bound::Excluded((v.clone(), RowId::MIN)),
-                        Bound::Unbounded => Bound::Unbounded,
-                    };
-                    if bounds_empty(lo.as_ref(), hi.as_ref()) {
-                        return;
-                    }
-                    out.extend(s.range((lo, hi)).map(|(_, r)| *r))
-                }
-                IndexMap::UniqueInt(_) | IndexMap::MultiInt(_) => unreachable!("integer indexes are scanned above"),
-            }
+            self.scan_one_column(start, end, out);
             return;
         }
+        self.scan_prefixed(prefix, start, end, out);
+    }
+
+    /// `scan` on an index over one integer column, whose keys are `u64`s rather than values.
+    fn scan_int(
+        &self,
+        kind: IntKind,
+        start: Bound<&AlgebraicValue>,
+        end: Bound<&AlgebraicValue>,
+        out: &mut Vec<RowId>,
+    ) {
+        // One integer column: the bounds as keys (a bound of another type matches nothing).
+        let key = |b: Bound<&AlgebraicValue>| -> Option<Bound<u64>> {
+            Some(match b {
+                Bound::Included(v) => Bound::Included(kind.key_of_value(v)?),
+                Bound::Excluded(v) => Bound::Excluded(kind.key_of_value(v)?),
+                Bound::Unbounded => Bound::Unbounded,
+            })
+        };
+        let (Some(lo), Some(hi)) = (key(start), key(end)) else { return };
+        match &self.map {
+            IndexMap::UniqueInt(m) => {
+                if let (Bound::Included(a), Bound::Included(b)) = (lo, hi) {
+                    if a == b {
+                        out.extend(m.get(&a).copied());
+                        return;
+                    }
+                }
+                if !bounds_empty(lo.as_ref(), hi.as_ref()) {
+                    out.extend(m.range((lo, hi)).map(|(_, r)| *r));
+                }
+            }
+            IndexMap::MultiInt(s) => {
+                let lo = match lo {
+                    Bound::Included(v) => Bound::Included((v, RowId::MIN)),
+                    Bound::Excluded(v) => Bound::Excluded((v, RowId::MAX)),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                let hi = match hi {
+                    Bound::Included(v) => Bound::Included((v, RowId::MAX)),
+                    Bound::Excluded(v) => Bound::Excluded((v, RowId::MIN)),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                if !bounds_empty(lo.as_ref(), hi.as_ref()) {
+                    out.extend(s.range((lo, hi)).map(|(_, r)| *r));
+                }
+            }
+            _ => debug_assert!(false, "an integer index keeps integer keys"),
+        }
+    }
+
+    /// `scan` on a one-column index of any other type: `prefix` is empty, the key is the value.
+    fn scan_one_column(&self, start: Bound<&AlgebraicValue>, end: Bound<&AlgebraicValue>, out: &mut Vec<RowId>) {
+        // `prefix` is empty: the key is the value itself.
+        if let (IndexMap::Unique(m), Bound::Included(a), Bound::Included(b)) = (&self.map, start, end) {
+            if a == b {
+                out.extend(m.get(a).copied());
+                return;
+            }
+        }
+        match &self.map {
+            IndexMap::Unique(m) => {
+                if bounds_empty(start, end) {
+                    return;
+                }
+                out.extend(m.range::<AlgebraicValue, _>((start, end)).map(|(_, r)| *r))
+            }
+            IndexMap::Multi(s) => {
+                let lo = match start {
+                    Bound::Included(v) => Bound::Included((v.clone(), RowId::MIN)),
+                    Bound::Excluded(v) => Bound::Excluded((v.clone(), RowId::MAX)),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                let hi = match end {
+                    Bound::Included(v) => Bound::Included((v.clone(), RowId::MAX)),
+                    Bound::Excluded(v) => Bound::Excluded((v.clone(), RowId::MIN)),
+                    Bound::Unbounded => Bound::Unbounded,
+                };
+                if bounds_empty(lo.as_ref(), hi.as_ref()) {
+                    return;
+                }
+                out.extend(s.range((lo, hi)).map(|(_, r)| *r))
+            }
+            IndexMap::UniqueInt(_) | IndexMap::MultiInt(_) => unreachable!("integer indexes are scanned above"),
+        }
+    }
+
+    /// `scan` on a multi-column index, whose keys are products starting with `prefix`.
+    fn scan_prefixed(
+        &self,
+        prefix: &[AlgebraicValue],
+        start: Bound<&AlgebraicValue>,
+        end: Bound<&AlgebraicValue>,
+        out: &mut Vec<RowId>,
+    ) {
         // Multi-column keys are products; a shorter product sorts before all its extensions, so
         // the scan starts at `prefix ++ [start]` and walks forward while the key still matches.
         let k = prefix.len();

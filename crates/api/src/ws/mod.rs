@@ -133,70 +133,23 @@ pub async fn subscribe(
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let Ok(ws) = ws else { return crate::database::upgrade_required() };
-    let text =
-        |status, body: String| (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response();
-    let compression = match q.get("compression").map(String::as_str) {
-        None | Some("Brotli") => Compression::Brotli,
-        Some("None") => Compression::None,
-        Some("Gzip") => Compression::Gzip,
-        Some(other) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "Failed to deserialize query string: compression: unknown variant `{other}`, expected one of `None`, `Brotli`, `Gzip`"
-                ),
-            )
-        }
+    let compression = match compression_param(&q) {
+        Ok(c) => c,
+        Err(r) => return r,
     };
-    let light = match q.get("light").map(String::as_str) {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                "Failed to deserialize query string: light: provided string was not `true` or `false`".into(),
-            )
-        }
+    let light = match light_param(&q) {
+        Ok(l) => l,
+        Err(r) => return r,
     };
-    let connection_id = match q.get("connection_id") {
-        None => {
-            let mut id = [0u8; 16];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
-            id
-        }
-        Some(hex_id) => match hex::decode(hex_id).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
-            Some(mut be) if be != [0; 16] => {
-                be.reverse();
-                be
-            }
-            Some(_) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "Invalid connection ID: the all-zeros ConnectionId is reserved.".into(),
-                )
-            }
-            None => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    "Failed to deserialize query string: connection_id: expected 32 hex digits".into(),
-                )
-            }
-        },
+    let connection_id = match connection_id_param(&q) {
+        Ok(id) => id,
+        Err(r) => return r,
     };
     let db = match crate::database::lookup_pub(&state, &segment) {
         Ok(db) => db,
         Err(r) => return r,
     };
-    let offered = headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(str::trim).map(str::to_string))
-        .collect::<Vec<_>>();
-    // As 1.3: binary when the client offers both.
-    let Some(protocol) =
-        [BSATN_PROTOCOL, JSON_PROTOCOL].into_iter().find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
-    else {
+    let Some(protocol) = chosen_protocol(&headers) else {
         return text(StatusCode::BAD_REQUEST, "no valid protocol selected".into());
     };
     let format = if protocol == BSATN_PROTOCOL { Format::Bsatn } else { Format::Json };
@@ -216,6 +169,84 @@ pub async fn subscribe(
         let conn = Connection { state, database: identity, who, is_owner, token: caller.token, encoder, limits };
         conn.run(socket).await;
     })
+}
+
+/// A plain-text refusal of the upgrade.
+fn text(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+}
+
+/// The `compression` query parameter (Brotli when absent), refused with 1.3's wording.
+fn compression_param(q: &HashMap<String, String>) -> Result<Compression, Response> {
+    Ok(match q.get("compression").map(String::as_str) {
+        None | Some("Brotli") => Compression::Brotli,
+        Some("None") => Compression::None,
+        Some("Gzip") => Compression::Gzip,
+        Some(other) => {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Failed to deserialize query string: compression: unknown variant `{other}`, expected one of `None`, `Brotli`, `Gzip`"
+                ),
+            ))
+        }
+    })
+}
+
+/// The `light` query parameter (false when absent), refused with 1.3's wording.
+fn light_param(q: &HashMap<String, String>) -> Result<bool, Response> {
+    Ok(match q.get("light").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                "Failed to deserialize query string: light: provided string was not `true` or `false`".into(),
+            ))
+        }
+    })
+}
+
+/// The `connection_id` query parameter (big-endian hex, not all zeros), or a fresh random id
+/// when absent; refused with 1.3's wording.
+fn connection_id_param(q: &HashMap<String, String>) -> Result<[u8; 16], Response> {
+    Ok(match q.get("connection_id") {
+        None => {
+            let mut id = [0u8; 16];
+            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+            id
+        }
+        Some(hex_id) => match hex::decode(hex_id).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
+            Some(mut be) if be != [0; 16] => {
+                be.reverse();
+                be
+            }
+            Some(_) => {
+                return Err(text(
+                    StatusCode::BAD_REQUEST,
+                    "Invalid connection ID: the all-zeros ConnectionId is reserved.".into(),
+                ))
+            }
+            None => {
+                return Err(text(
+                    StatusCode::BAD_REQUEST,
+                    "Failed to deserialize query string: connection_id: expected 32 hex digits".into(),
+                ))
+            }
+        },
+    })
+}
+
+/// The sub-protocol to answer with, from those the client offers; as 1.3, binary when the
+/// client offers both.
+fn chosen_protocol(headers: &HeaderMap) -> Option<&'static str> {
+    let offered = headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(str::trim).map(str::to_string))
+        .collect::<Vec<_>>();
+    [BSATN_PROTOCOL, JSON_PROTOCOL].into_iter().find(|p| offered.iter().any(|o| o.eq_ignore_ascii_case(p)))
 }
 
 /// What waits for one connection: counted from the moment the database queues a message
@@ -543,69 +574,14 @@ impl Connection {
             tokio::select! {
                 incoming = socket.recv() => {
                     last_heard = Instant::now();
-                    let msg = match incoming {
-                        None => return End::Dropped("the connection ended".into()),
-                        Some(Err(e)) => return self.read_failed(e),
-                        Some(Ok(m)) => m,
-                    };
-                    let decoded = match msg {
-                        Message::Binary(b) => from_bsatn(&b),
-                        Message::Text(t) => from_json(t.as_str()),
-                        Message::Close(_) => return End::ClientClosed,
-                        Message::Ping(_) | Message::Pong(_) => continue,
-                    };
-                    let decoded = match decoded {
-                        Ok(m) => m,
-                        Err(e) => return End::Server(1011, e.to_string()),
-                    };
-                    if in_flight.load(Ordering::Relaxed) >= MAX_REQUESTS_IN_FLIGHT {
-                        return End::Server(1013, "too many requests".into());
-                    }
-                    match self.dispatch(id, decoded, &in_flight) {
-                        Dispatched::Queued => {}
-                        Dispatched::Busy => return End::Server(1013, "the database is busy: too many requests queued".into()),
-                        Dispatched::Gone => return End::Server(1001, "module exited".into()),
+                    if let Some(end) = self.receive(incoming, id, &in_flight) {
+                        return end;
                     }
                 }
                 out = rx.recv() => {
                     let Some(first) = out else { return End::Server(1001, "module exited".into()) };
-                    // Everything already queued goes out in one flush: replies released together
-                    // by one group commit cost one write.
-                    let mut next = Some(first);
-                    let mut batch = 0usize;
-                    while let Some((msg, size)) = next.take() {
-                        queue.release(size);
-                        if let Outgoing::Close(reason) = &msg {
-                            return End::Server(1008, reason.clone());
-                        }
-                        if let Some(frame) = self.encoder.encode(&msg) {
-                            let len = match &frame { Frame::Binary(b) | Frame::Text(b) => b.len() };
-                            tokio::select! {
-                                fed = tokio::time::timeout(WRITE_TIMEOUT, socket.feed(message(frame))) => {
-                                    match fed {
-                                        Ok(Ok(())) => {}
-                                        Ok(Err(e)) => return End::Dropped(e.to_string()),
-                                        Err(_) => return End::Server(1008, write_stuck()),
-                                    }
-                                }
-                                _ = queue.cut_notify.notified() => return End::Server(1008, queue.reason()),
-                            }
-                            self.state.metrics.ws_sent(len);
-                        }
-                        batch += 1;
-                        if batch < MAX_FRAMES_PER_FLUSH {
-                            next = rx.try_recv().ok();
-                        }
-                    }
-                    tokio::select! {
-                        flushed = tokio::time::timeout(WRITE_TIMEOUT, socket.flush()) => {
-                            match flushed {
-                                Ok(Ok(())) => {}
-                                Ok(Err(e)) => return End::Dropped(e.to_string()),
-                                Err(_) => return End::Server(1008, write_stuck()),
-                            }
-                        }
-                        _ = queue.cut_notify.notified() => return End::Server(1008, queue.reason()),
+                    if let Some(end) = self.send_queued(socket, rx, queue, first).await {
+                        return end;
                     }
                 }
                 _ = queue.cut_notify.notified() => return End::Server(1008, queue.reason()),
@@ -621,6 +597,91 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Handles one read from the socket: decodes a request and dispatches it. `Some` ends the
+    /// connection (closed, unreadable, undecodable, or too many requests in flight).
+    fn receive(
+        &self,
+        incoming: Option<Result<Message, axum::Error>>,
+        id: u64,
+        in_flight: &Arc<AtomicUsize>,
+    ) -> Option<End> {
+        let msg = match incoming {
+            None => return Some(End::Dropped("the connection ended".into())),
+            Some(Err(e)) => return Some(self.read_failed(e)),
+            Some(Ok(m)) => m,
+        };
+        let decoded = match msg {
+            Message::Binary(b) => from_bsatn(&b),
+            Message::Text(t) => from_json(t.as_str()),
+            Message::Close(_) => return Some(End::ClientClosed),
+            Message::Ping(_) | Message::Pong(_) => return None,
+        };
+        let decoded = match decoded {
+            Ok(m) => m,
+            Err(e) => return Some(End::Server(1011, e.to_string())),
+        };
+        if in_flight.load(Ordering::Relaxed) >= MAX_REQUESTS_IN_FLIGHT {
+            return Some(End::Server(1013, "too many requests".into()));
+        }
+        match self.dispatch(id, decoded, in_flight) {
+            Dispatched::Queued => None,
+            Dispatched::Busy => Some(End::Server(1013, "the database is busy: too many requests queued".into())),
+            Dispatched::Gone => Some(End::Server(1001, "module exited".into())),
+        }
+    }
+
+    /// Sends `first` and whatever else is already queued (up to [`MAX_FRAMES_PER_FLUSH`]) in
+    /// one flush, giving up on a stuck write or a cut. `Some` ends the connection.
+    async fn send_queued(
+        &self,
+        socket: &mut WebSocket,
+        rx: &mut tokio::sync::mpsc::UnboundedReceiver<(Outgoing, usize)>,
+        queue: &Arc<Queue>,
+        first: (Outgoing, usize),
+    ) -> Option<End> {
+        // Everything already queued goes out in one flush: replies released together
+        // by one group commit cost one write.
+        let mut next = Some(first);
+        let mut batch = 0usize;
+        while let Some((msg, size)) = next.take() {
+            queue.release(size);
+            if let Outgoing::Close(reason) = &msg {
+                return Some(End::Server(1008, reason.clone()));
+            }
+            if let Some(frame) = self.encoder.encode(&msg) {
+                let len = match &frame {
+                    Frame::Binary(b) | Frame::Text(b) => b.len(),
+                };
+                tokio::select! {
+                    fed = tokio::time::timeout(WRITE_TIMEOUT, socket.feed(message(frame))) => {
+                        match fed {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => return Some(End::Dropped(e.to_string())),
+                            Err(_) => return Some(End::Server(1008, write_stuck())),
+                        }
+                    }
+                    _ = queue.cut_notify.notified() => return Some(End::Server(1008, queue.reason())),
+                }
+                self.state.metrics.ws_sent(len);
+            }
+            batch += 1;
+            if batch < MAX_FRAMES_PER_FLUSH {
+                next = rx.try_recv().ok();
+            }
+        }
+        tokio::select! {
+            flushed = tokio::time::timeout(WRITE_TIMEOUT, socket.flush()) => {
+                match flushed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Some(End::Dropped(e.to_string())),
+                    Err(_) => return Some(End::Server(1008, write_stuck())),
+                }
+            }
+            _ = queue.cut_notify.notified() => return Some(End::Server(1008, queue.reason())),
+        }
+        None
     }
 
     /// Why reading failed: a message over the size limit is closed with 1009 (as documented);

@@ -1,19 +1,23 @@
-//! The `spacetime_10.0` host functions: what a 1.3 module may import, with SpacetimeDB's errno
-//! codes and buffer protocols. Out-of-bounds pointers trap; database failures return an errno.
+//! The `spacetime_10.0` ABI module: the host functions a SpacetimeDB 1.3 module may import,
+//! with SpacetimeDB's errno codes and buffer protocols. Registration is split into groups so
+//! each stays readable; the order and every function's behaviour are those of 1.3.
 
 use std::time::Instant;
 
-use epoch_store::{Store as Db, StoreError};
+use epoch_store::StoreError;
 use wasmtime::{bail, format_err as anyhow, Result};
-use wasmtime::{Caller, Linker, Memory, ResourceLimiter};
+use wasmtime::{Caller, Linker};
 
-use crate::logs::{now_micros, LogLevel, LogRecord, ModuleLogs};
+use super::datastore::{collect_rows, db, generated_columns, open_iter, store_errno, write_back};
+use super::memory::{mem_env, read_u32, scan_bounds, slice, slice_mut, str_lossy, write_bytes};
+use super::{errno, Env, ARGS_SOURCE, STANDARD_SINK};
+use crate::logs::{now_micros, LogLevel, LogRecord};
 
-/// The ABI's import module name.
-pub const ABI_MODULE: &str = "spacetime_10.0";
+/// The ABI module's import name.
+pub const MODULE: &str = "spacetime_10.0";
 
 /// Every function of `spacetime_10.0`; anything else a module imports is refused at load.
-pub const ABI_FUNCTIONS: &[&str] = &[
+pub const FUNCTIONS: &[&str] = &[
     "table_id_from_name",
     "index_id_from_name",
     "datastore_table_row_count",
@@ -36,262 +40,23 @@ pub const ABI_FUNCTIONS: &[&str] = &[
     "volatile_nonatomic_schedule_immediate",
 ];
 
-/// Error numbers of the module ABI (`spacetimedb_primitives::errno` in 1.3).
-pub mod errno {
-    pub const NOT_IN_TRANSACTION: u32 = 2;
-    pub const BSATN_DECODE_ERROR: u32 = 3;
-    pub const NO_SUCH_TABLE: u32 = 4;
-    pub const NO_SUCH_INDEX: u32 = 5;
-    pub const NO_SUCH_ITER: u32 = 6;
-    pub const NO_SUCH_CONSOLE_TIMER: u32 = 7;
-    pub const NO_SUCH_BYTES: u32 = 8;
-    pub const NO_SPACE: u32 = 9;
-    pub const BUFFER_TOO_SMALL: u32 = 11;
-    pub const UNIQUE_ALREADY_EXISTS: u32 = 12;
-    pub const SCHEDULE_AT_DELAY_TOO_LONG: u32 = 13;
-    pub const INDEX_NOT_UNIQUE: u32 = 14;
-    pub const NO_SUCH_ROW: u32 = 15;
-}
-
-const ARGS_SOURCE: u32 = 1;
-const STANDARD_SINK: u32 = 1;
-
-/// Rows handed to a module through `row_iter_bsatn_advance`.
-#[derive(Debug, Default)]
-struct RowIter {
-    data: Vec<u8>,
-    /// End offset of each row in `data`.
-    ends: Vec<u32>,
-    next: usize,
-}
-
-/// The memory cap, remembering whether it ever refused a growth (so a trap can be named OOM).
-#[derive(Debug)]
-pub struct MemoryCap {
-    pub max_bytes: usize,
-    pub denied: bool,
-}
-
-impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> Result<bool> {
-        if desired > self.max_bytes {
-            self.denied = true;
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(&mut self, _current: usize, desired: usize, _max: Option<usize>) -> Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
-
-/// Per-instance state the host functions work on.
-pub struct Env {
-    pub db: Option<Db>,
-    pub memory: Option<Memory>,
-    pub module_identity: [u8; 32],
-    pub logs: ModuleLogs,
-    pub limiter: MemoryCap,
-    /// Reducer arguments being read by the module, with the read position.
-    args: Option<(Vec<u8>, usize)>,
-    /// The standard sink (error messages, the module description).
-    sink: Option<Vec<u8>>,
-    iters: Vec<Option<RowIter>>,
-    timers: Vec<Option<(String, Instant)>>,
-    /// The message of the last panic the module reported before trapping.
-    pub panic_message: Option<String>,
-    /// Reducers the module asked to run right after the current one.
-    pub scheduled_immediate: Vec<(String, Vec<u8>)>,
-    /// Open row iterators are capped so a module cannot exhaust host memory with them.
-    pub max_open_iters: usize,
-}
-
-impl Env {
-    pub fn new(module_identity: [u8; 32], logs: ModuleLogs, memory_max_bytes: usize) -> Self {
-        Self {
-            db: None,
-            memory: None,
-            module_identity,
-            logs,
-            limiter: MemoryCap { max_bytes: memory_max_bytes, denied: false },
-            args: None,
-            sink: None,
-            iters: Vec::new(),
-            timers: Vec::new(),
-            panic_message: None,
-            scheduled_immediate: Vec::new(),
-            max_open_iters: 4096,
-        }
-    }
-
-    /// Prepares a call: installs the argument source (handle 0 when empty) and a fresh sink.
-    pub fn start_call(&mut self, args: Vec<u8>) -> (u32, u32) {
-        self.sink = Some(Vec::new());
-        self.panic_message = None;
-        self.limiter.denied = false;
-        let source = if args.is_empty() {
-            self.args = None;
-            0
-        } else {
-            self.args = Some((args, 0));
-            ARGS_SOURCE
-        };
-        (source, STANDARD_SINK)
-    }
-
-    /// Ends a call, returning what the module wrote to the sink; drops per-call handles.
-    pub fn finish_call(&mut self) -> Vec<u8> {
-        self.args = None;
-        self.iters.clear();
-        self.timers.clear();
-        self.sink.take().unwrap_or_default()
-    }
-
-    fn log(
-        &self,
-        level: LogLevel,
-        target: Option<String>,
-        filename: Option<String>,
-        line: Option<u32>,
-        message: String,
-    ) {
-        self.logs.push(LogRecord {
-            level,
-            ts_micros: now_micros(),
-            target,
-            filename,
-            line_number: line,
-            message,
-            trace: None,
-        });
-    }
-}
-
-fn mem_env<'a>(caller: &'a mut Caller<'_, Env>) -> Result<(&'a mut [u8], &'a mut Env)> {
-    let mem = caller.data().memory.ok_or_else(|| anyhow!("module has no memory"))?;
-    Ok(mem.data_and_store_mut(caller))
-}
-
-fn slice(mem: &[u8], ptr: u32, len: u32) -> Result<&[u8]> {
-    mem.get(ptr as usize..ptr as usize + len as usize).ok_or_else(|| anyhow!("pointer out of bounds of wasm memory"))
-}
-
-fn slice_mut(mem: &mut [u8], ptr: u32, len: u32) -> Result<&mut [u8]> {
-    mem.get_mut(ptr as usize..ptr as usize + len as usize)
-        .ok_or_else(|| anyhow!("pointer out of bounds of wasm memory"))
-}
-
-fn read_u32(mem: &[u8], ptr: u32) -> Result<u32> {
-    Ok(u32::from_le_bytes(slice(mem, ptr, 4)?.try_into()?))
-}
-
-fn write_bytes(mem: &mut [u8], ptr: u32, bytes: &[u8]) -> Result<()> {
-    slice_mut(mem, ptr, bytes.len() as u32)?.copy_from_slice(bytes);
+/// Registers every `spacetime_10.0` function in `linker`, group by group.
+pub fn link_v10_0(linker: &mut Linker<Env>) -> Result<()> {
+    link_lookups(linker)?;
+    link_scans(linker)?;
+    link_row_iters(linker)?;
+    link_writes(linker)?;
+    link_deletes(linker)?;
+    link_bytes(linker)?;
+    link_console_log(linker)?;
+    link_console_timers(linker)?;
+    link_identity_and_scheduling(linker)?;
     Ok(())
 }
 
-fn str_lossy(mem: &[u8], ptr: u32, len: u32) -> Result<String> {
-    Ok(String::from_utf8_lossy(slice(mem, ptr, len)?).into_owned())
-}
-
-fn col_id(v: u32) -> Result<u16> {
-    u16::try_from(v).map_err(|_| anyhow!("ABI violation: a column id must fit in u16"))
-}
-
-/// An index range scan's arguments in module memory: `prefix_elems`, the prefix, and the two
-/// BSATN `Bound`s.
-type ScanBounds<'m> = (u16, &'m [u8], &'m [u8], &'m [u8]);
-
-/// Reads an index range scan's arguments: the prefix of `prefix_elems` key columns (absent when
-/// zero) and the two BSATN `Bound`s, as slices of module memory.
-fn scan_bounds(
-    mem: &[u8],
-    prefix_elems: u32,
-    prefix: (u32, u32),
-    rstart: (u32, u32),
-    rend: (u32, u32),
-) -> Result<ScanBounds<'_>> {
-    let prefix_elems = col_id(prefix_elems)?;
-    let prefix = if prefix_elems > 0 { slice(mem, prefix.0, prefix.1)? } else { &[][..] };
-    Ok((prefix_elems, prefix, slice(mem, rstart.0, rstart.1)?, slice(mem, rend.0, rend.1)?))
-}
-
-/// The errno for a store error, or a trap for failures a module cannot act on.
-fn store_errno(e: StoreError) -> Result<u32> {
-    Ok(match e {
-        StoreError::NotInTransaction => errno::NOT_IN_TRANSACTION,
-        StoreError::NoSuchTable => errno::NO_SUCH_TABLE,
-        StoreError::NoSuchIndex => errno::NO_SUCH_INDEX,
-        StoreError::IndexNotUnique => errno::INDEX_NOT_UNIQUE,
-        StoreError::NoSuchRow => errno::NO_SUCH_ROW,
-        StoreError::Decode(_) => errno::BSATN_DECODE_ERROR,
-        StoreError::UniqueViolation { .. } => errno::UNIQUE_ALREADY_EXISTS,
-        e @ (StoreError::SequenceExhausted { .. }
-        | StoreError::Corrupt
-        | StoreError::RecoveredDuplicate { .. }
-        | StoreError::RecoveredDuplicateRow { .. }) => {
-            bail!(e)
-        }
-    })
-}
-
-fn db(env: &mut Env) -> Result<&mut Db, StoreError> {
-    env.db.as_mut().filter(|db| db.in_tx()).ok_or(StoreError::NotInTransaction)
-}
-
-/// Registers an iterator over `data` (rows ending at `ends`); returns its handle.
-fn open_iter(env: &mut Env, data: Vec<u8>, ends: Vec<u32>) -> Result<u32> {
-    let slot = match env.iters.iter().position(Option::is_none) {
-        Some(i) => i,
-        None if env.iters.len() >= env.max_open_iters => bail!("too many open row iterators"),
-        None => {
-            env.iters.push(None);
-            env.iters.len() - 1
-        }
-    };
-    env.iters[slot] = Some(RowIter { data, ends, next: 0 });
-    // Handle 0 is the invalid iterator.
-    Ok(slot as u32 + 1)
-}
-
-/// Copies rows into one buffer with their end offsets, as an iterator holds them.
-fn collect_rows<'a>(rows: impl Iterator<Item = &'a [u8]>) -> (Vec<u8>, Vec<u32>) {
-    let mut data = Vec::new();
-    let mut ends = Vec::new();
-    for row in rows {
-        data.extend_from_slice(row);
-        ends.push(data.len() as u32);
-    }
-    (data, ends)
-}
-
-/// Finishes an insert or update: writes the generated columns back over the row buffer and
-/// their length into `row_len_ptr`, or returns the errno.
-fn write_back(mem: &mut [u8], row_ptr: u32, row_len_ptr: u32, res: Result<Vec<u8>, StoreError>) -> Result<u32> {
-    match res {
-        Ok(gen) => {
-            write_bytes(mem, row_ptr, &gen)?;
-            write_bytes(mem, row_len_ptr, &(gen.len() as u32).to_le_bytes()).map(|_| 0)
-        }
-        Err(e) => store_errno(e),
-    }
-}
-
-/// Writes back the generated columns of a freshly stored row as a BSATN product.
-fn generated_columns(db: &Db, table_id: u32, row_id: u32, cols: &[u16]) -> Result<Vec<u8>, StoreError> {
-    let table = db.table(table_id)?;
-    let row = table.get(row_id).ok_or(StoreError::Corrupt)?;
-    let mut out = Vec::new();
-    for &c in cols {
-        epoch_sats::bsatn::encode(&table.schema.column_value(row, c)?, &mut out);
-    }
-    Ok(out)
-}
-
-/// Registers every `spacetime_10.0` function in `linker`.
-pub fn link(linker: &mut Linker<Env>) -> Result<()> {
-    let m = ABI_MODULE;
+/// Registers the name lookups and the row count: the calls that find a table or index.
+fn link_lookups(linker: &mut Linker<Env>) -> Result<()> {
+    let m = MODULE;
     linker.func_wrap(
         m,
         "table_id_from_name",
@@ -336,6 +101,12 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
             write_bytes(mem, out, &n.to_le_bytes()).map(|_| 0)
         },
     )?;
+    Ok(())
+}
+
+/// Registers the scans that open a row iterator: whole table and index range.
+fn link_scans(linker: &mut Linker<Env>) -> Result<()> {
+    let m = MODULE;
     linker.func_wrap(
         m,
         "datastore_table_scan_bsatn",
@@ -388,6 +159,12 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
             },
         )?;
     }
+    Ok(())
+}
+
+/// Registers reading and closing the row iterators the scans open.
+fn link_row_iters(linker: &mut Linker<Env>) -> Result<()> {
+    let m = MODULE;
     linker.func_wrap(
         m,
         "row_iter_bsatn_advance",
@@ -431,6 +208,12 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
             _ => Ok(errno::NO_SUCH_ITER),
         }
     })?;
+    Ok(())
+}
+
+/// Registers the row writes that hand generated columns back: insert and update.
+fn link_writes(linker: &mut Linker<Env>) -> Result<()> {
+    let m = MODULE;
     linker.func_wrap(
         m,
         "datastore_insert_bsatn",
@@ -459,6 +242,12 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
             write_back(mem, row_ptr, row_len_ptr, res)
         },
     )?;
+    Ok(())
+}
+
+/// Registers the deletes: by index range and by equal rows.
+fn link_deletes(linker: &mut Linker<Env>) -> Result<()> {
+    let m = MODULE;
     for name in ["datastore_delete_by_index_scan_range_bsatn", "datastore_delete_by_btree_scan_bsatn"] {
         linker.func_wrap(
             m,
@@ -502,6 +291,12 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
             }
         },
     )?;
+    Ok(())
+}
+
+/// Registers the byte source (reducer arguments) and the standard sink.
+fn link_bytes(linker: &mut Linker<Env>) -> Result<()> {
+    let m = MODULE;
     linker.func_wrap(
         m,
         "bytes_source_read",
@@ -541,6 +336,12 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
             Ok(0)
         },
     )?;
+    Ok(())
+}
+
+/// Registers `console_log`, which also records a panic message with its wasm stack.
+fn link_console_log(linker: &mut Linker<Env>) -> Result<()> {
+    let m = MODULE;
     linker.func_wrap(
         m,
         "console_log",
@@ -589,6 +390,12 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
             Ok(())
         },
     )?;
+    Ok(())
+}
+
+/// Registers the console timers, which log how long a named span took.
+fn link_console_timers(linker: &mut Linker<Env>) -> Result<()> {
+    let m = MODULE;
     linker.func_wrap(m, "console_timer_start", |mut c: Caller<'_, Env>, ptr: u32, len: u32| -> Result<u32> {
         let (mem, env) = mem_env(&mut c)?;
         let name = str_lossy(mem, ptr, len)?;
@@ -608,6 +415,12 @@ pub fn link(linker: &mut Linker<Env>) -> Result<()> {
         env.log(LogLevel::Info, None, None, None, format!("Timing span {name:?}: {:?}", start.elapsed()));
         Ok(0)
     })?;
+    Ok(())
+}
+
+/// Registers the module identity and scheduling a reducer right after the current one.
+fn link_identity_and_scheduling(linker: &mut Linker<Env>) -> Result<()> {
+    let m = MODULE;
     linker.func_wrap(m, "identity", |mut c: Caller<'_, Env>, out: u32| -> Result<()> {
         let (mem, env) = mem_env(&mut c)?;
         let id = env.module_identity;
