@@ -96,6 +96,9 @@ fn select_star_from_star_subscribes_to_every_table_the_caller_may_read() {
     let (_, owner) = server.identity();
     let db = "everything";
     assert_eq!(server.publish(&owner, db, "chat").status(), 200);
+    // `chat` keeps handles unique, absent ones included: each member takes one before the next
+    // one connects.
+    assert_eq!(server.call(&owner, db, "set_handle", "[\"owner\"]").0, 200);
     let (_, stranger) = server.identity();
     // `member` gets the stranger's row, `post` one post; `audit` (private) holds init's row.
     assert_eq!(server.call(&stranger, db, "set_handle", "[\"stranger\"]").0, 200);
@@ -136,6 +139,9 @@ fn select_star_from_star_subscribes_to_every_table_the_caller_may_read() {
 
     if official_cli() {
         let config = cli_config(&server, "subscribe");
+        // The CLI's identity takes a handle too.
+        let (ok, out, err) = spacetime(&config, &["call", "-s", "epoch", db, "set_handle", "cli"]);
+        assert!(ok, "{out}{err}");
         let (ok, out, err) = spacetime(
             &config,
             &["subscribe", "-s", "epoch", db, "SELECT * FROM *", "-n", "0", "--print-initial-update", "--yes"],
@@ -144,6 +150,7 @@ fn select_star_from_star_subscribes_to_every_table_the_caller_may_read() {
         let initial: Value = serde_json::from_str(out.lines().next().unwrap_or_default()).unwrap();
         assert!(initial["post"]["inserts"].as_array().is_some_and(|r| r.len() == 2), "{out}");
         assert!(initial["member"]["inserts"].as_array().is_some(), "{out}");
+        assert!(initial.get("audit").is_none(), "a private table: {out}");
     }
 }
 
@@ -226,6 +233,45 @@ fn a_failed_initial_publish_keeps_the_name_for_its_publisher() {
         let (ok, out, err) = spacetime(&config, &["describe", "-s", "epoch", "--json", "clinamed"]);
         assert!(ok && out.contains("SELECT * FROM message WHERE public = true"), "{out}{err}");
     }
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// `st_row_level_security`'s rows, as the owner reads them: their SQL in order.
+fn filters(server: &Server, token: &str, db: &str) -> Vec<String> {
+    let (status, body) = server.sql(Some(token), db, "SELECT * FROM st_row_level_security");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v[0]["rows"].as_array().unwrap().iter().map(|r| r[1].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn st_row_level_security_lists_filters_in_the_modules_order_across_updates_and_restarts() {
+    let data = std::env::temp_dir().join(format!("epoch-filter-order-{}", common::rand_suffix()));
+    let server = Server::start_in(data.clone(), &[]);
+    let (_, owner) = server.identity();
+    assert_eq!(server.publish(&owner, "rlsorder", "rls").status(), 200);
+    let schema: Value = server
+        .http()
+        .get(format!("{}/v1/database/rlsorder/schema?version=9", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let declared: Vec<String> = schema["row_level_security"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["sql"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(declared.len(), 2, "{schema}");
+    assert_eq!(filters(&server, &owner, "rlsorder"), declared);
+    // An update that keeps the filters keeps their order, and so does a restart.
+    assert_eq!(server.publish(&owner, "rlsorder", "rls").status(), 200);
+    assert_eq!(filters(&server, &owner, "rlsorder"), declared);
+    server.crash();
+    let server = Server::start_in(data.clone(), &[]);
+    assert_eq!(filters(&server, &owner, "rlsorder"), declared);
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
