@@ -78,9 +78,10 @@ fn spacetime(config: &std::path::Path, args: &[&str]) -> (bool, String, String) 
     )
 }
 
-/// A scratch config for the official CLI, logged in to `server` as server `epoch`.
+/// A scratch config for the official CLI (in the server's data directory, removed with it),
+/// logged in to `server` as server `epoch`.
 fn cli_config(server: &Server, tag: &str) -> std::path::PathBuf {
-    let scratch = server.data_dir.with_extension(format!("cli-{tag}"));
+    let scratch = server.data_dir.join(format!("cli-{tag}"));
     std::fs::create_dir_all(&scratch).unwrap();
     let config = scratch.join("config.toml");
     let (ok, _, err) = spacetime(&config, &["server", "add", "--url", &server.url, "epoch", "-d"]);

@@ -772,6 +772,19 @@ impl ControlPlane {
         self.save(&st).map_err(|e| SetNamesError::Storage(e.to_string()))
     }
 
+    /// Registers the free name `name` to `caller` for identity `fresh`, with no database yet (as
+    /// 1.3 registers a publish's name before it checks the request); a name in use is left as
+    /// it is.
+    pub fn reserve_name(&self, name: &str, fresh: IdentityBytes, caller: IdentityBytes) -> Result<(), ControlError> {
+        let mut st = self.state.write();
+        if st.names.contains_key(name) {
+            return Ok(());
+        }
+        st.names.insert(name.to_string(), fresh);
+        st.name_owners.insert(name.to_string(), caller);
+        self.save(&st)
+    }
+
     /// Publishes to the database `name` points at; a free name is claimed for a database with
     /// identity `fresh` in the same step that claims its creation, so two callers racing for one
     /// new name cannot both create it: the loser is told the name is someone else's. A name
