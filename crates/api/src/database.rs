@@ -192,6 +192,13 @@ async fn do_publish(
     q: PublishQuery,
 ) -> Response {
     if q.num_replicas.is_some_and(|n| n > u8::MAX as usize) {
+        // 1.3 registers a new name before it looks at the request, so the name stays.
+        if let NameOrIdentity::Name(name) = &target {
+            let fresh = Identity::from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
+            if let Err(e) = state.control.reserve_name(name, fresh.0, caller.0) {
+                return control_error(e);
+            }
+        }
         // 1.3's text, placeholder and all.
         return text(StatusCode::BAD_REQUEST, "Replication factor {n} out of bounds");
     }

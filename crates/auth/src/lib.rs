@@ -8,6 +8,7 @@
 //! Not for: deciding who may do what (the API layer does that with the verified identity).
 
 pub mod oidc;
+pub mod outbound;
 
 use std::fmt;
 use std::path::Path;

@@ -112,6 +112,12 @@ struct StartArgs {
     /// issuer's origin.
     #[arg(long = "allowed-jwks-origin", value_name = "ORIGIN")]
     allowed_jwks_origins: Vec<String>,
+    /// A host (HOST, or HOST:PORT for one port) that AT Protocol sync may resolve DIDs on even
+    /// at a loopback or private address: a local PLC directory or did:web host. Repeat for
+    /// several. Without it, PLC directories and did:web hosts are fetched on public addresses
+    /// only (a DID found on the network cannot aim the server at its own network).
+    #[arg(long = "atproto-allowed-host", value_name = "HOST")]
+    atproto_allowed_hosts: Vec<String>,
     /// Trust tokens from another OpenID issuer: ISSUER=PATH to its ES256 (P-256) public key, PEM.
     /// Repeat for several issuers.
     #[arg(long = "trusted-issuer", value_name = "ISSUER=PEM_FILE")]
@@ -494,6 +500,7 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
         trusted_issuers,
         allowed_issuers,
         allowed_jwks_origins,
+        atproto_allowed_hosts,
         workflow_retention_days,
         max_ws_message_bytes: _,
         max_ws_queued_bytes: _,
@@ -519,7 +526,7 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
     };
     // A database whose log fails an fsync reopens from disk by itself.
     control.watch_logs();
-    let (runner, live_shadows) = start_sync(&control, workflow_retention_days)?;
+    let (runner, live_shadows) = start_sync(&control, workflow_retention_days, atproto_allowed_hosts)?;
     let archive_flags = ArchiveFlags {
         url: archive_url,
         endpoint: archive_endpoint,
@@ -615,8 +622,9 @@ fn load_authority(
 fn start_sync(
     control: &std::sync::Arc<epoch_core::ControlPlane>,
     workflow_retention_days: u64,
+    atproto_allowed_hosts: Vec<String>,
 ) -> Result<(std::sync::Arc<epoch_sync::Runner>, std::sync::Arc<epoch_sync_shadows::LiveShadows>)> {
-    let firehose = std::sync::Arc::new(epoch_sync_atproto::FirehoseSpec::default());
+    let firehose = std::sync::Arc::new(epoch_sync_atproto::FirehoseSpec::with_allowed_hosts(atproto_allowed_hosts));
     let runner = epoch_sync::Runner::open(
         control.clone(),
         Duration::from_secs(workflow_retention_days * 24 * 3600),

@@ -119,6 +119,10 @@ impl Drop for TempDir {
     }
 }
 
+/// The local PLC directory (and the lying one) are on loopback: the operator allows them, as
+/// Epoch fetches DID documents on public addresses only otherwise.
+const LOCAL_PLC: &[&str] = &["--atproto-allowed-host", "127.0.0.1", "--atproto-allowed-host", "localhost"];
+
 impl Epoch {
     fn start() -> Self {
         let dir = std::env::temp_dir().join(format!("epoch-atproto-{}-{}", std::process::id(), common::rand_suffix()));
@@ -126,7 +130,11 @@ impl Epoch {
         std::fs::write(dir.join("admin.key"), KEY).unwrap();
         let server = Server::start_in(
             dir.join("data"),
-            &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap(), "--default-database", "forum"],
+            &[
+                &["--admin-api-key-file", dir.join("admin.key").to_str().unwrap(), "--default-database", "forum"],
+                LOCAL_PLC,
+            ]
+            .concat(),
         );
         let (_, owner) = server.identity();
         assert!(server.publish(&owner, "forum", "projections").status().is_success());
@@ -198,7 +206,11 @@ impl Epoch {
         meanwhile();
         let server = Server::start_in(
             dir.0.join("data"),
-            &["--admin-api-key-file", dir.0.join("admin.key").to_str().unwrap(), "--default-database", "forum"],
+            &[
+                &["--admin-api-key-file", dir.0.join("admin.key").to_str().unwrap(), "--default-database", "forum"],
+                LOCAL_PLC,
+            ]
+            .concat(),
         );
         Self { server, owner, dir }
     }

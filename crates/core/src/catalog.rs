@@ -420,8 +420,9 @@ fn catalog_rows(
     }
 
     let owner_ctx = epoch_query::QueryContext { is_owner: true, sender: Some([0; 32]), ..Default::default() };
+    // In the order the database has held them (see `migrate::filter_order`), not the module's.
     let st_rls = inputs
-        .def
+        .store
         .row_level_security
         .iter()
         .filter_map(|sql| {

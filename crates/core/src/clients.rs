@@ -511,6 +511,7 @@ impl Clients {
         let ctx = client.query_context();
         let (kind, request_id, query_id, reply) = match req {
             SubscriptionRequest::Legacy { request_id, queries } => {
+                let queries = expand_all_tables(store, queries, ctx);
                 (RowsReply::Initial, request_id, 0, self.replace_legacy(store, id, queries, ctx))
             }
             SubscriptionRequest::Single { request_id, query_id, query } => {
@@ -518,6 +519,7 @@ impl Clients {
                 (RowsReply::SubscribeApplied, request_id, query_id, r)
             }
             SubscriptionRequest::Multi { request_id, query_id, queries } => {
+                let queries = expand_all_tables(store, queries, ctx);
                 let r = self.new_set(store, id, query_id, queries, ctx, true);
                 (RowsReply::SubscribeMultiApplied, request_id, query_id, r)
             }
@@ -775,6 +777,18 @@ impl Clients {
 }
 
 /// 1.3's wording for a query it cannot subscribe to.
+/// `Subscribe` and `SubscribeMulti` accept 1.3's `SELECT * FROM *`: it stands for one query per
+/// table the caller may read, placed before the request's other queries (as 1.3 orders them).
+/// `SubscribeSingle` does not (1.3 refuses it there as SQL it cannot parse).
+fn expand_all_tables(store: &Store, queries: Vec<String>, ctx: epoch_query::QueryContext) -> Vec<String> {
+    if !queries.iter().any(|q| epoch_query::is_all_tables(q)) {
+        return queries;
+    }
+    let mut expanded = epoch_query::all_tables_queries(store, ctx);
+    expanded.extend(queries.into_iter().filter(|q| !epoch_query::is_all_tables(q)));
+    expanded
+}
+
 fn subscribe_error(query: &str, e: SubscribeError) -> String {
     match e {
         SubscribeError::Sql(e) => format!("{e}, executing: `{query}`"),

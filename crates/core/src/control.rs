@@ -772,11 +772,26 @@ impl ControlPlane {
         self.save(&st).map_err(|e| SetNamesError::Storage(e.to_string()))
     }
 
+    /// Registers the free name `name` to `caller` for identity `fresh`, with no database yet (as
+    /// 1.3 registers a publish's name before it checks the request); a name in use is left as
+    /// it is.
+    pub fn reserve_name(&self, name: &str, fresh: IdentityBytes, caller: IdentityBytes) -> Result<(), ControlError> {
+        let mut st = self.state.write();
+        if st.names.contains_key(name) {
+            return Ok(());
+        }
+        st.names.insert(name.to_string(), fresh);
+        st.name_owners.insert(name.to_string(), caller);
+        self.save(&st)
+    }
+
     /// Publishes to the database `name` points at; a free name is claimed for a database with
     /// identity `fresh` in the same step that claims its creation, so two callers racing for one
     /// new name cannot both create it: the loser is told the name is someone else's. A name
     /// that outlived its database (deleted) may be published again by whoever registered it.
-    /// A failed creation leaves the name free.
+    /// A failed creation keeps the name, as 1.3 does (it registers the name before it creates
+    /// the database): the name then resolves to a database that does not exist (`No such
+    /// database.`), and its registrant may publish a fixed module to it; nobody else may.
     pub fn publish_to_name(
         &self,
         name: &str,
@@ -805,10 +820,10 @@ impl ControlPlane {
         drop(st);
         let result = claim.and_then(|claim| self.finish_publish(identity, caller, wasm, claim));
         if result.is_err() && claimed {
-            let mut st = self.state.write();
-            if st.names.get(name) == Some(&fresh) && !st.databases.contains_key(&fresh) {
-                st.names.remove(name);
-                st.name_owners.remove(name);
+            // The claimed name outlives the failed creation: write it down (the publish's own
+            // error is still the answer).
+            if let Err(e) = self.save(&self.state.read()) {
+                tracing::error!(name, "cannot record the name of a failed publish: {e}");
             }
         }
         result.map(|op| (identity, op))

@@ -104,6 +104,23 @@ fn write_table_order(dir: &std::path::Path, order: &[String]) -> std::io::Result
     crate::control::write_atomically(&dir.join(TABLE_ORDER_FILE), text.as_bytes())
 }
 
+/// The file listing a durable database's row-level security filters in the order
+/// `st_row_level_security` shows them, once a module update has changed them (JSON strings, one
+/// a line: a filter's SQL may hold any character).
+const FILTER_ORDER_FILE: &str = "filter-order";
+
+/// Writes the filters in `st_row_level_security`'s order, durably.
+fn write_filter_order(dir: &std::path::Path, order: &[String]) -> std::io::Result<()> {
+    let text: String = order.iter().map(|n| format!("{}\n", serde_json::Value::from(n.as_str()))).collect();
+    crate::control::write_atomically(&dir.join(FILTER_ORDER_FILE), text.as_bytes())
+}
+
+/// The filters in the order the last module update left them, if one did.
+fn read_filter_order(dir: &std::path::Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join(FILTER_ORDER_FILE)).ok()?;
+    text.lines().filter(|l| !l.is_empty()).map(|l| serde_json::from_str(l).ok()).collect()
+}
+
 /// The tables' names by id as the last module update left them, if one added tables.
 fn read_table_order(dir: &std::path::Path) -> Option<Vec<String>> {
     let text = std::fs::read_to_string(dir.join(TABLE_ORDER_FILE)).ok()?;
@@ -327,6 +344,10 @@ impl Database {
                 CreateError::Persist(PersistError::Recovery { path: dir.join(TABLE_ORDER_FILE), message })
             })?;
             host.replace_db(store);
+        }
+        if let Some(order) = read_filter_order(dir) {
+            let db = host.db_mut();
+            db.row_level_security = crate::migrate::filter_order(&order, &db.row_level_security);
         }
         let mut steps = StepLedger::default();
         let (p, report) = Persistence::open(dir, persist, host.db_mut(), &mut steps)?;
@@ -1030,7 +1051,7 @@ impl Database {
             use sha3::Digest;
             sha3::Keccak256::digest(wasm).iter().map(|b| format!("{b:02x}")).collect()
         };
-        let store = match self.migrated_store(new.def(), &steps) {
+        let mut store = match self.migrated_store(new.def(), &steps) {
             Ok(store) => store,
             Err(e) => {
                 self.server_log(
@@ -1047,6 +1068,11 @@ impl Database {
             // writes it next): a crash in between restarts the old module, which ignores the
             // names added at the end.
             write_table_order(p.dir(), &store.table_order()).map_err(|e| UpdateError::Failed(e.to_string()))?;
+        }
+        store.row_level_security =
+            crate::migrate::filter_order(&self.store().row_level_security, &new.def().row_level_security);
+        if let Some(p) = self.persist.as_ref() {
+            write_filter_order(p.dir(), &store.row_level_security).map_err(|e| UpdateError::Failed(e.to_string()))?;
         }
         self.system_log(format!("Updated program to {hash}"));
         for step in &steps {

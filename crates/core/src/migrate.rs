@@ -235,6 +235,19 @@ fn appends_variants(old: &AlgebraicType, new: &AlgebraicType) -> bool {
     }
 }
 
+/// The order `st_row_level_security` lists a module's filters in after an update from filters
+/// `old` (as the database held them) to `new` (as the module declares them): the ones kept stay
+/// where they were, new ones follow in the module's order. 1.3 adds an update's new filters
+/// after the rows already there (its smoketest `auto_migration` sees `person`, then the added
+/// `book`, though the module's definition lists `book` first).
+pub(crate) fn filter_order(old: &[String], new: &[String]) -> Vec<String> {
+    let kept = old.iter().filter(|f| new.contains(f));
+    let added = new.iter().filter(|f| !old.contains(f));
+    let mut order: Vec<String> = kept.chain(added).cloned().collect();
+    order.dedup();
+    order
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,5 +309,15 @@ mod tests {
             plan(&old, &def(vec![unique])).unwrap_err(),
             vec!["Adding a unique constraint t_id_key requires a manual migration"]
         );
+    }
+
+    #[test]
+    fn filters_an_update_keeps_stay_in_place_and_new_ones_follow() {
+        let v = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // 1.3's auto_migration smoketest: `person` was there; the module now lists `book` first.
+        assert_eq!(filter_order(&v(&["person"]), &v(&["book", "person"])), v(&["person", "book"]));
+        assert_eq!(filter_order(&v(&["b", "a"]), &v(&["a", "c", "b"])), v(&["b", "a", "c"]));
+        assert_eq!(filter_order(&v(&["a", "b"]), &v(&["b"])), v(&["b"]));
+        assert_eq!(filter_order(&[], &v(&["z", "y"])), v(&["z", "y"]));
     }
 }

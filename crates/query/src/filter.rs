@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType};
+use epoch_schema::TableAccess;
 use epoch_store::{Store, Table, TxDelta};
 use sqlparser::ast::{
     BinaryOperator, Expr, JoinConstraint, JoinOperator, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement,
@@ -17,6 +18,31 @@ use crate::parse::parse_one;
 use crate::plan::{Cond, Operand, Projection, Scope};
 use crate::rls::Visibility;
 use crate::{QueryContext, SqlError};
+
+/// Whether `sql` is 1.3's `SELECT * FROM *` (the words in any case, separated by any
+/// whitespace, nothing else): a subscription to every table the caller may read.
+pub fn is_all_tables(sql: &str) -> bool {
+    let mut words = sql.split_whitespace();
+    let (Some(select), Some("*"), Some(from), Some("*"), None) =
+        (words.next(), words.next(), words.next(), words.next(), words.next())
+    else {
+        return false;
+    };
+    select.eq_ignore_ascii_case("select") && from.eq_ignore_ascii_case("from")
+}
+
+/// The queries `SELECT * FROM *` stands for, as 1.3 expands it when the request arrives:
+/// `SELECT * FROM t` for every table the caller may read (every table for the owner, the
+/// public ones for anyone else), in table id order. Row-level security applies to each as to
+/// any query; tables a later module update adds are not included.
+pub fn all_tables_queries(store: &Store, ctx: QueryContext) -> Vec<String> {
+    store
+        .tables()
+        .iter()
+        .filter(|t| ctx.is_owner || t.schema.def.table_access == TableAccess::Public)
+        .map(|t| format!("SELECT * FROM {}", t.schema.def.name))
+        .collect()
+}
 
 /// Which rows of one table a subscription query selects.
 pub struct Filter {
@@ -517,4 +543,19 @@ fn probe<'s>(
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_all_tables;
+
+    #[test]
+    fn select_star_from_star_is_recognised_as_1_3_spells_it() {
+        for sql in ["SELECT * FROM *", "select * from *", "  Select\t*\n FROM  * ", "SELECT\u{a0}* FROM *"] {
+            assert!(is_all_tables(sql), "{sql:?}");
+        }
+        for sql in ["SELECT * FROM t", "SELECT *FROM *", "SELECT * FROM * WHERE x = 1", "SELECT * FROM **", ""] {
+            assert!(!is_all_tables(sql), "{sql:?}");
+        }
+    }
 }

@@ -24,7 +24,7 @@ mod plan;
 mod rls;
 
 pub use budget::{EvalBudget, INITIAL_EVALUATION_TIME_LIMIT, MAX_INITIAL_ROWS_VISITED};
-pub use filter::Filter;
+pub use filter::{all_tables_queries, is_all_tables, Filter};
 pub use rls::check_filters;
 
 use epoch_sats::{AlgebraicValue, ProductType};

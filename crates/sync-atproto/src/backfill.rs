@@ -32,6 +32,7 @@ pub const KIND: &str = "atproto-full-sync";
 #[derive(Default)]
 pub struct FullSyncSpec {
     pub(crate) holds: Arc<Holds>,
+    pub(crate) allowed_hosts: crate::identity::AllowedHosts,
 }
 
 impl KindSpec for FullSyncSpec {
@@ -57,7 +58,7 @@ impl KindSpec for FullSyncSpec {
     }
 
     fn open(&self, control: &Arc<ControlPlane>, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError> {
-        let (config, xrpc, keys) = crate::open_source(control, i)?;
+        let (config, xrpc, keys) = crate::open_source(control, i, &self.allowed_hosts)?;
         let members: Vec<String> =
             serde_json::from_value(i.detail.get("members").cloned().unwrap_or_default()).unwrap_or_default();
         // The repos not yet done (from the cursor's, on a resumed run) hold their live events.

@@ -57,9 +57,17 @@ pub const REFETCH_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 pub struct FirehoseSpec {
     runner: OnceLock<Weak<Runner>>,
     holds: Arc<Holds>,
+    /// Hosts DID resolution may reach on loopback or private addresses (the operator's list).
+    allowed_hosts: crate::identity::AllowedHosts,
 }
 
 impl FirehoseSpec {
+    /// The kind, resolving DIDs on the hosts of `allowed_hosts` (`host` or `host:port`) even when
+    /// they are on a loopback or private address: a local PLC directory or did:web host.
+    pub fn with_allowed_hosts(allowed_hosts: Vec<String>) -> Self {
+        Self { allowed_hosts: Arc::new(allowed_hosts), ..Self::default() }
+    }
+
     /// Lets catch_up instances hand over to live ones.
     pub fn bind(&self, runner: &Arc<Runner>) {
         let _ = self.runner.set(Arc::downgrade(runner));
@@ -68,7 +76,7 @@ impl FirehoseSpec {
     /// The full_sync kind of the same server: the live events of the repos it has not
     /// re-read yet are held back by this kind's instances.
     pub fn full_sync_spec(&self) -> FullSyncSpec {
-        FullSyncSpec { holds: self.holds.clone() }
+        FullSyncSpec { holds: self.holds.clone(), allowed_hosts: self.allowed_hosts.clone() }
     }
 }
 
@@ -95,7 +103,7 @@ impl KindSpec for FirehoseSpec {
     }
 
     fn open(&self, control: &Arc<ControlPlane>, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError> {
-        let (config, xrpc, keys) = crate::open_source(control, i)?;
+        let (config, xrpc, keys) = crate::open_source(control, i, &self.allowed_hosts)?;
         Ok(Arc::new(Firehose::new(i, config, xrpc, keys, self.runner.get().cloned(), self.holds.clone())))
     }
 }

@@ -2,9 +2,19 @@
 //! the configured PLC directory (`GET {plc}/{did}`), `did:web` from the host's
 //! `/.well-known/did.json`. The `#atproto` verification method of the DID document is the key.
 //! Keys are cached for [`KEY_TTL`]; an `#identity` event forgets a repo's key at once.
+//!
+//! A DID names the host it is resolved on (did:web), and a database's configuration names the
+//! PLC directory: neither may aim the server at its own network. Both are fetched as OIDC
+//! discovery fetches ([`epoch_auth::outbound`]): public addresses only, checked after DNS
+//! resolution on every connection, redirects only within the origin, unless the operator
+//! allowed the host (`--atproto-allowed-host`).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use epoch_auth::outbound;
+use url::Url;
 
 use epoch_atproto::signature::PublicKey;
 use parking_lot::Mutex;
@@ -50,21 +60,67 @@ fn read_capped(resp: reqwest::blocking::Response) -> Result<Vec<u8>, Capped> {
     Ok(body)
 }
 
+/// Hosts (`host`, or `host:port` for one port) the operator allows DID resolution to reach on
+/// loopback or private addresses.
+pub type AllowedHosts = Arc<Vec<String>>;
+
+/// Whether `url`'s host is one the operator allowed.
+fn allowed(url: &Url, hosts: &[String]) -> bool {
+    let Some(host) = url.host_str() else { return false };
+    let with_port = url.port_or_known_default().map(|p| format!("{host}:{p}"));
+    hosts
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(host) || with_port.as_deref().is_some_and(|w| h.eq_ignore_ascii_case(w)))
+}
+
+/// An HTTP client for DID documents: redirects only within the origin; `public_only`: only
+/// public addresses, checked on every connection.
+fn client(public_only: bool) -> Result<reqwest::blocking::Client, reqwest::Error> {
+    let builder = reqwest::blocking::Client::builder()
+        .timeout(RESOLVE_TIMEOUT)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::custom(outbound::same_origin_redirects));
+    let builder = if public_only { builder.dns_resolver(Arc::new(outbound::PublicOnly)) } else { builder };
+    builder.build()
+}
+
+/// An error and the errors that caused it, on one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 /// Resolves and caches signing keys.
 pub struct Keys {
     plc: String,
-    http: reqwest::blocking::Client,
+    /// For hosts named on the network: public addresses only.
+    public: reqwest::blocking::Client,
+    /// For the hosts the operator allowed.
+    trusted: reqwest::blocking::Client,
+    allowed_hosts: AllowedHosts,
     cache: Mutex<HashMap<String, (PublicKey, Instant)>>,
 }
 
 impl Keys {
-    /// A resolver using the PLC directory at `plc` (`https://plc.directory`).
-    pub fn new(plc: &str) -> Result<Self, ResolveError> {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(RESOLVE_TIMEOUT)
-            .build()
-            .map_err(|e| ResolveError::Unreachable { did: String::new(), message: format!("an HTTP client: {e}") })?;
-        Ok(Self { plc: plc.trim_end_matches('/').to_string(), http, cache: Mutex::new(HashMap::new()) })
+    /// A resolver using the PLC directory at `plc` (`https://plc.directory`); hosts in
+    /// `allowed_hosts` may be on loopback or private addresses, no others.
+    pub fn new(plc: &str, allowed_hosts: AllowedHosts) -> Result<Self, ResolveError> {
+        let failed = |e: reqwest::Error| ResolveError::Unreachable {
+            did: String::new(),
+            message: format!("an HTTP client: {e}"),
+        };
+        Ok(Self {
+            plc: plc.trim_end_matches('/').to_string(),
+            public: client(true).map_err(failed)?,
+            trusted: client(false).map_err(failed)?,
+            allowed_hosts,
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The current signing key of `did`.
@@ -101,7 +157,17 @@ impl Keys {
         } else {
             return Err(no_key("only did:plc and did:web are resolved".into()));
         };
-        let resp = self.http.get(&url).send().map_err(|e| unreachable(e.to_string()))?;
+        let url = Url::parse(&url).map_err(|e| no_key(format!("{url}: {e}")))?;
+        let http = if allowed(&url, &self.allowed_hosts) {
+            &self.trusted
+        } else if outbound::literal_host_is_public(&url) {
+            &self.public
+        } else {
+            return Err(no_key(format!(
+                "{url} is not on a public address (an operator may allow its host with --atproto-allowed-host)"
+            )));
+        };
+        let resp = http.get(url.clone()).send().map_err(|e| unreachable(with_causes(&e)))?;
         let status = resp.status();
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(unreachable(format!("{url} answered {status}")));
@@ -163,11 +229,55 @@ mod tests {
         (url, sent)
     }
 
+    /// A listener on loopback and how many connections it accepted (counted in the background).
+    fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                counter.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        (port, accepted)
+    }
+
+    #[test]
+    fn a_did_naming_a_loopback_host_is_not_fetched_unless_the_operator_allowed_it() {
+        let (port, accepted) = counting_listener();
+        let keys = Keys::new("https://plc.invalid", Arc::new(Vec::new())).unwrap();
+        // An address, and a name that resolves to loopback: refused before any connection.
+        for did in [format!("did:web:127.0.0.1%3A{port}"), format!("did:web:localhost%3A{port}")] {
+            let err = keys.key(&did).unwrap_err();
+            assert!(err.to_string().contains("public"), "{did}: {err}");
+        }
+        // A PLC directory on loopback that the operator did not allow: the same.
+        let plc = Keys::new(&format!("http://127.0.0.1:{port}"), Arc::new(Vec::new())).unwrap();
+        let err = plc.key("did:plc:abcdefghijklmnopqrstuvwx").unwrap_err();
+        assert!(err.to_string().contains("public"), "{err}");
+        // A connection of our own, accepted after any the resolver made (the backlog is FIFO).
+        let _barrier = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        while accepted.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "the listener was reached");
+
+        // Allowed by the operator (any port of the host, or this port), it is fetched.
+        for allowed in ["127.0.0.1".to_string(), format!("127.0.0.1:{port}")] {
+            let before = accepted.load(Ordering::SeqCst);
+            let trusted = Keys::new("https://plc.invalid", Arc::new(vec![allowed.clone()])).unwrap();
+            let _ = trusted.key(&format!("did:web:127.0.0.1%3A{port}"));
+            assert!(accepted.load(Ordering::SeqCst) > before, "{allowed}: no connection");
+        }
+    }
+
     #[test]
     fn an_endless_did_document_is_cut_off_as_it_arrives() {
         const TOTAL: usize = 256 << 20;
         let (plc, sent) = endless_directory(TOTAL);
-        let keys = Keys::new(&plc).unwrap();
+        let keys = Keys::new(&plc, Arc::new(vec!["127.0.0.1".into()])).unwrap();
         let err = keys.key("did:plc:abcdefghijklmnopqrstuvwx").unwrap_err();
         assert!(matches!(&err, ResolveError::NoKey { message, .. } if message.contains("over")), "{err}");
         // The connection was dropped once the cap was passed, long before the end.

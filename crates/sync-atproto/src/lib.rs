@@ -74,6 +74,7 @@ pub fn is_reset(key: &str) -> bool {
 pub(crate) fn open_source(
     control: &std::sync::Arc<epoch_core::ControlPlane>,
     i: &epoch_sync::Instance,
+    allowed_hosts: &identity::AllowedHosts,
 ) -> Result<(AtprotoConfig, xrpc::Xrpc, Option<Keys>), epoch_sync::RunnerError> {
     use epoch_sync::RunnerError;
     let database = epoch_core::control::from_hex_be(&i.database).ok_or(RunnerError::NoDatabase)?;
@@ -81,6 +82,11 @@ pub(crate) fn open_source(
     let config = AtprotoConfig::parse(&section).map_err(RunnerError::BadRequest)?;
     let xrpc =
         xrpc::Xrpc::new(&config.service, config.requests_per_second).map_err(|e| RunnerError::Source(e.to_string()))?;
-    let keys = config.plc.as_deref().map(Keys::new).transpose().map_err(|e| RunnerError::Source(e.to_string()))?;
+    let keys = config
+        .plc
+        .as_deref()
+        .map(|plc| Keys::new(plc, allowed_hosts.clone()))
+        .transpose()
+        .map_err(|e| RunnerError::Source(e.to_string()))?;
     Ok((config, xrpc, keys))
 }
