@@ -517,15 +517,7 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
     let admin_api_key = read_admin_key(admin_api_key_file, admin_api_key)?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let auth = load_authority(&data_dir, &trusted_issuers, allowed_issuers, &allowed_jwks_origins)?;
-    let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
-    // Databases open in the background: the server listens at once, and each database serves
-    // as soon as it is open (503 "starting" until then).
-    let control = match persist {
-        Some(p) => epoch_core::ControlPlane::open_in_background(&data_dir, config, p)?,
-        None => std::sync::Arc::new(epoch_core::ControlPlane::new(config)),
-    };
-    // A database whose log fails an fsync reopens from disk by itself.
-    control.watch_logs();
+    let control = open_control(&data_dir, reducer_timeout_ms, persist)?;
     let (runner, live_shadows) = start_sync(&control, workflow_retention_days, atproto_allowed_hosts)?;
     let archive_flags = ArchiveFlags {
         url: archive_url,
@@ -547,6 +539,23 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
         ws_output: Default::default(),
     };
     serve_until_stopped(&listen_addr, &data_dir, state, control, live_shadows)
+}
+
+/// The control plane over `data_dir` (in memory without `persist`). Databases open in the
+/// background: the server listens at once, and each database serves as soon as it is open
+/// (503 "starting" until then); one whose log fails an fsync reopens from disk by itself.
+fn open_control(
+    data_dir: &std::path::Path,
+    reducer_timeout_ms: u64,
+    persist: Option<epoch_core::PersistConfig>,
+) -> Result<std::sync::Arc<epoch_core::ControlPlane>> {
+    let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
+    let control = match persist {
+        Some(p) => epoch_core::ControlPlane::open_in_background(data_dir, config, p)?,
+        None => std::sync::Arc::new(epoch_core::ControlPlane::new(config)),
+    };
+    control.watch_logs();
+    Ok(control)
 }
 
 /// The API's limits from the command line: body sizes, SQL rows, WebSocket queues and clients.

@@ -166,20 +166,7 @@ impl Filter {
             row_type: &combined,
             joined: Some((&b_name, b_alias.as_deref(), a_len)),
         };
-        let projected = match select.projection.as_slice() {
-            [SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _)] => {
-                let n = crate::plan::unquoted(n);
-                if n == a_name || Some(&n) == a_alias.as_ref() {
-                    0
-                } else if n == b_name || Some(&n) == b_alias.as_ref() {
-                    1
-                } else {
-                    return Err(SqlError::UnknownTable(n));
-                }
-            }
-            [SelectItem::Wildcard(_)] => return Err(SqlError::Join("SELECT * is not supported for joins")),
-            _ => return Err(SqlError::SubscriptionProjection),
-        };
+        let projected = projected_side(select, [(&a_name, a_alias.as_ref()), (&b_name, b_alias.as_ref())])?;
         let Expr::BinaryOp { left, op: BinaryOperator::Eq, right } = strip(on) else {
             return Err(SqlError::Join("Non-inner joins are not supported"));
         };
@@ -486,6 +473,18 @@ fn decode(store: &Store, ty: &AlgebraicType, row: &[u8]) -> Result<AlgebraicValu
 
 fn key(value: &AlgebraicValue, col: usize) -> &AlgebraicValue {
     &value.as_product().unwrap_or(&[])[col]
+}
+
+/// Which of a join's two tables (`names`: each one's name and alias) its `SELECT t.*` returns.
+fn projected_side(select: &sqlparser::ast::Select, names: [(&String, Option<&String>); 2]) -> Result<usize, SqlError> {
+    match select.projection.as_slice() {
+        [SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _)] => {
+            let n = crate::plan::unquoted(n);
+            names.iter().position(|(name, alias)| **name == n || *alias == Some(&n)).ok_or(SqlError::UnknownTable(n))
+        }
+        [SelectItem::Wildcard(_)] => Err(SqlError::Join("SELECT * is not supported for joins")),
+        _ => Err(SqlError::SubscriptionProjection),
+    }
 }
 
 /// Which side of a join 1.3 probes through an index, so must have one on its join column:
