@@ -80,6 +80,15 @@ fn bank_on_tmpfs() -> Option<(Tmpfs, std::path::PathBuf, Server, String)> {
     Some((fs, data, server, token))
 }
 
+/// Sets its flag when dropped, on a panic too.
+struct StopOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
     let Some((fs, data, server, token)) = bank_on_tmpfs() else { return };
@@ -116,6 +125,9 @@ fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
                 }
             });
         }
+        // The writers stop however this scope's own part ends: a failed assertion below must
+        // fail the test, not leave the writers running and the scope waiting for them.
+        let _stop_writers = StopOnDrop(&stop);
         std::thread::sleep(Duration::from_millis(500));
         // Fill the file system up.
         let mut f = std::fs::File::create(&filler).unwrap();
@@ -136,6 +148,8 @@ fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
                 200 => {
                     acked.fetch_add(1, Ordering::SeqCst);
                 }
+                // Account 0 ran dry (the writers move money at random): the bank's own refusal.
+                530 => {}
                 other => panic!("transfer answered {other}: {body}"),
             }
             assert!(Instant::now() < deadline, "no call was refused while the disk was full");
