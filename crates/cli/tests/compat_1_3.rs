@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use common::ws::{connect, Ws, JSON};
 use common::{fixture, Server};
@@ -45,13 +44,9 @@ fn next(ws: &mut Ws, name: &str) -> Value {
     m.get(name).cloned().unwrap_or_else(|| panic!("expected {name}, got {m}"))
 }
 
-fn cli_available() -> bool {
-    Command::new("spacetimedb-cli").arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
 /// Whether to run the official CLI's part of a test (as `official_cli.rs` decides it).
 fn official_cli() -> bool {
-    if cli_available() {
+    if common::spacetime_cli::available() {
         return true;
     }
     assert!(
@@ -64,13 +59,7 @@ fn official_cli() -> bool {
 
 /// Runs `spacetimedb-cli` with its own config file; returns (success, stdout, stderr).
 fn spacetime(config: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new("spacetimedb-cli")
-        .arg("--config-path")
-        .arg(config)
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("spacetimedb-cli runs");
+    let out = common::spacetime_cli::command(config).args(args).output().expect("spacetimedb-cli runs");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),

@@ -11,10 +11,6 @@ use common::*;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn cli_available() -> bool {
-    Command::new("spacetimedb-cli").arg("--version").output().is_ok_and(|o| o.status.success())
-}
-
 /// Replaces what legitimately differs between servers and runs: identities, timestamps, the
 /// server's URL and key, durations, and Rust backtraces.
 fn normalize(text: &str, url: &str, config: &std::path::Path) -> String {
@@ -100,15 +96,9 @@ fn steps() -> Vec<Step> {
 }
 
 /// Runs the sequence against `url`; returns (step name, exit success, normalized output).
-fn run_sequence(url: &str, config: &PathBuf) -> Vec<(String, bool, String)> {
+fn run_sequence(url: &str, config: &std::path::Path) -> Vec<(String, bool, String)> {
     let cli = |args: &[String]| {
-        let out = Command::new("spacetimedb-cli")
-            .arg("--config-path")
-            .arg(config)
-            .args(args)
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .expect("spacetimedb-cli runs");
+        let out = common::spacetime_cli::command(config).args(args).output().expect("spacetimedb-cli runs");
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         (out.status.success(), normalize(&text, url, config))
     };
@@ -130,7 +120,7 @@ fn reference_dir() -> PathBuf {
 
 #[test]
 fn official_cli_behaves_as_against_the_reference() {
-    if !cli_available() {
+    if !common::spacetime_cli::available() {
         assert!(
             std::env::var_os("EPOCH_REQUIRE_SPACETIME_CLI").is_none(),
             "spacetimedb-cli is required but not installed (cargo install spacetimedb-cli --version 1.3.0 --locked)"
@@ -167,7 +157,7 @@ fn official_cli_behaves_as_against_the_reference() {
 #[test]
 fn official_cli_subscribe_prints_updates() {
     use std::io::{BufRead, BufReader};
-    if !cli_available() {
+    if !common::spacetime_cli::available() {
         assert!(std::env::var_os("EPOCH_REQUIRE_SPACETIME_CLI").is_none(), "spacetimedb-cli is required");
         return;
     }

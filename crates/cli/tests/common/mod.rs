@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod services;
+pub mod spacetime_cli;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};
