@@ -441,6 +441,36 @@ impl Firehose {
         }
     }
 
+    /// The items of a commit already checked: one per operation on a kept collection.
+    fn commit_items(
+        &self,
+        c: &epoch_atproto::frame::Commit,
+        blocks: &Car,
+        out: &mut Vec<Item>,
+    ) -> Result<(), ListError> {
+        let cursor = self.cursor(Some(&c.time));
+        for op in &c.ops {
+            let Some((collection, rkey)) = op.path.split_once('/') else { continue };
+            if !self.config.keeps(collection) {
+                continue;
+            }
+            let record = match (&op.action[..], &op.cid) {
+                ("delete", _) => json!({"none": []}),
+                (_, Some(cid)) => {
+                    let block = blocks.block(cid).map_err(|e| ListError(format!("commit {}: {e}", c.seq)))?;
+                    let v = epoch_atproto::value::record_json(block)
+                        .map_err(|e| ListError(format!("commit {}: {e}", c.seq)))?;
+                    json!({"some": v.to_string()})
+                }
+                _ => continue,
+            };
+            let cid = op.cid.map(|c| c.to_string()).unwrap_or_default();
+            let args = json!([c.repo, collection, rkey, cid, record]);
+            out.push(Item { key: format!("{}/{}", c.seq, op.path), cursor: with_args(&cursor, args) });
+        }
+        Ok(())
+    }
+
     /// The items of one frame.
     fn items_of(&self, frame: Frame, out: &mut Vec<Item>) -> Result<(), ListError> {
         match frame {
@@ -465,27 +495,7 @@ impl Firehose {
                     return Ok(());
                 }
                 self.set_rev(&c.repo, &c.rev);
-                let cursor = self.cursor(Some(&c.time));
-                for op in &c.ops {
-                    let Some((collection, rkey)) = op.path.split_once('/') else { continue };
-                    if !self.config.keeps(collection) {
-                        continue;
-                    }
-                    let record = match (&op.action[..], &op.cid) {
-                        ("delete", _) => json!({"none": []}),
-                        (_, Some(cid)) => {
-                            let block = blocks.block(cid).map_err(|e| ListError(format!("commit {}: {e}", c.seq)))?;
-                            let v = epoch_atproto::value::record_json(block)
-                                .map_err(|e| ListError(format!("commit {}: {e}", c.seq)))?;
-                            json!({"some": v.to_string()})
-                        }
-                        _ => continue,
-                    };
-                    let cid = op.cid.map(|c| c.to_string()).unwrap_or_default();
-                    let args = json!([c.repo, collection, rkey, cid, record]);
-                    out.push(Item { key: format!("{}/{}", c.seq, op.path), cursor: with_args(&cursor, args) });
-                }
-                Ok(())
+                self.commit_items(&c, &blocks, out)
             }
             Frame::Sync(s) if self.config.is_member(&s.did) => self.refetch(s.seq, &s.did, out),
             Frame::Identity(a) => {
