@@ -92,23 +92,7 @@ fn table_changes(
     if old.table_access != new.table_access {
         steps.push(Step::ChangeAccess { table: table.clone() });
     }
-    for i in &old.indexes {
-        match new.indexes.iter().find(|n| n.name == i.name) {
-            None => steps.push(Step::RemoveIndex { table: table.clone(), index: i.name.clone() }),
-            Some(n) if n.accessor_name != i.accessor_name => errors.push(format!(
-                "Changing the accessor name on index {} from {:?} to {:?} requires a manual migration",
-                i.name, i.accessor_name, n.accessor_name
-            )),
-            Some(n) if n.algorithm != i.algorithm => {
-                steps.push(Step::RemoveIndex { table: table.clone(), index: i.name.clone() });
-                steps.push(Step::AddIndex { table: table.clone(), index: i.name.clone() });
-            }
-            Some(_) => {}
-        }
-    }
-    for n in new.indexes.iter().filter(|n| !old.indexes.iter().any(|i| i.name == n.name)) {
-        steps.push(Step::AddIndex { table: table.clone(), index: n.name.clone() });
-    }
+    index_changes(old, new, steps, errors);
     for s in &old.sequences {
         if !new.sequences.iter().any(|n| n == s) {
             steps.push(Step::RemoveSequence { table: table.clone(), sequence: s.name.clone() });
@@ -144,6 +128,29 @@ fn table_changes(
         (Some(_), None) => steps.push(Step::RemoveSchedule { table: table.clone() }),
         (None, Some(_)) => steps.push(Step::AddSchedule { table: table.clone() }),
         (None, None) => {}
+    }
+}
+
+/// The index steps of one table's update (removed, added, re-added with a new algorithm), and
+/// 1.3's refusal of a renamed accessor.
+fn index_changes(old: &TableDef, new: &TableDef, steps: &mut Vec<Step>, errors: &mut Vec<String>) {
+    let table = &old.name;
+    for i in &old.indexes {
+        match new.indexes.iter().find(|n| n.name == i.name) {
+            None => steps.push(Step::RemoveIndex { table: table.clone(), index: i.name.clone() }),
+            Some(n) if n.accessor_name != i.accessor_name => errors.push(format!(
+                "Changing the accessor name on index {} from {:?} to {:?} requires a manual migration",
+                i.name, i.accessor_name, n.accessor_name
+            )),
+            Some(n) if n.algorithm != i.algorithm => {
+                steps.push(Step::RemoveIndex { table: table.clone(), index: i.name.clone() });
+                steps.push(Step::AddIndex { table: table.clone(), index: i.name.clone() });
+            }
+            Some(_) => {}
+        }
+    }
+    for n in new.indexes.iter().filter(|n| !old.indexes.iter().any(|i| i.name == n.name)) {
+        steps.push(Step::AddIndex { table: table.clone(), index: n.name.clone() });
     }
 }
 
