@@ -26,8 +26,7 @@ use crate::sync::{admin_key_header, authorize, bearer, sync_database, SyncError}
 use crate::AppState;
 use epoch_archive::{ArchivePlan, ArchivedDatabase};
 use epoch_auth::Identity;
-use epoch_core::control::hex_be;
-use epoch_core::ControlPlane;
+use epoch_control::ControlPlane;
 
 /// The server's archiving.
 pub struct ArchiveState {
@@ -103,12 +102,12 @@ impl ArchiveState {
     /// else the server's default.
     pub fn plan(
         &self,
-        identity: &[u8; 32],
+        identity: &Identity,
         config: Option<&DatabaseArchiveConfig>,
     ) -> (Option<ArchivePlan>, PlanSource) {
         let default = || ArchivePlan {
             store: self.server_url.clone().unwrap_or_default(),
-            folder: hex_be(identity),
+            folder: identity.to_hex(),
             options: self.options.clone(),
             max_lag: self.max_lag,
         };
@@ -140,7 +139,7 @@ impl ArchiveState {
             .archivable()
             .into_iter()
             .map(|(id, dir, log)| ArchivedDatabase {
-                name: hex_be(&id),
+                name: id.to_hex(),
                 dir,
                 log,
                 plan: self.plan(&id, stored_config(control, &id).as_ref()).0,
@@ -168,12 +167,12 @@ impl ArchiveState {
 
 /// A database's stored archive configuration (checked when it was set; one that no longer
 /// parses is reported and ignored).
-fn stored_config(control: &ControlPlane, identity: &[u8; 32]) -> Option<DatabaseArchiveConfig> {
+fn stored_config(control: &ControlPlane, identity: &Identity) -> Option<DatabaseArchiveConfig> {
     let v = control.archive_config(identity)?;
     match serde_json::from_value(v) {
         Ok(c) => Some(c),
         Err(e) => {
-            tracing::warn!(database = %hex_be(identity), "ignoring an unreadable archive configuration: {e}");
+            tracing::warn!(database = %identity.to_hex(), "ignoring an unreadable archive configuration: {e}");
             None
         }
     }
@@ -225,11 +224,11 @@ fn status_of(state: &AppState, db: Identity) -> Result<Value, SyncError> {
     let archive = archive_state(state)?;
     let service =
         archive.service.as_ref().ok_or_else(|| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "no archiver"))?;
-    let hosted = state.control.get(&db.0).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
+    let hosted = state.control.get(&db).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
     // Read from the log itself: the writer may be waiting for a full disk.
     let last_offset = hosted.log.as_ref().and_then(|l| l.next_offset().checked_sub(1));
-    let config = stored_config(&state.control, &db.0);
-    let (plan, source) = archive.plan(&db.0, config.as_ref());
+    let config = stored_config(&state.control, &db);
+    let (plan, source) = archive.plan(&db, config.as_ref());
     let mut v = json!({
         "archived": plan.is_some(),
         "source": source.name(),
@@ -267,7 +266,7 @@ pub async fn configure(
         if method == Method::DELETE {
             state
                 .control
-                .set_archive_config(db.0, None)
+                .set_archive_config(db, None)
                 .map_err(|e| SyncError::new(StatusCode::CONFLICT, e.to_string()))?;
             tracing::info!(database = %db, "archive configuration removed; the server's default applies");
             return status_of(&state, db);
@@ -291,7 +290,7 @@ pub async fn configure(
                 None => {}
             }
             // The place must be reachable with the server's credentials before it is accepted.
-            let (plan, _) = archive.plan(&db.0, Some(&config));
+            let (plan, _) = archive.plan(&db, Some(&config));
             if let Some(plan) = plan {
                 let url = plan.url();
                 tokio::task::spawn_blocking(move || {
@@ -313,7 +312,7 @@ pub async fn configure(
             .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         state
             .control
-            .set_archive_config(db.0, Some(stored))
+            .set_archive_config(db, Some(stored))
             .map_err(|e| SyncError::new(StatusCode::CONFLICT, e.to_string()))?;
         tracing::info!(database = %db, enabled = config.enabled, url = ?config.url, "archive configuration set");
         status_of(&state, db)
@@ -401,10 +400,10 @@ async fn restore_inner(
     let started = std::time::Instant::now();
     let restored = tokio::task::spawn_blocking(move || {
         let target = epoch_archive::ArchiveTarget::open(&from, &options).map_err(|e| e.to_string())?;
-        let fresh = Identity::from_claims(&issuer, &uuid::Uuid::new_v4().to_string());
+        let fresh = epoch_auth::identity_from_claims(&issuer, &uuid::Uuid::new_v4().to_string());
         let mut report = None;
         control
-            .restore_to_name(&name, fresh.0, caller.0, |dir| {
+            .restore_to_name(&name, fresh, caller, |dir| {
                 let (wasm, r) = epoch_archive::restore(&target, dir, stop).map_err(|e| e.to_string())?;
                 report = Some(r);
                 wasm.ok_or_else(|| {
@@ -461,7 +460,7 @@ pub async fn backup(
         let done = tokio::task::spawn_blocking(move || {
             let target = Arc::new(epoch_archive::ArchiveTarget::open(&to, &options).map_err(backup_failure)?);
             let (dir, log) = control
-                .backup_point(&db.0)
+                .backup_point(&db)
                 .map_err(|e| SyncError::new(StatusCode::BAD_GATEWAY, format!("backup failed: {e}")))?;
             let mut archiver = epoch_archive::Archiver::backup(&dir, target);
             archiver.ship(&log).map_err(backup_failure)?;

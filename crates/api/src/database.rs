@@ -10,9 +10,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use epoch_auth::Identity;
-use epoch_core::{
-    CallError, Caller, ControlError, Database, HostedDatabase, PublishOp, ReducerArgs, ReducerOutcome, SetNamesError,
-};
+use epoch_control::{ControlError, HostedDatabase, PublishOp, SetNamesError};
+use epoch_core::{CallError, Caller, Database, ReducerArgs, ReducerOutcome};
 use epoch_schema::Lifecycle;
 use serde_json::json;
 
@@ -65,9 +64,7 @@ pub(crate) fn validate_name(s: &str) -> Result<(), &'static str> {
 fn resolve(state: &AppState, segment: &str) -> Result<Identity, Response> {
     match parse_name_or_identity(segment)? {
         NameOrIdentity::Identity(id) => Ok(id),
-        NameOrIdentity::Name(n) => {
-            state.control.resolve_name(&n).map(Identity).ok_or_else(|| StatusCode::NOT_FOUND.into_response())
-        }
+        NameOrIdentity::Name(n) => state.control.resolve_name(&n).ok_or_else(|| StatusCode::NOT_FOUND.into_response()),
     }
 }
 
@@ -80,7 +77,7 @@ pub(crate) fn lookup_pub(state: &AppState, segment: &str) -> Result<Arc<HostedDa
 
 fn lookup(state: &AppState, segment: &str) -> Result<Arc<HostedDatabase>, Response> {
     let id = resolve(state, segment)?;
-    state.control.get(&id.0).ok_or_else(|| match state.control.unavailable(&id.0) {
+    state.control.get(&id).ok_or_else(|| match state.control.unavailable(&id) {
         Some(u) => {
             text(StatusCode::SERVICE_UNAVAILABLE, format!("The database is unavailable: {}", one_line(&u.reason)))
         }
@@ -194,8 +191,8 @@ async fn do_publish(
     if q.num_replicas.is_some_and(|n| n > u8::MAX as usize) {
         // 1.3 registers a new name before it looks at the request, so the name stays.
         if let NameOrIdentity::Name(name) = &target {
-            let fresh = Identity::from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
-            if let Err(e) = state.control.reserve_name(name, fresh.0, caller.0) {
+            let fresh = epoch_auth::identity_from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
+            if let Err(e) = state.control.reserve_name(name, fresh, caller) {
                 return control_error(e);
             }
         }
@@ -210,11 +207,11 @@ async fn do_publish(
     };
     let issuer = state.auth.issuer.clone();
     let res = tokio::task::spawn_blocking(move || match target {
-        NameOrIdentity::Identity(id) => control.publish(id.0, caller.0, &wasm, q.clear).map(|op| (id, op)),
+        NameOrIdentity::Identity(id) => control.publish(id, caller, &wasm, q.clear).map(|op| (id, op)),
         NameOrIdentity::Name(name) => {
             // The identity a new database of this name gets, should the name be free.
-            let fresh = Identity::from_claims(&issuer, &uuid::Uuid::new_v4().to_string());
-            control.publish_to_name(&name, fresh.0, caller.0, &wasm, q.clear).map(|(id, op)| (Identity(id), op))
+            let fresh = epoch_auth::identity_from_claims(&issuer, &uuid::Uuid::new_v4().to_string());
+            control.publish_to_name(&name, fresh, caller, &wasm, q.clear)
         }
     })
     .await;
@@ -239,7 +236,7 @@ pub async fn publish_new(
         Ok(q) => q,
         Err(r) => return r,
     };
-    let identity = Identity::from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
+    let identity = epoch_auth::identity_from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
     do_publish(state, NameOrIdentity::Identity(identity), caller.identity, wasm, q).await
 }
 
@@ -271,8 +268,8 @@ pub async fn describe(State(state): State<AppState>, Path(segment): Path<String>
     let mut program = db.program_hash;
     program.reverse();
     Json(json!({
-        "database_identity": {"__identity__": format!("0x{}", Identity(db.identity).to_hex())},
-        "owner_identity": {"__identity__": format!("0x{}", Identity(db.owner).to_hex())},
+        "database_identity": {"__identity__": format!("0x{}", db.identity.to_hex())},
+        "owner_identity": {"__identity__": format!("0x{}", db.owner.to_hex())},
         "host_type": {"Wasm": []},
         "initial_program": format!("0x{}", hex::encode(program)),
     }))
@@ -289,7 +286,7 @@ pub async fn delete(
         Ok(id) => id,
         Err(r) => return r,
     };
-    match state.control.delete(id.0, caller.identity.0) {
+    match state.control.delete(id, caller.identity) {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => control_error(e),
     }
@@ -297,7 +294,7 @@ pub async fn delete(
 
 pub async fn get_names(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
     match resolve(&state, &segment) {
-        Ok(id) => Json(json!({ "names": state.control.names_of(&id.0) })).into_response(),
+        Ok(id) => Json(json!({ "names": state.control.names_of(&id) })).into_response(),
         Err(r) => r,
     }
 }
@@ -316,7 +313,7 @@ pub async fn add_name(
     if let Err(e) = validate_name(name) {
         return text(StatusCode::BAD_REQUEST, e);
     }
-    match state.control.add_name(name, id.0, caller.identity.0) {
+    match state.control.add_name(name, id, caller.identity) {
         Ok(()) => Json(json!({"Success": {"domain": name, "database_identity": id.to_hex()}})).into_response(),
         Err(e) => control_error(e),
     }
@@ -347,7 +344,7 @@ pub async fn set_names(
     if let Some((n, e)) = names.iter().find_map(|n| validate_name(n).err().map(|e| (n, e))) {
         return text(StatusCode::BAD_REQUEST, format!("Error parsing `{n}`: {e}"));
     }
-    match state.control.set_names(id.0, caller.identity.0, &names) {
+    match state.control.set_names(id, caller.identity, &names) {
         Ok(()) => Json(json!("Success")).into_response(),
         Err(SetNamesError::DatabaseNotFound) => {
             (StatusCode::NOT_FOUND, Json(json!("DatabaseNotFound"))).into_response()
@@ -443,14 +440,14 @@ pub async fn call(
     }
     let mut connection_id = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut connection_id);
-    let who = Caller { identity: caller.identity.0, connection_id };
+    let who = Caller { identity: caller.identity, connection_id };
     let name = reducer.clone();
     let answer = on_db(&db, move |d| call_on_writer(d, &name, args, who)).await;
     let answer = match answer {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let db_hex = Identity(db.identity).to_hex();
+    let db_hex = db.identity.to_hex();
     match answer {
         CallAnswer::Rejected(msg) => text(StatusCode::FORBIDDEN, msg),
         CallAnswer::NoSuchReducer => text(StatusCode::NOT_FOUND, "no such reducer"),
@@ -558,12 +555,12 @@ pub async fn logs(
         Ok(db) => db,
         Err(r) => return r,
     };
-    if db.owner != caller.identity.0 {
+    if db.owner != caller.identity {
         return text(
             StatusCode::BAD_REQUEST,
             format!(
                 "Identity does not own database, expected: {} got: {}",
-                Identity(db.owner).to_hex(),
+                db.owner.to_hex(),
                 caller.identity.to_hex()
             ),
         );
@@ -636,13 +633,13 @@ pub async fn sql(
         }
     };
     let ctx = epoch_query::QueryContext {
-        is_owner: db.owner == caller.identity.0,
+        is_owner: db.owner == caller.identity,
         row_limit: state.limits.max_sql_rows,
         max_sql_len: state.limits.max_sql_bytes,
-        sender: Some(caller.identity.0),
+        sender: Some(caller.identity),
     };
     let started = Instant::now();
-    let (who, owner) = (caller.identity.0, db.owner);
+    let (who, owner) = (caller.identity, db.owner);
     let result = on_db(&db, move |d| d.sql(&sql, ctx, who, owner).map(|o| (o, d.store().typespace.clone()))).await;
     match result {
         Err(r) => r,
@@ -698,7 +695,7 @@ pub async fn export(
         Ok(db) => db,
         Err(r) => return r,
     };
-    if db.owner != caller.identity.0 {
+    if db.owner != caller.identity {
         return text(StatusCode::FORBIDDEN, "only the database's owner may export its tables");
     }
     let format = q.get("format").map(String::as_str).unwrap_or("jsonl").to_string();
@@ -743,7 +740,7 @@ pub async fn import(
         Ok(db) => db,
         Err(r) => return r,
     };
-    if db.owner != caller.identity.0 {
+    if db.owner != caller.identity {
         return text(StatusCode::FORBIDDEN, "only the database's owner may import into its tables");
     }
     if let Some(why) = db.storage_failure() {
@@ -752,7 +749,7 @@ pub async fn import(
     let Ok(body) = String::from_utf8(body.to_vec()) else {
         return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 (JSON lines or CSV)");
     };
-    let who = caller.identity.0;
+    let who = caller.identity;
     let imported = on_db(&db, move |d| {
         if csv {
             return d.import_csv(&table, &body, who);

@@ -100,7 +100,7 @@ pub async fn databases(State(state): State<AppState>, Path(id): Path<String>) ->
     let Some(id) = Identity::from_hex(&id) else {
         return bad_identity(&id);
     };
-    let owned: Vec<String> = state.control.owned_by(&id.0).iter().map(|d| Identity(*d).to_hex()).collect();
+    let owned: Vec<String> = state.control.owned_by(&id).iter().map(|d| d.to_hex()).collect();
     Json(json!({ "identities": owned })).into_response()
 }
 
@@ -118,7 +118,7 @@ fn metrics_text(state: &AppState) -> String {
     let mut tables = Vec::new();
     let mut clients = Vec::new();
     for db in state.control.all() {
-        let name = Identity(db.identity).to_hex();
+        let name = db.identity.to_hex();
         let read = db.handle.read(|d| {
             let sizes = d.store().tables().iter().map(|t| (t.schema.name().to_string(), t.len())).collect::<Vec<_>>();
             (sizes, d.client_stats())

@@ -27,7 +27,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use epoch_auth::Authority;
-use epoch_core::ControlPlane;
+use epoch_control::ControlPlane;
 
 pub use auth::CallerAuth;
 pub use metrics::Metrics;

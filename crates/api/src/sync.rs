@@ -104,10 +104,10 @@ pub fn sync_database(state: &AppState, segment: &str) -> Result<Identity, SyncEr
     let not_found = || SyncError::new(StatusCode::NOT_FOUND, format!("no database named {segment}"));
     let id = match Identity::from_hex(segment) {
         Some(id) => id,
-        None => Identity(state.control.resolve_name(segment).ok_or_else(not_found)?),
+        None => state.control.resolve_name(segment).ok_or_else(not_found)?,
     };
-    if state.control.get(&id.0).is_none() {
-        return Err(match state.control.unavailable(&id.0) {
+    if state.control.get(&id).is_none() {
+        return Err(match state.control.unavailable(&id) {
             Some(u) => {
                 SyncError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the database is unavailable: {}", u.reason))
             }
@@ -130,7 +130,7 @@ pub fn authorize(
     // An empty key (stored before empty keys were refused) matches nothing.
     let db_key = state
         .control
-        .sync_config(&database.0)
+        .sync_config(&database)
         .and_then(|c| c["adminApiKey"].as_str().map(str::to_string))
         .filter(|k| !k.is_empty());
     let keys = state.admin_api_key.iter().map(|k| k.to_string()).chain(db_key);
@@ -147,19 +147,19 @@ pub fn authorize(
         .verify(token)
         .map_err(|e| SyncError::unauthorized("Authorization", format!("invalid bearer token: {e}")))?;
     let identity = verified.identity;
-    let is_owner = state.control.get(&database.0).is_some_and(|d| d.owner == identity.0);
+    let is_owner = state.control.get(&database).is_some_and(|d| d.owner == identity);
     let by_rule = || {
         let c = &verified.claims;
         state.control.rule_grants(
-            &database.0,
+            &database,
             &c.iss,
             c.email.as_deref(),
             c.email_verified == Some(true),
             SYNC_PERMISSION,
         )
     };
-    let allowed = is_owner
-        || (!owner_only && (state.control.has_permission(&database.0, &identity.0, SYNC_PERMISSION) || by_rule()));
+    let allowed =
+        is_owner || (!owner_only && (state.control.has_permission(&database, &identity, SYNC_PERMISSION) || by_rule()));
     if !allowed {
         let why = if owner_only {
             format!("identity {identity} does not own this database")
@@ -209,15 +209,15 @@ pub async fn permissions(State(state): State<AppState>, Path(segment): Path<Stri
                         .detail(name, "must be a non-empty string of at most 256 characters")
                 })
             };
-            let rule = epoch_core::GrantRule {
+            let rule = epoch_control::GrantRule {
                 issuer: field("issuer")?,
                 email_domain: field("emailDomain")?.trim_start_matches('@').to_string(),
                 permission: permission.to_string(),
             };
             let answer = json!({"success": true, "issuer": rule.issuer, "emailDomain": rule.email_domain,
                                 "permission": permission, "granted": grant});
-            state.control.set_rule(database.0, caller.0, rule, grant).map_err(|e| match e {
-                epoch_core::ControlError::NotOwner { .. } => {
+            state.control.set_rule(database, caller, rule, grant).map_err(|e| match e {
+                epoch_control::ControlError::NotOwner { .. } => {
                     SyncError::new(StatusCode::FORBIDDEN, "only the database owner may change permissions")
                 }
                 other => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
@@ -228,8 +228,8 @@ pub async fn permissions(State(state): State<AppState>, Path(segment): Path<Stri
             .as_str()
             .and_then(Identity::from_hex)
             .ok_or_else(|| SyncError::new(StatusCode::BAD_REQUEST, "`identity` must be 64 hex digits"))?;
-        state.control.set_permission(database.0, caller.0, identity.0, permission, grant).map_err(|e| match e {
-            epoch_core::ControlError::NotOwner { .. } => {
+        state.control.set_permission(database, caller, identity, permission, grant).map_err(|e| match e {
+            epoch_control::ControlError::NotOwner { .. } => {
                 SyncError::new(StatusCode::FORBIDDEN, "only the database owner may change permissions")
             }
             other => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
@@ -304,7 +304,7 @@ fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result
             }
         }
     }
-    let def = state.control.get(&database.0).map(|d| d.def.clone());
+    let def = state.control.get(&database).map(|d| d.def.clone());
     let has_reducer = |name: &str| def.as_ref().is_some_and(|d| d.reducer_id(name).is_some());
     let cx = ConfigContext { has_reducer: &has_reducer, data_dir: state.control.data_dir() };
     for kind in workflow_kinds() {
@@ -367,7 +367,7 @@ fn set_config(state: AppState, segment: String, headers: HeaderMap, body: axum::
         authorize(&state, &headers, bearer(&headers), database, true)?;
         let v: Value = serde_json::from_slice(&body)
             .map_err(|e| SyncError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
-        let old = state.control.sync_config(&database.0).unwrap_or(Value::Null);
+        let old = state.control.sync_config(&database).unwrap_or(Value::Null);
         let v = match patch {
             // A PATCH replaces the sections it names (null removes one) and keeps the others.
             true => {
@@ -389,10 +389,10 @@ fn set_config(state: AppState, segment: String, headers: HeaderMap, body: axum::
         let v = validate_config(&state, database, unmask(v, &old))?;
         state
             .control
-            .set_sync_config(database.0, v.clone())
+            .set_sync_config(database, v.clone())
             .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         if let Some(live) = &state.live_shadows {
-            live.reconfigure(&database.0);
+            live.reconfigure(&database);
         }
         atproto_changed(&state, database, &old, &v);
         Ok::<_, SyncError>(Json(masked(v)))
@@ -410,16 +410,16 @@ fn atproto_changed(state: &AppState, database: Identity, old: &Value, new: &Valu
     if old.get("atproto") == new.get("atproto") {
         return;
     }
-    let Some(owner) = state.control.get(&database.0).map(|d| d.owner) else { return };
+    let Some(owner) = state.control.get(&database).map(|d| d.owner) else { return };
     let section = new.get("atproto").cloned();
     // Stopping a consumer waits for its batch in flight: off the async runtime.
     tokio::task::spawn_blocking(move || match section.map(|s| epoch_sync_atproto::AtprotoConfig::parse(&s)) {
         Some(Ok(config)) => {
-            if let Err(e) = epoch_sync_atproto::firehose::start_live(&runner, database.0, owner, &config) {
+            if let Err(e) = epoch_sync_atproto::firehose::start_live(&runner, database, owner, &config) {
                 tracing::error!(database = %database, "cannot start the firehose consumer: {e}");
             }
         }
-        _ => epoch_sync_atproto::firehose::stop_live(&runner, &database.0),
+        _ => epoch_sync_atproto::firehose::stop_live(&runner, &database),
     });
 }
 
@@ -430,7 +430,7 @@ pub async fn get_config(State(state): State<AppState>, Path(segment): Path<Strin
         authorize(&state, &headers, bearer(&headers), database, false)?;
         let config = state
             .control
-            .sync_config(&database.0)
+            .sync_config(&database)
             .ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "this database has no sync configuration"))?;
         Ok::<_, SyncError>(Json(masked(config)))
     })();
@@ -528,7 +528,7 @@ async fn resync_inner(
     if aggregate_id.is_some() && aggregate_type.is_none() {
         return Err(SyncError::new(StatusCode::BAD_REQUEST, "`aggregateId` requires `aggregateType`"));
     }
-    let config = state.control.sync_config(&database.0).ok_or_else(|| {
+    let config = state.control.sync_config(&database).ok_or_else(|| {
         SyncError::new(StatusCode::BAD_REQUEST, "this database has no sync configuration; PUT …/sync/config first")
     })?;
     if config.get("objectStore").is_none() {
@@ -544,7 +544,7 @@ async fn resync_inner(
     let runner = runner(&state)?.clone();
     // Listing the source is blocking I/O (and an S3 source owns a runtime of its own).
     let started = tokio::task::spawn_blocking(move || {
-        epoch_sync_objectstore::start_resync(&runner, database.0, caller.identity.0, &object_store, &reducer, params)
+        epoch_sync_objectstore::start_resync(&runner, database, caller.identity, &object_store, &reducer, params)
     })
     .await
     .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -641,7 +641,7 @@ fn workflow_route(
         let runner = runner(&state)?;
         let Some(id) = id else {
             return Ok(Json(
-                json!({ "instances": runner.list(&database.0).iter().map(instance_json).collect::<Vec<_>>() }),
+                json!({ "instances": runner.list(&database).iter().map(instance_json).collect::<Vec<_>>() }),
             ));
         };
         let not_found = || SyncError::new(StatusCode::NOT_FOUND, format!("no workflow instance {id}"));
@@ -726,11 +726,11 @@ pub async fn ingest_shadow(
     doc: &epoch_sync_shadows::ShadowDocument,
 ) -> Result<Result<(), String>, SyncError> {
     use epoch_sync_shadows::document::{self, IngestError};
-    let reducer = document::shadow_reducer(state.control.sync_config(&database.0).as_ref());
-    let db = state.control.get(&database.0).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
+    let reducer = document::shadow_reducer(state.control.sync_config(&database).as_ref());
+    let db = state.control.get(&database).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
     let args = doc.reducer_args();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let who = epoch_core::Caller::identity(caller.0);
+    let who = epoch_core::Caller::identity(caller);
     let shutting_down = || SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is shutting down");
     db.handle
         .submit(
@@ -804,7 +804,7 @@ async fn shadow_sync_on(
                     .detail("includeClassic", format!("must be true or false, not {other:?}")))
             }
         };
-        let config = state.control.sync_config(&database.0).unwrap_or(Value::Null);
+        let config = state.control.sync_config(&database).unwrap_or(Value::Null);
         if config.get("deviceShadows").is_none() {
             return Err(SyncError::new(
                 StatusCode::BAD_REQUEST,
@@ -822,7 +822,7 @@ async fn shadow_sync_on(
         let starter = runner.clone();
         // Listing the thing's shadows is blocking I/O on the client's own runtime.
         let started = tokio::task::spawn_blocking(move || {
-            epoch_sync_shadows::start_force_sync(&starter, database.0, caller.identity.0, &config, params)
+            epoch_sync_shadows::start_force_sync(&starter, database, caller.identity, &config, params)
         })
         .await
         .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
@@ -918,7 +918,7 @@ pub async fn admin_backfill_progress(
 
 /// The database's AT Protocol source, or 503 when it has none (asked after the credentials).
 fn atproto_source(state: &AppState, database: Identity) -> Result<epoch_sync_atproto::AtprotoConfig, SyncError> {
-    let section = state.control.sync_config(&database.0).and_then(|c| c.get("atproto").cloned());
+    let section = state.control.sync_config(&database).and_then(|c| c.get("atproto").cloned());
     let section = section.ok_or_else(|| {
         SyncError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -931,7 +931,7 @@ fn atproto_source(state: &AppState, database: Identity) -> Result<epoch_sync_atp
 /// The backfill with seed id `id` on `database`, if there is one.
 fn find_backfill(runner: &epoch_sync::Runner, database: Identity, id: &str) -> Option<epoch_sync::Instance> {
     // Newest first: a catch_up that became a full_sync shares its id with it.
-    runner.list(&database.0).into_iter().find(|i| i.detail.get("backfillId").and_then(Value::as_str) == Some(id))
+    runner.list(&database).into_iter().find(|i| i.detail.get("backfillId").and_then(Value::as_str) == Some(id))
 }
 
 /// The database a backfill route names (none: the server's default one) and its authorized
@@ -969,12 +969,12 @@ async fn backfill_start(
             .into_response()
     };
     // A catch_up in progress is the database's firehose instance in that mode.
-    if let Some(i) = epoch_sync_atproto::firehose::running(&runner, &database.0) {
+    if let Some(i) = epoch_sync_atproto::firehose::running(&runner, &database) {
         if i.param_str("mode") == Some("catch_up") {
             return Ok(conflict(i.detail.get("backfillId").cloned()));
         }
     }
-    let cursor = epoch_sync_atproto::firehose::stored_cursor(&runner, &database.0);
+    let cursor = epoch_sync_atproto::firehose::stored_cursor(&runner, &database);
     // The cursor's age: since the consumer last advanced it (the newest event applied).
     let age_hours = cursor.as_ref().map(|(_, at)| epoch_sync::now_ms().saturating_sub(*at) as f64 / 3_600_000.0);
     let kind = match (force, age_hours) {
@@ -997,15 +997,15 @@ async fn backfill_start(
             if kind == "catch_up" {
                 if let Some(i) = epoch_sync_atproto::firehose::start_catch_up(
                     &runner,
-                    database.0,
-                    caller.identity.0,
+                    database,
+                    caller.identity,
                     &config,
                     id.clone(),
                 )? {
                     return Ok(i);
                 }
             }
-            epoch_sync_atproto::start_full_sync(&runner, database.0, caller.identity.0, &config, id, note)
+            epoch_sync_atproto::start_full_sync(&runner, database, caller.identity, &config, id, note)
         })
         .await
         .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

@@ -10,66 +10,26 @@
 pub mod oidc;
 pub mod outbound;
 
-use std::fmt;
 use std::path::Path;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-/// A 256-bit identity. Stored little-endian, as the module ABI passes it; shown big-endian hex.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Identity(pub [u8; 32]);
+pub use epoch_sats::Identity;
 
-impl Identity {
-    /// The identity of the holder of a token with this issuer and subject.
-    pub fn from_claims(issuer: &str, subject: &str) -> Self {
-        let first = blake3::hash(format!("{issuer}|{subject}").as_bytes());
-        let id_hash = &first.as_bytes()[..26];
-        let mut checksum_input = [0u8; 28];
-        checksum_input[0] = 0xc2;
-        checksum_input[2..].copy_from_slice(id_hash);
-        let checksum = blake3::hash(&checksum_input);
-        let mut be = [0u8; 32];
-        be[0] = 0xc2;
-        be[2..6].copy_from_slice(&checksum.as_bytes()[..4]);
-        be[6..].copy_from_slice(id_hash);
-        Self::from_be_bytes(be)
-    }
-
-    pub fn from_be_bytes(mut be: [u8; 32]) -> Self {
-        be.reverse();
-        Self(be)
-    }
-
-    pub fn to_be_bytes(self) -> [u8; 32] {
-        let mut b = self.0;
-        b.reverse();
-        b
-    }
-
-    /// 64 lowercase hex digits, most significant first.
-    pub fn to_hex(self) -> String {
-        hex::encode(self.to_be_bytes())
-    }
-
-    /// Parses 64 hex digits (an optional `0x` is accepted).
-    pub fn from_hex(s: &str) -> Option<Self> {
-        let s = s.strip_prefix("0x").unwrap_or(s);
-        let bytes: [u8; 32] = hex::decode(s).ok()?.try_into().ok()?;
-        Some(Self::from_be_bytes(bytes))
-    }
-}
-
-impl fmt::Display for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl fmt::Debug for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Identity({})", self.to_hex())
-    }
+/// The identity of the holder of a token with this issuer and subject, as 1.3 derives it.
+pub fn identity_from_claims(issuer: &str, subject: &str) -> Identity {
+    let first = blake3::hash(format!("{issuer}|{subject}").as_bytes());
+    let id_hash = &first.as_bytes()[..26];
+    let mut checksum_input = [0u8; 28];
+    checksum_input[0] = 0xc2;
+    checksum_input[2..].copy_from_slice(id_hash);
+    let checksum = blake3::hash(&checksum_input);
+    let mut be = [0u8; 32];
+    be[0] = 0xc2;
+    be[2..6].copy_from_slice(&checksum.as_bytes()[..4]);
+    be[6..].copy_from_slice(id_hash);
+    Identity::from_be_bytes(be)
 }
 
 /// The claims of a SpacetimeDB token.
@@ -233,7 +193,7 @@ impl Authority {
     /// Creates a fresh identity (a random subject under this server's issuer) and its token.
     pub fn create_identity(&self) -> Result<(Identity, String), AuthError> {
         let subject = uuid::Uuid::new_v4().to_string();
-        let identity = Identity::from_claims(&self.issuer, &subject);
+        let identity = identity_from_claims(&self.issuer, &subject);
         let token = self.sign(identity, &subject, None)?;
         Ok((identity, token))
     }
@@ -342,7 +302,7 @@ fn checked(claims: Claims) -> Result<Verified, AuthError> {
     if claims.sub.is_empty() || claims.sub.len() > 128 || claims.iss.is_empty() || claims.iss.len() > 128 {
         return Err(AuthError::InvalidToken("sub and iss must be 1 to 128 bytes".into()));
     }
-    let identity = Identity::from_claims(&claims.iss, &claims.sub);
+    let identity = identity_from_claims(&claims.iss, &claims.sub);
     if let Some(h) = &claims.hex_identity {
         if Identity::from_hex(h) != Some(identity) {
             return Err(AuthError::IdentityMismatch);
@@ -481,7 +441,7 @@ mod tests {
 
     #[test]
     fn identities_start_with_c200_and_round_trip_hex() {
-        let id = Identity::from_claims("localhost", "abc");
+        let id = identity_from_claims("localhost", "abc");
         assert!(id.to_hex().starts_with("c200"));
         assert_eq!(Identity::from_hex(&id.to_hex()), Some(id));
         assert_eq!(Identity::from_hex("zz"), None);

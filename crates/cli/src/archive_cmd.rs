@@ -156,7 +156,7 @@ pub fn verify(url: &str, endpoint: Option<String>, region: Option<String>) -> Re
             Some(wasm) => {
                 let (db, recovered) = epoch_core::Database::open_persistent(
                     &wasm,
-                    [0; 32],
+                    epoch_core::Identity::default(),
                     epoch_core::HostConfig::default(),
                     &scratch,
                     epoch_core::PersistConfig::default(),
@@ -167,10 +167,12 @@ pub fn verify(url: &str, endpoint: Option<String>, region: Option<String>) -> Re
             }
             // No module: the archive of a server's system database.
             None => {
-                let system = epoch_core::SystemDb::open(&scratch, &epoch_core::PersistConfig::default())
+                let system = epoch_control::SystemDb::open(&scratch, &epoch_core::PersistConfig::default())
                     .map_err(|e| anyhow::anyhow!("replaying the system database's archive failed: {e}"))?;
-                let rows =
-                    epoch_core::system::ALL.iter().map(|t| format!("{} {}", t.name(), system.rows(*t).len())).collect();
+                let rows = epoch_control::system::ALL
+                    .iter()
+                    .map(|t| format!("{} {}", t.name(), system.rows(*t).len()))
+                    .collect();
                 ("all".to_string(), rows)
             }
         };

@@ -548,11 +548,11 @@ fn open_control(
     data_dir: &std::path::Path,
     reducer_timeout_ms: u64,
     persist: Option<epoch_core::PersistConfig>,
-) -> Result<std::sync::Arc<epoch_core::ControlPlane>> {
+) -> Result<std::sync::Arc<epoch_control::ControlPlane>> {
     let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
     let control = match persist {
-        Some(p) => epoch_core::ControlPlane::open_in_background(data_dir, config, p)?,
-        None => std::sync::Arc::new(epoch_core::ControlPlane::new(config)),
+        Some(p) => epoch_control::ControlPlane::open_in_background(data_dir, config, p)?,
+        None => std::sync::Arc::new(epoch_control::ControlPlane::new(config)),
     };
     control.watch_logs();
     Ok(control)
@@ -629,7 +629,7 @@ fn load_authority(
 /// Starts the sync engine: the workflow runner (with the firehose kinds) and the live MQTT
 /// consumers of device shadows.
 fn start_sync(
-    control: &std::sync::Arc<epoch_core::ControlPlane>,
+    control: &std::sync::Arc<epoch_control::ControlPlane>,
     workflow_retention_days: u64,
     atproto_allowed_hosts: Vec<String>,
 ) -> Result<(std::sync::Arc<epoch_sync::Runner>, std::sync::Arc<epoch_sync_shadows::LiveShadows>)> {
@@ -654,7 +654,7 @@ struct ArchiveFlags {
 
 /// Checks the server-wide archive (if any) and starts continuous archiving.
 fn start_archive(
-    control: &std::sync::Arc<epoch_core::ControlPlane>,
+    control: &std::sync::Arc<epoch_control::ControlPlane>,
     flags: ArchiveFlags,
     in_memory: bool,
 ) -> Result<std::sync::Arc<epoch_api::archive::ArchiveState>> {
@@ -687,7 +687,7 @@ fn serve_until_stopped(
     listen_addr: &str,
     data_dir: &std::path::Path,
     state: epoch_api::AppState,
-    control: std::sync::Arc<epoch_core::ControlPlane>,
+    control: std::sync::Arc<epoch_control::ControlPlane>,
     live_shadows: std::sync::Arc<epoch_sync_shadows::LiveShadows>,
 ) -> Result<()> {
     let starting = control.clone();
@@ -717,7 +717,7 @@ fn serve_until_stopped(
 /// A clean stop: every connected client leaves (client_disconnected runs, durably) before the
 /// process ends, unless a database cannot write within [`SHUTDOWN_GRACE`].
 async fn stop_cleanly(
-    stopping: std::sync::Arc<epoch_core::ControlPlane>,
+    stopping: std::sync::Arc<epoch_control::ControlPlane>,
     stopping_shadows: std::sync::Arc<epoch_sync_shadows::LiveShadows>,
 ) {
     tracing::info!("stopping: disconnecting clients");
@@ -775,8 +775,8 @@ fn run(
 ) -> Result<()> {
     let wasm = std::fs::read(&module).with_context(|| format!("reading {}", module.display()))?;
     let config = HostConfig { reducer_timeout: Duration::from_millis(timeout_ms), ..HostConfig::default() };
-    let owner = Caller::identity([1; 32]);
-    let mut db = Database::create(&wasm, [2; 32], owner, config)?;
+    let owner = Caller::identity(epoch_core::Identity([1; 32]));
+    let mut db = Database::create(&wasm, epoch_core::Identity([2; 32]), owner, config)?;
     if schema {
         println!("{}", epoch_core::schema_json(db.def()));
     }

@@ -651,6 +651,58 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
     assert!(recovered > 0, "some kill interrupted a batch ({kills} kills)");
 }
 
+/// A live consumer that has seen no event yet when a full_sync ends still saves the revs the
+/// full_sync read (before, they were kept in memory only until the first event). Killed then,
+/// with records made while it is down, it finds the gap at each repo's next commit and reads
+/// the repo again, so nothing made meanwhile is lost.
+#[test]
+fn revs_of_a_finished_full_sync_survive_a_kill_before_any_live_event() {
+    let _one_at_a_time = serial();
+    let Some(pds) = Pds::require() else { return };
+    let accounts: Vec<Account> = ["jon", "kim"].iter().map(|n| create_account(&pds, n)).collect();
+    for a in &accounts {
+        create_many(&pds, a, 0..20);
+    }
+    let epoch = Epoch::start();
+    let config = json!({"atproto": {"service": pds.url, "collections": [POST]}});
+    assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&config)).0, 200);
+    let (status, started) = epoch.admin("POST", "/api/admin/backfill", None);
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(epoch.wait(started["id"].as_str().unwrap())["status"], "complete");
+    // The consumer's saved cursor names every repo's rev, with no event seen yet.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = epoch.admin("GET", "/v1/database/forum/sync/workflows", None);
+        let live = list["instances"].as_array().unwrap().iter().find(|i| i["kind"] == "atproto-firehose").cloned();
+        let revs = live.as_ref().map(|i| i["cursor"]["revs"].clone()).unwrap_or(Value::Null);
+        if accounts.iter().all(|a| revs[&a.did].is_string()) {
+            assert!(live.unwrap()["cursor"]["seq"].is_null(), "no event was seen yet");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the consumer never saved the full_sync's revs: {live:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let epoch = epoch.restart_after(|| {
+        for a in &accounts {
+            create_many(&pds, a, 100..110);
+        }
+    });
+    // Each repo's next commit does not follow the rev saved: the repo is read again whole. The
+    // consumer has no seq to resume from, so it sees only commits made once it is connected:
+    // one more commit per repo until the table is whole.
+    let refs: Vec<&Account> = accounts.iter().collect();
+    for n in 900..930 {
+        for a in &accounts {
+            create_record(&pds, a, POST, &format!("p{n}"), json!({"$type": POST, "text": "after the restart", "n": n}));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        if epoch.table() == repo_records(&pds, &refs) {
+            return;
+        }
+    }
+    epoch.wait_equal(&pds, &refs);
+}
+
 /// A full_sync killed in the middle of a repo that then changes reads that repo again from its
 /// reset when it resumes: rows from the old read of keys before the cursor do not survive.
 #[test]

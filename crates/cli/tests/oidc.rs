@@ -101,7 +101,7 @@ fn tokens_of_an_outside_issuer_verify_with_its_published_keys() {
 
     let k1 = issuer.rotate("k1");
     let alice = token(&issuer.url, "alice", &k1, "k1");
-    let expected = epoch_auth::Identity::from_claims(&issuer.url, "alice").to_hex();
+    let expected = epoch_auth::identity_from_claims(&issuer.url, "alice").to_hex();
     assert_eq!(who(&server, "oidc", &alice), Ok(expected.clone()));
     assert_eq!(who(&server, "oidc", &alice), Ok(expected.clone()), "cached");
     assert_eq!(*issuer.fetches.lock().unwrap(), 1, "keys fetched once");
@@ -111,7 +111,7 @@ fn tokens_of_an_outside_issuer_verify_with_its_published_keys() {
     std::thread::sleep(std::time::Duration::from_millis(1200));
     let k2 = issuer.rotate("k2");
     let bob = token(&issuer.url, "bob", &k2, "k2");
-    assert_eq!(who(&server, "oidc", &bob), Ok(epoch_auth::Identity::from_claims(&issuer.url, "bob").to_hex()));
+    assert_eq!(who(&server, "oidc", &bob), Ok(epoch_auth::identity_from_claims(&issuer.url, "bob").to_hex()));
     // A token signed by the old key no longer verifies with what the issuer publishes.
     let forged = token(&issuer.url, "mallory", &k1, "k2");
     let (status, _) = who(&server, "oidc", &forged).unwrap_err();

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use epoch_host::HostConfig;
-use epoch_sats::AlgebraicValue;
+use epoch_sats::{AlgebraicValue, Identity};
 
 use crate::{Caller, Database, ReducerArgs};
 
@@ -24,7 +24,7 @@ impl Measurement {
     }
 }
 
-const BENCH_OWNER: [u8; 32] = [1; 32];
+const BENCH_OWNER: Identity = Identity([1; 32]);
 
 /// The BSATN module definition of a module with one reducer, `noop`, that takes no arguments.
 pub fn noop_module_def() -> Vec<u8> {
@@ -72,7 +72,7 @@ fn caller() -> Caller {
 
 /// Calls the `noop` reducer `n` times.
 pub fn empty_reducer(n: u64) -> Measurement {
-    let mut db = Database::create(noop_module_wat().as_bytes(), [2; 32], caller(), HostConfig::default())
+    let mut db = Database::create(noop_module_wat().as_bytes(), Identity([2; 32]), caller(), HostConfig::default())
         .expect("the noop module loads");
     let start = Instant::now();
     for _ in 0..n {
@@ -84,7 +84,7 @@ pub fn empty_reducer(n: u64) -> Measurement {
 
 /// `bank.transfer_fast` between 1,000 accounts, `n` times, arguments already BSATN.
 pub fn transfer_fast(bank_wasm: &[u8], n: u64) -> Measurement {
-    let mut db = Database::create(bank_wasm, [3; 32], caller(), HostConfig::default()).expect("bank loads");
+    let mut db = Database::create(bank_wasm, Identity([3; 32]), caller(), HostConfig::default()).expect("bank loads");
     db.call("open_accounts", ReducerArgs::Json("[0, 1000, 1000000000]".into()), caller()).expect("open");
     let args: Vec<Vec<u8>> = (0..1000u32)
         .map(|i| {
@@ -107,7 +107,7 @@ pub fn transfer_fast(bank_wasm: &[u8], n: u64) -> Measurement {
 
 /// Inserts `rows` accounts through one `bank.open_accounts` call (a reducer loop).
 pub fn insert_rows(bank_wasm: &[u8], rows: u32) -> Measurement {
-    let mut db = Database::create(bank_wasm, [4; 32], caller(), HostConfig::default()).expect("bank loads");
+    let mut db = Database::create(bank_wasm, Identity([4; 32]), caller(), HostConfig::default()).expect("bank loads");
     let start = Instant::now();
     let r = db.call("open_accounts", ReducerArgs::Json(format!("[0, {rows}, 1]")), caller()).expect("call");
     assert!(r.outcome.is_committed(), "{:?}", r.outcome);
@@ -116,7 +116,7 @@ pub fn insert_rows(bank_wasm: &[u8], rows: u32) -> Measurement {
 
 /// Point lookups by primary key in a table of `rows` accounts.
 pub fn point_lookups(bank_wasm: &[u8], rows: u32, n: u64) -> Measurement {
-    let mut db = Database::create(bank_wasm, [5; 32], caller(), HostConfig::default()).expect("bank loads");
+    let mut db = Database::create(bank_wasm, Identity([5; 32]), caller(), HostConfig::default()).expect("bank loads");
     db.call("open_accounts", ReducerArgs::Json(format!("[0, {rows}, 1]")), caller()).expect("open");
     let index = db.store().index_id("account_id_idx_btree").expect("primary key index");
     let start = Instant::now();
@@ -135,7 +135,7 @@ pub fn recovery(bank_wasm: &[u8], rows: u32) -> (Measurement, Measurement, u64) 
     use crate::persist::PersistConfig;
     let dir = std::env::temp_dir().join(format!("epoch-bench-recovery-{}", std::process::id()));
     let config = PersistConfig { snapshot_every: u64::MAX, ..PersistConfig::default() };
-    let identity = [6; 32];
+    let identity = Identity([6; 32]);
     {
         let mut db =
             Database::create_persistent(bank_wasm, identity, caller(), HostConfig::default(), &dir, config.clone())

@@ -5,7 +5,7 @@
 //! themselves too, with the ids and names 1.3 gives them; a module's tables, indexes,
 //! constraints, sequences and schedules are numbered from 4097, as in 1.3.
 
-use epoch_sats::{bsatn, AlgebraicType, AlgebraicValue, ProductType, SumType, Typespace, U256};
+use epoch_sats::{bsatn, AlgebraicType, AlgebraicValue, Identity, ProductType, SumType, Typespace, U256};
 use epoch_schema::{ModuleDef, TableAccess, TableDef};
 use epoch_store::Store;
 
@@ -21,11 +21,11 @@ const SEQUENCE_ALLOCATION_STEP: i128 = 4096;
 pub struct CatalogInputs<'a> {
     pub def: &'a ModuleDef,
     pub store: &'a Store,
-    pub database_identity: [u8; 32],
-    pub owner: [u8; 32],
+    pub database_identity: Identity,
+    pub owner: Identity,
     pub program: &'a [u8],
     /// Connected clients: (identity, connection id).
-    pub clients: Vec<([u8; 32], [u8; 16])>,
+    pub clients: Vec<crate::client_journal::ClientKey>,
     pub row_limit: Option<u64>,
 }
 
@@ -48,113 +48,109 @@ fn s(v: &str) -> AlgebraicValue {
     AlgebraicValue::string(v)
 }
 
-/// The system tables' row types (1.3's columns, in 1.3's order).
-fn system_tables() -> Vec<(u32, &'static str, ProductType, Option<Vec<u16>>)> {
+/// A system table: its id, name, row type (1.3's columns, in 1.3's order) and primary key.
+type SystemTableDef = (u32, &'static str, ProductType, Option<Vec<u16>>);
+
+fn product(cols: &[(&str, AlgebraicType)]) -> ProductType {
+    ProductType::new(cols.iter().map(|(n, t)| (*n, t.clone())))
+}
+
+/// The system tables, in id order.
+fn system_tables() -> Vec<SystemTableDef> {
+    let mut tables = schema_tables();
+    tables.extend(server_tables());
+    tables
+}
+
+/// The system tables that describe the module's schema: tables, columns, sequences, indexes
+/// and constraints.
+fn schema_tables() -> Vec<SystemTableDef> {
     use AlgebraicType as T;
-    let p = |cols: &[(&str, AlgebraicType)]| ProductType::new(cols.iter().map(|(n, t)| (*n, t.clone())));
     let index_algorithm = T::Sum(SumType::new([("Unused", T::U128), ("BTree", T::array(T::U16)), ("Direct", T::U16)]));
     let constraint_data = T::Sum(SumType::new([("Unused", T::U128), ("Unique", T::array(T::U16))]));
-    let var_value = T::Sum(SumType::new([
-        ("Bool", T::Bool),
-        ("I8", T::I8),
-        ("U8", T::U8),
-        ("I16", T::I16),
-        ("U16", T::U16),
-        ("I32", T::I32),
-        ("U32", T::U32),
-        ("I64", T::I64),
-        ("U64", T::U64),
-        ("I128", T::I128),
-        ("U128", T::U128),
-        ("F32", T::F32),
-        ("F64", T::F64),
-        ("String", T::String),
-    ]));
+    let st_table = product(&[
+        ("table_id", T::U32),
+        ("table_name", T::String),
+        ("table_type", T::String),
+        ("table_access", T::String),
+        ("table_primary_key", T::option(T::array(T::U16))),
+    ]);
+    let st_column =
+        product(&[("table_id", T::U32), ("col_pos", T::U16), ("col_name", T::String), ("col_type", T::array(T::U8))]);
+    let st_sequence = product(&[
+        ("sequence_id", T::U32),
+        ("sequence_name", T::String),
+        ("table_id", T::U32),
+        ("col_pos", T::U16),
+        ("increment", T::I128),
+        ("start", T::I128),
+        ("min_value", T::I128),
+        ("max_value", T::I128),
+        ("allocated", T::I128),
+    ]);
+    let st_index = product(&[
+        ("index_id", T::U32),
+        ("table_id", T::U32),
+        ("index_name", T::String),
+        ("index_algorithm", index_algorithm),
+    ]);
+    let st_constraint = product(&[
+        ("constraint_id", T::U32),
+        ("constraint_name", T::String),
+        ("table_id", T::U32),
+        ("constraint_data", constraint_data),
+    ]);
     vec![
-        (
-            1,
-            "st_table",
-            p(&[
-                ("table_id", T::U32),
-                ("table_name", T::String),
-                ("table_type", T::String),
-                ("table_access", T::String),
-                ("table_primary_key", T::option(T::array(T::U16))),
-            ]),
-            Some(vec![0]),
-        ),
-        (
-            2,
-            "st_column",
-            p(&[("table_id", T::U32), ("col_pos", T::U16), ("col_name", T::String), ("col_type", T::array(T::U8))]),
-            None,
-        ),
-        (
-            3,
-            "st_sequence",
-            p(&[
-                ("sequence_id", T::U32),
-                ("sequence_name", T::String),
-                ("table_id", T::U32),
-                ("col_pos", T::U16),
-                ("increment", T::I128),
-                ("start", T::I128),
-                ("min_value", T::I128),
-                ("max_value", T::I128),
-                ("allocated", T::I128),
-            ]),
-            Some(vec![0]),
-        ),
-        (
-            4,
-            "st_index",
-            p(&[
-                ("index_id", T::U32),
-                ("table_id", T::U32),
-                ("index_name", T::String),
-                ("index_algorithm", index_algorithm),
-            ]),
-            Some(vec![0]),
-        ),
-        (
-            5,
-            "st_constraint",
-            p(&[
-                ("constraint_id", T::U32),
-                ("constraint_name", T::String),
-                ("table_id", T::U32),
-                ("constraint_data", constraint_data),
-            ]),
-            Some(vec![0]),
-        ),
-        (
-            6,
-            "st_module",
-            p(&[
-                ("database_identity", T::U256),
-                ("owner_identity", T::U256),
-                ("program_kind", T::U8),
-                ("program_hash", T::U256),
-                ("program_bytes", T::array(T::U8)),
-                ("module_version", T::String),
-            ]),
-            None,
-        ),
-        (7, "st_client", p(&[("identity", T::U256), ("connection_id", T::U128)]), None),
-        (8, "st_var", p(&[("name", T::String), ("value", var_value)]), Some(vec![0])),
-        (
-            9,
-            "st_scheduled",
-            p(&[
-                ("schedule_id", T::U32),
-                ("table_id", T::U32),
-                ("reducer_name", T::String),
-                ("schedule_name", T::String),
-                ("at_column", T::U16),
-            ]),
-            Some(vec![0]),
-        ),
-        (10, "st_row_level_security", p(&[("table_id", T::U32), ("sql", T::String)]), Some(vec![1])),
+        (1, "st_table", st_table, Some(vec![0])),
+        (2, "st_column", st_column, None),
+        (3, "st_sequence", st_sequence, Some(vec![0])),
+        (4, "st_index", st_index, Some(vec![0])),
+        (5, "st_constraint", st_constraint, Some(vec![0])),
+    ]
+}
+
+/// The system tables of the running database: module, clients, variables, schedules and
+/// row-level security.
+fn server_tables() -> Vec<SystemTableDef> {
+    use AlgebraicType as T;
+    let scalar = |n: &'static str, t: AlgebraicType| (n, t);
+    let var_value = T::Sum(SumType::new([
+        scalar("Bool", T::Bool),
+        scalar("I8", T::I8),
+        scalar("U8", T::U8),
+        scalar("I16", T::I16),
+        scalar("U16", T::U16),
+        scalar("I32", T::I32),
+        scalar("U32", T::U32),
+        scalar("I64", T::I64),
+        scalar("U64", T::U64),
+        scalar("I128", T::I128),
+        scalar("U128", T::U128),
+        scalar("F32", T::F32),
+        scalar("F64", T::F64),
+        scalar("String", T::String),
+    ]));
+    let st_module = product(&[
+        ("database_identity", T::U256),
+        ("owner_identity", T::U256),
+        ("program_kind", T::U8),
+        ("program_hash", T::U256),
+        ("program_bytes", T::array(T::U8)),
+        ("module_version", T::String),
+    ]);
+    let st_scheduled = product(&[
+        ("schedule_id", T::U32),
+        ("table_id", T::U32),
+        ("reducer_name", T::String),
+        ("schedule_name", T::String),
+        ("at_column", T::U16),
+    ]);
+    vec![
+        (6, "st_module", st_module, None),
+        (7, "st_client", product(&[("identity", T::U256), ("connection_id", T::U128)]), None),
+        (8, "st_var", product(&[("name", T::String), ("value", var_value)]), Some(vec![0])),
+        (9, "st_scheduled", st_scheduled, Some(vec![0])),
+        (10, "st_row_level_security", product(&[("table_id", T::U32), ("sql", T::String)]), Some(vec![1])),
     ]
 }
 
@@ -269,131 +265,166 @@ fn user_tables<'a>(inputs: &'a CatalogInputs<'_>) -> Vec<(u32, &'a TableDef)> {
     out
 }
 
-#[allow(clippy::type_complexity)]
-fn catalog_rows(
-    inputs: &CatalogInputs<'_>,
-    system: &[(u32, &'static str, ProductType, Option<Vec<u16>>)],
-) -> Vec<(&'static str, Vec<AlgebraicValue>)> {
-    let ts = &inputs.def.typespace;
-    let user = user_tables(inputs);
-    let p = |v: Vec<AlgebraicValue>| AlgebraicValue::product(v);
+type Rows = Vec<AlgebraicValue>;
 
-    let mut st_table = Vec::new();
-    let mut st_column = Vec::new();
-    for (id, name, ty, pk) in system {
-        st_table.push(p(vec![AlgebraicValue::U32(*id), s(name), s("system"), s("public"), opt_cols(pk.clone())]));
+fn row(values: Vec<AlgebraicValue>) -> AlgebraicValue {
+    AlgebraicValue::product(values)
+}
+
+fn btree(cols: &[u16]) -> AlgebraicValue {
+    AlgebraicValue::sum(1, u16_array(cols))
+}
+
+/// Every system table's rows, by table name.
+fn catalog_rows(inputs: &CatalogInputs<'_>, system: &[SystemTableDef]) -> Vec<(&'static str, Rows)> {
+    let user = user_tables(inputs);
+    let (st_table, st_column) = table_rows(inputs, system, &user);
+    let objects = object_rows(&user);
+    let st_sequence = sequence_rows(inputs, &objects);
+    let (st_module, st_client, st_var, st_rls) = server_rows(inputs);
+    vec![
+        ("st_table", st_table),
+        ("st_column", st_column),
+        ("st_sequence", st_sequence),
+        ("st_index", objects.st_index),
+        ("st_constraint", objects.st_constraint),
+        ("st_module", st_module),
+        ("st_client", st_client),
+        ("st_var", st_var),
+        ("st_scheduled", objects.st_scheduled),
+        ("st_row_level_security", st_rls),
+    ]
+}
+
+/// `st_table` and `st_column`: the system tables first, then the module's.
+fn table_rows(inputs: &CatalogInputs<'_>, system: &[SystemTableDef], user: &[(u32, &TableDef)]) -> (Rows, Rows) {
+    let no_types = Typespace { types: Vec::new() };
+    let (mut st_table, mut st_column) = (Vec::new(), Vec::new());
+    let mut columns = |id: u32, ts: &Typespace, ty: &ProductType| {
         for (pos, e) in ty.elements.iter().enumerate() {
-            st_column.push(p(vec![
-                AlgebraicValue::U32(*id),
-                AlgebraicValue::U16(pos as u16),
-                s(e.name.as_deref().unwrap_or("")),
-                type_bytes(&Typespace { types: Vec::new() }, &e.ty),
-            ]));
-        }
-    }
-    for (id, t) in &user {
-        let access = if t.table_access == TableAccess::Public { "public" } else { "private" };
-        st_table.push(p(vec![
-            AlgebraicValue::U32(*id),
-            s(&t.name),
-            s("user"),
-            s(access),
-            opt_cols(t.primary_key.map(|k| vec![k])),
-        ]));
-        for (pos, e) in t.row_type.elements.iter().enumerate() {
-            st_column.push(p(vec![
-                AlgebraicValue::U32(*id),
+            st_column.push(row(vec![
+                AlgebraicValue::U32(id),
                 AlgebraicValue::U16(pos as u16),
                 s(e.name.as_deref().unwrap_or("")),
                 type_bytes(ts, &e.ty),
             ]));
         }
+    };
+    for (id, name, ty, pk) in system {
+        st_table.push(row(vec![AlgebraicValue::U32(*id), s(name), s("system"), s("public"), opt_cols(pk.clone())]));
+        columns(*id, &no_types, ty);
     }
+    for (id, t) in user {
+        let access = if t.table_access == TableAccess::Public { "public" } else { "private" };
+        let pk = opt_cols(t.primary_key.map(|k| vec![k]));
+        st_table.push(row(vec![AlgebraicValue::U32(*id), s(&t.name), s("user"), s(access), pk]));
+        columns(*id, &inputs.def.typespace, &t.row_type);
+    }
+    (st_table, st_column)
+}
 
-    let btree = |cols: &[u16]| AlgebraicValue::sum(1, u16_array(cols));
-    let mut st_index: Vec<AlgebraicValue> = SYSTEM_INDEXES
-        .iter()
-        .map(|(id, table, name, cols)| {
-            p(vec![AlgebraicValue::U32(*id), AlgebraicValue::U32(*table), s(name), btree(cols)])
-        })
-        .collect();
-    let mut st_constraint: Vec<AlgebraicValue> = SYSTEM_CONSTRAINTS
-        .iter()
-        .map(|(id, name, table, cols)| {
-            p(vec![
-                AlgebraicValue::U32(*id),
-                s(name),
-                AlgebraicValue::U32(*table),
-                AlgebraicValue::sum(1, u16_array(cols)),
-            ])
-        })
-        .collect();
-    let mut st_scheduled = Vec::new();
-    let mut user_sequences = Vec::new();
-    let (mut next_index, mut next_constraint, mut next_schedule) = (FIRST_USER_ID, FIRST_USER_ID, FIRST_USER_ID);
-    for (id, t) in &user {
+/// The rows of the module's indexes, constraints and schedules (after the system ones), and
+/// its sequences, numbered as 1.3 numbers them.
+struct ObjectRows<'a> {
+    st_index: Rows,
+    st_constraint: Rows,
+    st_scheduled: Rows,
+    sequences: Vec<(u32, &'a epoch_schema::SequenceDef)>,
+    user_tables: usize,
+}
+
+impl ObjectRows<'_> {
+    /// How many of the module's objects of a kind there are.
+    fn count(&self, n: Numbers) -> usize {
+        let user = |rows: &Rows, system: usize| rows.len() - system;
+        match n {
+            Numbers::Tables => self.user_tables,
+            Numbers::Indexes => user(&self.st_index, SYSTEM_INDEXES.len()),
+            Numbers::Constraints => user(&self.st_constraint, SYSTEM_CONSTRAINTS.len()),
+            Numbers::Schedules => self.st_scheduled.len(),
+            Numbers::Sequences => self.sequences.len(),
+        }
+    }
+}
+
+fn object_rows<'a>(user: &[(u32, &'a TableDef)]) -> ObjectRows<'a> {
+    let u32v = AlgebraicValue::U32;
+    let mut o = ObjectRows {
+        st_index: SYSTEM_INDEXES
+            .iter()
+            .map(|(id, t, name, cols)| row(vec![u32v(*id), u32v(*t), s(name), btree(cols)]))
+            .collect(),
+        st_constraint: SYSTEM_CONSTRAINTS
+            .iter()
+            .map(|(id, name, t, cols)| row(vec![u32v(*id), s(name), u32v(*t), btree(cols)]))
+            .collect(),
+        st_scheduled: Vec::new(),
+        sequences: Vec::new(),
+        user_tables: user.len(),
+    };
+    let next = |rows: &Rows, system: usize| u32v(FIRST_USER_ID + (rows.len() - system) as u32);
+    for (id, t) in user {
         for idx in &t.indexes {
             let algo = match &idx.algorithm {
                 epoch_schema::IndexAlgorithm::BTree(cols) => btree(cols),
                 epoch_schema::IndexAlgorithm::Direct(c) => AlgebraicValue::sum(2, AlgebraicValue::U16(*c)),
             };
-            st_index.push(p(vec![AlgebraicValue::U32(next_index), AlgebraicValue::U32(*id), s(&idx.name), algo]));
-            next_index += 1;
+            let n = next(&o.st_index, SYSTEM_INDEXES.len());
+            o.st_index.push(row(vec![n, u32v(*id), s(&idx.name), algo]));
         }
         for c in &t.constraints {
-            st_constraint.push(p(vec![
-                AlgebraicValue::U32(next_constraint),
-                s(&c.name),
-                AlgebraicValue::U32(*id),
-                AlgebraicValue::sum(1, u16_array(&c.unique_columns)),
-            ]));
-            next_constraint += 1;
+            let n = next(&o.st_constraint, SYSTEM_CONSTRAINTS.len());
+            o.st_constraint.push(row(vec![n, s(&c.name), u32v(*id), btree(&c.unique_columns)]));
         }
         if let Some(sch) = &t.schedule {
-            st_scheduled.push(p(vec![
-                AlgebraicValue::U32(next_schedule),
-                AlgebraicValue::U32(*id),
-                s(&sch.reducer_name),
-                s(&sch.name),
-                AlgebraicValue::U16(sch.at_column),
-            ]));
-            next_schedule += 1;
+            let n = next(&o.st_scheduled, 0);
+            let at = AlgebraicValue::U16(sch.at_column);
+            o.st_scheduled.push(row(vec![n, u32v(*id), s(&sch.reducer_name), s(&sch.name), at]));
         }
-        for q in &t.sequences {
-            user_sequences.push((*id, q));
-        }
+        o.sequences.extend(t.sequences.iter().map(|q| (*id, q)));
     }
-    let counts = |n: Numbers| match n {
-        Numbers::Tables => user.len(),
-        Numbers::Indexes => (next_index - FIRST_USER_ID) as usize,
-        Numbers::Constraints => (next_constraint - FIRST_USER_ID) as usize,
-        Numbers::Schedules => (next_schedule - FIRST_USER_ID) as usize,
-        Numbers::Sequences => user_sequences.len(),
-    };
-    let seq_row = |id: u32, name: &str, table: u32, col: u16, start: i128, min: i128, max: i128, allocated: i128| {
-        p(vec![
-            AlgebraicValue::U32(id),
-            s(name),
-            AlgebraicValue::U32(table),
-            AlgebraicValue::U16(col),
-            AlgebraicValue::I128(1),
-            AlgebraicValue::I128(start),
-            AlgebraicValue::I128(min),
-            AlgebraicValue::I128(max),
-            AlgebraicValue::I128(allocated),
-        ])
-    };
+    o
+}
+
+/// One `st_sequence` row (every sequence increments by 1).
+#[allow(clippy::too_many_arguments)]
+fn sequence_row(
+    id: u32,
+    name: &str,
+    table: u32,
+    col: u16,
+    start: i128,
+    min: i128,
+    max: i128,
+    allocated: i128,
+) -> AlgebraicValue {
+    let i = AlgebraicValue::I128;
+    row(vec![
+        AlgebraicValue::U32(id),
+        s(name),
+        AlgebraicValue::U32(table),
+        AlgebraicValue::U16(col),
+        i(1),
+        i(start),
+        i(min),
+        i(max),
+        i(allocated),
+    ])
+}
+
+/// `st_sequence`: the system sequences, then the module's with what they handed out so far.
+fn sequence_rows(inputs: &CatalogInputs<'_>, objects: &ObjectRows<'_>) -> Rows {
     let first = FIRST_USER_ID as i128;
-    let mut st_sequence: Vec<AlgebraicValue> = SYSTEM_SEQUENCES
+    let mut rows: Rows = SYSTEM_SEQUENCES
         .iter()
         .map(|(id, name, table, numbers)| {
             // 1.3 reserves a block of ids when the first object of the kind is created.
             let allocated =
-                if counts(*numbers) > 0 { first + SEQUENCE_ALLOCATION_STEP } else { SEQUENCE_ALLOCATION_STEP };
-            seq_row(*id, name, *table, 0, first, 1, i128::MAX, allocated)
+                if objects.count(*numbers) > 0 { first + SEQUENCE_ALLOCATION_STEP } else { SEQUENCE_ALLOCATION_STEP };
+            sequence_row(*id, name, *table, 0, first, 1, i128::MAX, allocated)
         })
         .collect();
-    for (k, (table, q)) in user_sequences.iter().enumerate() {
+    for (k, (table, q)) in objects.sequences.iter().enumerate() {
         let store_table = inputs.store.table(table - FIRST_USER_ID).ok();
         let next = store_table
             .and_then(|t| t.sequences.iter().find(|s| s.column == q.column))
@@ -407,19 +438,16 @@ fn catalog_rows(
         } else {
             start - 1 + ((used + SEQUENCE_ALLOCATION_STEP - 1) / SEQUENCE_ALLOCATION_STEP) * SEQUENCE_ALLOCATION_STEP
         };
-        st_sequence.push(seq_row(
-            FIRST_USER_ID + k as u32,
-            &q.name,
-            *table,
-            q.column,
-            start,
-            q.min_value.unwrap_or(1),
-            q.max_value.unwrap_or(i128::MAX),
-            allocated,
-        ));
+        let (min, max) = (q.min_value.unwrap_or(1), q.max_value.unwrap_or(i128::MAX));
+        rows.push(sequence_row(FIRST_USER_ID + k as u32, &q.name, *table, q.column, start, min, max, allocated));
     }
+    rows
+}
 
-    let owner_ctx = epoch_query::QueryContext { is_owner: true, sender: Some([0; 32]), ..Default::default() };
+/// `st_module`, `st_client`, `st_var` and `st_row_level_security`.
+fn server_rows(inputs: &CatalogInputs<'_>) -> (Rows, Rows, Rows, Rows) {
+    let owner_ctx =
+        epoch_query::QueryContext { is_owner: true, sender: Some(Identity::default()), ..Default::default() };
     // In the order the database has held them (see `migrate::filter_order`), not the module's.
     let st_rls = inputs
         .store
@@ -427,18 +455,14 @@ fn catalog_rows(
         .iter()
         .filter_map(|sql| {
             let table = epoch_query::Filter::compile(inputs.store, sql, owner_ctx).ok()?.table_id();
-            Some(p(vec![AlgebraicValue::U32(FIRST_USER_ID + table), s(sql)]))
+            Some(row(vec![AlgebraicValue::U32(FIRST_USER_ID + table), s(sql)]))
         })
         .collect();
-    let hash: [u8; 32] = {
-        use sha3::Digest;
-        sha3::Keccak256::digest(inputs.program).into()
-    };
-    let mut hash_le = hash;
+    let mut hash_le = crate::program::program_hash(inputs.program);
     hash_le.reverse();
-    let st_module = vec![p(vec![
-        u256_le(inputs.database_identity),
-        u256_le(inputs.owner),
+    let st_module = vec![row(vec![
+        u256_le(inputs.database_identity.to_le_bytes()),
+        u256_le(inputs.owner.to_le_bytes()),
         AlgebraicValue::U8(0),
         u256_le(hash_le),
         AlgebraicValue::bytes(inputs.program),
@@ -447,23 +471,12 @@ fn catalog_rows(
     let st_client = inputs
         .clients
         .iter()
-        .map(|(i, c)| p(vec![u256_le(*i), AlgebraicValue::U128(u128::from_le_bytes(*c))]))
+        .map(|(i, c)| row(vec![u256_le(i.to_le_bytes()), AlgebraicValue::U128(u128::from_le_bytes(*c))]))
         .collect();
     let st_var = inputs
         .row_limit
-        .map(|n| p(vec![s(epoch_query::ROW_LIMIT_VAR), AlgebraicValue::sum(8, AlgebraicValue::U64(n))]))
+        .map(|n| row(vec![s(epoch_query::ROW_LIMIT_VAR), AlgebraicValue::sum(8, AlgebraicValue::U64(n))]))
         .into_iter()
         .collect();
-    vec![
-        ("st_table", st_table),
-        ("st_column", st_column),
-        ("st_sequence", st_sequence),
-        ("st_index", st_index),
-        ("st_constraint", st_constraint),
-        ("st_module", st_module),
-        ("st_client", st_client),
-        ("st_var", st_var),
-        ("st_scheduled", st_scheduled),
-        ("st_row_level_security", st_rls),
-    ]
+    (st_module, st_client, st_var, st_rls)
 }

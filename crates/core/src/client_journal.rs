@@ -20,9 +20,10 @@ use std::sync::Arc;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use epoch_commitlog::CommitLog;
+use epoch_sats::Identity;
 
 /// (identity, connection id) of one client.
-pub type ClientKey = ([u8; 32], [u8; 16]);
+pub type ClientKey = (Identity, [u8; 16]);
 
 /// The journal's file in a database's directory.
 const JOURNAL_FILE: &str = "client-journal";
@@ -43,7 +44,7 @@ pub const COMPACT_AFTER_RECORDS: usize = 4096;
 fn encode(kind: u8, (identity, connection_id): &ClientKey, out: &mut Vec<u8>) {
     let start = out.len();
     out.push(kind);
-    out.extend_from_slice(identity);
+    out.extend_from_slice(&identity.to_le_bytes());
     out.extend_from_slice(connection_id);
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
@@ -59,9 +60,10 @@ pub fn replay(bytes: &[u8]) -> (BTreeSet<ClientKey>, usize) {
         if crc32c::crc32c(body).to_le_bytes() != crc {
             break;
         }
-        let mut key: ClientKey = ([0; 32], [0; 16]);
-        key.0.copy_from_slice(&body[1..33]);
-        key.1.copy_from_slice(&body[33..49]);
+        let (mut identity, mut connection_id) = ([0; 32], [0; 16]);
+        identity.copy_from_slice(&body[1..33]);
+        connection_id.copy_from_slice(&body[33..49]);
+        let key: ClientKey = (Identity(identity), connection_id);
         match body[0] {
             CONNECTED => live.insert(key),
             DISCONNECTED => live.remove(&key),
@@ -85,7 +87,7 @@ fn read_old_list(path: &Path) -> BTreeSet<ClientKey> {
     text.lines()
         .filter_map(|l| {
             let (i, c) = l.split_once(' ')?;
-            Some((unhex::<32>(i)?, unhex::<16>(c)?))
+            Some((Identity(unhex::<32>(i)?), unhex::<16>(c)?))
         })
         .collect()
 }
@@ -194,7 +196,7 @@ fn rewrite(path: &Path, live: &BTreeSet<ClientKey>) -> std::io::Result<File> {
     for key in live {
         encode(CONNECTED, key, &mut bytes);
     }
-    crate::control::write_atomically(path, &bytes)?;
+    crate::atomic_file::write_atomically(path, &bytes)?;
     std::fs::OpenOptions::new().append(true).open(path)
 }
 
@@ -297,7 +299,7 @@ mod tests {
     use super::*;
 
     fn key(n: u8) -> ClientKey {
-        ([n; 32], [n.wrapping_add(100); 16])
+        (Identity([n; 32]), [n.wrapping_add(100); 16])
     }
 
     #[test]
@@ -345,7 +347,7 @@ mod tests {
             .unwrap(),
         );
         let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-        std::fs::write(dir.join(OLD_LIST_FILE), format!("{} {}\n", hex(&key(9).0), hex(&key(9).1))).unwrap();
+        std::fs::write(dir.join(OLD_LIST_FILE), format!("{} {}\n", hex(&key(9).0 .0), hex(&key(9).1))).unwrap();
         let mut j = ClientJournal::open(&dir, log.clone()).unwrap();
         assert_eq!(j.listed(), vec![key(9)]);
         assert!(!dir.join(OLD_LIST_FILE).exists());

@@ -15,8 +15,8 @@ use epoch_store::{Store, TxDelta};
 use epoch_subscription::{EvalBudget, Manager, SubscribeError};
 use parking_lot::Mutex;
 
-use crate::control::hex_be;
-use crate::database::Caller;
+use crate::caller::Caller;
+use epoch_sats::le_bytes_hex;
 
 pub use epoch_subscription::{ClientId, QueryUpdate};
 
@@ -454,7 +454,7 @@ impl Clients {
     }
 
     /// Every connected client: (identity, connection id), as `st_client` lists them.
-    pub(crate) fn connected(&self) -> Vec<([u8; 32], [u8; 16])> {
+    pub(crate) fn connected(&self) -> Vec<crate::client_journal::ClientKey> {
         self.clients.values().map(|c| (c.caller.identity, c.caller.connection_id)).collect()
     }
 
@@ -596,7 +596,7 @@ impl Clients {
     ) -> Result<Vec<TableRows>, RequestError> {
         let client = self.clients.get(&id).ok_or_else(|| RequestError::Subscription("Client not found".into()))?;
         if client.sets.contains_key(&SetKey::Query(query_id)) {
-            let (i, c) = (hex_be(&client.caller.identity), hex_be(&client.caller.connection_id));
+            let (i, c) = (client.caller.identity.to_hex(), le_bytes_hex(&client.caller.connection_id));
             return Err(RequestError::Failed(format!(
                 "Subscription with id QueryId {{ id: {query_id} }} already exists for client: (Identity({i}), ConnectionId({c}))"
             )));
@@ -668,7 +668,7 @@ impl Clients {
         let client = self.clients.get_mut(&id).ok_or_else(|| RequestError::Subscription("Client not found".into()))?;
         let ctx = client.query_context();
         let Some(queries) = client.sets.remove(&SetKey::Query(query_id)) else {
-            let (i, c) = (hex_be(&client.caller.identity), hex_be(&client.caller.connection_id));
+            let (i, c) = (client.caller.identity.to_hex(), le_bytes_hex(&client.caller.connection_id));
             return Err(RequestError::Subscription(format!(
                 "Subscription not found: ((Identity({i}), ConnectionId({c})), QueryId {{ id: {query_id} }})"
             )));
@@ -800,7 +800,7 @@ fn subscribe_error(query: &str, e: SubscribeError) -> String {
 pub fn refused_event(schema: &Arc<WireSchema>, caller: Caller, reducer: &str, message: String) -> TxEvent {
     TxEvent {
         status: TxStatus::Failed(message),
-        timestamp_micros: crate::database::now_micros(),
+        timestamp_micros: crate::clock::now_micros(),
         caller,
         reducer_id: schema.reducers.iter().position(|(n, _)| &**n == reducer).map_or(u32::MAX, |i| i as u32),
         reducer_name: Arc::from(reducer),

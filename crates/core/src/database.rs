@@ -2,32 +2,19 @@
 //! scheduled reducers. Owned by exactly one writer (see [`crate::executor`]).
 
 use std::collections::VecDeque;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use epoch_host::{CallContext, HostConfig, HostError, ModuleHost, ReducerOutcome, ReducerResult};
-use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue};
+use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue, Identity};
 use epoch_schema::{Lifecycle, ModuleDef};
 use epoch_store::TxDelta;
 
+pub use crate::caller::Caller;
 use crate::clients::{ClientId, ClientSink, Clients, ConnectError, FrameCache, SubscriptionRequest, TxEvent, TxStatus};
+pub use crate::clock::now_micros;
 use crate::persist::{LoggedTx, PersistConfig, PersistError, Persistence, RecoveryReport};
 use crate::scheduler::Scheduler;
 use crate::steps::StepLedger;
 use epoch_commitlog::WorkflowStep;
-
-/// A caller's identity and connection, little-endian as the ABI passes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Caller {
-    pub identity: [u8; 32],
-    pub connection_id: [u8; 16],
-}
-
-impl Caller {
-    /// A caller with no connection (an HTTP call, the scheduler, a test).
-    pub fn identity(identity: [u8; 32]) -> Self {
-        Self { identity, connection_id: [0; 16] }
-    }
-}
 
 /// Reducer arguments as a client sends them.
 #[derive(Debug, Clone)]
@@ -101,7 +88,7 @@ const TABLE_ORDER_FILE: &str = "table-order";
 /// Writes the tables' names by id, durably.
 fn write_table_order(dir: &std::path::Path, order: &[String]) -> std::io::Result<()> {
     let text: String = order.iter().map(|n| format!("{n}\n")).collect();
-    crate::control::write_atomically(&dir.join(TABLE_ORDER_FILE), text.as_bytes())
+    crate::atomic_file::write_atomically(&dir.join(TABLE_ORDER_FILE), text.as_bytes())
 }
 
 /// The file listing a durable database's row-level security filters in the order
@@ -112,7 +99,7 @@ const FILTER_ORDER_FILE: &str = "filter-order";
 /// Writes the filters in `st_row_level_security`'s order, durably.
 fn write_filter_order(dir: &std::path::Path, order: &[String]) -> std::io::Result<()> {
     let text: String = order.iter().map(|n| format!("{}\n", serde_json::Value::from(n.as_str()))).collect();
-    crate::control::write_atomically(&dir.join(FILTER_ORDER_FILE), text.as_bytes())
+    crate::atomic_file::write_atomically(&dir.join(FILTER_ORDER_FILE), text.as_bytes())
 }
 
 /// The filters in the order the last module update left them, if one did.
@@ -170,7 +157,7 @@ struct Commit {
 }
 
 impl Commit {
-    fn system(name: &'static str, caller: [u8; 32], args: Vec<u8>, step: Option<WorkflowStep>) -> Self {
+    fn system(name: &'static str, caller: Identity, args: Vec<u8>, step: Option<WorkflowStep>) -> Self {
         Self {
             by: By::System(name),
             caller: Caller::identity(caller),
@@ -232,15 +219,10 @@ pub fn compiled_cache_path(dir: &std::path::Path) -> std::path::PathBuf {
     dir.join("module.cwasm")
 }
 
-/// The current time in microseconds since the Unix epoch.
-pub fn now_micros() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
-}
-
 /// A database: one module, its tables, and its schedules.
 pub struct Database {
     host: ModuleHost,
-    identity: [u8; 32],
+    identity: Identity,
     scheduler: Scheduler,
     /// Reducers queued by `volatile_nonatomic_schedule_immediate`, run after the current call.
     immediate: VecDeque<(String, Vec<u8>)>,
@@ -270,7 +252,7 @@ struct Deferred {
 impl Database {
     /// Loads `wasm` as a new database with identity `identity`, and runs the module's `init`
     /// reducer (if any) with `owner` as the caller, as a first publish does.
-    pub fn create(wasm: &[u8], identity: [u8; 32], owner: Caller, config: HostConfig) -> Result<Self, CreateError> {
+    pub fn create(wasm: &[u8], identity: Identity, owner: Caller, config: HostConfig) -> Result<Self, CreateError> {
         let host = ModuleHost::load(wasm, identity, config)?;
         epoch_query::check_filters(host.db()).map_err(CreateError::InvalidFilter)?;
         let mut db = Self::from_host(host, identity);
@@ -279,7 +261,7 @@ impl Database {
         Ok(db)
     }
 
-    fn from_host(host: ModuleHost, identity: [u8; 32]) -> Self {
+    fn from_host(host: ModuleHost, identity: Identity) -> Self {
         let scheduler = Scheduler::new(host.def(), host.db());
         let clients = Clients::new(host.def(), host.db(), None);
         Self {
@@ -300,7 +282,7 @@ impl Database {
     /// committed transaction, `init`'s included, goes to the commitlog.
     pub fn create_persistent(
         wasm: &[u8],
-        identity: [u8; 32],
+        identity: Identity,
         owner: Caller,
         config: HostConfig,
         dir: &std::path::Path,
@@ -331,7 +313,7 @@ impl Database {
     /// `init` does not run; schedules resume from the scheduled tables' rows.
     pub fn open_persistent(
         wasm: &[u8],
-        identity: [u8; 32],
+        identity: Identity,
         config: HostConfig,
         dir: &std::path::Path,
         persist: PersistConfig,
@@ -447,7 +429,7 @@ impl Database {
         self.host.def()
     }
 
-    pub fn identity(&self) -> [u8; 32] {
+    pub fn identity(&self) -> Identity {
         self.identity
     }
 
@@ -942,7 +924,7 @@ impl Database {
     /// SATS-JSON (as [`Database::export_jsonl`] writes it). An identical row already present
     /// is kept once (a table's set semantics); a unique key held by another row fails the
     /// whole import, naming the line. Refused while the database cannot write.
-    pub fn import_rows(&mut self, name: &str, lines: &[&str], caller: [u8; 32]) -> Result<usize, String> {
+    pub fn import_rows(&mut self, name: &str, lines: &[&str], caller: Identity) -> Result<usize, String> {
         let table = self.store().table_by_name(name).ok_or_else(|| format!("no table named {name:?}"))?;
         let row_type = table.schema.row_type().clone();
         let ts = self.store().typespace.clone();
@@ -958,7 +940,7 @@ impl Database {
     /// [`Database::import_rows`] from CSV as [`Database::export_csv`] writes it (see
     /// [`crate::export::read_csv`]): a bad cell, or a column missing, unknown or named twice
     /// in the header, fails the whole import, naming it.
-    pub fn import_csv(&mut self, name: &str, text: &str, caller: [u8; 32]) -> Result<usize, String> {
+    pub fn import_csv(&mut self, name: &str, text: &str, caller: Identity) -> Result<usize, String> {
         let table = self.store().table_by_name(name).ok_or_else(|| format!("no table named {name:?}"))?;
         let row_type = table.schema.row_type().clone();
         let rows = crate::export::read_csv(&self.store().typespace, name, &row_type, text)?;
@@ -970,7 +952,7 @@ impl Database {
         &mut self,
         name: &str,
         rows: Vec<(u64, AlgebraicValue)>,
-        caller: [u8; 32],
+        caller: Identity,
     ) -> Result<usize, String> {
         if let Some(why) = self.storage_failure() {
             return Err(format!("the database cannot write now: {why}"));
@@ -1047,10 +1029,7 @@ impl Database {
         let mut new = ModuleHost::load_with_logs(wasm, self.identity, config, self.host.logs().clone())?;
         epoch_query::check_filters(new.db()).map_err(UpdateError::Failed)?;
         let steps = crate::migrate::plan(self.def(), new.def()).map_err(UpdateError::rejected)?;
-        let hash: String = {
-            use sha3::Digest;
-            sha3::Keccak256::digest(wasm).iter().map(|b| format!("{b:02x}")).collect()
-        };
+        let hash: String = crate::program::program_hash(wasm).iter().map(|b| format!("{b:02x}")).collect();
         let mut store = match self.migrated_store(new.def(), &steps) {
             Ok(store) => store,
             Err(e) => {
@@ -1139,8 +1118,8 @@ impl Database {
         &mut self,
         sql: &str,
         ctx: epoch_query::QueryContext,
-        caller: [u8; 32],
-        owner: [u8; 32],
+        caller: Identity,
+        owner: Identity,
     ) -> Result<epoch_query::Outcome, epoch_query::SqlError> {
         let ctx = match self.row_limit {
             Some(n) => epoch_query::QueryContext { row_limit: ctx.row_limit.min(n as usize), ..ctx },
@@ -1166,7 +1145,8 @@ impl Database {
                 self.row_limit = Some(*value);
                 if let Some(p) = self.persist.as_ref() {
                     let text = format!("{}\n", value);
-                    if let Err(e) = crate::control::write_atomically(&p.dir().join(ROW_LIMIT_FILE), text.as_bytes()) {
+                    if let Err(e) = crate::atomic_file::write_atomically(&p.dir().join(ROW_LIMIT_FILE), text.as_bytes())
+                    {
                         tracing::warn!("saving row_limit: {e}");
                     }
                 }

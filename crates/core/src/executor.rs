@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-use crate::database::{now_micros, Database};
+use crate::clock::now_micros;
+use crate::database::Database;
 
 type Job = Box<dyn FnOnce(&mut Database) + Send>;
 

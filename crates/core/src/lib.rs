@@ -6,33 +6,40 @@
 //! on its own writer thread, so reducers are serializable by construction.
 //!
 //! It also keeps each database durable (`persist`: the commitlog record of every commit,
-//! snapshots, recovery; `client_journal`: who was connected) and runs the server's control
-//! plane (`control`, `system`: databases, names, permissions and configurations).
+//! snapshots, recovery; `client_journal`: who was connected).
 //!
-//! Not for: HTTP, token cryptography (epoch-auth) or the log's file format (epoch-commitlog).
+//! Modules depend one way: `caller`, `clock`, `atomic_file`, `steps`, `export`, `migrate` use
+//! nothing of the crate; `clients`, `catalog`, `scheduler`, `client_journal` → `persist` build
+//! on those; `database` on all of them; `executor` and `bench` on `database`.
+//!
+//! Not for: which databases a server hosts (epoch-control), HTTP, token cryptography
+//! (epoch-auth) or the log's file format (epoch-commitlog).
 
+pub mod atomic_file;
 pub mod bench;
+pub mod caller;
 pub mod catalog;
 pub mod client_journal;
 pub mod clients;
-pub mod control;
+pub mod clock;
 pub mod database;
 pub mod executor;
 pub mod export;
 pub mod migrate;
 pub mod persist;
+pub mod program;
 pub mod scheduler;
 pub mod steps;
-pub mod system;
 
+pub use caller::Caller;
 pub use clients::{ClientId, ClientLimits, ClientSink, ConnectError, Outgoing, SubscriptionRequest};
-pub use control::{ControlError, ControlPlane, GrantRule, HostedDatabase, PublishOp, SetNamesError};
-pub use database::{now_micros, CallError, Caller, ClientCall, CreateError, Database, ReducerArgs, UpdateError};
+pub use clock::now_micros;
+pub use database::{CallError, ClientCall, CreateError, Database, ReducerArgs, UpdateError};
 pub use epoch_commitlog::{Durability, WorkflowStep};
 pub use epoch_host::{HostConfig, ReducerOutcome, ReducerResult};
+pub use epoch_sats::Identity;
 pub use executor::{DatabaseHandle, ShutDown};
 pub use persist::{PersistConfig, PersistError, RecoveryReport};
-pub use system::{SystemDb, SystemError, SystemTable};
 
 /// The `/schema?version=9` document of a module, pretty-printed.
 pub fn schema_json(def: &epoch_schema::ModuleDef) -> String {

@@ -12,6 +12,7 @@ use epoch_commitlog::{
     read_latest_snapshot, read_log, write_snapshot, CommitLog, Durability, LogConfig, LogError, PackedRows,
     SequenceState, Snapshot, TableChange, TxRecord, WorkflowStep,
 };
+use epoch_sats::Identity;
 use epoch_store::{Store, TxDelta};
 
 use crate::steps::StepLedger;
@@ -144,7 +145,7 @@ fn has_snapshot_files(dir: &Path) -> bool {
 pub struct LoggedTx<'a> {
     /// The reducer that ran, or a system name such as `__sql__`.
     pub reducer: &'a str,
-    pub caller: [u8; 32],
+    pub caller: Identity,
     pub args: Vec<u8>,
     pub timestamp_micros: i64,
     pub step: Option<WorkflowStep>,
@@ -221,7 +222,7 @@ impl Persistence {
     }
 
     /// Clients written down as connected (and not yet as gone).
-    pub fn connected_clients(&self) -> Vec<([u8; 32], [u8; 16])> {
+    pub fn connected_clients(&self) -> Vec<crate::client_journal::ClientKey> {
         self.clients.listed()
     }
 
@@ -265,8 +266,16 @@ impl Persistence {
                 })
             })
             .collect();
-        let rec =
-            TxRecord { offset, timestamp_micros, reducer: reducer.to_string(), caller, args, tables, sequences, step };
+        let rec = TxRecord {
+            offset,
+            timestamp_micros,
+            reducer: reducer.to_string(),
+            caller: caller.to_le_bytes(),
+            args,
+            tables,
+            sequences,
+            step,
+        };
         self.log.append(&rec);
         if offset >= self.last_snapshot + self.config.snapshot_every {
             self.snapshot(store, steps, offset);

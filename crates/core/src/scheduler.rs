@@ -20,7 +20,7 @@ use epoch_sats::AlgebraicValue;
 use epoch_schema::ModuleDef;
 use epoch_store::{Store, TxDelta};
 
-use crate::database::now_micros;
+use crate::clock::now_micros;
 
 #[derive(Debug, Clone)]
 struct ScheduledTable {

@@ -1,20 +1,20 @@
 //! The `chat` fixture module: lifecycle reducers, Option unique columns, private tables.
 mod common;
 use common::*;
-use epoch_core::{Caller, ReducerOutcome};
+use epoch_core::{Caller, Identity, ReducerOutcome};
 use serde_json::json;
 
-const ALICE: [u8; 32] = [1; 32];
-const BOB: [u8; 32] = [2; 32];
+const ALICE: Identity = Identity([1; 32]);
+const BOB: Identity = Identity([2; 32]);
 
-fn member(db: &epoch_core::Database, who: [u8; 32]) -> Option<serde_json::Value> {
+fn member(db: &epoch_core::Database, who: Identity) -> Option<serde_json::Value> {
     let id = format!("0x{}", hex(who));
     rows(db, "member").into_iter().find(|m| m["identity"]["__identity__"] == json!(id))
 }
 
-fn hex(b: [u8; 32]) -> String {
-    // Identity bytes are little-endian; the u256 prints most significant first.
-    b.iter().rev().map(|x| format!("{x:02x}")).collect::<String>().trim_start_matches('0').to_string()
+fn hex(id: Identity) -> String {
+    // The u256 prints most significant first, without leading zeros.
+    id.to_hex().trim_start_matches('0').to_string()
 }
 
 #[test]

@@ -96,8 +96,7 @@ impl ReducerOutcome {
 /// Who calls a reducer, and when.
 #[derive(Debug, Clone, Copy)]
 pub struct CallContext {
-    /// The caller's identity, little-endian.
-    pub sender: [u8; 32],
+    pub sender: epoch_sats::Identity,
     /// The caller's connection id, little-endian; all zeros for none.
     pub connection_id: [u8; 16],
     pub timestamp_micros: i64,
@@ -159,7 +158,7 @@ pub struct ModuleHost {
 impl ModuleHost {
     /// Compiles `wasm`, checks its imports and exports, runs its start-up code and reads its
     /// definition; the database starts with empty tables.
-    pub fn load(wasm: &[u8], module_identity: [u8; 32], config: HostConfig) -> Result<Self, HostError> {
+    pub fn load(wasm: &[u8], module_identity: epoch_sats::Identity, config: HostConfig) -> Result<Self, HostError> {
         let logs = ModuleLogs::new(config.log_capacity);
         Self::load_with_logs(wasm, module_identity, config, logs)
     }
@@ -168,7 +167,7 @@ impl ModuleHost {
     /// the database's log).
     pub fn load_with_logs(
         wasm: &[u8],
-        module_identity: [u8; 32],
+        module_identity: epoch_sats::Identity,
         config: HostConfig,
         logs: ModuleLogs,
     ) -> Result<Self, HostError> {
@@ -310,7 +309,7 @@ impl ModuleHost {
         let (source, sink) = store.data_mut().start_call(args);
         store.set_epoch_deadline(deadline_ticks(timeout));
         let s: [u64; 4] =
-            std::array::from_fn(|i| u64::from_le_bytes(ctx.sender[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
+            std::array::from_fn(|i| u64::from_le_bytes(ctx.sender.0[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
         let c: [u64; 2] = std::array::from_fn(|i| {
             u64::from_le_bytes(ctx.connection_id[i * 8..i * 8 + 8].try_into().unwrap_or_default())
         });

@@ -61,7 +61,7 @@ fn check(name: &str) {
     let root = fixtures();
     let wasm_path = root.join(format!("modules/{name}.wasm"));
     let wasm = std::fs::read(&wasm_path).unwrap_or_else(|e| panic!("reading {}: {e}", wasm_path.display()));
-    let host = ModuleHost::load(&wasm, [9u8; 32], HostConfig::default())
+    let host = ModuleHost::load(&wasm, epoch_sats::Identity([9u8; 32]), HostConfig::default())
         .unwrap_or_else(|e| panic!("loading {name}.wasm: {e}"));
     let ours = epoch_schema::json::schema_v9(host.def());
 

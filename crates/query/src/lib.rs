@@ -110,8 +110,8 @@ pub struct QueryContext {
     pub row_limit: usize,
     /// The longest query text accepted, in bytes.
     pub max_sql_len: usize,
-    /// Who asks (little-endian identity): `:sender` in row-level security filters stands for it.
-    pub sender: Option<[u8; 32]>,
+    /// Who asks: `:sender` in row-level security filters stands for it.
+    pub sender: Option<epoch_sats::Identity>,
 }
 
 impl Default for QueryContext {

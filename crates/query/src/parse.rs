@@ -75,7 +75,7 @@ pub(crate) fn parse_one(sql: &str, ctx: QueryContext) -> Result<Statement, SqlEr
     let plain: Vec<Token> = tokens.iter().map(|t| t.token.clone()).collect();
     check_shape(&plain)?;
     keyword_columns(&mut tokens);
-    bind_sender(&mut tokens, ctx.sender.unwrap_or([0; 32]));
+    bind_sender(&mut tokens, ctx.sender.unwrap_or_default());
     let mut statements =
         Parser::new(&dialect).with_tokens_with_locations(tokens).parse_statements().map_err(|e| parse_error(&e))?;
     if statements.len() > 1 {
@@ -111,9 +111,9 @@ fn keyword_columns(tokens: &mut [TokenWithSpan]) {
 
 /// `:sender` (in row-level security filters) becomes the caller's identity, written as the
 /// hex literal an identity column compares with.
-fn bind_sender(tokens: &mut [TokenWithSpan], sender: [u8; 32]) {
+fn bind_sender(tokens: &mut [TokenWithSpan], sender: epoch_sats::Identity) {
     let literal = || {
-        let hex: String = sender.iter().rev().map(|b| format!("{b:02x}")).collect();
+        let hex = sender.to_hex();
         Token::Number(format!("0x{hex}"), false)
     };
     for i in 0..tokens.len() {

@@ -67,7 +67,7 @@ impl Visibility {
 /// must be a whole-row query of one table, joins allowed, with `:sender` where an identity goes.
 /// The error names the filter.
 pub fn check_filters(store: &Store) -> Result<(), String> {
-    let ctx = QueryContext { is_owner: true, sender: Some([0; 32]), ..QueryContext::default() };
+    let ctx = QueryContext { is_owner: true, sender: Some(epoch_sats::Identity::default()), ..QueryContext::default() };
     for sql in &store.row_level_security {
         Filter::compile_unrestricted(store, sql, ctx).map_err(|e| format!("{e}, executing: `{sql}`"))?;
     }

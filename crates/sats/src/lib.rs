@@ -17,11 +17,13 @@
 //! ```
 
 pub mod bsatn;
+mod identity;
 pub mod json;
 #[cfg(feature = "proptest")]
 pub mod strategy;
 mod types;
 mod value;
 
+pub use identity::{le_bytes_hex, Identity};
 pub use types::{special, AlgebraicType, ProductType, ProductTypeElement, SumType, SumTypeVariant, Typespace};
 pub use value::{AlgebraicValue, SumValue, F32, F64, I256, U256};

@@ -57,7 +57,7 @@ struct Shared {
 
 /// A query's identity: its text, whether it was compiled with the owner's rights (which see
 /// private tables), and, when row-level security applies, who asks (each caller sees its rows).
-type Key = (Arc<str>, bool, Option<[u8; 32]>);
+type Key = (Arc<str>, bool, Option<epoch_sats::Identity>);
 
 /// Every subscription of one database.
 #[derive(Debug, Default)]
@@ -174,7 +174,7 @@ impl Manager {
         // A query whose rows depend on who asks (`:sender`, or any query under row-level
         // security) is shared only by that caller's subscriptions.
         let per_caller = self.rls || sql.contains(":sender");
-        let caller = (per_caller && !ctx.is_owner || sql.contains(":sender")).then_some(ctx.sender.unwrap_or([0; 32]));
+        let caller = (per_caller && !ctx.is_owner || sql.contains(":sender")).then_some(ctx.sender.unwrap_or_default());
         (Arc::from(sql), ctx.is_owner, caller)
     }
 

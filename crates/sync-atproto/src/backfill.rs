@@ -11,8 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
-use epoch_core::control::hex_be;
-use epoch_core::{ControlPlane, ReducerArgs};
+use epoch_control::ControlPlane;
+use epoch_core::Identity;
+use epoch_core::ReducerArgs;
 use epoch_sync::{ConfigContext, Instance, Item, ItemError, Kind, KindSpec, ListError, RunParams, Runner, RunnerError};
 use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
@@ -301,8 +302,8 @@ impl Kind for FullSync {
 /// example, a catch_up asked for without a cursor).
 pub fn start_full_sync(
     runner: &Arc<Runner>,
-    database: [u8; 32],
-    caller: [u8; 32],
+    database: Identity,
+    caller: Identity,
     config: &AtprotoConfig,
     backfill_id: String,
     note: Option<String>,
@@ -318,8 +319,8 @@ pub fn start_full_sync(
     detail.insert("note".into(), json!(note));
     let mut instance = Instance::new(
         KIND,
-        hex_be(&database),
-        hex_be(&caller),
+        database.to_hex(),
+        caller.to_hex(),
         config.service.clone(),
         config.record_reducer.clone(),
         run,

@@ -19,8 +19,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use epoch_atproto::{decode_frame, Car, Frame, Repo};
-use epoch_core::control::{from_hex_be, hex_be};
-use epoch_core::{Caller, ControlPlane, Database, ReducerArgs, WorkflowStep};
+use epoch_control::ControlPlane;
+use epoch_core::Identity;
+use epoch_core::{Caller, Database, ReducerArgs, WorkflowStep};
 use epoch_sync::{ConfigContext, Instance, Item, ItemError, Kind, KindSpec, ListError, RunParams, Runner, RunnerError};
 use futures::StreamExt;
 use parking_lot::Mutex;
@@ -537,7 +538,10 @@ impl Firehose {
     /// full_sync under the same backfill id, and the live consumer starts again from now.
     fn turn_into_full_sync(&self, why: &str) {
         let Some(runner) = self.runner.as_ref().and_then(Weak::upgrade) else { return };
-        let (Some(database), Some(caller)) = (from_hex_be(&self.database), from_hex_be(&self.caller)) else { return };
+        let (Some(database), Some(caller)) = (Identity::from_hex(&self.database), Identity::from_hex(&self.caller))
+        else {
+            return;
+        };
         let (config, id, note) = (self.config.clone(), self.backfill_id.clone().unwrap_or_default(), why.to_string());
         let instance = self.instance.clone();
         std::thread::spawn(move || {
@@ -546,7 +550,7 @@ impl Firehose {
             if let Err(e) = crate::backfill::start_full_sync(&runner, database, caller, &config, id, note) {
                 tracing::error!("firehose: cannot start the full_sync that replaces a catch_up: {e}");
             }
-            let live = live_instance(&hex_be(&database), &hex_be(&caller), &config, None);
+            let live = live_instance(&database.to_hex(), &caller.to_hex(), &config, None);
             if let Err(e) = runner.start(live) {
                 tracing::error!("firehose: cannot start the live consumer: {e}");
             }
@@ -695,14 +699,23 @@ impl Kind for Firehose {
     }
 
     /// After events with no items (other repos, other collections), the consumer's place: its
-    /// seq (before any event held for a full_sync) and the revs applied, as of now.
+    /// seq (before any event held for a full_sync) and the revs applied, as of now. Revs a
+    /// finished full_sync handed over are saved too, even before the first event arrives:
+    /// without them a restart forgets the rev check that finds events missed meanwhile.
     fn position(&self, i: &Instance) -> Option<Value> {
-        let listed = (*self.listed_seq.lock())?;
-        let saved = i.cursor.as_ref().and_then(|c| c["seq"].as_i64());
+        let saved = i.cursor.as_ref();
         let cursor = self.cursor(None);
-        let seq = cursor["seq"].as_i64()?;
-        debug_assert!(seq <= listed, "the saved position never passes what was read");
-        (saved.is_none_or(|s| seq > s)).then(|| self.with_revs(cursor))
+        let seq = cursor["seq"].as_i64();
+        if let (Some(seq), Some(listed)) = (seq, *self.listed_seq.lock()) {
+            assert!(seq <= listed, "the saved position never passes what was read");
+        }
+        let saved_seq = saved.and_then(|c| c["seq"].as_i64());
+        let moved = seq.is_some_and(|s| saved_seq.is_none_or(|old| s > old));
+        let revs_unsaved = {
+            let revs = self.revs.lock();
+            !revs.is_empty() && saved.map_or(&Value::Null, |c| &c["revs"]) != &json!(*revs)
+        };
+        (moved || revs_unsaved).then(|| self.with_revs(cursor))
     }
 
     fn recount(&self, _: &Instance) -> Result<Option<BTreeMap<String, u64>>, RunnerError> {
@@ -731,13 +744,13 @@ fn live_instance(database: &str, caller: &str, config: &AtprotoConfig, from: Opt
 }
 
 /// The firehose instance of `database` still running, if any.
-pub fn running(runner: &Runner, database: &[u8; 32]) -> Option<Instance> {
+pub fn running(runner: &Runner, database: &Identity) -> Option<Instance> {
     runner.list(database).into_iter().find(|i| i.kind == KIND && !i.status.is_finished())
 }
 
 /// The newest firehose cursor of `database` (of its running instance, else of the latest one)
 /// and when it last advanced (milliseconds since the epoch).
-pub fn stored_cursor(runner: &Runner, database: &[u8; 32]) -> Option<(Value, u64)> {
+pub fn stored_cursor(runner: &Runner, database: &Identity) -> Option<(Value, u64)> {
     let mut all: Vec<Instance> = runner.list(database).into_iter().filter(|i| i.kind == KIND).collect();
     all.sort_by_key(|i| std::cmp::Reverse(i.started_at));
     all.iter().find_map(|i| {
@@ -751,8 +764,8 @@ pub fn stored_cursor(runner: &Runner, database: &[u8; 32]) -> Option<(Value, u64
 /// `database` with `config`; the database owner's identity runs the reducers.
 pub fn start_live(
     runner: &Arc<Runner>,
-    database: [u8; 32],
-    caller: [u8; 32],
+    database: Identity,
+    caller: Identity,
     config: &AtprotoConfig,
 ) -> Result<Instance, RunnerError> {
     let mut from = stored_cursor(runner, &database).map(|(c, _)| c);
@@ -770,11 +783,11 @@ pub fn start_live(
     {
         from = None;
     }
-    runner.start(live_instance(&hex_be(&database), &hex_be(&caller), config, from))
+    runner.start(live_instance(&database.to_hex(), &caller.to_hex(), config, from))
 }
 
 /// Stops the database's firehose (its section was removed).
-pub fn stop_live(runner: &Runner, database: &[u8; 32]) {
+pub fn stop_live(runner: &Runner, database: &Identity) {
     if let Some(i) = running(runner, database) {
         let _ = runner.terminate_and_wait(&i.id, Duration::from_secs(30));
     }
@@ -784,8 +797,8 @@ pub fn stop_live(runner: &Runner, database: &[u8; 32]) {
 /// again); `None` when there is no cursor to start from.
 pub fn start_catch_up(
     runner: &Arc<Runner>,
-    database: [u8; 32],
-    caller: [u8; 32],
+    database: Identity,
+    caller: Identity,
     config: &AtprotoConfig,
     backfill_id: String,
 ) -> Result<Option<Instance>, RunnerError> {
@@ -807,8 +820,8 @@ pub fn start_catch_up(
     detail.insert("backfillId".into(), json!(backfill_id));
     let instance = Instance::new(
         KIND,
-        hex_be(&database),
-        hex_be(&caller),
+        database.to_hex(),
+        caller.to_hex(),
         config.service.clone(),
         config.record_reducer.clone(),
         run,

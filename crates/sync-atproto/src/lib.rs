@@ -72,12 +72,12 @@ pub fn is_reset(key: &str) -> bool {
 /// What an instance of either kind works with: the database's `atproto` section as it is now,
 /// a throttled client of its service, and the signing keys when a PLC directory is named.
 pub(crate) fn open_source(
-    control: &std::sync::Arc<epoch_core::ControlPlane>,
+    control: &std::sync::Arc<epoch_control::ControlPlane>,
     i: &epoch_sync::Instance,
     allowed_hosts: &identity::AllowedHosts,
 ) -> Result<(AtprotoConfig, xrpc::Xrpc, Option<Keys>), epoch_sync::RunnerError> {
     use epoch_sync::RunnerError;
-    let database = epoch_core::control::from_hex_be(&i.database).ok_or(RunnerError::NoDatabase)?;
+    let database = epoch_core::Identity::from_hex(&i.database).ok_or(RunnerError::NoDatabase)?;
     let section = control.sync_config(&database).map(|c| c["atproto"].clone()).unwrap_or_default();
     let config = AtprotoConfig::parse(&section).map_err(RunnerError::BadRequest)?;
     let xrpc =

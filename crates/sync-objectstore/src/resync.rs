@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use epoch_core::control::{from_hex_be, hex_be};
-use epoch_core::{ControlPlane, ReducerArgs};
+use epoch_control::ControlPlane;
+use epoch_core::Identity;
+use epoch_core::ReducerArgs;
 use epoch_sats::AlgebraicValue;
 use epoch_sync::{ConfigContext, Instance, Item, ItemError, Kind, KindSpec, ListError, RunParams, Runner, RunnerError};
 use serde_json::{json, Map, Value};
@@ -91,7 +92,7 @@ impl ResyncProjections {
     /// The resync of instance `i`, reading from the database's current sync configuration
     /// (credentials may have been rotated since the instance started).
     fn for_instance(control: &Arc<ControlPlane>, i: &Instance) -> Result<Self, SourceError> {
-        let db = from_hex_be(&i.database).ok_or_else(|| SourceError::Unsupported(i.source_url.clone()))?;
+        let db = Identity::from_hex(&i.database).ok_or_else(|| SourceError::Unsupported(i.source_url.clone()))?;
         let config = control.sync_config(&db).unwrap_or_default();
         let mut store = config.get("objectStore").cloned().unwrap_or_else(|| json!({}));
         if store.get("url").and_then(Value::as_str) != Some(i.source_url.as_str()) {
@@ -162,8 +163,8 @@ impl Kind for ResyncProjections {
 /// `object_store` is the `objectStore` object of the database's sync configuration.
 pub fn start_resync(
     runner: &Arc<Runner>,
-    database: [u8; 32],
-    caller: [u8; 32],
+    database: Identity,
+    caller: Identity,
     object_store: &Value,
     reducer: &str,
     params: ResyncParams,
@@ -182,7 +183,7 @@ pub fn start_resync(
         kind: kind_params,
     };
     let mut instance =
-        Instance::new(KIND, hex_be(&database), hex_be(&caller), url, reducer.to_string(), run, None, Map::new());
+        Instance::new(KIND, database.to_hex(), caller.to_hex(), url, reducer.to_string(), run, None, Map::new());
     // Checked before listing (which may be slow), and again when registering.
     if let Some(id) = runner.running_like(&instance) {
         return Err(RunnerError::Conflict(id));

@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
-use epoch_core::control::{from_hex_be, hex_be};
-use epoch_core::{Caller, ControlPlane, Database, ReducerArgs, WorkflowStep};
+use epoch_control::ControlPlane;
+use epoch_core::Identity;
+use epoch_core::{Caller, Database, ReducerArgs, WorkflowStep};
 use epoch_sync::{ConfigContext, Instance, Item, ItemError, Kind, KindSpec, ListError, RunParams, Runner, RunnerError};
 use serde_json::{json, Map, Value};
 
@@ -68,7 +69,7 @@ impl KindSpec for ForceSyncSpec {
     }
 
     fn open(&self, control: &Arc<ControlPlane>, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError> {
-        let database = from_hex_be(&i.database).ok_or(RunnerError::NoDatabase)?;
+        let database = Identity::from_hex(&i.database).ok_or(RunnerError::NoDatabase)?;
         let config = control.sync_config(&database).unwrap_or_default();
         let client = ShadowClient::from_config(&config["deviceShadows"]).map_err(client_error)?;
         Ok(Arc::new(ForceSync {
@@ -178,8 +179,8 @@ pub struct ForceSyncParams {
 /// [`RunnerError::Source`]).
 pub fn start_force_sync(
     runner: &Arc<Runner>,
-    database: [u8; 32],
-    caller: [u8; 32],
+    database: Identity,
+    caller: Identity,
     config: &Value,
     params: ForceSyncParams,
 ) -> Result<Instance, RunnerError> {
@@ -199,8 +200,8 @@ pub fn start_force_sync(
     let client = ShadowClient::from_config(section).map_err(client_error)?;
     let mut instance = Instance::new(
         KIND,
-        hex_be(&database),
-        hex_be(&caller),
+        database.to_hex(),
+        caller.to_hex(),
         client.endpoint().to_string(),
         document::shadow_reducer(Some(config)),
         run,

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use epoch_core::control::hex_be;
-use epoch_core::{Caller, ControlPlane};
+use epoch_control::ControlPlane;
+use epoch_core::Caller;
+use epoch_core::Identity;
 use parking_lot::Mutex;
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
@@ -82,7 +83,7 @@ struct Consumer {
 /// The MQTT consumers of a server, one per database that configures one.
 pub struct LiveShadows {
     control: Arc<ControlPlane>,
-    consumers: Mutex<HashMap<[u8; 32], Consumer>>,
+    consumers: Mutex<HashMap<Identity, Consumer>>,
 }
 
 impl LiveShadows {
@@ -103,7 +104,7 @@ impl LiveShadows {
 
     /// Brings the database's consumer in line with its configuration: started, stopped, or
     /// restarted when the broker or the credentials changed.
-    pub fn reconfigure(&self, database: &[u8; 32]) {
+    pub fn reconfigure(&self, database: &Identity) {
         let target = self.control.sync_config(database).and_then(|c| MqttTarget::of(&c));
         let mut consumers = self.consumers.lock();
         if consumers.get(database).map(|c| &c.target) == target.as_ref() {
@@ -119,7 +120,7 @@ impl LiveShadows {
     }
 
     /// Stops the database's consumer, if it has one.
-    pub fn stop(&self, database: &[u8; 32]) {
+    pub fn stop(&self, database: &Identity) {
         if let Some(c) = self.consumers.lock().remove(database) {
             c.halt();
         }
@@ -140,8 +141,8 @@ impl Consumer {
     }
 }
 
-fn spawn(control: Arc<ControlPlane>, database: [u8; 32], target: MqttTarget) -> Consumer {
-    let hex = hex_be(&database);
+fn spawn(control: Arc<ControlPlane>, database: Identity, target: MqttTarget) -> Consumer {
+    let hex = database.to_hex();
     let client_id = target.client_id.clone().unwrap_or_else(|| format!("epoch-{}", &hex[..16]));
     let mut options = MqttOptions::new(client_id, target.host.clone(), target.port);
     options
@@ -211,7 +212,7 @@ fn spawn(control: Arc<ControlPlane>, database: [u8; 32], target: MqttTarget) -> 
 
 /// Applies one message; true when it may be acknowledged (applied durably, or malformed, which
 /// no redelivery would mend).
-fn handle(control: &ControlPlane, database: &[u8; 32], topic: &str, payload: &[u8]) -> bool {
+fn handle(control: &ControlPlane, database: &Identity, topic: &str, payload: &[u8]) -> bool {
     let event = match serde_json::from_slice::<Value>(payload) {
         Ok(Value::Object(mut m)) => {
             m.insert("topic".into(), Value::String(topic.to_string()));

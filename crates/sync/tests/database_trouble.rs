@@ -8,14 +8,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use epoch_core::{Caller, ControlPlane, HostConfig, PersistConfig, ReducerArgs};
+use epoch_control::ControlPlane;
+use epoch_core::Identity;
+use epoch_core::{Caller, HostConfig, PersistConfig, ReducerArgs};
 use epoch_sync::{
     ConfigContext, Instance, Item, ItemError, Kind, KindSpec, ListError, RunParams, Runner, RunnerError, Status,
 };
 use serde_json::{json, Map, Value};
 
-const DB: [u8; 32] = [6; 32];
-const OWNER: [u8; 32] = [7; 32];
+const DB: Identity = Identity([6; 32]);
+const OWNER: Identity = Identity([7; 32]);
 const ITEMS: u64 = 600;
 const BATCH: u32 = 20;
 
@@ -93,8 +95,8 @@ fn a_workflow_waits_out_a_failed_fsync_and_applies_each_item_once() {
         .unwrap();
     let instance = Instance::new(
         "test-transfers",
-        epoch_core::control::hex_be(&DB),
-        epoch_core::control::hex_be(&OWNER),
+        DB.to_hex(),
+        OWNER.to_hex(),
         "test://".into(),
         "transfer".into(),
         params,

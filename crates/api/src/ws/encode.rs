@@ -86,7 +86,7 @@ impl Encoder {
     }
 
     /// The `IdentityToken` message every connection starts with.
-    pub fn identity_token(&self, identity: [u8; 32], token: &str, connection_id: [u8; 16]) -> Frame {
+    pub fn identity_token(&self, identity: epoch_core::Identity, token: &str, connection_id: [u8; 16]) -> Frame {
         self.frame(
             self.finish(|w| {
                 w.variant(IDENTITY_TOKEN, "IdentityToken");
@@ -626,12 +626,12 @@ impl Writer {
         }
     }
 
-    fn identity(&mut self, id: &[u8; 32]) {
+    fn identity(&mut self, id: &epoch_core::Identity) {
         match self.format {
-            Format::Bsatn => self.buf.extend_from_slice(id),
+            Format::Bsatn => self.buf.extend_from_slice(&id.to_le_bytes()),
             Format::Json => {
                 // 1.3 writes the u256 as `{:#x}`: `0x`, no leading zeros.
-                let hex: String = id.iter().rev().map(|b| format!("{b:02x}")).collect();
+                let hex = id.to_hex();
                 let trimmed = hex.trim_start_matches('0');
                 let text = format!("0x{}", if trimmed.is_empty() { "0" } else { trimmed });
                 self.begin_struct();

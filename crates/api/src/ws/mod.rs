@@ -155,9 +155,9 @@ pub async fn subscribe(
     let format = if protocol == BSATN_PROTOCOL { Format::Bsatn } else { Format::Json };
     let encoder = Encoder { format, compression, light };
     let limits = state.limits.ws;
-    let is_owner = caller.identity.0 == db.owner;
+    let is_owner = caller.identity == db.owner;
     let identity = db.identity;
-    let who = Caller { identity: caller.identity.0, connection_id };
+    let who = Caller { identity: caller.identity, connection_id };
     // The frame limit too (tungstenite's default is 16 MiB): a message of one frame may be as
     // large as a message, and a frame over it is refused from its header, before its payload.
     let ws = ws
@@ -447,7 +447,7 @@ enum End {
 
 struct Connection {
     state: AppState,
-    database: [u8; 32],
+    database: epoch_core::Identity,
     who: Caller,
     is_owner: bool,
     token: String,

@@ -1,10 +1,10 @@
 //! Helpers shared by the module tests: loading fixture modules and calling reducers.
 #![allow(dead_code)]
 
-use epoch_core::{Caller, Database, HostConfig, ReducerArgs, ReducerOutcome};
+use epoch_core::{Caller, Database, HostConfig, Identity, ReducerArgs, ReducerOutcome};
 
-pub const OWNER: [u8; 32] = [7; 32];
-pub const DB_IDENTITY: [u8; 32] = [9; 32];
+pub const OWNER: Identity = Identity([7; 32]);
+pub const DB_IDENTITY: Identity = Identity([9; 32]);
 
 pub fn fixture(name: &str) -> Vec<u8> {
     let path = format!("{}/../../tests/fixtures/modules/{name}.wasm", env!("CARGO_MANIFEST_DIR"));
@@ -24,7 +24,7 @@ pub fn call(db: &mut Database, reducer: &str, args: &str) -> ReducerOutcome {
     call_as(db, OWNER, reducer, args)
 }
 
-pub fn call_as(db: &mut Database, who: [u8; 32], reducer: &str, args: &str) -> ReducerOutcome {
+pub fn call_as(db: &mut Database, who: Identity, reducer: &str, args: &str) -> ReducerOutcome {
     db.call(reducer, ReducerArgs::Json(args.to_string()), Caller::identity(who))
         .unwrap_or_else(|e| panic!("calling {reducer}: {e}"))
         .outcome

@@ -73,7 +73,7 @@ impl ResourceLimiter for MemoryCap {
 pub struct Env {
     pub db: Option<Db>,
     pub memory: Option<Memory>,
-    pub module_identity: [u8; 32],
+    pub module_identity: epoch_sats::Identity,
     pub logs: ModuleLogs,
     pub limiter: MemoryCap,
     /// Reducer arguments being read by the module, with the read position.
@@ -91,7 +91,7 @@ pub struct Env {
 }
 
 impl Env {
-    pub fn new(module_identity: [u8; 32], logs: ModuleLogs, memory_max_bytes: usize) -> Self {
+    pub fn new(module_identity: epoch_sats::Identity, logs: ModuleLogs, memory_max_bytes: usize) -> Self {
         Self {
             db: None,
             memory: None,

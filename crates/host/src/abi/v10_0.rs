@@ -424,7 +424,7 @@ fn link_identity_and_scheduling(linker: &mut Linker<Env>) -> Result<()> {
     linker.func_wrap(m, "identity", |mut c: Caller<'_, Env>, out: u32| -> Result<()> {
         let (mem, env) = mem_env(&mut c)?;
         let id = env.module_identity;
-        write_bytes(mem, out, &id)
+        write_bytes(mem, out, &id.to_le_bytes())
     })?;
     linker.func_wrap(
         m,

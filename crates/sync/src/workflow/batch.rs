@@ -9,8 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use epoch_core::control::from_hex_be;
-use epoch_core::{Caller, Database, HostedDatabase, ReducerArgs, WorkflowStep};
+use epoch_control::HostedDatabase;
+use epoch_core::Identity;
+use epoch_core::{Caller, Database, ReducerArgs, WorkflowStep};
 
 use super::{Instance, Item, ItemError, Kind, Runner};
 
@@ -133,7 +134,7 @@ impl Runner {
     /// failed fsync, or its disk was full), at most [`DATABASE_WAIT_LIMIT`] after `since`;
     /// false if it is gone, failed to open, or the limit passed.
     fn wait_until_writable(&self, i: &Instance, since: std::time::Instant) -> bool {
-        let Some(identity) = from_hex_be(&i.database) else { return false };
+        let Some(identity) = Identity::from_hex(&i.database) else { return false };
         loop {
             match self.database_of(i) {
                 Some(db) if db.storage_failure().is_none() => return true,
@@ -152,7 +153,9 @@ impl Runner {
 
     /// The database instance `i` works on, if it still exists.
     pub(super) fn database_of(&self, i: &Instance) -> Option<Arc<HostedDatabase>> {
-        from_hex_be(&i.database).and_then(|d| self.control.get(&d)).filter(|db| i.database_seq == Some(db.created_seq))
+        Identity::from_hex(&i.database)
+            .and_then(|d| self.control.get(&d))
+            .filter(|db| i.database_seq == Some(db.created_seq))
     }
 
     /// Queues `job` on the writer of the instance's database; the receiver yields its outcome
@@ -190,7 +193,7 @@ impl Runner {
         step: WorkflowStep,
     ) -> Result<Receiver, ItemError> {
         let caller =
-            Caller::identity(from_hex_be(&i.caller).ok_or_else(|| ItemError::Database("bad caller id".into()))?);
+            Caller::identity(Identity::from_hex(&i.caller).ok_or_else(|| ItemError::Database("bad caller id".into()))?);
         let reducer = i.reducer.clone();
         let kind = kind.clone();
         self.on_writer(i, move |d| kind.apply(d, &reducer, args, caller, step))

@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use epoch_core::{Caller, ControlPlane, Database, ReducerArgs, WorkflowStep};
+use epoch_control::ControlPlane;
+use epoch_core::{Caller, Database, ReducerArgs, WorkflowStep};
 use serde_json::{Map, Value};
 
 use super::{Instance, RunnerError};

@@ -5,12 +5,12 @@
 //! An instance resumed after a crash asks the database which items of the interrupted batch are
 //! already applied and skips them (see [`super::batch`]).
 
+use epoch_core::Identity;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use epoch_core::control::{from_hex_be, hex_be};
-use epoch_core::{ControlPlane, SystemError, SystemTable};
+use epoch_control::{ControlPlane, SystemError, SystemTable};
 use parking_lot::{Condvar, Mutex};
 
 use super::{now_ms, Instance, ItemResult, Kind, KindSpec, Status, MAX_ERRORS, MAX_RESULTS};
@@ -175,14 +175,14 @@ impl Runner {
 
     /// The creation sequence of the database `hex` as it is now, if it exists.
     fn current_seq(&self, hex: &str) -> Option<u64> {
-        from_hex_be(hex).and_then(|d| self.control.get(&d)).map(|d| d.created_seq)
+        Identity::from_hex(hex).and_then(|d| self.control.get(&d)).map(|d| d.created_seq)
     }
 
     /// A database was deleted or replaced: its instances end now and are forgotten (the control
     /// plane removed their rows in the same transaction as the database), so none of them can
     /// act on, or be restarted against, a database created later under the same identity.
-    fn database_dropped(&self, database: &[u8; 32]) {
-        let hex = hex_be(database);
+    fn database_dropped(&self, database: &Identity) {
+        let hex = database.to_hex();
         let doomed: Vec<Arc<Slot>> = {
             let mut slots = self.slots.lock();
             let ids: Vec<String> =
@@ -314,9 +314,9 @@ impl Runner {
     }
 
     /// Instances of one database, newest first.
-    pub fn list(&self, database: &[u8; 32]) -> Vec<Instance> {
+    pub fn list(&self, database: &Identity) -> Vec<Instance> {
         self.prune();
-        let hex = hex_be(database);
+        let hex = database.to_hex();
         let mut v: Vec<Instance> =
             self.slots.lock().values().map(|s| s.instance.lock().clone()).filter(|i| i.database == hex).collect();
         v.sort_by_key(|i| std::cmp::Reverse(i.started_at));
@@ -457,7 +457,7 @@ impl Runner {
     /// the background) and binds the instance to it; `None` if it is gone or failed to open.
     fn wait_for_database(&self, slot: &Slot) -> Option<u64> {
         let hex = slot.instance.lock().database.clone();
-        let identity = from_hex_be(&hex)?;
+        let identity = Identity::from_hex(&hex)?;
         loop {
             if let Some(db) = self.control.get(&identity) {
                 slot.instance.lock().database_seq = Some(db.created_seq);
@@ -474,10 +474,11 @@ impl Runner {
 
     fn run(self: Arc<Self>, slot: Arc<Slot>) {
         if slot.instance.lock().database_seq.is_none() && self.wait_for_database(&slot).is_none() {
-            let why = match from_hex_be(&slot.instance.lock().database).and_then(|d| self.control.unavailable(&d)) {
-                Some(u) => format!("the database is unavailable: {}", u.reason),
-                None => "the database no longer exists".to_string(),
-            };
+            let why =
+                match Identity::from_hex(&slot.instance.lock().database).and_then(|d| self.control.unavailable(&d)) {
+                    Some(u) => format!("the database is unavailable: {}", u.reason),
+                    None => "the database no longer exists".to_string(),
+                };
             return self.fail(&slot, why);
         }
         let snapshot = slot.instance.lock().clone();

@@ -10,13 +10,13 @@ use std::path::Path;
 
 use epoch_commitlog::Durability;
 use epoch_sats::bsatn::Reader;
-use epoch_sats::{AlgebraicType, AlgebraicValue, ProductType, Typespace};
+use epoch_sats::{AlgebraicType, AlgebraicValue, Identity, ProductType, Typespace};
 use epoch_schema::{ModuleDef, TableAccess, TableDef, TableType};
 use epoch_store::{Store, StoreError};
 use parking_lot::Mutex;
 
-use crate::persist::{LoggedTx, PersistConfig, PersistError, Persistence};
-use crate::steps::StepLedger;
+use epoch_core::persist::{LoggedTx, PersistConfig, PersistError, Persistence};
+use epoch_core::steps::StepLedger;
 
 /// One system table. The declaration order is each table's id in the log: append, never reorder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,9 +237,9 @@ impl SystemDb {
         let Some(p) = persist.as_mut().filter(|_| !delta.is_empty()) else { return Ok(result) };
         let tx = LoggedTx {
             reducer: "__system__",
-            caller: [0; 32],
+            caller: Identity::default(),
             args: Vec::new(),
-            timestamp_micros: crate::database::now_micros(),
+            timestamp_micros: epoch_core::now_micros(),
             step: None,
         };
         p.record(store, steps, tx, &delta);

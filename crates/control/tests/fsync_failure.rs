@@ -3,6 +3,7 @@
 //! again. Every acknowledged transfer is there, before and after a fresh open, and the bank's
 //! invariants hold: money is conserved and every balance is what its ledger says.
 
+#[path = "../../core/tests/common/mod.rs"]
 mod common;
 use common::*;
 
@@ -11,11 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use epoch_core::{Caller, ControlPlane, HostConfig, PersistConfig, ReducerArgs, ReducerOutcome};
+use epoch_control::ControlPlane;
+use epoch_core::{Caller, HostConfig, Identity, PersistConfig, ReducerArgs, ReducerOutcome};
 
 use epoch_commitlog::FailNextSync;
 
-const DB: [u8; 32] = [4; 32];
+const DB: Identity = Identity([4; 32]);
 const ACCOUNTS: u32 = 8;
 const START: i64 = 1_000_000_000_000;
 const WRITERS: u32 = 4;
