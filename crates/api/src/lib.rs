@@ -7,13 +7,10 @@
 //!
 //! Not for: running modules (epoch-core) or token cryptography (epoch-auth).
 
-// Handlers return a ready `Response` as their error: it is the idiomatic axum shape, and the
-// size only matters on error paths.
-#![allow(clippy::result_large_err)]
-
 pub mod archive;
 mod auth;
 mod database;
+mod error;
 mod identity;
 mod metrics;
 mod sql_json;
@@ -30,6 +27,7 @@ use epoch_auth::Authority;
 use epoch_core::ControlPlane;
 
 pub use auth::CallerAuth;
+pub use error::ApiError;
 pub use metrics::Metrics;
 
 /// Limits on what clients may send and receive.

@@ -1,6 +1,6 @@
 //! The sync API's shared pieces: who may call it (an admin API key *and* a bearer token whose
-//! identity owns the database or holds the `sync` permission), its one error shape, and the
-//! routes that configure it: `…/permissions` and `…/sync/config`.
+//! identity owns the database or holds the `sync` permission), and the routes that configure
+//! it: `…/permissions` and `…/sync/config`. Its errors are [`ApiError`]'s JSON envelope.
 
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -12,45 +12,11 @@ use epoch_auth::Identity;
 use epoch_sync::{ConfigContext, KindSpec};
 use serde_json::{json, Value};
 
+use crate::error::ApiError;
 use crate::AppState;
 
 /// The permission that lets a non-owner run sync operations on a database.
 pub const SYNC_PERMISSION: &str = "sync";
-
-/// An error of the sync API: `{"error", "message", "code", "requestId"}`, and `details` (which
-/// field or credential was wrong) when there are any.
-pub struct SyncError {
-    pub status: StatusCode,
-    pub message: String,
-    pub details: Vec<Value>,
-}
-
-/// The seed's text for a call without valid credentials (401).
-pub const AUTH_REQUIRED: &str = "Authentication required. Please provide a valid API token";
-/// The seed's text for a caller who may not act on the database (403).
-pub const FORBIDDEN: &str = "You don't have permission to access this resource";
-
-impl SyncError {
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Self { status, message: message.into(), details: Vec::new() }
-    }
-
-    /// A 401 in the seed's words, naming what was missing or wrong.
-    pub fn unauthorized(field: &str, problem: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, AUTH_REQUIRED).detail(field, problem)
-    }
-
-    /// A 403 in the seed's words, saying why.
-    pub fn forbidden(field: &str, problem: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, FORBIDDEN).detail(field, problem)
-    }
-
-    /// Adds `{"field", "message"}` to the details.
-    pub fn detail(mut self, field: &str, message: impl Into<String>) -> Self {
-        self.details.push(json!({"field": field, "message": message.into()}));
-        self
-    }
-}
 
 /// The admin API key a request carries: `X-Admin-API-Key` (the seed's text) or `X-API-Key`
 /// (the seed's examples), whichever it sent.
@@ -63,25 +29,6 @@ pub fn admin_key_header(headers: &HeaderMap) -> Option<&str> {
 
 /// The header names the admin key may come in, for error details.
 const KEY_HEADERS: &str = "X-Admin-API-Key or X-API-Key";
-
-impl IntoResponse for SyncError {
-    fn into_response(self) -> Response {
-        let request_id = format!("req_{}", uuid::Uuid::new_v4().simple());
-        if self.status.is_server_error() {
-            tracing::error!(request_id, "sync API error: {}", self.message);
-        }
-        let mut body = json!({
-            "error": self.status.canonical_reason().unwrap_or("Error"),
-            "message": self.message,
-            "code": self.status.as_u16(),
-            "requestId": request_id,
-        });
-        if !self.details.is_empty() {
-            body["details"] = Value::Array(self.details);
-        }
-        (self.status, Json(body)).into_response()
-    }
-}
 
 /// Compares secrets in time that does not depend on where they differ.
 pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -100,8 +47,8 @@ pub struct SyncCaller {
 }
 
 /// Resolves a database for the sync API (404 in the sync error shape).
-pub fn sync_database(state: &AppState, segment: &str) -> Result<Identity, SyncError> {
-    let not_found = || SyncError::new(StatusCode::NOT_FOUND, format!("no database named {segment}"));
+pub fn sync_database(state: &AppState, segment: &str) -> Result<Identity, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no database named {segment}"));
     let id = match Identity::from_hex(segment) {
         Some(id) => id,
         None => Identity(state.control.resolve_name(segment).ok_or_else(not_found)?),
@@ -109,7 +56,7 @@ pub fn sync_database(state: &AppState, segment: &str) -> Result<Identity, SyncEr
     if state.control.get(&id.0).is_none() {
         return Err(match state.control.unavailable(&id.0) {
             Some(u) => {
-                SyncError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the database is unavailable: {}", u.reason))
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, format!("the database is unavailable: {}", u.reason))
             }
             None => not_found(),
         });
@@ -125,8 +72,8 @@ pub fn authorize(
     req_token: Option<&str>,
     database: Identity,
     owner_only: bool,
-) -> Result<SyncCaller, SyncError> {
-    let presented = admin_key_header(headers).ok_or_else(|| SyncError::unauthorized(KEY_HEADERS, "missing"))?;
+) -> Result<SyncCaller, ApiError> {
+    let presented = admin_key_header(headers).ok_or_else(|| ApiError::unauthorized(KEY_HEADERS, "missing"))?;
     // An empty key (stored before empty keys were refused) matches nothing.
     let db_key = state
         .control
@@ -139,13 +86,13 @@ pub fn authorize(
         key_ok |= constant_time_eq(k.as_bytes(), presented.as_bytes());
     }
     if !key_ok {
-        return Err(SyncError::unauthorized(KEY_HEADERS, "not a valid admin API key"));
+        return Err(ApiError::unauthorized(KEY_HEADERS, "not a valid admin API key"));
     }
-    let token = req_token.ok_or_else(|| SyncError::unauthorized("Authorization", "missing bearer token"))?;
+    let token = req_token.ok_or_else(|| ApiError::unauthorized("Authorization", "missing bearer token"))?;
     let verified = state
         .auth
         .verify(token)
-        .map_err(|e| SyncError::unauthorized("Authorization", format!("invalid bearer token: {e}")))?;
+        .map_err(|e| ApiError::unauthorized("Authorization", format!("invalid bearer token: {e}")))?;
     let identity = verified.identity;
     let is_owner = state.control.get(&database.0).is_some_and(|d| d.owner == identity.0);
     let by_rule = || {
@@ -166,7 +113,7 @@ pub fn authorize(
         } else {
             format!("identity {identity} neither owns this database nor holds its `{SYNC_PERMISSION}` permission")
         };
-        return Err(SyncError::forbidden("Authorization", why));
+        return Err(ApiError::forbidden("Authorization", why));
     }
     Ok(SyncCaller { identity, database, is_owner })
 }
@@ -183,20 +130,20 @@ pub async fn permissions(State(state): State<AppState>, Path(segment): Path<Stri
     let headers = req.headers().clone();
     let result = async {
         let database = sync_database(&state, &segment)?;
-        let token = bearer(&headers).ok_or_else(|| SyncError::new(StatusCode::UNAUTHORIZED, "missing bearer token"))?;
+        let token = bearer(&headers).ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "missing bearer token"))?;
         let caller = state
             .auth
             .verify(token)
-            .map_err(|e| SyncError::new(StatusCode::UNAUTHORIZED, format!("invalid bearer token: {e}")))?
+            .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, format!("invalid bearer token: {e}")))?
             .identity;
         let body = axum::body::to_bytes(req.into_body(), 64 << 10)
             .await
-            .map_err(|e| SyncError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+            .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
         let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| SyncError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
         let permission = v["permission"].as_str().unwrap_or_default();
         if permission != SYNC_PERMISSION {
-            return Err(SyncError::new(
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 format!("unknown permission {permission:?}; known: \"sync\""),
             ));
@@ -205,7 +152,7 @@ pub async fn permissions(State(state): State<AppState>, Path(segment): Path<Stri
         if v.get("emailDomain").is_some() || v.get("issuer").is_some() {
             let field = |name: &str| {
                 v[name].as_str().filter(|s| !s.is_empty() && s.len() <= 256).map(str::to_string).ok_or_else(|| {
-                    SyncError::new(StatusCode::BAD_REQUEST, "a rule needs `issuer` and `emailDomain`")
+                    ApiError::new(StatusCode::BAD_REQUEST, "a rule needs `issuer` and `emailDomain`")
                         .detail(name, "must be a non-empty string of at most 256 characters")
                 })
             };
@@ -218,21 +165,21 @@ pub async fn permissions(State(state): State<AppState>, Path(segment): Path<Stri
                                 "permission": permission, "granted": grant});
             state.control.set_rule(database.0, caller.0, rule, grant).map_err(|e| match e {
                 epoch_core::ControlError::NotOwner { .. } => {
-                    SyncError::new(StatusCode::FORBIDDEN, "only the database owner may change permissions")
+                    ApiError::new(StatusCode::FORBIDDEN, "only the database owner may change permissions")
                 }
-                other => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+                other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
             })?;
             return Ok(Json(answer));
         }
         let identity = v["identity"]
             .as_str()
             .and_then(Identity::from_hex)
-            .ok_or_else(|| SyncError::new(StatusCode::BAD_REQUEST, "`identity` must be 64 hex digits"))?;
+            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "`identity` must be 64 hex digits"))?;
         state.control.set_permission(database.0, caller.0, identity.0, permission, grant).map_err(|e| match e {
             epoch_core::ControlError::NotOwner { .. } => {
-                SyncError::new(StatusCode::FORBIDDEN, "only the database owner may change permissions")
+                ApiError::new(StatusCode::FORBIDDEN, "only the database owner may change permissions")
             }
-            other => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
+            other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
         })?;
         Ok(Json(json!({"success": true, "identity": identity.to_hex(), "permission": permission, "granted": grant})))
     }
@@ -291,8 +238,8 @@ fn masked(mut config: Value) -> Value {
 pub const MIN_ADMIN_KEY_LEN: usize = 16;
 
 /// Checks a sync configuration and fills in defaults.
-fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result<Value, SyncError> {
-    let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
+fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result<Value, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     let obj = v.as_object_mut().ok_or_else(|| bad("the configuration must be a JSON object".into()))?;
     if let Some(key) = obj.get("adminApiKey") {
         match key.as_str() {
@@ -366,14 +313,14 @@ fn set_config(state: AppState, segment: String, headers: HeaderMap, body: axum::
         let database = sync_database(&state, &segment)?;
         authorize(&state, &headers, bearer(&headers), database, true)?;
         let v: Value = serde_json::from_slice(&body)
-            .map_err(|e| SyncError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")))?;
         let old = state.control.sync_config(&database.0).unwrap_or(Value::Null);
         let v = match patch {
             // A PATCH replaces the sections it names (null removes one) and keeps the others.
             true => {
-                let changes = v.as_object().ok_or_else(|| {
-                    SyncError::new(StatusCode::BAD_REQUEST, "the configuration must be a JSON object")
-                })?;
+                let changes = v
+                    .as_object()
+                    .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "the configuration must be a JSON object"))?;
                 let mut merged = old.as_object().cloned().unwrap_or_default();
                 for (k, section) in changes {
                     if section.is_null() {
@@ -390,12 +337,12 @@ fn set_config(state: AppState, segment: String, headers: HeaderMap, body: axum::
         state
             .control
             .set_sync_config(database.0, v.clone())
-            .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         if let Some(live) = &state.live_shadows {
             live.reconfigure(&database.0);
         }
         atproto_changed(&state, database, &old, &v);
-        Ok::<_, SyncError>(Json(masked(v)))
+        Ok::<_, ApiError>(Json(masked(v)))
     })();
     match result {
         Ok(r) => r.into_response(),
@@ -431,8 +378,8 @@ pub async fn get_config(State(state): State<AppState>, Path(segment): Path<Strin
         let config = state
             .control
             .sync_config(&database.0)
-            .ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "this database has no sync configuration"))?;
-        Ok::<_, SyncError>(Json(masked(config)))
+            .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "this database has no sync configuration"))?;
+        Ok::<_, ApiError>(Json(masked(config)))
     })();
     match result {
         Ok(r) => r.into_response(),
@@ -446,13 +393,13 @@ fn numeric_param(
     name: &str,
     default: u32,
     range: std::ops::RangeInclusive<u32>,
-) -> Result<u32, SyncError> {
+) -> Result<u32, ApiError> {
     let Some(raw) = q.get(name) else { return Ok(default) };
-    let v: u32 = raw.parse().map_err(|_| {
-        SyncError::new(StatusCode::BAD_REQUEST, format!("`{name}` must be a whole number, not {raw:?}"))
-    })?;
+    let v: u32 = raw
+        .parse()
+        .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, format!("`{name}` must be a whole number, not {raw:?}")))?;
     if !range.contains(&v) {
-        return Err(SyncError::new(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("`{name}` must be between {} and {}, not {v}", range.start(), range.end()),
         ));
@@ -460,11 +407,11 @@ fn numeric_param(
     Ok(v)
 }
 
-fn runner(state: &AppState) -> Result<&std::sync::Arc<epoch_sync::Runner>, SyncError> {
+fn runner(state: &AppState) -> Result<&std::sync::Arc<epoch_sync::Runner>, ApiError> {
     state
         .runner
         .as_ref()
-        .ok_or_else(|| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "the sync engine is not running"))
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the sync engine is not running"))
 }
 
 fn instance_json(i: &epoch_sync::Instance) -> Value {
@@ -496,9 +443,9 @@ pub async fn admin_resync_projections(State(state): State<AppState>, q: QueryMap
     }
 }
 
-fn default_database(state: &AppState) -> Result<String, SyncError> {
+fn default_database(state: &AppState) -> Result<String, ApiError> {
     state.default_database.as_deref().map(str::to_string).ok_or_else(|| {
-        SyncError::new(
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "this server has no default database (epoch start --default-database NAME)",
         )
@@ -517,7 +464,7 @@ async fn resync_inner(
     segment: String,
     q: std::collections::HashMap<String, String>,
     headers: HeaderMap,
-) -> Result<Json<Value>, SyncError> {
+) -> Result<Json<Value>, ApiError> {
     let database = sync_database(&state, &segment)?;
     let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
     let batch_size = numeric_param(&q, "batchSize", 20, 1..=1000)?;
@@ -526,13 +473,13 @@ async fn resync_inner(
     let aggregate_type = q.get("aggregateType").filter(|t| !t.is_empty()).cloned();
     let aggregate_id = q.get("aggregateId").filter(|t| !t.is_empty()).cloned();
     if aggregate_id.is_some() && aggregate_type.is_none() {
-        return Err(SyncError::new(StatusCode::BAD_REQUEST, "`aggregateId` requires `aggregateType`"));
+        return Err(ApiError::new(StatusCode::BAD_REQUEST, "`aggregateId` requires `aggregateType`"));
     }
     let config = state.control.sync_config(&database.0).ok_or_else(|| {
-        SyncError::new(StatusCode::BAD_REQUEST, "this database has no sync configuration; PUT …/sync/config first")
+        ApiError::new(StatusCode::BAD_REQUEST, "this database has no sync configuration; PUT …/sync/config first")
     })?;
     if config.get("objectStore").is_none() {
-        return Err(SyncError::new(
+        return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "this database's sync configuration has no objectStore section; PATCH …/sync/config to add one",
         ));
@@ -547,17 +494,17 @@ async fn resync_inner(
         epoch_sync_objectstore::start_resync(&runner, database.0, caller.identity.0, &object_store, &reducer, params)
     })
     .await
-    .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let i = started.map_err(|e| match e {
         epoch_sync::RunnerError::Conflict(id) => {
-            SyncError::new(StatusCode::CONFLICT, format!("a resync of this scope is already running: {id}"))
+            ApiError::new(StatusCode::CONFLICT, format!("a resync of this scope is already running: {id}"))
         }
         // An unknown type, a bad key and an unreadable store are the request's to fix (400),
         // as before kinds were general.
         e @ (epoch_sync::RunnerError::NotFound(_)
         | epoch_sync::RunnerError::BadRequest(_)
-        | epoch_sync::RunnerError::Source(_)) => SyncError::new(StatusCode::BAD_REQUEST, e.to_string()),
-        e => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        | epoch_sync::RunnerError::Source(_)) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+        e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     })?;
     let total = i.total.unwrap_or(0);
     Ok(Json(json!({
@@ -603,19 +550,19 @@ pub async fn any_workflow(
         // No database to check against: still refuse callers without credentials (the server's
         // admin key, when it has one, and a valid token), so ids cannot be probed anonymously.
         let Some(presented) = admin_key_header(&headers) else {
-            return SyncError::unauthorized(KEY_HEADERS, "missing").into_response();
+            return ApiError::unauthorized(KEY_HEADERS, "missing").into_response();
         };
         if state.admin_api_key.as_ref().is_some_and(|k| !constant_time_eq(k.as_bytes(), presented.as_bytes())) {
-            return SyncError::unauthorized(KEY_HEADERS, "not a valid admin API key").into_response();
+            return ApiError::unauthorized(KEY_HEADERS, "not a valid admin API key").into_response();
         }
         match bearer(&headers).map(|t| state.auth.verify(t)) {
-            None => return SyncError::unauthorized("Authorization", "missing bearer token").into_response(),
+            None => return ApiError::unauthorized("Authorization", "missing bearer token").into_response(),
             Some(Err(e)) => {
-                return SyncError::unauthorized("Authorization", format!("invalid bearer token: {e}")).into_response()
+                return ApiError::unauthorized("Authorization", format!("invalid bearer token: {e}")).into_response()
             }
             Some(Ok(_)) => {}
         }
-        return SyncError::new(StatusCode::NOT_FOUND, format!("no workflow instance {id}")).into_response();
+        return ApiError::new(StatusCode::NOT_FOUND, format!("no workflow instance {id}")).into_response();
     };
     let mut parts = parts;
     parts.push(("name_or_identity".to_string(), database));
@@ -644,7 +591,7 @@ fn workflow_route(
                 json!({ "instances": runner.list(&database.0).iter().map(instance_json).collect::<Vec<_>>() }),
             ));
         };
-        let not_found = || SyncError::new(StatusCode::NOT_FOUND, format!("no workflow instance {id}"));
+        let not_found = || ApiError::new(StatusCode::NOT_FOUND, format!("no workflow instance {id}"));
         let i = runner.get(&id).filter(|i| Identity::from_hex(&i.database) == Some(database)).ok_or_else(not_found)?;
         let i = match (method.as_str(), action.as_deref()) {
             ("GET", None) => i,
@@ -656,9 +603,9 @@ fn workflow_route(
                     "restart" => tokio::task::block_in_place(|| runner.restart(&id)),
                     _ => runner.terminate(&id),
                 };
-                r.map_err(|e| SyncError::new(StatusCode::CONFLICT, e.to_string()))?
+                r.map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?
             }
-            _ => return Err(SyncError::new(StatusCode::NOT_FOUND, "unknown workflow action")),
+            _ => return Err(ApiError::new(StatusCode::NOT_FOUND, "unknown workflow action")),
         };
         Ok(Json(instance_json(&i)))
     })();
@@ -680,7 +627,7 @@ pub async fn admin_shadow_webhook(State(state): State<AppState>, req: Request) -
 }
 
 async fn shadow_webhook_on(state: AppState, segment: Option<String>, req: Request) -> Response {
-    let result: Result<Json<Value>, SyncError> = async {
+    let result: Result<Json<Value>, ApiError> = async {
         let segment = match segment {
             Some(s) => s,
             None => default_database(&state)?,
@@ -690,13 +637,13 @@ async fn shadow_webhook_on(state: AppState, segment: Option<String>, req: Reques
         let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
         let body = axum::body::to_bytes(req.into_body(), state.limits.max_body_bytes)
             .await
-            .map_err(|e| SyncError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
+            .map_err(|e| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()))?;
         let event: Value = serde_json::from_slice(&body).map_err(|e| {
-            SyncError::new(StatusCode::BAD_REQUEST, "the body is not a JSON shadow update event")
+            ApiError::new(StatusCode::BAD_REQUEST, "the body is not a JSON shadow update event")
                 .detail("body", e.to_string())
         })?;
         let doc = epoch_sync_shadows::ShadowDocument::from_update_event(&event).map_err(|e| {
-            SyncError::new(StatusCode::BAD_REQUEST, format!("malformed shadow update event: {e}"))
+            ApiError::new(StatusCode::BAD_REQUEST, format!("malformed shadow update event: {e}"))
                 .detail(&e.field, e.message)
         })?;
         let outcome = ingest_shadow(&state, database, caller.identity, &doc).await?;
@@ -724,14 +671,14 @@ pub async fn ingest_shadow(
     database: Identity,
     caller: Identity,
     doc: &epoch_sync_shadows::ShadowDocument,
-) -> Result<Result<(), String>, SyncError> {
+) -> Result<Result<(), String>, ApiError> {
     use epoch_sync_shadows::document::{self, IngestError};
     let reducer = document::shadow_reducer(state.control.sync_config(&database.0).as_ref());
-    let db = state.control.get(&database.0).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
+    let db = state.control.get(&database.0).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such database"))?;
     let args = doc.reducer_args();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let who = epoch_core::Caller::identity(caller.0);
-    let shutting_down = || SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is shutting down");
+    let shutting_down = || ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the database is shutting down");
     db.handle
         .submit(
             move |d| document::ingest(d, &reducer, args, who, None),
@@ -742,7 +689,7 @@ pub async fn ingest_shadow(
         .map_err(|_| shutting_down())?;
     match rx.await.map_err(|_| shutting_down())? {
         Ok(()) => Ok(Ok(())),
-        Err(e @ IngestError::NoReducer(_)) => Err(SyncError::new(StatusCode::BAD_REQUEST, e.to_string())),
+        Err(e @ IngestError::NoReducer(_)) => Err(ApiError::new(StatusCode::BAD_REQUEST, e.to_string())),
         Err(IngestError::Refused(e)) => Ok(Err(e)),
     }
 }
@@ -781,7 +728,7 @@ async fn shadow_sync_on(
     q: std::collections::HashMap<String, String>,
     headers: HeaderMap,
 ) -> Response {
-    let result: Result<Response, SyncError> = async {
+    let result: Result<Response, ApiError> = async {
         let segment = match segment {
             Some(s) => s,
             None => default_database(&state)?,
@@ -789,7 +736,7 @@ async fn shadow_sync_on(
         let database = sync_database(&state, &segment)?;
         let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
         if !epoch_sync_shadows::document::valid_thing_name(&thing) {
-            return Err(SyncError::new(StatusCode::BAD_REQUEST, "invalid thing name")
+            return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid thing name")
                 .detail("thingName", "must be 1 to 128 characters of a-z, A-Z, 0-9, `:`, `_` and `-`"));
         }
         let batch_size = numeric_param(&q, "batchSize", 25, 1..=1000)?;
@@ -800,13 +747,13 @@ async fn shadow_sync_on(
             None | Some("false") => false,
             Some("true") => true,
             Some(other) => {
-                return Err(SyncError::new(StatusCode::BAD_REQUEST, "invalid query parameter")
+                return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid query parameter")
                     .detail("includeClassic", format!("must be true or false, not {other:?}")))
             }
         };
         let config = state.control.sync_config(&database.0).unwrap_or(Value::Null);
         if config.get("deviceShadows").is_none() {
-            return Err(SyncError::new(
+            return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "this database's sync configuration has no deviceShadows section; PATCH …/sync/config to add one",
             ));
@@ -825,18 +772,17 @@ async fn shadow_sync_on(
             epoch_sync_shadows::start_force_sync(&starter, database.0, caller.identity.0, &config, params)
         })
         .await
-        .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         let instance = started.map_err(|e| match e {
-            epoch_sync::RunnerError::Conflict(id) => SyncError::new(
-                StatusCode::CONFLICT,
-                format!("a force-sync of thing `{thing}` is already running: {id}"),
-            ),
-            e @ epoch_sync::RunnerError::NotFound(_) => {
-                SyncError::new(StatusCode::NOT_FOUND, e.to_string()).detail("thingName", e.to_string())
+            epoch_sync::RunnerError::Conflict(id) => {
+                ApiError::new(StatusCode::CONFLICT, format!("a force-sync of thing `{thing}` is already running: {id}"))
             }
-            e @ epoch_sync::RunnerError::BadRequest(_) => SyncError::new(StatusCode::BAD_REQUEST, e.to_string()),
-            e @ epoch_sync::RunnerError::Source(_) => SyncError::new(StatusCode::BAD_GATEWAY, e.to_string()),
-            e => SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+            e @ epoch_sync::RunnerError::NotFound(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, e.to_string()).detail("thingName", e.to_string())
+            }
+            e @ epoch_sync::RunnerError::BadRequest(_) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            e @ epoch_sync::RunnerError::Source(_) => ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()),
+            e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         })?;
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait as u64);
         let mut latest = instance;
@@ -917,15 +863,15 @@ pub async fn admin_backfill_progress(
 }
 
 /// The database's AT Protocol source, or 503 when it has none (asked after the credentials).
-fn atproto_source(state: &AppState, database: Identity) -> Result<epoch_sync_atproto::AtprotoConfig, SyncError> {
+fn atproto_source(state: &AppState, database: Identity) -> Result<epoch_sync_atproto::AtprotoConfig, ApiError> {
     let section = state.control.sync_config(&database.0).and_then(|c| c.get("atproto").cloned());
     let section = section.ok_or_else(|| {
-        SyncError::new(
+        ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "this database has no AT Protocol source; PATCH …/sync/config with an `atproto` section",
         )
     })?;
-    epoch_sync_atproto::AtprotoConfig::parse(&section).map_err(|e| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, e))
+    epoch_sync_atproto::AtprotoConfig::parse(&section).map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e))
 }
 
 /// The backfill with seed id `id` on `database`, if there is one.
@@ -940,7 +886,7 @@ fn backfill_database(
     state: &AppState,
     segment: Option<String>,
     headers: &HeaderMap,
-) -> Result<(Identity, SyncCaller), SyncError> {
+) -> Result<(Identity, SyncCaller), ApiError> {
     let segment = match segment {
         Some(s) => s,
         None => default_database(state)?,
@@ -955,7 +901,7 @@ async fn backfill_start(
     segment: Option<String>,
     q: std::collections::HashMap<String, String>,
     headers: HeaderMap,
-) -> Result<Response, SyncError> {
+) -> Result<Response, ApiError> {
     let (database, caller) = backfill_database(&state, segment, &headers)?;
     let config = atproto_source(&state, database)?;
     let runner = runner(&state)?.clone();
@@ -1008,7 +954,7 @@ async fn backfill_start(
             epoch_sync_atproto::start_full_sync(&runner, database.0, caller.identity.0, &config, id, note)
         })
         .await
-        .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     };
     match started {
         Ok(i) => Ok((
@@ -1025,8 +971,8 @@ async fn backfill_start(
         Err(epoch_sync::RunnerError::Conflict(running)) => {
             Ok(conflict(runner.get(&running).and_then(|i| i.detail.get("backfillId").cloned())))
         }
-        Err(e @ epoch_sync::RunnerError::Source(_)) => Err(SyncError::new(StatusCode::BAD_GATEWAY, e.to_string())),
-        Err(e) => Err(SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Err(e @ epoch_sync::RunnerError::Source(_)) => Err(ApiError::new(StatusCode::BAD_GATEWAY, e.to_string())),
+        Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
@@ -1035,11 +981,11 @@ fn backfill_get(
     segment: Option<String>,
     id: String,
     headers: HeaderMap,
-) -> Result<Response, SyncError> {
+) -> Result<Response, ApiError> {
     let (database, _) = backfill_database(&state, segment, &headers)?;
     let runner = runner(&state)?;
     let i = find_backfill(runner, database, &id)
-        .ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, format!("no backfill {id}")).detail("id", "unknown"))?;
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("no backfill {id}")).detail("id", "unknown"))?;
     Ok(Json(backfill_json(&i)).into_response())
 }
 
