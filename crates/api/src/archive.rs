@@ -22,7 +22,8 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::sync::{admin_key_header, authorize, bearer, sync_database, SyncError};
+use crate::error::ApiError;
+use crate::sync::{admin_key_header, authorize, bearer, sync_database};
 use crate::AppState;
 use epoch_archive::{ArchivePlan, ArchivedDatabase};
 use epoch_auth::Identity;
@@ -180,36 +181,38 @@ fn stored_config(control: &ControlPlane, identity: &Identity) -> Option<Database
 
 /// Checks the server's own admin key (not a database's sync key): archiving, restores and
 /// backups make the server read and write storage with its own credentials.
-fn require_server_admin(state: &AppState, headers: &HeaderMap) -> Result<(), SyncError> {
-    let presented = admin_key_header(headers).ok_or_else(|| SyncError::unauthorized("X-Admin-API-Key", "missing"))?;
+fn require_server_admin(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let presented = admin_key_header(headers).ok_or_else(|| ApiError::unauthorized("X-Admin-API-Key", "missing"))?;
     if !state
         .admin_api_key
         .as_deref()
         .is_some_and(|k| crate::sync::constant_time_eq(k.as_bytes(), presented.as_bytes()))
     {
-        return Err(SyncError::unauthorized("X-Admin-API-Key", "not the server's admin API key"));
+        return Err(ApiError::unauthorized("X-Admin-API-Key", "not the server's admin API key"));
     }
     Ok(())
 }
 
 /// The database named by `segment`, when the caller holds the server's admin key and a token
 /// of its owner (archive settings and backups).
-fn owned_with_server_key(state: &AppState, headers: &HeaderMap, segment: &str) -> Result<Identity, SyncError> {
+fn owned_with_server_key(state: &AppState, headers: &HeaderMap, segment: &str) -> Result<Identity, ApiError> {
     let db = sync_database(state, segment)?;
     require_server_admin(state, headers)?;
     authorize(state, headers, bearer(headers), db, true)?;
     Ok(db)
 }
 
-fn archive_state(state: &AppState) -> Result<&Arc<ArchiveState>, SyncError> {
-    state.archive.as_ref().filter(|a| a.service.is_some()).ok_or_else(|| {
-        SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "archiving needs a server with a data directory")
-    })
+fn archive_state(state: &AppState) -> Result<&Arc<ArchiveState>, ApiError> {
+    state
+        .archive
+        .as_ref()
+        .filter(|a| a.service.is_some())
+        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "archiving needs a server with a data directory"))
 }
 
 /// `GET /v1/database/:n/archive`.
 pub async fn status(State(state): State<AppState>, Path(segment): Path<String>, headers: HeaderMap) -> Response {
-    let run = || -> Result<Value, SyncError> {
+    let run = || -> Result<Value, ApiError> {
         let db = sync_database(&state, &segment)?;
         authorize(&state, &headers, bearer(&headers), db, true)?;
         status_of(&state, db)
@@ -220,11 +223,11 @@ pub async fn status(State(state): State<AppState>, Path(segment): Path<String>, 
     }
 }
 
-fn status_of(state: &AppState, db: Identity) -> Result<Value, SyncError> {
+fn status_of(state: &AppState, db: Identity) -> Result<Value, ApiError> {
     let archive = archive_state(state)?;
     let service =
-        archive.service.as_ref().ok_or_else(|| SyncError::new(StatusCode::SERVICE_UNAVAILABLE, "no archiver"))?;
-    let hosted = state.control.get(&db).ok_or_else(|| SyncError::new(StatusCode::NOT_FOUND, "no such database"))?;
+        archive.service.as_ref().ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no archiver"))?;
+    let hosted = state.control.get(&db).ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "no such database"))?;
     // Read from the log itself: the writer may be waiting for a full disk.
     let last_offset = hosted.log.as_ref().and_then(|l| l.next_offset().checked_sub(1));
     let config = stored_config(&state.control, &db);
@@ -258,83 +261,78 @@ pub async fn configure(
     method: Method,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Response {
-    let run = async {
-        let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
-        let db = owned_with_server_key(&state, &headers, &segment)?;
-        let archive = archive_state(&state)?.clone();
-        if method == Method::DELETE {
-            state
-                .control
-                .set_archive_config(db, None)
-                .map_err(|e| SyncError::new(StatusCode::CONFLICT, e.to_string()))?;
-            tracing::info!(database = %db, "archive configuration removed; the server's default applies");
-            return status_of(&state, db);
-        }
-        let config: DatabaseArchiveConfig = serde_json::from_slice(&body)
-            .map_err(|e| bad(format!("the body must be an archive configuration ({{\"url\", \"endpoint\", \"region\", \"maxLagSeconds\"}} or {{\"enabled\": false}}): {e}")))?;
-        if let Some(s) = config.max_lag_seconds {
-            epoch_archive::max_lag(s).map_err(|e| bad(format!("`maxLagSeconds`: {e}")))?;
-        }
-        if config.enabled {
-            match &config.url {
-                Some(url) => {
-                    let v = json!({"endpoint": config.endpoint, "region": config.region});
-                    store_options(&state, &v, "url", url)?;
-                }
-                None if archive.server_url.is_none() => {
-                    return Err(bad(
-                        "this server has no --archive-url: give `url`, the database's archive folder".into()
-                    ))
-                }
-                None => {}
-            }
-            // The place must be reachable with the server's credentials before it is accepted.
-            let (plan, _) = archive.plan(&db, Some(&config));
-            if let Some(plan) = plan {
-                let url = plan.url();
-                tokio::task::spawn_blocking(move || {
-                    let target = epoch_archive::ArchiveTarget::open(&url, &plan.options)?;
-                    target.list("log").map(|_| ())
-                })
-                .await
-                .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-                .map_err(|e| match e {
-                    epoch_archive::ArchiveError::Url(_) => bad(e.to_string()),
-                    e @ (epoch_archive::ArchiveError::Link(_) | epoch_archive::ArchiveError::NotRegular { .. }) => {
-                        SyncError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
-                    }
-                    e => SyncError::new(StatusCode::BAD_GATEWAY, format!("the archive cannot be reached: {e}")),
-                })?;
-            }
-        }
-        let stored = serde_json::to_value(&config)
-            .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
-        state
-            .control
-            .set_archive_config(db, Some(stored))
-            .map_err(|e| SyncError::new(StatusCode::CONFLICT, e.to_string()))?;
-        tracing::info!(database = %db, enabled = config.enabled, url = ?config.url, "archive configuration set");
-        status_of(&state, db)
-    };
-    match run.await {
-        Ok(v) => Json(v).into_response(),
-        Err(e) => e.into_response(),
+) -> Result<Json<Value>, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    let db = owned_with_server_key(&state, &headers, &segment)?;
+    let archive = archive_state(&state)?.clone();
+    if method == Method::DELETE {
+        state.control.set_archive_config(db, None).map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+        tracing::info!(database = %db, "archive configuration removed; the server's default applies");
+        return status_of(&state, db).map(Json);
     }
+    let config: DatabaseArchiveConfig = serde_json::from_slice(&body)
+        .map_err(|e| bad(format!("the body must be an archive configuration ({{\"url\", \"endpoint\", \"region\", \"maxLagSeconds\"}} or {{\"enabled\": false}}): {e}")))?;
+    if let Some(s) = config.max_lag_seconds {
+        epoch_archive::max_lag(s).map_err(|e| bad(format!("`maxLagSeconds`: {e}")))?;
+    }
+    if config.enabled {
+        check_place(&state, &archive, db, &config).await?;
+    }
+    let stored =
+        serde_json::to_value(&config).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    state
+        .control
+        .set_archive_config(db, Some(stored))
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.to_string()))?;
+    tracing::info!(database = %db, enabled = config.enabled, url = ?config.url, "archive configuration set");
+    status_of(&state, db).map(Json)
+}
+
+/// Checks where an enabled `config` archives `db`: a URL the server may write to, or the
+/// server's own archive URL when it gives none, reachable with the server's credentials.
+async fn check_place(
+    state: &AppState,
+    archive: &ArchiveState,
+    db: Identity,
+    config: &DatabaseArchiveConfig,
+) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
+    match &config.url {
+        Some(url) => {
+            let v = json!({"endpoint": config.endpoint, "region": config.region});
+            store_options(state, &v, "url", url)?;
+        }
+        None if archive.server_url.is_none() => {
+            return Err(bad("this server has no --archive-url: give `url`, the database's archive folder".into()))
+        }
+        None => {}
+    }
+    // The place must be reachable with the server's credentials before it is accepted.
+    let (plan, _) = archive.plan(&db, Some(config));
+    let Some(plan) = plan else { return Ok(()) };
+    let url = plan.url();
+    tokio::task::spawn_blocking(move || {
+        let target = epoch_archive::ArchiveTarget::open(&url, &plan.options)?;
+        target.list("log").map(|_| ())
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| match e {
+        epoch_archive::ArchiveError::Url(_) => bad(e.to_string()),
+        e @ (epoch_archive::ArchiveError::Link(_) | epoch_archive::ArchiveError::NotRegular { .. }) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        e => ApiError::new(StatusCode::BAD_GATEWAY, format!("the archive cannot be reached: {e}")),
+    })
 }
 
 /// How the server reaches the store at `url` (field `field` of request `v`): a `file://` path
 /// is checked like a sync store's (absolute, not the server's own data); the request's
 /// `endpoint` and `region` override the server's archive settings.
-fn store_options(
-    state: &AppState,
-    v: &Value,
-    field: &str,
-    url: &str,
-) -> Result<epoch_archive::StoreOptions, SyncError> {
+fn store_options(state: &AppState, v: &Value, field: &str, url: &str) -> Result<epoch_archive::StoreOptions, ApiError> {
     if let Some(path) = url.strip_prefix("file://") {
         epoch_sync_objectstore::check_file_store(std::path::Path::new(path), state.control.data_dir()).map_err(
-            |m| SyncError::new(StatusCode::BAD_REQUEST, m.replace("`objectStore.url`", &format!("`{field}`"))),
+            |m| ApiError::new(StatusCode::BAD_REQUEST, m.replace("`objectStore.url`", &format!("`{field}`"))),
         )?;
     }
     let mut options = state.archive.as_ref().map(|a| a.options.clone()).unwrap_or_default();
@@ -364,14 +362,14 @@ async fn restore_inner(
     name: String,
     headers: HeaderMap,
     body: axum::body::Bytes,
-) -> Result<Value, SyncError> {
-    let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
+) -> Result<Value, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
     require_server_admin(&state, &headers)?;
-    let token = bearer(&headers).ok_or_else(|| SyncError::unauthorized("Authorization", "missing bearer token"))?;
+    let token = bearer(&headers).ok_or_else(|| ApiError::unauthorized("Authorization", "missing bearer token"))?;
     let verified = state
         .auth
         .verify(token)
-        .map_err(|e| SyncError::unauthorized("Authorization", format!("invalid bearer token: {e}")))?;
+        .map_err(|e| ApiError::unauthorized("Authorization", format!("invalid bearer token: {e}")))?;
     if Identity::from_hex(&name).is_some() {
         return Err(bad(format!("{name:?} is an identity, not a database name")));
     }
@@ -414,10 +412,10 @@ async fn restore_inner(
         Ok::<_, String>((fresh, report))
     })
     .await
-    .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let (identity, report) = restored.map_err(|m| {
         let status = if m.contains("already exists") { StatusCode::CONFLICT } else { StatusCode::UNPROCESSABLE_ENTITY };
-        SyncError::new(status, m)
+        ApiError::new(status, m)
     })?;
     tracing::info!(database = %identity, ?report, elapsed_ms = started.elapsed().as_millis() as u64, "restored from an archive");
     Ok(json!({
@@ -431,13 +429,13 @@ async fn restore_inner(
 
 /// A failed backup: a destination that is refused as such (a link, a special file, a bad URL)
 /// is the request's fault (422); anything else is the store's (502).
-fn backup_failure(e: epoch_archive::ArchiveError) -> SyncError {
+fn backup_failure(e: epoch_archive::ArchiveError) -> ApiError {
     use epoch_archive::ArchiveError as E;
     let status = match e {
         E::Link(_) | E::NotRegular { .. } | E::Url(_) => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::BAD_GATEWAY,
     };
-    SyncError::new(status, format!("backup failed: {e}"))
+    ApiError::new(status, format!("backup failed: {e}"))
 }
 
 /// `POST /v1/database/:n/backup` with `{"to": URL, "endpoint", "region"}`: a consistent backup
@@ -450,7 +448,7 @@ pub async fn backup(
     body: axum::body::Bytes,
 ) -> Response {
     let run = async {
-        let bad = |m: String| SyncError::new(StatusCode::BAD_REQUEST, m);
+        let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, m);
         let db = owned_with_server_key(&state, &headers, &segment)?;
         let v: Value = serde_json::from_slice(&body).map_err(|e| bad(format!("the body must be JSON: {e}")))?;
         let to = v["to"].as_str().ok_or_else(|| bad("`to` (where the backup goes) is required".into()))?.to_string();
@@ -461,15 +459,15 @@ pub async fn backup(
             let target = Arc::new(epoch_archive::ArchiveTarget::open(&to, &options).map_err(backup_failure)?);
             let (dir, log) = control
                 .backup_point(&db)
-                .map_err(|e| SyncError::new(StatusCode::BAD_GATEWAY, format!("backup failed: {e}")))?;
+                .map_err(|e| ApiError::new(StatusCode::BAD_GATEWAY, format!("backup failed: {e}")))?;
             let mut archiver = epoch_archive::Archiver::backup(&dir, target);
             archiver.ship(&log).map_err(backup_failure)?;
-            Ok::<_, SyncError>(archiver.status().clone())
+            Ok::<_, ApiError>(archiver.status().clone())
         })
         .await
-        .map_err(|e| SyncError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
         tracing::info!(database = %db, shipped_end = done.shipped_end, "backup written");
-        Ok::<_, SyncError>(json!({
+        Ok::<_, ApiError>(json!({
             "offset": done.shipped_end.checked_sub(1),
             "segments": done.segments_shipped,
             "snapshots": done.snapshots_shipped,

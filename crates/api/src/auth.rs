@@ -7,6 +7,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use epoch_auth::Identity;
 
+use crate::error::ApiError;
 use crate::AppState;
 
 /// The caller of a request, after the token check.
@@ -18,27 +19,22 @@ pub struct CallerAuth {
     pub presented: bool,
 }
 
-/// Why a presented token was refused.
-pub enum TokenRejection {
-    Malformed,
-    Invalid(String),
+/// A token that is not `Bearer <token>` (1.3's words, 400).
+fn malformed() -> ApiError {
+    ApiError::text(StatusCode::BAD_REQUEST, "Authorization is invalid: malformed token")
 }
 
-impl IntoResponse for TokenRejection {
-    fn into_response(self) -> Response {
-        match self {
-            Self::Malformed => (StatusCode::BAD_REQUEST, "Authorization is invalid: malformed token").into_response(),
-            Self::Invalid(msg) => (StatusCode::UNAUTHORIZED, msg).into_response(),
-        }
-    }
+/// A token that failed verification (401, saying why).
+pub(crate) fn invalid_token(why: impl std::fmt::Display) -> ApiError {
+    ApiError::text(StatusCode::UNAUTHORIZED, why.to_string())
 }
 
 /// The token a request carries: `Authorization: Bearer …` first, then `?token=`.
-fn presented_token(req: &Request) -> Result<Option<String>, TokenRejection> {
+fn presented_token(req: &Request) -> Result<Option<String>, ApiError> {
     if let Some(h) = req.headers().get(header::AUTHORIZATION) {
-        let h = h.to_str().map_err(|_| TokenRejection::Malformed)?;
+        let h = h.to_str().map_err(|_| malformed())?;
         let token = h.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty());
-        return token.map(|t| Some(t.to_string())).ok_or(TokenRejection::Malformed);
+        return token.map(|t| Some(t.to_string())).ok_or_else(malformed);
     }
     let query = req.uri().query().unwrap_or("");
     Ok(query.split('&').find_map(|kv| kv.strip_prefix("token=")).map(|t| t.to_string()))
@@ -50,11 +46,11 @@ fn presented_token(req: &Request) -> Result<Option<String>, TokenRejection> {
 pub fn verify<'a>(
     state: &'a AppState,
     req: &Request,
-) -> impl std::future::Future<Output = Result<Option<CallerAuth>, TokenRejection>> + Send + 'a {
+) -> impl std::future::Future<Output = Result<Option<CallerAuth>, ApiError>> + Send + 'a {
     let presented = presented_token(req);
     async move {
         let Some(token) = presented? else { return Ok(None) };
-        let verified = state.auth.verify_async(&token).await.map_err(|e| TokenRejection::Invalid(e.to_string()))?;
+        let verified = state.auth.verify_async(&token).await.map_err(invalid_token)?;
         Ok(Some(CallerAuth { identity: verified.identity, token, presented: true }))
     }
 }
@@ -66,7 +62,7 @@ pub async fn database_auth(State(state): State<AppState>, mut req: Request, next
         Ok(Some(c)) => c,
         Ok(None) => match state.auth.create_identity() {
             Ok((identity, token)) => CallerAuth { identity, token, presented: false },
-            Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+            Err(e) => return ApiError::text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
         },
         Err(rejection) => return rejection.into_response(),
     };

@@ -16,12 +16,14 @@ use epoch_schema::Lifecycle;
 use serde_json::json;
 
 use crate::auth::CallerAuth;
+use crate::error::ApiError;
 use crate::AppState;
 
 const TEXT: (header::HeaderName, &str) = (header::CONTENT_TYPE, "text/plain; charset=utf-8");
 
-fn text(status: StatusCode, body: impl Into<String>) -> Response {
-    (status, [TEXT], body.into()).into_response()
+/// An error in 1.3's plain text: every error of these routes is one.
+fn text(status: StatusCode, body: impl Into<String>) -> ApiError {
+    ApiError::text(status, body)
 }
 
 fn status_530() -> StatusCode {
@@ -34,7 +36,7 @@ enum NameOrIdentity {
     Name(String),
 }
 
-fn parse_name_or_identity(s: &str) -> Result<NameOrIdentity, Response> {
+fn parse_name_or_identity(s: &str) -> Result<NameOrIdentity, ApiError> {
     let hex = s.strip_prefix("0x").unwrap_or(s);
     if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Identity::from_hex(hex)
@@ -61,21 +63,16 @@ pub(crate) fn validate_name(s: &str) -> Result<(), &'static str> {
 }
 
 /// Resolves a path segment to a database identity: unknown names are an empty 404.
-fn resolve(state: &AppState, segment: &str) -> Result<Identity, Response> {
+fn resolve(state: &AppState, segment: &str) -> Result<Identity, ApiError> {
     match parse_name_or_identity(segment)? {
         NameOrIdentity::Identity(id) => Ok(id),
-        NameOrIdentity::Name(n) => state.control.resolve_name(&n).ok_or_else(|| StatusCode::NOT_FOUND.into_response()),
+        NameOrIdentity::Name(n) => state.control.resolve_name(&n).ok_or(ApiError::Status(StatusCode::NOT_FOUND)),
     }
 }
 
-/// Resolves a path segment to a hosted database: a known identity without one is
-/// `404 No such database.`.
-/// The database a path segment names (a name or an identity), or the error answer.
-pub(crate) fn lookup_pub(state: &AppState, segment: &str) -> Result<Arc<HostedDatabase>, Response> {
-    lookup(state, segment)
-}
-
-fn lookup(state: &AppState, segment: &str) -> Result<Arc<HostedDatabase>, Response> {
+/// Resolves a path segment (a name or an identity) to a hosted database: a known identity
+/// without one is `404 No such database.` (the WebSocket route resolves with it too).
+pub(crate) fn lookup(state: &AppState, segment: &str) -> Result<Arc<HostedDatabase>, ApiError> {
     let id = resolve(state, segment)?;
     state.control.get(&id).ok_or_else(|| match state.control.unavailable(&id) {
         Some(u) => {
@@ -89,7 +86,7 @@ fn lookup(state: &AppState, segment: &str) -> Result<Arc<HostedDatabase>, Respon
 async fn on_db<R: Send + 'static>(
     db: &HostedDatabase,
     f: impl FnOnce(&mut Database) -> R + Send + 'static,
-) -> Result<R, Response> {
+) -> Result<R, ApiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     let gone = || text(StatusCode::SERVICE_UNAVAILABLE, "The database is shutting down");
     db.handle
@@ -103,11 +100,11 @@ async fn on_db<R: Send + 'static>(
 /// Query parameters, parsed with the error texts 1.3's extractor gives.
 type Params = Query<std::collections::HashMap<String, String>>;
 
-fn query_error(msg: &str) -> Response {
+fn query_error(msg: &str) -> ApiError {
     text(StatusCode::BAD_REQUEST, format!("Failed to deserialize query string: {msg}"))
 }
 
-fn bool_param(q: &std::collections::HashMap<String, String>, name: &str) -> Result<bool, Response> {
+fn bool_param(q: &std::collections::HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
     match q.get(name).map(String::as_str) {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
@@ -115,7 +112,7 @@ fn bool_param(q: &std::collections::HashMap<String, String>, name: &str) -> Resu
     }
 }
 
-fn usize_param(q: &std::collections::HashMap<String, String>, name: &str) -> Result<Option<usize>, Response> {
+fn usize_param(q: &std::collections::HashMap<String, String>, name: &str) -> Result<Option<usize>, ApiError> {
     q.get(name).map(|v| v.parse::<usize>().map_err(|e| query_error(&e.to_string()))).transpose()
 }
 
@@ -125,7 +122,7 @@ pub struct PublishQuery {
 }
 
 impl PublishQuery {
-    fn parse(Query(q): Params) -> Result<Self, Response> {
+    fn parse(Query(q): Params) -> Result<Self, ApiError> {
         Ok(Self { clear: bool_param(&q, "clear")?, num_replicas: usize_param(&q, "num_replicas")? })
     }
 }
@@ -138,7 +135,7 @@ fn publish_result(op: PublishOp, domain: Option<&str>, identity: Identity) -> Re
     Json(json!({"Success": {"domain": domain, "database_identity": identity.to_hex(), "op": op}})).into_response()
 }
 
-fn control_error(e: ControlError) -> Response {
+fn control_error(e: ControlError) -> ApiError {
     use epoch_core::{CreateError, UpdateError};
     let status = match &e {
         ControlError::Update(UpdateError::Rejected(_) | UpdateError::Failed(_)) => {
@@ -187,17 +184,15 @@ async fn do_publish(
     caller: Identity,
     wasm: Bytes,
     q: PublishQuery,
-) -> Response {
+) -> Result<Response, ApiError> {
     if q.num_replicas.is_some_and(|n| n > u8::MAX as usize) {
         // 1.3 registers a new name before it looks at the request, so the name stays.
         if let NameOrIdentity::Name(name) = &target {
             let fresh = epoch_auth::identity_from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
-            if let Err(e) = state.control.reserve_name(name, fresh, caller) {
-                return control_error(e);
-            }
+            state.control.reserve_name(name, fresh, caller).map_err(control_error)?;
         }
         // 1.3's text, placeholder and all.
-        return text(StatusCode::BAD_REQUEST, "Replication factor {n} out of bounds");
+        return Err(text(StatusCode::BAD_REQUEST, "Replication factor {n} out of bounds"));
     }
     // Compiling and initialising a module is CPU work: keep it off the async workers.
     let control = state.control.clone();
@@ -218,10 +213,10 @@ async fn do_publish(
     match res {
         Ok(Ok((identity, op))) => {
             tracing::info!(database = %identity, ?op, "published");
-            publish_result(op, domain.as_deref(), identity)
+            Ok(publish_result(op, domain.as_deref(), identity))
         }
-        Ok(Err(e)) => control_error(e),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => Err(control_error(e)),
+        Err(e) => Err(text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 
@@ -231,11 +226,8 @@ pub async fn publish_new(
     Extension(caller): Extension<CallerAuth>,
     q: Params,
     wasm: Bytes,
-) -> Response {
-    let q = match PublishQuery::parse(q) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let q = PublishQuery::parse(q)?;
     let identity = epoch_auth::identity_from_claims(&state.auth.issuer, &uuid::Uuid::new_v4().to_string());
     do_publish(state, NameOrIdentity::Identity(identity), caller.identity, wasm, q).await
 }
@@ -247,33 +239,24 @@ pub async fn publish(
     Path(segment): Path<String>,
     q: Params,
     wasm: Bytes,
-) -> Response {
-    let q = match PublishQuery::parse(q) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    let target = match parse_name_or_identity(&segment) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let q = PublishQuery::parse(q)?;
+    let target = parse_name_or_identity(&segment)?;
     do_publish(state, target, caller.identity, wasm, q).await
 }
 
 /// `GET /v1/database/:n`.
-pub async fn describe(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
-    let db = match lookup(&state, &segment) {
-        Ok(db) => db,
-        Err(r) => return r,
-    };
+pub async fn describe(State(state): State<AppState>, Path(segment): Path<String>) -> Result<Response, ApiError> {
+    let db = lookup(&state, &segment)?;
     let mut program = db.program_hash;
     program.reverse();
-    Json(json!({
+    Ok(Json(json!({
         "database_identity": {"__identity__": format!("0x{}", db.identity.to_hex())},
         "owner_identity": {"__identity__": format!("0x{}", db.owner.to_hex())},
         "host_type": {"Wasm": []},
         "initial_program": format!("0x{}", hex::encode(program)),
     }))
-    .into_response()
+    .into_response())
 }
 
 /// `DELETE /v1/database/:n`.
@@ -281,22 +264,15 @@ pub async fn delete(
     State(state): State<AppState>,
     Extension(caller): Extension<CallerAuth>,
     Path(segment): Path<String>,
-) -> Response {
-    let id = match resolve(&state, &segment) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    match state.control.delete(id, caller.identity) {
-        Ok(()) => StatusCode::OK.into_response(),
-        Err(e) => control_error(e),
-    }
+) -> Result<Response, ApiError> {
+    let id = resolve(&state, &segment)?;
+    state.control.delete(id, caller.identity).map_err(control_error)?;
+    Ok(StatusCode::OK.into_response())
 }
 
-pub async fn get_names(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
-    match resolve(&state, &segment) {
-        Ok(id) => Json(json!({ "names": state.control.names_of(&id) })).into_response(),
-        Err(r) => r,
-    }
+pub async fn get_names(State(state): State<AppState>, Path(segment): Path<String>) -> Result<Response, ApiError> {
+    let id = resolve(&state, &segment)?;
+    Ok(Json(json!({ "names": state.control.names_of(&id) })).into_response())
 }
 
 pub async fn add_name(
@@ -304,19 +280,12 @@ pub async fn add_name(
     Extension(caller): Extension<CallerAuth>,
     Path(segment): Path<String>,
     body: String,
-) -> Response {
-    let id = match resolve(&state, &segment) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let id = resolve(&state, &segment)?;
     let name = body.trim();
-    if let Err(e) = validate_name(name) {
-        return text(StatusCode::BAD_REQUEST, e);
-    }
-    match state.control.add_name(name, id, caller.identity) {
-        Ok(()) => Json(json!({"Success": {"domain": name, "database_identity": id.to_hex()}})).into_response(),
-        Err(e) => control_error(e),
-    }
+    validate_name(name).map_err(|e| text(StatusCode::BAD_REQUEST, e))?;
+    state.control.add_name(name, id, caller.identity).map_err(control_error)?;
+    Ok(Json(json!({"Success": {"domain": name, "database_identity": id.to_hex()}})).into_response())
 }
 
 pub async fn set_names(
@@ -325,48 +294,44 @@ pub async fn set_names(
     Path(segment): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let id = match resolve(&state, &segment) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let id = resolve(&state, &segment)?;
     // Unlike /call, 1.3 answers a missing content type here with 415 too.
     if !headers
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.to_str().is_ok_and(|v| v.eq_ignore_ascii_case("application/json")))
     {
-        return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Expected request with `Content-Type: application/json`");
+        return Err(text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "Expected request with `Content-Type: application/json`"));
     }
-    let names: Vec<String> = match serde_json::from_slice(&body) {
-        Ok(n) => n,
-        Err(e) => return text(StatusCode::BAD_REQUEST, format!("Failed to parse the request body as JSON: {e}")),
-    };
+    let names: Vec<String> = serde_json::from_slice(&body)
+        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("Failed to parse the request body as JSON: {e}")))?;
     if let Some((n, e)) = names.iter().find_map(|n| validate_name(n).err().map(|e| (n, e))) {
-        return text(StatusCode::BAD_REQUEST, format!("Error parsing `{n}`: {e}"));
+        return Err(text(StatusCode::BAD_REQUEST, format!("Error parsing `{n}`: {e}")));
     }
-    match state.control.set_names(id, caller.identity, &names) {
-        Ok(()) => Json(json!("Success")).into_response(),
-        Err(SetNamesError::DatabaseNotFound) => {
-            (StatusCode::NOT_FOUND, Json(json!("DatabaseNotFound"))).into_response()
+    state.control.set_names(id, caller.identity, &names).map_err(|e| set_names_error(e, id))?;
+    Ok(Json(json!("Success")).into_response())
+}
+
+/// 1.3's answers to a refused `PUT …/names`: typed JSON values, but plain text for storage.
+fn set_names_error(e: SetNamesError, id: Identity) -> ApiError {
+    match e {
+        SetNamesError::DatabaseNotFound => ApiError::json(StatusCode::NOT_FOUND, json!("DatabaseNotFound")),
+        SetNamesError::NotYourDatabase => {
+            ApiError::json(StatusCode::UNAUTHORIZED, json!({"NotYourDatabase": {"database": id.to_hex()}}))
         }
-        Err(SetNamesError::NotYourDatabase) => {
-            (StatusCode::UNAUTHORIZED, Json(json!({"NotYourDatabase": {"database": id.to_hex()}}))).into_response()
+        e @ (SetNamesError::InUse(_) | SetNamesError::TooMany(_)) => {
+            ApiError::json(StatusCode::BAD_REQUEST, json!({"OtherError": e.to_string()}))
         }
-        Err(e @ (SetNamesError::InUse(_) | SetNamesError::TooMany(_))) => {
-            (StatusCode::BAD_REQUEST, Json(json!({"OtherError": e.to_string()}))).into_response()
+        SetNamesError::PermissionDenied(d) => {
+            ApiError::json(StatusCode::UNAUTHORIZED, json!({"PermissionDenied": {"domain": d}}))
         }
-        Err(SetNamesError::PermissionDenied(d)) => {
-            (StatusCode::UNAUTHORIZED, Json(json!({"PermissionDenied": {"domain": d}}))).into_response()
-        }
-        Err(e @ SetNamesError::Storage(_)) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        e @ SetNamesError::Storage(_) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 
-pub async fn get_identity(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
-    match resolve(&state, &segment) {
-        Ok(id) => text(StatusCode::OK, id.to_hex()),
-        Err(r) => r,
-    }
+pub async fn get_identity(State(state): State<AppState>, Path(segment): Path<String>) -> Result<Response, ApiError> {
+    let id = resolve(&state, &segment)?;
+    Ok((StatusCode::OK, [TEXT], id.to_hex()).into_response())
 }
 
 /// The answer to a plain GET of the subscribe route, as 1.3 gives it to a request without the
@@ -380,7 +345,7 @@ pub fn upgrade_required() -> Response {
         .into_response()
 }
 
-fn require_json(headers: &HeaderMap) -> Result<(), Response> {
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get(header::CONTENT_TYPE) {
         None => Err(text(StatusCode::BAD_REQUEST, "Header of type `content-type` was missing")),
         Some(v) if v.to_str().is_ok_and(|v| v.eq_ignore_ascii_case("application/json")) => Ok(()),
@@ -419,52 +384,45 @@ pub async fn call(
     Path((segment, reducer)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
-    let db = match lookup(&state, &segment) {
-        Ok(db) => db,
-        Err(r) => return r,
-    };
-    if let Err(r) = require_json(&headers) {
-        return r;
-    }
+) -> Result<Response, ApiError> {
+    let db = lookup(&state, &segment)?;
+    require_json(&headers)?;
     let Ok(args) = String::from_utf8(body.to_vec()) else {
-        return text(StatusCode::BAD_REQUEST, "Request body didn't contain valid UTF-8");
+        return Err(text(StatusCode::BAD_REQUEST, "Request body didn't contain valid UTF-8"));
     };
     // Refused at once while the log cannot write (a full disk): on the writer the answer would
     // wait for the disk like every other answer.
     if let Some(why) = db.storage_failure() {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the database cannot write now, so the call was refused and nothing changed: {why}"),
-        );
+        return Err(cannot_write(&why));
     }
     let mut connection_id = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut connection_id);
     let who = Caller { identity: caller.identity, connection_id };
     let name = reducer.clone();
-    let answer = on_db(&db, move |d| call_on_writer(d, &name, args, who)).await;
-    let answer = match answer {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
+    let answer = on_db(&db, move |d| call_on_writer(d, &name, args, who)).await?;
     let db_hex = db.identity.to_hex();
     match answer {
-        CallAnswer::Rejected(msg) => text(StatusCode::FORBIDDEN, msg),
-        CallAnswer::NoSuchReducer => text(StatusCode::NOT_FOUND, "no such reducer"),
-        CallAnswer::Lifecycle(l) => text(
+        CallAnswer::Rejected(msg) => Err(text(StatusCode::FORBIDDEN, msg)),
+        CallAnswer::NoSuchReducer => Err(text(StatusCode::NOT_FOUND, "no such reducer")),
+        CallAnswer::Lifecycle(l) => Err(text(
             StatusCode::BAD_REQUEST,
             format!("can't directly call special {} lifecycle reducer", lifecycle_name(l)),
-        ),
-        CallAnswer::BadArgs(msg) => text(StatusCode::BAD_REQUEST, msg),
-        CallAnswer::Unavailable(why) => text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the database cannot write now, so the call was refused and nothing changed: {why}"),
-        ),
+        )),
+        CallAnswer::BadArgs(msg) => Err(text(StatusCode::BAD_REQUEST, msg)),
+        CallAnswer::Unavailable(why) => Err(cannot_write(&why)),
         CallAnswer::Ran { outcome, duration } => {
             state.metrics.reducer_call(&db_hex, &reducer, duration, !outcome.is_committed());
-            ran_response(outcome, duration)
+            Ok(ran_response(outcome, duration))
         }
     }
+}
+
+/// A call refused because the database cannot write now (a full disk).
+fn cannot_write(why: &str) -> ApiError {
+    text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("the database cannot write now, so the call was refused and nothing changed: {why}"),
+    )
 }
 
 /// The writer-thread part of a call: `client_connected`, the reducer, `client_disconnected`,
@@ -523,18 +481,15 @@ pub async fn schema(
     State(state): State<AppState>,
     Path(segment): Path<String>,
     Query(q): Query<std::collections::HashMap<String, String>>,
-) -> Response {
-    let db = match lookup(&state, &segment) {
-        Ok(db) => db,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let db = lookup(&state, &segment)?;
     match q.get("version").map(String::as_str) {
-        None => text(StatusCode::BAD_REQUEST, "Failed to deserialize query string: missing field `version`"),
-        Some("9") => Json(epoch_schema::json::schema_v9(&db.def)).into_response(),
-        Some(v) => text(
+        None => Err(text(StatusCode::BAD_REQUEST, "Failed to deserialize query string: missing field `version`")),
+        Some("9") => Ok(Json(epoch_schema::json::schema_v9(&db.def)).into_response()),
+        Some(v) => Err(text(
             StatusCode::BAD_REQUEST,
             format!("Failed to deserialize query string: unknown variant `{v}`, expected `9`"),
-        ),
+        )),
     }
 }
 
@@ -546,24 +501,21 @@ pub async fn logs(
     Extension(caller): Extension<CallerAuth>,
     Path(segment): Path<String>,
     Query(q): Params,
-) -> Response {
+) -> Result<Response, ApiError> {
     let (num_lines, follow) = match (usize_param(&q, "num_lines"), bool_param(&q, "follow")) {
         (Ok(n), Ok(f)) => (n, f),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(e), _) | (_, Err(e)) => return Err(e),
     };
-    let db = match lookup(&state, &segment) {
-        Ok(db) => db,
-        Err(r) => return r,
-    };
+    let db = lookup(&state, &segment)?;
     if db.owner != caller.identity {
-        return text(
+        return Err(text(
             StatusCode::BAD_REQUEST,
             format!(
                 "Identity does not own database, expected: {} got: {}",
                 db.owner.to_hex(),
                 caller.identity.to_hex()
             ),
-        );
+        ));
     }
     let lines = |records: Vec<epoch_host::LogRecord>| -> String {
         records.iter().map(|r| format!("{}\n", log_json(r))).collect()
@@ -572,7 +524,7 @@ pub async fn logs(
     let seen = db.logs.total();
     let first = lines(db.logs.tail(num_lines));
     if !follow {
-        return (headers, first).into_response();
+        return Ok((headers, first).into_response());
     }
     let logs = db.logs.clone();
     let stream = futures::stream::unfold((Some(first), seen, logs), |(first, seen, logs)| async move {
@@ -588,7 +540,7 @@ pub async fn logs(
             }
         }
     });
-    (headers, Body::from_stream(stream)).into_response()
+    Ok((headers, Body::from_stream(stream)).into_response())
 }
 
 /// A log line as 1.3 writes it: absent fields are left out.
@@ -618,20 +570,11 @@ pub async fn sql(
     Extension(caller): Extension<CallerAuth>,
     Path(segment): Path<String>,
     body: Bytes,
-) -> Response {
-    let db = match lookup(&state, &segment) {
-        Ok(db) => db,
-        Err(r) => return r,
-    };
-    let sql = match String::from_utf8(body.to_vec()) {
-        Ok(s) => s,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("Request body didn't contain valid UTF-8: {}", e.utf8_error()),
-            )
-        }
-    };
+) -> Result<Response, ApiError> {
+    let db = lookup(&state, &segment)?;
+    let sql = String::from_utf8(body.to_vec()).map_err(|e| {
+        text(StatusCode::BAD_REQUEST, format!("Request body didn't contain valid UTF-8: {}", e.utf8_error()))
+    })?;
     let ctx = epoch_query::QueryContext {
         is_owner: db.owner == caller.identity,
         row_limit: state.limits.max_sql_rows,
@@ -640,42 +583,35 @@ pub async fn sql(
     };
     let started = Instant::now();
     let (who, owner) = (caller.identity, db.owner);
-    let result = on_db(&db, move |d| d.sql(&sql, ctx, who, owner).map(|o| (o, d.store().typespace.clone()))).await;
-    match result {
-        Err(r) => r,
-        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e.to_string()),
-        Ok(Ok((outcome, ts))) => {
-            let micros = started.elapsed().as_micros() as u64;
-            let result = match outcome {
-                epoch_query::Outcome::Rows(r) => crate::sql_json::result_json(&ts, &r, micros),
-                epoch_query::Outcome::Dml { stats, .. } => {
-                    let empty = epoch_query::QueryResult { schema: Default::default(), rows: Vec::new() };
-                    crate::sql_json::result_json_with(&ts, &empty, micros, stats)
-                }
-                // As 1.3 reports a SET: one row written to st_var.
-                epoch_query::Outcome::SetVar { .. } => {
-                    let empty = epoch_query::QueryResult { schema: Default::default(), rows: Vec::new() };
-                    let stats = epoch_query::DmlStats { rows_inserted: 1, ..Default::default() };
-                    crate::sql_json::result_json_with(&ts, &empty, micros, stats)
-                }
-            };
-            (
-                [
-                    (header::CONTENT_TYPE, "application/json".to_string()),
-                    (header::HeaderName::from_static("spacetime-execution-duration-micros"), micros.to_string()),
-                ],
-                format!("[{result}]"),
-            )
-                .into_response()
+    let result = on_db(&db, move |d| d.sql(&sql, ctx, who, owner).map(|o| (o, d.store().typespace.clone()))).await?;
+    let (outcome, ts) = result.map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let micros = started.elapsed().as_micros() as u64;
+    let result = match outcome {
+        epoch_query::Outcome::Rows(r) => crate::sql_json::result_json(&ts, &r, micros),
+        epoch_query::Outcome::Dml { stats, .. } => {
+            let empty = epoch_query::QueryResult { schema: Default::default(), rows: Vec::new() };
+            crate::sql_json::result_json_with(&ts, &empty, micros, stats)
         }
-    }
+        // As 1.3 reports a SET: one row written to st_var.
+        epoch_query::Outcome::SetVar { .. } => {
+            let empty = epoch_query::QueryResult { schema: Default::default(), rows: Vec::new() };
+            let stats = epoch_query::DmlStats { rows_inserted: 1, ..Default::default() };
+            crate::sql_json::result_json_with(&ts, &empty, micros, stats)
+        }
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/json".to_string()),
+            (header::HeaderName::from_static("spacetime-execution-duration-micros"), micros.to_string()),
+        ],
+        format!("[{result}]"),
+    )
+        .into_response())
 }
 
-pub async fn timestamp(State(state): State<AppState>, Path(segment): Path<String>) -> Response {
-    match lookup(&state, &segment) {
-        Ok(_) => Json(json!({"__timestamp_micros_since_unix_epoch__": epoch_core::now_micros()})).into_response(),
-        Err(r) => r,
-    }
+pub async fn timestamp(State(state): State<AppState>, Path(segment): Path<String>) -> Result<Response, ApiError> {
+    lookup(&state, &segment)?;
+    Ok(Json(json!({"__timestamp_micros_since_unix_epoch__": epoch_core::now_micros()})).into_response())
 }
 
 /// The largest body `POST /v1/database/:n/import/:table` takes.
@@ -690,29 +626,24 @@ pub async fn export(
     Extension(caller): Extension<CallerAuth>,
     Path((segment, table)): Path<(String, String)>,
     Query(q): Params,
-) -> Response {
-    let db = match lookup(&state, &segment) {
-        Ok(db) => db,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let db = lookup(&state, &segment)?;
     if db.owner != caller.identity {
-        return text(StatusCode::FORBIDDEN, "only the database's owner may export its tables");
+        return Err(text(StatusCode::FORBIDDEN, "only the database's owner may export its tables"));
     }
     let format = q.get("format").map(String::as_str).unwrap_or("jsonl").to_string();
     if !matches!(format.as_str(), "jsonl" | "csv") {
-        return text(StatusCode::BAD_REQUEST, format!("format must be jsonl or csv, not {format:?}"));
+        return Err(text(StatusCode::BAD_REQUEST, format!("format must be jsonl or csv, not {format:?}")));
     }
     let name = table.clone();
     let csv = format == "csv";
-    let body = on_db(&db, move |d| if csv { d.export_csv(&name) } else { d.export_jsonl(&name) }).await;
-    let body = match body {
-        Ok(Some(Ok(body))) => body,
-        Ok(Some(Err(e))) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("exporting {table:?}: {e}")),
-        Ok(None) => return text(StatusCode::NOT_FOUND, format!("no table named {table:?}")),
-        Err(r) => return r,
+    let body = match on_db(&db, move |d| if csv { d.export_csv(&name) } else { d.export_jsonl(&name) }).await? {
+        Some(Ok(body)) => body,
+        Some(Err(e)) => return Err(text(StatusCode::INTERNAL_SERVER_ERROR, format!("exporting {table:?}: {e}"))),
+        None => return Err(text(StatusCode::NOT_FOUND, format!("no table named {table:?}"))),
     };
     let content_type = if format == "jsonl" { "application/x-ndjson" } else { "text/csv" };
-    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
 }
 
 /// `POST /v1/database/:n/import/:table[?format=jsonl|csv]` with JSON lines (one row each) or
@@ -725,7 +656,7 @@ pub async fn import(
     Query(q): Params,
     headers: HeaderMap,
     body: Bytes,
-) -> Response {
+) -> Result<Response, ApiError> {
     let csv_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -734,20 +665,19 @@ pub async fn import(
         None => csv_type,
         Some("csv") => true,
         Some("jsonl") => false,
-        Some(other) => return text(StatusCode::BAD_REQUEST, format!("format must be jsonl or csv, not {other:?}")),
+        Some(other) => {
+            return Err(text(StatusCode::BAD_REQUEST, format!("format must be jsonl or csv, not {other:?}")))
+        }
     };
-    let db = match lookup(&state, &segment) {
-        Ok(db) => db,
-        Err(r) => return r,
-    };
+    let db = lookup(&state, &segment)?;
     if db.owner != caller.identity {
-        return text(StatusCode::FORBIDDEN, "only the database's owner may import into its tables");
+        return Err(text(StatusCode::FORBIDDEN, "only the database's owner may import into its tables"));
     }
     if let Some(why) = db.storage_failure() {
-        return text(StatusCode::SERVICE_UNAVAILABLE, format!("the database cannot write now: {why}"));
+        return Err(text(StatusCode::SERVICE_UNAVAILABLE, format!("the database cannot write now: {why}")));
     }
     let Ok(body) = String::from_utf8(body.to_vec()) else {
-        return text(StatusCode::BAD_REQUEST, "the body must be UTF-8 (JSON lines or CSV)");
+        return Err(text(StatusCode::BAD_REQUEST, "the body must be UTF-8 (JSON lines or CSV)"));
     };
     let who = caller.identity;
     let imported = on_db(&db, move |d| {
@@ -757,12 +687,11 @@ pub async fn import(
         let lines: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
         d.import_rows(&table, &lines, who)
     })
-    .await;
+    .await?;
     match imported {
-        Ok(Ok(n)) => Json(json!({ "imported": n })).into_response(),
-        Ok(Err(e)) if e.starts_with("no table") => text(StatusCode::NOT_FOUND, e),
-        Ok(Err(e)) if e.starts_with("the database cannot write") => text(StatusCode::SERVICE_UNAVAILABLE, e),
-        Ok(Err(e)) => text(StatusCode::BAD_REQUEST, e),
-        Err(r) => r,
+        Ok(n) => Ok(Json(json!({ "imported": n })).into_response()),
+        Err(e) if e.starts_with("no table") => Err(text(StatusCode::NOT_FOUND, e)),
+        Err(e) if e.starts_with("the database cannot write") => Err(text(StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(e) => Err(text(StatusCode::BAD_REQUEST, e)),
     }
 }

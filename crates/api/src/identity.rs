@@ -7,14 +7,13 @@ use axum::Json;
 use epoch_auth::Identity;
 use serde_json::json;
 
-use crate::auth::{self, TokenRejection};
+use crate::auth;
+use crate::error::ApiError;
 use crate::AppState;
 
-pub async fn ping(State(state): State<AppState>, req: Request) -> Response {
-    match auth::verify(&state, &req).await {
-        Ok(_) => StatusCode::OK.into_response(),
-        Err(r) => r.into_response(),
-    }
+pub async fn ping(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    auth::verify(&state, &req).await?;
+    Ok(StatusCode::OK.into_response())
 }
 
 pub async fn health() -> Response {
@@ -22,11 +21,14 @@ pub async fn health() -> Response {
         .into_response()
 }
 
-pub async fn create(State(state): State<AppState>) -> Response {
-    match state.auth.create_identity() {
-        Ok((identity, token)) => Json(json!({"identity": identity.to_hex(), "token": token})).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+pub async fn create(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let (identity, token) = state.auth.create_identity().map_err(internal)?;
+    Ok(Json(json!({"identity": identity.to_hex(), "token": token})).into_response())
+}
+
+/// A failure of the server's own (500, its text).
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
 }
 
 pub async fn public_key(State(state): State<AppState>) -> Response {
@@ -37,15 +39,9 @@ pub async fn public_key(State(state): State<AppState>) -> Response {
 fn required<'a>(
     state: &'a AppState,
     req: &Request,
-) -> impl std::future::Future<Output = Result<auth::CallerAuth, Response>> + Send + 'a {
+) -> impl std::future::Future<Output = Result<auth::CallerAuth, ApiError>> + Send + 'a {
     let verified = auth::verify(state, req);
-    async move {
-        match verified.await {
-            Ok(Some(c)) => Ok(c),
-            Ok(None) => Err((StatusCode::UNAUTHORIZED, "Authorization required").into_response()),
-            Err(r) => Err(r.into_response()),
-        }
-    }
+    async move { verified.await?.ok_or_else(|| ApiError::text(StatusCode::UNAUTHORIZED, "Authorization required")) }
 }
 
 /// A short-lived token for opening a WebSocket (the SDKs exchange their token for one).
@@ -53,63 +49,51 @@ fn required<'a>(
 /// as long as the token it is minted from.
 pub const WEBSOCKET_TOKEN_SECONDS: u64 = 60;
 
-pub async fn websocket_token(State(state): State<AppState>, req: Request) -> Response {
-    let caller = match required(&state, &req).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let claims = match state.auth.verify_async(&caller.token).await {
-        Ok(v) => v.claims,
-        Err(e) => return TokenRejection::Invalid(e.to_string()).into_response(),
-    };
+pub async fn websocket_token(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let caller = required(&state, &req).await?;
+    let claims = state.auth.verify_async(&caller.token).await.map_err(auth::invalid_token)?.claims;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
     // A WebSocket token never outlives the token it is minted from: one WebSocket token can
     // mint others only until it expires itself, not forever.
     let secs = claims.exp.map_or(WEBSOCKET_TOKEN_SECONDS, |exp| WEBSOCKET_TOKEN_SECONDS.min(exp.saturating_sub(now)));
-    match state.auth.sign_short_lived(&claims, secs) {
-        Ok(token) => Json(json!({ "token": token })).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    let token = state.auth.sign_short_lived(&claims, secs).map_err(internal)?;
+    Ok(Json(json!({ "token": token })).into_response())
 }
 
-pub async fn verify(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Response {
-    let Some(id) = Identity::from_hex(&id) else {
-        return bad_identity(&id);
-    };
-    match required(&state, &req).await {
-        Ok(c) if c.identity == id => StatusCode::NO_CONTENT.into_response(),
-        Ok(_) => StatusCode::BAD_REQUEST.into_response(),
-        Err(r) => r,
-    }
+pub async fn verify(State(state): State<AppState>, Path(id): Path<String>, req: Request) -> Result<Response, ApiError> {
+    let id = parse_identity(&id)?;
+    // A valid token of another identity: 1.3's bare 400.
+    let status =
+        if required(&state, &req).await?.identity == id { StatusCode::NO_CONTENT } else { StatusCode::BAD_REQUEST };
+    Ok(status.into_response())
 }
 
 /// Epoch does not meter energy; every balance is zero, as a fresh 1.3 identity's is.
-pub async fn energy(Path(id): Path<String>) -> Response {
-    match Identity::from_hex(&id) {
-        Some(_) => Json(json!({ "balance": "0" })).into_response(),
-        None => bad_identity(&id),
-    }
+pub async fn energy(Path(id): Path<String>) -> Result<Response, ApiError> {
+    parse_identity(&id)?;
+    Ok(Json(json!({ "balance": "0" })).into_response())
 }
 
-fn bad_identity(id: &str) -> Response {
-    (StatusCode::BAD_REQUEST, format!("Invalid URL: invalid value: string {id:?}, expected a byte array or hex string"))
-        .into_response()
+/// An identity in a path, refused with 1.3's text.
+fn parse_identity(id: &str) -> Result<Identity, ApiError> {
+    Identity::from_hex(id).ok_or_else(|| {
+        ApiError::text(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid URL: invalid value: string {id:?}, expected a byte array or hex string"),
+        )
+    })
 }
 
-pub async fn databases(State(state): State<AppState>, Path(id): Path<String>) -> Response {
-    let Some(id) = Identity::from_hex(&id) else {
-        return bad_identity(&id);
-    };
+pub async fn databases(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = parse_identity(&id)?;
     let owned: Vec<String> = state.control.owned_by(&id).iter().map(|d| d.to_hex()).collect();
-    Json(json!({ "identities": owned })).into_response()
+    Ok(Json(json!({ "identities": owned })).into_response())
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     // Each database is read on its writer: off the async workers.
-    match tokio::task::spawn_blocking(move || metrics_text(&state)).await {
-        Ok(body) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
+    let body = tokio::task::spawn_blocking(move || metrics_text(&state)).await.map_err(internal)?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 
 /// The `/metrics` text. Table sizes may count changes not yet durable: metrics must answer

@@ -7,13 +7,10 @@
 //!
 //! Not for: running modules (epoch-core) or token cryptography (epoch-auth).
 
-// Handlers return a ready `Response` as their error: it is the idiomatic axum shape, and the
-// size only matters on error paths.
-#![allow(clippy::result_large_err)]
-
 pub mod archive;
 mod auth;
 mod database;
+mod error;
 mod identity;
 mod metrics;
 mod sql_json;
@@ -30,6 +27,7 @@ use epoch_auth::Authority;
 use epoch_control::ControlPlane;
 
 pub use auth::CallerAuth;
+pub use error::ApiError;
 pub use metrics::Metrics;
 
 /// Limits on what clients may send and receive.
@@ -100,7 +98,7 @@ pub fn router(state: AppState) -> Router {
         .layer(cors());
     // The seed-compatible admin paths, for a server with a default database, under both of the
     // prefixes our users' tools call.
-    let admin = admin_routes();
+    let admin = sync::admin_routes();
     Router::new()
         .nest("/v1", v1)
         .nest("/admin", admin.clone())
@@ -139,29 +137,13 @@ fn database_routes(state: &AppState) -> Router<AppState> {
 /// The sync API, archiving and restores under `/v1`, added to `v1`; these check their own
 /// credentials.
 fn sync_routes(v1: Router<AppState>) -> Router<AppState> {
-    v1
-        // The sync API checks its own credentials (no anonymous identities here).
-        .route("/database/{name_or_identity}/permissions", post(sync::permissions).delete(sync::permissions))
-        .route(
-            "/database/{name_or_identity}/sync/config",
-            get(sync::get_config).put(sync::put_config).patch(sync::patch_config),
-        )
+    sync::routes(v1)
         .route(
             "/database/{name_or_identity}/archive",
             get(archive::status).put(archive::configure).delete(archive::configure),
         )
         .route("/database/{name_or_identity}/restore", post(archive::restore))
         .route("/database/{name_or_identity}/backup", post(archive::backup))
-        .route("/database/{name_or_identity}/sync/resync-projections", post(sync::resync_projections))
-        .route("/database/{name_or_identity}/sync/shadow-webhook", post(sync::shadow_webhook))
-        .route("/database/{name_or_identity}/sync/shadow-sync/{thing_name}", post(sync::shadow_sync))
-        .route("/database/{name_or_identity}/sync/backfill", post(sync::backfill))
-        .route("/database/{name_or_identity}/sync/backfill/{id}", get(sync::backfill_progress))
-        .route("/database/{name_or_identity}/sync/workflows", get(sync::workflow))
-        .route("/database/{name_or_identity}/sync/workflows/{instance_id}", get(sync::workflow))
-        .route("/database/{name_or_identity}/sync/workflows/{instance_id}/{action}", post(sync::workflow))
-        .route("/sync/workflows/{instance_id}", get(sync::any_workflow))
-        .route("/sync/workflows/{instance_id}/{action}", post(sync::any_workflow))
 }
 
 /// As 1.3: any origin may call the API from a browser.
@@ -174,19 +156,6 @@ fn cors() -> tower_http::cors::CorsLayer {
             axum::http::header::ACCEPT,
             axum::http::header::CONTENT_TYPE,
         ])
-}
-
-/// The seed-compatible admin paths, nested under `/admin` and `/api/admin`.
-fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route("/resync-projections", post(sync::admin_resync_projections))
-        .route("/shadow-webhook", post(sync::admin_shadow_webhook))
-        .route("/shadow-sync/{thing_name}", post(sync::admin_shadow_sync))
-        .route("/backfill", post(sync::admin_backfill))
-        .route("/backfill/{id}", get(sync::admin_backfill_progress))
-        .route("/workflows", get(sync::admin_workflows))
-        .route("/workflows/{instance_id}", get(sync::workflow))
-        .route("/workflows/{instance_id}/{action}", post(sync::workflow))
 }
 
 /// Serves the API on `listener` until the process ends.

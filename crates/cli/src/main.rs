@@ -626,20 +626,18 @@ fn load_authority(
     Ok(auth)
 }
 
-/// Starts the sync engine: the workflow runner (with the firehose kinds) and the live MQTT
-/// consumers of device shadows.
+/// Starts the sync engine: the workflow runner (with the kinds of every source in
+/// `epoch_api::sync::SOURCES`) and the live MQTT consumers of device shadows.
 fn start_sync(
     control: &std::sync::Arc<epoch_control::ControlPlane>,
     workflow_retention_days: u64,
     atproto_allowed_hosts: Vec<String>,
 ) -> Result<(std::sync::Arc<epoch_sync::Runner>, std::sync::Arc<epoch_sync_shadows::LiveShadows>)> {
-    let firehose = std::sync::Arc::new(epoch_sync_atproto::FirehoseSpec::with_allowed_hosts(atproto_allowed_hosts));
-    let runner = epoch_sync::Runner::open(
+    let runner = epoch_api::sync::open_runner(
         control.clone(),
         Duration::from_secs(workflow_retention_days * 24 * 3600),
-        epoch_api::sync::workflow_kinds_with(firehose.clone()),
+        &epoch_api::sync::SourceOptions { atproto_allowed_hosts },
     )?;
-    firehose.bind(&runner);
     let live_shadows = epoch_sync_shadows::LiveShadows::start(control.clone());
     Ok((runner, live_shadows))
 }

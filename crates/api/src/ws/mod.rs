@@ -14,13 +14,14 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Extension;
 use epoch_core::clients::ClientLimits;
 use epoch_core::{Caller, ClientSink, ConnectError, Outgoing, ReducerArgs, SubscriptionRequest};
 use futures::SinkExt;
 
 use crate::auth::CallerAuth;
+use crate::error::ApiError;
 use crate::AppState;
 use encode::{Compression, Encoder, Format, Frame};
 pub use epoch_wsproto::{from_bsatn, from_json, Args, ClientMessage, MessageError};
@@ -131,26 +132,14 @@ pub async fn subscribe(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let Ok(ws) = ws else { return crate::database::upgrade_required() };
-    let compression = match compression_param(&q) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let light = match light_param(&q) {
-        Ok(l) => l,
-        Err(r) => return r,
-    };
-    let connection_id = match connection_id_param(&q) {
-        Ok(id) => id,
-        Err(r) => return r,
-    };
-    let db = match crate::database::lookup_pub(&state, &segment) {
-        Ok(db) => db,
-        Err(r) => return r,
-    };
+) -> Result<Response, ApiError> {
+    let Ok(ws) = ws else { return Ok(crate::database::upgrade_required()) };
+    let compression = compression_param(&q)?;
+    let light = light_param(&q)?;
+    let connection_id = connection_id_param(&q)?;
+    let db = crate::database::lookup(&state, &segment)?;
     let Some(protocol) = chosen_protocol(&headers) else {
-        return text(StatusCode::BAD_REQUEST, "no valid protocol selected".into());
+        return Err(text(StatusCode::BAD_REQUEST, "no valid protocol selected".into()));
     };
     let format = if protocol == BSATN_PROTOCOL { Format::Bsatn } else { Format::Json };
     let encoder = Encoder { format, compression, light };
@@ -165,19 +154,19 @@ pub async fn subscribe(
         .max_message_size(limits.max_message_bytes)
         .max_frame_size(limits.max_message_bytes)
         .read_buffer_size(READ_BUFFER_BYTES);
-    ws.on_upgrade(move |socket| async move {
+    Ok(ws.on_upgrade(move |socket| async move {
         let conn = Connection { state, database: identity, who, is_owner, token: caller.token, encoder, limits };
         conn.run(socket).await;
-    })
+    }))
 }
 
-/// A plain-text refusal of the upgrade.
-fn text(status: StatusCode, body: String) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+/// A plain-text refusal of the upgrade, in 1.3's words.
+fn text(status: StatusCode, body: String) -> ApiError {
+    ApiError::text(status, body)
 }
 
 /// The `compression` query parameter (Brotli when absent), refused with 1.3's wording.
-fn compression_param(q: &HashMap<String, String>) -> Result<Compression, Response> {
+fn compression_param(q: &HashMap<String, String>) -> Result<Compression, ApiError> {
     Ok(match q.get("compression").map(String::as_str) {
         None | Some("Brotli") => Compression::Brotli,
         Some("None") => Compression::None,
@@ -194,7 +183,7 @@ fn compression_param(q: &HashMap<String, String>) -> Result<Compression, Respons
 }
 
 /// The `light` query parameter (false when absent), refused with 1.3's wording.
-fn light_param(q: &HashMap<String, String>) -> Result<bool, Response> {
+fn light_param(q: &HashMap<String, String>) -> Result<bool, ApiError> {
     Ok(match q.get("light").map(String::as_str) {
         None | Some("false") => false,
         Some("true") => true,
@@ -209,7 +198,7 @@ fn light_param(q: &HashMap<String, String>) -> Result<bool, Response> {
 
 /// The `connection_id` query parameter (big-endian hex, not all zeros), or a fresh random id
 /// when absent; refused with 1.3's wording.
-fn connection_id_param(q: &HashMap<String, String>) -> Result<[u8; 16], Response> {
+fn connection_id_param(q: &HashMap<String, String>) -> Result<[u8; 16], ApiError> {
     Ok(match q.get("connection_id") {
         None => {
             let mut id = [0u8; 16];
