@@ -529,12 +529,9 @@ fn live_events_during_a_full_sync_wait_for_their_repo() {
 
 /// SIGKILL mid-backfill and mid-firehose: after each restart the work resumes, the table ends
 /// equal to the repos, and `ingest_record` ran once per record (the fixture counts its calls).
+/// (Its live phase once lost early records when a kill came before the consumer had saved
+/// anything: see `revs_of_a_finished_full_sync_survive_a_kill_before_any_live_event`.)
 #[test]
-#[ignore = "timing-sensitive: on 2026-12-07 it failed 4 runs in a row (575-578 of 600 rows \
-            after the 60 s wait, early live records of two repos) right after the PDS was \
-            installed, then passed 15 of 15 at this commit, at 5cf9a99 and at three merges between (once \
-            after 71 s under load); why a catch-up can take past 60 s is not known yet; run with \
-            --ignored"]
 fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
     let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };

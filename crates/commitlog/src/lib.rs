@@ -426,7 +426,8 @@ impl CommitLog {
 
     /// Queues `record` (whose offset must be [`CommitLog::next_offset`]) for writing.
     pub fn append(&self, record: &TxRecord) {
-        debug_assert_eq!(record.offset, self.next_offset());
+        // A gap or a repeat would make replay stop there: checked in release builds too.
+        assert_eq!(record.offset, self.next_offset(), "log offsets are consecutive");
         let mut payload = Vec::with_capacity(128);
         record.encode(&mut payload);
         self.next_offset.store(record.offset + 1, Ordering::Release);

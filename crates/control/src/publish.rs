@@ -147,7 +147,7 @@ impl ControlPlane {
         };
         let mut st = self.state.write();
         let removed = st.pending.remove(&identity);
-        debug_assert_eq!(removed, Some(caller), "only the claimant finishes a creation");
+        assert_eq!(removed, Some(caller), "only the claimant finishes a creation");
         let db = match created {
             Ok(db) => db,
             Err(e) => {

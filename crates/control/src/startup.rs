@@ -12,7 +12,7 @@ use parking_lot::RwLock;
 use crate::grants::RULE_PREFIX;
 use crate::hosted::{hosted, next_created, UnavailableDatabase};
 use crate::legacy::import_legacy;
-use crate::plane::{debug_assert_invariants, State, STARTING};
+use crate::plane::{assert_invariants, State, STARTING};
 use crate::system::{SystemDb, SystemTable};
 use crate::{ControlError, ControlPlane, GrantRule, HostedDatabase};
 
@@ -246,7 +246,7 @@ impl ControlPlane {
                         starting: true,
                     },
                 );
-                debug_assert_invariants(&st);
+                assert_invariants(&st);
             }
             tracing::error!(database = %old.identity.to_hex(), "reopening the database from disk: {why}");
             let _ = old.handle.with(Database::drop_clients);
