@@ -234,20 +234,48 @@ impl Epoch {
 fn full_sync_backfill_makes_the_table_equal_to_the_repos() {
     let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
-    let names = ["alice", "bob", "carol"];
-    let accounts: Vec<Account> = names.iter().map(|n| create_account(&pds, n)).collect();
+    let accounts = ten_posts_each(&pds, &["alice", "bob", "carol"]);
+    let accounts_ref: Vec<&Account> = accounts.iter().collect();
+    let epoch = Epoch::start();
+    let (stranger_id, stranger) = backfill_needs_credentials_and_a_source(&epoch);
+    first_full_sync(&epoch, &pds, &accounts_ref);
+    live_changes_reach_the_table(&epoch, &pds, &accounts_ref);
+    fresh_cursor_needs_no_backfill(&epoch);
+    let epoch = catch_up_after_downtime(epoch, &pds, &accounts_ref);
+    let mut pds = pds;
+    let epoch = outdated_cursor_becomes_full_sync(epoch, &mut pds, &accounts_ref);
+
+    // A grantee may run backfills.
+    let (status, _) = epoch.admin(
+        "POST",
+        "/v1/database/forum/permissions",
+        Some(&json!({"identity": stranger_id, "permission": "sync"})),
+    );
+    assert_eq!(status, 200);
+    let (status, started) =
+        epoch.send("POST", "/v1/database/forum/sync/backfill?force=full_sync", None, Some(KEY), Some(&stranger));
+    assert_eq!(status, 202, "{started}");
+    epoch.wait(started["id"].as_str().unwrap());
+    assert_eq!(epoch.table(), repo_records(&pds, &accounts_ref));
+}
+
+/// Accounts with ten posts each, and a record of another collection (not kept).
+fn ten_posts_each(pds: &Pds, names: &[&str]) -> Vec<Account> {
+    let accounts: Vec<Account> = names.iter().map(|n| create_account(pds, n)).collect();
     for (n, a) in accounts.iter().enumerate() {
         for i in 0..10 {
             let record =
                 json!({"$type": POST, "text": format!("post {i} by {}", names[n]), "n": i, "tags": ["a", "b"]});
-            create_record(&pds, a, POST, &format!("p{i:03}"), record);
+            create_record(pds, a, POST, &format!("p{i:03}"), record);
         }
-        // Another collection, not kept.
-        create_record(&pds, a, "app.forum.like", "l1", json!({"$type": "app.forum.like", "subject": "x"}));
+        create_record(pds, a, "app.forum.like", "l1", json!({"$type": "app.forum.like", "subject": "x"}));
     }
-    let epoch = Epoch::start();
+    accounts
+}
 
-    // The auth matrix first, then 503 while the database has no AT Protocol source.
+/// The auth matrix, then 503 while the database has no AT Protocol source; returns a stranger
+/// (identity, token).
+fn backfill_needs_credentials_and_a_source(epoch: &Epoch) -> (String, String) {
     let (stranger_id, stranger) = epoch.server.identity();
     assert_eq!(epoch.send("POST", "/api/admin/backfill", None, None, Some(&epoch.owner)).0, 401);
     assert_eq!(epoch.send("POST", "/api/admin/backfill", None, Some("wrong-key-wrong-key"), Some(&epoch.owner)).0, 401);
@@ -256,7 +284,12 @@ fn full_sync_backfill_makes_the_table_equal_to_the_repos() {
     assert_eq!((status, body["details"][0]["field"].as_str()), (403, Some("Authorization")), "{body}");
     let (status, body) = epoch.admin("POST", "/api/admin/backfill", None);
     assert_eq!(status, 503, "{body}");
+    (stranger_id, stranger)
+}
 
+/// With no cursor, a throttled source's backfill is a full_sync, started at once, pollable by
+/// id, one at a time; it ends with the table equal to the repos.
+fn first_full_sync(epoch: &Epoch, pds: &Pds, accounts: &[&Account]) {
     // The source, throttled so the backfill is slow enough to watch.
     let config = json!({"atproto": {"service": pds.url, "collections": [POST], "requestsPerSecond": 2, "batchSize": 4, "backfillCursorMaxAgeHours": 1}});
     let (status, body) = epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&config));
@@ -287,31 +320,34 @@ fn full_sync_backfill_makes_the_table_equal_to_the_repos() {
     assert_eq!((done["reposDone"].as_u64(), done["reposFailed"].as_u64()), (Some(3), Some(0)), "{done}");
     assert_eq!(done["recordsApplied"], 30, "{done}");
     assert!(done["endedAt"].as_str().unwrap().ends_with('Z'), "{done}");
-    let accounts_ref: Vec<&Account> = accounts.iter().collect();
-    let expected = repo_records(&pds, &accounts_ref);
+    let expected = repo_records(pds, accounts);
     assert_eq!(expected.len(), 30);
     assert_eq!(epoch.table(), expected, "the table equals the repos");
+}
 
-    // The live consumer (started with the section) follows the firehose: a delete, an update
-    // and a new record reach the table with no backfill.
+/// The live consumer (started with the section) follows the firehose: a delete, an update
+/// and a new record reach the table with no backfill.
+fn live_changes_reach_the_table(epoch: &Epoch, pds: &Pds, accounts: &[&Account]) {
     let (alice, bob) = (&accounts[0], &accounts[1]);
     xrpc(
-        &pds,
+        pds,
         "com.atproto.repo.deleteRecord",
         Some(&alice.jwt),
         json!({"repo": alice.did, "collection": POST, "rkey": "p003"}),
     );
     xrpc(
-        &pds,
+        pds,
         "com.atproto.repo.putRecord",
         Some(&bob.jwt),
         json!({"repo": bob.did, "collection": POST, "rkey": "p001", "record": {"$type": POST, "text": "edited", "n": 1}, "validate": false}),
     );
-    create_record(&pds, alice, POST, "p100", json!({"$type": POST, "text": "new", "n": 100}));
-    epoch.wait_equal(&pds, &accounts_ref);
+    create_record(pds, alice, POST, "p100", json!({"$type": POST, "text": "new", "n": 100}));
+    epoch.wait_equal(pds, accounts);
+}
 
-    // A fresh cursor: no backfill needed (an unknown force value is ignored); a forced catch_up
-    // replays from the cursor to the head.
+/// A fresh cursor: no backfill needed (an unknown force value is ignored); a forced catch_up
+/// replays from the cursor to the head.
+fn fresh_cursor_needs_no_backfill(epoch: &Epoch) {
     let (status, body) = epoch.admin("POST", "/api/admin/backfill?force=sideways", None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["message"], "No backfill needed. Use ?force=catch_up or ?force=full_sync to override.");
@@ -321,35 +357,42 @@ fn full_sync_backfill_makes_the_table_equal_to_the_repos() {
     assert_eq!((done["status"].as_str(), done["type"].as_str()), (Some("complete"), Some("catch_up")), "{done}");
     assert!(done["fromCursor"].as_i64().is_some(), "{done}");
     assert_eq!(epoch.admin("GET", "/api/admin/backfill/12345", None).0, 404);
+}
 
-    // Downtime: the server is killed, the repos change, and the cursor ages past the threshold
-    // (set to 1.8 s); after the restart, detection picks a catch_up and the table ends equal.
+/// Downtime: the server is killed, the repos change, and the cursor ages past the threshold
+/// (set to 1.8 s); after the restart, detection picks a catch_up and the table ends equal.
+fn catch_up_after_downtime(epoch: Epoch, pds: &Pds, accounts: &[&Account]) -> Epoch {
+    let bob = accounts[1];
     let quick = json!({"atproto": {"service": pds.url, "collections": [POST], "backfillCursorMaxAgeHours": 0.0005}});
     assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&quick)).0, 200);
     let epoch = epoch.restart_after(|| {
         xrpc(
-            &pds,
+            pds,
             "com.atproto.repo.deleteRecord",
             Some(&bob.jwt),
             json!({"repo": bob.did, "collection": POST, "rkey": "p002"}),
         );
-        create_record(&pds, &accounts[2], POST, "p200", json!({"$type": POST, "text": "while down", "n": 200}));
+        create_record(pds, accounts[2], POST, "p200", json!({"$type": POST, "text": "while down", "n": 200}));
         std::thread::sleep(Duration::from_millis(2500));
     });
     let (status, started) = epoch.admin("POST", "/api/admin/backfill", None);
     assert_eq!((status, started["type"].as_str()), (202, Some("catch_up")), "{started}");
     let done = epoch.wait(started["id"].as_str().unwrap());
     assert_eq!(done["status"], "complete", "{done}");
-    epoch.wait_equal(&pds, &accounts_ref);
+    epoch.wait_equal(pds, accounts);
 
-    // The relay's window shrinks so the events after the cursor are gone: the catch_up meets
-    // OutdatedCursor and becomes a full_sync, which says so; the table ends equal again.
-    let mut pds = pds;
+    epoch
+}
+
+/// The relay's window shrinks so the events after the cursor are gone: the catch_up meets
+/// OutdatedCursor and becomes a full_sync, which says so; the table ends equal again.
+fn outdated_cursor_becomes_full_sync(epoch: Epoch, pds: &mut Pds, accounts: &[&Account]) -> Epoch {
+    let alice = accounts[0];
     pds.set_backfill_limit_ms(1000);
     let epoch = epoch.restart_after(|| {
-        create_record(&pds, alice, POST, "p300", json!({"$type": POST, "text": "gone from the window", "n": 300}));
+        create_record(&*pds, alice, POST, "p300", json!({"$type": POST, "text": "gone from the window", "n": 300}));
         xrpc(
-            &pds,
+            &*pds,
             "com.atproto.repo.deleteRecord",
             Some(&alice.jwt),
             json!({"repo": alice.did, "collection": POST, "rkey": "p000"}),
@@ -371,20 +414,9 @@ fn full_sync_backfill_makes_the_table_equal_to_the_repos() {
     assert_eq!(done["status"], "complete", "{done}");
     assert!(done["note"].as_str().unwrap().contains("OutdatedCursor"), "{done}");
     pds.set_backfill_limit_ms(86_400_000);
-    epoch.wait_equal(&pds, &accounts_ref);
+    epoch.wait_equal(&*pds, accounts);
 
-    // A grantee may run backfills.
-    let (status, _) = epoch.admin(
-        "POST",
-        "/v1/database/forum/permissions",
-        Some(&json!({"identity": stranger_id, "permission": "sync"})),
-    );
-    assert_eq!(status, 200);
-    let (status, started) =
-        epoch.send("POST", "/v1/database/forum/sync/backfill?force=full_sync", None, Some(KEY), Some(&stranger));
-    assert_eq!(status, 202, "{started}");
-    epoch.wait(started["id"].as_str().unwrap());
-    assert_eq!(epoch.table(), repo_records(&pds, &accounts_ref));
+    epoch
 }
 
 /// Creates records `p{from}`..`p{to}` in `a`'s repo, 50 to a commit (`applyWrites`).
@@ -446,24 +478,7 @@ fn live_events_during_a_full_sync_wait_for_their_repo() {
         create_many(&pds, a, 0..5);
     }
     let epoch = Epoch::start();
-    let cfg = epoch.dir.0.join("cli.json");
-    std::fs::write(&cfg, json!({"tokens": {epoch.server.url.clone(): epoch.owner.clone()}}).to_string()).unwrap();
-    let cli = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_epoch"))
-            .args(["--server", &epoch.server.url, "--config"])
-            .arg(&cfg)
-            .args(args)
-            .env("EPOCH_ADMIN_API_KEY", KEY)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
-    let finish = |child: std::process::Child| {
-        let out = child.wait_with_output().unwrap();
-        let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-        (out.status.success(), text(&out.stdout), text(&out.stderr))
-    };
+    let cli = |args: &[&str]| epoch_cli(&epoch, args);
     let (ok, out, err) = finish(cli(&[
         "sync",
         "config",
@@ -480,43 +495,10 @@ fn live_events_during_a_full_sync_wait_for_their_repo() {
     assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&slow)).0, 200);
 
     let mut follow = cli(&["sync", "backfill", "--database", "forum", "--force", "full_sync", "--follow"]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let id = loop {
-        if follow.try_wait().unwrap().is_some() || Instant::now() > deadline {
-            let _ = follow.kill();
-            panic!("the CLI ended before its backfill was seen: {:?}", finish(follow));
-        }
-        let (_, list) = epoch.admin("GET", "/v1/database/forum/sync/workflows", None);
-        let found = list["instances"].as_array().into_iter().flatten().find_map(|i| i["backfillId"].as_str());
-        if let Some(id) = found {
-            break id.to_string();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let id = backfill_started_by(&epoch, &mut follow);
     let progress = epoch.poll_until(&id, |v| v["recordsApplied"].as_u64() >= Some(30));
     assert_eq!(progress["status"], "in_progress", "the first repo is still being ingested: {progress}");
-    // In the repo being re-read: a record not yet ingested is deleted, another updated, one added.
-    let first = &accounts[0];
-    xrpc(
-        &pds,
-        "com.atproto.repo.deleteRecord",
-        Some(&first.jwt),
-        json!({"repo": first.did, "collection": POST, "rkey": "p1499"}),
-    );
-    xrpc(
-        &pds,
-        "com.atproto.repo.putRecord",
-        Some(&first.jwt),
-        json!({"repo": first.did, "collection": POST, "rkey": "p1498", "record": {"$type": POST, "text": "edited meanwhile", "n": 1498}, "validate": false}),
-    );
-    create_record(&pds, first, POST, "p9000", json!({"$type": POST, "text": "added meanwhile", "n": 9000}));
-    // And in a repo not reached yet.
-    xrpc(
-        &pds,
-        "com.atproto.repo.deleteRecord",
-        Some(&accounts[2].jwt),
-        json!({"repo": accounts[2].did, "collection": POST, "rkey": "p004"}),
-    );
+    change_repos_during_a_full_sync(&pds, &accounts[0], &accounts[2]);
 
     let (ok, out, err) = finish(follow);
     assert!(ok, "{out}{err}");
@@ -525,6 +507,72 @@ fn live_events_during_a_full_sync_wait_for_their_repo() {
     epoch.wait_equal(&pds, &refs);
     let table = epoch.table();
     assert!(table.iter().all(|(uri, _, _)| !uri.ends_with("/p1499")), "the delete made meanwhile stands");
+}
+
+/// Starts the `epoch` CLI against `epoch`'s server (owner's token, admin key) with `args`.
+fn epoch_cli(epoch: &Epoch, args: &[&str]) -> std::process::Child {
+    let cfg = epoch.dir.0.join("cli.json");
+    std::fs::write(&cfg, json!({"tokens": {epoch.server.url.clone(): epoch.owner.clone()}}).to_string()).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_epoch"))
+        .args(["--server", &epoch.server.url, "--config"])
+        .arg(&cfg)
+        .args(args)
+        .env("EPOCH_ADMIN_API_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a CLI run: (succeeded, stdout, stderr).
+fn finish(child: std::process::Child) -> (bool, String, String) {
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// The id of the backfill a running `sync backfill --follow` started.
+fn backfill_started_by(epoch: &Epoch, follow: &mut std::process::Child) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if follow.try_wait().unwrap().is_some() || Instant::now() > deadline {
+            let _ = follow.kill();
+            let status = follow.wait();
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(&mut follow.stderr.take().unwrap(), &mut stderr);
+            panic!("the CLI ended before its backfill was seen: {status:?} {stderr}");
+        }
+        let (_, list) = epoch.admin("GET", "/v1/database/forum/sync/workflows", None);
+        let found = list["instances"].as_array().into_iter().flatten().find_map(|i| i["backfillId"].as_str());
+        if let Some(id) = found {
+            return id.to_string();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// In the repo being re-read (`first`): a record not yet ingested is deleted, another updated,
+/// one added; and in a repo not reached yet (`later`), one deleted.
+fn change_repos_during_a_full_sync(pds: &Pds, first: &Account, later: &Account) {
+    xrpc(
+        pds,
+        "com.atproto.repo.deleteRecord",
+        Some(&first.jwt),
+        json!({"repo": first.did, "collection": POST, "rkey": "p1499"}),
+    );
+    xrpc(
+        pds,
+        "com.atproto.repo.putRecord",
+        Some(&first.jwt),
+        json!({"repo": first.did, "collection": POST, "rkey": "p1498", "record": {"$type": POST, "text": "edited meanwhile", "n": 1498}, "validate": false}),
+    );
+    create_record(pds, first, POST, "p9000", json!({"$type": POST, "text": "added meanwhile", "n": 9000}));
+    xrpc(
+        pds,
+        "com.atproto.repo.deleteRecord",
+        Some(&later.jwt),
+        json!({"repo": later.did, "collection": POST, "rkey": "p004"}),
+    );
 }
 
 /// SIGKILL mid-backfill and mid-firehose: after each restart the work resumes, the table ends
@@ -540,6 +588,13 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
         create_many(&pds, a, 0..150);
     }
     let refs: Vec<&Account> = accounts.iter().collect();
+    let epoch = full_sync_killed_twice(&pds, &refs);
+    let epoch = live_consumer_killed_twice(epoch, &pds, &accounts);
+    firehose_batches_killed(epoch, &pds, &accounts);
+}
+
+/// A slow full_sync killed twice resumes and ingests each record once.
+fn full_sync_killed_twice(pds: &Pds, refs: &[&Account]) -> Epoch {
     let mut epoch = Epoch::start();
     let slow = json!({"atproto": {"service": pds.url, "collections": [POST], "batchSize": 2, "requestsPerSecond": 1}});
     assert_eq!(epoch.admin("PATCH", "/v1/database/forum/sync/config", Some(&slow)).0, 200);
@@ -553,11 +608,16 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
     }
     let done = epoch.wait(&id);
     assert_eq!(done["status"], "complete", "{done}");
-    let (table, repos) = (epoch.table(), repo_records(&pds, &refs));
+    let (table, repos) = (epoch.table(), repo_records(pds, refs));
     assert!(table == repos, "{}", differences(&table, &repos));
     assert_eq!(epoch.records_ingested(), 450, "each record of the full_sync once");
 
-    // The live consumer, killed twice while records are being created.
+    epoch
+}
+
+/// The live consumer, killed twice while records are being created, applies each create once.
+fn live_consumer_killed_twice(mut epoch: Epoch, pds: &Pds, accounts: &[Account]) -> Epoch {
+    let refs: Vec<&Account> = accounts.iter().collect();
     let writer = {
         let (url, jwts): (String, Vec<(String, String)>) =
             (pds.url.clone(), accounts.iter().map(|a| (a.did.clone(), a.jwt.clone())).collect());
@@ -580,9 +640,15 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
         epoch = epoch.restart_after(|| {});
     }
     writer.join().unwrap();
-    epoch.wait_equal(&pds, &refs);
+    epoch.wait_equal(pds, &refs);
     assert_eq!(epoch.records_ingested(), 600, "each live create once");
 
+    epoch
+}
+
+/// Kills in the middle of the firehose's batches: each replayed record is applied once.
+fn firehose_batches_killed(mut epoch: Epoch, pds: &Pds, accounts: &[Account]) {
+    let refs: Vec<&Account> = accounts.iter().collect();
     // Kills in the middle of the firehose's batches: 2,000 records made while the server is
     // down are replayed in batches of 200, and the server is killed a varying time after a
     // batch ends (the next one is then in flight) until a restart finds a batch half applied.
@@ -591,7 +657,7 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
     std::thread::sleep(Duration::from_millis(500));
     epoch = epoch.restart_after(|| {
         for (n, a) in accounts.iter().enumerate() {
-            create_many(&pds, a, 1000 + n * 1000..1000 + n * 1000 + 666 + 2 * usize::from(n == 0));
+            create_many(pds, a, 1000 + n * 1000..1000 + n * 1000 + 666 + 2 * usize::from(n == 0));
         }
     });
     let firehose = |epoch: &Epoch| -> Value {
@@ -622,7 +688,7 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
             let base = 20_000 + more_rounds * 1000;
             epoch = epoch.restart_after(|| {
                 for (n, a) in accounts.iter().enumerate() {
-                    create_many(&pds, a, base + n * 300..base + n * 300 + 200);
+                    create_many(pds, a, base + n * 300..base + n * 300 + 200);
                 }
             });
             more_rounds += 1;
@@ -637,7 +703,7 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
         kills += 1;
         recovered = firehose(&epoch)["recovered"].as_u64().unwrap_or(0).max(recovered);
     }
-    epoch.wait_equal(&pds, &refs);
+    epoch.wait_equal(pds, &refs);
     recovered = firehose(&epoch)["recovered"].as_u64().unwrap_or(0).max(recovered);
     assert_eq!(
         epoch.records_ingested(),
@@ -931,16 +997,21 @@ fn atproto_speed() {
         pct(&idle, 0.99),
     );
 
-    // The live path: 10,000 records (200 commits of 50) made while the server is down, applied
-    // from the firehose after the restart.
+    firehose_speed(epoch, &pds, &accounts);
+}
+
+/// The live path: 10,000 records (200 commits of 50) made while the server is down, applied
+/// from the firehose after the restart.
+fn firehose_speed(epoch: Epoch, pds: &Pds, accounts: &[Account]) {
+    let pct = common::percentile;
     // One live record first, so the consumer has a place in the firehose to resume from.
-    create_record(&pds, &accounts[0], POST, "live", json!({"$type": POST, "text": "live"}));
+    create_record(pds, &accounts[0], POST, "live", json!({"$type": POST, "text": "live"}));
     let refs: Vec<&Account> = accounts.iter().collect();
-    epoch.wait_equal(&pds, &refs);
+    epoch.wait_equal(pds, &refs);
     let before = epoch.records_ingested();
     let epoch = epoch.restart_after(|| {
         for (n, a) in accounts.iter().enumerate().take(10) {
-            create_many(&pds, a, 10_000 + n * 1000..10_000 + n * 1000 + 1000);
+            create_many(pds, a, 10_000 + n * 1000..10_000 + n * 1000 + 1000);
         }
     });
     let stop = std::sync::atomic::AtomicBool::new(false);
@@ -967,5 +1038,5 @@ fn atproto_speed() {
         pct(&busy, 0.5),
         pct(&busy, 0.99),
     );
-    epoch.wait_equal(&pds, &refs);
+    epoch.wait_equal(pds, &refs);
 }

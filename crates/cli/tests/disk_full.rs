@@ -89,104 +89,122 @@ impl Drop for StopOnDrop<'_> {
     }
 }
 
+/// What the writers of the full-disk test saw.
+#[derive(Default)]
+struct Tally {
+    stop: AtomicBool,
+    acked: AtomicU64,
+    refused: AtomicU64,
+    /// The last refusal's text.
+    refusal: std::sync::Mutex<String>,
+}
+
+impl Tally {
+    /// Counts one transfer's answer: 200 acknowledged, 503 refused (the disk is full), 530 the
+    /// bank's own refusal (insufficient funds: nothing changed). Returns whether it was refused.
+    fn count(&self, status: u16, body: String) -> bool {
+        match status {
+            200 => {
+                self.acked.fetch_add(1, Ordering::SeqCst);
+                false
+            }
+            503 => {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                *self.refusal.lock().unwrap() = body;
+                true
+            }
+            530 => false,
+            other => panic!("transfer answered {other}: {body}"),
+        }
+    }
+}
+
+/// Transfers between accounts (writer `w`'s pattern) until the tally says stop.
+fn transfer_until_stopped(server: &Server, token: &str, tally: &Tally, w: u32) {
+    let mut i = 0u32;
+    while !tally.stop.load(Ordering::Relaxed) {
+        let from = (w * 5 + i) % ACCOUNTS;
+        let to = (from + 1 + i % 7) % ACCOUNTS;
+        i += 1;
+        let (status, body) = server.call(token, "bank", "transfer", &format!("[{from}, {to}, 1]"));
+        if tally.count(status, body) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Fills the file system up (returning the filler, held open), then calls until one call is
+/// refused at once: the writers' calls in flight wait for the log, unacknowledged.
+fn fill_until_refused(server: &Server, token: &str, tally: &Tally, filler: &std::path::Path) -> std::fs::File {
+    let mut f = std::fs::File::create(filler).unwrap();
+    let chunk = vec![7u8; 256 << 10];
+    while f.write_all(&chunk).is_ok() {}
+    let _ = f.sync_all();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) = server.call(token, "bank", "transfer", "[0, 1, 1]");
+        if tally.count(status, body) {
+            return f;
+        }
+        assert!(Instant::now() < deadline, "no call was refused while the disk was full");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `/v1/metrics` now, with a short timeout: (status, body) or why it did not answer.
+fn metrics_now(server: &Server) -> Result<(u16, String), String> {
+    let quick = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    quick
+        .get(format!("{}/v1/metrics", server.url))
+        .send()
+        .and_then(|r| Ok((r.status().as_u16(), r.text()?)))
+        .map_err(|e| e.to_string())
+}
+
 #[test]
 fn a_full_disk_refuses_calls_clearly_and_resumes_when_space_returns() {
     let Some((fs, data, server, token)) = bank_on_tmpfs() else { return };
-
-    let stop = AtomicBool::new(false);
-    let acked = AtomicU64::new(0);
-    let refused = AtomicU64::new(0);
-    let refusal = std::sync::Mutex::new(String::new());
-    let metrics_while_full: std::sync::Mutex<Option<Result<(u16, String), String>>> = std::sync::Mutex::new(None);
+    let tally = Tally::default();
     let filler = fs.0.join("filler");
-    std::thread::scope(|s| {
+    let metrics_while_full = std::thread::scope(|s| {
         for w in 0..4u32 {
-            let (server, token, stop, acked, refused, refusal) = (&server, &token, &stop, &acked, &refused, &refusal);
-            s.spawn(move || {
-                let mut i = 0u32;
-                while !stop.load(Ordering::Relaxed) {
-                    let from = (w * 5 + i) % ACCOUNTS;
-                    let to = (from + 1 + i % 7) % ACCOUNTS;
-                    i += 1;
-                    let (status, body) = server.call(token, "bank", "transfer", &format!("[{from}, {to}, 1]"));
-                    match status {
-                        200 => {
-                            acked.fetch_add(1, Ordering::SeqCst);
-                        }
-                        503 => {
-                            refused.fetch_add(1, Ordering::SeqCst);
-                            *refusal.lock().unwrap() = body;
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        // Insufficient funds: a refusal of the bank's own, nothing changed.
-                        530 => {}
-                        other => panic!("transfer answered {other}: {body}"),
-                    }
-                }
-            });
+            let (server, token, tally) = (&server, &token, &tally);
+            s.spawn(move || transfer_until_stopped(server, token, tally, w));
         }
         // The writers stop however this scope's own part ends: a failed assertion below must
         // fail the test, not leave the writers running and the scope waiting for them.
-        let _stop_writers = StopOnDrop(&stop);
+        let _stop_writers = StopOnDrop(&tally.stop);
         std::thread::sleep(Duration::from_millis(500));
-        // Fill the file system up.
-        let mut f = std::fs::File::create(&filler).unwrap();
-        let chunk = vec![7u8; 256 << 10];
-        while f.write_all(&chunk).is_ok() {}
-        let _ = f.sync_all();
-        // The writers' calls in flight wait for the log (they are not acknowledged); a new call
-        // is refused at once, with the reason.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let (status, body) = server.call(&token, "bank", "transfer", "[0, 1, 1]");
-            match status {
-                503 => {
-                    refused.fetch_add(1, Ordering::SeqCst);
-                    *refusal.lock().unwrap() = body;
-                    break;
-                }
-                200 => {
-                    acked.fetch_add(1, Ordering::SeqCst);
-                }
-                // Account 0 ran dry (the writers move money at random): the bank's own refusal.
-                530 => {}
-                other => panic!("transfer answered {other}: {body}"),
-            }
-            assert!(Instant::now() < deadline, "no call was refused while the disk was full");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let said = refusal.lock().unwrap().clone();
+        let f = fill_until_refused(&server, &token, &tally, &filler);
+        let said = tally.refusal.lock().unwrap().clone();
         assert!(said.contains("cannot write") && said.contains("No space left"), "{said}");
-        // Monitoring answers while the disk is full (it does not wait for the log).
-        // (Checked once the writers have stopped, so a failure cannot leave them running.)
-        let quick = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        *metrics_while_full.lock().unwrap() = Some(
-            quick
-                .get(format!("{}/v1/metrics", server.url))
-                .send()
-                .and_then(|r| Ok((r.status().as_u16(), r.text()?)))
-                .map_err(|e| e.to_string()),
-        );
+        // Monitoring answers while the disk is full (it does not wait for the log); checked
+        // once the writers have stopped, so a failure cannot leave them running.
+        let metrics = metrics_now(&server);
         // Space returns: the database resumes by itself.
         drop(f);
         std::fs::remove_file(&filler).unwrap();
-        let resumed_from = acked.load(Ordering::SeqCst);
+        let resumed_from = tally.acked.load(Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while acked.load(Ordering::SeqCst) < resumed_from + 50 {
+        while tally.acked.load(Ordering::SeqCst) < resumed_from + 50 {
             assert!(Instant::now() < deadline, "writes never resumed once space returned");
             std::thread::sleep(Duration::from_millis(20));
         }
-        stop.store(true, Ordering::Relaxed);
+        tally.stop.store(true, Ordering::Relaxed);
+        metrics
     });
-    match metrics_while_full.into_inner().unwrap() {
-        Some(Ok((status, text))) => {
+    match metrics_while_full {
+        Ok((status, text)) => {
             assert_eq!(status, 200, "{text}");
             assert!(text.contains("epoch_table_rows{database="), "table sizes are there: {text}");
         }
-        other => panic!("/v1/metrics did not answer while the disk was full: {other:?}"),
+        Err(e) => panic!("/v1/metrics did not answer while the disk was full: {e}"),
     }
-    let acked = acked.load(Ordering::SeqCst);
-    eprintln!("{acked} transfers acknowledged, {} refused while the disk was full", refused.load(Ordering::SeqCst));
+    let acked = tally.acked.load(Ordering::SeqCst);
+    eprintln!(
+        "{acked} transfers acknowledged, {} refused while the disk was full",
+        tally.refused.load(Ordering::SeqCst)
+    );
     assert_eq!(invariants(&server, &token), (ACCOUNTS as i64 * BALANCE, acked), "before the crash");
     // What was acknowledged is on disk: after a SIGKILL the same holds.
     server.crash();

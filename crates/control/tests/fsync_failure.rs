@@ -51,69 +51,87 @@ fn check(cp: &ControlPlane, acknowledged: &[i64]) -> usize {
     ledger.len()
 }
 
+/// What the writers of the failed-fsync test saw.
+#[derive(Default)]
+struct Tally {
+    acknowledged: Mutex<Vec<i64>>,
+    refused: AtomicUsize,
+    /// Transfers acknowledged by the reopened database.
+    after_reopen: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// Writer `w`: transfers with unique amounts (each ledger row names its transfer) between its
+/// own two accounts until stopped.
+fn transfer_until_stopped(cp: &ControlPlane, w: u32, first: &Arc<epoch_control::HostedDatabase>, tally: &Tally) {
+    let mut i = 0i64;
+    while !tally.stop.load(Ordering::SeqCst) {
+        let amount = (w as i64 + 1) * 1_000_000 + i;
+        let (from, to) = if i % 2 == 0 { (2 * w, 2 * w + 1) } else { (2 * w + 1, 2 * w) };
+        let reopened = cp.get(&DB).is_some_and(|d| !Arc::ptr_eq(&d, first));
+        if transfer(cp, from, to, amount) {
+            tally.acknowledged.lock().unwrap().push(amount);
+            if reopened {
+                tally.after_reopen.fetch_add(1, Ordering::SeqCst);
+            }
+        } else {
+            tally.refused.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        i += 1;
+    }
+}
+
+/// A durable control plane in `dir` whose fsyncs `faults` can fail, with the bank published
+/// as `bank` and its accounts opened.
+fn bank(dir: &std::path::Path, faults: &Arc<FailNextSync>) -> Arc<ControlPlane> {
+    let persist = PersistConfig { faults: Some(faults.clone()), ..PersistConfig::default() };
+    let cp = Arc::new(ControlPlane::open(dir, HostConfig::default(), persist).unwrap());
+    cp.watch_logs();
+    cp.publish(DB, OWNER, &fixture("bank"), false).unwrap();
+    cp.add_name("bank", DB, OWNER).unwrap();
+    let args = ReducerArgs::Json(format!("[0, {ACCOUNTS}, {START}]"));
+    let opened = cp.get(&DB).unwrap().handle.with(move |d| d.call("open_accounts", args, Caller::identity(OWNER)));
+    assert!(matches!(opened, Ok(Ok(_))));
+    cp
+}
+
 #[test]
 fn a_failed_fsync_stops_acknowledging_and_the_database_reopens_from_disk() {
     let dir = std::env::temp_dir().join(format!("epoch-fsyncfail-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let faults = Arc::new(FailNextSync::default());
-    let persist = PersistConfig { faults: Some(faults.clone()), ..PersistConfig::default() };
-    let cp = Arc::new(ControlPlane::open(&dir, HostConfig::default(), persist).unwrap());
-    cp.watch_logs();
-    cp.publish(DB, OWNER, &fixture("bank"), false).unwrap();
-    cp.add_name("bank", DB, OWNER).unwrap();
-    let created_seq = cp.get(&DB).unwrap().created_seq;
-    let args = ReducerArgs::Json(format!("[0, {ACCOUNTS}, {START}]"));
-    let opened = cp.get(&DB).unwrap().handle.with(move |d| d.call("open_accounts", args, Caller::identity(OWNER)));
-    assert!(matches!(opened, Ok(Ok(_))));
+    let cp = bank(&dir, &faults);
     let first = cp.get(&DB).unwrap();
-
-    let acknowledged = Mutex::new(Vec::new());
-    let refused = AtomicUsize::new(0);
-    let after_reopen = AtomicUsize::new(0);
-    let stop = AtomicBool::new(false);
+    let tally = Tally::default();
     std::thread::scope(|s| {
         for w in 0..WRITERS {
-            let (cp, acknowledged, refused, after_reopen, stop, first) =
-                (&cp, &acknowledged, &refused, &after_reopen, &stop, &first);
-            s.spawn(move || {
-                let mut i = 0i64;
-                while !stop.load(Ordering::SeqCst) {
-                    // Unique amounts: each ledger row names its transfer.
-                    let amount = (w as i64 + 1) * 1_000_000 + i;
-                    let (from, to) = if i % 2 == 0 { (2 * w, 2 * w + 1) } else { (2 * w + 1, 2 * w) };
-                    let reopened = cp.get(&DB).is_some_and(|d| !Arc::ptr_eq(&d, first));
-                    if transfer(cp, from, to, amount) {
-                        acknowledged.lock().unwrap().push(amount);
-                        if reopened {
-                            after_reopen.fetch_add(1, Ordering::SeqCst);
-                        }
-                    } else {
-                        refused.fetch_add(1, Ordering::SeqCst);
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    i += 1;
-                }
-            });
+            let (cp, first, tally) = (&cp, &first, &tally);
+            s.spawn(move || transfer_until_stopped(cp, w, first, tally));
         }
-        while acknowledged.lock().unwrap().len() < 200 {
+        while tally.acknowledged.lock().unwrap().len() < 200 {
             std::thread::sleep(Duration::from_millis(2));
         }
         faults.armed.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(30);
-        while after_reopen.load(Ordering::SeqCst) < 100 && Instant::now() < deadline {
+        while tally.after_reopen.load(Ordering::SeqCst) < 100 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        stop.store(true, Ordering::SeqCst);
+        tally.stop.store(true, Ordering::SeqCst);
     });
-    assert!(after_reopen.load(Ordering::SeqCst) >= 100, "the database never took writes again after the failed fsync");
+    let after_reopen = tally.after_reopen.load(Ordering::SeqCst);
+    assert!(after_reopen >= 100, "the database never took writes again after the failed fsync");
     assert_eq!(faults.fired.load(Ordering::SeqCst), 1, "the fsync failure was injected");
-    assert!(refused.load(Ordering::SeqCst) >= 1, "the transfers caught by the failed fsync were not acknowledged");
+    assert!(
+        tally.refused.load(Ordering::SeqCst) >= 1,
+        "the transfers caught by the failed fsync were not acknowledged"
+    );
     let reopened = cp.get(&DB).unwrap();
     assert!(!Arc::ptr_eq(&reopened, &first), "the database was reopened");
-    assert_eq!(reopened.created_seq, created_seq, "it keeps its place");
+    assert_eq!(reopened.created_seq, first.created_seq, "it keeps its place");
     assert!(reopened.storage_failure().is_none());
     assert_eq!(cp.resolve_name("bank"), Some(DB));
-    let acknowledged = acknowledged.into_inner().unwrap();
+    let acknowledged = tally.acknowledged.into_inner().unwrap();
     let rows = check(&cp, &acknowledged);
     assert!(rows >= acknowledged.len());
     drop((first, reopened));
