@@ -20,10 +20,10 @@ pub enum SyncCommand {
         /// Only this aggregate (needs --type).
         #[arg(long = "id")]
         aggregate_id: Option<String>,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = epoch_api::limits::RESYNC_DEFAULT_BATCH_SIZE)]
         batch_size: u32,
         /// Seconds between batches.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = epoch_api::limits::RESYNC_DEFAULT_DELAY_SECONDS)]
         delay: u32,
         /// Show a progress bar until the instance ends.
         #[arg(long)]
@@ -38,7 +38,7 @@ pub enum SyncCommand {
         /// Also sync the classic (unnamed) shadow, as `$classic`.
         #[arg(long)]
         include_classic: bool,
-        #[arg(long, default_value_t = 25)]
+        #[arg(long, default_value_t = epoch_api::limits::SHADOWS_DEFAULT_BATCH_SIZE)]
         batch_size: u32,
         /// Show a progress bar until the instance ends, then every shadow's line.
         #[arg(long)]

@@ -8,10 +8,8 @@ use epoch_store::{Store as Db, TxDelta};
 use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Trap, TypedFunc};
 
 use crate::abi::{self, Env};
+use crate::limits::{DEFAULT_LOG_CAPACITY, DEFAULT_MEMORY_MAX_BYTES, DEFAULT_REDUCER_TIMEOUT, EPOCH_TICK};
 use crate::logs::ModuleLogs;
-
-/// How often the shared ticker advances the engine epoch; the granularity of reducer deadlines.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Limits and sizes for running one module.
 #[derive(Debug, Clone)]
@@ -29,9 +27,9 @@ pub struct HostConfig {
 impl Default for HostConfig {
     fn default() -> Self {
         Self {
-            reducer_timeout: Duration::from_secs(10),
-            memory_max_bytes: 1 << 30,
-            log_capacity: 10_000,
+            reducer_timeout: DEFAULT_REDUCER_TIMEOUT,
+            memory_max_bytes: DEFAULT_MEMORY_MAX_BYTES,
+            log_capacity: DEFAULT_LOG_CAPACITY,
             compiled_cache: None,
         }
     }

@@ -11,6 +11,8 @@ use epoch_core::Outgoing;
 use epoch_sats::json::write_str;
 use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue, ProductType};
 
+use crate::limits::COMPRESS_THRESHOLD;
+
 /// The two wire formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -25,9 +27,6 @@ pub enum Compression {
     Brotli,
     Gzip,
 }
-
-/// Messages up to this many bytes go uncompressed whatever the setting (1.3's threshold).
-pub const COMPRESS_THRESHOLD: usize = 1024;
 
 /// One encoded frame: binary (tag byte first) or text.
 pub enum Frame {

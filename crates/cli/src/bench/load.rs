@@ -22,24 +22,15 @@ use parking_lot::Mutex;
 
 use super::servers::Server;
 use super::Row;
+use crate::limits::{
+    ACCOUNTS, HTTP_CONNECTIONS, INITIAL_ROWS, IN_FLIGHT, LARGE_READ_BUFFER, SMALL_READ_BUFFER, SQL_CONNECTIONS,
+};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Calls each client keeps in flight in the throughput workload.
-const IN_FLIGHT: usize = 8;
-/// Accounts the transfers move money between (pairs of two per client slot).
-pub(crate) const ACCOUNTS: u32 = 128;
-/// Rows of the initial-subscription workload.
-const INITIAL_ROWS: u32 = 100_000;
-
 /// The text of one query of the `sql` workload, from the caller's counter.
 type QueryText = fn(u64) -> String;
-
-/// HTTP connections of the `http` workload.
-const HTTP_CONNECTIONS: usize = 16;
-/// HTTP connections of the `sql` workload.
-const SQL_CONNECTIONS: usize = 4;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -260,12 +251,6 @@ async fn prepare(name: &str, url: &str, wasm: &[u8]) -> Result<Target> {
     }
     Ok(Target { name: name.to_string(), url: url.to_string(), token, db: dbs[0].clone(), big: dbs[1].clone() })
 }
-
-/// Read buffer of the many small-message clients: tungstenite zero-fills the buffer before every
-/// read (see epoch_api::ws), so a small one keeps a thousand clients cheap.
-const SMALL_READ_BUFFER: usize = 4096;
-/// Read buffer of the client receiving a whole table in one message.
-const LARGE_READ_BUFFER: usize = 256 << 10;
 
 async fn connect(t: &Target, db: &str, query: &str) -> Result<Socket> {
     connect_with(t, db, query, SMALL_READ_BUFFER).await

@@ -7,25 +7,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use epoch_control::HostedDatabase;
 use epoch_core::Identity;
 use epoch_core::{Caller, Database, ReducerArgs, WorkflowStep};
 
 use super::{Instance, Item, ItemError, Kind, Runner};
+use crate::limits::{DATABASE_POLL, DATABASE_WAIT_LIMIT, RETRY_BASE};
 
 /// Where an applied item's outcome arrives, once its transaction is durable.
 type Receiver = std::sync::mpsc::Receiver<Result<(), ItemError>>;
-
-/// The first retry waits this long; each next one twice as long (up to 64 times).
-const RETRY_BASE: Duration = Duration::from_millis(50);
-
-/// How long an item waits for its database to write again (after a failed fsync it reopens
-/// from disk; a full disk waits for space) before the instance stops.
-pub const DATABASE_WAIT_LIMIT: Duration = Duration::from_secs(600);
-/// How often a waiting item looks at its database.
-const DATABASE_POLL: Duration = Duration::from_millis(50);
 
 impl Runner {
     /// Makes the batch's transactions durable before the instance's row says the batch is done:

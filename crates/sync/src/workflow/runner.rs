@@ -13,7 +13,8 @@ use std::time::Duration;
 use epoch_control::{ControlPlane, SystemError, SystemTable};
 use parking_lot::{Condvar, Mutex};
 
-use super::{now_ms, Instance, ItemResult, Kind, KindSpec, Status, MAX_ERRORS, MAX_RESULTS};
+use super::{now_ms, Instance, ItemResult, Kind, KindSpec, Status};
+use crate::limits::{MAX_ERRORS, MAX_RESULTS, POSITION_SAVE_INTERVAL, STREAM_POLL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -91,14 +92,6 @@ pub struct Runner {
     /// How long finished instances are kept.
     retention: Duration,
 }
-
-/// How long a stream with nothing new waits before asking its kind again.
-pub const STREAM_POLL: Duration = Duration::from_millis(100);
-/// How often a stream's position (after batches with no items) is saved, at most.
-pub const POSITION_SAVE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Finished instances are kept this long by default, as Cloudflare Workflows keeps them.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Runner {
     /// Opens the runner on the system database of `control` with the workflow `kinds` this
