@@ -59,72 +59,106 @@ pub(crate) async fn run(
         eprintln!("prepared {} at {}", s.name, s.url);
     }
     if wanted("http") {
-        let workload = format!("1. HTTP transfer_fast, {HTTP_CONNECTIONS} conns");
-        let mut per_s = Row::new(&workload, "calls/s", false);
-        let mut p50 = Row::new(&workload, "p50 ms", true);
-        let mut p99 = Row::new(&workload, "p99 ms", true);
-        for t in &targets {
-            let (rate, lat) = http_calls(t, secs).await?;
-            eprintln!("http x{HTTP_CONNECTIONS} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
-            per_s.values.push(Some(rate));
-            p50.values.push(Some(pct(&lat, 0.5)));
-            p99.values.push(Some(pct(&lat, 0.99)));
-        }
-        rows.extend([per_s, p50, p99]);
+        http_rows(&targets, secs, rows).await?;
     }
     for clients in [1usize, 16, 64].into_iter().filter(|_| wanted("calls")) {
-        let workload = format!("2. WS transfer, {clients} client{}", if clients == 1 { "" } else { "s" });
-        let mut per_s = Row::new(&workload, "calls/s", false);
-        let mut p99 = Row::new(&workload, "p99 ms", true);
-        for t in &targets {
-            let (rate, lat) = calls(t, clients, secs).await?;
-            eprintln!("calls x{clients} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+        call_rows(&targets, clients, secs, rows).await?;
+    }
+    for subscribers in [100usize, 1000].into_iter().filter(|_| wanted("fanout")) {
+        fan_out_rows(&targets, subscribers, secs, rows).await?;
+    }
+    if wanted("initial") {
+        initial_rows(&targets, rows).await?;
+    }
+    if wanted("sql") {
+        sql_rows(&targets, secs, rows).await?;
+    }
+    Ok(())
+}
+
+/// Workload 1: reducer calls over HTTP on [`HTTP_CONNECTIONS`] connections; rows of the rate
+/// and the median and tail latency, one value per server.
+async fn http_rows(targets: &[Target], secs: Duration, rows: &mut Vec<Row>) -> Result<()> {
+    let workload = format!("1. HTTP transfer_fast, {HTTP_CONNECTIONS} conns");
+    let mut per_s = Row::new(&workload, "calls/s", false);
+    let mut p50 = Row::new(&workload, "p50 ms", true);
+    let mut p99 = Row::new(&workload, "p99 ms", true);
+    for t in targets {
+        let (rate, lat) = http_calls(t, secs).await?;
+        eprintln!("http x{HTTP_CONNECTIONS} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+        per_s.values.push(Some(rate));
+        p50.values.push(Some(pct(&lat, 0.5)));
+        p99.values.push(Some(pct(&lat, 0.99)));
+    }
+    rows.extend([per_s, p50, p99]);
+    Ok(())
+}
+
+/// Workload 2: reducer calls over WebSocket from `clients` clients; rows of the rate and the
+/// tail latency.
+async fn call_rows(targets: &[Target], clients: usize, secs: Duration, rows: &mut Vec<Row>) -> Result<()> {
+    let workload = format!("2. WS transfer, {clients} client{}", if clients == 1 { "" } else { "s" });
+    let mut per_s = Row::new(&workload, "calls/s", false);
+    let mut p99 = Row::new(&workload, "p99 ms", true);
+    for t in targets {
+        let (rate, lat) = calls(t, clients, secs).await?;
+        eprintln!("calls x{clients} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+        per_s.values.push(Some(rate));
+        p99.values.push(Some(pct(&lat, 0.99)));
+    }
+    rows.extend([per_s, p99]);
+    Ok(())
+}
+
+/// Workload 3: one writer's updates reaching `subscribers` subscribers; rows of the median and
+/// tail delivery latency.
+async fn fan_out_rows(targets: &[Target], subscribers: usize, secs: Duration, rows: &mut Vec<Row>) -> Result<()> {
+    let workload = format!("3. fan-out, {subscribers} subscribers");
+    let mut p50 = Row::new(&workload, "p50 ms", true);
+    let mut p99 = Row::new(&workload, "p99 ms", true);
+    for t in targets {
+        let lat = fan_out(t, subscribers, secs).await?;
+        eprintln!("fan-out x{subscribers} {}: p50 {:.2} ms p99 {:.2} ms", t.name, pct(&lat, 0.5), pct(&lat, 0.99));
+        p50.values.push(Some(pct(&lat, 0.5)));
+        p99.values.push(Some(pct(&lat, 0.99)));
+    }
+    rows.extend([p50, p99]);
+    Ok(())
+}
+
+/// Workload 4: the time to receive a subscription's [`INITIAL_ROWS`] initial rows.
+async fn initial_rows(targets: &[Target], rows: &mut Vec<Row>) -> Result<()> {
+    let mut initial = Row::new(format!("4. initial subscription, {INITIAL_ROWS} rows"), "ms (median of 5)", true);
+    for t in targets {
+        let ms = initial_subscription(t).await?;
+        eprintln!("initial {}: {ms:.1} ms", t.name);
+        initial.values.push(Some(ms));
+    }
+    rows.push(initial);
+    Ok(())
+}
+
+/// Workload 5: SQL over HTTP, a point lookup, a range and a full scan; rows of the rate and the
+/// tail latency of each.
+async fn sql_rows(targets: &[Target], secs: Duration, rows: &mut Vec<Row>) -> Result<()> {
+    let queries: [(&str, QueryText); 3] = [
+        ("5. SQL point (primary key)", |n| format!("SELECT * FROM account WHERE id = {}", n % INITIAL_ROWS as u64)),
+        ("5. SQL range (100 keys)", |n| {
+            let from = n * 100 % (INITIAL_ROWS as u64 - 100);
+            format!("SELECT * FROM account WHERE id >= {from} AND id < {}", from + 100)
+        }),
+        ("5. SQL full scan + filter", |n| format!("SELECT * FROM account WHERE balance = {}", n % 7)),
+    ];
+    for (workload, query) in queries {
+        let mut per_s = Row::new(workload, "queries/s", false);
+        let mut p99 = Row::new(workload, "p99 ms", true);
+        for t in targets {
+            let (rate, lat) = sql_queries(t, query, secs).await?;
+            eprintln!("{workload} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
             per_s.values.push(Some(rate));
             p99.values.push(Some(pct(&lat, 0.99)));
         }
         rows.extend([per_s, p99]);
-    }
-    for subscribers in [100usize, 1000].into_iter().filter(|_| wanted("fanout")) {
-        let workload = format!("3. fan-out, {subscribers} subscribers");
-        let mut p50 = Row::new(&workload, "p50 ms", true);
-        let mut p99 = Row::new(&workload, "p99 ms", true);
-        for t in &targets {
-            let lat = fan_out(t, subscribers, secs).await?;
-            eprintln!("fan-out x{subscribers} {}: p50 {:.2} ms p99 {:.2} ms", t.name, pct(&lat, 0.5), pct(&lat, 0.99));
-            p50.values.push(Some(pct(&lat, 0.5)));
-            p99.values.push(Some(pct(&lat, 0.99)));
-        }
-        rows.extend([p50, p99]);
-    }
-    if wanted("initial") {
-        let mut initial = Row::new(format!("4. initial subscription, {INITIAL_ROWS} rows"), "ms (median of 5)", true);
-        for t in &targets {
-            let ms = initial_subscription(t).await?;
-            eprintln!("initial {}: {ms:.1} ms", t.name);
-            initial.values.push(Some(ms));
-        }
-        rows.push(initial);
-    }
-    if wanted("sql") {
-        let queries: [(&str, QueryText); 3] = [
-            ("5. SQL point (primary key)", |n| format!("SELECT * FROM account WHERE id = {}", n % INITIAL_ROWS as u64)),
-            ("5. SQL range (100 keys)", |n| {
-                let from = n * 100 % (INITIAL_ROWS as u64 - 100);
-                format!("SELECT * FROM account WHERE id >= {from} AND id < {}", from + 100)
-            }),
-            ("5. SQL full scan + filter", |n| format!("SELECT * FROM account WHERE balance = {}", n % 7)),
-        ];
-        for (workload, query) in queries {
-            let mut per_s = Row::new(workload, "queries/s", false);
-            let mut p99 = Row::new(workload, "p99 ms", true);
-            for t in &targets {
-                let (rate, lat) = sql_queries(t, query, secs).await?;
-                eprintln!("{workload} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
-                per_s.values.push(Some(rate));
-                p99.values.push(Some(pct(&lat, 0.99)));
-            }
-            rows.extend([per_s, p99]);
-        }
     }
     Ok(())
 }
