@@ -17,6 +17,7 @@ use serde_json::json;
 
 use crate::auth::CallerAuth;
 use crate::error::ApiError;
+use crate::limits::{FOLLOW_POLL, MAX_ERROR_TEXT};
 use crate::AppState;
 
 const TEXT: (header::HeaderName, &str) = (header::CONTENT_TYPE, "text/plain; charset=utf-8");
@@ -160,9 +161,6 @@ fn control_error(e: ControlError) -> ApiError {
     };
     text(status, one_line(&e.to_string()))
 }
-
-/// The longest error message sent back for a refused publish or delete.
-const MAX_ERROR_TEXT: usize = 1024;
 
 /// An error as one readable line: the first line of a multi-line text (the rest of wasmtime's
 /// messages is a byte dump), without a dangling `- expected=[`, cut at [`MAX_ERROR_TEXT`].
@@ -493,9 +491,6 @@ pub async fn schema(
     }
 }
 
-/// How often a follower looks for new log lines.
-const FOLLOW_POLL: Duration = Duration::from_millis(100);
-
 pub async fn logs(
     State(state): State<AppState>,
     Extension(caller): Extension<CallerAuth>,
@@ -613,9 +608,6 @@ pub async fn timestamp(State(state): State<AppState>, Path(segment): Path<String
     lookup(&state, &segment)?;
     Ok(Json(json!({"__timestamp_micros_since_unix_epoch__": epoch_core::now_micros()})).into_response())
 }
-
-/// The largest body `POST /v1/database/:n/import/:table` takes.
-pub const MAX_IMPORT_BYTES: usize = 256 << 20;
 
 /// `GET /v1/database/:n/export/:table?format=jsonl|csv`: every row of a table, owner only.
 /// Both forms are exact for every value and are what `import` takes back (see

@@ -9,6 +9,7 @@ use serde_json::json;
 
 use crate::auth;
 use crate::error::ApiError;
+use crate::limits::WEBSOCKET_TOKEN_SECONDS;
 use crate::AppState;
 
 pub async fn ping(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
@@ -45,10 +46,6 @@ fn required<'a>(
 }
 
 /// A short-lived token for opening a WebSocket (the SDKs exchange their token for one).
-/// How long a WebSocket token (`POST /v1/identity/websocket-token`) lives, as 1.3's; at most
-/// as long as the token it is minted from.
-pub const WEBSOCKET_TOKEN_SECONDS: u64 = 60;
-
 pub async fn websocket_token(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
     let caller = required(&state, &req).await?;
     let claims = state.auth.verify_async(&caller.token).await.map_err(auth::invalid_token)?.claims;

@@ -12,6 +12,7 @@ mod auth;
 mod database;
 mod error;
 mod identity;
+pub mod limits;
 mod metrics;
 mod sql_json;
 pub mod sync;
@@ -48,10 +49,10 @@ pub struct ApiLimits {
 impl Default for ApiLimits {
     fn default() -> Self {
         Self {
-            max_module_bytes: 64 << 20,
-            max_body_bytes: 2 << 20,
-            max_sql_bytes: 64 << 10,
-            max_sql_rows: 100_000,
+            max_module_bytes: limits::DEFAULT_MAX_MODULE_BYTES,
+            max_body_bytes: limits::DEFAULT_MAX_BODY_BYTES,
+            max_sql_bytes: epoch_query::limits::MAX_SQL_LEN,
+            max_sql_rows: epoch_query::limits::DEFAULT_MAX_SQL_ROWS,
             ws: ws::WsLimits::default(),
         }
     }
@@ -127,7 +128,7 @@ fn database_routes(state: &AppState) -> Router<AppState> {
         .route("/{name_or_identity}/export/{table}", get(database::export))
         .route(
             "/{name_or_identity}/import/{table}",
-            post(database::import).layer(axum::extract::DefaultBodyLimit::max(database::MAX_IMPORT_BYTES)),
+            post(database::import).layer(axum::extract::DefaultBodyLimit::max(limits::MAX_IMPORT_BYTES)),
         )
         .route("/{name_or_identity}/sql", post(database::sql))
         .route("/{name_or_identity}/unstable/timestamp", get(database::timestamp))

@@ -17,6 +17,7 @@
 //! Not for: deciding which databases are archived (the server does that), or their data's
 //! meaning.
 
+pub mod limits;
 mod local;
 mod restore;
 mod service;
@@ -24,21 +25,16 @@ mod ship;
 mod target;
 
 pub use restore::{restore, RestoreReport, StopAt};
-pub use service::{ArchivePlan, ArchiveService, ArchivedDatabase, PASS_INTERVAL};
+pub use service::{ArchivePlan, ArchiveService, ArchivedDatabase};
 pub use ship::{ArchiveStatus, Archiver};
-pub use target::{ArchiveTarget, StoreOptions, S3_CONNECT_TIMEOUT, S3_REQUEST_TIMEOUT};
+pub use target::{ArchiveTarget, StoreOptions};
+
+use crate::limits::MAX_LAG_LIMIT;
 
 /// The files of a database directory archived beside its log: the module, the tables' ids
 /// (`table-order`, kept by `epoch-core` after migrations) and its SQL row limit, each when it
 /// exists (the system database has none of them).
 pub const DATABASE_FILES: [&str; 3] = ["module.wasm", "table-order", "row-limit"];
-
-/// The default lag bound: a segment holding records is closed and shipped at least this often.
-pub const DEFAULT_MAX_LAG: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// The longest lag bound a server or database may set: longer would leave hours of
-/// acknowledged transactions outside the archive.
-pub const MAX_LAG_LIMIT: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// A lag bound given in seconds (a flag, a database's `maxLagSeconds`), checked against
 /// [`MAX_LAG_LIMIT`].

@@ -9,10 +9,8 @@ use std::time::Duration;
 
 use epoch_commitlog::CommitLog;
 
+use crate::limits::PASS_INTERVAL;
 use crate::{ArchiveStatus, ArchiveTarget, Archiver, StoreOptions};
-
-/// How often the archiving thread looks for something to ship.
-pub const PASS_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Where and how one database is archived.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,19 +4,14 @@
 //! folder directly and without following links (`local`).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::TryStreamExt;
 use object_store::path::Path as StorePath;
 use object_store::ObjectStore;
 
+use crate::limits::{ARCHIVE_S3_REQUEST_TIMEOUT, S3_CONNECT_TIMEOUT};
 use crate::local::LocalDir;
 use crate::ArchiveError;
-
-/// How long connecting to an S3 endpoint may take.
-pub const S3_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long one object-store request may take (a 64 MiB segment included).
-pub const S3_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How to reach an S3-compatible store; empty fields use the defaults (`us-east-1`, AWS's
 /// endpoint, the `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` environment).
@@ -76,7 +71,7 @@ impl ArchiveTarget {
                 .with_client_options(
                     object_store::ClientOptions::new()
                         .with_connect_timeout(S3_CONNECT_TIMEOUT)
-                        .with_timeout(S3_REQUEST_TIMEOUT),
+                        .with_timeout(ARCHIVE_S3_REQUEST_TIMEOUT),
                 );
             if let Some(endpoint) = options.endpoint.as_deref().filter(|e| !e.is_empty()) {
                 b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));

@@ -7,10 +7,7 @@ use std::collections::HashMap;
 use cid::Cid;
 use sha2::Digest;
 
-/// The largest CAR taken whole (a repo of about a million small records).
-pub const MAX_CAR_BYTES: usize = 256 << 20;
-/// The most blocks one CAR may hold.
-pub const MAX_BLOCKS: usize = 2_000_000;
+use crate::limits::{MAX_BLOCKS, MAX_CAR_BYTES};
 
 /// The multihash code of sha2-256, the only hash the AT Protocol uses for blocks.
 const SHA2_256: u64 = 0x12;

@@ -7,11 +7,7 @@ use ipld_core::serde::from_ipld;
 use serde::Deserialize;
 
 use crate::car::DecodeError;
-
-/// The largest frame taken (the spec's commit limit is 2 MiB of blocks; headroom for the rest).
-pub const MAX_FRAME_BYTES: usize = 5 << 20;
-/// The most operations one commit may carry (the spec allows 200).
-pub const MAX_OPS: usize = 1_000;
+use crate::limits::{MAX_FRAME_BYTES, MAX_OPS};
 
 #[derive(Deserialize)]
 struct Header {

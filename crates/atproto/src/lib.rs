@@ -14,6 +14,7 @@
 
 pub mod car;
 pub mod frame;
+pub mod limits;
 pub mod repo;
 pub mod signature;
 pub mod value;

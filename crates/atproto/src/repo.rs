@@ -8,11 +8,7 @@ use ipld_core::serde::from_ipld;
 use serde::Deserialize;
 
 use crate::car::{Car, DecodeError};
-
-/// How deep an MST may be (a balanced tree of 2^64 keys is far shallower).
-pub const MAX_MST_DEPTH: usize = 64;
-/// The longest key taken.
-pub const MAX_KEY_BYTES: usize = 1024;
+use crate::limits::{MAX_KEY_BYTES, MAX_MST_DEPTH};
 
 #[derive(Deserialize)]
 struct CommitBlock {

@@ -6,11 +6,9 @@ use ipld_core::ipld::Ipld;
 use serde_json::{json, Map, Value};
 
 use crate::car::DecodeError;
+use crate::limits::MAX_RECORD_DEPTH;
 
-/// How deep a record may nest (the data model sets no number; this bounds the recursion).
-pub const MAX_DEPTH: usize = 64;
-
-/// Checks, without recursion, that CBOR `bytes` nest no deeper than [`MAX_DEPTH`] (the
+/// Checks, without recursion, that CBOR `bytes` nest no deeper than [`MAX_RECORD_DEPTH`] (the
 /// decoders recurse, so a hostile input must not reach them first).
 pub fn check_nesting(bytes: &[u8]) -> Result<(), DecodeError> {
     let bad = |m: &str| DecodeError::Malformed { what: "CBOR", message: m.to_string() };
@@ -49,7 +47,7 @@ pub fn check_nesting(bytes: &[u8]) -> Result<(), DecodeError> {
                     5 => arg.checked_mul(2).ok_or_else(|| bad("length"))?,
                     _ => 1,
                 };
-                if open.len() > MAX_DEPTH {
+                if open.len() > MAX_RECORD_DEPTH {
                     return Err(bad("nested too deep"));
                 }
                 open.push(items);
@@ -70,8 +68,11 @@ pub fn record_json(block: &[u8]) -> Result<Value, DecodeError> {
 
 /// An IPLD value in the data model's JSON form.
 pub fn to_json(v: &Ipld, depth: usize) -> Result<Value, DecodeError> {
-    if depth > MAX_DEPTH {
-        return Err(DecodeError::Malformed { what: "record", message: format!("nested deeper than {MAX_DEPTH}") });
+    if depth > MAX_RECORD_DEPTH {
+        return Err(DecodeError::Malformed {
+            what: "record",
+            message: format!("nested deeper than {MAX_RECORD_DEPTH}"),
+        });
     }
     Ok(match v {
         Ipld::Null => Value::Null,
@@ -124,7 +125,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused() {
         let mut v = Ipld::Null;
-        for _ in 0..(MAX_DEPTH + 2) {
+        for _ in 0..(MAX_RECORD_DEPTH + 2) {
             v = Ipld::List(vec![v]);
         }
         assert!(to_json(&v, 0).is_err());

@@ -7,6 +7,7 @@
 //!
 //! Not for: deciding who may do what (the API layer does that with the verified identity).
 
+pub mod limits;
 pub mod oidc;
 pub mod outbound;
 
@@ -16,6 +17,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 pub use epoch_sats::Identity;
+
+use crate::limits::{EXP_LEEWAY_SECS, VERIFIED_CACHE_MAX};
 
 /// The identity of the holder of a token with this issuer and subject, as 1.3 derives it.
 pub fn identity_from_claims(issuer: &str, subject: &str) -> Identity {
@@ -132,12 +135,6 @@ pub struct Authority {
     /// the same token on every request pays for the signature check once.
     verified: parking_lot::Mutex<std::collections::HashMap<String, Verified>>,
 }
-
-/// Clock skew allowed when checking `exp`, as jsonwebtoken's default.
-const EXP_LEEWAY_SECS: u64 = 60;
-
-/// How many verified tokens are remembered; the cache starts over when full.
-const VERIFIED_CACHE_MAX: usize = 16_384;
 
 /// The file names of the server's key pair inside its key directory.
 pub const PRIVATE_KEY_FILE: &str = "id_ecdsa";

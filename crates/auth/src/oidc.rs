@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use jsonwebtoken::jwk::JwkSet;
@@ -26,31 +26,14 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::{Origin, Url};
 
-pub use crate::outbound::{is_public, MAX_REDIRECTS};
+use crate::limits::{
+    FAILED_FETCH_TTL, FETCH_TIMEOUT, KEYS_TTL, MAX_CACHED_ISSUERS, MAX_CACHED_KEY_BYTES, MAX_CONCURRENT_FETCHES,
+    MAX_DOCUMENT_BYTES, MIN_REFRESH,
+};
+pub use crate::outbound::is_public;
 use crate::outbound::{literal_host_is_public, same_origin_redirects, PublicOnly};
 use crate::AuthError;
 
-/// How long one request to an issuer may take (connecting, waiting and reading).
-pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// The least time between two fetches of one issuer's keys (a stream of tokens with unknown
-/// key ids cannot make the server hammer the issuer).
-pub const MIN_REFRESH: Duration = Duration::from_secs(1);
-/// How long fetched keys are trusted before they are fetched again.
-pub const KEYS_TTL: Duration = Duration::from_secs(3600);
-/// How long a failed fetch is remembered: tokens of an issuer that cannot be reached are refused
-/// without a new fetch meanwhile, so unsigned tokens cannot make the server connect at will.
-pub const FAILED_FETCH_TTL: Duration = Duration::from_secs(30);
-/// The largest discovery document or key set read (real ones are a few KiB); the body is
-/// refused as soon as more arrives.
-pub const MAX_DOCUMENT_BYTES: usize = 256 << 10;
-/// Fetches running at once, over all issuers: each holds a connection and a task, and tokens
-/// naming issuers that never answer must not pile them up. Past it a token is refused.
-pub const MAX_CONCURRENT_FETCHES: usize = 8;
-/// Issuers whose keys (or failure) are remembered; the least recently used is forgotten first.
-pub const MAX_CACHED_ISSUERS: usize = 1024;
-/// Bytes of key sets remembered over all issuers (counted as the documents' sizes); the least
-/// recently used issuer is forgotten first.
-pub const MAX_CACHED_KEY_BYTES: usize = 8 << 20;
 /// Why a discovery document or key set (or the issuer naming them) is refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DocumentError {
@@ -410,6 +393,7 @@ async fn read_capped(client: &reqwest::Client, url: Url) -> Result<Vec<u8>, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn issuers_with_user_info_or_other_schemes_are_not_urls_to_fetch() {

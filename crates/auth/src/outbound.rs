@@ -7,8 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use url::{Host, Url};
 
-/// Redirects followed in one fetch (each within the origin the fetch started on).
-pub const MAX_REDIRECTS: usize = 3;
+use crate::limits::MAX_REDIRECTS;
 
 /// Whether `ip` is an address on the public internet: not loopback, private, link-local
 /// (cloud metadata lives there), shared, reserved, multicast or documentation space, and no

@@ -7,9 +7,12 @@ use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use epoch_core::{Caller, Database, HostConfig, ReducerArgs};
 
+use crate::limits::SHUTDOWN_GRACE;
+
 mod archive_cmd;
 mod bench;
 mod client;
+mod limits;
 mod server_config;
 mod subscribe_cmd;
 mod sync_cmd;
@@ -44,13 +47,13 @@ struct StartArgs {
     #[arg(long, default_value = "epoch-data")]
     data_dir: PathBuf,
     /// Per-reducer time limit in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = epoch_host::limits::DEFAULT_REDUCER_TIMEOUT.as_millis() as u64)]
     reducer_timeout_ms: u64,
     /// Largest module a publish may upload, in bytes.
-    #[arg(long, default_value_t = 64 << 20)]
+    #[arg(long, default_value_t = epoch_api::limits::DEFAULT_MAX_MODULE_BYTES)]
     max_module_bytes: usize,
     /// Most rows one SQL query may return.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = epoch_query::limits::DEFAULT_MAX_SQL_ROWS)]
     max_sql_rows: usize,
     /// `sync`: answer a reducer call only once its transaction is fsynced (group commit).
     /// `async`: answer after the write and fsync every 50 ms; a machine crash (not a
@@ -58,7 +61,7 @@ struct StartArgs {
     #[arg(long, default_value = "sync", value_parser = ["sync", "async"])]
     durability: String,
     /// Write a snapshot after this many transactions.
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = epoch_core::limits::DEFAULT_SNAPSHOT_EVERY)]
     snapshot_every: u64,
     /// If a commitlog is corrupt in the middle, start from its last good transaction instead
     /// of refusing to start.
@@ -68,7 +71,7 @@ struct StartArgs {
     #[arg(long)]
     in_memory: bool,
     /// How many days finished sync workflow instances are kept.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = epoch_sync::limits::DEFAULT_RETENTION.as_secs() / (24 * 3600))]
     workflow_retention_days: u64,
     /// The database the /admin/… seed paths of the sync API act on.
     #[arg(long)]
@@ -77,26 +80,26 @@ struct StartArgs {
     #[arg(long)]
     admin_api_key_file: Option<PathBuf>,
     /// Largest message a WebSocket client may send, in bytes.
-    #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_MESSAGE_BYTES)]
+    #[arg(long, default_value_t = epoch_api::limits::DEFAULT_MAX_MESSAGE_BYTES)]
     max_ws_message_bytes: usize,
     /// Bytes waiting for one WebSocket client before it is disconnected as too slow.
-    #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_QUEUED_BYTES)]
+    #[arg(long, default_value_t = epoch_api::limits::DEFAULT_MAX_QUEUED_BYTES)]
     max_ws_queued_bytes: usize,
     /// Bytes waiting for all WebSocket clients together before those with the most waiting are
     /// disconnected as too slow.
-    #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_TOTAL_QUEUED_BYTES)]
+    #[arg(long, default_value_t = epoch_api::limits::DEFAULT_MAX_TOTAL_QUEUED_BYTES)]
     max_ws_total_queued_bytes: usize,
     /// Messages waiting for one WebSocket client before it is disconnected as too slow.
-    #[arg(long, default_value_t = epoch_api::ws::DEFAULT_MAX_QUEUED_MESSAGES)]
+    #[arg(long, default_value_t = epoch_api::limits::DEFAULT_MAX_QUEUED_MESSAGES)]
     max_ws_queued_messages: usize,
     /// Most WebSocket clients one database serves at once.
-    #[arg(long, default_value_t = epoch_core::clients::DEFAULT_MAX_CLIENTS_PER_DATABASE)]
+    #[arg(long, default_value_t = epoch_core::limits::DEFAULT_MAX_CLIENTS_PER_DATABASE)]
     max_clients_per_database: usize,
     /// Most subscriptions (query ids) one WebSocket connection may hold.
-    #[arg(long, default_value_t = epoch_core::clients::DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT)]
+    #[arg(long, default_value_t = epoch_core::limits::DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT)]
     max_subscriptions_per_client: usize,
     /// Most rows one subscription request may receive initially.
-    #[arg(long, default_value_t = epoch_core::clients::DEFAULT_MAX_INITIAL_ROWS)]
+    #[arg(long, default_value_t = epoch_core::limits::DEFAULT_MAX_INITIAL_ROWS)]
     max_initial_rows: usize,
     /// Accept tokens of this OpenID Connect issuer, fetching its keys by discovery
     /// (`/.well-known/openid-configuration`). Repeat for several; then only these are accepted,
@@ -136,7 +139,7 @@ struct StartArgs {
     archive_region: Option<String>,
     /// A transaction reaches the archive at most this many seconds after it commits (the open
     /// segment is closed and shipped when its oldest record has waited this long).
-    #[arg(long, default_value_t = epoch_archive::DEFAULT_MAX_LAG.as_secs_f64())]
+    #[arg(long, default_value_t = epoch_archive::limits::DEFAULT_MAX_LAG.as_secs_f64())]
     archive_max_lag_seconds: f64,
 }
 
@@ -161,7 +164,7 @@ enum Command {
         #[arg(long)]
         schema: bool,
         /// Per-reducer time limit in milliseconds.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = epoch_host::limits::DEFAULT_REDUCER_TIMEOUT.as_millis() as u64)]
         timeout_ms: u64,
     },
     /// Get a server-issued identity and save its token for the server.
@@ -582,7 +585,7 @@ fn api_limits(args: &StartArgs) -> epoch_api::ApiLimits {
 /// How databases persist (`None` with --in-memory): durability, snapshots, recovery.
 fn persist_config(args: &StartArgs) -> Option<epoch_core::PersistConfig> {
     let durability = match args.durability.as_str() {
-        "async" => epoch_core::Durability::Async { interval: Duration::from_millis(50) },
+        "async" => epoch_core::Durability::Async { interval: epoch_core::limits::ASYNC_FSYNC_INTERVAL },
         _ => epoch_core::Durability::Sync,
     };
     (!args.in_memory).then_some(epoch_core::PersistConfig {
@@ -735,10 +738,6 @@ async fn stop_cleanly(
     }
     tracing::info!("stopped");
 }
-
-/// How long a clean stop (SIGTERM, SIGINT) waits for the databases to disconnect their
-/// clients before the process ends regardless.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Resolves on SIGINT or SIGTERM.
 async fn shutdown_signal() {

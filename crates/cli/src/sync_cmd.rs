@@ -20,10 +20,10 @@ pub enum SyncCommand {
         /// Only this aggregate (needs --type).
         #[arg(long = "id")]
         aggregate_id: Option<String>,
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = epoch_api::limits::RESYNC_DEFAULT_BATCH_SIZE)]
         batch_size: u32,
         /// Seconds between batches.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = epoch_api::limits::RESYNC_DEFAULT_DELAY_SECONDS)]
         delay: u32,
         /// Show a progress bar until the instance ends.
         #[arg(long)]
@@ -38,7 +38,7 @@ pub enum SyncCommand {
         /// Also sync the classic (unnamed) shadow, as `$classic`.
         #[arg(long)]
         include_classic: bool,
-        #[arg(long, default_value_t = 25)]
+        #[arg(long, default_value_t = epoch_api::limits::SHADOWS_DEFAULT_BATCH_SIZE)]
         batch_size: u32,
         /// Show a progress bar until the instance ends, then every shadow's line.
         #[arg(long)]
@@ -135,201 +135,33 @@ pub struct ConfigArgs {
 pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option<String>) -> Result<()> {
     let server = server.trim_end_matches('/');
     let token = crate::client::token_for(server, config_path)?;
-    let http = Client::new();
-    let key = || admin_key.clone().context("the sync API needs an admin key: --admin-api-key or EPOCH_ADMIN_API_KEY");
-    let auth = |req: RequestBuilder| -> Result<RequestBuilder> {
-        Ok(req.header("X-Admin-API-Key", key()?).bearer_auth(&token))
-    };
-    let control = |id: &str, action: &str| -> Result<()> {
-        let v = answer(auth(http.post(format!("{}/{action}", instance_url(server, None, id))))?)?;
-        println!("{id}: {}", v["status"].as_str().unwrap_or("?"));
-        Ok(())
-    };
+    let s = Session { server, token, http: Client::new(), admin_key };
     match cmd {
         SyncCommand::Resync { database, aggregate_type, aggregate_id, batch_size, delay, follow } => {
-            let mut query = vec![("batchSize", batch_size.to_string()), ("delaySeconds", delay.to_string())];
-            query.extend(aggregate_type.map(|t| ("aggregateType", t)));
-            query.extend(aggregate_id.map(|t| ("aggregateId", t)));
-            let url = format!("{server}/v1/database/{database}/sync/resync-projections");
-            let v = answer(auth(http.post(url).query(&query))?)?;
-            let id = v["instanceId"].as_str().unwrap_or_default().to_string();
-            println!(
-                "Started {id}: {} aggregates of {} in {} batches",
-                v["total"],
-                v["aggregateTypes"].as_array().map(|a| a.len()).unwrap_or(0),
-                v["batches"]
-            );
-            if follow {
-                watch(&http, &instance_url(server, Some(&database), &id), &id, &auth)?;
-            }
+            resync(&s, &database, aggregate_type, aggregate_id, batch_size, delay, follow)?
         }
-        SyncCommand::Backfill { database, force, follow } => {
-            let url = format!("{server}/v1/database/{database}/sync/backfill");
-            let req = http.post(url).query(&force.iter().map(|f| ("force", f.as_str())).collect::<Vec<_>>());
-            let v = answer(auth(req)?)?;
-            let Some(id) = v["id"].as_str().map(str::to_string) else {
-                println!("{}", v["message"].as_str().unwrap_or("no backfill started"));
-                return Ok(());
-            };
-            println!("Backfill {id}: {}", v["type"].as_str().unwrap_or("?"));
-            if let Some(note) = v["note"].as_str() {
-                println!("  {note}");
-            }
-            if follow {
-                let url = format!("{server}/v1/database/{database}/sync/backfill/{id}");
-                let bar = indicatif::ProgressBar::new(0);
-                bar.set_style(
-                    indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} repos {msg}")
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                );
-                loop {
-                    let p = answer(auth(http.get(&url))?)?;
-                    bar.set_length(p["reposTotal"].as_u64().unwrap_or(0));
-                    bar.set_position(p["reposDone"].as_u64().unwrap_or(0));
-                    bar.set_message(format!(
-                        "{} records applied, {}",
-                        p["recordsApplied"],
-                        p["status"].as_str().unwrap_or("?")
-                    ));
-                    if p["status"] != "in_progress" {
-                        bar.finish();
-                        println!(
-                            "{id}: {} ({}), {} records applied, {} repos failed",
-                            p["status"].as_str().unwrap_or("?"),
-                            p["type"].as_str().unwrap_or("?"),
-                            p["recordsApplied"],
-                            p["reposFailed"]
-                        );
-                        for e in p["errors"].as_array().into_iter().flatten().take(10) {
-                            println!("  error: {}", e.as_str().unwrap_or_default());
-                        }
-                        if p["status"] != "complete" {
-                            bail!("the backfill ended {}", p["status"].as_str().unwrap_or("?"));
-                        }
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(250));
-                }
-            }
-        }
+        SyncCommand::Backfill { database, force, follow } => backfill(&s, &database, force, follow)?,
         SyncCommand::Status { database, id, follow } => {
             let url = instance_url(server, database.as_deref(), &id);
             if follow {
-                watch(&http, &url, &id, &auth)?;
+                s.watch(&url, &id)?;
             } else {
-                println!("{}", serde_json::to_string_pretty(&answer(auth(http.get(url))?)?)?);
+                println!("{}", serde_json::to_string_pretty(&answer(s.auth(s.http.get(url))?)?)?);
             }
         }
-        SyncCommand::Pause { id } => control(&id, "pause")?,
-        SyncCommand::Resume { id } => control(&id, "resume")?,
-        SyncCommand::Terminate { id } => control(&id, "terminate")?,
+        SyncCommand::Pause { id } => s.control(&id, "pause")?,
+        SyncCommand::Resume { id } => s.control(&id, "resume")?,
+        SyncCommand::Terminate { id } => s.control(&id, "terminate")?,
         SyncCommand::Config(args) => {
-            let ConfigArgs {
-                database,
-                url,
-                endpoint,
-                region,
-                access_key_id,
-                secret_access_key,
-                reducer,
-                shadows_endpoint,
-                shadows_region,
-                shadows_access_key_id,
-                shadows_secret_access_key,
-                mqtt_url,
-                atproto_service,
-                atproto_collections,
-                atproto_members,
-            } = *args;
-            let section = |pairs: [(&str, Option<String>); 5]| {
-                let fields: serde_json::Map<String, Value> =
-                    pairs.into_iter().filter_map(|(k, v)| Some((k.to_string(), json!(v?)))).collect();
-                (!fields.is_empty()).then_some(Value::Object(fields))
-            };
-            let mut body = json!({});
-            if let Some(store) = section([
-                ("url", url),
-                ("endpoint", endpoint),
-                ("region", region),
-                ("accessKeyId", access_key_id),
-                ("secretAccessKey", secret_access_key),
-            ]) {
-                body["objectStore"] = store;
-                body["projectionReducer"] = json!(reducer);
-            }
-            if let Some(shadows) = section([
-                ("endpoint", shadows_endpoint),
-                ("region", shadows_region),
-                ("accessKeyId", shadows_access_key_id),
-                ("secretAccessKey", shadows_secret_access_key),
-                ("mqttUrl", mqtt_url),
-            ]) {
-                body["deviceShadows"] = shadows;
-            }
-            if let Some(service) = atproto_service {
-                let mut atproto = json!({"service": service});
-                if !atproto_collections.is_empty() {
-                    atproto["collections"] = json!(atproto_collections);
-                }
-                if !atproto_members.is_empty() {
-                    atproto["members"] = json!(atproto_members);
-                }
-                body["atproto"] = atproto;
-            } else if !atproto_collections.is_empty() || !atproto_members.is_empty() {
-                bail!("--atproto-collection and --atproto-member need --atproto-service");
-            }
-            if body.as_object().is_some_and(|b| b.is_empty()) {
-                bail!(
-                    "nothing to set: give --url (object store), --shadows-endpoint / --mqtt-url (device shadows) \
-                     or --atproto-service (AT Protocol)"
-                );
-            }
+            let database = args.database.clone();
+            let body = config_body(*args)?;
             // PATCH: the sections named replace theirs; the others stay as they are.
-            let v = answer(auth(http.patch(format!("{server}/v1/database/{database}/sync/config")).json(&body))?)?;
+            let url = format!("{server}/v1/database/{database}/sync/config");
+            let v = answer(s.auth(s.http.patch(url).json(&body))?)?;
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
         SyncCommand::Shadows { database, thing, include_classic, batch_size, follow } => {
-            let mut query = vec![("batchSize", batch_size.to_string())];
-            if include_classic {
-                query.push(("includeClassic", "true".into()));
-            }
-            if follow {
-                query.push(("waitSeconds", "0".into()));
-            }
-            let url = format!("{server}/v1/database/{database}/sync/shadow-sync/{thing}");
-            let mut v = answer(auth(http.post(url).query(&query))?)?;
-            let id = v["instanceId"].as_str().unwrap_or_default().to_string();
-            if follow {
-                println!("Started {id}: {} shadows of {thing}", v["total"]);
-                let instance = instance_url(server, Some(&database), &id);
-                watch(&http, &instance, &id, &auth)?;
-                let i = answer(auth(http.get(instance))?)?;
-                v["shadows"] = Value::Array(
-                    i["results"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(|r| json!({"shadowName": r["item"], "lambdaStatusCode": r["status"], "error": r["error"]}))
-                        .collect(),
-                );
-            }
-            let lines = v["shadows"].as_array().cloned().unwrap_or_default();
-            for line in &lines {
-                println!(
-                    "{:<40} {} {}",
-                    line["shadowName"].as_str().unwrap_or("?"),
-                    line["lambdaStatusCode"],
-                    line["error"].as_str().unwrap_or("")
-                );
-            }
-            let failed = lines.iter().filter(|l| l["lambdaStatusCode"] != 200).count();
-            if v["status"] != "complete" && !follow {
-                println!("{id} is still running: epoch sync status {id} --follow");
-            } else if failed > 0 {
-                bail!("{failed} of {} shadows of {thing} failed", lines.len());
-            } else {
-                println!("{thing}: {} shadows synced ({id})", lines.len());
-            }
+            shadows(&s, &database, &thing, include_classic, batch_size, follow)?
         }
         SyncCommand::Grant { database, identity } | SyncCommand::Revoke { database, identity }
             if identity.len() != 64 =>
@@ -338,16 +170,254 @@ pub fn run(cmd: SyncCommand, server: &str, config_path: &Path, admin_key: Option
         }
         SyncCommand::Grant { database, identity } => {
             let body = json!({ "identity": identity, "permission": "sync" });
-            answer(http.post(format!("{server}/v1/database/{database}/permissions")).bearer_auth(&token).json(&body))?;
+            let url = format!("{server}/v1/database/{database}/permissions");
+            answer(s.http.post(url).bearer_auth(&s.token).json(&body))?;
             println!("Granted sync on {database} to {identity}");
         }
         SyncCommand::Revoke { database, identity } => {
             let body = json!({ "identity": identity, "permission": "sync" });
-            answer(
-                http.delete(format!("{server}/v1/database/{database}/permissions")).bearer_auth(&token).json(&body),
-            )?;
+            let url = format!("{server}/v1/database/{database}/permissions");
+            answer(s.http.delete(url).bearer_auth(&s.token).json(&body))?;
             println!("Revoked sync on {database} from {identity}");
         }
+    }
+    Ok(())
+}
+
+/// What every sync command sends with: the server, the caller's token and the admin key (asked
+/// for only by the routes that need it, so `grant` and `revoke` work without one).
+struct Session<'a> {
+    server: &'a str,
+    token: String,
+    http: Client,
+    admin_key: Option<String>,
+}
+
+impl Session<'_> {
+    /// `req` with the admin key and the caller's token.
+    fn auth(&self, req: RequestBuilder) -> Result<RequestBuilder> {
+        let key = self
+            .admin_key
+            .clone()
+            .context("the sync API needs an admin key: --admin-api-key or EPOCH_ADMIN_API_KEY")?;
+        Ok(req.header("X-Admin-API-Key", key).bearer_auth(&self.token))
+    }
+
+    /// Pauses, resumes or terminates instance `id` and prints its new status.
+    fn control(&self, id: &str, action: &str) -> Result<()> {
+        let v = answer(self.auth(self.http.post(format!("{}/{action}", instance_url(self.server, None, id))))?)?;
+        println!("{id}: {}", v["status"].as_str().unwrap_or("?"));
+        Ok(())
+    }
+
+    /// Shows instance `id` (at `url`) until it ends.
+    fn watch(&self, url: &str, id: &str) -> Result<()> {
+        watch(&self.http, url, id, &|req| self.auth(req))
+    }
+}
+
+/// `epoch sync resync`: starts a resync of projections and, with `follow`, watches it.
+fn resync(
+    s: &Session,
+    database: &str,
+    aggregate_type: Option<String>,
+    aggregate_id: Option<String>,
+    batch_size: u32,
+    delay: u32,
+    follow: bool,
+) -> Result<()> {
+    let server = s.server;
+    let mut query = vec![("batchSize", batch_size.to_string()), ("delaySeconds", delay.to_string())];
+    query.extend(aggregate_type.map(|t| ("aggregateType", t)));
+    query.extend(aggregate_id.map(|t| ("aggregateId", t)));
+    let url = format!("{server}/v1/database/{database}/sync/resync-projections");
+    let v = answer(s.auth(s.http.post(url).query(&query))?)?;
+    let id = v["instanceId"].as_str().unwrap_or_default().to_string();
+    println!(
+        "Started {id}: {} aggregates of {} in {} batches",
+        v["total"],
+        v["aggregateTypes"].as_array().map(|a| a.len()).unwrap_or(0),
+        v["batches"]
+    );
+    if follow {
+        s.watch(&instance_url(server, Some(database), &id), &id)?;
+    }
+    Ok(())
+}
+
+/// `epoch sync backfill`: asks for a catch_up or full_sync of the AT Protocol tables and, with
+/// `follow`, shows its progress until it ends.
+fn backfill(s: &Session, database: &str, force: Option<String>, follow: bool) -> Result<()> {
+    let server = s.server;
+    let url = format!("{server}/v1/database/{database}/sync/backfill");
+    let req = s.http.post(url).query(&force.iter().map(|f| ("force", f.as_str())).collect::<Vec<_>>());
+    let v = answer(s.auth(req)?)?;
+    let Some(id) = v["id"].as_str().map(str::to_string) else {
+        println!("{}", v["message"].as_str().unwrap_or("no backfill started"));
+        return Ok(());
+    };
+    println!("Backfill {id}: {}", v["type"].as_str().unwrap_or("?"));
+    if let Some(note) = v["note"].as_str() {
+        println!("  {note}");
+    }
+    if follow {
+        follow_backfill(s, &format!("{server}/v1/database/{database}/sync/backfill/{id}"), &id)?;
+    }
+    Ok(())
+}
+
+/// Shows a backfill's progress (repos done of all) until it ends; an end other than `complete`
+/// is an error, so scripts can tell.
+fn follow_backfill(s: &Session, url: &str, id: &str) -> Result<()> {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} repos {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    loop {
+        let p = answer(s.auth(s.http.get(url))?)?;
+        bar.set_length(p["reposTotal"].as_u64().unwrap_or(0));
+        bar.set_position(p["reposDone"].as_u64().unwrap_or(0));
+        bar.set_message(format!("{} records applied, {}", p["recordsApplied"], p["status"].as_str().unwrap_or("?")));
+        if p["status"] != "in_progress" {
+            bar.finish();
+            println!(
+                "{id}: {} ({}), {} records applied, {} repos failed",
+                p["status"].as_str().unwrap_or("?"),
+                p["type"].as_str().unwrap_or("?"),
+                p["recordsApplied"],
+                p["reposFailed"]
+            );
+            for e in p["errors"].as_array().into_iter().flatten().take(10) {
+                println!("  error: {}", e.as_str().unwrap_or_default());
+            }
+            if p["status"] != "complete" {
+                bail!("the backfill ended {}", p["status"].as_str().unwrap_or("?"));
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The body of `epoch sync config`'s PATCH: a section per source the flags name (object store,
+/// device shadows, AT Protocol); refused when they name none, so a typo cannot send an empty
+/// change.
+fn config_body(args: ConfigArgs) -> Result<Value> {
+    let ConfigArgs {
+        database: _,
+        url,
+        endpoint,
+        region,
+        access_key_id,
+        secret_access_key,
+        reducer,
+        shadows_endpoint,
+        shadows_region,
+        shadows_access_key_id,
+        shadows_secret_access_key,
+        mqtt_url,
+        atproto_service,
+        atproto_collections,
+        atproto_members,
+    } = args;
+    let section = |pairs: [(&str, Option<String>); 5]| {
+        let fields: serde_json::Map<String, Value> =
+            pairs.into_iter().filter_map(|(k, v)| Some((k.to_string(), json!(v?)))).collect();
+        (!fields.is_empty()).then_some(Value::Object(fields))
+    };
+    let mut body = json!({});
+    if let Some(store) = section([
+        ("url", url),
+        ("endpoint", endpoint),
+        ("region", region),
+        ("accessKeyId", access_key_id),
+        ("secretAccessKey", secret_access_key),
+    ]) {
+        body["objectStore"] = store;
+        body["projectionReducer"] = json!(reducer);
+    }
+    if let Some(shadows) = section([
+        ("endpoint", shadows_endpoint),
+        ("region", shadows_region),
+        ("accessKeyId", shadows_access_key_id),
+        ("secretAccessKey", shadows_secret_access_key),
+        ("mqttUrl", mqtt_url),
+    ]) {
+        body["deviceShadows"] = shadows;
+    }
+    if let Some(service) = atproto_service {
+        let mut atproto = json!({"service": service});
+        if !atproto_collections.is_empty() {
+            atproto["collections"] = json!(atproto_collections);
+        }
+        if !atproto_members.is_empty() {
+            atproto["members"] = json!(atproto_members);
+        }
+        body["atproto"] = atproto;
+    } else if !atproto_collections.is_empty() || !atproto_members.is_empty() {
+        bail!("--atproto-collection and --atproto-member need --atproto-service");
+    }
+    if body.as_object().is_some_and(|b| b.is_empty()) {
+        bail!(
+            "nothing to set: give --url (object store), --shadows-endpoint / --mqtt-url (device shadows) \
+             or --atproto-service (AT Protocol)"
+        );
+    }
+    Ok(body)
+}
+
+/// `epoch sync shadows`: force-syncs one thing's shadows and prints a line per shadow; with
+/// `follow` the request does not wait on the server and the instance is watched instead.
+fn shadows(
+    s: &Session,
+    database: &str,
+    thing: &str,
+    include_classic: bool,
+    batch_size: u32,
+    follow: bool,
+) -> Result<()> {
+    let server = s.server;
+    let mut query = vec![("batchSize", batch_size.to_string())];
+    if include_classic {
+        query.push(("includeClassic", "true".into()));
+    }
+    if follow {
+        query.push(("waitSeconds", "0".into()));
+    }
+    let url = format!("{server}/v1/database/{database}/sync/shadow-sync/{thing}");
+    let mut v = answer(s.auth(s.http.post(url).query(&query))?)?;
+    let id = v["instanceId"].as_str().unwrap_or_default().to_string();
+    if follow {
+        println!("Started {id}: {} shadows of {thing}", v["total"]);
+        let instance = instance_url(server, Some(database), &id);
+        s.watch(&instance, &id)?;
+        let i = answer(s.auth(s.http.get(instance))?)?;
+        v["shadows"] = Value::Array(
+            i["results"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| json!({"shadowName": r["item"], "lambdaStatusCode": r["status"], "error": r["error"]}))
+                .collect(),
+        );
+    }
+    let lines = v["shadows"].as_array().cloned().unwrap_or_default();
+    for line in &lines {
+        println!(
+            "{:<40} {} {}",
+            line["shadowName"].as_str().unwrap_or("?"),
+            line["lambdaStatusCode"],
+            line["error"].as_str().unwrap_or("")
+        );
+    }
+    let failed = lines.iter().filter(|l| l["lambdaStatusCode"] != 200).count();
+    if v["status"] != "complete" && !follow {
+        println!("{id} is still running: epoch sync status {id} --follow");
+    } else if failed > 0 {
+        bail!("{failed} of {} shadows of {thing} failed", lines.len());
+    } else {
+        println!("{thing}: {} shadows synced ({id})", lines.len());
     }
     Ok(())
 }

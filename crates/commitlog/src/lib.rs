@@ -14,6 +14,7 @@
 //!
 //! Not for: knowing what rows mean (the store applies them).
 
+pub mod limits;
 mod record;
 mod snapshot;
 
@@ -30,14 +31,12 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 pub use record::{AppliedSteps, SequenceState, TableChange, TxRecord, WorkflowStep};
 pub use snapshot::{read_latest_snapshot, write_snapshot, PackedRows, Snapshot, SnapshotError};
 
+use crate::limits::{MAX_BATCH, MAX_RECORD_BYTES, WRITE_RETRY_INTERVAL};
+
 /// Every segment starts with these bytes.
 const SEGMENT_MAGIC: &[u8; 8] = b"EPOCHLG1";
 /// Bytes of a frame header: length and checksum.
 const FRAME_HEADER: usize = 8;
-/// The largest record a frame may hold; a longer length field is corruption.
-pub const MAX_RECORD_BYTES: usize = 256 << 20;
-/// How long the writer waits before trying again when the disk refused a write (full).
-pub const WRITE_RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -560,9 +559,6 @@ struct Writer {
     /// An fsync failed: nothing more is written or acknowledged (see [`Writer::fsync`]).
     poisoned: bool,
 }
-
-/// How many queued commands one batch takes at most, so callbacks are not starved.
-const MAX_BATCH: usize = 4096;
 
 impl Writer {
     fn run(mut self, rx: Receiver<Cmd>) {

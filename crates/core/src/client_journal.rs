@@ -22,6 +22,8 @@ use crossbeam_channel::{unbounded, Receiver, Sender};
 use epoch_commitlog::CommitLog;
 use epoch_sats::Identity;
 
+use crate::limits::{CLOSING_CHECK, COMPACT_AFTER_RECORDS};
+
 /// (identity, connection id) of one client.
 pub type ClientKey = (Identity, [u8; 16]);
 
@@ -35,11 +37,6 @@ const OLD_LIST_FILE: &str = "connected-clients";
 pub const RECORD_BYTES: usize = 1 + 32 + 16 + 4;
 const CONNECTED: u8 = b'C';
 const DISCONNECTED: u8 = b'D';
-
-/// The journal is rewritten to the connected clients once it holds this many records and
-/// four times as many as there are clients: it stays within a few hundred KiB however long
-/// clients come and go.
-pub const COMPACT_AFTER_RECORDS: usize = 4096;
 
 fn encode(kind: u8, (identity, connection_id): &ClientKey, out: &mut Vec<u8>) {
     let start = out.len();
@@ -270,9 +267,6 @@ impl JournalWriter {
         }
     }
 }
-
-/// How often a departure waiting for the log checks whether the journal is closing.
-const CLOSING_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Blocks until the log is durable up to `offset`; false if it never will be, or the journal
 /// closes first (a log that cannot write, a full disk, must not hold a database's close).

@@ -16,6 +16,10 @@ use epoch_subscription::{EvalBudget, Manager, SubscribeError};
 use parking_lot::Mutex;
 
 use crate::caller::Caller;
+use crate::limits::{
+    DEFAULT_MAX_CLIENTS_PER_DATABASE, DEFAULT_MAX_INITIAL_ROWS, DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
+    OUTBOX_KEPT_CAPACITY,
+};
 use epoch_sats::le_bytes_hex;
 
 pub use epoch_subscription::{ClientId, QueryUpdate};
@@ -24,13 +28,6 @@ pub use epoch_subscription::{ClientId, QueryUpdate};
 /// against the reference); clients see table ids in updates, so Epoch's store ids are shifted
 /// by this on the wire.
 pub const WIRE_TABLE_ID_BASE: u32 = 4097;
-
-/// The most clients one database serves at once, by default.
-pub const DEFAULT_MAX_CLIENTS_PER_DATABASE: usize = 10_000;
-/// The most subscriptions (query ids, plus one legacy set) one connection may hold, by default.
-pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 1_024;
-/// The most rows one subscription request may send initially, by default.
-pub const DEFAULT_MAX_INITIAL_ROWS: usize = 1_000_000;
 
 /// Limits on what clients may hold; each exceeded limit is a clear error to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -274,9 +271,6 @@ pub enum Outgoing {
     /// The database cut the client off (its subscriptions failed to evaluate); close with this.
     Close(String),
 }
-
-/// Batches an empty outbox keeps room for; more is given back (a slow fsync can queue many).
-const OUTBOX_KEPT_CAPACITY: usize = 64;
 
 /// Messages wait here until the transactions they describe are durable, and leave in the order
 /// they were queued.

@@ -8,13 +8,9 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::clock::now_micros;
 use crate::database::Database;
+use crate::limits::{IDLE_WAKE, QUEUE_CAPACITY};
 
 type Job = Box<dyn FnOnce(&mut Database) + Send>;
-
-/// The longest the writer sleeps without looking at its schedule.
-const IDLE_WAKE: Duration = Duration::from_millis(500);
-/// Requests waiting for the writer; callers block (back-pressure) when it is full.
-const QUEUE_CAPACITY: usize = 4096;
 
 /// A handle to a database's writer thread. Dropping every handle stops the thread.
 #[derive(Clone)]
@@ -43,7 +39,7 @@ impl DatabaseHandle {
         let thread = std::thread::Builder::new()
             .name(format!("db-{name}"))
             // SQL runs here too: give it the stack a query at the operator cap needs.
-            .stack_size(epoch_query::MIN_QUERY_STACK_BYTES)
+            .stack_size(epoch_query::limits::MIN_QUERY_STACK_BYTES)
             .spawn(move || writer_loop(db, rx))
             .expect("spawning a database writer thread");
         (Self { tx }, thread)

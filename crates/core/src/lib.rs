@@ -25,6 +25,7 @@ pub mod clock;
 pub mod database;
 pub mod executor;
 pub mod export;
+pub mod limits;
 pub mod migrate;
 pub mod persist;
 pub mod program;

@@ -15,6 +15,7 @@ use epoch_commitlog::{
 use epoch_sats::Identity;
 use epoch_store::{Store, TxDelta};
 
+use crate::limits::{DEFAULT_SEGMENT_MAX_BYTES, DEFAULT_SNAPSHOT_EVERY, SNAPSHOTS_KEPT};
 use crate::steps::StepLedger;
 
 /// How a database keeps its data.
@@ -37,8 +38,8 @@ impl Default for PersistConfig {
     fn default() -> Self {
         Self {
             durability: Durability::Sync,
-            snapshot_every: 100_000,
-            segment_max_bytes: 64 << 20,
+            snapshot_every: DEFAULT_SNAPSHOT_EVERY,
+            segment_max_bytes: DEFAULT_SEGMENT_MAX_BYTES,
             recover_truncate: false,
             archived: false,
             faults: None,
@@ -327,9 +328,6 @@ fn copy_state(store: &Store, steps: &StepLedger, offset: u64) -> Snapshot {
         steps: steps.to_snapshot(),
     }
 }
-
-/// Snapshots kept on disk; the log is pruned up to the oldest of them.
-const SNAPSHOTS_KEPT: usize = 2;
 
 fn spawn_snapshot_writer(dir: PathBuf, log: Arc<CommitLog>) -> Sender<Snapshot> {
     let (tx, rx) = bounded::<Snapshot>(1);

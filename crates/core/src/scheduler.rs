@@ -21,6 +21,7 @@ use epoch_schema::ModuleDef;
 use epoch_store::{Store, TxDelta};
 
 use crate::clock::now_micros;
+use crate::limits::MAX_SCHEDULED_RUNS_PER_SECOND;
 
 #[derive(Debug, Clone)]
 struct ScheduledTable {
@@ -58,9 +59,6 @@ fn schedule_at(v: &AlgebraicValue) -> Option<ScheduleAt> {
         _ => None,
     }
 }
-
-/// The most scheduled reducer runs one database makes in one second.
-pub const MAX_SCHEDULED_RUNS_PER_SECOND: u32 = 1_000;
 
 const SECOND_MICROS: i64 = 1_000_000;
 

@@ -10,9 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use epoch_commitlog::{AppliedSteps, WorkflowStep};
 
-/// Instances remembered at once; the least recently active is forgotten first. A workflow only
-/// asks about its own latest batch, right after a restart, so this bounds memory and nothing more.
-const MAX_INSTANCES: usize = 256;
+use crate::limits::MAX_INSTANCES;
 
 #[derive(Debug)]
 struct Entry {

@@ -10,6 +10,7 @@
 
 pub mod abi;
 mod compiled_cache;
+pub mod limits;
 pub mod logs;
 mod module;
 

@@ -6,6 +6,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
+use crate::limits::{CUT_NOTE_ROOM, MAX_LOG_LINE_BYTES, MAX_LOG_RING_BYTES};
+
 /// A log level as the ABI numbers it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -75,18 +77,6 @@ impl LogRecord {
 pub fn now_micros() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
 }
-
-/// The longest message kept of one log line, in bytes; the rest is cut, with a note saying how
-/// much.
-pub const MAX_LOG_LINE_BYTES: usize = 16 * 1024;
-
-/// The most bytes one database's log ring holds (messages, targets, file names and traces);
-/// past it, the oldest lines go first, as they do past the line count.
-pub const MAX_LOG_RING_BYTES: usize = 8 << 20;
-
-/// Room kept at the end of a cut text for the note saying how much was cut, so a cut text
-/// (note included) is at most [`MAX_LOG_LINE_BYTES`] and cutting it again changes nothing.
-const CUT_NOTE_ROOM: usize = 64;
 
 /// The text a log line keeps of `bytes` (UTF-8, invalid sequences replaced): at most
 /// [`MAX_LOG_LINE_BYTES`], cut with a note. Only the kept bytes are copied, so a module passing

@@ -8,10 +8,8 @@ use epoch_store::{Store as Db, TxDelta};
 use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Trap, TypedFunc};
 
 use crate::abi::{self, Env};
+use crate::limits::{DEFAULT_LOG_CAPACITY, DEFAULT_MEMORY_MAX_BYTES, DEFAULT_REDUCER_TIMEOUT, EPOCH_TICK};
 use crate::logs::ModuleLogs;
-
-/// How often the shared ticker advances the engine epoch; the granularity of reducer deadlines.
-const EPOCH_TICK: Duration = Duration::from_millis(5);
 
 /// Limits and sizes for running one module.
 #[derive(Debug, Clone)]
@@ -29,9 +27,9 @@ pub struct HostConfig {
 impl Default for HostConfig {
     fn default() -> Self {
         Self {
-            reducer_timeout: Duration::from_secs(10),
-            memory_max_bytes: 1 << 30,
-            log_capacity: 10_000,
+            reducer_timeout: DEFAULT_REDUCER_TIMEOUT,
+            memory_max_bytes: DEFAULT_MEMORY_MAX_BYTES,
+            log_capacity: DEFAULT_LOG_CAPACITY,
             compiled_cache: None,
         }
     }
@@ -284,12 +282,7 @@ impl ModuleHost {
         let start = Instant::now();
         if self.poisoned {
             if let Err(e) = self.reinstantiate() {
-                return ReducerResult {
-                    outcome: ReducerOutcome::Trapped(format!("could not restart the module: {e}")),
-                    delta: None,
-                    duration: start.elapsed(),
-                    scheduled_immediate: Vec::new(),
-                };
+                return not_run(format!("could not restart the module: {e}"), start);
             }
         }
         let timeout = self.config.reducer_timeout;
@@ -299,20 +292,11 @@ impl ModuleHost {
         db.begin();
         if let Err(e) = before(db) {
             db.rollback();
-            return ReducerResult {
-                outcome: ReducerOutcome::Trapped(format!("could not prepare the call: {e}")),
-                delta: None,
-                duration: start.elapsed(),
-                scheduled_immediate: Vec::new(),
-            };
+            return not_run(format!("could not prepare the call: {e}"), start);
         }
         let (source, sink) = store.data_mut().start_call(args);
         store.set_epoch_deadline(deadline_ticks(timeout));
-        let s: [u64; 4] =
-            std::array::from_fn(|i| u64::from_le_bytes(ctx.sender.0[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
-        let c: [u64; 2] = std::array::from_fn(|i| {
-            u64::from_le_bytes(ctx.connection_id[i * 8..i * 8 + 8].try_into().unwrap_or_default())
-        });
+        let (s, c) = caller_words(&ctx);
         let res = call.call(
             &mut *store,
             (reducer_id, s[0], s[1], s[2], s[3], c[0], c[1], ctx.timestamp_micros as u64, source, sink),
@@ -332,21 +316,54 @@ impl ModuleHost {
             }
             Err(err) => {
                 db.rollback();
-                let outcome = if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                    ReducerOutcome::OutOfTime(timeout)
-                } else if env.limiter.denied {
-                    ReducerOutcome::OutOfMemory
-                } else if let Some(msg) = env.panic_message.take() {
-                    ReducerOutcome::Panicked(msg)
-                } else {
-                    ReducerOutcome::Trapped(format!("{err:#}"))
-                };
+                let outcome = trap_outcome(&err, env.limiter.denied, &mut env.panic_message, timeout);
                 self.poisoned = true;
                 (outcome, None)
             }
         };
         let scheduled_immediate = if outcome.is_committed() { scheduled_immediate } else { Vec::new() };
         ReducerResult { outcome, delta, duration: start.elapsed(), scheduled_immediate }
+    }
+}
+
+/// The result of a call that never reached the module (it could not be restarted, or the
+/// `before` step failed): nothing changed, nothing scheduled.
+fn not_run(message: String, start: Instant) -> ReducerResult {
+    ReducerResult {
+        outcome: ReducerOutcome::Trapped(message),
+        delta: None,
+        duration: start.elapsed(),
+        scheduled_immediate: Vec::new(),
+    }
+}
+
+/// The caller's identity (four words) and connection id (two words) as the reducer ABI passes
+/// them: little-endian `u64`s.
+fn caller_words(ctx: &CallContext) -> ([u64; 4], [u64; 2]) {
+    let s: [u64; 4] =
+        std::array::from_fn(|i| u64::from_le_bytes(ctx.sender.0[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
+    let c: [u64; 2] =
+        std::array::from_fn(|i| u64::from_le_bytes(ctx.connection_id[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
+    (s, c)
+}
+
+/// Why a call that trapped failed, as the caller is told: out of time (the epoch deadline
+/// interrupted it), out of memory (the limiter refused a growth), a panic with its message, or
+/// the trap itself.
+fn trap_outcome(
+    err: &wasmtime::Error,
+    memory_denied: bool,
+    panic_message: &mut Option<String>,
+    timeout: Duration,
+) -> ReducerOutcome {
+    if err.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+        ReducerOutcome::OutOfTime(timeout)
+    } else if memory_denied {
+        ReducerOutcome::OutOfMemory
+    } else if let Some(msg) = panic_message.take() {
+        ReducerOutcome::Panicked(msg)
+    } else {
+        ReducerOutcome::Trapped(format!("{err:#}"))
     }
 }
 

@@ -6,18 +6,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::limits::{CLOCK_EVERY, INITIAL_EVALUATION_TIME_LIMIT, MAX_INITIAL_ROWS_VISITED};
 use crate::SqlError;
-
-/// The most rows (table rows walked, plus index partners probed) one request's initial
-/// evaluation may visit. A one-table subscription visits its table once; a join visits each
-/// row of its walked side and each partner found, so keys that repeat multiply the work.
-pub const MAX_INITIAL_ROWS_VISITED: u64 = 4_000_000;
-
-/// The longest one request's initial evaluation may hold the writer, whatever it visits.
-pub const INITIAL_EVALUATION_TIME_LIMIT: Duration = Duration::from_secs(2);
-
-/// How many visits pass between two looks at the clock (reading it is not free).
-const CLOCK_EVERY: u64 = 4_096;
 
 /// What is left of one request's evaluation budget; shared by every query of the request.
 #[derive(Debug, Clone)]

@@ -19,11 +19,12 @@ mod budget;
 mod dml;
 mod execute;
 mod filter;
+pub mod limits;
 mod parse;
 mod plan;
 mod rls;
 
-pub use budget::{EvalBudget, INITIAL_EVALUATION_TIME_LIMIT, MAX_INITIAL_ROWS_VISITED};
+pub use budget::EvalBudget;
 pub use filter::{all_tables_queries, is_all_tables, Filter};
 pub use rls::check_filters;
 
@@ -32,6 +33,7 @@ use epoch_store::Store;
 use sqlparser::ast::Statement;
 
 use crate::execute::{select, store_err};
+use crate::limits::{DEFAULT_MAX_SQL_ROWS, MAX_SQL_LEN};
 use crate::parse::parse_one;
 
 /// Why a query was refused. The texts are what 1.3 answers (HTTP 400).
@@ -68,38 +70,17 @@ pub enum SqlError {
     /// A join that subscriptions do not support, in 1.3's words.
     #[error("{0}")]
     Join(&'static str),
-    /// An initial evaluation passed [`MAX_INITIAL_ROWS_VISITED`] (or the request's own bound).
+    /// An initial evaluation passed [`MAX_INITIAL_ROWS_VISITED`](limits::MAX_INITIAL_ROWS_VISITED) (or the request's own bound).
     #[error(
         "The subscription visits more than {0} rows to compute its initial rows; add an index or narrow the query"
     )]
     TooMuchWork(u64),
-    /// An initial evaluation ran past [`INITIAL_EVALUATION_TIME_LIMIT`].
+    /// An initial evaluation ran past [`INITIAL_EVALUATION_TIME_LIMIT`](limits::INITIAL_EVALUATION_TIME_LIMIT).
     #[error("The subscription took more than {0} ms to compute its initial rows; add an index or narrow the query")]
     TooSlow(u64),
     #[error("The subscription's initial rows exceed {0}, the most one request may receive; narrow the query")]
     TooManyInitialRows(usize),
 }
-
-/// The most operators (`AND`, `OR`, `NOT`, comparisons, arithmetic) one query may hold.
-///
-/// A chain like `a = 1 OR a = 1 OR …` parses into a tree as deep as it is long, and every pass
-/// over that tree (planning, evaluation, dropping it) recurses; this bound keeps each pass far
-/// inside a thread's stack, whatever a client sends within [`MAX_SQL_LEN`].
-pub const MAX_SQL_OPERATORS: usize = 512;
-
-/// The deepest nesting of parentheses one query may have. The SQL parser backtracks through
-/// nested parentheses in time that grows exponentially with their depth (a 76-byte query of 21
-/// levels took 4 s in a debug build, and each level about doubles it), so the depth is checked
-/// on the tokens, before parsing.
-pub const MAX_SQL_NESTING: usize = 10;
-
-/// The stack a thread that runs queries must have at the least: a query at
-/// [`MAX_SQL_OPERATORS`] fits in half of it even in a debug build (about 1.5 MiB there; far
-/// less in release).
-pub const MIN_QUERY_STACK_BYTES: usize = 8 << 20;
-
-/// The longest query text accepted, in bytes (the default of [`QueryContext::max_sql_len`]).
-pub const MAX_SQL_LEN: usize = 64 * 1024;
 
 /// Who runs a query, and the limits it runs under.
 #[derive(Debug, Clone, Copy)]
@@ -116,7 +97,7 @@ pub struct QueryContext {
 
 impl Default for QueryContext {
     fn default() -> Self {
-        Self { is_owner: false, row_limit: 100_000, max_sql_len: MAX_SQL_LEN, sender: None }
+        Self { is_owner: false, row_limit: DEFAULT_MAX_SQL_ROWS, max_sql_len: MAX_SQL_LEN, sender: None }
     }
 }
 
@@ -271,6 +252,7 @@ pub fn select_only(store: &Store, sql: &str, ctx: QueryContext) -> Result<(Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::{MAX_SQL_NESTING, MAX_SQL_OPERATORS, MIN_QUERY_STACK_BYTES};
     use epoch_sats::{AlgebraicType, Typespace};
     use epoch_schema::{ModuleDef, TableDef};
 

@@ -7,7 +7,8 @@ use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer, Word};
 
-use crate::{QueryContext, SqlError, MAX_SQL_NESTING, MAX_SQL_OPERATORS};
+use crate::limits::{MAX_SQL_NESTING, MAX_SQL_OPERATORS};
+use crate::{QueryContext, SqlError};
 
 /// Counts the operators and the nesting of `sql` from its tokens (no tree is built, so nothing
 /// recurses and nothing backtracks) and refuses a query with more than [`MAX_SQL_OPERATORS`] or

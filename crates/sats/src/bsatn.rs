@@ -3,16 +3,12 @@
 //! Integers and floats are little-endian; `bool` is one byte (0 or 1); strings and arrays are a `u32`
 //! length followed by the bytes or elements; a product is its elements in order; a sum is a `u8` tag
 //! followed by the payload. Decoding is driven by a type and never panics on malformed input: every
-//! failure is a [`DecodeError`], nesting is bounded by [`MAX_DEPTH`], and the number of elements a
+//! failure is a [`DecodeError`], nesting is bounded by [`MAX_VALUE_DEPTH`], and the number of elements a
 //! decode may create is bounded by the input's length (plus a small allowance for zero-sized ones).
 
+use crate::limits::{MAX_VALUE_DEPTH, ZERO_SIZED_ALLOWANCE};
 use crate::types::{AlgebraicType, Typespace};
 use crate::value::{AlgebraicValue, SumValue, F32, F64, I256, U256};
-
-/// The deepest nesting of values a decode follows before it gives up.
-pub const MAX_DEPTH: u32 = 128;
-/// How many zero-byte elements (e.g. arrays of `()`) one decode may create beyond the input length.
-pub const ZERO_SIZED_ALLOWANCE: usize = 1 << 16;
 
 /// Why a BSATN input could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -27,7 +23,7 @@ pub enum DecodeError {
     InvalidTag { tag: u8, variants: usize },
     #[error("type reference {0} does not exist in the typespace")]
     DanglingRef(u32),
-    #[error("value nested deeper than {MAX_DEPTH} levels")]
+    #[error("value nested deeper than {MAX_VALUE_DEPTH} levels")]
     TooDeep,
     #[error("array length {0} exceeds what the input can hold")]
     LengthTooLarge(u64),
@@ -157,7 +153,7 @@ impl Decoder<'_, '_> {
     fn value(&mut self, ty: &AlgebraicType, r: &mut Reader<'_>, depth: u32) -> Result<AlgebraicValue, DecodeError> {
         use AlgebraicType as T;
         use AlgebraicValue as V;
-        if depth > MAX_DEPTH {
+        if depth > MAX_VALUE_DEPTH {
             return Err(DecodeError::TooDeep);
         }
         Ok(match ty {
@@ -228,7 +224,7 @@ fn skip_inner(
     budget: &mut usize,
 ) -> Result<(), DecodeError> {
     use AlgebraicType as T;
-    if depth > MAX_DEPTH {
+    if depth > MAX_VALUE_DEPTH {
         return Err(DecodeError::TooDeep);
     }
     match ty {

@@ -13,7 +13,7 @@ use std::fmt::{self, Write as _};
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::bsatn::MAX_DEPTH;
+use crate::limits::MAX_VALUE_DEPTH;
 use crate::types::{AlgebraicType, ProductType, SumType, Typespace};
 use crate::value::{AlgebraicValue, SumValue, F32, F64, I256, U256};
 
@@ -24,7 +24,7 @@ pub enum JsonError {
     Mismatch(String),
     #[error("type reference {0} does not exist in the typespace")]
     DanglingRef(u32),
-    #[error("value nested deeper than {MAX_DEPTH} levels")]
+    #[error("value nested deeper than {MAX_VALUE_DEPTH} levels")]
     TooDeep,
     #[error("{0}")]
     Parse(String),
@@ -132,7 +132,7 @@ fn write_at(
 ) -> Result<(), JsonError> {
     use AlgebraicType as T;
     use AlgebraicValue as V;
-    if depth > MAX_DEPTH {
+    if depth > MAX_VALUE_DEPTH {
         return Err(JsonError::TooDeep);
     }
     match (ty, v) {
@@ -339,7 +339,7 @@ impl<'de> DeserializeSeed<'de> for TypedSeed<'_> {
     fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<AlgebraicValue, D::Error> {
         use AlgebraicType as T;
         use AlgebraicValue as V;
-        if self.depth > MAX_DEPTH {
+        if self.depth > MAX_VALUE_DEPTH {
             return Err(de::Error::custom("value nested too deeply"));
         }
         let num = |e: String| <D::Error as de::Error>::custom(e);

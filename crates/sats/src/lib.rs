@@ -19,6 +19,7 @@
 pub mod bsatn;
 mod identity;
 pub mod json;
+pub mod limits;
 #[cfg(feature = "proptest")]
 pub mod strategy;
 mod types;

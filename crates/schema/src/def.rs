@@ -389,6 +389,10 @@ impl Validator<'_> {
         ok
     }
 
+    /// Validates one table: its name and columns, indexes, unique constraints, primary key,
+    /// sequences and schedule, in that order (the order its errors are listed in). Every part is
+    /// checked even after an error, so one publish lists them all; the table is kept only if none
+    /// was found.
     fn table(&mut self, t: &RawTableDefV9) -> Option<TableDef> {
         let row_type = match self.typespace.types.get(t.product_type_ref as usize) {
             Some(AlgebraicType::Product(p)) => p.clone(),
@@ -401,6 +405,32 @@ impl Validator<'_> {
             }
         };
         let errors_before = self.errors.len();
+        self.table_name_and_columns(t, &row_type);
+        let indexes = self.table_indexes(t, &row_type);
+        let constraints = self.table_constraints(t, &row_type, &indexes);
+        let primary_key = self.table_primary_key(t, &row_type, &constraints);
+        let sequences = self.table_sequences(t, &row_type);
+        let schedule = self.table_schedule(t, &row_type, primary_key);
+        if self.errors.len() > errors_before {
+            return None;
+        }
+        Some(TableDef {
+            name: t.name.clone(),
+            product_type_ref: t.product_type_ref,
+            row_type,
+            primary_key,
+            indexes: indexes.into_values().collect(),
+            constraints: constraints.into_values().collect(),
+            sequences: sequences.into_values().collect(),
+            schedule,
+            table_type: t.table_type,
+            table_access: t.table_access,
+        })
+    }
+
+    /// Checks the table's name (an identifier, `st_` reserved for system tables, not taken) and
+    /// that every column has a name of its own.
+    fn table_name_and_columns(&mut self, t: &RawTableDefV9, row_type: &ProductType) {
         if !is_identifier(&t.name) {
             self.errors.push(ValidationError::InvalidIdentifier { name: t.name.clone() });
         }
@@ -418,35 +448,21 @@ impl Validator<'_> {
                 Some(_) => {}
             }
         }
+    }
 
+    /// The table's indexes by name (generated names filled in); hash indexes are refused and
+    /// left out, as 1.3 does not support them.
+    fn table_indexes(&mut self, t: &RawTableDefV9, row_type: &ProductType) -> BTreeMap<String, IndexDef> {
         let mut indexes = BTreeMap::new();
         for idx in &t.indexes {
-            let name = idx.name.clone().unwrap_or_else(|| generate_index_name(&t.name, &row_type, &idx.algorithm));
+            let name = idx.name.clone().unwrap_or_else(|| generate_index_name(&t.name, row_type, &idx.algorithm));
             let algorithm = match &idx.algorithm {
                 RawIndexAlgorithm::BTree { columns } => {
-                    self.check_cols(&t.name, &row_type, &format!("index `{name}`"), columns);
+                    self.check_cols(&t.name, row_type, &format!("index `{name}`"), columns);
                     IndexAlgorithm::BTree(columns.clone())
                 }
                 RawIndexAlgorithm::Direct { column } => {
-                    if self.check_cols(&t.name, &row_type, &format!("index `{name}`"), &[*column]) {
-                        let ty = &row_type.elements[*column as usize].ty;
-                        let simple_enum =
-                            |s: &epoch_sats::SumType| s.variants.iter().all(|v| v.ty == AlgebraicType::unit());
-                        let ok = match ty {
-                            AlgebraicType::U8 | AlgebraicType::U16 | AlgebraicType::U32 | AlgebraicType::U64 => true,
-                            AlgebraicType::Sum(s) => simple_enum(s),
-                            AlgebraicType::Ref(r) => {
-                                matches!(self.typespace.types.get(*r as usize), Some(AlgebraicType::Sum(s)) if simple_enum(s))
-                            }
-                            _ => false,
-                        };
-                        if !ok {
-                            self.errors.push(ValidationError::DirectIndexOnBadType {
-                                index: name.clone(),
-                                column: column_name(&row_type, *column),
-                            });
-                        }
-                    }
+                    self.check_direct_index(&t.name, row_type, &name, *column);
                     IndexAlgorithm::Direct(*column)
                 }
                 RawIndexAlgorithm::Hash { .. } => {
@@ -462,14 +478,46 @@ impl Validator<'_> {
             }
             indexes.insert(name.clone(), IndexDef { name, accessor_name: idx.accessor_name.clone(), algorithm });
         }
+        indexes
+    }
 
+    /// Checks that a direct index's column exists and is an unsigned integer or a simple enum
+    /// (the only types a direct index can number its slots by).
+    fn check_direct_index(&mut self, table: &str, row_type: &ProductType, name: &str, column: u16) {
+        if !self.check_cols(table, row_type, &format!("index `{name}`"), &[column]) {
+            return;
+        }
+        let ty = &row_type.elements[column as usize].ty;
+        let simple_enum = |s: &epoch_sats::SumType| s.variants.iter().all(|v| v.ty == AlgebraicType::unit());
+        let ok = match ty {
+            AlgebraicType::U8 | AlgebraicType::U16 | AlgebraicType::U32 | AlgebraicType::U64 => true,
+            AlgebraicType::Sum(s) => simple_enum(s),
+            AlgebraicType::Ref(r) => {
+                matches!(self.typespace.types.get(*r as usize), Some(AlgebraicType::Sum(s)) if simple_enum(s))
+            }
+            _ => false,
+        };
+        if !ok {
+            self.errors.push(ValidationError::DirectIndexOnBadType {
+                index: name.to_string(),
+                column: column_name(row_type, column),
+            });
+        }
+    }
+
+    /// The table's unique constraints by name (columns sorted, duplicates dropped); each must be
+    /// backed by an index on the same columns (uniqueness is enforced through that index).
+    fn table_constraints(
+        &mut self,
+        t: &RawTableDefV9,
+        row_type: &ProductType,
+        indexes: &BTreeMap<String, IndexDef>,
+    ) -> BTreeMap<String, ConstraintDef> {
         let mut constraints = BTreeMap::new();
         for c in &t.constraints {
-            let name = c
-                .name
-                .clone()
-                .unwrap_or_else(|| generate_unique_constraint_name(&t.name, &row_type, &c.unique_columns));
-            self.check_cols(&t.name, &row_type, &format!("constraint `{name}`"), &c.unique_columns);
+            let name =
+                c.name.clone().unwrap_or_else(|| generate_unique_constraint_name(&t.name, row_type, &c.unique_columns));
+            self.check_cols(&t.name, row_type, &format!("constraint `{name}`"), &c.unique_columns);
             self.claim_name(&name);
             let mut cols = c.unique_columns.clone();
             cols.sort_unstable();
@@ -486,16 +534,26 @@ impl Validator<'_> {
                 self.errors.push(ValidationError::UniqueConstraintWithoutIndex { constraint: c.name.clone() });
             }
         }
+        constraints
+    }
 
-        let primary_key = match t.primary_key.as_slice() {
+    /// The table's primary key: at most one column, which must carry a unique constraint of its
+    /// own.
+    fn table_primary_key(
+        &mut self,
+        t: &RawTableDefV9,
+        row_type: &ProductType,
+        constraints: &BTreeMap<String, ConstraintDef>,
+    ) -> Option<u16> {
+        match t.primary_key.as_slice() {
             [] => None,
             [pk] => {
-                if self.check_cols(&t.name, &row_type, "the primary key", &[*pk])
+                if self.check_cols(&t.name, row_type, "the primary key", &[*pk])
                     && !constraints.values().any(|c| c.unique_columns == [*pk])
                 {
                     self.errors.push(ValidationError::MissingPrimaryKeyUniqueConstraint {
                         table: t.name.clone(),
-                        column: column_name(&row_type, *pk),
+                        column: column_name(row_type, *pk),
                     });
                 }
                 Some(*pk)
@@ -504,20 +562,24 @@ impl Validator<'_> {
                 self.errors.push(ValidationError::RepeatedPrimaryKey { table: t.name.clone() });
                 None
             }
-        };
+        }
+    }
 
+    /// The table's sequences by name: each on an integer column, at most one per column, with a
+    /// range that holds its start.
+    fn table_sequences(&mut self, t: &RawTableDefV9, row_type: &ProductType) -> BTreeMap<String, SequenceDef> {
         let mut sequences = BTreeMap::new();
         let mut seq_cols = HashMap::new();
         for s in &t.sequences {
-            let name = s.name.clone().unwrap_or_else(|| generate_sequence_name(&t.name, &row_type, s.column));
-            if self.check_cols(&t.name, &row_type, &format!("sequence `{name}`"), &[s.column]) {
+            let name = s.name.clone().unwrap_or_else(|| generate_sequence_name(&t.name, row_type, s.column));
+            if self.check_cols(&t.name, row_type, &format!("sequence `{name}`"), &[s.column]) {
                 if !row_type.elements[s.column as usize].ty.is_integer() {
                     self.errors.push(ValidationError::InvalidSequenceColumnType {
                         sequence: name.clone(),
-                        column: column_name(&row_type, s.column),
+                        column: column_name(row_type, s.column),
                     });
                 } else if seq_cols.insert(s.column, ()).is_some() {
-                    self.errors.push(ValidationError::OneAutoInc { column: column_name(&row_type, s.column) });
+                    self.errors.push(ValidationError::OneAutoInc { column: column_name(row_type, s.column) });
                 }
             }
             let le = |lo: Option<i128>, hi: Option<i128>| lo.zip(hi).is_none_or(|(lo, hi)| lo <= hi);
@@ -537,45 +599,36 @@ impl Validator<'_> {
                 },
             );
         }
+        sequences
+    }
 
-        let schedule = t.schedule.as_ref().and_then(|s| {
-            let name = s.name.clone().unwrap_or_else(|| generate_schedule_name(&t.name));
-            self.claim_name(&name);
-            let at_ok = row_type
-                .elements
-                .get(s.scheduled_at_column as usize)
-                .is_some_and(|e| e.ty == AlgebraicType::schedule_at());
-            let id_column = primary_key
-                .filter(|pk| row_type.elements.get(*pk as usize).is_some_and(|e| e.ty == AlgebraicType::U64));
-            match (at_ok, id_column) {
-                (true, Some(id_column)) => Some(ScheduleDef {
-                    name,
-                    reducer_name: s.reducer_name.clone(),
-                    at_column: s.scheduled_at_column,
-                    id_column,
-                }),
-                _ => {
-                    self.errors.push(ValidationError::ScheduledIncorrectColumns { table: t.name.clone() });
-                    None
-                }
+    /// The table's schedule, if it has one: its `scheduled_at` column must be a `ScheduleAt` and
+    /// its primary key a `u64` (the schedule's id column).
+    fn table_schedule(
+        &mut self,
+        t: &RawTableDefV9,
+        row_type: &ProductType,
+        primary_key: Option<u16>,
+    ) -> Option<ScheduleDef> {
+        let s = t.schedule.as_ref()?;
+        let name = s.name.clone().unwrap_or_else(|| generate_schedule_name(&t.name));
+        self.claim_name(&name);
+        let at_ok =
+            row_type.elements.get(s.scheduled_at_column as usize).is_some_and(|e| e.ty == AlgebraicType::schedule_at());
+        let id_column =
+            primary_key.filter(|pk| row_type.elements.get(*pk as usize).is_some_and(|e| e.ty == AlgebraicType::U64));
+        match (at_ok, id_column) {
+            (true, Some(id_column)) => Some(ScheduleDef {
+                name,
+                reducer_name: s.reducer_name.clone(),
+                at_column: s.scheduled_at_column,
+                id_column,
+            }),
+            _ => {
+                self.errors.push(ValidationError::ScheduledIncorrectColumns { table: t.name.clone() });
+                None
             }
-        });
-
-        if self.errors.len() > errors_before {
-            return None;
         }
-        Some(TableDef {
-            name: t.name.clone(),
-            product_type_ref: t.product_type_ref,
-            row_type,
-            primary_key,
-            indexes: indexes.into_values().collect(),
-            constraints: constraints.into_values().collect(),
-            sequences: sequences.into_values().collect(),
-            schedule,
-            table_type: t.table_type,
-            table_access: t.table_access,
-        })
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod def;
 pub mod json;
+pub mod limits;
 pub mod raw;
 
 pub use def::{

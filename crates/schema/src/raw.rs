@@ -4,8 +4,7 @@
 use epoch_sats::bsatn::{DecodeError, Reader};
 use epoch_sats::{AlgebraicType, ProductType, ProductTypeElement, SumType, SumTypeVariant, Typespace};
 
-/// Nesting limit for types inside a module definition.
-const MAX_TYPE_DEPTH: u32 = 64;
+use crate::limits::MAX_TYPE_DEPTH;
 
 /// A module's self-description, before validation.
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -20,11 +20,12 @@ pub use epoch_query::EvalBudget;
 use epoch_query::{Filter, QueryContext, SqlError};
 use epoch_store::{Store, TxDelta};
 
+use crate::limits::MAX_QUERIES_PER_CLIENT;
+
+pub mod limits;
+
 /// A connected client, as the API layer numbers them.
 pub type ClientId = u64;
-
-/// The most queries one client may hold at once.
-pub const MAX_QUERIES_PER_CLIENT: usize = 1_024;
 
 /// Why a subscription was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

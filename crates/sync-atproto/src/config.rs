@@ -2,23 +2,17 @@
 
 use serde_json::{json, Value};
 
+use crate::limits::{
+    DEFAULT_BATCH_SIZE, DEFAULT_CURSOR_MAX_AGE_HOURS, DEFAULT_PARALLEL_REPOS, DEFAULT_REQUESTS_PER_SECOND,
+    MAX_BATCH_SIZE, MAX_COLLECTIONS, MAX_CONFIGURED_MEMBERS, MAX_PARALLEL_REPOS, MAX_REQUESTS_PER_SECOND,
+    MIN_REQUESTS_PER_SECOND,
+};
+
 /// The reducer records go through unless the configuration names another:
 /// `ingest_record(did, collection, rkey, cid, record: Option<String>)`.
 pub const DEFAULT_RECORD_REDUCER: &str = "ingest_record";
 /// The reducer that drops a repo's rows before a full re-sync: `reset_repo(did)`.
 pub const DEFAULT_RESET_REDUCER: &str = "reset_repo";
-/// A cursor older than this (hours since the consumer last advanced it) calls for a catch_up.
-pub const DEFAULT_CURSOR_MAX_AGE_HOURS: f64 = 48.0;
-/// Requests per second to the service, by default.
-pub const DEFAULT_REQUESTS_PER_SECOND: f64 = 20.0;
-/// Repos read at once, by default (and at most).
-pub const DEFAULT_PARALLEL_REPOS: u32 = 4;
-pub const MAX_PARALLEL_REPOS: u32 = 64;
-/// Items (records) applied per batch of a backfill.
-pub const DEFAULT_BATCH_SIZE: u32 = 200;
-/// The most collections and members a configuration may name.
-pub const MAX_COLLECTIONS: usize = 1_000;
-pub const MAX_CONFIGURED_MEMBERS: usize = 100_000;
 
 /// A parsed `atproto` section.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,10 +136,15 @@ impl AtprotoConfig {
             record_reducer: reducer("recordReducer", DEFAULT_RECORD_REDUCER)?,
             reset_reducer: reducer("resetReducer", DEFAULT_RESET_REDUCER)?,
             backfill_cursor_max_age_hours: number("backfillCursorMaxAgeHours", DEFAULT_CURSOR_MAX_AGE_HOURS, 0.0, 1e6)?,
-            requests_per_second: number("requestsPerSecond", DEFAULT_REQUESTS_PER_SECOND, 0.01, 10_000.0)?,
+            requests_per_second: number(
+                "requestsPerSecond",
+                DEFAULT_REQUESTS_PER_SECOND,
+                MIN_REQUESTS_PER_SECOND,
+                MAX_REQUESTS_PER_SECOND,
+            )?,
             parallel_repos: number("parallelRepos", DEFAULT_PARALLEL_REPOS as f64, 1.0, MAX_PARALLEL_REPOS as f64)?
                 as u32,
-            batch_size: number("batchSize", DEFAULT_BATCH_SIZE as f64, 1.0, 1000.0)? as u32,
+            batch_size: number("batchSize", DEFAULT_BATCH_SIZE as f64, 1.0, MAX_BATCH_SIZE as f64)? as u32,
             plc: match obj.get("plc") {
                 None | Some(Value::Null) => None,
                 Some(v) => Some(http_url("plc", v)?),

@@ -31,26 +31,14 @@ use crate::backfill::FullSyncSpec;
 use crate::config::AtprotoConfig;
 use crate::holds::Holds;
 use crate::identity::Keys;
+use crate::limits::{
+    HEAD_QUIET, MAX_BACKOFF, MAX_HELD_FRAMES, MAX_TRACKED_REPOS, MIN_BACKOFF, READ_AHEAD_FRAMES, REFETCH_RETRY_INTERVAL,
+};
 use crate::xrpc::Xrpc;
 use crate::RESET;
 
 /// The kind's name, as instances show it.
 pub const KIND: &str = "atproto-firehose";
-/// Frames read ahead of the reducers, at most (the reader waits past it).
-pub const READ_AHEAD_FRAMES: usize = 4_096;
-/// How long the stream may be quiet before a catch_up counts as at the head.
-pub const HEAD_QUIET: Duration = Duration::from_secs(1);
-/// Reconnect backoff.
-pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// The most events held back for repos under a full_sync (past it, the stream waits).
-pub const MAX_HELD_FRAMES: usize = 16_384;
-/// The most repos whose last `rev` the cursor keeps (past it, the rev check is skipped for
-/// new repos, with a warning).
-pub const MAX_TRACKED_REPOS: usize = 100_000;
-
-/// How often a repo whose re-read failed (its PDS did not answer) is tried again.
-pub const REFETCH_RETRY_INTERVAL: Duration = Duration::from_secs(2);
 
 /// The kind as the runner knows it. It starts live instances itself (after a catch_up), so it
 /// holds the runner once the server has made it.

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use epoch_auth::outbound;
 use url::Url;
@@ -20,14 +20,7 @@ use epoch_atproto::signature::PublicKey;
 use parking_lot::Mutex;
 use serde_json::Value;
 
-/// How long a resolved key is trusted before it is resolved again.
-pub const KEY_TTL: Duration = Duration::from_secs(600);
-/// How long one resolution may take.
-pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// The most keys kept (past it, the cache starts again).
-pub const MAX_CACHED_KEYS: usize = 100_000;
-/// The largest DID document read.
-pub const MAX_DID_DOCUMENT_BYTES: usize = 64 << 10;
+use crate::limits::{KEY_TTL, MAX_CACHED_KEYS, MAX_DID_DOCUMENT_BYTES, RESOLVE_TIMEOUT};
 
 /// Why a DID's key could not be had.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]

@@ -20,6 +20,7 @@ pub mod config;
 pub mod firehose;
 pub mod holds;
 pub mod identity;
+pub mod limits;
 pub mod xrpc;
 
 pub use backfill::{start_full_sync, FullSyncSpec, KIND as ATPROTO_FULL_SYNC};

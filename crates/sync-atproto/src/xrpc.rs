@@ -6,14 +6,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Deserialize;
 
-/// How long one request may take (a large repo's CAR included).
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long connecting may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Accounts asked for per `listRepos` page (the lexicon's maximum).
-pub const LIST_PAGE: u32 = 1000;
-/// The most members one database may sync.
-pub const MAX_MEMBERS: usize = 1_000_000;
+use crate::limits::{
+    CONNECT_TIMEOUT, LIST_PAGE, MAX_MEMBERS, MAX_REQUESTS_PER_SECOND, MIN_REQUESTS_PER_SECOND, REQUEST_TIMEOUT,
+};
 
 /// Why a call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,7 +55,8 @@ impl Xrpc {
             .connect_timeout(CONNECT_TIMEOUT)
             .build()
             .map_err(|e| XrpcError::Failed(e.to_string()))?;
-        let interval = Duration::from_secs_f64(1.0 / per_second.clamp(0.01, 10_000.0));
+        let interval =
+            Duration::from_secs_f64(1.0 / per_second.clamp(MIN_REQUESTS_PER_SECOND, MAX_REQUESTS_PER_SECOND));
         Ok(Self {
             service: service.trim_end_matches('/').to_string(),
             http,
@@ -130,7 +126,7 @@ impl Xrpc {
     /// A repo's CAR (`getRepo`).
     pub fn get_repo(&self, did: &str) -> Result<Vec<u8>, XrpcError> {
         let r = self.get("com.atproto.sync.getRepo", &[("did", did)])?;
-        if r.content_length().is_some_and(|n| n as usize > epoch_atproto::car::MAX_CAR_BYTES) {
+        if r.content_length().is_some_and(|n| n as usize > epoch_atproto::limits::MAX_CAR_BYTES) {
             return Err(XrpcError::Failed(format!("the repo of {did} is larger than the limit")));
         }
         let bytes = r.bytes().map_err(|e| XrpcError::Failed(format!("getRepo {did}: {e}")))?;

@@ -8,6 +8,7 @@
 //!
 //! Not for: running workflows (epoch-sync's runner does), HTTP (epoch-api).
 
+pub mod limits;
 mod resync;
 mod source;
 

@@ -14,7 +14,8 @@ use epoch_sats::AlgebraicValue;
 use epoch_sync::{ConfigContext, Instance, Item, ItemError, Kind, KindSpec, ListError, RunParams, Runner, RunnerError};
 use serde_json::{json, Map, Value};
 
-use crate::source::{AggregateKey, Source, SourceError, LIST_PAGE};
+use crate::limits::LIST_PAGE;
+use crate::source::{AggregateKey, Source, SourceError};
 
 /// The kind's name, as instances and the API show it.
 pub const KIND: &str = "resync-projections";

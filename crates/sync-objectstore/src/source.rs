@@ -3,6 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::limits::{
+    FETCH_CONCURRENCY, MAX_DOCUMENT_BYTES, MAX_KEY_PART, READ_AHEAD, S3_CONNECT_TIMEOUT, S3_READ_TIMEOUT,
+};
+
 /// One aggregate's address.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct AggregateKey {
@@ -28,9 +32,6 @@ pub enum SourceError {
     #[error("invalid aggregate type or id {0:?}: use 1 to {MAX_KEY_PART} letters, digits, `_`, `-`, `.`, `:` or `@`, not starting with `.`")]
     InvalidKey(String),
 }
-
-/// The longest aggregate type or id accepted (a file name's limit on common file systems).
-pub const MAX_KEY_PART: usize = 200;
 
 /// Checks an aggregate type or id taken from a request: a strict character set, so that it
 /// names one file or key directly under its parent and never a path elsewhere (`..`, `/`, an
@@ -101,12 +102,6 @@ struct ReadAhead {
     /// Whether the pass that filled the buffer reached the end of the directory.
     complete: bool,
 }
-
-/// Ids one pass over a type directory keeps, at most.
-pub const READ_AHEAD: usize = 10_000;
-
-/// The most keys one listing call returns; callers page with the last key.
-pub const LIST_PAGE: usize = 1000;
 
 impl FileSource {
     /// A source for a `file:///path/prefix` URL.
@@ -272,9 +267,8 @@ impl S3Source {
             .with_bucket_name(bucket)
             .with_region(s("region").unwrap_or("us-east-1"));
         // Client options first: setting them replaces earlier ones, `allow_http` included.
-        let client = object_store::ClientOptions::new()
-            .with_connect_timeout(S3_CONNECT_TIMEOUT)
-            .with_timeout(S3_REQUEST_TIMEOUT);
+        let client =
+            object_store::ClientOptions::new().with_connect_timeout(S3_CONNECT_TIMEOUT).with_timeout(S3_READ_TIMEOUT);
         b = b.with_client_options(client);
         if let Some(endpoint) = s("endpoint") {
             b = b.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
@@ -373,19 +367,6 @@ impl S3Source {
         self.block(reads.collect::<Vec<_>>())
     }
 }
-
-/// How long connecting to an S3-compatible endpoint may take.
-pub const S3_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// How long one S3 request (a listing page or a document) may take, so an item never hangs its
-/// workflow: past it the item fails (and is retried like any failure).
-pub const S3_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// Object-store reads in flight at once while fetching a batch.
-pub const FETCH_CONCURRENCY: usize = 32;
-
-/// The largest aggregate document read; a bigger one fails alone, without being loaded.
-pub const MAX_DOCUMENT_BYTES: u64 = 16 << 20;
 
 fn check_size(key: &AggregateKey, size: u64) -> Result<(), SourceError> {
     if size > MAX_DOCUMENT_BYTES {

@@ -3,26 +3,15 @@
 //! server errors (5xx) are retried by the SDK's standard retry strategy, with backoff.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use aws_sdk_iotdataplane::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_iotdataplane::error::ProvideErrorMetadata;
 use aws_smithy_http_client::tls;
 use serde_json::Value;
 
-/// Tries per request (the first and the retries) for throttling and server errors.
-pub const MAX_ATTEMPTS: u32 = 5;
-/// How long one request may take, retries apart.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long connecting may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Names asked for per listing page (AWS's maximum is 100).
-pub const LIST_PAGE_SIZE: i32 = 100;
-/// The most named shadows one force-sync takes (AWS sets no limit per thing; this bounds the
-/// memory of one listing).
-pub const MAX_SHADOWS_PER_THING: usize = 100_000;
-/// Shadows read at once in a batch.
-pub const PARALLEL_READS: usize = 16;
+use crate::limits::{
+    CONNECT_TIMEOUT, LIST_PAGE_SIZE, MAX_ATTEMPTS, MAX_SHADOWS_PER_THING, PARALLEL_READS, REQUEST_TIMEOUT,
+};
 
 /// Why the data plane could not answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

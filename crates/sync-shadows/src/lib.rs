@@ -13,6 +13,7 @@
 pub mod client;
 pub mod document;
 pub mod force_sync;
+pub mod limits;
 pub mod mqtt;
 
 pub use document::{ShadowDocument, CLASSIC_SHADOW, DEFAULT_SHADOW_REDUCER};

@@ -18,20 +18,10 @@ use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 
 use crate::document::{self, ShadowDocument};
+use crate::limits::{INGEST_TIMEOUT, KEEP_ALIVE, MAX_BACKOFF, MAX_MESSAGE_BYTES, MIN_BACKOFF};
 
 /// The topics of named and classic shadows' update documents.
 pub const TOPICS: [&str; 2] = ["$aws/things/+/shadow/name/+/update/documents", "$aws/things/+/shadow/update/documents"];
-/// The MQTT keep-alive.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// The first wait before reconnecting; it doubles up to [`MAX_BACKOFF`].
-pub const MIN_BACKOFF: Duration = Duration::from_millis(200);
-/// The longest wait before reconnecting.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// The largest message taken (AWS IoT's own limit for a shadow document message is 128 KiB).
-pub const MAX_MESSAGE_BYTES: usize = 256 << 10;
-/// How long a message may wait for the database to make it durable before the consumer gives up
-/// on it (unacknowledged, so the broker sends it again).
-pub const INGEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Where a database's consumer connects, and as whom.
 #[derive(Debug, Clone, PartialEq, Eq)]

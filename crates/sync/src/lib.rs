@@ -13,9 +13,10 @@
 //!
 //! Not for: HTTP (epoch-api routes to [`Runner`]).
 
+pub mod limits;
 mod workflow;
 
 pub use workflow::{
     call_reducer, now_ms, ConfigContext, Instance, Item, ItemError, ItemResult, Kind, KindSpec, ListError, RunParams,
-    Runner, RunnerError, Status, DEFAULT_RETENTION, MAX_ERRORS, MAX_RESULTS,
+    Runner, RunnerError, Status,
 };

@@ -25,6 +25,7 @@ use epoch_sync::{ConfigContext, KindSpec, Runner, RunnerError};
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
+use crate::limits::MIN_ADMIN_KEY_LEN;
 use crate::AppState;
 
 /// A sync source: a kind of place a database's data comes from. Everything the server does
@@ -336,9 +337,6 @@ fn masked(mut config: Value) -> Value {
     }
     config
 }
-
-/// The shortest per-database admin key accepted.
-pub const MIN_ADMIN_KEY_LEN: usize = 16;
 
 /// Checks a sync configuration and fills in defaults.
 fn validate_config(state: &AppState, database: Identity, mut v: Value) -> Result<Value, ApiError> {

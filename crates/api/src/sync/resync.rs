@@ -15,6 +15,10 @@ use super::{
     SourceKinds, SourceOptions,
 };
 use crate::error::ApiError;
+use crate::limits::{
+    DEFAULT_MAX_ATTEMPTS, MAX_ATTEMPTS, MAX_BATCH_SIZE, MAX_DELAY_SECONDS, RESYNC_DEFAULT_BATCH_SIZE,
+    RESYNC_DEFAULT_DELAY_SECONDS,
+};
 use crate::AppState;
 
 /// The object-storage source's entry in [`super::SOURCES`].
@@ -68,9 +72,9 @@ async fn resync(
 ) -> Result<Json<Value>, ApiError> {
     let database = sync_database(&state, &segment)?;
     let caller = authorize(&state, &headers, bearer(&headers), database, false)?;
-    let batch_size = numeric_param(&q, "batchSize", 20, 1..=1000)?;
-    let delay_seconds = numeric_param(&q, "delaySeconds", 3, 0..=3600)?;
-    let max_attempts = numeric_param(&q, "maxAttempts", 3, 1..=10)?;
+    let batch_size = numeric_param(&q, "batchSize", RESYNC_DEFAULT_BATCH_SIZE, 1..=MAX_BATCH_SIZE)?;
+    let delay_seconds = numeric_param(&q, "delaySeconds", RESYNC_DEFAULT_DELAY_SECONDS, 0..=MAX_DELAY_SECONDS)?;
+    let max_attempts = numeric_param(&q, "maxAttempts", DEFAULT_MAX_ATTEMPTS, 1..=MAX_ATTEMPTS)?;
     let aggregate_type = q.get("aggregateType").filter(|t| !t.is_empty()).cloned();
     let aggregate_id = q.get("aggregateId").filter(|t| !t.is_empty()).cloned();
     if aggregate_id.is_some() && aggregate_type.is_none() {

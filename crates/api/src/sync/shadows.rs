@@ -18,6 +18,10 @@ use super::{
     SourceOptions,
 };
 use crate::error::ApiError;
+use crate::limits::{
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_WAIT_SECONDS, FORCE_SYNC_POLL, MAX_ATTEMPTS, MAX_BATCH_SIZE, MAX_DELAY_SECONDS,
+    MAX_WAIT_SECONDS, SHADOWS_DEFAULT_BATCH_SIZE, SHADOWS_DEFAULT_DELAY_SECONDS,
+};
 use crate::AppState;
 
 /// The device shadows source's entry in [`super::SOURCES`].
@@ -130,11 +134,6 @@ pub async fn ingest_shadow(
     }
 }
 
-/// The longest a force-sync request may wait for its workflow.
-pub const MAX_WAIT_SECONDS: u32 = 300;
-/// How long a force-sync request waits by default.
-pub const DEFAULT_WAIT_SECONDS: u32 = 30;
-
 /// `POST /v1/database/:n/sync/shadow-sync/:thingName`: lists every named shadow of the thing and
 /// pushes each through the live ingest path, as a workflow instance; answers when it ends (200)
 /// or after `waitSeconds` (202, with the results so far).
@@ -207,9 +206,9 @@ fn force_sync_params(
         return Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid thing name")
             .detail("thingName", "must be 1 to 128 characters of a-z, A-Z, 0-9, `:`, `_` and `-`"));
     }
-    let batch_size = numeric_param(q, "batchSize", 25, 1..=1000)?;
-    let delay_seconds = numeric_param(q, "delaySeconds", 0, 0..=3600)?;
-    let max_attempts = numeric_param(q, "maxAttempts", 3, 1..=10)?;
+    let batch_size = numeric_param(q, "batchSize", SHADOWS_DEFAULT_BATCH_SIZE, 1..=MAX_BATCH_SIZE)?;
+    let delay_seconds = numeric_param(q, "delaySeconds", SHADOWS_DEFAULT_DELAY_SECONDS, 0..=MAX_DELAY_SECONDS)?;
+    let max_attempts = numeric_param(q, "maxAttempts", DEFAULT_MAX_ATTEMPTS, 1..=MAX_ATTEMPTS)?;
     let wait = numeric_param(q, "waitSeconds", DEFAULT_WAIT_SECONDS, 0..=MAX_WAIT_SECONDS)?;
     let include_classic = match q.get("includeClassic").map(String::as_str) {
         None | Some("false") => false,
@@ -243,9 +242,6 @@ fn start_error(thing: &str, e: epoch_sync::RunnerError) -> ApiError {
         e => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
-
-/// How often a waiting force-sync request looks at its instance.
-const FORCE_SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// The seed's answer: every shadow's line (`lambdaStatusCode` is the ingest step's status,
 /// `lambdaRequestId` the id of the workflow step that applied it), and the errors.

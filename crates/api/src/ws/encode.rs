@@ -11,6 +11,8 @@ use epoch_core::Outgoing;
 use epoch_sats::json::write_str;
 use epoch_sats::{bsatn, json, AlgebraicType, AlgebraicValue, ProductType};
 
+use crate::limits::COMPRESS_THRESHOLD;
+
 /// The two wire formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -25,9 +27,6 @@ pub enum Compression {
     Brotli,
     Gzip,
 }
-
-/// Messages up to this many bytes go uncompressed whatever the setting (1.3's threshold).
-pub const COMPRESS_THRESHOLD: usize = 1024;
 
 /// One encoded frame: binary (tag byte first) or text.
 pub enum Frame {
@@ -309,103 +308,134 @@ fn rows_database_update(w: &mut Writer, schema: &WireSchema, tables: &[TableRows
     w.end_struct();
 }
 
+/// A server message other than a transaction update or a close (those are written elsewhere).
 fn other_message(w: &mut Writer, msg: &Outgoing) {
     match msg {
         Outgoing::Rows { kind, request_id, query_id, micros, tables, schema } => {
-            let as_deletes = matches!(kind, RowsReply::UnsubscribeApplied | RowsReply::UnsubscribeMultiApplied);
-            match kind {
-                RowsReply::Initial => {
-                    w.variant(INITIAL_SUBSCRIPTION, "InitialSubscription");
-                    w.begin_struct();
-                    w.field("database_update");
-                    rows_database_update(w, schema, tables, false);
-                    w.field("request_id");
-                    w.u32(*request_id);
-                    w.field("total_host_execution_duration");
-                    w.special_i64("__time_duration_micros__", *micros as i64);
-                    w.end_struct();
-                }
-                RowsReply::SubscribeApplied | RowsReply::UnsubscribeApplied => {
-                    let (tag, name) = if *kind == RowsReply::SubscribeApplied {
-                        (SUBSCRIBE_APPLIED, "SubscribeApplied")
-                    } else {
-                        (UNSUBSCRIBE_APPLIED, "UnsubscribeApplied")
-                    };
-                    applied_header(w, (tag, name), *request_id, *micros, *query_id);
-                    w.field("rows");
-                    let empty = TableRows { table: 0, query: 0, rows: RowBlock::default() };
-                    let rows = tables.first().unwrap_or(&empty);
-                    let t = schema.tables.get(rows.table as usize);
-                    w.begin_struct();
-                    w.field("table_id");
-                    w.u32(t.map_or(0, |t| t.wire_id));
-                    w.field("table_name");
-                    w.str(t.map_or("", |t| &t.name));
-                    w.field("table_rows");
-                    table_update_of_rows(w, schema, rows, as_deletes);
-                    w.end_struct();
-                    w.end_struct();
-                }
-                RowsReply::SubscribeMultiApplied | RowsReply::UnsubscribeMultiApplied => {
-                    let (tag, name) = if *kind == RowsReply::SubscribeMultiApplied {
-                        (SUBSCRIBE_MULTI_APPLIED, "SubscribeMultiApplied")
-                    } else {
-                        (UNSUBSCRIBE_MULTI_APPLIED, "UnsubscribeMultiApplied")
-                    };
-                    applied_header(w, (tag, name), *request_id, *micros, *query_id);
-                    w.field("update");
-                    rows_database_update(w, schema, tables, as_deletes);
-                    w.end_struct();
-                }
-            }
-            w.end_variant();
+            rows_message(w, kind, *request_id, *query_id, *micros, tables, schema)
         }
         Outgoing::SubscriptionError { request_id, query_id, micros, message } => {
-            w.variant(SUBSCRIPTION_ERROR, "SubscriptionError");
-            w.begin_struct();
-            w.field("total_host_execution_duration_micros");
-            w.u64(*micros);
-            w.field("request_id");
-            w.option_u32(*request_id);
-            w.field("query_id");
-            w.option_u32(*query_id);
-            w.field("table_id");
-            w.option_u32(None);
-            w.field("error");
-            w.str(message);
-            w.end_struct();
-            w.end_variant();
+            subscription_error(w, *request_id, *query_id, *micros, message)
         }
         Outgoing::OneOff { message_id, micros, result, schema } => {
-            w.variant(ONE_OFF_QUERY_RESPONSE, "OneOffQueryResponse");
-            w.begin_struct();
-            w.field("message_id");
-            w.bytes(message_id);
-            w.field("error");
-            match result {
-                Ok(_) => w.option_str(None),
-                Err(e) => w.option_str(Some(e)),
-            }
-            w.field("tables");
-            match result {
-                Ok(rows) => {
-                    w.begin_array(1);
-                    w.element();
-                    one_off_table(w, schema, rows);
-                    w.end_array();
-                }
-                Err(_) => {
-                    w.begin_array(0);
-                    w.end_array();
-                }
-            }
-            w.field("total_host_execution_duration");
-            w.special_i64("__time_duration_micros__", *micros as i64);
-            w.end_struct();
-            w.end_variant();
+            one_off_response(w, message_id, *micros, result, schema)
         }
         Outgoing::Tx { .. } | Outgoing::Close(_) => {}
     }
+}
+
+/// A subscription's answer: its initial rows, or the rows a (multi-)subscribe added or an
+/// unsubscribe removed (sent as deletes).
+fn rows_message(
+    w: &mut Writer,
+    kind: &RowsReply,
+    request_id: u32,
+    query_id: u32,
+    micros: u64,
+    tables: &[TableRows],
+    schema: &WireSchema,
+) {
+    let as_deletes = matches!(kind, RowsReply::UnsubscribeApplied | RowsReply::UnsubscribeMultiApplied);
+    match kind {
+        RowsReply::Initial => {
+            w.variant(INITIAL_SUBSCRIPTION, "InitialSubscription");
+            w.begin_struct();
+            w.field("database_update");
+            rows_database_update(w, schema, tables, false);
+            w.field("request_id");
+            w.u32(request_id);
+            w.field("total_host_execution_duration");
+            w.special_i64("__time_duration_micros__", micros as i64);
+            w.end_struct();
+        }
+        RowsReply::SubscribeApplied | RowsReply::UnsubscribeApplied => {
+            let (tag, name) = if *kind == RowsReply::SubscribeApplied {
+                (SUBSCRIBE_APPLIED, "SubscribeApplied")
+            } else {
+                (UNSUBSCRIBE_APPLIED, "UnsubscribeApplied")
+            };
+            applied_header(w, (tag, name), request_id, micros, query_id);
+            w.field("rows");
+            let empty = TableRows { table: 0, query: 0, rows: RowBlock::default() };
+            let rows = tables.first().unwrap_or(&empty);
+            let t = schema.tables.get(rows.table as usize);
+            w.begin_struct();
+            w.field("table_id");
+            w.u32(t.map_or(0, |t| t.wire_id));
+            w.field("table_name");
+            w.str(t.map_or("", |t| &t.name));
+            w.field("table_rows");
+            table_update_of_rows(w, schema, rows, as_deletes);
+            w.end_struct();
+            w.end_struct();
+        }
+        RowsReply::SubscribeMultiApplied | RowsReply::UnsubscribeMultiApplied => {
+            let (tag, name) = if *kind == RowsReply::SubscribeMultiApplied {
+                (SUBSCRIBE_MULTI_APPLIED, "SubscribeMultiApplied")
+            } else {
+                (UNSUBSCRIBE_MULTI_APPLIED, "UnsubscribeMultiApplied")
+            };
+            applied_header(w, (tag, name), request_id, micros, query_id);
+            w.field("update");
+            rows_database_update(w, schema, tables, as_deletes);
+            w.end_struct();
+        }
+    }
+    w.end_variant();
+}
+
+/// `SubscriptionError`: a subscription request refused or ended, with the reason.
+fn subscription_error(w: &mut Writer, request_id: Option<u32>, query_id: Option<u32>, micros: u64, message: &str) {
+    w.variant(SUBSCRIPTION_ERROR, "SubscriptionError");
+    w.begin_struct();
+    w.field("total_host_execution_duration_micros");
+    w.u64(micros);
+    w.field("request_id");
+    w.option_u32(request_id);
+    w.field("query_id");
+    w.option_u32(query_id);
+    w.field("table_id");
+    w.option_u32(None);
+    w.field("error");
+    w.str(message);
+    w.end_struct();
+    w.end_variant();
+}
+
+/// `OneOffQueryResponse`: a one-off query's rows (one table) or its error (no tables).
+fn one_off_response(
+    w: &mut Writer,
+    message_id: &[u8],
+    micros: u64,
+    result: &Result<OneOffRows, String>,
+    schema: &WireSchema,
+) {
+    w.variant(ONE_OFF_QUERY_RESPONSE, "OneOffQueryResponse");
+    w.begin_struct();
+    w.field("message_id");
+    w.bytes(message_id);
+    w.field("error");
+    match result {
+        Ok(_) => w.option_str(None),
+        Err(e) => w.option_str(Some(e)),
+    }
+    w.field("tables");
+    match result {
+        Ok(rows) => {
+            w.begin_array(1);
+            w.element();
+            one_off_table(w, schema, rows);
+            w.end_array();
+        }
+        Err(_) => {
+            w.begin_array(0);
+            w.end_array();
+        }
+    }
+    w.field("total_host_execution_duration");
+    w.special_i64("__time_duration_micros__", micros as i64);
+    w.end_struct();
+    w.end_variant();
 }
 
 /// The fields every `*Applied` message starts with.

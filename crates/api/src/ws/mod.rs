@@ -9,7 +9,7 @@ pub mod encode;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
@@ -22,6 +22,11 @@ use futures::SinkExt;
 
 use crate::auth::CallerAuth;
 use crate::error::ApiError;
+use crate::limits::{
+    CLOSE_TIMEOUT, DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_MAX_QUEUED_BYTES, DEFAULT_MAX_QUEUED_MESSAGES,
+    DEFAULT_MAX_TOTAL_QUEUED_BYTES, IDLE_TIMEOUT, MAX_FRAMES_PER_FLUSH, MAX_REQUESTS_IN_FLIGHT, PING_INTERVAL,
+    READ_BUFFER_BYTES, RETURN_MEMORY_AFTER_BYTES, WRITE_TIMEOUT,
+};
 use crate::AppState;
 use encode::{Compression, Encoder, Format, Frame};
 pub use epoch_wsproto::{from_bsatn, from_json, Args, ClientMessage, MessageError};
@@ -31,42 +36,9 @@ pub const BSATN_PROTOCOL: &str = "v1.bsatn.spacetimedb";
 /// The text sub-protocol.
 pub const JSON_PROTOCOL: &str = "v1.json.spacetimedb";
 
-/// The largest message a client may send (1.3's 32 MiB), by default.
-pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 32 << 20;
-/// Bytes of messages waiting for one slow client before it is cut off, by default.
-pub const DEFAULT_MAX_QUEUED_BYTES: usize = 64 << 20;
-/// Bytes of messages waiting for all WebSocket clients of the server together, by default:
-/// past it the clients with the most waiting are cut off first, so clients that read nothing
-/// cannot hold more than this (plus what each holds as it is cut) however many there are.
-/// Four clients at the per-client limit.
-pub const DEFAULT_MAX_TOTAL_QUEUED_BYTES: usize = 4 * DEFAULT_MAX_QUEUED_BYTES;
-/// Messages waiting for one slow client before it is cut off (1.3's outgoing queue), by default.
-pub const DEFAULT_MAX_QUEUED_MESSAGES: usize = 16_384;
-/// Requests of one client waiting for the database before it is told to slow down (1.3's
-/// incoming queue).
-pub const MAX_REQUESTS_IN_FLIGHT: usize = 2_048;
-/// How often the server pings a quiet client (1.3's interval).
-pub const PING_INTERVAL: Duration = Duration::from_secs(15);
-/// A client that sends nothing (not even a pong) for this long is disconnected (1.3's timeout).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The socket read buffer. tungstenite zero-fills the whole buffer before every read, so its
-/// default (128 KiB) costs a 128 KiB memset each time a connection wakes; most client frames
-/// are small.
-const READ_BUFFER_BYTES: usize = 4096;
-
-/// The longest one write to a client may take; a client that reads nothing for this long is
-/// cut off (its queue would otherwise hold the connection, and its memory, for good).
-pub const WRITE_TIMEOUT: Duration = IDLE_TIMEOUT;
-
 fn write_stuck() -> String {
     format!("client too slow: it read nothing for {} seconds", WRITE_TIMEOUT.as_secs())
 }
-
-/// A connection that held this many bytes waiting gives the freed memory back to the system
-/// when it ends: the allocator keeps freed memory for reuse otherwise, so a burst of slow
-/// clients would leave the server large after they are gone.
-pub const RETURN_MEMORY_AFTER_BYTES: usize = 8 << 20;
 
 /// Gives memory the allocator holds free back to the system (glibc's `malloc_trim`), on a
 /// blocking thread; asks made while one runs get one more run after it.
@@ -92,12 +64,6 @@ fn return_memory() {
         }
     });
 }
-
-/// The most frames written before one flush.
-const MAX_FRAMES_PER_FLUSH: usize = 64;
-
-/// How long a closing connection waits to hand its close frame over.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Limits of the WebSocket API; each is configurable and each refusal says which was hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

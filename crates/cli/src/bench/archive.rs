@@ -18,16 +18,10 @@ use anyhow::{Context, Result};
 use reqwest::Method;
 use serde_json::json;
 
-use super::load::{http_transfers, pct, ACCOUNTS};
+use super::load::{http_transfers, pct};
 use super::servers::{Client, Moto, Server};
 use super::Row;
-
-/// The lag bound the archived database is given.
-const MAX_LAG_SECONDS: f64 = 1.0;
-/// How often the lag measurement polls the archive status.
-const POLL_INTERVAL: Duration = Duration::from_millis(20);
-/// The pause between two calls of the lag measurement's writer.
-const WRITER_PAUSE: Duration = Duration::from_millis(5);
+use crate::limits::{ACCOUNTS, LOAD_BATCH, MAX_LAG_SECONDS, POLL_INTERVAL, WRITER_PAUSE};
 
 /// Runs the workload on `epoch` and adds its rows (with no value for the `servers - 1` others).
 pub(crate) fn run(
@@ -95,9 +89,6 @@ pub(crate) fn run(
     row(format!("10. restore of {bulk_rows} rows (file://)"), "ms", restore_ms);
     Ok(())
 }
-
-/// Rows per transaction of the backup's bulk load.
-const LOAD_BATCH: u32 = 10_000;
 
 /// Loads `n` accounts into a new database, backs it up to `file://` and restores it; returns
 /// both times (ms), after checking the restored copy holds every row.

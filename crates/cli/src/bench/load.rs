@@ -22,24 +22,15 @@ use parking_lot::Mutex;
 
 use super::servers::Server;
 use super::Row;
+use crate::limits::{
+    ACCOUNTS, HTTP_CONNECTIONS, INITIAL_ROWS, IN_FLIGHT, LARGE_READ_BUFFER, SMALL_READ_BUFFER, SQL_CONNECTIONS,
+};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
-/// Calls each client keeps in flight in the throughput workload.
-const IN_FLIGHT: usize = 8;
-/// Accounts the transfers move money between (pairs of two per client slot).
-pub(crate) const ACCOUNTS: u32 = 128;
-/// Rows of the initial-subscription workload.
-const INITIAL_ROWS: u32 = 100_000;
-
 /// The text of one query of the `sql` workload, from the caller's counter.
 type QueryText = fn(u64) -> String;
-
-/// HTTP connections of the `http` workload.
-const HTTP_CONNECTIONS: usize = 16;
-/// HTTP connections of the `sql` workload.
-const SQL_CONNECTIONS: usize = 4;
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -68,72 +59,106 @@ pub(crate) async fn run(
         eprintln!("prepared {} at {}", s.name, s.url);
     }
     if wanted("http") {
-        let workload = format!("1. HTTP transfer_fast, {HTTP_CONNECTIONS} conns");
-        let mut per_s = Row::new(&workload, "calls/s", false);
-        let mut p50 = Row::new(&workload, "p50 ms", true);
-        let mut p99 = Row::new(&workload, "p99 ms", true);
-        for t in &targets {
-            let (rate, lat) = http_calls(t, secs).await?;
-            eprintln!("http x{HTTP_CONNECTIONS} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
-            per_s.values.push(Some(rate));
-            p50.values.push(Some(pct(&lat, 0.5)));
-            p99.values.push(Some(pct(&lat, 0.99)));
-        }
-        rows.extend([per_s, p50, p99]);
+        http_rows(&targets, secs, rows).await?;
     }
     for clients in [1usize, 16, 64].into_iter().filter(|_| wanted("calls")) {
-        let workload = format!("2. WS transfer, {clients} client{}", if clients == 1 { "" } else { "s" });
-        let mut per_s = Row::new(&workload, "calls/s", false);
-        let mut p99 = Row::new(&workload, "p99 ms", true);
-        for t in &targets {
-            let (rate, lat) = calls(t, clients, secs).await?;
-            eprintln!("calls x{clients} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+        call_rows(&targets, clients, secs, rows).await?;
+    }
+    for subscribers in [100usize, 1000].into_iter().filter(|_| wanted("fanout")) {
+        fan_out_rows(&targets, subscribers, secs, rows).await?;
+    }
+    if wanted("initial") {
+        initial_rows(&targets, rows).await?;
+    }
+    if wanted("sql") {
+        sql_rows(&targets, secs, rows).await?;
+    }
+    Ok(())
+}
+
+/// Workload 1: reducer calls over HTTP on [`HTTP_CONNECTIONS`] connections; rows of the rate
+/// and the median and tail latency, one value per server.
+async fn http_rows(targets: &[Target], secs: Duration, rows: &mut Vec<Row>) -> Result<()> {
+    let workload = format!("1. HTTP transfer_fast, {HTTP_CONNECTIONS} conns");
+    let mut per_s = Row::new(&workload, "calls/s", false);
+    let mut p50 = Row::new(&workload, "p50 ms", true);
+    let mut p99 = Row::new(&workload, "p99 ms", true);
+    for t in targets {
+        let (rate, lat) = http_calls(t, secs).await?;
+        eprintln!("http x{HTTP_CONNECTIONS} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+        per_s.values.push(Some(rate));
+        p50.values.push(Some(pct(&lat, 0.5)));
+        p99.values.push(Some(pct(&lat, 0.99)));
+    }
+    rows.extend([per_s, p50, p99]);
+    Ok(())
+}
+
+/// Workload 2: reducer calls over WebSocket from `clients` clients; rows of the rate and the
+/// tail latency.
+async fn call_rows(targets: &[Target], clients: usize, secs: Duration, rows: &mut Vec<Row>) -> Result<()> {
+    let workload = format!("2. WS transfer, {clients} client{}", if clients == 1 { "" } else { "s" });
+    let mut per_s = Row::new(&workload, "calls/s", false);
+    let mut p99 = Row::new(&workload, "p99 ms", true);
+    for t in targets {
+        let (rate, lat) = calls(t, clients, secs).await?;
+        eprintln!("calls x{clients} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
+        per_s.values.push(Some(rate));
+        p99.values.push(Some(pct(&lat, 0.99)));
+    }
+    rows.extend([per_s, p99]);
+    Ok(())
+}
+
+/// Workload 3: one writer's updates reaching `subscribers` subscribers; rows of the median and
+/// tail delivery latency.
+async fn fan_out_rows(targets: &[Target], subscribers: usize, secs: Duration, rows: &mut Vec<Row>) -> Result<()> {
+    let workload = format!("3. fan-out, {subscribers} subscribers");
+    let mut p50 = Row::new(&workload, "p50 ms", true);
+    let mut p99 = Row::new(&workload, "p99 ms", true);
+    for t in targets {
+        let lat = fan_out(t, subscribers, secs).await?;
+        eprintln!("fan-out x{subscribers} {}: p50 {:.2} ms p99 {:.2} ms", t.name, pct(&lat, 0.5), pct(&lat, 0.99));
+        p50.values.push(Some(pct(&lat, 0.5)));
+        p99.values.push(Some(pct(&lat, 0.99)));
+    }
+    rows.extend([p50, p99]);
+    Ok(())
+}
+
+/// Workload 4: the time to receive a subscription's [`INITIAL_ROWS`] initial rows.
+async fn initial_rows(targets: &[Target], rows: &mut Vec<Row>) -> Result<()> {
+    let mut initial = Row::new(format!("4. initial subscription, {INITIAL_ROWS} rows"), "ms (median of 5)", true);
+    for t in targets {
+        let ms = initial_subscription(t).await?;
+        eprintln!("initial {}: {ms:.1} ms", t.name);
+        initial.values.push(Some(ms));
+    }
+    rows.push(initial);
+    Ok(())
+}
+
+/// Workload 5: SQL over HTTP, a point lookup, a range and a full scan; rows of the rate and the
+/// tail latency of each.
+async fn sql_rows(targets: &[Target], secs: Duration, rows: &mut Vec<Row>) -> Result<()> {
+    let queries: [(&str, QueryText); 3] = [
+        ("5. SQL point (primary key)", |n| format!("SELECT * FROM account WHERE id = {}", n % INITIAL_ROWS as u64)),
+        ("5. SQL range (100 keys)", |n| {
+            let from = n * 100 % (INITIAL_ROWS as u64 - 100);
+            format!("SELECT * FROM account WHERE id >= {from} AND id < {}", from + 100)
+        }),
+        ("5. SQL full scan + filter", |n| format!("SELECT * FROM account WHERE balance = {}", n % 7)),
+    ];
+    for (workload, query) in queries {
+        let mut per_s = Row::new(workload, "queries/s", false);
+        let mut p99 = Row::new(workload, "p99 ms", true);
+        for t in targets {
+            let (rate, lat) = sql_queries(t, query, secs).await?;
+            eprintln!("{workload} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
             per_s.values.push(Some(rate));
             p99.values.push(Some(pct(&lat, 0.99)));
         }
         rows.extend([per_s, p99]);
-    }
-    for subscribers in [100usize, 1000].into_iter().filter(|_| wanted("fanout")) {
-        let workload = format!("3. fan-out, {subscribers} subscribers");
-        let mut p50 = Row::new(&workload, "p50 ms", true);
-        let mut p99 = Row::new(&workload, "p99 ms", true);
-        for t in &targets {
-            let lat = fan_out(t, subscribers, secs).await?;
-            eprintln!("fan-out x{subscribers} {}: p50 {:.2} ms p99 {:.2} ms", t.name, pct(&lat, 0.5), pct(&lat, 0.99));
-            p50.values.push(Some(pct(&lat, 0.5)));
-            p99.values.push(Some(pct(&lat, 0.99)));
-        }
-        rows.extend([p50, p99]);
-    }
-    if wanted("initial") {
-        let mut initial = Row::new(format!("4. initial subscription, {INITIAL_ROWS} rows"), "ms (median of 5)", true);
-        for t in &targets {
-            let ms = initial_subscription(t).await?;
-            eprintln!("initial {}: {ms:.1} ms", t.name);
-            initial.values.push(Some(ms));
-        }
-        rows.push(initial);
-    }
-    if wanted("sql") {
-        let queries: [(&str, QueryText); 3] = [
-            ("5. SQL point (primary key)", |n| format!("SELECT * FROM account WHERE id = {}", n % INITIAL_ROWS as u64)),
-            ("5. SQL range (100 keys)", |n| {
-                let from = n * 100 % (INITIAL_ROWS as u64 - 100);
-                format!("SELECT * FROM account WHERE id >= {from} AND id < {}", from + 100)
-            }),
-            ("5. SQL full scan + filter", |n| format!("SELECT * FROM account WHERE balance = {}", n % 7)),
-        ];
-        for (workload, query) in queries {
-            let mut per_s = Row::new(workload, "queries/s", false);
-            let mut p99 = Row::new(workload, "p99 ms", true);
-            for t in &targets {
-                let (rate, lat) = sql_queries(t, query, secs).await?;
-                eprintln!("{workload} {}: {rate:.0}/s p99 {:.2} ms", t.name, pct(&lat, 0.99));
-                per_s.values.push(Some(rate));
-                p99.values.push(Some(pct(&lat, 0.99)));
-            }
-            rows.extend([per_s, p99]);
-        }
     }
     Ok(())
 }
@@ -260,12 +285,6 @@ async fn prepare(name: &str, url: &str, wasm: &[u8]) -> Result<Target> {
     }
     Ok(Target { name: name.to_string(), url: url.to_string(), token, db: dbs[0].clone(), big: dbs[1].clone() })
 }
-
-/// Read buffer of the many small-message clients: tungstenite zero-fills the buffer before every
-/// read (see epoch_api::ws), so a small one keeps a thousand clients cheap.
-const SMALL_READ_BUFFER: usize = 4096;
-/// Read buffer of the client receiving a whole table in one message.
-const LARGE_READ_BUFFER: usize = 256 << 10;
 
 async fn connect(t: &Target, db: &str, query: &str) -> Result<Socket> {
     connect_with(t, db, query, SMALL_READ_BUFFER).await

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-/// How long a server may take to answer its first ping after a start.
-pub const START_TIMEOUT: Duration = Duration::from_secs(300);
+use crate::limits::{REQUEST_TIMEOUT, START_TIMEOUT};
 
 /// The admin key the benchmark gives Epoch for the sync routes.
 pub const ADMIN_KEY: &str = "epoch-bench-admin-key";
@@ -167,9 +166,6 @@ pub struct Client {
     pub url: String,
     pub token: String,
 }
-
-/// How long one benchmark request may take (a reducer inserting 100,000 rows included).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Client {
     /// A new identity on `server`.

@@ -7,16 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use super::servers::{Client, Server, START_TIMEOUT};
+use super::servers::{Client, Server};
 use super::{Row, Scale};
-
-/// Rows one `open_accounts` call of the bulk load inserts.
-const BULK_BATCH: u32 = 10_000;
-/// Rows one `fill` call of the memory workload inserts.
-const MEMORY_BATCH: u64 = 100_000;
-/// How long to wait before measuring memory and disk after a load, so that an asynchronous
-/// log (the reference's) has reached the disk and freed its buffers.
-const SETTLE: Duration = Duration::from_secs(1);
+use crate::limits::{BULK_BATCH, MEMORY_BATCH, SETTLE, START_TIMEOUT};
 
 const MIB: f64 = 1024.0 * 1024.0;
 

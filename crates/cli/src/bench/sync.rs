@@ -20,9 +20,8 @@ use serde_json::{json, Value};
 
 use super::servers::{Client, Moto, Server};
 use super::{Row, Scale};
+use crate::limits::SYNC_TIMEOUT;
 
-/// How long one sync run may take before the benchmark gives up on it.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(600);
 /// The collection the AT Protocol records are written to.
 const POST: &str = "app.forum.post";
 

@@ -11,6 +11,7 @@ use wasmtime::{Caller, Linker};
 use super::datastore::{collect_rows, db, generated_columns, open_iter, store_errno, write_back};
 use super::memory::{mem_env, read_u32, scan_bounds, slice, slice_mut, str_lossy, write_bytes};
 use super::{errno, Env, ARGS_SOURCE, STANDARD_SINK};
+use crate::limits::{MAX_SCHEDULED_IMMEDIATE, MAX_SINK_BYTES};
 use crate::logs::{now_micros, LogLevel, LogRecord};
 
 /// The ABI module's import name.
@@ -329,7 +330,7 @@ fn link_bytes(linker: &mut Linker<Env>) -> Result<()> {
             };
             let len = read_u32(mem, buf_len_ptr)?;
             // Error messages and module descriptions are small; refuse absurd ones.
-            if out.len() + len as usize > 64 << 20 {
+            if out.len() + len as usize > MAX_SINK_BYTES {
                 return Ok(errno::NO_SPACE);
             }
             out.extend_from_slice(slice(mem, buf_ptr, len)?);
@@ -435,7 +436,7 @@ fn link_identity_and_scheduling(linker: &mut Linker<Env>) -> Result<()> {
                 .map_err(|_| anyhow!("reducer name is not UTF-8"))?
                 .to_string();
             let args = slice(mem, args_ptr, args_len)?.to_vec();
-            if env.scheduled_immediate.len() >= 10_000 {
+            if env.scheduled_immediate.len() >= MAX_SCHEDULED_IMMEDIATE {
                 bail!("too many reducers scheduled in one call");
             }
             env.scheduled_immediate.push((name, args));

@@ -7,25 +7,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use epoch_control::HostedDatabase;
 use epoch_core::Identity;
 use epoch_core::{Caller, Database, ReducerArgs, WorkflowStep};
 
 use super::{Instance, Item, ItemError, Kind, Runner};
+use crate::limits::{DATABASE_POLL, DATABASE_WAIT_LIMIT, RETRY_BASE};
 
 /// Where an applied item's outcome arrives, once its transaction is durable.
 type Receiver = std::sync::mpsc::Receiver<Result<(), ItemError>>;
-
-/// The first retry waits this long; each next one twice as long (up to 64 times).
-const RETRY_BASE: Duration = Duration::from_millis(50);
-
-/// How long an item waits for its database to write again (after a failed fsync it reopens
-/// from disk; a full disk waits for space) before the instance stops.
-pub const DATABASE_WAIT_LIMIT: Duration = Duration::from_secs(600);
-/// How often a waiting item looks at its database.
-const DATABASE_POLL: Duration = Duration::from_millis(50);
 
 impl Runner {
     /// Makes the batch's transactions durable before the instance's row says the batch is done:
@@ -61,15 +52,8 @@ impl Runner {
         batch: &[Item],
         already: &mut HashSet<String>,
     ) -> Vec<(Item, Result<(), ItemError>)> {
-        let step = |item: &Item| WorkflowStep {
-            instance: i.step_instance(),
-            batch: i.batches_done + 1,
-            item: item.key.clone(),
-        };
-        let recv = |waiting: Result<Receiver, ItemError>| {
-            waiting
-                .and_then(|rx| rx.recv().unwrap_or_else(|_| Err(ItemError::Database("the database shut down".into()))))
-        };
+        let step = |item: &Item| step_of(i, item);
+        let recv = outcome;
         let todo: Vec<Item> = batch.iter().filter(|k| !already.contains(&k.key)).cloned().collect();
         // An item applied before the crash may now fall in a later batch (the listing changed);
         // its step is committed again under this batch, so a second crash still skips it.
@@ -93,41 +77,54 @@ impl Runner {
                 out.push((item.clone(), Ok(())));
                 continue;
             };
-            let mut result = recv(waiting);
-            let mut attempt = 1;
-            let mut database_trouble_since = None;
-            while attempt < i.params.max_attempts.max(1) {
-                match &result {
-                    Err(ItemError::Database(_)) => {
-                        // The database's trouble, not the item's (a full disk, a log that failed
-                        // and is reopening): wait until it writes again, without spending the
-                        // item's tries. The item may have reached the disk before the failure,
-                        // so its step is looked up before it runs again: once, never twice.
-                        let since = *database_trouble_since.get_or_insert_with(std::time::Instant::now);
-                        if !self.wait_until_writable(i, since) {
-                            break;
-                        }
-                        if self.already_applied(i).contains(&item.key) {
-                            result = Ok(());
-                            break;
-                        }
-                    }
-                    Err(e) if e.is_transient() => {
-                        std::thread::sleep(RETRY_BASE * (1 << attempt.min(6)));
-                        attempt += 1;
-                    }
-                    _ => break,
-                }
-                let args = kind
-                    .arguments(i, std::slice::from_ref(item))
-                    .pop()
-                    .unwrap_or_else(|| Err(ItemError::Invalid("no item".into())));
-                result = recv(args.and_then(|a| self.submit(kind, i, a, step(item))));
-            }
+            let result = self.retry(kind, i, item, recv(waiting));
             out.push((item.clone(), result));
         }
         debug_assert_eq!(out.len(), batch.len(), "every item of a batch has one outcome");
         out
+    }
+
+    /// Tries `item` again after its first `result` while that is a retryable failure: a
+    /// transient one with backoff, up to `max_attempts` tries in all; the database's own trouble
+    /// by waiting until it writes again, without spending the item's tries.
+    fn retry(
+        &self,
+        kind: &Arc<dyn Kind>,
+        i: &Instance,
+        item: &Item,
+        mut result: Result<(), ItemError>,
+    ) -> Result<(), ItemError> {
+        let mut attempt = 1;
+        let mut database_trouble_since = None;
+        while attempt < i.params.max_attempts.max(1) {
+            match &result {
+                Err(ItemError::Database(_)) => {
+                    // The database's trouble, not the item's (a full disk, a log that failed
+                    // and is reopening): wait until it writes again, without spending the
+                    // item's tries. The item may have reached the disk before the failure,
+                    // so its step is looked up before it runs again: once, never twice.
+                    let since = *database_trouble_since.get_or_insert_with(std::time::Instant::now);
+                    if !self.wait_until_writable(i, since) {
+                        break;
+                    }
+                    if self.already_applied(i).contains(&item.key) {
+                        result = Ok(());
+                        break;
+                    }
+                }
+                Err(e) if e.is_transient() => {
+                    std::thread::sleep(RETRY_BASE * (1 << attempt.min(6)));
+                    attempt += 1;
+                }
+                _ => break,
+            }
+            let args = kind
+                .arguments(i, std::slice::from_ref(item))
+                .pop()
+                .unwrap_or_else(|| Err(ItemError::Invalid("no item".into())));
+            result = outcome(args.and_then(|a| self.submit(kind, i, a, step_of(i, item))));
+        }
+        result
     }
 
     /// Waits until the instance's database serves and can write again (it was reopening after a
@@ -198,4 +195,15 @@ impl Runner {
         let kind = kind.clone();
         self.on_writer(i, move |d| kind.apply(d, &reducer, args, caller, step))
     }
+}
+
+/// The step ledger's entry for `item` in the instance's next batch.
+fn step_of(i: &Instance, item: &Item) -> WorkflowStep {
+    WorkflowStep { instance: i.step_instance(), batch: i.batches_done + 1, item: item.key.clone() }
+}
+
+/// The outcome of a submitted item once its database acknowledges it; a writer that went away
+/// before answering is the database's trouble, not the item's.
+fn outcome(waiting: Result<Receiver, ItemError>) -> Result<(), ItemError> {
+    waiting.and_then(|rx| rx.recv().unwrap_or_else(|_| Err(ItemError::Database("the database shut down".into()))))
 }

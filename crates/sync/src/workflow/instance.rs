@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::limits::{MAX_ERRORS, MAX_RESULTS};
+
 /// Where an instance is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,11 +43,6 @@ pub struct RunParams {
     #[serde(flatten)]
     pub kind: Map<String, Value>,
 }
-
-/// The first errors an instance keeps.
-pub const MAX_ERRORS: usize = 100;
-/// The most per-item results an instance keeps (for kinds that report every item).
-pub const MAX_RESULTS: usize = 10_000;
 
 /// One item's outcome, kept for kinds that answer with every item (a force-sync).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

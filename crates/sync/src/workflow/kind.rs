@@ -101,7 +101,7 @@ pub trait Kind: Send + Sync {
     /// restart does not read them all again, nor lose the place of a consumer that has applied
     /// nothing yet. The runner saves it at most every [`POSITION_SAVE_INTERVAL`].
     ///
-    /// [`POSITION_SAVE_INTERVAL`]: crate::workflow::runner::POSITION_SAVE_INTERVAL
+    /// [`POSITION_SAVE_INTERVAL`]: crate::limits::POSITION_SAVE_INTERVAL
     fn position(&self, _: &Instance) -> Option<serde_json::Value> {
         None
     }

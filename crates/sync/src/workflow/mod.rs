@@ -12,9 +12,9 @@ mod instance;
 mod kind;
 mod runner;
 
-pub use instance::{Instance, ItemResult, RunParams, Status, MAX_ERRORS, MAX_RESULTS};
+pub use instance::{Instance, ItemResult, RunParams, Status};
 pub use kind::{call_reducer, ConfigContext, Item, ItemError, Kind, KindSpec, ListError};
-pub use runner::{Runner, RunnerError, DEFAULT_RETENTION};
+pub use runner::{Runner, RunnerError};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

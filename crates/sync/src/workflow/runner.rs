@@ -6,14 +6,15 @@
 //! already applied and skips them (see [`super::batch`]).
 
 use epoch_core::Identity;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use epoch_control::{ControlPlane, SystemError, SystemTable};
 use parking_lot::{Condvar, Mutex};
 
-use super::{now_ms, Instance, ItemResult, Kind, KindSpec, Status, MAX_ERRORS, MAX_RESULTS};
+use super::{now_ms, Instance, ItemResult, Kind, KindSpec, Status};
+use crate::limits::{MAX_ERRORS, MAX_RESULTS, POSITION_SAVE_INTERVAL, STREAM_POLL};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
@@ -91,14 +92,6 @@ pub struct Runner {
     /// How long finished instances are kept.
     retention: Duration,
 }
-
-/// How long a stream with nothing new waits before asking its kind again.
-pub const STREAM_POLL: Duration = Duration::from_millis(100);
-/// How often a stream's position (after batches with no items) is saved, at most.
-pub const POSITION_SAVE_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Finished instances are kept this long by default, as Cloudflare Workflows keeps them.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Runner {
     /// Opens the runner on the system database of `control` with the workflow `kinds` this
@@ -472,27 +465,10 @@ impl Runner {
         }
     }
 
+    /// Runs an instance to its end: batch after batch from its kind, each applied and recorded,
+    /// until the kind has no more (or, for a stream, forever), it fails, or it is terminated.
     fn run(self: Arc<Self>, slot: Arc<Slot>) {
-        if slot.instance.lock().database_seq.is_none() && self.wait_for_database(&slot).is_none() {
-            let why =
-                match Identity::from_hex(&slot.instance.lock().database).and_then(|d| self.control.unavailable(&d)) {
-                    Some(u) => format!("the database is unavailable: {}", u.reason),
-                    None => "the database no longer exists".to_string(),
-                };
-            return self.fail(&slot, why);
-        }
-        let snapshot = slot.instance.lock().clone();
-        let kind = match self.kind_of(&snapshot) {
-            Ok(k) => k,
-            Err(e) => return self.fail(&slot, e.to_string()),
-        };
-        let mut already = self.already_applied(&snapshot);
-        if !already.is_empty() {
-            tracing::info!(id = %snapshot.id, skipped = already.len(), "items of the interrupted batch are already applied");
-        }
-        if slot.instance.lock().status == Status::Queued {
-            self.update(&slot, |i| i.status = Status::Running);
-        }
+        let Some((kind, mut already)) = self.prepare_run(&slot) else { return };
         let mut last_position_saved: Option<std::time::Instant> = None;
         loop {
             if !self.wait_while_paused(&slot) {
@@ -505,22 +481,7 @@ impl Runner {
             };
             if batch.is_empty() {
                 if kind.idle() {
-                    if let Some(position) = kind.position(&current) {
-                        if current.cursor.as_ref() != Some(&position)
-                            && last_position_saved.is_none_or(|t| t.elapsed() >= POSITION_SAVE_INTERVAL)
-                        {
-                            // Every item listed before is applied and synced: the row may
-                            // move past the events that had none.
-                            self.update(&slot, |i| i.cursor = Some(position));
-                            last_position_saved = Some(std::time::Instant::now());
-                        }
-                    }
-                    // A stream with nothing yet: wait a little (woken early by pause and
-                    // terminate) and ask again.
-                    let mut signal = slot.signal.lock();
-                    if *signal == Signal::Run {
-                        slot.wake.wait_for(&mut signal, STREAM_POLL);
-                    }
+                    self.idle(&slot, &kind, &current, &mut last_position_saved);
                     continue;
                 }
                 return self.finish(&slot, Status::Complete, None);
@@ -540,34 +501,7 @@ impl Runner {
                 );
             }
             self.sync_database(&current);
-            let keep_results = kind.keeps_results();
-            self.update(&slot, |i| {
-                // Counted with the batch, so a second crash before it ends does not count twice.
-                i.recovered += recovered;
-                for (item, result) in results {
-                    i.done += 1;
-                    if keep_results && i.results.len() < MAX_RESULTS {
-                        i.results.push(ItemResult {
-                            request_id: i.step_request_id(i.batches_done + 1, &item.key),
-                            status: result.as_ref().map_or_else(|e| e.status(), |()| 200),
-                            error: result.as_ref().err().map(|e| e.to_string()),
-                            item: item.key.clone(),
-                        });
-                    }
-                    match result {
-                        Ok(()) => i.succeeded += 1,
-                        Err(e) => {
-                            i.failed += 1;
-                            if i.errors.len() < MAX_ERRORS {
-                                i.errors.push(format!("{}: {e}", item.key));
-                            }
-                        }
-                    }
-                    i.cursor = Some(item.cursor);
-                }
-                i.batches_done += 1;
-                i.debug_check();
-            });
+            self.record_batch(&slot, results, recovered, kind.keeps_results());
             // The pause between batches wakes early for pause and terminate.
             let delay = Duration::from_secs(current.params.delay_seconds as u64);
             let mut signal = slot.signal.lock();
@@ -575,6 +509,102 @@ impl Runner {
                 slot.wake.wait_for(&mut signal, delay);
             }
         }
+    }
+
+    /// Readies an instance to run: waits for its database, finds its kind and the items of an
+    /// interrupted batch that are already applied, and marks it running. `None` once it has
+    /// failed instead (its database or kind is gone).
+    fn prepare_run(&self, slot: &Arc<Slot>) -> Option<(Arc<dyn Kind>, HashSet<String>)> {
+        if slot.instance.lock().database_seq.is_none() && self.wait_for_database(slot).is_none() {
+            let why =
+                match Identity::from_hex(&slot.instance.lock().database).and_then(|d| self.control.unavailable(&d)) {
+                    Some(u) => format!("the database is unavailable: {}", u.reason),
+                    None => "the database no longer exists".to_string(),
+                };
+            self.fail(slot, why);
+            return None;
+        }
+        let snapshot = slot.instance.lock().clone();
+        let kind = match self.kind_of(&snapshot) {
+            Ok(k) => k,
+            Err(e) => {
+                self.fail(slot, e.to_string());
+                return None;
+            }
+        };
+        let already = self.already_applied(&snapshot);
+        if !already.is_empty() {
+            tracing::info!(id = %snapshot.id, skipped = already.len(), "items of the interrupted batch are already applied");
+        }
+        if slot.instance.lock().status == Status::Queued {
+            self.update(slot, |i| i.status = Status::Running);
+        }
+        Some((kind, already))
+    }
+
+    /// A stream with nothing new: saves its position (at most every [`POSITION_SAVE_INTERVAL`],
+    /// so quiet events do not cost a write each) and waits a little, woken early by pause and
+    /// terminate, before it is asked again.
+    fn idle(
+        &self,
+        slot: &Slot,
+        kind: &Arc<dyn Kind>,
+        current: &Instance,
+        last_position_saved: &mut Option<std::time::Instant>,
+    ) {
+        if let Some(position) = kind.position(current) {
+            if current.cursor.as_ref() != Some(&position)
+                && last_position_saved.is_none_or(|t| t.elapsed() >= POSITION_SAVE_INTERVAL)
+            {
+                // Every item listed before is applied and synced: the row may
+                // move past the events that had none.
+                self.update(slot, |i| i.cursor = Some(position));
+                *last_position_saved = Some(std::time::Instant::now());
+            }
+        }
+        let mut signal = slot.signal.lock();
+        if *signal == Signal::Run {
+            slot.wake.wait_for(&mut signal, STREAM_POLL);
+        }
+    }
+
+    /// Records an applied batch in the instance: its counts, the first [`MAX_ERRORS`] errors and
+    /// [`MAX_RESULTS`] results (for kinds that keep them), and the cursor past its last item, in
+    /// one update so the saved instance never holds half a batch.
+    fn record_batch(
+        &self,
+        slot: &Slot,
+        results: Vec<(super::Item, Result<(), super::ItemError>)>,
+        recovered: u64,
+        keep_results: bool,
+    ) {
+        self.update(slot, |i| {
+            // Counted with the batch, so a second crash before it ends does not count twice.
+            i.recovered += recovered;
+            for (item, result) in results {
+                i.done += 1;
+                if keep_results && i.results.len() < MAX_RESULTS {
+                    i.results.push(ItemResult {
+                        request_id: i.step_request_id(i.batches_done + 1, &item.key),
+                        status: result.as_ref().map_or_else(|e| e.status(), |()| 200),
+                        error: result.as_ref().err().map(|e| e.to_string()),
+                        item: item.key.clone(),
+                    });
+                }
+                match result {
+                    Ok(()) => i.succeeded += 1,
+                    Err(e) => {
+                        i.failed += 1;
+                        if i.errors.len() < MAX_ERRORS {
+                            i.errors.push(format!("{}: {e}", item.key));
+                        }
+                    }
+                }
+                i.cursor = Some(item.cursor);
+            }
+            i.batches_done += 1;
+            i.debug_check();
+        });
     }
 }
 
