@@ -2,12 +2,9 @@
 
 use epoch_sats::Identity;
 
+use crate::limits::MAX_NAMES_PER_DATABASE;
 use crate::plane::State;
 use crate::{ControlError, ControlPlane, SetNamesError};
-
-/// The most names one database may have (1.3 sets no bound; every name costs a row of the
-/// system database, rewritten on each change of the control plane).
-pub const MAX_NAMES_PER_DATABASE: usize = 64;
 
 impl ControlPlane {
     pub fn resolve_name(&self, name: &str) -> Option<Identity> {

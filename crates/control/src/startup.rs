@@ -12,16 +12,10 @@ use parking_lot::RwLock;
 use crate::grants::RULE_PREFIX;
 use crate::hosted::{hosted, next_created, UnavailableDatabase};
 use crate::legacy::import_legacy;
+use crate::limits::{LOG_WATCH_INTERVAL, STARTER_THREADS};
 use crate::plane::{assert_invariants, State, STARTING};
 use crate::system::{SystemDb, SystemTable};
 use crate::{ControlError, ControlPlane, GrantRule, HostedDatabase};
-
-/// How often the control plane looks for databases whose log failed (see
-/// [`ControlPlane::reopen_failed`]).
-pub const LOG_WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
-
-/// How many databases open at once while the server starts.
-pub const STARTER_THREADS: usize = 2;
 
 impl ControlPlane {
     /// A durable control plane in `data_dir`, with every database found there reopened before
