@@ -133,18 +133,33 @@ fn transfer_until_stopped(server: &Server, token: &str, tally: &Tally, w: u32) {
     }
 }
 
-/// Fills the file system up (returning the filler, held open), then calls until one call is
-/// refused at once: the writers' calls in flight wait for the log, unacknowledged.
+/// Fills the file system up (returning the filler, held open), then probes until a call is
+/// refused at once. The writers' calls in flight wait for the log, unacknowledged, and so
+/// would a probe that passed the check just before the log failed: each probe is a transfer
+/// the bank refuses (more than anyone holds), which changes nothing whatever happens to it,
+/// so one caught waiting is given up after a short timeout and the next one is sent.
 fn fill_until_refused(server: &Server, token: &str, tally: &Tally, filler: &std::path::Path) -> std::fs::File {
     let mut f = std::fs::File::create(filler).unwrap();
     let chunk = vec![7u8; 256 << 10];
     while f.write_all(&chunk).is_ok() {}
     let _ = f.sync_all();
+    let probe = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let (status, body) = server.call(token, "bank", "transfer", "[0, 1, 1]");
-        if tally.count(status, body) {
-            return f;
+        let answer = probe
+            .post(format!("{}/v1/database/bank/call/transfer", server.url))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body("[0, 1, 1000000000000]")
+            .send()
+            .and_then(|r| Ok((r.status().as_u16(), r.text()?)));
+        match answer {
+            Ok((503, body)) => {
+                tally.count(503, body);
+                return f;
+            }
+            Ok((530, _)) | Err(_) => {}
+            Ok((status, body)) => panic!("a transfer of more than anyone holds answered {status}: {body}"),
         }
         assert!(Instant::now() < deadline, "no call was refused while the disk was full");
         std::thread::sleep(Duration::from_millis(20));
