@@ -67,17 +67,13 @@ impl ControlPlane {
             start_queue: parking_lot::Mutex::new(std::collections::VecDeque::new()),
             started: parking_lot::Condvar::new(),
         };
-        let id = |table: SystemTable, hex: &str| {
-            Identity::from_hex(hex)
-                .ok_or_else(|| ControlError::Corrupt { table: table.name(), message: format!("bad identity {hex:?}") })
-        };
         let mut databases = cp.system.rows(SystemTable::Databases);
         databases.sort_by_key(|r| r[2].parse::<u64>().unwrap_or(u64::MAX));
         let mut st = cp.state.write();
         let mut queue = cp.start_queue.lock();
         for d in &databases {
-            let identity = id(SystemTable::Databases, &d[0])?;
-            let owner = id(SystemTable::Databases, &d[1])?;
+            let identity = identity_in(SystemTable::Databases, &d[0])?;
+            let owner = identity_in(SystemTable::Databases, &d[1])?;
             let created_seq = next_created();
             st.unavailable
                 .insert(identity, UnavailableDatabase { owner, created_seq, reason: STARTING.into(), starting: true });
@@ -92,10 +88,6 @@ impl ControlPlane {
     /// Loads (replacing what `st` held) the permissions, rules, sync and archive configurations
     /// and names from the system tables.
     pub(crate) fn load_grants_and_names(&self, st: &mut State) -> Result<(), ControlError> {
-        let id = |table: SystemTable, hex: &str| {
-            Identity::from_hex(hex)
-                .ok_or_else(|| ControlError::Corrupt { table: table.name(), message: format!("bad identity {hex:?}") })
-        };
         st.permissions.clear();
         st.rules.clear();
         st.sync_configs.clear();
@@ -103,7 +95,7 @@ impl ControlPlane {
         st.names.clear();
         st.name_owners.clear();
         for p in self.system.rows(SystemTable::Permissions) {
-            let db = id(SystemTable::Permissions, &p[0])?;
+            let db = identity_in(SystemTable::Permissions, &p[0])?;
             if let Some(rule) = p[1].strip_prefix(RULE_PREFIX) {
                 let (issuer, domain) = rule.rsplit_once('|').unwrap_or((rule, ""));
                 st.rules.entry(db).or_default().push(GrantRule {
@@ -113,26 +105,14 @@ impl ControlPlane {
                 });
                 continue;
             }
-            let key = (db, id(SystemTable::Permissions, &p[1])?);
+            let key = (db, identity_in(SystemTable::Permissions, &p[1])?);
             st.permissions.entry(key).or_default().push(p[2].clone());
         }
-        for c in self.system.rows(SystemTable::SyncConfigs) {
-            let config = serde_json::from_str(&c[1]).map_err(|e| ControlError::Corrupt {
-                table: SystemTable::SyncConfigs.name(),
-                message: e.to_string(),
-            })?;
-            st.sync_configs.insert(id(SystemTable::SyncConfigs, &c[0])?, config);
-        }
-        for c in self.system.rows(SystemTable::ArchiveConfigs) {
-            let config = serde_json::from_str(&c[1]).map_err(|e| ControlError::Corrupt {
-                table: SystemTable::ArchiveConfigs.name(),
-                message: e.to_string(),
-            })?;
-            st.archive_configs.insert(id(SystemTable::ArchiveConfigs, &c[0])?, config);
-        }
+        st.sync_configs = configs_in(&self.system, SystemTable::SyncConfigs)?;
+        st.archive_configs = configs_in(&self.system, SystemTable::ArchiveConfigs)?;
         for n in self.system.rows(SystemTable::Names) {
-            st.names.insert(n[0].clone(), id(SystemTable::Names, &n[1])?);
-            st.name_owners.insert(n[0].clone(), id(SystemTable::Names, &n[2])?);
+            st.names.insert(n[0].clone(), identity_in(SystemTable::Names, &n[1])?);
+            st.name_owners.insert(n[0].clone(), identity_in(SystemTable::Names, &n[2])?);
         }
         Ok(())
     }
@@ -279,4 +259,26 @@ impl ControlPlane {
             self.started.wait_for(&mut queue, std::time::Duration::from_millis(100));
         }
     }
+}
+
+/// The identity a system table row names in hex; a row that names none is corruption.
+fn identity_in(table: SystemTable, hex: &str) -> Result<Identity, ControlError> {
+    Identity::from_hex(hex)
+        .ok_or_else(|| ControlError::Corrupt { table: table.name(), message: format!("bad identity {hex:?}") })
+}
+
+/// A table of per-database JSON configurations (database, JSON), read whole.
+fn configs_in(
+    system: &SystemDb,
+    table: SystemTable,
+) -> Result<std::collections::HashMap<Identity, serde_json::Value>, ControlError> {
+    system
+        .rows(table)
+        .iter()
+        .map(|c| {
+            let config = serde_json::from_str(&c[1])
+                .map_err(|e| ControlError::Corrupt { table: table.name(), message: e.to_string() })?;
+            Ok((identity_in(table, &c[0])?, config))
+        })
+        .collect()
 }
