@@ -61,6 +61,7 @@ fn def() -> ModuleDef {
         reducers: Vec::new(),
         types: Vec::new(),
         row_level_security: Vec::new(),
+    ..Default::default()
     }
 }
 

@@ -397,7 +397,8 @@ pub async fn call(
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut connection_id);
     let who = Caller { identity: caller.identity, connection_id };
     let name = reducer.clone();
-    let answer = on_db(&db, move |d| call_on_writer(d, &name, args, who)).await?;
+    let is_owner = db.owner == caller.identity;
+    let answer = on_db(&db, move |d| call_on_writer(d, &name, args, who, is_owner)).await?;
     let db_hex = db.identity.to_hex();
     match answer {
         CallAnswer::Rejected(msg) => Err(text(StatusCode::FORBIDDEN, msg)),
@@ -425,7 +426,7 @@ fn cannot_write(why: &str) -> ApiError {
 
 /// The writer-thread part of a call: `client_connected`, the reducer, `client_disconnected`,
 /// and what came of it. Split out of [`call`]; the steps and their order are unchanged.
-fn call_on_writer(d: &mut Database, name: &str, args: String, who: Caller) -> CallAnswer {
+fn call_on_writer(d: &mut Database, name: &str, args: String, who: Caller, is_owner: bool) -> CallAnswer {
     if let Some(why) = d.storage_failure() {
         return CallAnswer::Unavailable(why);
     }
@@ -434,7 +435,7 @@ fn call_on_writer(d: &mut Database, name: &str, args: String, who: Caller) -> Ca
             return CallAnswer::Rejected(r.outcome.error_message().unwrap_or_default());
         }
     }
-    let res = d.call(name, ReducerArgs::Json(args), who);
+    let res = d.call_from_outside(name, ReducerArgs::Json(args), who, is_owner);
     d.client_disconnected(who);
     match res {
         Ok(r) => CallAnswer::Ran { outcome: r.outcome, duration: r.duration },

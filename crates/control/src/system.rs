@@ -117,7 +117,7 @@ fn module_def() -> ModuleDef {
             }
         })
         .collect();
-    ModuleDef { typespace, tables, reducers: Vec::new(), types: Vec::new(), row_level_security: Vec::new() }
+    ModuleDef { typespace, tables, ..Default::default() }
 }
 
 fn encode_row(row: &[String]) -> Vec<u8> {

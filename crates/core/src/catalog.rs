@@ -6,7 +6,7 @@
 //! constraints, sequences and schedules are numbered from 4097, as in 1.3.
 
 use epoch_sats::{bsatn, AlgebraicType, AlgebraicValue, Identity, ProductType, SumType, Typespace, U256};
-use epoch_schema::{ModuleDef, TableAccess, TableDef};
+use epoch_schema::{DefVersion, ModuleDef, TableAccess, TableDef};
 use epoch_store::Store;
 
 use crate::clients::WIRE_TABLE_ID_BASE;
@@ -55,18 +55,23 @@ fn product(cols: &[(&str, AlgebraicType)]) -> ProductType {
     ProductType::new(cols.iter().map(|(n, t)| (*n, t.clone())))
 }
 
-/// The system tables, in id order.
-fn system_tables() -> Vec<SystemTableDef> {
-    let mut tables = schema_tables();
+/// The system tables of a database whose module has definition `version`, in id order.
+fn system_tables(version: DefVersion) -> Vec<SystemTableDef> {
+    let mut tables = schema_tables(version);
     tables.extend(server_tables());
     tables
 }
 
 /// The system tables that describe the module's schema: tables, columns, sequences, indexes
 /// and constraints.
-fn schema_tables() -> Vec<SystemTableDef> {
+fn schema_tables(version: DefVersion) -> Vec<SystemTableDef> {
     use AlgebraicType as T;
-    let index_algorithm = T::Sum(SumType::new([("Unused", T::U128), ("BTree", T::array(T::U16)), ("Direct", T::U16)]));
+    let mut algorithms = vec![("Unused", T::U128), ("BTree", T::array(T::U16)), ("Direct", T::U16)];
+    if version == DefVersion::V10 {
+        // 2.x adds hash indexes as a fourth variant.
+        algorithms.push(("Hash", T::array(T::U16)));
+    }
+    let index_algorithm = T::Sum(SumType::new(algorithms));
     let constraint_data = T::Sum(SumType::new([("Unused", T::U128), ("Unique", T::array(T::U16))]));
     let st_table = product(&[
         ("table_id", T::U32),
@@ -234,13 +239,14 @@ pub fn build_lazily(inputs: &CatalogInputs<'_>) -> impl FnOnce(&Store) -> Option
 
 /// Builds the store holding the system tables (rows as of now).
 pub fn build(inputs: &CatalogInputs<'_>) -> Store {
-    let system = system_tables();
+    let system = system_tables(inputs.def.version);
     let def = ModuleDef {
         typespace: Typespace { types: Vec::new() },
         tables: system.iter().map(|(_, name, ty, _)| TableDef::plain(*name, 0, ty.clone())).collect(),
         reducers: Vec::new(),
         types: Vec::new(),
         row_level_security: Vec::new(),
+        ..Default::default()
     };
     let mut store = Store::new(&def);
     let rows = catalog_rows(inputs, &system);
@@ -367,6 +373,7 @@ fn object_rows<'a>(user: &[(u32, &'a TableDef)]) -> ObjectRows<'a> {
         for idx in &t.indexes {
             let algo = match &idx.algorithm {
                 epoch_schema::IndexAlgorithm::BTree(cols) => btree(cols),
+                epoch_schema::IndexAlgorithm::Hash(cols) => AlgebraicValue::sum(3, u16_array(cols)),
                 epoch_schema::IndexAlgorithm::Direct(c) => AlgebraicValue::sum(2, AlgebraicValue::U16(*c)),
             };
             let n = next(&o.st_index, SYSTEM_INDEXES.len());

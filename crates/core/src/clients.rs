@@ -464,6 +464,11 @@ impl Clients {
         self.clients.get(&id).map(|c| c.caller)
     }
 
+    /// Whether client `id` is connected as the database's owner.
+    pub(crate) fn is_owner(&self, id: ClientId) -> bool {
+        self.clients.get(&id).is_some_and(|c| c.is_owner)
+    }
+
     pub(crate) fn check_room(&self) -> Result<(), ConnectError> {
         if self.clients.len() >= self.limits.max_clients {
             return Err(ConnectError::TooManyClients(self.limits.max_clients));

@@ -767,6 +767,32 @@ impl Database {
         }
     }
 
+    /// Calls reducer `name` for a client that is not connected (an HTTP call): like
+    /// [`Database::call`], except that a private reducer (2.x) answers only to the owner.
+    pub fn call_from_outside(
+        &mut self,
+        name: &str,
+        args: ReducerArgs,
+        caller: Caller,
+        is_owner: bool,
+    ) -> Result<ReducerResult, CallError> {
+        self.check_visible(name, is_owner)?;
+        self.call(name, args, caller)
+    }
+
+    /// A private reducer of a 2.x module is, to anyone but the owner, a reducer that does not
+    /// exist (2.x's answer).
+    fn check_visible(&mut self, name: &str, is_owner: bool) -> Result<(), CallError> {
+        let private = self.def().reducers.iter().any(|r| {
+            r.name == name && r.lifecycle.is_none() && r.visibility == epoch_schema::FunctionVisibility::Private
+        });
+        if private && !is_owner {
+            self.external_error(format!("External attempt to call private reducer {name:?} failed."));
+            return Err(CallError::NoSuchReducer(name.to_string()));
+        }
+        Ok(())
+    }
+
     /// Calls reducer `name` for client `id`. The outcome reaches the client as a transaction
     /// update (a refused call too, as 1.3 reports it).
     pub fn client_call(&mut self, id: ClientId, name: &str, args: ReducerArgs, request_id: u32, notify_success: bool) {
@@ -776,7 +802,10 @@ impl Database {
             ReducerArgs::Bsatn(_) => None,
         };
         let from = ClientCall { client: id, request_id, notify_success, json_args };
-        if let Err(e) = self.call_with_step(name, args, caller, None, Some(from)) {
+        let is_owner = self.clients.is_owner(id);
+        let called =
+            self.check_visible(name, is_owner).and_then(|_| self.call_with_step(name, args, caller, None, Some(from)));
+        if let Err(e) = called {
             let message = match &e {
                 CallError::NoSuchReducer(_) => "no such reducer".to_string(),
                 CallError::LifecycleReducer(n) => {

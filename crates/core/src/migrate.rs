@@ -267,6 +267,7 @@ mod tests {
             reducers: Vec::new(),
             types: Vec::new(),
             row_level_security: Vec::new(),
+            ..Default::default()
         }
     }
 

@@ -45,3 +45,9 @@ pub const MAX_SINK_BYTES: usize = 64 << 20;
 /// (`volatile_nonatomic_schedule_immediate`):
 /// a bound on what one call can queue; past it the call traps.
 pub const MAX_SCHEDULED_IMMEDIATE: usize = 10_000;
+
+// The host functions 2.x modules call (abi/v10_x.rs).
+
+/// The most byte sources (reducer arguments, tokens read with `get_jwt`) one call may hold open:
+/// 2.x answers `NO_SPACE` past 256, so a module that never reads what it asked for is bounded.
+pub const MAX_OPEN_BYTES_SOURCES: usize = 256;

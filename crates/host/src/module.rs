@@ -186,7 +186,7 @@ impl ModuleHost {
             }
         };
         for import in module.imports() {
-            if import.module() != abi::ABI_MODULE || !abi::ABI_FUNCTIONS.contains(&import.name()) {
+            if !abi::is_abi_import(import.module(), import.name()) {
                 return Err(HostError::UnknownImport { module: import.module().into(), name: import.name().into() });
             }
         }

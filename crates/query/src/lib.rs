@@ -265,6 +265,7 @@ mod tests {
             reducers: Vec::new(),
             types: Vec::new(),
             row_level_security: Vec::new(),
+            ..Default::default()
         };
         let mut store = Store::new(&def);
         store.begin();
@@ -284,6 +285,7 @@ mod tests {
             reducers: Vec::new(),
             types: Vec::new(),
             row_level_security: Vec::new(),
+            ..Default::default()
         };
         let mut store = Store::new(&def);
         store.begin();

@@ -20,6 +20,7 @@ fn store(rows: &[(u32, u32, u32)]) -> Store {
         reducers: Vec::new(),
         types: Vec::new(),
         row_level_security: Vec::new(),
+        ..Default::default()
     };
     let mut store = Store::new(&def);
     store.begin();

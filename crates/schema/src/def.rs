@@ -5,10 +5,23 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use epoch_sats::{AlgebraicType, ProductType, Typespace};
 
 use crate::raw::{Lifecycle, RawIndexAlgorithm, RawModuleDefV9, RawTableDefV9, RawTypeDefV9, TableAccess, TableType};
+use crate::raw_v10::FunctionVisibility;
+
+/// Which SpacetimeDB generation a module was built for: its definition's version decides the
+/// rules (validation, who may call what, what clients are told) the database follows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DefVersion {
+    /// `RawModuleDef::V9`: a `spacetimedb` 1.x module, served with 1.3's rules.
+    #[default]
+    V9,
+    /// `RawModuleDef::V10`: a `spacetimedb` 2.x module, served with 2.x's rules.
+    V10,
+}
 
 /// A module definition that passed validation: what the store and host are built from.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ModuleDef {
+    pub version: DefVersion,
     pub typespace: Typespace,
     /// Tables sorted by name.
     pub tables: Vec<TableDef>,
@@ -17,11 +30,19 @@ pub struct ModuleDef {
     /// Type definitions sorted by scoped name.
     pub types: Vec<RawTypeDefV9>,
     pub row_level_security: Vec<String>,
+    /// Procedures in declaration order; a procedure's position is its id (2.x modules only).
+    pub procedures: Vec<ProcedureDef>,
+    /// Views in declaration order (2.x modules only).
+    pub views: Vec<ViewDef>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableDef {
+    /// The canonical name: what clients and SQL use.
     pub name: String,
+    /// The name the module's code uses when it differs from `name` (2.x: the accessor before
+    /// case conversion or an explicit name); `table_id_from_name` answers to both.
+    pub source_name: Option<String>,
     pub product_type_ref: u32,
     /// The row type, resolved from `product_type_ref`; every element has a name.
     pub row_type: ProductType,
@@ -35,11 +56,18 @@ pub struct TableDef {
     pub schedule: Option<ScheduleDef>,
     pub table_type: TableType,
     pub table_access: TableAccess,
+    /// An event table (2.x): its rows are logged and sent to subscribers, never stored.
+    pub is_event: bool,
+    /// Default values of columns (2.x), as column id and the value's BSATN: what a column
+    /// added by a module update holds in the rows that were there before.
+    pub default_values: Vec<(u16, Vec<u8>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct IndexDef {
     pub name: String,
+    /// The name the module's code looks the index up by when it differs from `name` (2.x).
+    pub source_name: Option<String>,
     pub accessor_name: Option<String>,
     pub algorithm: IndexAlgorithm,
 }
@@ -47,6 +75,8 @@ pub struct IndexDef {
 #[derive(Debug, Clone, PartialEq)]
 pub enum IndexAlgorithm {
     BTree(Vec<u16>),
+    /// A hash index (2.x): point lookups only; range scans on it are refused.
+    Hash(Vec<u16>),
     Direct(u16),
 }
 
@@ -54,7 +84,7 @@ impl IndexAlgorithm {
     /// The indexed columns, in key order.
     pub fn columns(&self) -> Vec<u16> {
         match self {
-            Self::BTree(cols) => cols.clone(),
+            Self::BTree(cols) | Self::Hash(cols) => cols.clone(),
             Self::Direct(c) => vec![*c],
         }
     }
@@ -80,6 +110,7 @@ pub struct SequenceDef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ScheduleDef {
     pub name: String,
+    /// The function the schedule calls: a reducer, or (2.x) a procedure.
     pub reducer_name: String,
     pub at_column: u16,
     pub id_column: u16,
@@ -90,6 +121,29 @@ pub struct ReducerDef {
     pub name: String,
     pub params: ProductType,
     pub lifecycle: Option<Lifecycle>,
+    /// Private reducers (2.x: scheduled and lifecycle ones) answer only to the database owner.
+    pub visibility: FunctionVisibility,
+}
+
+/// A procedure (2.x): a function that runs outside a transaction and returns a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcedureDef {
+    pub name: String,
+    pub params: ProductType,
+    pub return_type: AlgebraicType,
+    pub visibility: FunctionVisibility,
+}
+
+/// A view (2.x): a read-only function whose rows clients read like a table's.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewDef {
+    pub name: String,
+    /// The position the module numbers it by (`__call_view__` or `__call_view_anon__`).
+    pub index: u32,
+    pub is_public: bool,
+    pub is_anonymous: bool,
+    pub params: ProductType,
+    pub return_type: AlgebraicType,
 }
 
 impl ModuleDef {
@@ -100,6 +154,11 @@ impl ModuleDef {
     /// The id (declaration position) of the reducer called `name`.
     pub fn reducer_id(&self, name: &str) -> Option<usize> {
         self.reducers.iter().position(|r| r.name == name)
+    }
+
+    /// The id (declaration position) of the procedure called `name`.
+    pub fn procedure_id(&self, name: &str) -> Option<usize> {
+        self.procedures.iter().position(|p| p.name == name)
     }
 
     /// The id of the reducer with the given lifecycle role.
@@ -114,6 +173,7 @@ impl TableDef {
     pub fn plain(name: impl Into<String>, product_type_ref: u32, row_type: ProductType) -> Self {
         Self {
             name: name.into(),
+            source_name: None,
             product_type_ref,
             row_type,
             primary_key: None,
@@ -123,6 +183,8 @@ impl TableDef {
             schedule: None,
             table_type: TableType::User,
             table_access: TableAccess::Public,
+            is_event: false,
+            default_values: Vec::new(),
         }
     }
 
@@ -131,7 +193,8 @@ impl TableDef {
     pub fn with_btree_index(mut self, cols: &[u16]) -> Self {
         let names: Vec<&str> = cols.iter().map(|c| self.column_name(*c)).collect();
         let name = format!("{}_{}_idx_btree", self.name, names.join("_"));
-        self.indexes.push(IndexDef { name, accessor_name: None, algorithm: IndexAlgorithm::BTree(cols.to_vec()) });
+        let algorithm = IndexAlgorithm::BTree(cols.to_vec());
+        self.indexes.push(IndexDef { name, source_name: None, accessor_name: None, algorithm });
         self.indexes.sort_by(|a, b| a.name.cmp(&b.name));
         self
     }
@@ -205,6 +268,22 @@ pub enum ValidationError {
     DuplicateLifecycle { lifecycle: Lifecycle },
     #[error("type definition `{name}` refers to type {type_ref}, which does not exist")]
     InvalidTypeRef { name: String, type_ref: u32 },
+    #[error("{what} are not supported by this server yet")]
+    Unsupported { what: String },
+    #[error("lifecycle event {lifecycle:?} names `{reducer}`, which is not a reducer of the module")]
+    LifecycleWithoutReducer { lifecycle: Lifecycle, reducer: String },
+    #[error("an index of table `{table}` has no source name")]
+    IndexWithoutSourceName { table: String },
+    #[error("table `{table}` has more than one schedule")]
+    DuplicateSchedule { table: String },
+    #[error("a schedule names table `{table}`, which does not exist")]
+    ScheduleTableNotFound { table: String },
+    #[error("failed to deserialize default value for table `{table}` column `{column}`")]
+    BadDefaultValue { table: String, column: String },
+    #[error("reducer `{reducer}` has an invalid return type: a reducer returns () or Result<(), String>")]
+    InvalidReducerReturnType { reducer: String },
+    #[error("name `{name}` is used for multiple reducers, procedures and/or views")]
+    DuplicateFunctionName { name: String },
 }
 
 /// Every reason a module definition is invalid (validation reports all of them, not just the first).
@@ -270,7 +349,17 @@ pub fn generate_schedule_name(table: &str) -> String {
 
 /// Validates a raw definition, deriving names and sorting definitions as SpacetimeDB 1.3 does.
 pub fn validate(raw: RawModuleDefV9) -> Result<ModuleDef, ValidationErrors> {
-    let mut v = Validator { errors: Vec::new(), names: HashSet::new(), typespace: &raw.typespace };
+    validate_with(&raw, DefVersion::V9, &[])
+}
+
+/// Validates a definition in V9's shape with the rules of `version` (2.x's V10 definitions are
+/// first lowered to this shape): 2.x allows hash indexes and schedules that call `procedures`.
+pub(crate) fn validate_with(
+    raw: &RawModuleDefV9,
+    version: DefVersion,
+    procedures: &[ProcedureDef],
+) -> Result<ModuleDef, ValidationErrors> {
+    let mut v = Validator { errors: Vec::new(), names: HashSet::new(), typespace: &raw.typespace, version };
     v.check_typespace();
 
     let mut tables: Vec<TableDef> = raw.tables.iter().filter_map(|t| v.table(t)).collect();
@@ -294,19 +383,27 @@ pub fn validate(raw: RawModuleDefV9) -> Result<ModuleDef, ValidationErrors> {
         for e in r.params.elements.iter() {
             v.check_refs(&e.ty, &format!("the parameters of reducer `{}`", r.name));
         }
-        reducers.push(ReducerDef { name: r.name.clone(), params: r.params.clone(), lifecycle: r.lifecycle });
+        let visibility = FunctionVisibility::ClientCallable;
+        reducers.push(ReducerDef {
+            name: r.name.clone(),
+            params: r.params.clone(),
+            lifecycle: r.lifecycle,
+            visibility,
+        });
     }
 
     for t in &tables {
         let Some(s) = &t.schedule else { continue };
-        match reducers.iter().find(|r| r.name == s.reducer_name) {
+        let target =
+            reducers.iter().map(|r| (&r.name, &r.params)).chain(procedures.iter().map(|p| (&p.name, &p.params)));
+        match target.clone().find(|(name, _)| **name == s.reducer_name) {
             None => v.errors.push(ValidationError::MissingScheduledReducer {
                 schedule: s.name.clone(),
                 reducer: s.reducer_name.clone(),
             }),
-            Some(r) if !matches!(&*r.params.elements, [e] if e.ty == AlgebraicType::Ref(t.product_type_ref)) => {
+            Some((name, params)) if !matches!(&*params.elements, [e] if e.ty == AlgebraicType::Ref(t.product_type_ref)) => {
                 v.errors.push(ValidationError::IncorrectScheduledReducerParams {
-                    reducer: r.name.clone(),
+                    reducer: name.clone(),
                     table: t.name.clone(),
                 })
             }
@@ -330,11 +427,14 @@ pub fn validate(raw: RawModuleDefV9) -> Result<ModuleDef, ValidationErrors> {
         return Err(ValidationErrors(v.errors));
     }
     Ok(ModuleDef {
+        version,
         typespace: raw.typespace.clone(),
         tables,
         reducers,
         types,
         row_level_security: raw.row_level_security.clone(),
+        procedures: Vec::new(),
+        views: Vec::new(),
     })
 }
 
@@ -343,6 +443,7 @@ struct Validator<'a> {
     /// The module-wide namespace of tables, indexes, constraints, sequences and schedules.
     names: HashSet<String>,
     typespace: &'a Typespace,
+    version: DefVersion,
 }
 
 impl Validator<'_> {
@@ -416,6 +517,7 @@ impl Validator<'_> {
         }
         Some(TableDef {
             name: t.name.clone(),
+            source_name: None,
             product_type_ref: t.product_type_ref,
             row_type,
             primary_key,
@@ -425,6 +527,8 @@ impl Validator<'_> {
             schedule,
             table_type: t.table_type,
             table_access: t.table_access,
+            is_event: false,
+            default_values: Vec::new(),
         })
     }
 
@@ -465,6 +569,10 @@ impl Validator<'_> {
                     self.check_direct_index(&t.name, row_type, &name, *column);
                     IndexAlgorithm::Direct(*column)
                 }
+                RawIndexAlgorithm::Hash { columns } if self.version == DefVersion::V10 => {
+                    self.check_cols(&t.name, row_type, &format!("index `{name}`"), columns);
+                    IndexAlgorithm::Hash(columns.clone())
+                }
                 RawIndexAlgorithm::Hash { .. } => {
                     self.errors.push(ValidationError::HashIndexUnsupported { index: name.clone() });
                     continue;
@@ -476,7 +584,8 @@ impl Validator<'_> {
                     self.errors.push(ValidationError::InvalidIdentifier { name: acc.clone() });
                 }
             }
-            indexes.insert(name.clone(), IndexDef { name, accessor_name: idx.accessor_name.clone(), algorithm });
+            let accessor_name = idx.accessor_name.clone();
+            indexes.insert(name.clone(), IndexDef { name, source_name: None, accessor_name, algorithm });
         }
         indexes
     }

@@ -80,6 +80,7 @@ fn table(t: &TableDef) -> Value {
             "accessor_name": opt_str(i.accessor_name.as_deref()),
             "algorithm": match &i.algorithm {
                 IndexAlgorithm::BTree(cols) => json!({ "BTree": cols }),
+                IndexAlgorithm::Hash(cols) => json!({ "Hash": cols }),
                 IndexAlgorithm::Direct(col) => json!({ "Direct": col }),
             },
         })).collect::<Vec<_>>(),

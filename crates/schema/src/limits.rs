@@ -4,3 +4,6 @@
 /// nests types a few levels, and a bound keeps a malformed `__describe_module__` answer from
 /// exhausting the stack. Values are bounded separately (`epoch_sats::limits::MAX_VALUE_DEPTH`).
 pub const MAX_TYPE_DEPTH: u32 = 64;
+
+/// How deep 2.x submodules may nest in a module definition (each level is decoded recursively).
+pub const MAX_SUBMODULE_DEPTH: u32 = 8;

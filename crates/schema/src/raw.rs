@@ -5,6 +5,7 @@ use epoch_sats::bsatn::{DecodeError, Reader};
 use epoch_sats::{AlgebraicType, ProductType, ProductTypeElement, SumType, SumTypeVariant, Typespace};
 
 use crate::limits::MAX_TYPE_DEPTH;
+pub use crate::raw_v10::RawModuleDefV10;
 
 /// A module's self-description, before validation.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -116,14 +117,24 @@ pub enum RawDefError {
     V8NotSupported,
     #[error("unknown module definition version tag {0}")]
     UnknownVersion(u8),
+    #[error(transparent)]
+    V10(#[from] crate::raw_v10::V10DecodeError),
 }
 
-/// Decodes a BSATN `RawModuleDef`, accepting only the `V9` form that `spacetimedb` 1.x modules emit.
-pub fn decode_module_def(bytes: &[u8]) -> Result<RawModuleDefV9, RawDefError> {
+/// A decoded `RawModuleDef`: `V9` from `spacetimedb` 1.x modules, `V10` from 2.x modules.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawModuleDef {
+    V9(RawModuleDefV9),
+    V10(Box<RawModuleDefV10>),
+}
+
+/// Decodes a BSATN `RawModuleDef` (`V9` or `V10`; the old `V8` form is refused).
+pub fn decode_module_def(bytes: &[u8]) -> Result<RawModuleDef, RawDefError> {
     let mut r = Reader::new(bytes);
     let def = match r.u8()? {
         0 => return Err(RawDefError::V8NotSupported),
-        1 => module_v9(&mut r)?,
+        1 => RawModuleDef::V9(module_v9(&mut r)?),
+        2 => RawModuleDef::V10(Box::new(crate::raw_v10::module_v10(&mut r, 0)?)),
         tag => return Err(RawDefError::UnknownVersion(tag)),
     };
     r.finish()?;
@@ -144,15 +155,15 @@ fn module_v9(r: &mut Reader<'_>) -> Result<RawModuleDefV9, DecodeError> {
     Ok(RawModuleDefV9 { typespace, tables, reducers, types, row_level_security })
 }
 
-fn string(r: &mut Reader<'_>) -> Result<String, DecodeError> {
+pub(crate) fn string(r: &mut Reader<'_>) -> Result<String, DecodeError> {
     r.str().map(String::from)
 }
 
-fn opt_string(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
+pub(crate) fn opt_string(r: &mut Reader<'_>) -> Result<Option<String>, DecodeError> {
     r.option(string)
 }
 
-fn col_list(r: &mut Reader<'_>) -> Result<Vec<u16>, DecodeError> {
+pub(crate) fn col_list(r: &mut Reader<'_>) -> Result<Vec<u16>, DecodeError> {
     r.vec(|r| r.u16())
 }
 
@@ -160,47 +171,14 @@ fn table(r: &mut Reader<'_>) -> Result<RawTableDefV9, DecodeError> {
     let name = string(r)?;
     let product_type_ref = r.u32()?;
     let primary_key = col_list(r)?;
-    let indexes = r.vec(|r| {
-        let name = opt_string(r)?;
-        let accessor_name = opt_string(r)?;
-        let algorithm = match r.u8()? {
-            0 => RawIndexAlgorithm::BTree { columns: col_list(r)? },
-            1 => RawIndexAlgorithm::Hash { columns: col_list(r)? },
-            2 => RawIndexAlgorithm::Direct { column: r.u16()? },
-            tag => return Err(DecodeError::InvalidTag { tag, variants: 3 }),
-        };
-        Ok(RawIndexDefV9 { name, accessor_name, algorithm })
-    })?;
-    let constraints = r.vec(|r| {
-        let name = opt_string(r)?;
-        match r.u8()? {
-            0 => Ok(RawConstraintDefV9 { name, unique_columns: col_list(r)? }),
-            tag => Err(DecodeError::InvalidTag { tag, variants: 1 }),
-        }
-    })?;
-    let sequences = r.vec(|r| {
-        Ok(RawSequenceDefV9 {
-            name: opt_string(r)?,
-            column: r.u16()?,
-            start: r.option(|r| r.i128())?,
-            min_value: r.option(|r| r.i128())?,
-            max_value: r.option(|r| r.i128())?,
-            increment: r.i128()?,
-        })
-    })?;
+    let indexes = r.vec(index)?;
+    let constraints = r.vec(constraint)?;
+    let sequences = r.vec(sequence)?;
     let schedule = r.option(|r| {
         Ok(RawScheduleDefV9 { name: opt_string(r)?, reducer_name: string(r)?, scheduled_at_column: r.u16()? })
     })?;
-    let table_type = match r.u8()? {
-        0 => TableType::System,
-        1 => TableType::User,
-        tag => return Err(DecodeError::InvalidTag { tag, variants: 2 }),
-    };
-    let table_access = match r.u8()? {
-        0 => TableAccess::Public,
-        1 => TableAccess::Private,
-        tag => return Err(DecodeError::InvalidTag { tag, variants: 2 }),
-    };
+    let table_type = table_type(r)?;
+    let table_access = table_access(r)?;
     Ok(RawTableDefV9 {
         name,
         product_type_ref,
@@ -214,25 +192,79 @@ fn table(r: &mut Reader<'_>) -> Result<RawTableDefV9, DecodeError> {
     })
 }
 
+/// One index declaration (the same layout in V9 and V10).
+pub(crate) fn index(r: &mut Reader<'_>) -> Result<RawIndexDefV9, DecodeError> {
+    let name = opt_string(r)?;
+    let accessor_name = opt_string(r)?;
+    let algorithm = match r.u8()? {
+        0 => RawIndexAlgorithm::BTree { columns: col_list(r)? },
+        1 => RawIndexAlgorithm::Hash { columns: col_list(r)? },
+        2 => RawIndexAlgorithm::Direct { column: r.u16()? },
+        tag => return Err(DecodeError::InvalidTag { tag, variants: 3 }),
+    };
+    Ok(RawIndexDefV9 { name, accessor_name, algorithm })
+}
+
+/// One constraint declaration (the same layout in V9 and V10; `Unique` is the only kind).
+pub(crate) fn constraint(r: &mut Reader<'_>) -> Result<RawConstraintDefV9, DecodeError> {
+    let name = opt_string(r)?;
+    match r.u8()? {
+        0 => Ok(RawConstraintDefV9 { name, unique_columns: col_list(r)? }),
+        tag => Err(DecodeError::InvalidTag { tag, variants: 1 }),
+    }
+}
+
+/// One sequence declaration (the same layout in V9 and V10).
+pub(crate) fn sequence(r: &mut Reader<'_>) -> Result<RawSequenceDefV9, DecodeError> {
+    Ok(RawSequenceDefV9 {
+        name: opt_string(r)?,
+        column: r.u16()?,
+        start: r.option(|r| r.i128())?,
+        min_value: r.option(|r| r.i128())?,
+        max_value: r.option(|r| r.i128())?,
+        increment: r.i128()?,
+    })
+}
+
+pub(crate) fn table_type(r: &mut Reader<'_>) -> Result<TableType, DecodeError> {
+    match r.u8()? {
+        0 => Ok(TableType::System),
+        1 => Ok(TableType::User),
+        tag => Err(DecodeError::InvalidTag { tag, variants: 2 }),
+    }
+}
+
+pub(crate) fn table_access(r: &mut Reader<'_>) -> Result<TableAccess, DecodeError> {
+    match r.u8()? {
+        0 => Ok(TableAccess::Public),
+        1 => Ok(TableAccess::Private),
+        tag => Err(DecodeError::InvalidTag { tag, variants: 2 }),
+    }
+}
+
 fn reducer(r: &mut Reader<'_>) -> Result<RawReducerDefV9, DecodeError> {
     let name = string(r)?;
     let params = product_type(r, 0)?;
-    let lifecycle = r.option(|r| match r.u8()? {
+    let lifecycle = r.option(lifecycle)?;
+    Ok(RawReducerDefV9 { name, params, lifecycle })
+}
+
+pub(crate) fn lifecycle(r: &mut Reader<'_>) -> Result<Lifecycle, DecodeError> {
+    match r.u8()? {
         0 => Ok(Lifecycle::Init),
         1 => Ok(Lifecycle::OnConnect),
         2 => Ok(Lifecycle::OnDisconnect),
         tag => Err(DecodeError::InvalidTag { tag, variants: 3 }),
-    })?;
-    Ok(RawReducerDefV9 { name, params, lifecycle })
+    }
 }
 
-fn type_def(r: &mut Reader<'_>) -> Result<RawTypeDefV9, DecodeError> {
+pub(crate) fn type_def(r: &mut Reader<'_>) -> Result<RawTypeDefV9, DecodeError> {
     let scope = r.vec(string)?;
     let name = string(r)?;
     Ok(RawTypeDefV9 { name: ScopedTypeName { scope, name }, ty: r.u32()?, custom_ordering: r.bool()? })
 }
 
-fn product_type(r: &mut Reader<'_>, depth: u32) -> Result<ProductType, DecodeError> {
+pub(crate) fn product_type(r: &mut Reader<'_>, depth: u32) -> Result<ProductType, DecodeError> {
     let elements = r.vec(|r| {
         Ok(ProductTypeElement { name: r.option(|r| r.str().map(Into::into))?, ty: algebraic_type(r, depth + 1)? })
     })?;

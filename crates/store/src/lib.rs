@@ -160,8 +160,17 @@ impl Store {
                 index_names.insert(idx.name.clone(), (id, pos));
                 index_ids.insert(idx.id, (id, pos));
             }
+            // A 2.x module looks its tables and indexes up by source name; clients use canonical ones.
+            for (pos, idx) in t.indexes.iter().enumerate() {
+                if let Some(alias) = &idx.source_name {
+                    index_names.entry(alias.clone()).or_insert((id, pos));
+                }
+            }
             next_index += table.indexes.len() as u32;
             table_ids.insert(t.name.clone(), id);
+            if let Some(alias) = &t.source_name {
+                table_ids.entry(alias.clone()).or_insert(id);
+            }
             tables.push(table);
         }
         Ok(Self {
@@ -298,7 +307,13 @@ impl Store {
                 .push(bytes);
         }
         for (table, row) in inserts.into_iter().flatten() {
-            let bytes: Box<[u8]> = self.tables[table as usize].get(row).ok_or(StoreError::Corrupt)?.into();
+            let t = &mut self.tables[table as usize];
+            // An event table's rows go to the log and to subscribers, never into the state.
+            let bytes: Box<[u8]> = if t.schema.def.is_event {
+                t.take(row).ok_or(StoreError::Corrupt)?
+            } else {
+                t.get(row).ok_or(StoreError::Corrupt)?.into()
+            };
             by_table[table as usize]
                 .get_or_insert_with(|| TableDelta { table_id: table, ..Default::default() })
                 .inserts
@@ -478,6 +493,39 @@ impl Store {
         Ok((table.id, out))
     }
 
+    /// The rows whose key in index `index_id` equals `point`: the BSATN of the key, one value for
+    /// a one-column index, the columns' values in index order for a multi-column one (2.x's
+    /// point scan, behind every `.find()` of a 2.x module).
+    pub fn index_point_scan(&self, index_id: u32, point: &[u8]) -> Result<(u32, Vec<RowId>), StoreError> {
+        let (table, idx) = self.index(index_id)?;
+        let schema = &table.schema;
+        let mut r = Reader::new(point);
+        let mut key = idx
+            .columns
+            .iter()
+            .map(|c| bsatn::decode_from(&self.typespace, schema.column_type(*c), &mut r))
+            .collect::<Result<Vec<_>, _>>()?;
+        r.finish()?;
+        let last = key.pop().ok_or(StoreError::Corrupt)?;
+        let mut out = Vec::new();
+        idx.scan(&key, Bound::Included(&last), Bound::Included(&last), &mut out);
+        Ok((table.id, out))
+    }
+
+    /// Deletes what [`Store::index_point_scan`] would find; returns how many rows.
+    pub fn delete_by_index_point(&mut self, index_id: u32, point: &[u8]) -> Result<u32, StoreError> {
+        self.tx()?;
+        let (table, rows) = self.index_point_scan(index_id, point)?;
+        self.delete_rows(table, &rows)
+    }
+
+    /// Deletes every row of a table; returns how many.
+    pub fn clear(&mut self, table_id: u32) -> Result<u64, StoreError> {
+        self.tx()?;
+        let rows: Vec<RowId> = self.table(table_id)?.iter().map(|(id, _)| id).collect();
+        self.delete_rows(table_id, &rows).map(u64::from)
+    }
+
     /// Deletes what [`Store::index_scan`] would find; returns how many rows.
     pub fn delete_by_index_scan(
         &mut self,
@@ -541,6 +589,10 @@ impl Store {
         deletes: &[Box<[u8]>],
     ) -> Result<(), StoreError> {
         let table = self.table_mut(table_id)?;
+        if table.schema.def.is_event {
+            // Logged event rows were never part of the state.
+            return Ok(());
+        }
         for row in deletes {
             if let Some(id) = table.find_same(row)? {
                 table.take(id);

@@ -13,6 +13,7 @@ fn def(names: &[&str]) -> ModuleDef {
         reducers: Vec::new(),
         types: Vec::new(),
         row_level_security: Vec::new(),
+        ..Default::default()
     }
 }
 

@@ -38,6 +38,7 @@ fn store() -> Store {
         reducers: Vec::new(),
         types: Vec::new(),
         row_level_security: Vec::new(),
+        ..Default::default()
     })
 }
 

@@ -12,15 +12,38 @@ use crate::logs::{now_micros, LogLevel, LogRecord, ModuleLogs};
 mod datastore;
 mod memory;
 mod v10_0;
+mod v10_x;
 
-/// The ABI's import module name.
-pub const ABI_MODULE: &str = v10_0::MODULE;
+/// Every ABI module a module may import from, with its functions: `spacetime_10.0` (what 1.3
+/// modules use) and the minor versions 2.x added. Anything else a module imports is refused at
+/// load.
+pub const ABI_MODULES: &[(&str, &[&str])] = &[
+    (v10_0::MODULE, v10_0::FUNCTIONS),
+    ("spacetime_10.1", &["bytes_source_remaining_length"]),
+    ("spacetime_10.2", &["get_jwt"]),
+    (
+        "spacetime_10.3",
+        &[
+            "procedure_sleep_until",
+            "procedure_start_mut_tx",
+            "procedure_commit_mut_tx",
+            "procedure_abort_mut_tx",
+            "procedure_http_request",
+        ],
+    ),
+    ("spacetime_10.4", &["datastore_index_scan_point_bsatn", "datastore_delete_by_index_scan_point_bsatn"]),
+    ("spacetime_10.5", &["datastore_clear"]),
+    ("spacetime_10.6", &["env_get"]),
+];
 
-/// Every function of `spacetime_10.0`; anything else a module imports is refused at load.
-pub const ABI_FUNCTIONS: &[&str] = v10_0::FUNCTIONS;
+/// Whether `module`.`name` is a function of the ABI this host implements.
+pub fn is_abi_import(module: &str, name: &str) -> bool {
+    ABI_MODULES.iter().any(|(m, functions)| *m == module && functions.contains(&name))
+}
 
 /// Error numbers of the module ABI (`spacetimedb_primitives::errno` in 1.3).
 pub mod errno {
+    pub const HOST_CALL_FAILURE: u32 = 1;
     pub const NOT_IN_TRANSACTION: u32 = 2;
     pub const BSATN_DECODE_ERROR: u32 = 3;
     pub const NO_SUCH_TABLE: u32 = 4;
@@ -29,11 +52,18 @@ pub mod errno {
     pub const NO_SUCH_CONSOLE_TIMER: u32 = 7;
     pub const NO_SUCH_BYTES: u32 = 8;
     pub const NO_SPACE: u32 = 9;
+    pub const WRONG_INDEX_ALGO: u32 = 10;
     pub const BUFFER_TOO_SMALL: u32 = 11;
     pub const UNIQUE_ALREADY_EXISTS: u32 = 12;
     pub const SCHEDULE_AT_DELAY_TOO_LONG: u32 = 13;
     pub const INDEX_NOT_UNIQUE: u32 = 14;
     pub const NO_SUCH_ROW: u32 = 15;
+    pub const AUTO_INC_OVERFLOW: u32 = 16;
+    pub const WOULD_BLOCK_TRANSACTION: u32 = 17;
+    pub const TRANSACTION_NOT_ANONYMOUS: u32 = 18;
+    pub const TRANSACTION_IS_READ_ONLY: u32 = 19;
+    pub const TRANSACTION_IS_MUT: u32 = 20;
+    pub const HTTP_ERROR: u32 = 21;
 }
 
 const ARGS_SOURCE: u32 = 1;
@@ -76,8 +106,12 @@ pub struct Env {
     pub module_identity: epoch_sats::Identity,
     pub logs: ModuleLogs,
     pub limiter: MemoryCap,
-    /// Reducer arguments being read by the module, with the read position.
-    args: Option<(Vec<u8>, usize)>,
+    /// Byte sources the module may read (handle = position + 1; the call's arguments are
+    /// handle 1), each with its read position; `None` once read to the end.
+    sources: Vec<Option<(Vec<u8>, usize)>>,
+    /// The JWT payloads (claims JSON) of the connected clients, by connection id, shared with
+    /// the database (2.x's `st_connection_credentials`, read through `get_jwt`).
+    pub connection_jwts: ConnectionJwts,
     /// The standard sink (error messages, the module description).
     sink: Option<Vec<u8>>,
     iters: Vec<Option<RowIter>>,
@@ -98,7 +132,8 @@ impl Env {
             module_identity,
             logs,
             limiter: MemoryCap { max_bytes: memory_max_bytes, denied: false },
-            args: None,
+            sources: Vec::new(),
+            connection_jwts: ConnectionJwts::default(),
             sink: None,
             iters: Vec::new(),
             timers: Vec::new(),
@@ -113,19 +148,35 @@ impl Env {
         self.sink = Some(Vec::new());
         self.panic_message = None;
         self.limiter.denied = false;
+        self.sources.clear();
         let source = if args.is_empty() {
-            self.args = None;
             0
         } else {
-            self.args = Some((args, 0));
+            self.sources.push(Some((args, 0)));
             ARGS_SOURCE
         };
         (source, STANDARD_SINK)
     }
 
+    /// Registers bytes for the module to read; returns the source's handle, or `None` when too
+    /// many sources are open.
+    fn open_source(&mut self, bytes: Vec<u8>) -> Option<u32> {
+        if self.sources.len() >= crate::limits::MAX_OPEN_BYTES_SOURCES {
+            return None;
+        }
+        self.sources.push(Some((bytes, 0)));
+        Some(self.sources.len() as u32)
+    }
+
+    /// The unread bytes of source `handle` with their read position, if it is open.
+    fn source_mut(&mut self, handle: u32) -> Option<&mut Option<(Vec<u8>, usize)>> {
+        let slot = self.sources.get_mut(handle.checked_sub(1)? as usize)?;
+        slot.is_some().then_some(slot)
+    }
+
     /// Ends a call, returning what the module wrote to the sink; drops per-call handles.
     pub fn finish_call(&mut self) -> Vec<u8> {
-        self.args = None;
+        self.sources.clear();
         self.iters.clear();
         self.timers.clear();
         self.sink.take().unwrap_or_default()
@@ -153,5 +204,27 @@ impl Env {
 
 /// Registers every ABI module's functions in `linker`.
 pub fn link(linker: &mut Linker<Env>) -> Result<()> {
-    v10_0::link_v10_0(linker)
+    v10_0::link_v10_0(linker)?;
+    v10_x::link_v10_x(linker)
+}
+
+/// The JWT payload of each connected client that presented a token, by connection id
+/// (little-endian bytes). Shared between the database, which fills it as clients come and go,
+/// and the module instance, which reads it through `get_jwt`.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionJwts(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<[u8; 16], std::sync::Arc<str>>>>);
+
+impl ConnectionJwts {
+    /// Records (or, with `None`, forgets) the token payload of a connection.
+    pub fn set(&self, connection_id: [u8; 16], payload: Option<std::sync::Arc<str>>) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match payload {
+            Some(p) => map.insert(connection_id, p),
+            None => map.remove(&connection_id),
+        };
+    }
+
+    pub fn get(&self, connection_id: &[u8; 16]) -> Option<std::sync::Arc<str>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(connection_id).cloned()
+    }
 }

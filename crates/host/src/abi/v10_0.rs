@@ -10,7 +10,7 @@ use wasmtime::{Caller, Linker};
 
 use super::datastore::{collect_rows, db, generated_columns, open_iter, store_errno, write_back};
 use super::memory::{mem_env, read_u32, scan_bounds, slice, slice_mut, str_lossy, write_bytes};
-use super::{errno, Env, ARGS_SOURCE, STANDARD_SINK};
+use super::{errno, Env, STANDARD_SINK};
 use crate::limits::{MAX_SCHEDULED_IMMEDIATE, MAX_SINK_BYTES};
 use crate::logs::{now_micros, LogLevel, LogRecord};
 
@@ -303,16 +303,17 @@ fn link_bytes(linker: &mut Linker<Env>) -> Result<()> {
         "bytes_source_read",
         |mut c: Caller<'_, Env>, source: u32, buf_ptr: u32, buf_len_ptr: u32| -> Result<i32> {
             let (mem, env) = mem_env(&mut c)?;
-            let Some((args, pos)) = env.args.as_mut().filter(|_| source == ARGS_SOURCE) else {
+            let Some(slot) = env.source_mut(source) else {
                 return Ok(errno::NO_SUCH_BYTES as i32);
             };
+            let (bytes, pos) = slot.as_mut().expect("source_mut returns open sources");
             let cap = read_u32(mem, buf_len_ptr)? as usize;
-            let left = &args[*pos..];
+            let left = &bytes[*pos..];
             let n = cap.min(left.len());
             slice_mut(mem, buf_ptr, n as u32)?.copy_from_slice(&left[..n]);
             write_bytes(mem, buf_len_ptr, &(n as u32).to_le_bytes())?;
             if n == left.len() {
-                env.args = None;
+                *slot = None;
                 Ok(-1)
             } else {
                 *pos += n;

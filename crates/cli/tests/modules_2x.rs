@@ -1,0 +1,96 @@
+//! Modules built with the `spacetimedb` 2.14 crate (`RawModuleDef::V10`, `spacetime_10.x`
+//! imports), published over HTTP to a real server beside 1.3 modules: calls, SQL under 2.x's
+//! canonical names, event tables, private reducers, and a restart that replays the log.
+
+mod common;
+
+use common::Server;
+use serde_json::Value;
+
+fn rows(server: &Server, token: &str, db: &str, q: &str) -> Vec<Value> {
+    let (status, body) = server.sql(Some(token), db, q);
+    assert_eq!(status, 200, "{q}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v[0]["rows"].as_array().unwrap().clone()
+}
+
+fn column_names(server: &Server, token: &str, db: &str, q: &str) -> Vec<String> {
+    let (_, body) = server.sql(Some(token), db, q);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let elements = v[0]["schema"]["elements"].as_array().unwrap();
+    elements.iter().map(|e| e["name"]["some"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn bank_and_chat_built_with_spacetimedb_2_run_beside_a_1_3_bank_and_survive_a_restart() {
+    let data = std::env::temp_dir().join(format!("epoch-2x-{}", common::rand_suffix()));
+    let server = Server::start_in(data.clone(), &[]);
+    let (_, owner) = server.identity();
+    for (name, module) in [("bank2", "bank_2x"), ("bank1", "bank"), ("chat2", "chat_2x")] {
+        let r = server.publish(&owner, name, module);
+        assert!(r.status().is_success(), "{module}: {}", r.text().unwrap());
+    }
+    for db in ["bank1", "bank2"] {
+        assert_eq!(server.call(&owner, db, "open_accounts", "[0, 3, 100]").0, 200);
+        // Every `.find()` of the 2.x module is a `spacetime_10.4` point scan.
+        assert_eq!(server.call(&owner, db, "transfer", "[0, 1, 30]").0, 200);
+        let (status, body) = server.call(&owner, db, "transfer", "[0, 1, 300]");
+        assert_eq!((status, body.as_str()), (530, "insufficient funds"), "{db}");
+        let balances = rows(&server, &owner, db, "SELECT balance FROM account WHERE id = 1");
+        assert_eq!(balances, [serde_json::json!([130])], "{db}");
+    }
+    assert_eq!(server.call(&owner, "chat2", "set_handle", r#"["ann"]"#).0, 200);
+    assert_eq!(server.call(&owner, "chat2", "send_post", r#"["hello"]"#).0, 200);
+    drop(server);
+
+    // The log replays into the 2.x modules' tables after a restart.
+    let server = Server::start_in(data.clone(), &[]);
+    let balances = rows(&server, &owner, "bank2", "SELECT balance FROM account WHERE id = 0");
+    assert_eq!(balances, [serde_json::json!([70])]);
+    assert_eq!(rows(&server, &owner, "bank2", "SELECT * FROM ledger").len(), 1);
+    let posts = rows(&server, &owner, "chat2", "SELECT body FROM post");
+    assert_eq!(posts, [serde_json::json!(["hello"])]);
+    assert_eq!(server.call(&owner, "bank2", "transfer", "[1, 2, 30]").0, 200);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn a_v10_module_is_served_under_canonical_names_with_event_tables_and_private_reducers() {
+    let server = Server::start(&[]);
+    let (_, owner) = server.identity();
+    let (_, other) = server.identity();
+    let r = server.publish(&owner, "feat", "features_2x");
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+
+    // Clients use snake_case names; the module's own (camelCase) names are not wire names.
+    assert_eq!(server.call(&other, "feat", "add_score", r#"["ann", 1, {"redApple": []}]"#).0, 200);
+    assert_eq!(server.call(&other, "feat", "add_score", r#"["bo", 2, {"greenPear": []}]"#).0, 200);
+    assert_eq!(server.call(&other, "feat", "addScore", r#"["cy", 3, {"redApple": []}]"#).0, 404);
+    let cols = column_names(&server, &owner, "feat", "SELECT * FROM high_score");
+    assert_eq!(cols, ["id", "player_name", "level_2", "fruit", "lives"]);
+    // A hash-indexed lookup (10.4 point scan) finds the row to update.
+    assert_eq!(server.call(&other, "feat", "level_up", r#"["ann"]"#).0, 200);
+    let levels = rows(&server, &owner, "feat", "SELECT level_2 FROM high_score WHERE player_name = 'ann'");
+    assert_eq!(levels, [serde_json::json!([2])]);
+    // The explicitly named table answers to its explicit name.
+    assert_eq!(server.call(&other, "feat", "put_renamed", r#"[1, "x"]"#).0, 200);
+    assert_eq!(rows(&server, &owner, "feat", "SELECT * FROM explicitly_named").len(), 1);
+
+    // An event row is logged but never stored.
+    assert_eq!(server.call(&other, "feat", "hit", "[1, 5]").0, 200);
+    assert!(rows(&server, &owner, "feat", "SELECT * FROM damage").is_empty());
+
+    // `tick` is scheduled, so private: only the owner may call it; others are told it does not exist.
+    let tick_row = r#"[{"scheduled_id": 9, "scheduled_at": {"Time": {"__timestamp_micros_since_unix_epoch__": 0}}, "label": "by hand"}]"#;
+    let (status, body) = server.call(&other, "feat", "tick", tick_row);
+    assert_eq!((status, body.as_str()), (404, "no such reducer"));
+    assert_eq!(server.call(&owner, "feat", "tick", tick_row).0, 200);
+
+    // `datastore_clear` (10.5) empties the table and says how many rows it held.
+    assert_eq!(server.call(&other, "feat", "clear_scores", "[]").0, 200);
+    assert!(rows(&server, &owner, "feat", "SELECT * FROM high_score").is_empty());
+    let journal = rows(&server, &owner, "feat", "SELECT what FROM journal");
+    let journal: Vec<&str> = journal.iter().map(|r| r[0].as_str().unwrap()).collect();
+    assert!(journal.contains(&"tick by hand") && journal.contains(&"cleared 2"), "{journal:?}");
+}
