@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use epoch_auth::Identity;
 use epoch_control::{ControlError, HostedDatabase, PublishOp, SetNamesError};
+use epoch_core::procedure::ProcedureError;
 use epoch_core::{CallError, Caller, Database, ReducerArgs, ReducerOutcome};
 use epoch_schema::Lifecycle;
 use serde_json::json;
@@ -398,7 +399,18 @@ pub async fn call(
     let who = Caller { identity: caller.identity, connection_id };
     let name = reducer.clone();
     let is_owner = db.owner == caller.identity;
-    let answer = on_db(&db, move |d| call_on_writer(d, &name, args, who, is_owner)).await?;
+    let jwt = epoch_auth::jwt_payload(&caller.token);
+    // A 2.x module's `/call` runs a procedure when no reducer has the name.
+    if db.def.version == epoch_schema::DefVersion::V10 && db.def.reducer_id(&reducer).is_none() {
+        return call_procedure(&db, name, args, who, is_owner, jwt).await;
+    }
+    let answer = on_db(&db, move |d| {
+        d.set_connection_jwt(who.connection_id, jwt);
+        let answer = call_on_writer(d, &name, args, who, is_owner);
+        d.set_connection_jwt(who.connection_id, None);
+        answer
+    })
+    .await?;
     let db_hex = db.identity.to_hex();
     match answer {
         CallAnswer::Rejected(msg) => Err(text(StatusCode::FORBIDDEN, msg)),
@@ -414,6 +426,50 @@ pub async fn call(
             Ok(ran_response(outcome, duration))
         }
     }
+}
+
+/// `/call` of a procedure (2.x): `client_connected`, the procedure on a thread that may wait
+/// (never the writer), `client_disconnected`; its value as SATS-JSON with 200, as 2.x answers.
+async fn call_procedure(
+    db: &HostedDatabase,
+    name: String,
+    args: String,
+    who: Caller,
+    is_owner: bool,
+    jwt: Option<String>,
+) -> Result<Response, ApiError> {
+    let connected = on_db(db, move |d| {
+        d.set_connection_jwt(who.connection_id, jwt);
+        d.client_connected(who).map(|r| r.outcome)
+    })
+    .await?;
+    let disconnect = move |d: &mut Database| {
+        d.client_disconnected(who);
+        d.set_connection_jwt(who.connection_id, None);
+    };
+    if let Some(outcome) = connected.filter(|o| !o.is_committed()) {
+        on_db(db, disconnect).await?;
+        return Err(text(StatusCode::FORBIDDEN, outcome.error_message().unwrap_or_default()));
+    }
+    let handle = db.handle.clone();
+    let started = std::time::Instant::now();
+    let ran = tokio::task::spawn_blocking(move || handle.call_procedure(name, ReducerArgs::Json(args), who, is_owner))
+        .await
+        .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, format!("the procedure's thread failed: {e}")))?;
+    on_db(db, disconnect).await?;
+    let (value, ty, typespace) = ran.map_err(|e| {
+        let status = match e {
+            ProcedureError::NoSuchProcedure => StatusCode::NOT_FOUND,
+            ProcedureError::InvalidArguments { .. } => StatusCode::BAD_REQUEST,
+            ProcedureError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProcedureError::ShutDown => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        text(status, e.to_string())
+    })?;
+    let json = epoch_sats::json::to_string(&typespace, &ty, &value)
+        .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let timing = [("spacetime-execution-duration-micros", started.elapsed().as_micros().to_string())];
+    Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], timing, json).into_response())
 }
 
 /// A call refused because the database cannot write now (a full disk).

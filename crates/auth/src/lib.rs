@@ -21,6 +21,19 @@ pub use epoch_sats::Identity;
 use crate::limits::{EXP_LEEWAY_SECS, VERIFIED_CACHE_MAX};
 
 /// The identity of the holder of a token with this issuer and subject, as 1.3 derives it.
+/// The payload (claims JSON) of a JWT, as 2.x keeps it for `get_jwt`; `None` when `token` is
+/// not three dot-separated parts with base64url JSON in the middle. Call it only on a token
+/// that was verified.
+pub fn jwt_payload(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 pub fn identity_from_claims(issuer: &str, subject: &str) -> Identity {
     let first = blake3::hash(format!("{issuer}|{subject}").as_bytes());
     let id_hash = &first.as_bytes()[..26];

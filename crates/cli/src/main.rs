@@ -49,6 +49,10 @@ struct StartArgs {
     /// Per-reducer time limit in milliseconds.
     #[arg(long, default_value_t = epoch_host::limits::DEFAULT_REDUCER_TIMEOUT.as_millis() as u64)]
     reducer_timeout_ms: u64,
+    /// Let 2.x procedures' HTTP requests reach loopback addresses (127.0.0.1, ::1): for tests
+    /// whose HTTP server runs on this machine. Private and other special addresses stay refused.
+    #[arg(long)]
+    procedure_http_loopback: bool,
     /// Largest module a publish may upload, in bytes.
     #[arg(long, default_value_t = epoch_api::limits::DEFAULT_MAX_MODULE_BYTES)]
     max_module_bytes: usize,
@@ -492,6 +496,7 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
         listen_addr,
         data_dir,
         reducer_timeout_ms,
+        procedure_http_loopback,
         max_module_bytes: _,
         max_sql_rows: _,
         durability: _,
@@ -520,7 +525,12 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
     let admin_api_key = read_admin_key(admin_api_key_file, admin_api_key)?;
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let auth = load_authority(&data_dir, &trusted_issuers, allowed_issuers, &allowed_jwks_origins)?;
-    let control = open_control(&data_dir, reducer_timeout_ms, persist)?;
+    let config = HostConfig {
+        reducer_timeout: Duration::from_millis(reducer_timeout_ms),
+        procedure_http_loopback,
+        ..HostConfig::default()
+    };
+    let control = open_control(&data_dir, config, persist)?;
     let (runner, live_shadows) = start_sync(&control, workflow_retention_days, atproto_allowed_hosts)?;
     let archive_flags = ArchiveFlags {
         url: archive_url,
@@ -549,10 +559,9 @@ fn start(args: StartArgs, admin_api_key: Option<String>, key_flag: bool) -> Resu
 /// (503 "starting" until then); one whose log fails an fsync reopens from disk by itself.
 fn open_control(
     data_dir: &std::path::Path,
-    reducer_timeout_ms: u64,
+    config: HostConfig,
     persist: Option<epoch_core::PersistConfig>,
 ) -> Result<std::sync::Arc<epoch_control::ControlPlane>> {
-    let config = HostConfig { reducer_timeout: Duration::from_millis(reducer_timeout_ms), ..HostConfig::default() };
     let control = match persist {
         Some(p) => epoch_control::ControlPlane::open_in_background(data_dir, config, p)?,
         None => std::sync::Arc::new(epoch_control::ControlPlane::new(config)),

@@ -94,3 +94,104 @@ fn a_v10_module_is_served_under_canonical_names_with_event_tables_and_private_re
     let journal: Vec<&str> = journal.iter().map(|r| r[0].as_str().unwrap()).collect();
     assert!(journal.contains(&"tick by hand") && journal.contains(&"cleared 2"), "{journal:?}");
 }
+
+/// A one-route HTTP server on loopback: answers every request with `body` once `release`
+/// lets it (so a test can hold a procedure in its request); counts the requests it got.
+fn slow_http_server(
+    body: &'static str,
+) -> (String, std::sync::mpsc::Sender<()>, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/data?secret=1", listener.local_addr().unwrap());
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if released.recv().is_err() {
+                return;
+            }
+            let answer =
+                format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    (url, release, hits)
+}
+
+#[test]
+fn procedures_return_values_make_requests_commit_their_own_transactions_and_never_hold_the_writer() {
+    let server = Server::start(&["--procedure-http-loopback"]);
+    let (_, owner) = server.identity();
+    let r = server.publish(&owner, "procs", "features_2x");
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+
+    // `/call` falls back to a procedure and answers its value as JSON.
+    let (status, body) = server.call(&owner, "procs", "add_numbers", "[2, 3]");
+    assert_eq!((status, body.as_str()), (200, "5"));
+    let (status, body) = server.call(&owner, "procs", "no_such_thing", "[]");
+    assert_eq!((status, body.as_str()), (404, "No such procedure"));
+    let (status, _) = server.call(&owner, "procs", "add_numbers", r#"["two", 3]"#);
+    assert_eq!(status, 400);
+
+    // A procedure waiting on a slow HTTP server does not hold the writer: a reducer call
+    // completes meanwhile.
+    let (url, release, hits) = slow_http_server("hello procedures");
+    let procedure = {
+        let (url, owner, base) = (url.clone(), owner.clone(), server.url.clone());
+        std::thread::spawn(move || {
+            let client =
+                reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(60)).build().unwrap();
+            let r = client
+                .post(format!("{base}/v1/database/procs/call/fetch_twice"))
+                .bearer_auth(owner)
+                .header("Content-Type", "application/json")
+                .body(serde_json::json!([url, 20]).to_string())
+                .send()
+                .unwrap();
+            (r.status().as_u16(), r.text().unwrap())
+        })
+    };
+    while hits.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(server.call(&owner, "procs", "add_score", r#"["ann", 1, {"redApple": []}]"#).0, 200);
+    release.send(()).unwrap();
+    let (status, body) = procedure.join().unwrap();
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((v["status"].as_u64(), v["body_len"].as_u64()), (Some(200), Some(16)), "{body}");
+    assert!(v["slept_micros"].as_i64().unwrap() >= 20_000, "{body}");
+    // Its two transactions committed, in order; every `/call` ran `client_connected`, which
+    // read the caller's token through `get_jwt` (10.2).
+    let journal = rows(&server, &owner, "procs", "SELECT what FROM journal");
+    let journal: Vec<&str> = journal.iter().map(|r| r[0].as_str().unwrap()).collect();
+    let work: Vec<&str> = journal.iter().copied().filter(|w| !w.starts_with("connected")).collect();
+    assert_eq!(work, ["init", "fetched 200", "body 16"]);
+    assert!(journal.contains(&"connected with a token"), "{journal:?}");
+    assert!(!journal.contains(&"connected without a token"), "{journal:?}");
+}
+
+#[test]
+fn procedure_requests_to_private_addresses_are_refused_without_the_loopback_switch() {
+    let server = Server::start(&[]);
+    let (_, owner) = server.identity();
+    assert!(server.publish(&owner, "procs", "features_2x").status().is_success());
+    let (url, _release, hits) = slow_http_server("never");
+    for target in [url.as_str(), "http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data"] {
+        let (status, body) = server.call(&owner, "procs", "fetch_twice", &serde_json::json!([target, 0]).to_string());
+        assert_eq!(status, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["status"], 0, "{target}: {body}");
+    }
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0, "the loopback server was never reached");
+    // The module logged 2.x's reason, without the URL's query.
+    let logs = server.http().get(format!("{}/v1/database/procs/logs", server.url)).bearer_auth(&owner).send().unwrap();
+    let logs = logs.text().unwrap();
+    assert!(logs.contains("refusing to connect to private or special-purpose addresses"), "{logs}");
+    assert!(!logs.contains("secret=1"), "the query is left out: {logs}");
+}

@@ -416,7 +416,7 @@ impl Database {
     }
 
     /// A failed outside call, logged as 1.3 logs it (so module authors see bad clients).
-    fn external_error(&self, message: String) {
+    pub(crate) fn external_error(&self, message: String) {
         self.server_log(epoch_host::LogLevel::Error, None, Some("external"), message);
     }
 
@@ -448,14 +448,24 @@ impl Database {
     /// Decodes client arguments for reducer `reducer_id` into BSATN, checking them against its
     /// parameter types.
     pub fn encode_args(&self, reducer_id: usize, args: &ReducerArgs) -> Result<Vec<u8>, CallError> {
+        let reducer = &self.host.def().reducers[reducer_id];
+        self.encode_function_args(&reducer.name, &reducer.params, args)
+    }
+
+    /// Decodes client arguments for the function (reducer or procedure) `name` with parameters
+    /// `params` into BSATN, checking them against their types.
+    pub(crate) fn encode_function_args(
+        &self,
+        name: &str,
+        params: &epoch_sats::ProductType,
+        args: &ReducerArgs,
+    ) -> Result<Vec<u8>, CallError> {
         let def = self.host.def();
-        let reducer = &def.reducers[reducer_id];
-        let ty = AlgebraicType::Product(reducer.params.clone());
-        let invalid = |message: String| CallError::InvalidArguments { reducer: reducer.name.clone(), message };
+        let ty = AlgebraicType::Product(params.clone());
+        let invalid = |message: String| CallError::InvalidArguments { reducer: name.to_string(), message };
         match args {
             ReducerArgs::Json(text) => {
-                let v = json::reducer_args_from_str(&def.typespace, &reducer.name, &reducer.params, text)
-                    .map_err(invalid)?;
+                let v = json::reducer_args_from_str(&def.typespace, name, params, text).map_err(invalid)?;
                 Ok(bsatn::to_vec(&v))
             }
             ReducerArgs::Bsatn(bytes) => {
@@ -541,6 +551,12 @@ impl Database {
     /// Runs the module's `client_connected` reducer, if it has one.
     pub fn client_connected(&mut self, caller: Caller) -> Option<ReducerResult> {
         self.lifecycle(Lifecycle::OnConnect, caller)
+    }
+
+    /// Records (or, with `None`, forgets) the token payload a connection presented, which a 2.x
+    /// module reads with `get_jwt` (2.x's `st_connection_credentials`).
+    pub fn set_connection_jwt(&self, connection_id: [u8; 16], payload: Option<String>) {
+        self.host.connection_jwts().set(connection_id, payload.map(std::sync::Arc::from));
     }
 
     /// Runs the module's `client_disconnected` reducer, if it has one.
@@ -780,12 +796,44 @@ impl Database {
         self.call(name, args, caller)
     }
 
+    /// Lends the database's store, in a new transaction, to a procedure (2.x): the writer waits
+    /// for it back ([`Database::take_back_store`]) and serves nothing else meanwhile, as 2.x's
+    /// procedure transactions hold the database's write lock.
+    pub(crate) fn lend_store(&mut self) -> epoch_store::Store {
+        let mut store = self.host.replace_db(epoch_store::Store::new(&ModuleDef::default()));
+        store.begin();
+        store
+    }
+
+    /// Takes back a store lent by [`Database::lend_store`], committing its transaction (a system
+    /// transaction made by the database's own identity, as 2.x records a procedure's) or
+    /// rolling it back.
+    pub(crate) fn take_back_store(&mut self, mut store: epoch_store::Store, commit: bool) -> Result<(), String> {
+        let why_not = if commit { self.storage_failure() } else { Some(String::new()) };
+        if let Some(why) = why_not {
+            store.rollback();
+            self.host.replace_db(store);
+            return if commit { Err(why) } else { Ok(()) };
+        }
+        let delta = store.commit();
+        self.host.replace_db(store);
+        let delta = delta.map_err(|e| e.to_string())?;
+        self.on_commit(Commit::system("", self.identity, Vec::new(), None), &delta);
+        Ok(())
+    }
+
     /// A private reducer of a 2.x module is, to anyone but the owner, a reducer that does not
     /// exist (2.x's answer).
-    fn check_visible(&mut self, name: &str, is_owner: bool) -> Result<(), CallError> {
-        let private = self.def().reducers.iter().any(|r| {
+    pub(crate) fn check_visible(&mut self, name: &str, is_owner: bool) -> Result<(), CallError> {
+        let private_reducer = self.def().reducers.iter().any(|r| {
             r.name == name && r.lifecycle.is_none() && r.visibility == epoch_schema::FunctionVisibility::Private
         });
+        let private_procedure = self
+            .def()
+            .procedures
+            .iter()
+            .any(|p| p.name == name && p.visibility == epoch_schema::FunctionVisibility::Private);
+        let private = private_reducer || private_procedure;
         if private && !is_owner {
             self.external_error(format!("External attempt to call private reducer {name:?} failed."));
             return Err(CallError::NoSuchReducer(name.to_string()));

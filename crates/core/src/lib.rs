@@ -10,7 +10,8 @@
 //!
 //! Modules depend one way: `caller`, `clock`, `atomic_file`, `steps`, `export`, `migrate` use
 //! nothing of the crate; `clients`, `catalog`, `scheduler`, `client_journal` → `persist` build
-//! on those; `database` on all of them; `executor` and `bench` on `database`.
+//! on those; `database` on all of them; `executor` and `bench` on `database`; `procedure` (2.x
+//! procedures, run off the writer) on `database` and `executor`.
 //!
 //! Not for: which databases a server hosts (epoch-control), HTTP, token cryptography
 //! (epoch-auth) or the log's file format (epoch-commitlog).
@@ -28,6 +29,7 @@ pub mod export;
 pub mod limits;
 pub mod migrate;
 pub mod persist;
+pub mod procedure;
 pub mod program;
 pub mod scheduler;
 pub mod steps;

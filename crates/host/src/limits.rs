@@ -51,3 +51,22 @@ pub const MAX_SCHEDULED_IMMEDIATE: usize = 10_000;
 /// The most byte sources (reducer arguments, tokens read with `get_jwt`) one call may hold open:
 /// 2.x answers `NO_SPACE` past 256, so a module that never reads what it asked for is bounded.
 pub const MAX_OPEN_BYTES_SOURCES: usize = 256;
+
+// HTTP requests of procedures (http.rs).
+
+/// How long a procedure's HTTP request may take when it names no timeout (2.x's default).
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest timeout a procedure's HTTP request may ask for (2.x clamps to the same).
+pub const MAX_HTTP_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Redirects one request follows, each checked against the address rules.
+pub const MAX_HTTP_REDIRECTS: usize = 10;
+
+/// The largest response body handed to a procedure: 16 MiB, far beyond an API answer, so a
+/// huge download fails the request instead of filling the module's memory.
+pub const MAX_HTTP_RESPONSE_BYTES: usize = 16 << 20;
+
+/// The default time limit of one procedure call, sleeps and requests included: long enough
+/// for a few slow requests, short enough that a stuck one ends.
+pub const DEFAULT_PROCEDURE_TIMEOUT: Duration = Duration::from_secs(300);

@@ -8,7 +8,9 @@ use epoch_store::{Store as Db, TxDelta};
 use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Trap, TypedFunc};
 
 use crate::abi::{self, Env};
-use crate::limits::{DEFAULT_LOG_CAPACITY, DEFAULT_MEMORY_MAX_BYTES, DEFAULT_REDUCER_TIMEOUT, EPOCH_TICK};
+use crate::limits::{
+    DEFAULT_LOG_CAPACITY, DEFAULT_MEMORY_MAX_BYTES, DEFAULT_PROCEDURE_TIMEOUT, DEFAULT_REDUCER_TIMEOUT, EPOCH_TICK,
+};
 use crate::logs::ModuleLogs;
 
 /// Limits and sizes for running one module.
@@ -22,6 +24,11 @@ pub struct HostConfig {
     pub log_capacity: usize,
     /// Where the compiled module is cached between starts (`None`: compile every time).
     pub compiled_cache: Option<std::path::PathBuf>,
+    /// Wall time one procedure call (2.x) may take, its sleeps and HTTP requests included.
+    pub procedure_timeout: Duration,
+    /// Whether procedures' HTTP requests may reach loopback addresses: for tests that run
+    /// their HTTP server on this machine (2.x builds its test servers the same way).
+    pub procedure_http_loopback: bool,
 }
 
 impl Default for HostConfig {
@@ -31,6 +38,8 @@ impl Default for HostConfig {
             memory_max_bytes: DEFAULT_MEMORY_MAX_BYTES,
             log_capacity: DEFAULT_LOG_CAPACITY,
             compiled_cache: None,
+            procedure_timeout: DEFAULT_PROCEDURE_TIMEOUT,
+            procedure_http_loopback: false,
         }
     }
 }
@@ -136,7 +145,7 @@ fn engine() -> &'static Engine {
     })
 }
 
-fn deadline_ticks(timeout: Duration) -> u64 {
+pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
     (timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
 }
 
@@ -210,6 +219,24 @@ impl ModuleHost {
 
     pub fn def(&self) -> &Arc<ModuleDef> {
         &self.def
+    }
+
+    pub(crate) fn env(&self) -> &Env {
+        self.store().data()
+    }
+
+    pub(crate) fn module(&self) -> &Module {
+        &self.module
+    }
+
+    pub(crate) fn linker(&self) -> &Linker<Env> {
+        &self.linker
+    }
+
+    /// The token payloads of connected clients, which `get_jwt` reads (the database records a
+    /// client's as it connects and forgets it as it leaves).
+    pub fn connection_jwts(&self) -> &crate::abi::ConnectionJwts {
+        &self.env().connection_jwts
     }
 
     /// Caches this module's compiled code at `path` (it was compiled from `wasm`), for
@@ -339,7 +366,7 @@ fn not_run(message: String, start: Instant) -> ReducerResult {
 
 /// The caller's identity (four words) and connection id (two words) as the reducer ABI passes
 /// them: little-endian `u64`s.
-fn caller_words(ctx: &CallContext) -> ([u64; 4], [u64; 2]) {
+pub(crate) fn caller_words(ctx: &CallContext) -> ([u64; 4], [u64; 2]) {
     let s: [u64; 4] =
         std::array::from_fn(|i| u64::from_le_bytes(ctx.sender.0[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
     let c: [u64; 2] =
@@ -350,7 +377,7 @@ fn caller_words(ctx: &CallContext) -> ([u64; 4], [u64; 2]) {
 /// Why a call that trapped failed, as the caller is told: out of time (the epoch deadline
 /// interrupted it), out of memory (the limiter refused a growth), a panic with its message, or
 /// the trap itself.
-fn trap_outcome(
+pub(crate) fn trap_outcome(
     err: &wasmtime::Error,
     memory_denied: bool,
     panic_message: &mut Option<String>,
@@ -368,7 +395,7 @@ fn trap_outcome(
 }
 
 /// Calls `__describe_module__` and returns the BSATN module definition it writes.
-fn describe(store: &mut Store<Env>, instance: &Instance, config: &HostConfig) -> Result<Vec<u8>, HostError> {
+pub(crate) fn describe(store: &mut Store<Env>, instance: &Instance, config: &HostConfig) -> Result<Vec<u8>, HostError> {
     let describe = instance
         .get_typed_func::<u32, ()>(&mut *store, "__describe_module__")
         .map_err(|_| HostError::MissingExport("__describe_module__"))?;
@@ -380,7 +407,7 @@ fn describe(store: &mut Store<Env>, instance: &Instance, config: &HostConfig) ->
     Ok(bytes)
 }
 
-fn instantiate(
+pub(crate) fn instantiate(
     module: &Module,
     linker: &Linker<Env>,
     env: Env,

@@ -457,7 +457,12 @@ impl Connection {
         }
         self.close(&mut socket, id, &end).await;
         self.state.metrics.ws_connected(-1);
-        self.on_db(move |d| d.disconnect_client(id)).await;
+        let connection_id = self.who.connection_id;
+        self.on_db(move |d| {
+            d.disconnect_client(id);
+            d.set_connection_jwt(connection_id, None);
+        })
+        .await;
     }
 
     /// Writes the client down as connected (for a restart after a crash: the database's
@@ -477,7 +482,12 @@ impl Connection {
                 if written.await != Ok(true) {
                     tracing::warn!(client = id, "writing down a connected client failed");
                 }
-                self.on_db(move |d| d.connect_client(id, who, is_owner, sink)).await
+                let jwt = epoch_auth::jwt_payload(&self.token);
+                self.on_db(move |d| {
+                    d.set_connection_jwt(who.connection_id, jwt);
+                    d.connect_client(id, who, is_owner, sink)
+                })
+                .await
             }
             other => other,
         }

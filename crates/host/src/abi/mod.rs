@@ -122,6 +122,8 @@ pub struct Env {
     pub scheduled_immediate: Vec<(String, Vec<u8>)>,
     /// Open row iterators are capped so a module cannot exhaust host memory with them.
     pub max_open_iters: usize,
+    /// Set on a procedure's instance: how its transactions, sleeps and requests are served.
+    pub procedure: Option<crate::procedure::ProcedureEnv>,
 }
 
 impl Env {
@@ -140,6 +142,7 @@ impl Env {
             panic_message: None,
             scheduled_immediate: Vec::new(),
             max_open_iters: 4096,
+            procedure: None,
         }
     }
 

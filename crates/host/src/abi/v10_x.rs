@@ -3,17 +3,21 @@
 //! scans, behind every `.find()`), `10.5` (clearing a table) and `10.6` (environment values).
 //! Each function keeps 2.x's errno codes.
 
-use wasmtime::{bail, Caller, Linker, Result};
+use std::time::{Duration, Instant};
+
+use epoch_store::StoreError;
+use wasmtime::{bail, format_err as anyhow, Caller, Linker, Result};
 
 use super::datastore::{collect_rows, db, open_iter, store_errno};
 use super::memory::{mem_env, slice, write_bytes};
 use super::{errno, Env};
-use epoch_store::StoreError;
+use crate::logs::now_micros;
+use crate::procedure::ProcedureEnv;
 
 /// Registers every function of `spacetime_10.1` to `spacetime_10.6`.
 pub fn link_v10_x(linker: &mut Linker<Env>) -> Result<()> {
     link_bytes_and_token(linker)?;
-    link_procedure_only(linker)?;
+    link_procedure_calls(linker)?;
     link_point_scans(linker)?;
     link_clear_and_env(linker)?;
     Ok(())
@@ -56,28 +60,81 @@ fn link_bytes_and_token(linker: &mut Linker<Env>) -> Result<()> {
     Ok(())
 }
 
-/// The 10.3 functions, which only a procedure may call: a reducer or view calling one traps,
-/// as it does in 2.x, whose reducer instances link them as traps.
-fn link_procedure_only(linker: &mut Linker<Env>) -> Result<()> {
+/// The procedure state of the calling instance, or a trap: a reducer or view calling a 10.3
+/// function traps, as it does in 2.x, whose reducer instances link them as traps.
+fn procedure<'a>(env: &'a mut Env, name: &str) -> Result<&'a mut ProcedureEnv> {
+    match env.procedure.as_mut() {
+        Some(p) => Ok(p),
+        None => bail!("`{name}` can only be called from a procedure"),
+    }
+}
+
+/// The 10.3 functions: sleeping, a procedure's own transactions, and HTTP requests.
+fn link_procedure_calls(linker: &mut Linker<Env>) -> Result<()> {
     let m = "spacetime_10.3";
-    let refuse = |name: &str| format!("`{name}` can only be called from a procedure");
-    linker.func_wrap(m, "procedure_sleep_until", move |_: Caller<'_, Env>, _at: i64| -> Result<i64> {
-        bail!(refuse("procedure_sleep_until"))
+    linker.func_wrap(m, "procedure_sleep_until", |mut c: Caller<'_, Env>, at: i64| -> Result<i64> {
+        let p = procedure(c.data_mut(), "procedure_sleep_until")?;
+        let now = now_micros();
+        if at > now {
+            // Never past the procedure's own deadline: the time limit stops it there.
+            let wait =
+                Duration::from_micros((at - now) as u64).min(p.deadline.saturating_duration_since(Instant::now()));
+            std::thread::sleep(wait);
+        }
+        Ok(now_micros())
     })?;
-    linker.func_wrap(m, "procedure_start_mut_tx", move |_: Caller<'_, Env>, _out: u32| -> Result<u32> {
-        bail!(refuse("procedure_start_mut_tx"))
+    linker.func_wrap(m, "procedure_start_mut_tx", |mut c: Caller<'_, Env>, out: u32| -> Result<u32> {
+        let (mem, env) = mem_env(&mut c)?;
+        if env.db.is_some() {
+            return Ok(errno::WOULD_BLOCK_TRANSACTION);
+        }
+        let (db, timestamp) = procedure(env, "procedure_start_mut_tx")?.tx.start().map_err(|e| anyhow!(e))?;
+        env.db = Some(db);
+        write_bytes(mem, out, &timestamp.to_le_bytes()).map(|_| 0)
     })?;
-    linker.func_wrap(m, "procedure_commit_mut_tx", move |_: Caller<'_, Env>| -> Result<u32> {
-        bail!(refuse("procedure_commit_mut_tx"))
+    linker.func_wrap(m, "procedure_commit_mut_tx", |mut c: Caller<'_, Env>| -> Result<u32> {
+        let env = c.data_mut();
+        procedure(env, "procedure_commit_mut_tx")?;
+        let Some(db) = env.db.take() else { return Ok(errno::TRANSACTION_NOT_ANONYMOUS) };
+        // A commit the database could not make fails the procedure, as in 2.x.
+        procedure(env, "procedure_commit_mut_tx")?.tx.commit(db).map_err(|e| anyhow!(e))?;
+        Ok(0)
     })?;
-    linker.func_wrap(m, "procedure_abort_mut_tx", move |_: Caller<'_, Env>| -> Result<u32> {
-        bail!(refuse("procedure_abort_mut_tx"))
+    linker.func_wrap(m, "procedure_abort_mut_tx", |mut c: Caller<'_, Env>| -> Result<u32> {
+        let env = c.data_mut();
+        procedure(env, "procedure_abort_mut_tx")?;
+        let Some(db) = env.db.take() else { return Ok(errno::TRANSACTION_NOT_ANONYMOUS) };
+        procedure(env, "procedure_abort_mut_tx")?.tx.abort(db);
+        Ok(0)
     })?;
     linker.func_wrap(
         m,
         "procedure_http_request",
-        move |_: Caller<'_, Env>, _: u32, _: u32, _: u32, _: u32, _: u32| -> Result<u32> {
-            bail!(refuse("procedure_http_request"))
+        |mut c: Caller<'_, Env>, req_ptr: u32, req_len: u32, body_ptr: u32, body_len: u32, out: u32| -> Result<u32> {
+            let (mem, env) = mem_env(&mut c)?;
+            let allow_loopback = procedure(env, "procedure_http_request")?.allow_loopback_http;
+            if env.db.is_some() {
+                return Ok(errno::WOULD_BLOCK_TRANSACTION);
+            }
+            let request = slice(mem, req_ptr, req_len)?.to_vec();
+            let body = slice(mem, body_ptr, body_len)?.to_vec();
+            let deadline = procedure(env, "procedure_http_request")?.deadline;
+            let answer = match crate::http::send(&request, body, allow_loopback, deadline) {
+                Ok(answer) => answer,
+                Err(crate::http::HttpError::BadRequest) => return Ok(errno::BSATN_DECODE_ERROR),
+                Err(crate::http::HttpError::Failed(message)) => {
+                    let mut bytes = Vec::new();
+                    epoch_sats::bsatn::write::str(&mut bytes, &message);
+                    let Some(h) = env.open_source(bytes) else { return Ok(errno::NO_SPACE) };
+                    write_bytes(mem, out, &h.to_le_bytes())?;
+                    return Ok(errno::HTTP_ERROR);
+                }
+            };
+            let (Some(head), Some(body)) = (env.open_source(answer.head), env.open_source(answer.body)) else {
+                return Ok(errno::NO_SPACE);
+            };
+            write_bytes(mem, out, &head.to_le_bytes())?;
+            write_bytes(mem, out + 4, &body.to_le_bytes()).map(|_| 0)
         },
     )?;
     Ok(())
