@@ -195,3 +195,66 @@ fn procedure_requests_to_private_addresses_are_refused_without_the_loopback_swit
     assert!(logs.contains("refusing to connect to private or special-purpose addresses"), "{logs}");
     assert!(!logs.contains("secret=1"), "the query is left out: {logs}");
 }
+
+#[test]
+fn a_scheduled_procedure_runs_once_its_row_is_gone() {
+    let server = Server::start(&["--procedure-http-loopback"]);
+    let (_, owner) = server.identity();
+    assert!(server.publish(&owner, "sched", "features_2x").status().is_success());
+    let (url, release, _hits) = slow_http_server("scheduled");
+    release.send(()).unwrap();
+    assert_eq!(server.call(&owner, "sched", "schedule_fetch", &serde_json::json!([url]).to_string()).0, 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let journal = rows(&server, &owner, "sched", "SELECT what FROM journal");
+        if journal.iter().any(|r| r[0] == "scheduled fetch 200") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the scheduled procedure never ran: {journal:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(rows(&server, &owner, "sched", "SELECT * FROM fetch_schedule").is_empty(), "the one-shot row is gone");
+    // A scheduled procedure is private: clients cannot call it.
+    let (status, body) = server.call(&owner, "sched", "scheduled_fetch", "[]");
+    assert_eq!(status, 400, "the owner may call it, with its row as argument: {body}");
+    let (_, other) = server.identity();
+    let (status, body) = server.call(&other, "sched", "scheduled_fetch", "[]");
+    assert_eq!((status, body.as_str()), (404, "No such procedure"));
+}
+
+#[test]
+fn a_2x_update_adds_a_column_with_a_default_disconnects_clients_and_replays_after_a_restart() {
+    let data = std::env::temp_dir().join(format!("epoch-2x-migrate-{}", common::rand_suffix()));
+    let server = Server::start_in(data.clone(), &[]);
+    let (_, owner) = server.identity();
+    assert!(server.publish(&owner, "bank", "bank_2x").status().is_success());
+    assert_eq!(server.call(&owner, "bank", "open_accounts", "[0, 3, 100]").0, 200);
+    assert_eq!(server.call(&owner, "bank", "transfer", "[0, 1, 30]").0, 200);
+    let mut client = common::ws::connect(&server.url, "bank", common::ws::JSON, "", Some(&owner)).unwrap();
+    client.recv_variant("IdentityToken");
+
+    let r = server.publish(&owner, "bank", "bank_2x_v2");
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    // The connected client was let go.
+    let closed = (0..100)
+        .any(|_| !matches!(client.recv_raw(), Ok(tungstenite::Message::Text(_) | tungstenite::Message::Binary(_))));
+    assert!(closed, "the client was disconnected");
+    // Rows there before the update read the default; new ones what the reducer wrote.
+    let tiers = rows(&server, &owner, "bank", "SELECT id, tier FROM account WHERE id = 1");
+    assert_eq!(tiers, [serde_json::json!([1, 7])]);
+    assert_eq!(server.call(&owner, "bank", "set_tier", "[2, 3]").0, 200);
+    assert_eq!(server.call(&owner, "bank", "open_accounts", "[3, 1, 5]").0, 200);
+    let logs = server.http().get(format!("{}/v1/database/bank/logs", server.url)).bearer_auth(&owner).send().unwrap();
+    assert!(logs.text().unwrap().contains("Adding columns tier to table `account`"));
+    drop(server);
+
+    // The log holds rows of both shapes; a restart reads the old ones with the default.
+    let server = Server::start_in(data.clone(), &[]);
+    let all = rows(&server, &owner, "bank", "SELECT id, balance, tier FROM account");
+    let mut all: Vec<(u64, i64, u64)> =
+        all.iter().map(|r| (r[0].as_u64().unwrap(), r[1].as_i64().unwrap(), r[2].as_u64().unwrap())).collect();
+    all.sort();
+    assert_eq!(all, [(0, 70, 7), (1, 130, 7), (2, 100, 3), (3, 5, 1)]);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}

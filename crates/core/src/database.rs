@@ -226,6 +226,8 @@ pub struct Database {
     scheduler: Scheduler,
     /// Reducers queued by `volatile_nonatomic_schedule_immediate`, run after the current call.
     immediate: VecDeque<(String, Vec<u8>)>,
+    /// Scheduled procedures (2.x) that fell due, with their rows: started off the writer.
+    due_procedures: Vec<(String, Vec<u8>)>,
     /// The commitlog and snapshots, for a durable database.
     persist: Option<Persistence>,
     /// Workflow items applied in each instance's latest batch.
@@ -269,6 +271,7 @@ impl Database {
             identity,
             scheduler,
             immediate: VecDeque::new(),
+            due_procedures: Vec::new(),
             persist: None,
             steps: StepLedger::default(),
             clients,
@@ -341,6 +344,7 @@ impl Database {
             identity,
             scheduler,
             immediate: VecDeque::new(),
+            due_procedures: Vec::new(),
             persist: Some(p),
             steps,
             clients,
@@ -974,7 +978,10 @@ impl Database {
         while let Some(job) = self.scheduler.pop_due(now) {
             ran += 1;
             let Some(row) = self.scheduler.row_of(self.host.db(), &job) else { continue };
-            let Some(reducer) = self.host.def().reducer_id(&job.reducer) else { continue };
+            let Some(reducer) = self.host.def().reducer_id(&job.reducer) else {
+                self.schedule_procedure(&job, row);
+                continue;
+            };
             // A scheduled reducer takes the row as its one argument: the product's encoding is the row's.
             let me = Caller::identity(self.identity);
             // Clients hear of the call and of its row's removal together, as 1.3 commits them.
@@ -994,6 +1001,24 @@ impl Database {
         }
         self.drain_immediate();
         ran
+    }
+
+    /// A schedule that targets a procedure (2.x): its row is deleted (or queued again) first,
+    /// then the procedure is handed to the writer's loop, which runs it off the writer.
+    fn schedule_procedure(&mut self, job: &crate::scheduler::Job, row: Vec<u8>) {
+        if self.host.def().procedure_id(&job.reducer).is_none() {
+            return;
+        }
+        let mut cleanup = self.scheduler.finish(&mut self.host, job);
+        if let Some(delta) = cleanup.delta.take() {
+            self.on_commit(Commit::system("__scheduler__", self.identity, Vec::new(), None), &delta);
+        }
+        self.due_procedures.push((job.reducer.clone(), row));
+    }
+
+    /// The procedures that fell due, for the writer's loop to start.
+    pub(crate) fn take_due_procedures(&mut self) -> Vec<(String, Vec<u8>)> {
+        std::mem::take(&mut self.due_procedures)
     }
 
     /// Inserts rows into table `name` in one transaction, all or nothing, through the one
@@ -1106,6 +1131,11 @@ impl Database {
         let mut new = ModuleHost::load_with_logs(wasm, self.identity, config, self.host.logs().clone())?;
         epoch_query::check_filters(new.db()).map_err(UpdateError::Failed)?;
         let steps = crate::migrate::plan(self.def(), new.def()).map_err(UpdateError::rejected)?;
+        // 2.x disconnects every client when a table gains columns (their row types change),
+        // before the rows move, so their `client_disconnected` changes move with them.
+        if steps.iter().any(|s| matches!(s, crate::migrate::Step::AddColumns { .. })) {
+            self.disconnect_all_clients();
+        }
         let hash: String = crate::program::program_hash(wasm).iter().map(|b| format!("{b:02x}")).collect();
         let mut store = match self.migrated_store(new.def(), &steps) {
             Ok(store) => store,

@@ -1,6 +1,7 @@
 //! The single writer of a database: a thread that owns the [`Database`], runs requests one at a
 //! time in arrival order, and fires scheduled reducers when they fall due.
 
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -15,7 +16,9 @@ type Job = Box<dyn FnOnce(&mut Database) + Send>;
 /// A handle to a database's writer thread. Dropping every handle stops the thread.
 #[derive(Clone)]
 pub struct DatabaseHandle {
-    tx: Sender<Job>,
+    /// Shared by every handle; the writer holds it weakly, so dropping every handle still
+    /// stops the thread.
+    tx: Arc<Sender<Job>>,
 }
 
 /// Why [`DatabaseHandle::try_execute`] did not queue a request.
@@ -36,11 +39,13 @@ impl DatabaseHandle {
     /// Starts the writer thread for `db`.
     pub fn spawn(db: Database, name: &str) -> (Self, JoinHandle<()>) {
         let (tx, rx) = bounded::<Job>(QUEUE_CAPACITY);
+        let tx = Arc::new(tx);
+        let weak = Arc::downgrade(&tx);
         let thread = std::thread::Builder::new()
             .name(format!("db-{name}"))
             // SQL runs here too: give it the stack a query at the operator cap needs.
             .stack_size(epoch_query::limits::MIN_QUERY_STACK_BYTES)
-            .spawn(move || writer_loop(db, rx))
+            .spawn(move || writer_loop(db, rx, weak))
             .expect("spawning a database writer thread");
         (Self { tx }, thread)
     }
@@ -100,10 +105,14 @@ impl DatabaseHandle {
     }
 }
 
-fn writer_loop(mut db: Database, rx: Receiver<Job>) {
+fn writer_loop(mut db: Database, rx: Receiver<Job>, handle: Weak<Sender<Job>>) {
     loop {
         let now = now_micros();
         db.run_due(now);
+        for (name, row) in db.take_due_procedures() {
+            let Some(tx) = handle.upgrade() else { return };
+            crate::procedure::run_scheduled(DatabaseHandle { tx }, name, row, db.identity());
+        }
         let wait = match db.next_due_micros() {
             Some(due) => Duration::from_micros(due.saturating_sub(now_micros()).max(0) as u64).min(IDLE_WAKE),
             None => IDLE_WAKE,

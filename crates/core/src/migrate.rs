@@ -11,18 +11,50 @@ use epoch_schema::{ModuleDef, TableDef};
 /// One change a module update makes, in 1.3's order: every removal before every addition.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Step {
-    RemoveIndex { table: String, index: String },
-    RemoveConstraint { table: String, constraint: String },
-    RemoveSequence { table: String, sequence: String },
-    RemoveSchedule { table: String },
+    RemoveIndex {
+        table: String,
+        index: String,
+    },
+    RemoveConstraint {
+        table: String,
+        constraint: String,
+    },
+    RemoveSequence {
+        table: String,
+        sequence: String,
+    },
+    RemoveSchedule {
+        table: String,
+    },
     RemoveRowLevelSecurity(String),
-    ChangeColumns { table: String },
+    ChangeColumns {
+        table: String,
+    },
+    /// Columns added at the end of a table, each with a default value (2.x modules only);
+    /// every client is disconnected, as 2.x does, since their row types changed.
+    AddColumns {
+        table: String,
+        columns: Vec<String>,
+    },
     AddTable(String),
-    AddIndex { table: String, index: String },
-    AddSequence { table: String, sequence: String, column: u16, min: i128, max: i128 },
-    AddSchedule { table: String },
+    AddIndex {
+        table: String,
+        index: String,
+    },
+    AddSequence {
+        table: String,
+        sequence: String,
+        column: u16,
+        min: i128,
+        max: i128,
+    },
+    AddSchedule {
+        table: String,
+    },
     AddRowLevelSecurity(String),
-    ChangeAccess { table: String },
+    ChangeAccess {
+        table: String,
+    },
 }
 
 impl Step {
@@ -37,6 +69,9 @@ impl Step {
             Step::RemoveSchedule { .. } | Step::AddSchedule { .. } | Step::ChangeAccess { .. } => return None,
             Step::RemoveRowLevelSecurity(sql) => format!("Removing-row level security `{sql}`"),
             Step::ChangeColumns { table } => format!("Changing columns of table `{table}`"),
+            Step::AddColumns { table, columns } => {
+                format!("Adding columns {} to table `{table}`", columns.join(", "))
+            }
             Step::AddTable(table) => format!("Creating table `{table}`"),
             Step::AddIndex { table, index } => format!("Creating index `{index}` on table `{table}`"),
             Step::AddSequence { table, sequence, .. } => format!("Adding sequence `{sequence}` to table `{table}`"),
@@ -84,10 +119,15 @@ fn table_changes(
             old.table_type, new.table_type
         ));
     }
-    match columns_change(&old_def.typespace, &old.row_type, &new_def.typespace, &new.row_type, table) {
+    let added = added_columns(new_def, old, new);
+    let kept = ProductType { elements: new.row_type.elements[..new.row_type.elements.len() - added.len()].into() };
+    match columns_change(&old_def.typespace, &old.row_type, &new_def.typespace, &kept, table) {
         Ok(true) => steps.push(Step::ChangeColumns { table: table.clone() }),
         Ok(false) => {}
         Err(e) => errors.extend(e),
+    }
+    if !added.is_empty() {
+        steps.push(Step::AddColumns { table: table.clone(), columns: added });
     }
     if old.table_access != new.table_access {
         steps.push(Step::ChangeAccess { table: table.clone() });
@@ -129,6 +169,23 @@ fn table_changes(
         (None, Some(_)) => steps.push(Step::AddSchedule { table: table.clone() }),
         (None, None) => {}
     }
+}
+
+/// The columns a 2.x module update appends to a table, each with a default value: what 2.x
+/// migrates by itself. Columns added without a default (and any 1.x module's new columns) are
+/// left to [`columns_change`], which refuses them.
+fn added_columns(new_def: &ModuleDef, old: &TableDef, new: &TableDef) -> Vec<String> {
+    if new_def.version != epoch_schema::DefVersion::V10 {
+        return Vec::new();
+    }
+    let n_old = old.row_type.elements.len();
+    let tail = new.row_type.elements.get(n_old..).unwrap_or_default();
+    let all_defaulted =
+        (n_old..new.row_type.elements.len()).all(|c| new.default_values.iter().any(|(d, _)| *d as usize == c));
+    if tail.is_empty() || !all_defaulted {
+        return Vec::new();
+    }
+    tail.iter().map(|e| e.name.as_deref().unwrap_or("?").to_string()).collect()
 }
 
 /// The index steps of one table's update (removed, added, re-added with a new algorithm), and

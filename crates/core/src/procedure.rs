@@ -168,3 +168,18 @@ impl WriterTx {
         done.recv().map_err(|_| "the database is shut down".to_string())?
     }
 }
+
+/// Runs a scheduled procedure on a thread of its own, as the database's identity; its schedule
+/// row was already deleted (or rescheduled), as 2.x does, since a half-run procedure must not
+/// run again. A failure is logged.
+pub(crate) fn run_scheduled(handle: DatabaseHandle, name: String, row: Vec<u8>, identity: epoch_sats::Identity) {
+    let spawned = std::thread::Builder::new().name(format!("procedure-{name}")).spawn(move || {
+        let me = Caller::identity(identity);
+        if let Err(e) = handle.call_procedure(name.clone(), ReducerArgs::Bsatn(row), me, true) {
+            tracing::warn!(procedure = %name, "scheduled procedure failed: {e}");
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!("could not start a thread for a scheduled procedure: {e}");
+    }
+}

@@ -567,6 +567,8 @@ impl Store {
     /// well-formed, but not compared with the others (a snapshot of a valid table is a set with
     /// unique keys), which keeps start-up fast.
     pub fn load_snapshot_rows(&mut self, table_id: u32, rows: &[Box<[u8]>]) -> Result<(), StoreError> {
+        let upgraded = upgraded_rows(&self.table(table_id)?.schema, rows);
+        let rows = upgraded.as_deref().unwrap_or(rows);
         let table = self.table_mut(table_id)?;
         if !table.is_empty() {
             return self.apply_recovered(table_id, rows.iter().map(|r| &r[..]), &[]);
@@ -588,11 +590,29 @@ impl Store {
         inserts: impl IntoIterator<Item = &'r [u8]>,
         deletes: &[Box<[u8]>],
     ) -> Result<(), StoreError> {
-        let table = self.table_mut(table_id)?;
-        if table.schema.def.is_event {
+        let schema = self.table(table_id)?.schema.clone();
+        if schema.def.is_event {
             // Logged event rows were never part of the state.
             return Ok(());
         }
+        if !schema.def.default_values.is_empty() {
+            // Rows logged before columns were added get their default values.
+            let inserts: Vec<Box<[u8]>> = inserts.into_iter().map(Box::from).collect();
+            let inserts = upgraded_rows(&schema, &inserts).unwrap_or(inserts);
+            let upgraded_deletes = upgraded_rows(&schema, deletes);
+            let deletes = upgraded_deletes.as_deref().unwrap_or(deletes);
+            return self.apply_recovered_rows(table_id, inserts.iter().map(|r| &r[..]), deletes);
+        }
+        self.apply_recovered_rows(table_id, inserts, deletes)
+    }
+
+    fn apply_recovered_rows<'r>(
+        &mut self,
+        table_id: u32,
+        inserts: impl IntoIterator<Item = &'r [u8]>,
+        deletes: &[Box<[u8]>],
+    ) -> Result<(), StoreError> {
+        let table = self.table_mut(table_id)?;
         for row in deletes {
             if let Some(id) = table.find_same(row)? {
                 table.take(id);
@@ -622,6 +642,26 @@ impl Store {
         }
         Ok(idx.get_unique(key).and_then(|r| table.get(r)))
     }
+}
+
+/// `rows` with every row written before a module update added columns given those columns'
+/// defaults; `None` when no row needed it.
+fn upgraded_rows(schema: &TableSchema, rows: &[Box<[u8]>]) -> Option<Vec<Box<[u8]>>> {
+    if schema.def.default_values.is_empty() {
+        return None;
+    }
+    let mut changed = false;
+    let out = rows
+        .iter()
+        .map(|r| match schema.with_defaults_appended(r) {
+            Some(up) => {
+                changed = true;
+                up.into_boxed_slice()
+            }
+            None => r.clone(),
+        })
+        .collect();
+    changed.then_some(out)
 }
 
 /// Decodes a BSATN `Bound<T>`: `Included(v)` (tag 0), `Excluded(v)` (1), `Unbounded` (2).

@@ -90,6 +90,29 @@ impl TableSchema {
         r.finish()?;
         Ok(())
     }
+
+    /// A row written before a module update added columns with default values (2.x), with
+    /// those defaults appended; `None` when `row` is not such a row (a current row, or one
+    /// that does not decode). Recovery reads logs and snapshots written before the update
+    /// through this, so the update needs no rewrite of what is on disk.
+    pub fn with_defaults_appended(&self, row: &[u8]) -> Option<Vec<u8>> {
+        if self.def.default_values.is_empty() {
+            return None;
+        }
+        let mut r = Reader::new(row);
+        for (i, e) in self.def.row_type.elements.iter().enumerate() {
+            if r.remaining().is_empty() {
+                let mut out = row.to_vec();
+                for col in i..self.def.row_type.elements.len() {
+                    let (_, value) = self.def.default_values.iter().find(|(c, _)| *c as usize == col)?;
+                    out.extend_from_slice(value);
+                }
+                return Some(out);
+            }
+            bsatn::skip(&self.typespace, &e.ty, &mut r).ok()?;
+        }
+        None
+    }
 }
 
 /// A B-tree index over one or more columns.
