@@ -258,3 +258,34 @@ fn a_2x_update_adds_a_column_with_a_default_disconnects_clients_and_replays_afte
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+#[test]
+fn views_are_read_with_sql_per_caller_or_anonymously() {
+    let server = Server::start(&[]);
+    let (_, owner) = server.identity();
+    let (_, ann) = server.identity();
+    let (_, bob) = server.identity();
+    assert!(server.publish(&owner, "views", "features_2x").status().is_success());
+    assert_eq!(server.call(&ann, "views", "put_secret", r#"[1, "ann's"]"#).0, 200);
+    assert_eq!(server.call(&bob, "views", "put_secret", r#"[2, "bob's"]"#).0, 200);
+    // A per-caller view answers each caller its own rows.
+    let texts = |token: &str| {
+        let r = rows(&server, token, "views", "SELECT text FROM my_secrets");
+        r.iter().map(|r| r[0].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(texts(&ann), ["ann's"]);
+    assert_eq!(texts(&bob), ["bob's"]);
+    assert!(texts(&owner).is_empty());
+    // An anonymous view returning an Option: no row, then the best score.
+    assert!(rows(&server, &ann, "views", "SELECT * FROM top_score").is_empty());
+    assert_eq!(server.call(&ann, "views", "add_score", r#"["ann", 4, {"redApple": []}]"#).0, 200);
+    assert_eq!(server.call(&ann, "views", "add_score", r#"["bo", 9, {"greenPear": []}]"#).0, 200);
+    let top = rows(&server, &ann, "views", "SELECT player_name, level_2 FROM top_score");
+    assert_eq!(top, [serde_json::json!(["bo", 9])]);
+    // A WHERE applies to a view's rows as to a table's.
+    assert!(rows(&server, &ann, "views", "SELECT * FROM top_score WHERE level_2 < 5").is_empty());
+    // A view with parameters cannot be read with SQL, which has no way to pass them.
+    let (status, body) = server.sql(Some(&ann), "views", "SELECT * FROM scores_at_level");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("takes parameters"), "{body}");
+}

@@ -1217,6 +1217,17 @@ impl Database {
         Ok(store)
     }
 
+    /// The view a `SELECT` reads, if it reads one the caller may see (a public view, or any
+    /// view for the owner) and no table has its name.
+    fn view_read(&self, sql: &str, ctx: epoch_query::QueryContext, is_owner: bool) -> Option<usize> {
+        if self.def().views.is_empty() {
+            return None;
+        }
+        let name = epoch_query::single_table_read(sql, ctx)?;
+        let id = self.def().views.iter().position(|v| v.name == name && (v.is_public || is_owner))?;
+        self.store().table_by_name(&name).is_none().then_some(id)
+    }
+
     /// Runs one SQL statement for `caller`. DML commits like a reducer: logged (so it is durable
     /// before the answer), seen by the scheduler, and sent to subscribers with `caller` named.
     /// The system tables (`st_table`, …) are answered from the catalog, with `owner` as the
@@ -1232,6 +1243,11 @@ impl Database {
             Some(n) => epoch_query::QueryContext { row_limit: ctx.row_limit.min(n as usize), ..ctx },
             None => ctx,
         };
+        if let Some(view_id) = self.view_read(sql, ctx, caller == owner) {
+            let mut views = crate::views::view_store(&mut self.host, view_id, caller)?;
+            let ctx = epoch_query::QueryContext { is_owner: true, ..ctx };
+            return epoch_query::run_with_catalog(&mut views, |_| None, sql, ctx);
+        }
         let inputs = crate::catalog::CatalogInputs {
             def: self.host.def(),
             store: self.host.db(),

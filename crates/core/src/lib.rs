@@ -33,6 +33,7 @@ pub mod procedure;
 pub mod program;
 pub mod scheduler;
 pub mod steps;
+pub(crate) mod views;
 
 pub use caller::Caller;
 pub use clients::{ClientId, ClientLimits, ClientSink, ConnectError, Outgoing, SubscriptionRequest};

@@ -17,6 +17,7 @@ pub mod limits;
 pub mod logs;
 mod module;
 pub mod procedure;
+pub mod view;
 
 pub use logs::{LogLevel, LogRecord, ModuleLogs};
 pub use module::{CallContext, HostConfig, HostError, ModuleHost, ReducerOutcome, ReducerResult};

@@ -154,6 +154,8 @@ pub struct ModuleHost {
     module: Module,
     linker: Arc<Linker<Env>>,
     store: Option<Store<Env>>,
+    /// The instance in `store` (its exports: views look theirs up when called).
+    instance: Instance,
     call_reducer: CallReducerFn,
     def: Arc<ModuleDef>,
     config: HostConfig,
@@ -214,11 +216,26 @@ impl ModuleHost {
         let def = epoch_schema::module_def_from_bytes(&bytes)?;
         store.data_mut().db = Some(Db::new(&def));
 
-        Ok(Self { module, linker, store: Some(store), call_reducer, def: Arc::new(def), config, logs, poisoned: false })
+        Ok(Self {
+            module,
+            linker,
+            store: Some(store),
+            instance,
+            call_reducer,
+            def: Arc::new(def),
+            config,
+            logs,
+            poisoned: false,
+        })
     }
 
     pub fn def(&self) -> &Arc<ModuleDef> {
         &self.def
+    }
+
+    pub(crate) fn parts_mut(&mut self) -> (&mut Store<Env>, Instance, &HostConfig, &mut bool) {
+        let store = self.store.as_mut().expect("the wasm store is present outside re-instantiation");
+        (store, self.instance, &self.config, &mut self.poisoned)
     }
 
     pub(crate) fn env(&self) -> &Env {
@@ -286,6 +303,7 @@ impl ModuleHost {
         // must describe itself again before it can dispatch reducer calls.
         describe(&mut store, &instance, &self.config)?;
         self.store = Some(store);
+        self.instance = instance;
         self.call_reducer = call_reducer;
         self.poisoned = false;
         Ok(())
