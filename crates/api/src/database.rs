@@ -541,6 +541,14 @@ pub async fn schema(
     match q.get("version").map(String::as_str) {
         None => Err(text(StatusCode::BAD_REQUEST, "Failed to deserialize query string: missing field `version`")),
         Some("9") => Ok(Json(epoch_schema::json::schema_v9(&db.def)).into_response()),
+        // A 2.x database describes itself in V10 too, as 2.x does; a 1.3 one keeps 1.3's answer.
+        Some("10") if db.def.version == epoch_schema::DefVersion::V10 => {
+            Ok(Json(epoch_schema::json_v10::schema_v10(&db.def)).into_response())
+        }
+        Some(v) if db.def.version == epoch_schema::DefVersion::V10 => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("Failed to deserialize query string: unknown variant `{v}`, expected `9` or `10`"),
+        )),
         Some(v) => Err(text(
             StatusCode::BAD_REQUEST,
             format!("Failed to deserialize query string: unknown variant `{v}`, expected `9`"),

@@ -289,3 +289,45 @@ fn views_are_read_with_sql_per_caller_or_anonymously() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("takes parameters"), "{body}");
 }
+
+#[test]
+fn schema_version_10_describes_a_2x_database_and_a_1_3_one_keeps_1_3s_answer() {
+    let server = Server::start(&[]);
+    let (_, owner) = server.identity();
+    assert!(server.publish(&owner, "feat", "features_2x").status().is_success());
+    assert!(server.publish(&owner, "old", "bank").status().is_success());
+    let get = |db: &str, v: &str| {
+        let r = server.http().get(format!("{}/v1/database/{db}/schema?version={v}", server.url)).send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let (status, body) = get("feat", "10");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let sections = v["sections"].as_array().unwrap();
+    let section = |name: &str| sections.iter().find_map(|s| s.get(name)).unwrap_or_else(|| panic!("no {name}: {body}"));
+    let names: Vec<&str> = sections.iter().map(|s| s.as_object().unwrap().keys().next().unwrap().as_str()).collect();
+    assert_eq!(names.first(), Some(&"Typespace"));
+    assert_eq!(names.last(), Some(&"ExplicitNames"));
+    let tables = section("Tables").as_array().unwrap();
+    let high = tables.iter().find(|t| t["source_name"] == "highScore").expect("highScore by its source name");
+    assert_eq!(high["default_values"][0]["col_id"], 4);
+    let damage = tables.iter().find(|t| t["source_name"] == "damage").unwrap();
+    assert_eq!(damage["is_event"], true);
+    let entries = section("ExplicitNames")["entries"].as_array().unwrap();
+    assert!(
+        entries.contains(&serde_json::json!({"Table": {"source_name": "highScore", "canonical_name": "high_score"}}))
+    );
+    assert!(
+        entries.contains(&serde_json::json!({"Function": {"source_name": "addScore", "canonical_name": "add_score"}}))
+    );
+    assert!(section("Procedures").as_array().unwrap().iter().any(|p| p["source_name"] == "fetch_twice"));
+    assert!(section("Views").as_array().unwrap().iter().any(|p| p["source_name"] == "mySecrets"));
+    let lifecycle = section("LifeCycleReducers").as_array().unwrap();
+    assert!(lifecycle.contains(&serde_json::json!({"lifecycle_spec": {"OnConnect": []}, "function_name": "onConnect"})));
+    assert_eq!(get("feat", "9").0, 200, "version 9 is still answered");
+    let (status, body) = get("old", "10");
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "Failed to deserialize query string: unknown variant `10`, expected `9`")
+    );
+}

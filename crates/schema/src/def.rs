@@ -119,6 +119,8 @@ pub struct ScheduleDef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReducerDef {
     pub name: String,
+    /// The module's own name for it when it differs from `name` (2.x).
+    pub source_name: Option<String>,
     pub params: ProductType,
     pub lifecycle: Option<Lifecycle>,
     /// Private reducers (2.x: scheduled and lifecycle ones) answer only to the database owner.
@@ -129,6 +131,8 @@ pub struct ReducerDef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ProcedureDef {
     pub name: String,
+    /// The module's own name for it when it differs from `name`.
+    pub source_name: Option<String>,
     pub params: ProductType,
     pub return_type: AlgebraicType,
     pub visibility: FunctionVisibility,
@@ -138,6 +142,8 @@ pub struct ProcedureDef {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ViewDef {
     pub name: String,
+    /// The module's own name for it when it differs from `name`.
+    pub source_name: Option<String>,
     /// The position the module numbers it by (`__call_view__` or `__call_view_anon__`).
     pub index: u32,
     pub is_public: bool,
@@ -385,6 +391,7 @@ pub(crate) fn validate_with(
         }
         let visibility = FunctionVisibility::ClientCallable;
         reducers.push(ReducerDef {
+            source_name: None,
             name: r.name.clone(),
             params: r.params.clone(),
             lifecycle: r.lifecycle,

@@ -7,18 +7,18 @@ use serde_json::{json, Value};
 use crate::def::{IndexAlgorithm, ModuleDef, TableDef};
 use crate::raw::{Lifecycle, TableAccess, TableType};
 
-fn unit() -> Value {
+pub(crate) fn unit() -> Value {
     json!([])
 }
 
-fn option<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+pub(crate) fn option<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
     match v {
         Some(x) => json!({ "some": f(x) }),
         None => json!({ "none": unit() }),
     }
 }
 
-fn opt_str(s: Option<&str>) -> Value {
+pub(crate) fn opt_str(s: Option<&str>) -> Value {
     option(s, |s| json!(s))
 }
 
@@ -61,11 +61,11 @@ pub fn product_type(p: &ProductType) -> Value {
     })).collect::<Vec<_>>() })
 }
 
-fn typespace(ts: &Typespace) -> Value {
+pub(crate) fn typespace(ts: &Typespace) -> Value {
     json!({ "types": ts.types.iter().map(algebraic_type).collect::<Vec<_>>() })
 }
 
-fn i128_json(v: i128) -> Value {
+pub(crate) fn i128_json(v: i128) -> Value {
     // serde_json numbers hold i128 only through text; 1.3 writes 128-bit integers as numbers.
     serde_json::from_str(&v.to_string()).unwrap_or(Value::Null)
 }

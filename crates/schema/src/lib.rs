@@ -10,6 +10,7 @@
 
 pub mod def;
 pub mod json;
+pub mod json_v10;
 pub mod limits;
 pub mod raw;
 pub mod raw_v10;

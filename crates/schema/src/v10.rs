@@ -32,6 +32,7 @@ pub fn validate_v10(raw: RawModuleDefV10) -> Result<ModuleDef, ValidationErrors>
         .iter()
         .map(|p| ProcedureDef {
             name: names.function(&p.source_name),
+            source_name: names.alias(&p.source_name, &names.function(&p.source_name)),
             params: names.params(&p.params),
             return_type: p.return_type.clone(),
             visibility: p.visibility,
@@ -53,6 +54,7 @@ pub fn validate_v10(raw: RawModuleDefV10) -> Result<ModuleDef, ValidationErrors>
         .iter()
         .map(|v| ViewDef {
             name: names.function(&v.source_name),
+            source_name: names.alias(&v.source_name, &names.function(&v.source_name)),
             index: v.index,
             is_public: v.is_public,
             is_anonymous: v.is_anonymous,
@@ -109,6 +111,11 @@ impl Names {
             Some(name) => name.clone(),
             None => self.convert(source, Case::Snake),
         }
+    }
+
+    /// `source` when it differs from the canonical name (what a definition keeps as its alias).
+    fn alias(&self, source: &str, canonical: &str) -> Option<String> {
+        (source != canonical).then(|| source.to_string())
     }
 
     fn table(&self, source: &str) -> String {
@@ -328,6 +335,7 @@ fn attach_reducers(def: &mut ModuleDef, raw: &RawModuleDefV10, names: &Names, er
     let scheduled: Vec<String> = raw.schedules.iter().map(|s| names.function(&s.function_name)).collect();
     for (r, rr) in def.reducers.iter_mut().zip(&raw.reducers) {
         check_reducer_return(rr, errors);
+        r.source_name = names.alias(&rr.source_name, &r.name);
         let forced = r.lifecycle.is_some() || scheduled.contains(&r.name);
         r.visibility = if forced { FunctionVisibility::Private } else { rr.visibility };
     }
