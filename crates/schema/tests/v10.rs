@@ -174,3 +174,29 @@ fn hash_indexes_are_accepted_in_v10() {
     assert_eq!(def.tables[0].indexes[0].algorithm, IndexAlgorithm::Hash(vec![0]));
     assert_eq!(def.tables[0].indexes[0].name, "high_score_player_name_idx_hash");
 }
+
+/// The real `__describe_module__` output of the 2.14 fixture modules (kept as fuzz seeds).
+fn seed(name: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/../../fuzz/seeds/module_def/{name}.bin", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[test]
+fn the_2_14_fixture_modules_describe_themselves_in_v10_and_validate() {
+    for name in ["bank_2x", "bank_2x_v2", "chat_2x", "features_2x"] {
+        let def = module_def_from_bytes(&seed(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(def.version, DefVersion::V10, "{name}");
+    }
+    let def = module_def_from_bytes(&seed("features_2x")).unwrap();
+    let table = def.table("high_score").expect("highScore under its canonical name");
+    assert_eq!(table.source_name.as_deref(), Some("highScore"));
+    assert!(table.indexes.iter().any(|i| matches!(i.algorithm, IndexAlgorithm::Hash(_))));
+    assert!(def.table("damage").unwrap().is_event);
+    assert!(def.table("explicitly_named").is_some());
+    let names: Vec<&str> = def.procedures.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["add_numbers", "fetch_twice", "scheduled_fetch"], "declaration order, as the module lists them");
+    assert_eq!(def.views.len(), 3);
+    let tick = &def.reducers[def.reducer_id("tick").unwrap()];
+    assert_eq!(tick.visibility, FunctionVisibility::Private);
+    let v1 = module_def_from_bytes(&seed("bank")).unwrap();
+    assert_eq!(v1.version, DefVersion::V9, "a 1.3 module keeps V9");
+}
