@@ -331,3 +331,27 @@ fn schema_version_10_describes_a_2x_database_and_a_1_3_one_keeps_1_3s_answer() {
         (400, "Failed to deserialize query string: unknown variant `10`, expected `9`")
     );
 }
+
+#[test]
+fn a_v1_client_cannot_subscribe_to_an_event_table_and_all_tables_leaves_them_out() {
+    let server = Server::start(&[]);
+    let (_, owner) = server.identity();
+    assert!(server.publish(&owner, "ev", "features_2x").status().is_success());
+    let mut ws = common::ws::connect(&server.url, "ev", common::ws::JSON, "", Some(&owner)).unwrap();
+    ws.recv_variant("IdentityToken");
+    ws.send_json(serde_json::json!({"SubscribeSingle": {"query": "SELECT * FROM damage", "request_id": 1, "query_id": {"id": 1}}}));
+    let err = ws.recv_variant("SubscriptionError");
+    assert_eq!(
+        err["error"],
+        "Subscribing to event tables requires WebSocket v2. Please upgrade your client SDK and regenerate your module bindings."
+    );
+    ws.send_json(serde_json::json!({"Subscribe": {"query_strings": ["SELECT * FROM *"], "request_id": 2}}));
+    let init = ws.recv_variant("InitialSubscription");
+    let tables: Vec<&str> = init["database_update"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table_name"].as_str().unwrap())
+        .collect();
+    assert!(tables.contains(&"journal") && !tables.contains(&"damage"), "{tables:?}");
+}

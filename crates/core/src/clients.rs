@@ -511,6 +511,25 @@ impl Clients {
         let Some(client) = self.clients.get(&id) else { return };
         let caller = client.caller;
         let ctx = client.query_context();
+        let req = match refuse_event_tables(store, req, ctx) {
+            Ok(req) => req,
+            Err((request_id, query_id, e)) => {
+                let micros = started.elapsed().as_micros() as u64;
+                let (request_id, query_id) = (Some(request_id), Some(query_id));
+                let msg = match e {
+                    RequestError::Subscription(message) => {
+                        Outgoing::SubscriptionError { request_id, query_id, micros, message }
+                    }
+                    RequestError::Failed(message) => Outgoing::Tx {
+                        event: Arc::new(refused_event(&self.schema, caller, "<none>", message)),
+                        updates: Vec::new(),
+                        to_caller: true,
+                    },
+                };
+                self.send_after(id, offset, msg);
+                return;
+            }
+        };
         let (kind, request_id, query_id, reply) = match req {
             SubscriptionRequest::Legacy { request_id, queries } => {
                 let queries = expand_all_tables(store, queries, ctx);
@@ -779,6 +798,39 @@ impl Clients {
 }
 
 /// 1.3's wording for a query it cannot subscribe to.
+/// What 2.x tells a client of protocol v1 that subscribes to an event table: its rows would
+/// pile up in a v1 client's cache, so only v2 clients may.
+pub const EVENT_TABLE_NEEDS_V2: &str = "Subscribing to event tables requires WebSocket v2. \
+     Please upgrade your client SDK and regenerate your module bindings.";
+
+/// Refuses a request (every client speaks protocol v1 here) naming an event table, as 2.x does.
+#[allow(clippy::result_large_err)]
+fn refuse_event_tables(
+    store: &Store,
+    req: SubscriptionRequest,
+    ctx: epoch_query::QueryContext,
+) -> Result<SubscriptionRequest, (u32, u32, RequestError)> {
+    let (queries, request_id, query_id, legacy): (Vec<&String>, u32, u32, bool) = match &req {
+        SubscriptionRequest::Legacy { request_id, queries } => (queries.iter().collect(), *request_id, 0, true),
+        SubscriptionRequest::Single { request_id, query_id, query } => (vec![query], *request_id, *query_id, false),
+        SubscriptionRequest::Multi { request_id, query_id, queries } => {
+            (queries.iter().collect(), *request_id, *query_id, false)
+        }
+        _ => return Ok(req),
+    };
+    let event = queries.iter().any(|q| {
+        epoch_query::single_table_read(q, ctx)
+            .and_then(|t| store.table_by_name(&t).map(|t| t.schema.def.is_event))
+            .unwrap_or(false)
+    });
+    if !event {
+        return Ok(req);
+    }
+    let message = EVENT_TABLE_NEEDS_V2.to_string();
+    let e = if legacy { RequestError::Failed(message) } else { RequestError::Subscription(message) };
+    Err((request_id, query_id, e))
+}
+
 /// `Subscribe` and `SubscribeMulti` accept 1.3's `SELECT * FROM *`: it stands for one query per
 /// table the caller may read, placed before the request's other queries (as 1.3 orders them).
 /// `SubscribeSingle` does not (1.3 refuses it there as SQL it cannot parse).

@@ -40,6 +40,8 @@ pub fn all_tables_queries(store: &Store, ctx: QueryContext) -> Vec<String> {
         .tables()
         .iter()
         .filter(|t| ctx.is_owner || t.schema.def.table_access == TableAccess::Public)
+        // An event table (2.x) holds no rows to subscribe to; 2.x leaves it out too.
+        .filter(|t| !t.schema.def.is_event)
         .map(|t| format!("SELECT * FROM {}", t.schema.def.name))
         .collect()
 }
