@@ -804,7 +804,6 @@ pub const EVENT_TABLE_NEEDS_V2: &str = "Subscribing to event tables requires Web
      Please upgrade your client SDK and regenerate your module bindings.";
 
 /// Refuses a request (every client speaks protocol v1 here) naming an event table, as 2.x does.
-#[allow(clippy::result_large_err)]
 fn refuse_event_tables(
     store: &Store,
     req: SubscriptionRequest,
