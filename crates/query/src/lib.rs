@@ -219,25 +219,26 @@ pub fn run_with_catalog(
 /// The system table a statement reads, when it is a `SELECT` of one and the module has no
 /// table of that name.
 fn system_table_read(store: &Store, statement: &Statement) -> Option<String> {
-    let name = single_table_of(statement)?;
+    let (name, _) = first_table_of(statement)?;
     (SYSTEM_TABLES.contains(&name.as_str()) && store.table_by_name(&name).is_none()).then_some(name)
 }
 
 /// The one table a `SELECT` reads (no join), if `sql` is such a statement: a caller that
 /// answers some names itself (2.x views) looks here first.
 pub fn single_table_read(sql: &str, ctx: QueryContext) -> Option<String> {
-    single_table_of(&parse_one(sql, ctx).ok()?)
+    match first_table_of(&parse_one(sql, ctx).ok()?)? {
+        (name, false) => Some(name),
+        (_, true) => None,
+    }
 }
 
-fn single_table_of(statement: &Statement) -> Option<String> {
+/// The first table a `SELECT` reads, and whether it joins others.
+fn first_table_of(statement: &Statement) -> Option<(String, bool)> {
     let Statement::Query(q) = statement else { return None };
     let sqlparser::ast::SetExpr::Select(select) = q.body.as_ref() else { return None };
     let [from] = select.from.as_slice() else { return None };
-    if !from.joins.is_empty() {
-        return None;
-    }
     let sqlparser::ast::TableFactor::Table { name, .. } = &from.relation else { return None };
-    Some(plan::unquoted(name))
+    Some((plan::unquoted(name), !from.joins.is_empty()))
 }
 
 /// Parses and runs one `SELECT` against `store`.
