@@ -173,6 +173,8 @@ fn client(allow_loopback: bool) -> &'static reqwest::blocking::Client {
             }
         });
         reqwest::blocking::Client::builder()
+            // A proxy would resolve names itself, past the address rules: never use one.
+            .no_proxy()
             .dns_resolver(std::sync::Arc::new(FilteringResolver { allow_loopback }))
             .redirect(redirects)
             .build()
@@ -246,4 +248,32 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn special_purpose_addresses_are_refused_and_public_ones_allowed() {
+        for refused in
+            ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0"]
+        {
+            assert!(is_refused(refused.parse().unwrap(), false), "{refused}");
+        }
+        for refused in ["::1", "::", "fe80::1", "fc00::1", "::ffff:8.8.8.8", "2001:db8::1", "64:ff9b::1"] {
+            assert!(is_refused(refused.parse().unwrap(), false), "{refused}");
+        }
+        for allowed in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111", "151.101.1.1"] {
+            assert!(!is_refused(allowed.parse().unwrap(), false), "{allowed}");
+        }
+        assert!(!is_refused("127.0.0.1".parse().unwrap(), true), "loopback with the test switch");
+        assert!(is_refused("10.0.0.1".parse().unwrap(), true), "private stays refused with the switch");
+    }
+
+    #[test]
+    fn a_request_that_does_not_decode_is_a_bad_request_and_errors_leave_the_query_out() {
+        assert!(matches!(send(&[42], Vec::new(), false, Instant::now()), Err(HttpError::BadRequest)));
+        assert_eq!(without_query("http://h/p?token=s#f"), "http://h/p");
+    }
 }
