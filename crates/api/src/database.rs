@@ -643,7 +643,21 @@ pub async fn sql(
     };
     let started = Instant::now();
     let (who, owner) = (caller.identity, db.owner);
-    let result = on_db(&db, move |d| d.sql(&sql, ctx, who, owner).map(|o| (o, d.store().typespace.clone()))).await?;
+    // A 2.x database runs `client_connected` and `client_disconnected` around `/sql`, as 2.x does.
+    let connection = (db.def.version == epoch_schema::DefVersion::V10).then(|| {
+        let mut connection_id = [0u8; 16];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut connection_id);
+        (Caller { identity: who, connection_id }, epoch_auth::jwt_payload(&caller.token))
+    });
+    let result = on_db(&db, move |d| {
+        let run = |d: &mut Database| d.sql(&sql, ctx, who, owner).map(|o| (o, d.store().typespace.clone()));
+        match connection {
+            Some((c, jwt)) => connected(d, c, jwt, run),
+            None => Ok(run(d)),
+        }
+    })
+    .await?
+    .map_err(|rejected| text(StatusCode::FORBIDDEN, rejected))?;
     let (outcome, ts) = result.map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))?;
     let micros = started.elapsed().as_micros() as u64;
     let result = match outcome {
@@ -667,6 +681,26 @@ pub async fn sql(
         format!("[{result}]"),
     )
         .into_response())
+}
+
+/// Runs `f` on the writer inside a connection of one request (2.x's `/sql`): `client_connected`
+/// first (its refusal is the error), `client_disconnected` after, the caller's token readable
+/// through `get_jwt` meanwhile.
+fn connected<R>(
+    d: &mut Database,
+    who: Caller,
+    jwt: Option<String>,
+    f: impl FnOnce(&mut Database) -> R,
+) -> Result<R, String> {
+    d.set_connection_jwt(who.connection_id, jwt);
+    if let Some(r) = d.client_connected(who).filter(|r| !r.outcome.is_committed()) {
+        d.set_connection_jwt(who.connection_id, None);
+        return Err(r.outcome.error_message().unwrap_or_default());
+    }
+    let result = f(d);
+    d.client_disconnected(who);
+    d.set_connection_jwt(who.connection_id, None);
+    Ok(result)
 }
 
 pub async fn timestamp(State(state): State<AppState>, Path(segment): Path<String>) -> Result<Response, ApiError> {

@@ -87,6 +87,14 @@ fn a_v10_module_is_served_under_canonical_names_with_event_tables_and_private_re
     assert_eq!((status, body.as_str()), (404, "no such reducer"));
     assert_eq!(server.call(&owner, "feat", "tick", tick_row).0, 200);
 
+    // `/sql` runs `client_connected` (and `client_disconnected`) around the query, as 2.x does.
+    let connects = |token: &str| {
+        let journal = rows(&server, token, "feat", "SELECT what FROM journal");
+        journal.iter().filter(|r| r[0] == "connected with a token").count()
+    };
+    let before = connects(&owner);
+    assert_eq!(connects(&owner), before + 1);
+
     // `datastore_clear` (10.5) empties the table and says how many rows it held.
     assert_eq!(server.call(&other, "feat", "clear_scores", "[]").0, 200);
     assert!(rows(&server, &owner, "feat", "SELECT * FROM high_score").is_empty());
