@@ -4,7 +4,7 @@
 use epoch_sats::{AlgebraicType, ProductType, Typespace};
 use serde_json::{json, Value};
 
-use crate::def::{IndexAlgorithm, ModuleDef, TableDef};
+use crate::def::{IndexAlgorithm, IndexDef, ModuleDef, TableDef};
 use crate::raw::{Lifecycle, TableAccess, TableType};
 
 pub(crate) fn unit() -> Value {
@@ -70,39 +70,69 @@ pub(crate) fn i128_json(v: i128) -> Value {
     serde_json::from_str(&v.to_string()).unwrap_or(Value::Null)
 }
 
-fn table(t: &TableDef) -> Value {
-    json!({
-        "name": t.name,
-        "product_type_ref": t.product_type_ref,
-        "primary_key": t.primary_key.into_iter().collect::<Vec<_>>(),
-        "indexes": t.indexes.iter().map(|i| json!({
-            "name": { "some": i.name },
+/// A table's indexes, constraints and sequences, the same in V9 and V10 but for the key that
+/// holds each one's name (`name` in V9, `source_name` in V10) and an index's name.
+pub(crate) fn table_parts(t: &TableDef, name_key: &str, index_name: impl Fn(&IndexDef) -> String) -> [Value; 3] {
+    let indexes = t.indexes.iter().map(|i| {
+        json!({
+            name_key: { "some": index_name(i) },
             "accessor_name": opt_str(i.accessor_name.as_deref()),
             "algorithm": match &i.algorithm {
                 IndexAlgorithm::BTree(cols) => json!({ "BTree": cols }),
                 IndexAlgorithm::Hash(cols) => json!({ "Hash": cols }),
                 IndexAlgorithm::Direct(col) => json!({ "Direct": col }),
             },
-        })).collect::<Vec<_>>(),
-        "constraints": t.constraints.iter().map(|c| json!({
-            "name": { "some": c.name },
+        })
+    });
+    let constraints = t.constraints.iter().map(|c| {
+        json!({
+            name_key: { "some": c.name },
             "data": { "Unique": { "columns": c.unique_columns } },
-        })).collect::<Vec<_>>(),
-        "sequences": t.sequences.iter().map(|s| json!({
-            "name": { "some": s.name },
+        })
+    });
+    let sequences = t.sequences.iter().map(|s| {
+        json!({
+            name_key: { "some": s.name },
             "column": s.column,
             "start": option(s.start, i128_json),
             "min_value": option(s.min_value, i128_json),
             "max_value": option(s.max_value, i128_json),
             "increment": i128_json(s.increment),
-        })).collect::<Vec<_>>(),
+        })
+    });
+    [Value::Array(indexes.collect()), Value::Array(constraints.collect()), Value::Array(sequences.collect())]
+}
+
+pub(crate) fn table_type(t: TableType) -> Value {
+    match t {
+        TableType::System => json!({"System": unit()}),
+        TableType::User => json!({"User": unit()}),
+    }
+}
+
+pub(crate) fn table_access(a: TableAccess) -> Value {
+    match a {
+        TableAccess::Public => json!({"Public": unit()}),
+        TableAccess::Private => json!({"Private": unit()}),
+    }
+}
+
+fn table(t: &TableDef) -> Value {
+    let [indexes, constraints, sequences] = table_parts(t, "name", |i| i.name.clone());
+    json!({
+        "name": t.name,
+        "product_type_ref": t.product_type_ref,
+        "primary_key": t.primary_key.into_iter().collect::<Vec<_>>(),
+        "indexes": indexes,
+        "constraints": constraints,
+        "sequences": sequences,
         "schedule": option(t.schedule.as_ref(), |s| json!({
             "name": { "some": s.name },
             "reducer_name": s.reducer_name,
             "scheduled_at_column": s.at_column,
         })),
-        "table_type": match t.table_type { TableType::System => json!({"System": unit()}), TableType::User => json!({"User": unit()}) },
-        "table_access": match t.table_access { TableAccess::Public => json!({"Public": unit()}), TableAccess::Private => json!({"Private": unit()}) },
+        "table_type": table_type(t.table_type),
+        "table_access": table_access(t.table_access),
     })
 }
 

@@ -5,9 +5,9 @@
 
 use serde_json::{json, Value};
 
-use crate::def::{IndexAlgorithm, ModuleDef, TableDef};
-use crate::json::{algebraic_type, i128_json, opt_str, option, product_type, typespace, unit};
-use crate::raw::{Lifecycle, TableAccess, TableType};
+use crate::def::{ModuleDef, TableDef};
+use crate::json::{algebraic_type, product_type, table_access, table_parts, table_type, typespace, unit};
+use crate::raw::Lifecycle;
 use crate::raw_v10::FunctionVisibility;
 
 fn visibility(v: FunctionVisibility) -> Value {
@@ -26,33 +26,17 @@ fn source<'a>(source: &'a Option<String>, name: &'a str) -> &'a str {
 }
 
 fn table(t: &TableDef) -> Value {
+    let index_name = |i: &crate::def::IndexDef| source(&i.source_name, &i.name).to_string();
+    let [indexes, constraints, sequences] = table_parts(t, "source_name", index_name);
     json!({
         "source_name": source(&t.source_name, &t.name),
         "product_type_ref": t.product_type_ref,
         "primary_key": t.primary_key.into_iter().collect::<Vec<_>>(),
-        "indexes": t.indexes.iter().map(|i| json!({
-            "source_name": { "some": source(&i.source_name, &i.name) },
-            "accessor_name": opt_str(i.accessor_name.as_deref()),
-            "algorithm": match &i.algorithm {
-                IndexAlgorithm::BTree(cols) => json!({ "BTree": cols }),
-                IndexAlgorithm::Hash(cols) => json!({ "Hash": cols }),
-                IndexAlgorithm::Direct(col) => json!({ "Direct": col }),
-            },
-        })).collect::<Vec<_>>(),
-        "constraints": t.constraints.iter().map(|c| json!({
-            "source_name": { "some": c.name },
-            "data": { "Unique": { "columns": c.unique_columns } },
-        })).collect::<Vec<_>>(),
-        "sequences": t.sequences.iter().map(|s| json!({
-            "source_name": { "some": s.name },
-            "column": s.column,
-            "start": option(s.start, i128_json),
-            "min_value": option(s.min_value, i128_json),
-            "max_value": option(s.max_value, i128_json),
-            "increment": i128_json(s.increment),
-        })).collect::<Vec<_>>(),
-        "table_type": match t.table_type { TableType::System => json!({"System": unit()}), TableType::User => json!({"User": unit()}) },
-        "table_access": match t.table_access { TableAccess::Public => json!({"Public": unit()}), TableAccess::Private => json!({"Private": unit()}) },
+        "indexes": indexes,
+        "constraints": constraints,
+        "sequences": sequences,
+        "table_type": table_type(t.table_type),
+        "table_access": table_access(t.table_access),
         "default_values": t.default_values.iter().map(|(col, value)| json!({ "col_id": col, "value": hex(value) })).collect::<Vec<_>>(),
         "is_event": t.is_event,
     })

@@ -84,3 +84,34 @@ pub(super) fn generated_columns(db: &Db, table_id: u32, row_id: u32, cols: &[u16
     }
     Ok(out)
 }
+
+/// Answers a call that writes a count (or any fixed-size value) to `out`: 0 and the value, or
+/// the store error's errno.
+pub(super) fn answer_value(mem: &mut [u8], out: u32, res: Result<impl AsRef<[u8]>, StoreError>) -> Result<u32> {
+    match res {
+        Ok(v) => write_bytes(mem, out, v.as_ref()).map(|_| 0),
+        Err(e) => store_errno(e),
+    }
+}
+
+/// Answers a scan: the rows `found` names (table id and row ids) become an iterator whose
+/// handle is written to `out`, or the store error's errno.
+pub(super) fn answer_rows(
+    mem: &mut [u8],
+    env: &mut Env,
+    out: u32,
+    found: Result<(u32, Vec<epoch_store::RowId>), StoreError>,
+) -> Result<u32> {
+    let rows = found.and_then(|(table, rows)| {
+        let db = db(env)?;
+        let t = db.table(table)?;
+        let rows = rows.iter().map(|r| t.get(*r).ok_or(StoreError::Corrupt)).collect::<Result<Vec<_>, _>>()?;
+        Ok(collect_rows(rows.into_iter()))
+    });
+    let (data, ends) = match rows {
+        Ok(x) => x,
+        Err(e) => return store_errno(e),
+    };
+    let handle = open_iter(env, data, ends)?;
+    write_bytes(mem, out, &handle.to_le_bytes()).map(|_| 0)
+}

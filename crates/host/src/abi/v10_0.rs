@@ -4,11 +4,12 @@
 
 use std::time::Instant;
 
-use epoch_store::StoreError;
 use wasmtime::{bail, format_err as anyhow, Result};
 use wasmtime::{Caller, Linker};
 
-use super::datastore::{collect_rows, db, generated_columns, open_iter, store_errno, write_back};
+use super::datastore::{
+    answer_rows, answer_value, collect_rows, db, generated_columns, open_iter, store_errno, write_back,
+};
 use super::memory::{mem_env, read_u32, scan_bounds, slice, slice_mut, str_lossy, write_bytes};
 use super::{errno, Env, STANDARD_SINK};
 use crate::limits::{MAX_SCHEDULED_IMMEDIATE, MAX_SINK_BYTES};
@@ -144,19 +145,8 @@ fn link_scans(linker: &mut Linker<Env>) -> Result<()> {
                     (rstart_ptr, rstart_len),
                     (rend_ptr, rend_len),
                 )?;
-                let found = db(env).and_then(|db| {
-                    let (table, rows) = db.index_scan(index, prefix, prefix_elems, rstart, rend)?;
-                    let t = db.table(table)?;
-                    let rows =
-                        rows.iter().map(|r| t.get(*r).ok_or(StoreError::Corrupt)).collect::<Result<Vec<_>, _>>()?;
-                    Ok(collect_rows(rows.into_iter()))
-                });
-                let (data, ends) = match found {
-                    Ok(x) => x,
-                    Err(e) => return store_errno(e),
-                };
-                let handle = open_iter(env, data, ends)?;
-                write_bytes(mem, out, &handle.to_le_bytes()).map(|_| 0)
+                let found = db(env).and_then(|db| db.index_scan(index, prefix, prefix_elems, rstart, rend));
+                answer_rows(mem, env, out, found)
             },
         )?;
     }
@@ -273,10 +263,7 @@ fn link_deletes(linker: &mut Linker<Env>) -> Result<()> {
                     (rend_ptr, rend_len),
                 )?;
                 let deleted = db(env).and_then(|db| db.delete_by_index_scan(index, prefix, prefix_elems, rstart, rend));
-                match deleted {
-                    Ok(n) => write_bytes(mem, out, &n.to_le_bytes()).map(|_| 0),
-                    Err(e) => store_errno(e),
-                }
+                answer_value(mem, out, deleted.map(u32::to_le_bytes))
             },
         )?;
     }
@@ -286,10 +273,7 @@ fn link_deletes(linker: &mut Linker<Env>) -> Result<()> {
         |mut c: Caller<'_, Env>, table: u32, rel_ptr: u32, rel_len: u32, out: u32| -> Result<u32> {
             let (mem, env) = mem_env(&mut c)?;
             let rel = slice(mem, rel_ptr, rel_len)?.to_vec();
-            match db(env).and_then(|db| db.delete_by_rel(table, &rel)) {
-                Ok(n) => write_bytes(mem, out, &n.to_le_bytes()).map(|_| 0),
-                Err(e) => store_errno(e),
-            }
+            answer_value(mem, out, db(env).and_then(|db| db.delete_by_rel(table, &rel)).map(u32::to_le_bytes))
         },
     )?;
     Ok(())

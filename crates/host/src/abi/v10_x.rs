@@ -5,10 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use epoch_store::StoreError;
 use wasmtime::{bail, format_err as anyhow, Caller, Linker, Result};
 
-use super::datastore::{collect_rows, db, open_iter, store_errno};
+use super::datastore::{answer_rows, answer_value, db};
 use super::memory::{mem_env, slice, write_bytes};
 use super::{errno, Env};
 use crate::logs::now_micros;
@@ -149,18 +148,8 @@ fn link_point_scans(linker: &mut Linker<Env>) -> Result<()> {
         |mut c: Caller<'_, Env>, index: u32, point_ptr: u32, point_len: u32, out: u32| -> Result<u32> {
             let (mem, env) = mem_env(&mut c)?;
             let point = slice(mem, point_ptr, point_len)?;
-            let found = db(env).and_then(|db| {
-                let (table, rows) = db.index_point_scan(index, point)?;
-                let t = db.table(table)?;
-                let rows = rows.iter().map(|r| t.get(*r).ok_or(StoreError::Corrupt)).collect::<Result<Vec<_>, _>>()?;
-                Ok(collect_rows(rows.into_iter()))
-            });
-            let (data, ends) = match found {
-                Ok(x) => x,
-                Err(e) => return store_errno(e),
-            };
-            let handle = open_iter(env, data, ends)?;
-            write_bytes(mem, out, &handle.to_le_bytes()).map(|_| 0)
+            let found = db(env).and_then(|db| db.index_point_scan(index, point));
+            answer_rows(mem, env, out, found)
         },
     )?;
     linker.func_wrap(
@@ -168,11 +157,9 @@ fn link_point_scans(linker: &mut Linker<Env>) -> Result<()> {
         "datastore_delete_by_index_scan_point_bsatn",
         |mut c: Caller<'_, Env>, index: u32, point_ptr: u32, point_len: u32, out: u32| -> Result<u32> {
             let (mem, env) = mem_env(&mut c)?;
-            let point = slice(mem, point_ptr, point_len)?.to_vec();
-            match db(env).and_then(|db| db.delete_by_index_point(index, &point)) {
-                Ok(n) => write_bytes(mem, out, &n.to_le_bytes()).map(|_| 0),
-                Err(e) => store_errno(e),
-            }
+            let point = slice(mem, point_ptr, point_len)?;
+            let deleted = db(env).and_then(|db| db.delete_by_index_point(index, point));
+            answer_value(mem, out, deleted.map(u32::to_le_bytes))
         },
     )?;
     Ok(())
@@ -185,10 +172,7 @@ fn link_clear_and_env(linker: &mut Linker<Env>) -> Result<()> {
         "datastore_clear",
         |mut c: Caller<'_, Env>, table: u32, out: u32| -> Result<u32> {
             let (mem, env) = mem_env(&mut c)?;
-            match db(env).and_then(|db| db.clear(table)) {
-                Ok(n) => write_bytes(mem, out, &n.to_le_bytes()).map(|_| 0),
-                Err(e) => store_errno(e),
-            }
+            answer_value(mem, out, db(env).and_then(|db| db.clear(table)).map(u64::to_le_bytes))
         },
     )?;
     // A module only reads environment values it declared, and a module that declares any is
