@@ -125,7 +125,24 @@ pub struct PublishQuery {
 
 impl PublishQuery {
     fn parse(Query(q): Params) -> Result<Self, ApiError> {
+        host_type_param(&q)?;
         Ok(Self { clear: bool_param(&q, "clear")?, num_replicas: usize_param(&q, "num_replicas")? })
+    }
+}
+
+/// 2.x's `host_type`: `Wasm` (the default) is what Epoch runs; a JavaScript module (`Js`) is
+/// refused before its bytes are looked at, with a reason, until Epoch runs JavaScript.
+fn host_type_param(q: &std::collections::HashMap<String, String>) -> Result<(), ApiError> {
+    match q.get("host_type").map(String::as_str) {
+        None | Some("Wasm") => Ok(()),
+        Some("Js") => Err(text(
+            StatusCode::BAD_REQUEST,
+            "JavaScript modules (host_type=Js) are not supported by this server yet; publish a WebAssembly module",
+        )),
+        Some(other) => Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("Failed to deserialize query string: unknown variant `{other}`, expected `Wasm` or `Js`"),
+        )),
     }
 }
 

@@ -333,6 +333,17 @@ fn schema_version_10_describes_a_2x_database_and_a_1_3_one_keeps_1_3s_answer() {
     let lifecycle = section("LifeCycleReducers").as_array().unwrap();
     assert!(lifecycle.contains(&serde_json::json!({"lifecycle_spec": {"OnConnect": []}, "function_name": "onConnect"})));
     assert_eq!(get("feat", "9").0, 200, "version 9 is still answered");
+    // A JavaScript module (2.x's `host_type=Js`) is refused with a reason.
+    let wasm = std::fs::read(common::fixture("bank_2x")).unwrap();
+    let r = server
+        .http()
+        .put(format!("{}/v1/database/js?host_type=Js", server.url))
+        .bearer_auth(&owner)
+        .body(wasm)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().unwrap().contains("JavaScript modules (host_type=Js) are not supported"));
     let (status, body) = get("old", "10");
     assert_eq!(
         (status, body.as_str()),
