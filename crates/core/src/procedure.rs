@@ -1,11 +1,11 @@
 //! Procedures (2.x): called by a client (HTTP `/call` falls back to one when no reducer has the
-//! name) or by a schedule, run on an instance of their own on the caller's thread, never on the
-//! writer. Each transaction a procedure opens borrows the database's store from the writer
+//! name) or by a schedule, run on an instance of their own, built and run on the caller's
+//! thread, never on the writer (which only looks the procedure up and checks its arguments). Each transaction a procedure opens borrows the database's store from the writer
 //! ([`WriterTx`]); its commit goes down the one commit path and is durable before the
 //! procedure goes on.
 
 use crossbeam_channel::{bounded, Receiver, Sender};
-use epoch_host::procedure::{ProcedureInstance, ProcedureTx};
+use epoch_host::procedure::{ProcedureFactory, ProcedureTx};
 use epoch_host::{CallContext, ReducerOutcome};
 use epoch_sats::{bsatn, AlgebraicType, AlgebraicValue, Typespace};
 use epoch_store::Store;
@@ -30,9 +30,10 @@ pub enum ProcedureError {
     ShutDown,
 }
 
-/// A procedure call ready to run: its instance and arguments.
+/// A procedure call ready to run: what its instance is made from, and its arguments.
 pub struct PreparedProcedure {
-    instance: ProcedureInstance,
+    factory: ProcedureFactory,
+    handle: DatabaseHandle,
     id: u32,
     args: Vec<u8>,
     ctx: CallContext,
@@ -63,15 +64,15 @@ impl Database {
             }
             other => ProcedureError::Failed(other.to_string()),
         })?;
-        let tx = Box::new(WriterTx { handle, back: None, done: None });
-        let instance = self.host().procedure_instance(tx).map_err(|e| ProcedureError::Failed(e.to_string()))?;
+        let factory = self.host().procedure_factory();
         let ctx = CallContext {
             sender: caller.identity,
             connection_id: caller.connection_id,
             timestamp_micros: now_micros(),
         };
         Ok(PreparedProcedure {
-            instance,
+            factory,
+            handle,
             id: id as u32,
             args,
             ctx,
@@ -85,7 +86,9 @@ impl PreparedProcedure {
     /// Runs the procedure on this thread (it may sleep and wait on the network) and returns its
     /// value.
     pub fn run(self) -> Result<(AlgebraicValue, AlgebraicType, Typespace), ProcedureError> {
-        let bytes = self.instance.call(self.id, self.args, self.ctx).map_err(|outcome| {
+        let tx = Box::new(WriterTx { handle: self.handle, back: None, done: None });
+        let instance = self.factory.instance(tx).map_err(|e| ProcedureError::Failed(e.to_string()))?;
+        let bytes = instance.call(self.id, self.args, self.ctx).map_err(|outcome| {
             ProcedureError::Failed(match outcome {
                 ReducerOutcome::Failed(msg) => msg,
                 other => other.error_message().unwrap_or_default(),

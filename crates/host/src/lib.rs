@@ -5,7 +5,7 @@
 //! functions and reads its definition; [`ModuleHost::call_reducer`] runs one reducer in a
 //! transaction of the module's [`epoch_store::Store`], stopped at a wall-time limit (epoch
 //! interruption) or a memory cap, and reports a [`ReducerOutcome`] that tells the module's own
-//! errors from the host's; [`ModuleHost::procedure_instance`] sets up a 2.x procedure call on an
+//! errors from the host's; [`ModuleHost::procedure_factory`] sets up a 2.x procedure call on an
 //! instance of its own (`procedure`).
 //!
 //! Not for: scheduling, lifecycle policy or argument parsing; `epoch-core` does those.

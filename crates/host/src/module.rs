@@ -246,7 +246,7 @@ impl ModuleHost {
         &self.module
     }
 
-    pub(crate) fn linker(&self) -> &Linker<Env> {
+    pub(crate) fn linker(&self) -> &Arc<Linker<Env>> {
         &self.linker
     }
 

@@ -47,19 +47,44 @@ pub struct ProcedureInstance {
     timeout: Duration,
 }
 
+/// What a procedure's instance is made from: cheap to take on the writer, so the instance
+/// itself (instantiation and the module's description) is built on the procedure's thread.
+pub struct ProcedureFactory {
+    module: wasmtime::Module,
+    linker: std::sync::Arc<wasmtime::Linker<Env>>,
+    config: crate::HostConfig,
+    module_identity: epoch_sats::Identity,
+    logs: crate::ModuleLogs,
+    connection_jwts: crate::abi::ConnectionJwts,
+}
+
 impl ModuleHost {
-    /// A fresh instance of this module for one procedure call, whose transactions go through
-    /// `tx`; it may run on any thread.
-    pub fn procedure_instance(&self, tx: Box<dyn ProcedureTx>) -> Result<ProcedureInstance, HostError> {
-        let timeout = self.config().procedure_timeout;
-        let allow_loopback_http = self.config().procedure_http_loopback;
+    /// What a procedure's instance is made from (see [`ProcedureFactory::instance`]).
+    pub fn procedure_factory(&self) -> ProcedureFactory {
         let parent = self.env();
-        let mut env = Env::new(parent.module_identity, self.logs().clone(), self.config().memory_max_bytes);
-        env.connection_jwts = parent.connection_jwts.clone();
+        ProcedureFactory {
+            module: self.module().clone(),
+            linker: self.linker().clone(),
+            config: self.config().clone(),
+            module_identity: parent.module_identity,
+            logs: self.logs().clone(),
+            connection_jwts: parent.connection_jwts.clone(),
+        }
+    }
+}
+
+impl ProcedureFactory {
+    /// A fresh instance of the module for one procedure call, whose transactions go through
+    /// `tx`; built on the calling thread.
+    pub fn instance(self, tx: Box<dyn ProcedureTx>) -> Result<ProcedureInstance, HostError> {
+        let timeout = self.config.procedure_timeout;
+        let allow_loopback_http = self.config.procedure_http_loopback;
+        let mut env = Env::new(self.module_identity, self.logs, self.config.memory_max_bytes);
+        env.connection_jwts = self.connection_jwts;
         env.procedure = Some(ProcedureEnv { tx, deadline: Instant::now() + timeout, allow_loopback_http });
-        let (mut store, instance, _) = instantiate(self.module(), self.linker(), env, self.config())?;
+        let (mut store, instance, _) = instantiate(&self.module, &self.linker, env, &self.config)?;
         // A 2.x module registers its functions while describing itself.
-        describe(&mut store, &instance, self.config())?;
+        describe(&mut store, &instance, &self.config)?;
         let call = instance
             .get_typed_func(&mut store, "__call_procedure__")
             .map_err(|_| HostError::MissingExport("__call_procedure__"))?;
