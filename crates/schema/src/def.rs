@@ -371,52 +371,8 @@ pub(crate) fn validate_with(
     let mut tables: Vec<TableDef> = raw.tables.iter().filter_map(|t| v.table(t)).collect();
     tables.sort_by(|a, b| a.name.cmp(&b.name));
 
-    let mut reducers = Vec::with_capacity(raw.reducers.len());
-    let mut reducer_names = HashSet::new();
-    let mut lifecycles = HashSet::new();
-    for r in &raw.reducers {
-        if !is_identifier(&r.name) {
-            v.errors.push(ValidationError::InvalidIdentifier { name: r.name.clone() });
-        }
-        if !reducer_names.insert(r.name.clone()) {
-            v.errors.push(ValidationError::DuplicateName { name: r.name.clone() });
-        }
-        if let Some(lc) = r.lifecycle {
-            if !lifecycles.insert(lc) {
-                v.errors.push(ValidationError::DuplicateLifecycle { lifecycle: lc });
-            }
-        }
-        for e in r.params.elements.iter() {
-            v.check_refs(&e.ty, &format!("the parameters of reducer `{}`", r.name));
-        }
-        let visibility = FunctionVisibility::ClientCallable;
-        reducers.push(ReducerDef {
-            source_name: None,
-            name: r.name.clone(),
-            params: r.params.clone(),
-            lifecycle: r.lifecycle,
-            visibility,
-        });
-    }
-
-    for t in &tables {
-        let Some(s) = &t.schedule else { continue };
-        let target =
-            reducers.iter().map(|r| (&r.name, &r.params)).chain(procedures.iter().map(|p| (&p.name, &p.params)));
-        match target.clone().find(|(name, _)| **name == s.reducer_name) {
-            None => v.errors.push(ValidationError::MissingScheduledReducer {
-                schedule: s.name.clone(),
-                reducer: s.reducer_name.clone(),
-            }),
-            Some((name, params)) if !matches!(&*params.elements, [e] if e.ty == AlgebraicType::Ref(t.product_type_ref)) => {
-                v.errors.push(ValidationError::IncorrectScheduledReducerParams {
-                    reducer: name.clone(),
-                    table: t.name.clone(),
-                })
-            }
-            Some(_) => {}
-        }
-    }
+    let reducers = v.reducers(&raw.reducers);
+    v.check_schedule_targets(&tables, &reducers, procedures);
 
     let mut types = raw.types.clone();
     let mut type_names = HashSet::new();
@@ -454,6 +410,60 @@ struct Validator<'a> {
 }
 
 impl Validator<'_> {
+    /// The reducers in declaration order: identifiers, unique names, one per lifecycle role,
+    /// parameter types that exist.
+    fn reducers(&mut self, raw: &[crate::raw::RawReducerDefV9]) -> Vec<ReducerDef> {
+        let mut reducers = Vec::with_capacity(raw.len());
+        let mut reducer_names = HashSet::new();
+        let mut lifecycles = HashSet::new();
+        for r in raw {
+            if !is_identifier(&r.name) {
+                self.errors.push(ValidationError::InvalidIdentifier { name: r.name.clone() });
+            }
+            if !reducer_names.insert(r.name.clone()) {
+                self.errors.push(ValidationError::DuplicateName { name: r.name.clone() });
+            }
+            if let Some(lc) = r.lifecycle {
+                if !lifecycles.insert(lc) {
+                    self.errors.push(ValidationError::DuplicateLifecycle { lifecycle: lc });
+                }
+            }
+            for e in r.params.elements.iter() {
+                self.check_refs(&e.ty, &format!("the parameters of reducer `{}`", r.name));
+            }
+            reducers.push(ReducerDef {
+                source_name: None,
+                name: r.name.clone(),
+                params: r.params.clone(),
+                lifecycle: r.lifecycle,
+                visibility: FunctionVisibility::ClientCallable,
+            });
+        }
+        reducers
+    }
+
+    /// Each schedule calls a reducer (or, 2.x, a procedure) that takes exactly its table's row.
+    fn check_schedule_targets(&mut self, tables: &[TableDef], reducers: &[ReducerDef], procedures: &[ProcedureDef]) {
+        for t in tables {
+            let Some(s) = &t.schedule else { continue };
+            let mut targets =
+                reducers.iter().map(|r| (&r.name, &r.params)).chain(procedures.iter().map(|p| (&p.name, &p.params)));
+            match targets.find(|(name, _)| **name == s.reducer_name) {
+                None => self.errors.push(ValidationError::MissingScheduledReducer {
+                    schedule: s.name.clone(),
+                    reducer: s.reducer_name.clone(),
+                }),
+                Some((name, params)) if !matches!(&*params.elements, [e] if e.ty == AlgebraicType::Ref(t.product_type_ref)) => {
+                    self.errors.push(ValidationError::IncorrectScheduledReducerParams {
+                        reducer: name.clone(),
+                        table: t.name.clone(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
     fn claim_name(&mut self, name: &str) {
         if !self.names.insert(name.to_string()) {
             self.errors.push(ValidationError::DuplicateName { name: name.to_string() });
