@@ -615,28 +615,8 @@ fn full_sync_killed_twice(pds: &Pds, refs: &[&Account]) -> Epoch {
     epoch
 }
 
-/// Waits until the live consumer's saved cursor names every account's rev (what a finished
-/// full_sync handed over); returns the consumer's instance.
-fn wait_for_saved_revs(epoch: &Epoch, accounts: &[Account]) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, list) = epoch.admin("GET", "/v1/database/forum/sync/workflows", None);
-        let live = list["instances"].as_array().unwrap().iter().find(|i| i["kind"] == "atproto-firehose").cloned();
-        let revs = live.as_ref().map(|i| i["cursor"]["revs"].clone()).unwrap_or(Value::Null);
-        if accounts.iter().all(|a| revs[&a.did].is_string()) {
-            return live.unwrap();
-        }
-        assert!(Instant::now() < deadline, "the consumer never saved the full_sync's revs: {live:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// The live consumer, killed twice while records are being created, applies each create once.
-/// It starts once the consumer has saved the revs the full_sync handed over: a kill inside that
-/// window makes each repo be read again whole (`revs_of_a_finished_full_sync_…` covers it),
-/// which re-applies its records, so the once-each count would not hold.
 fn live_consumer_killed_twice(mut epoch: Epoch, pds: &Pds, accounts: &[Account]) -> Epoch {
-    wait_for_saved_revs(&epoch, accounts);
     let refs: Vec<&Account> = accounts.iter().collect();
     let writer = {
         let (url, jwts): (String, Vec<(String, String)>) =
@@ -753,8 +733,18 @@ fn revs_of_a_finished_full_sync_survive_a_kill_before_any_live_event() {
     assert_eq!(status, 202, "{started}");
     assert_eq!(epoch.wait(started["id"].as_str().unwrap())["status"], "complete");
     // The consumer's saved cursor names every repo's rev, with no event seen yet.
-    let live = wait_for_saved_revs(&epoch, &accounts);
-    assert!(live["cursor"]["seq"].is_null(), "no event was seen yet");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = epoch.admin("GET", "/v1/database/forum/sync/workflows", None);
+        let live = list["instances"].as_array().unwrap().iter().find(|i| i["kind"] == "atproto-firehose").cloned();
+        let revs = live.as_ref().map(|i| i["cursor"]["revs"].clone()).unwrap_or(Value::Null);
+        if accounts.iter().all(|a| revs[&a.did].is_string()) {
+            assert!(live.unwrap()["cursor"]["seq"].is_null(), "no event was seen yet");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the consumer never saved the full_sync's revs: {live:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let epoch = epoch.restart_after(|| {
         for a in &accounts {
             create_many(&pds, a, 100..110);
