@@ -78,6 +78,21 @@ rust_sdk_target="${EPOCH_RUST_SDK_TARGET:-$HOME/.cache/epoch/rust-sdk-target}"
 export EPOCH_RUST_SDK_CLIENT="$rust_sdk_target/debug/epoch-rust-sdk-client"
 export EPOCH_REQUIRE_SDKS=1
 
+# The official SpacetimeDB 2.x CLI (built from the v2.8.3 tag, not on crates.io). Building it takes
+# about an hour on two cores, so the test command only builds it when asked
+# (EPOCH_BUILD_SPACETIME_2=1) and needs the SpacetimeDB mirror; once cached under ~/.cache/epoch,
+# the 2.x CLI test is required.
+if [ "${EPOCH_BUILD_SPACETIME_2:-}" = 1 ]; then
+  echo "== building SpacetimeDB 2.8.3 (CLI and server)"
+  ./scripts/build-spacetimedb-2.sh
+fi
+spacetime_2="$HOME/.cache/epoch/spacetimedb-2.8.3/bin/spacetime"
+if [ -x "$spacetime_2" ]; then
+  export EPOCH_SPACETIME_2_CLI="$spacetime_2" EPOCH_REQUIRE_SPACETIME_2_CLI=1
+else
+  echo "== no SpacetimeDB 2.x CLI cached: its test is skipped (EPOCH_BUILD_SPACETIME_2=1 builds it)"
+fi
+
 # The full-disk test mounts a small tmpfs as a data directory: root can, so it must.
 if [ "$(id -u)" = 0 ]; then export EPOCH_REQUIRE_MOUNT=1; fi
 

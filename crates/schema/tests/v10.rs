@@ -193,7 +193,11 @@ fn the_2_14_fixture_modules_describe_themselves_in_v10_and_validate() {
     assert!(def.table("damage").unwrap().is_event);
     assert!(def.table("explicitly_named").is_some());
     let names: Vec<&str> = def.procedures.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(names, ["add_numbers", "fetch_twice", "scheduled_fetch", "spin_in_tx"], "declaration order, as the module lists them");
+    assert_eq!(
+        names,
+        ["add_numbers", "fetch_twice", "scheduled_fetch", "spin_in_tx"],
+        "declaration order, as the module lists them"
+    );
     assert_eq!(def.views.len(), 3);
     let tick = &def.reducers[def.reducer_id("tick").unwrap()];
     assert_eq!(tick.visibility, FunctionVisibility::Private);
