@@ -374,3 +374,17 @@ fn a_v1_client_cannot_subscribe_to_an_event_table_and_all_tables_leaves_them_out
         .collect();
     assert!(tables.contains(&"journal") && !tables.contains(&"damage"), "{tables:?}");
 }
+
+#[test]
+fn a_procedure_transaction_gets_a_reducers_time_then_the_writer_is_free_again() {
+    let server = Server::start(&["--reducer-timeout-ms", "500"]);
+    let (_, owner) = server.identity();
+    assert!(server.publish(&owner, "spin", "features_2x").status().is_success());
+    // The procedure's own limit is minutes; its transaction is ended at the reducer limit.
+    let (status, body) = server.call(&owner, "spin", "spin_in_tx", "[]");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.starts_with("The module instance encountered a fatal error"), "{body}");
+    // The store came back to the writer: reducers and SQL run, nothing of the spin stayed.
+    assert_eq!(server.call(&owner, "spin", "add_score", r#"["ann", 1, {"redApple": []}]"#).0, 200);
+    assert_eq!(rows(&server, &owner, "spin", "SELECT * FROM high_score").len(), 1);
+}

@@ -70,3 +70,7 @@ pub const MAX_HTTP_RESPONSE_BYTES: usize = 16 << 20;
 /// The default time limit of one procedure call, sleeps and requests included: long enough
 /// for a few slow requests, short enough that a stuck one ends.
 pub const DEFAULT_PROCEDURE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How often (in epoch ticks: 50 ms) a running procedure is checked against its deadline and
+/// its open transaction against the reducer limit.
+pub const PROCEDURE_CHECK_TICKS: u64 = 10;

@@ -13,7 +13,8 @@ use epoch_store::Store as Db;
 use wasmtime::{Store, TypedFunc};
 
 use crate::abi::Env;
-use crate::module::{caller_words, deadline_ticks, describe, instantiate, trap_outcome, CallContext, HostError};
+use crate::limits::PROCEDURE_CHECK_TICKS;
+use crate::module::{caller_words, describe, instantiate, trap_outcome, CallContext, HostError};
 use crate::{ModuleHost, ReducerOutcome};
 
 /// How a procedure's transactions reach the database they run against.
@@ -36,6 +37,18 @@ pub struct ProcedureEnv {
     /// Whether HTTP requests may reach loopback addresses (tests only; 2.x's
     /// `allow_loopback_http_for_tests`).
     pub allow_loopback_http: bool,
+    /// How long one of its transactions may stay open (the reducer time limit): the writer
+    /// waits while it is, so a transaction is held no longer than a reducer could hold it.
+    pub tx_timeout: Duration,
+    /// When the open transaction (if any) was opened.
+    pub tx_opened: Option<Instant>,
+}
+
+impl ProcedureEnv {
+    /// Whether the procedure is past its own deadline, or its open transaction past its limit.
+    fn out_of_time(&self, now: Instant) -> bool {
+        now >= self.deadline || self.tx_opened.is_some_and(|t| now.duration_since(t) >= self.tx_timeout)
+    }
 }
 
 type CallProcedureFn = TypedFunc<(u32, u64, u64, u64, u64, u64, u64, u64, u32, u32), i32>;
@@ -81,8 +94,20 @@ impl ProcedureFactory {
         let allow_loopback_http = self.config.procedure_http_loopback;
         let mut env = Env::new(self.module_identity, self.logs, self.config.memory_max_bytes);
         env.connection_jwts = self.connection_jwts;
-        env.procedure = Some(ProcedureEnv { tx, deadline: Instant::now() + timeout, allow_loopback_http });
+        let tx_timeout = self.config.reducer_timeout;
+        let deadline = Instant::now() + timeout;
+        env.procedure = Some(ProcedureEnv { tx, deadline, allow_loopback_http, tx_timeout, tx_opened: None });
         let (mut store, instance, _) = instantiate(&self.module, &self.linker, env, &self.config)?;
+        // Compiled code keeps the deadline it entered with, so a transaction's shorter limit is
+        // enforced by looking every few ticks rather than by moving the deadline.
+        store.epoch_deadline_callback(|ctx| {
+            let p = ctx.data().procedure.as_ref().expect("a procedure instance has its procedure env");
+            Ok(if p.out_of_time(Instant::now()) {
+                wasmtime::UpdateDeadline::Interrupt
+            } else {
+                wasmtime::UpdateDeadline::Continue(PROCEDURE_CHECK_TICKS)
+            })
+        });
         // A 2.x module registers its functions while describing itself.
         describe(&mut store, &instance, &self.config)?;
         let call = instance
@@ -97,7 +122,7 @@ impl ProcedureInstance {
     /// failed. A transaction the procedure left open is rolled back, as 2.x does.
     pub fn call(mut self, id: u32, args: Vec<u8>, ctx: CallContext) -> Result<Vec<u8>, ReducerOutcome> {
         let (source, sink) = self.store.data_mut().start_call(args);
-        self.store.set_epoch_deadline(deadline_ticks(self.timeout));
+        self.store.set_epoch_deadline(PROCEDURE_CHECK_TICKS);
         let (s, c) = caller_words(&ctx);
         let res = self
             .call

@@ -87,7 +87,10 @@ fn link_procedure_calls(linker: &mut Linker<Env>) -> Result<()> {
         if env.db.is_some() {
             return Ok(errno::WOULD_BLOCK_TRANSACTION);
         }
-        let (db, timestamp) = procedure(env, "procedure_start_mut_tx")?.tx.start().map_err(|e| anyhow!(e))?;
+        let p = procedure(env, "procedure_start_mut_tx")?;
+        let (db, timestamp) = p.tx.start().map_err(|e| anyhow!(e))?;
+        // From now on the writer waits: the transaction gets a reducer's time (ProcedureEnv).
+        p.tx_opened = Some(Instant::now());
         env.db = Some(db);
         write_bytes(mem, out, &timestamp.to_le_bytes()).map(|_| 0)
     })?;
@@ -96,14 +99,18 @@ fn link_procedure_calls(linker: &mut Linker<Env>) -> Result<()> {
         procedure(env, "procedure_commit_mut_tx")?;
         let Some(db) = env.db.take() else { return Ok(errno::TRANSACTION_NOT_ANONYMOUS) };
         // A commit the database could not make fails the procedure, as in 2.x.
-        procedure(env, "procedure_commit_mut_tx")?.tx.commit(db).map_err(|e| anyhow!(e))?;
+        let p = procedure(env, "procedure_commit_mut_tx")?;
+        p.tx_opened = None;
+        p.tx.commit(db).map_err(|e| anyhow!(e))?;
         Ok(0)
     })?;
     linker.func_wrap(m, "procedure_abort_mut_tx", |mut c: Caller<'_, Env>| -> Result<u32> {
         let env = c.data_mut();
         procedure(env, "procedure_abort_mut_tx")?;
         let Some(db) = env.db.take() else { return Ok(errno::TRANSACTION_NOT_ANONYMOUS) };
-        procedure(env, "procedure_abort_mut_tx")?.tx.abort(db);
+        let p = procedure(env, "procedure_abort_mut_tx")?;
+        p.tx_opened = None;
+        p.tx.abort(db);
         Ok(0)
     })?;
     linker.func_wrap(
