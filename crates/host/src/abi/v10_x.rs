@@ -68,20 +68,9 @@ fn procedure<'a>(env: &'a mut Env, name: &str) -> Result<&'a mut ProcedureEnv> {
     }
 }
 
-/// The 10.3 functions: sleeping, a procedure's own transactions, and HTTP requests.
-fn link_procedure_calls(linker: &mut Linker<Env>) -> Result<()> {
+/// A procedure's own transactions: start (borrowing the store from the writer), commit, abort.
+fn link_procedure_tx(linker: &mut Linker<Env>) -> Result<()> {
     let m = "spacetime_10.3";
-    linker.func_wrap(m, "procedure_sleep_until", |mut c: Caller<'_, Env>, at: i64| -> Result<i64> {
-        let p = procedure(c.data_mut(), "procedure_sleep_until")?;
-        let now = now_micros();
-        if at > now {
-            // Never past the procedure's own deadline: the time limit stops it there.
-            let wait =
-                Duration::from_micros((at - now) as u64).min(p.deadline.saturating_duration_since(Instant::now()));
-            std::thread::sleep(wait);
-        }
-        Ok(now_micros())
-    })?;
     linker.func_wrap(m, "procedure_start_mut_tx", |mut c: Caller<'_, Env>, out: u32| -> Result<u32> {
         let (mem, env) = mem_env(&mut c)?;
         if env.db.is_some() {
@@ -112,6 +101,29 @@ fn link_procedure_calls(linker: &mut Linker<Env>) -> Result<()> {
         p.tx_opened = None;
         p.tx.abort(db);
         Ok(0)
+    })?;
+    Ok(())
+}
+
+/// The 10.3 functions: sleeping, a procedure's own transactions, and HTTP requests.
+fn link_procedure_calls(linker: &mut Linker<Env>) -> Result<()> {
+    link_procedure_tx(linker)?;
+    link_sleep_and_http(linker)
+}
+
+/// Sleeping and HTTP requests, which a procedure may do only with no transaction open.
+fn link_sleep_and_http(linker: &mut Linker<Env>) -> Result<()> {
+    let m = "spacetime_10.3";
+    linker.func_wrap(m, "procedure_sleep_until", |mut c: Caller<'_, Env>, at: i64| -> Result<i64> {
+        let p = procedure(c.data_mut(), "procedure_sleep_until")?;
+        let now = now_micros();
+        if at > now {
+            // Never past the procedure's own deadline: the time limit stops it there.
+            let wait =
+                Duration::from_micros((at - now) as u64).min(p.deadline.saturating_duration_since(Instant::now()));
+            std::thread::sleep(wait);
+        }
+        Ok(now_micros())
     })?;
     linker.func_wrap(
         m,
