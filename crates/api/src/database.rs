@@ -411,9 +411,7 @@ pub async fn call(
     if let Some(why) = db.storage_failure() {
         return Err(cannot_write(&why));
     }
-    let mut connection_id = [0u8; 16];
-    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut connection_id);
-    let who = Caller { identity: caller.identity, connection_id };
+    let who = Caller { identity: caller.identity, connection_id: fresh_connection_id() };
     let name = reducer.clone();
     let is_owner = db.owner == caller.identity;
     let jwt = epoch_auth::jwt_payload(&caller.token);
@@ -421,13 +419,7 @@ pub async fn call(
     if db.def.version == epoch_schema::DefVersion::V10 && db.def.reducer_id(&reducer).is_none() {
         return call_procedure(&db, name, args, who, is_owner, jwt).await;
     }
-    let answer = on_db(&db, move |d| {
-        d.set_connection_jwt(who.connection_id, jwt);
-        let answer = call_on_writer(d, &name, args, who, is_owner);
-        d.set_connection_jwt(who.connection_id, None);
-        answer
-    })
-    .await?;
+    let answer = on_db(&db, move |d| call_on_writer(d, &name, args, who, is_owner, jwt)).await?;
     let db_hex = db.identity.to_hex();
     match answer {
         CallAnswer::Rejected(msg) => Err(text(StatusCode::FORBIDDEN, msg)),
@@ -499,17 +491,21 @@ fn cannot_write(why: &str) -> ApiError {
 
 /// The writer-thread part of a call: `client_connected`, the reducer, `client_disconnected`,
 /// and what came of it. Split out of [`call`]; the steps and their order are unchanged.
-fn call_on_writer(d: &mut Database, name: &str, args: String, who: Caller, is_owner: bool) -> CallAnswer {
+fn call_on_writer(
+    d: &mut Database,
+    name: &str,
+    args: String,
+    who: Caller,
+    is_owner: bool,
+    jwt: Option<String>,
+) -> CallAnswer {
     if let Some(why) = d.storage_failure() {
         return CallAnswer::Unavailable(why);
     }
-    if let Some(r) = d.client_connected(who) {
-        if !r.outcome.is_committed() {
-            return CallAnswer::Rejected(r.outcome.error_message().unwrap_or_default());
-        }
-    }
-    let res = d.call_from_outside(name, ReducerArgs::Json(args), who, is_owner);
-    d.client_disconnected(who);
+    let res = match connected(d, who, jwt, |d| d.call_from_outside(name, ReducerArgs::Json(args), who, is_owner)) {
+        Ok(res) => res,
+        Err(rejected) => return CallAnswer::Rejected(rejected),
+    };
     match res {
         Ok(r) => CallAnswer::Ran { outcome: r.outcome, duration: r.duration },
         Err(CallError::NoSuchReducer(_)) => CallAnswer::NoSuchReducer,
@@ -662,9 +658,7 @@ pub async fn sql(
     let (who, owner) = (caller.identity, db.owner);
     // A 2.x database runs `client_connected` and `client_disconnected` around `/sql`, as 2.x does.
     let connection = (db.def.version == epoch_schema::DefVersion::V10).then(|| {
-        let mut connection_id = [0u8; 16];
-        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut connection_id);
-        (Caller { identity: who, connection_id }, epoch_auth::jwt_payload(&caller.token))
+        (Caller { identity: who, connection_id: fresh_connection_id() }, epoch_auth::jwt_payload(&caller.token))
     });
     let result = on_db(&db, move |d| {
         let run = |d: &mut Database| d.sql(&sql, ctx, who, owner).map(|o| (o, d.store().typespace.clone()));
@@ -700,7 +694,14 @@ pub async fn sql(
         .into_response())
 }
 
-/// Runs `f` on the writer inside a connection of one request (2.x's `/sql`): `client_connected`
+/// A random connection id for a connection of one request.
+pub(crate) fn fresh_connection_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
+    id
+}
+
+/// Runs `f` on the writer inside a connection of one request (`/call`, 2.x's `/sql`): `client_connected`
 /// first (its refusal is the error), `client_disconnected` after, the caller's token readable
 /// through `get_jwt` meanwhile.
 fn connected<R>(

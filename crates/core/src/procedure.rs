@@ -56,7 +56,8 @@ impl Database {
             return Err(ProcedureError::NoSuchProcedure);
         };
         self.check_visible(name, is_owner).map_err(|_| ProcedureError::NoSuchProcedure)?;
-        let def = self.def().clone();
+        // The shared definition (an `Arc`), not a copy of it.
+        let def = self.host().def().clone();
         let procedure = &def.procedures[id];
         let args = self.encode_function_args(name, &procedure.params, args).map_err(|e| match e {
             CallError::InvalidArguments { message, .. } => {

@@ -385,11 +385,15 @@ fn not_run(message: String, start: Instant) -> ReducerResult {
 /// The caller's identity (four words) and connection id (two words) as the reducer ABI passes
 /// them: little-endian `u64`s.
 pub(crate) fn caller_words(ctx: &CallContext) -> ([u64; 4], [u64; 2]) {
-    let s: [u64; 4] =
-        std::array::from_fn(|i| u64::from_le_bytes(ctx.sender.0[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
+    let s = identity_words(&ctx.sender);
     let c: [u64; 2] =
         std::array::from_fn(|i| u64::from_le_bytes(ctx.connection_id[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
     (s, c)
+}
+
+/// An identity as the ABI passes it: four little-endian `u64`s.
+pub(crate) fn identity_words(identity: &epoch_sats::Identity) -> [u64; 4] {
+    std::array::from_fn(|i| u64::from_le_bytes(identity.0[i * 8..i * 8 + 8].try_into().unwrap_or_default()))
 }
 
 /// Why a call that trapped failed, as the caller is told: out of time (the epoch deadline

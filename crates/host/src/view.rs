@@ -7,7 +7,7 @@ use epoch_sats::bsatn::{self, Reader};
 use epoch_sats::{AlgebraicType, ProductType, Typespace};
 use epoch_schema::ViewDef;
 
-use crate::module::{deadline_ticks, trap_outcome};
+use crate::module::{deadline_ticks, identity_words, trap_outcome};
 use crate::{ModuleHost, ReducerOutcome};
 
 /// What a view answered.
@@ -56,8 +56,7 @@ impl ModuleHost {
                 .get_typed_func::<(u32, u32, u32), i32>(&mut *store, "__call_view_anon__")
                 .and_then(|f| f.call(&mut *store, (view.index, source, sink)))
         } else {
-            let s: [u64; 4] =
-                std::array::from_fn(|i| u64::from_le_bytes(sender.0[i * 8..i * 8 + 8].try_into().unwrap_or_default()));
+            let s = identity_words(&sender);
             instance
                 .get_typed_func::<(u32, u64, u64, u64, u64, u32, u32), i32>(&mut *store, "__call_view__")
                 .and_then(|f| f.call(&mut *store, (view.index, s[0], s[1], s[2], s[3], source, sink)))

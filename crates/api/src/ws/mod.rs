@@ -166,11 +166,7 @@ fn light_param(q: &HashMap<String, String>) -> Result<bool, ApiError> {
 /// when absent; refused with 1.3's wording.
 fn connection_id_param(q: &HashMap<String, String>) -> Result<[u8; 16], ApiError> {
     Ok(match q.get("connection_id") {
-        None => {
-            let mut id = [0u8; 16];
-            rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut id);
-            id
-        }
+        None => crate::database::fresh_connection_id(),
         Some(hex_id) => match hex::decode(hex_id).ok().and_then(|b| <[u8; 16]>::try_from(b).ok()) {
             Some(mut be) if be != [0; 16] => {
                 be.reverse();
