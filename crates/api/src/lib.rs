@@ -105,9 +105,19 @@ pub fn router(state: AppState) -> Router {
         .nest("/admin", admin.clone())
         .nest("/api/admin", admin)
         .route("/metrics", get(identity::metrics))
+        .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count_requests))
         .with_state(state)
+}
+
+/// A path no route serves: 404, after reading the request's body (up to the largest module),
+/// so the connection stays usable. Answering before the body is read makes the server close
+/// the connection, and a client that already sent its next request on it (the 2.x CLI's
+/// publish after its `pre_publish` probe) fails with "connection closed".
+async fn not_found(body: axum::body::Body) -> axum::http::StatusCode {
+    let _ = axum::body::to_bytes(body, limits::DEFAULT_MAX_MODULE_BYTES).await;
+    axum::http::StatusCode::NOT_FOUND
 }
 
 /// The routes under `/v1/database` that act on one database, behind database authentication.
