@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use epoch_auth::Identity;
 use epoch_control::{ControlError, HostedDatabase, PublishOp, SetNamesError};
+use epoch_core::migrate_policy::{self, MigrationPolicy};
 use epoch_core::procedure::ProcedureError;
 use epoch_core::{CallError, Caller, Database, ReducerArgs, ReducerOutcome};
 use epoch_schema::Lifecycle;
@@ -24,7 +25,7 @@ use crate::AppState;
 const TEXT: (header::HeaderName, &str) = (header::CONTENT_TYPE, "text/plain; charset=utf-8");
 
 /// An error in 1.3's plain text: every error of these routes is one.
-fn text(status: StatusCode, body: impl Into<String>) -> ApiError {
+pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> ApiError {
     ApiError::text(status, body)
 }
 
@@ -65,7 +66,7 @@ pub(crate) fn validate_name(s: &str) -> Result<(), &'static str> {
 }
 
 /// Resolves a path segment to a database identity: unknown names are an empty 404.
-fn resolve(state: &AppState, segment: &str) -> Result<Identity, ApiError> {
+pub(crate) fn resolve(state: &AppState, segment: &str) -> Result<Identity, ApiError> {
     match parse_name_or_identity(segment)? {
         NameOrIdentity::Identity(id) => Ok(id),
         NameOrIdentity::Name(n) => state.control.resolve_name(&n).ok_or(ApiError::Status(StatusCode::NOT_FOUND)),
@@ -100,9 +101,9 @@ async fn on_db<R: Send + 'static>(
 }
 
 /// Query parameters, parsed with the error texts 1.3's extractor gives.
-type Params = Query<std::collections::HashMap<String, String>>;
+pub(crate) type Params = Query<std::collections::HashMap<String, String>>;
 
-fn query_error(msg: &str) -> ApiError {
+pub(crate) fn query_error(msg: &str) -> ApiError {
     text(StatusCode::BAD_REQUEST, format!("Failed to deserialize query string: {msg}"))
 }
 
@@ -121,18 +122,47 @@ fn usize_param(q: &std::collections::HashMap<String, String>, name: &str) -> Res
 pub struct PublishQuery {
     clear: bool,
     num_replicas: Option<usize>,
+    policy: MigrationPolicy,
 }
 
 impl PublishQuery {
     fn parse(Query(q): Params) -> Result<Self, ApiError> {
         host_type_param(&q)?;
-        Ok(Self { clear: bool_param(&q, "clear")?, num_replicas: usize_param(&q, "num_replicas")? })
+        Ok(Self {
+            clear: bool_param(&q, "clear")?,
+            num_replicas: usize_param(&q, "num_replicas")?,
+            policy: policy_param(&q)?,
+        })
+    }
+}
+
+/// 2.x's `policy` (`Compatible`, the default, or `BreakClients`) and the `token` that consents
+/// to a breaking update (from `pre_publish`).
+fn policy_param(q: &std::collections::HashMap<String, String>) -> Result<MigrationPolicy, ApiError> {
+    let token = match q.get("token") {
+        None => None,
+        Some(t) => Some(
+            migrate_policy::parse_token(t)
+                .ok_or_else(|| query_error(&format!("token: `{t}` is not a 0x-prefixed hexadecimal number")))?,
+        ),
+    };
+    match q.get("policy").map(String::as_str) {
+        None | Some("Compatible") => Ok(MigrationPolicy::Compatible),
+        Some("BreakClients") => token.map(MigrationPolicy::BreakClients).ok_or_else(|| {
+            text(
+                StatusCode::BAD_REQUEST,
+                "Migration policy is set to `BreakClients`, but no migration token was provided.",
+            )
+        }),
+        Some(other) => {
+            Err(query_error(&format!("policy: unknown variant `{other}`, expected `Compatible` or `BreakClients`")))
+        }
     }
 }
 
 /// 2.x's `host_type`: `Wasm` (the default) is what Epoch runs; a JavaScript module (`Js`) is
 /// refused before its bytes are looked at, with a reason, until Epoch runs JavaScript.
-fn host_type_param(q: &std::collections::HashMap<String, String>) -> Result<(), ApiError> {
+pub(crate) fn host_type_param(q: &std::collections::HashMap<String, String>) -> Result<(), ApiError> {
     match q.get("host_type").map(String::as_str) {
         None | Some("Wasm") => Ok(()),
         Some("Js") => Err(text(
@@ -146,7 +176,7 @@ fn host_type_param(q: &std::collections::HashMap<String, String>) -> Result<(), 
     }
 }
 
-fn publish_result(op: PublishOp, domain: Option<&str>, identity: Identity) -> Response {
+pub(crate) fn publish_result(op: PublishOp, domain: Option<&str>, identity: Identity) -> Response {
     let op = match op {
         PublishOp::Created => "created",
         PublishOp::Updated => "updated",
@@ -154,7 +184,7 @@ fn publish_result(op: PublishOp, domain: Option<&str>, identity: Identity) -> Re
     Json(json!({"Success": {"domain": domain, "database_identity": identity.to_hex(), "op": op}})).into_response()
 }
 
-fn control_error(e: ControlError) -> ApiError {
+pub(crate) fn control_error(e: ControlError) -> ApiError {
     use epoch_core::{CreateError, UpdateError};
     let status = match &e {
         ControlError::Update(UpdateError::Rejected(_) | UpdateError::Failed(_)) => {
@@ -164,7 +194,7 @@ fn control_error(e: ControlError) -> ApiError {
         ControlError::NoSuchDatabase => return text(StatusCode::NOT_FOUND, "No such database."),
         // 1.3 answers these with 500; the official CLI only prints the text, so a caller's
         // mistake gets a 4xx here (listed in tests/differential/known-differences.json).
-        ControlError::NotOwner { .. } => StatusCode::FORBIDDEN,
+        ControlError::NotOwner { .. } | ControlError::Locked(_) => StatusCode::FORBIDDEN,
         ControlError::NameTaken(_) | ControlError::PublishInProgress(_) => StatusCode::CONFLICT,
         ControlError::TooManyNames { .. } => StatusCode::BAD_REQUEST,
         ControlError::Restore(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -218,11 +248,11 @@ async fn do_publish(
     };
     let issuer = state.auth.issuer.clone();
     let res = tokio::task::spawn_blocking(move || match target {
-        NameOrIdentity::Identity(id) => control.publish(id, caller, &wasm, q.clear).map(|op| (id, op)),
+        NameOrIdentity::Identity(id) => control.publish(id, caller, &wasm, q.clear, q.policy).map(|op| (id, op)),
         NameOrIdentity::Name(name) => {
             // The identity a new database of this name gets, should the name be free.
             let fresh = epoch_auth::identity_from_claims(&issuer, &uuid::Uuid::new_v4().to_string());
-            control.publish_to_name(&name, fresh, caller, &wasm, q.clear)
+            control.publish_to_name(&name, fresh, caller, &wasm, q.clear, q.policy)
         }
     })
     .await;

@@ -12,8 +12,10 @@ mod auth;
 mod database;
 mod error;
 mod identity;
+mod lifecycle;
 pub mod limits;
 mod metrics;
+mod pre_publish;
 mod sql_json;
 pub mod sync;
 pub mod ws;
@@ -22,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use epoch_auth::Authority;
 use epoch_control::ControlPlane;
@@ -142,6 +144,10 @@ fn database_routes(state: &AppState) -> Router<AppState> {
         )
         .route("/{name_or_identity}/sql", post(database::sql))
         .route("/{name_or_identity}/unstable/timestamp", get(database::timestamp))
+        .route("/{name_or_identity}/lock", post(lifecycle::lock))
+        .route("/{name_or_identity}/unlock", post(lifecycle::unlock))
+        .route("/{name_or_identity}/reset", put(lifecycle::reset).layer(module_limit))
+        .route("/{name_or_identity}/pre_publish", post(pre_publish::pre_publish).layer(module_limit))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::database_auth))
 }
 

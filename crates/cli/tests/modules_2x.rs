@@ -230,6 +230,44 @@ fn a_scheduled_procedure_runs_once_its_row_is_gone() {
     assert_eq!((status, body.as_str()), (404, "No such procedure"));
 }
 
+/// Asks `pre_publish` what publishing `module` to `db` would do: checks the plan 2.x prints for
+/// the fixture update (a column with a default) and returns the consent token.
+fn consent_to(server: &Server, owner: &str, db: &str, module: &str) -> String {
+    let ask = |query: &str| {
+        let r = server
+            .http()
+            .post(format!("{}/v1/database/{db}/pre_publish{query}", server.url))
+            .bearer_auth(owner)
+            .body(std::fs::read(common::fixture(module)).unwrap())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().unwrap()
+    };
+    let plain = ask("?style=NoColor");
+    let plan = &plain["AutoMigrate"];
+    assert_eq!(plan["break_clients"], true, "{plain}");
+    assert_eq!(plan["major_version_upgrade"], false, "{plain}");
+    let rule = "━".repeat(60);
+    assert_eq!(
+        plan["migrate_plan"].as_str().unwrap(),
+        format!(
+            "{rule}\nDatabase Migration Plan\n{rule}\n\n▸ Created column in table account\n    + tier: U8 (default: U8(\n    7,\n))\n!!! Warning: All clients will be disconnected due to breaking schema changes\n"
+        )
+    );
+    // 2.x's default is colour; the token is the same either way.
+    let coloured = ask("");
+    let text = coloured["AutoMigrate"]["migrate_plan"].as_str().unwrap();
+    assert!(
+        text.contains("▸ \x1b[0m\x1b[1m\x1b[32mCreated\x1b[0m column in table \x1b[0m\x1b[1m\x1b[36maccount\x1b[0m"),
+        "{text:?}"
+    );
+    assert_eq!(coloured["AutoMigrate"]["token"], plan["token"]);
+    let token = plan["token"].as_str().unwrap();
+    assert!(token.starts_with("0x"), "{token}");
+    token.to_string()
+}
+
 #[test]
 fn a_2x_update_adds_a_column_with_a_default_disconnects_clients_and_replays_after_a_restart() {
     let data = std::env::temp_dir().join(format!("epoch-2x-migrate-{}", common::rand_suffix()));
@@ -241,7 +279,33 @@ fn a_2x_update_adds_a_column_with_a_default_disconnects_clients_and_replays_afte
     let mut client = common::ws::connect(&server.url, "bank", common::ws::JSON, "", Some(&owner)).unwrap();
     client.recv_variant("IdentityToken");
 
+    // The update breaks clients: refused without the consent `pre_publish` hands out.
     let r = server.publish(&owner, "bank", "bank_2x_v2");
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.text().unwrap(),
+        "Failed to create or update the database: Migration plan contains a client-breaking change which is disallowed under current policy"
+    );
+    let token = consent_to(&server, &owner, "bank", "bank_2x_v2");
+    let publish_with = |query: &str| {
+        server
+            .http()
+            .put(format!("{}/v1/database/bank?{query}", server.url))
+            .bearer_auth(&owner)
+            .body(std::fs::read(common::fixture("bank_2x_v2")).unwrap())
+            .send()
+            .unwrap()
+    };
+    let r = publish_with("policy=BreakClients");
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.text().unwrap(), "Migration policy is set to `BreakClients`, but no migration token was provided.");
+    let r = publish_with("policy=BreakClients&token=0x1234");
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.text().unwrap(),
+        "Failed to create or update the database: Token provided is invalid or does not match expected hash"
+    );
+    let r = publish_with(&format!("policy=BreakClients&token={token}"));
     assert!(r.status().is_success(), "{}", r.text().unwrap());
     // The connected client was let go.
     let closed = (0..100)
@@ -387,4 +451,94 @@ fn a_procedure_transaction_gets_a_reducers_time_then_the_writer_is_free_again() 
     // The store came back to the writer: reducers and SQL run, nothing of the spin stayed.
     assert_eq!(server.call(&owner, "spin", "add_score", r#"["ann", 1, {"redApple": []}]"#).0, 200);
     assert_eq!(rows(&server, &owner, "spin", "SELECT * FROM high_score").len(), 1);
+}
+
+#[test]
+fn a_locked_database_is_neither_deleted_nor_reset_and_a_reset_starts_it_afresh() {
+    let server = Server::start(&[]);
+    let (_, owner) = server.identity();
+    let (_, other) = server.identity();
+    assert!(server.publish(&owner, "vault", "bank_2x").status().is_success());
+    assert_eq!(server.call(&owner, "vault", "open_accounts", "[0, 3, 100]").0, 200);
+    let url = |path: &str| format!("{}/v1/database/vault{path}", server.url);
+    let post = |token: &str, path: &str| server.http().post(url(path)).bearer_auth(token).send().unwrap();
+    let reset = |body: Vec<u8>| server.http().put(url("/reset")).bearer_auth(&owner).body(body).send().unwrap();
+    let locked_reset = "Database is locked and cannot be reset with --delete-data. Run `spacetime unlock` first.";
+
+    assert_eq!(post(&other, "/lock").status(), 403, "only the owner locks");
+    for _ in 0..2 {
+        let r = post(&owner, "/lock");
+        assert_eq!((r.status().as_u16(), r.text().unwrap()), (200, String::new()));
+    }
+    let r = server.http().delete(url("")).bearer_auth(&owner).send().unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().unwrap().as_str()),
+        (403, "Database is locked and cannot be deleted. Run `spacetime unlock` first.")
+    );
+    let r = server
+        .http()
+        .put(url("?clear=true"))
+        .bearer_auth(&owner)
+        .body(std::fs::read(common::fixture("bank_2x")).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!((r.status().as_u16(), r.text().unwrap().as_str()), (403, locked_reset));
+    let r = reset(Vec::new());
+    assert_eq!((r.status().as_u16(), r.text().unwrap().as_str()), (403, locked_reset));
+    assert_eq!(rows(&server, &owner, "vault", "SELECT id FROM account").len(), 3, "nothing was reset");
+    // An update that keeps the data is no reset: allowed while locked, as in 2.x.
+    assert_eq!(post(&other, "/unlock").status(), 403, "only the owner unlocks");
+    assert_eq!(post(&owner, "/unlock").status(), 200);
+
+    // A reset keeps the identity and the name, and nothing else.
+    let identity = server.http().get(url("/identity")).send().unwrap().text().unwrap();
+    let r = reset(Vec::new());
+    assert_eq!(r.status(), 200);
+    let answer: Value = r.json().unwrap();
+    assert_eq!(answer["Success"]["op"], "updated");
+    assert_eq!(answer["Success"]["domain"], "vault");
+    assert_eq!(answer["Success"]["database_identity"].as_str().unwrap(), identity);
+    assert!(rows(&server, &owner, "vault", "SELECT id FROM account").is_empty());
+    // With a module in the body, the database starts afresh on that module.
+    assert_eq!(reset(std::fs::read(common::fixture("bank_2x_v2")).unwrap()).status(), 200);
+    assert_eq!(column_names(&server, &owner, "vault", "SELECT * FROM account").last().unwrap(), "tier");
+    assert_eq!(server.http().delete(url("")).bearer_auth(&owner).send().unwrap().status(), 200);
+}
+
+#[test]
+fn pre_publish_names_a_manual_migration_and_a_major_version_upgrade() {
+    let server = Server::start(&[]);
+    let (_, owner) = server.identity();
+    let (_, other) = server.identity();
+    assert!(server.publish(&owner, "later", "bank_2x_v2").status().is_success());
+    assert!(server.publish(&owner, "old", "bank").status().is_success());
+    let pre_publish = |token: &str, db: &str, module: &str| {
+        let r = server
+            .http()
+            .post(format!("{}/v1/database/{db}/pre_publish?style=NoColor", server.url))
+            .bearer_auth(token)
+            .body(std::fs::read(common::fixture(module)).unwrap())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    let (status, body) = pre_publish(&owner, "later", "bank_2x");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"ManualMigrate": {
+            "reason": "Errors occurred:\nRemoving a column tier from table account requires a manual migration\n\n",
+            "major_version_upgrade": false,
+        }})
+    );
+    // A 1.3 database meeting a 2.x module: 2.x's CLI warns that there is no way back.
+    let (status, body) = pre_publish(&owner, "old", "bank_2x");
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let answer = v.as_object().unwrap().values().next().unwrap();
+    assert_eq!(answer["major_version_upgrade"], true, "{body}");
+    // Nobody but the owner sees a plan; nothing was changed by asking.
+    assert_eq!(pre_publish(&other, "later", "bank_2x").0, 403);
+    assert_eq!(column_names(&server, &owner, "later", "SELECT * FROM account").last().unwrap(), "tier");
 }

@@ -52,8 +52,11 @@ fn the_2x_cli_publishes_migrates_calls_queries_describes_and_deletes() {
     assert!(ok && out.contains("Created new database with name: bank2"), "{out}");
     let (ok, out) = run(&["call", "-s", s, "bank2", "open_accounts", "0", "3", "100"]);
     assert!(ok, "{out}");
+    // The update breaks clients: the CLI shows the plan `pre_publish` made and sends its token.
     let (ok, out) = run(&["publish", "-s", s, "--bin-path", &bank_v2, "-y", "bank2"]);
     assert!(ok && out.contains("Updated database with name: bank2"), "{out}");
+    assert!(out.contains("Database Migration Plan") && out.contains(" column in table "), "{out}");
+    assert!(out.contains("tier: ") && out.contains("All clients will be disconnected"), "{out}");
     let (ok, out) = run(&["call", "-s", s, "bank2", "set_tier", "1", "3"]);
     assert!(ok, "{out}");
     let (ok, out) = run(&["sql", "-s", s, "bank2", "SELECT id, tier FROM account WHERE id = 1"]);
@@ -64,6 +67,12 @@ fn the_2x_cli_publishes_migrates_calls_queries_describes_and_deletes() {
     assert!(ok && out.contains("Adding columns tier to table `account`"), "{out}");
     let (ok, out) = run(&["describe", "-s", s, "bank2", "--json"]);
     assert!(ok && out.contains("\"sections\"") && out.contains("\"set_tier\""), "{out}");
+    let (ok, out) = run(&["lock", "-s", s, "bank2"]);
+    assert!(ok && out.contains("is now locked"), "{out}");
+    let (ok, out) = run(&["delete", "-s", s, "bank2", "-y"]);
+    assert!(!ok && out.contains("403"), "a locked database is not deleted: {out}");
+    let (ok, out) = run(&["unlock", "-s", s, "bank2"]);
+    assert!(ok && out.contains("is now unlocked"), "{out}");
     let (ok, out) = run(&["delete", "-s", s, "bank2", "-y"]);
     assert!(ok, "{out}");
     let (ok, out) = run(&["sql", "-s", s, "bank2", "SELECT * FROM account"]);

@@ -113,3 +113,69 @@ fn a_corrupt_log_makes_its_database_unavailable_with_its_location_unless_told_to
     drop(s);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Copies a directory tree (the fixture data directory) to `to`.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn balances(s: &Server, db: &str) -> Vec<(u64, i64)> {
+    let (status, body) = s.sql(None, db, "SELECT id, balance FROM account");
+    assert_eq!(status, 200, "{db}: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let mut rows: Vec<(u64, i64)> =
+        v[0]["rows"].as_array().unwrap().iter().map(|r| (r[0].as_u64().unwrap(), r[1].as_i64().unwrap())).collect();
+    rows.sort();
+    rows
+}
+
+/// A data directory written by an earlier Epoch (`tests/fixtures/upgrade`, a 1.3 and a 2.x bank)
+/// opens on today's server: the rows are there, calls commit, a lock (a system table the old
+/// server did not have) is kept, and all of it survives another restart.
+#[test]
+fn a_data_directory_of_an_earlier_server_keeps_working_after_the_upgrade() {
+    let dir = std::env::temp_dir().join(format!("epoch-upgrade-{}-{}", std::process::id(), rand_suffix()));
+    copy_tree(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/upgrade/data"), &dir);
+    let s = Server::start_in(dir.clone(), &[]);
+    let bank_1_3 = vec![
+        (1, 750),
+        (2, 1250),
+        (3, 1000),
+        (4, 1000),
+        (5, 1000),
+        (6, 1000),
+        (7, 1000),
+        (8, 1000),
+        (9, 1000),
+        (10, 1000),
+    ];
+    assert_eq!(balances(&s, "legacy-bank"), bank_1_3);
+    assert_eq!(balances(&s, "legacy-bank-2x"), vec![(1, 600), (2, 500), (3, 400)]);
+    let (_, token) = s.identity();
+    assert_eq!(s.call(&token, "legacy-bank", "transfer", "[3, 4, 10]").0, 200);
+    assert_eq!(s.call(&token, "legacy-bank-2x", "transfer", "[1, 2, 50]").0, 200);
+    // A lock lives in a system table the old server did not have.
+    assert!(s.publish(&token, "locked", "bank").status().is_success());
+    let lock = s.http().post(format!("{}/v1/database/locked/lock", s.url)).bearer_auth(&token).send().unwrap();
+    assert_eq!(lock.status(), 200);
+    drop(s);
+    let s = Server::start_in(dir.clone(), &[]);
+    let delete = s.http().delete(format!("{}/v1/database/locked", s.url)).bearer_auth(&token).send().unwrap();
+    assert_eq!(delete.status(), 403, "the lock outlived the restart");
+    let mut after = bank_1_3.clone();
+    after[2].1 = 990;
+    after[3].1 = 1010;
+    assert_eq!(balances(&s, "legacy-bank"), after);
+    assert_eq!(balances(&s, "legacy-bank-2x"), vec![(1, 550), (2, 550), (3, 400)]);
+    drop(s);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -36,6 +36,9 @@ pub enum ControlError {
     System(#[from] SystemError),
     #[error("restore failed: {0}")]
     Restore(String),
+    /// The database is locked against this change (the text is 2.x's, naming the way out).
+    #[error("{0}")]
+    Locked(&'static str),
 }
 
 /// Why `set_names` was refused; the variants are 1.3's `SetDomainsResult`.

@@ -44,6 +44,8 @@ pub(crate) struct State {
     /// Database → its own archive configuration (JSON, as set through the API), replacing the
     /// server's default for it.
     pub(crate) archive_configs: HashMap<Identity, serde_json::Value>,
+    /// Locked databases → who locked them: neither deleted nor reset until unlocked.
+    pub(crate) locks: BTreeMap<Identity, Identity>,
 }
 
 /// Every database on this server.
@@ -127,7 +129,9 @@ impl ControlPlane {
         let sync_configs = st.sync_configs.iter().map(|(db, config)| vec![db.to_hex(), config.to_string()]).collect();
         let archive_configs =
             st.archive_configs.iter().map(|(db, config)| vec![db.to_hex(), config.to_string()]).collect();
+        let locks = st.locks.iter().map(|(db, by)| vec![db.to_hex(), by.to_hex()]).collect();
         self.system.write(|tx| {
+            tx.replace_all(SystemTable::Locks, locks)?;
             tx.replace_all(SystemTable::Databases, databases)?;
             tx.replace_all(SystemTable::Names, names)?;
             tx.replace_all(SystemTable::Permissions, permissions)?;

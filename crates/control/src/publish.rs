@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use epoch_core::atomic_file::write_atomically;
+use epoch_core::migrate_policy::MigrationPolicy;
 use epoch_core::{Caller, Database};
 use epoch_sats::Identity;
 
@@ -42,6 +43,7 @@ impl ControlPlane {
         caller: Identity,
         wasm: &[u8],
         clear: bool,
+        policy: MigrationPolicy,
     ) -> Result<(Identity, PublishOp), ControlError> {
         let mut st = self.state.write();
         let (identity, claimed) = match st.names.get(name).copied() {
@@ -61,7 +63,7 @@ impl ControlPlane {
         };
         let claim = self.claim(&mut st, identity, caller, clear);
         drop(st);
-        let result = claim.and_then(|claim| self.finish_publish(identity, caller, wasm, claim));
+        let result = claim.and_then(|claim| self.finish_publish(identity, caller, wasm, claim, policy));
         if result.is_err() && claimed {
             // The claimed name outlives the failed creation: write it down (the publish's own
             // error is still the answer).
@@ -73,16 +75,18 @@ impl ControlPlane {
     }
 
     /// Creates the database `identity` from `wasm` (running `init` as `caller`), or updates its
-    /// module if it exists and `caller` owns it. `clear` starts the existing database afresh.
+    /// module if it exists and `caller` owns it, as `policy` allows (2.x's consent to an update
+    /// that breaks clients). `clear` starts the existing database afresh.
     pub fn publish(
         &self,
         identity: Identity,
         caller: Identity,
         wasm: &[u8],
         clear: bool,
+        policy: MigrationPolicy,
     ) -> Result<PublishOp, ControlError> {
         let claim = self.claim(&mut self.state.write(), identity, caller, clear)?;
-        self.finish_publish(identity, caller, wasm, claim)
+        self.finish_publish(identity, caller, wasm, claim, policy)
     }
 
     /// Decides, under the state lock, what a publish of `identity` by `caller` does; a creation
@@ -100,6 +104,9 @@ impl ControlPlane {
                 return Err(ControlError::PublishInProgress(identity.short_hex()))
             }
             _ => {}
+        }
+        if clear && st.locks.contains_key(&identity) {
+            return Err(ControlError::Locked(crate::LOCKED_RESET));
         }
         if let Some(existing) = st.databases.get(&identity) {
             if !clear {
@@ -122,9 +129,10 @@ impl ControlPlane {
         caller: Identity,
         wasm: &[u8],
         claim: Claim,
+        policy: MigrationPolicy,
     ) -> Result<PublishOp, ControlError> {
         let replaced = match claim {
-            Claim::Update(existing) => return self.update(existing, wasm),
+            Claim::Update(existing) => return self.update(existing, wasm, policy),
             Claim::Create { replaced } => replaced,
         };
         if replaced {
@@ -164,10 +172,15 @@ impl ControlPlane {
     }
 
     /// Updates a running database's module, keeping its data.
-    pub(crate) fn update(&self, existing: Arc<HostedDatabase>, wasm: &[u8]) -> Result<PublishOp, ControlError> {
+    pub(crate) fn update(
+        &self,
+        existing: Arc<HostedDatabase>,
+        wasm: &[u8],
+        policy: MigrationPolicy,
+    ) -> Result<PublishOp, ControlError> {
         let identity = existing.identity;
         let wasm_owned = wasm.to_vec();
-        existing.handle.with(move |db| db.update_module(&wasm_owned))??;
+        existing.handle.with(move |db| db.update_module(&wasm_owned, policy))??;
         if let Some(dir) = self.database_dir(&identity) {
             let path = dir.join("module.wasm");
             write_atomically(&path, wasm).map_err(|source| ControlError::Io { path, source })?;
@@ -208,6 +221,9 @@ impl ControlPlane {
         if let Some(u) = st.unavailable.get(&identity).filter(|u| u.starting) {
             return Err(u.error(&identity));
         }
+        if st.locks.contains_key(&identity) {
+            return Err(ControlError::Locked(crate::LOCKED_DELETE));
+        }
         st.databases.remove(&identity);
         st.unavailable.remove(&identity);
         st.permissions.retain(|(db, _), _| *db != identity);
@@ -223,5 +239,55 @@ impl ControlPlane {
             }
         }
         Ok(())
+    }
+}
+
+/// What publishing a module to a running database would change, for `pre_publish` to plan:
+/// both definitions and both programs' hashes.
+pub struct ProposedUpdate {
+    pub identity: Identity,
+    pub old: Arc<epoch_schema::ModuleDef>,
+    pub new: Arc<epoch_schema::ModuleDef>,
+    pub old_program: [u8; 32],
+    pub new_program: [u8; 32],
+}
+
+impl ControlPlane {
+    /// Loads `wasm` beside the running module of `identity` (owner only) without changing
+    /// anything, so the update can be planned and shown first. The module is compiled and
+    /// described as a publish would; a module that does not load is the publisher's mistake.
+    pub fn propose_update(
+        &self,
+        identity: Identity,
+        caller: Identity,
+        wasm: &[u8],
+    ) -> Result<ProposedUpdate, ControlError> {
+        let existing = self.get(&identity).ok_or(ControlError::NoSuchDatabase)?;
+        if existing.owner != caller {
+            return Err(Self::not_owner(&caller, &identity));
+        }
+        let host = epoch_host::ModuleHost::load(wasm, identity, self.config.clone())
+            .map_err(|e| ControlError::Update(e.into()))?;
+        Ok(ProposedUpdate {
+            identity,
+            old: existing.def.clone(),
+            new: host.def().clone(),
+            old_program: existing.program_hash,
+            new_program: epoch_core::program::program_hash(wasm),
+        })
+    }
+}
+
+impl ControlPlane {
+    /// Starts a database afresh (2.x's `PUT /reset`; owner only, not while locked): same
+    /// identity, names and owner, no data, `init` run again, with `wasm` or, given none, the
+    /// module it runs now.
+    pub fn reset(&self, identity: Identity, caller: Identity, wasm: Option<&[u8]>) -> Result<PublishOp, ControlError> {
+        let existing = self.get(&identity).ok_or(ControlError::NoSuchDatabase)?;
+        let program = match wasm {
+            Some(w) => w.to_vec(),
+            None => existing.handle.with(|db| db.program().to_vec())?,
+        };
+        self.publish(identity, caller, &program, true, MigrationPolicy::Compatible)
     }
 }

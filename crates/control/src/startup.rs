@@ -92,6 +92,7 @@ impl ControlPlane {
         st.rules.clear();
         st.sync_configs.clear();
         st.archive_configs.clear();
+        st.locks.clear();
         st.names.clear();
         st.name_owners.clear();
         for p in self.system.rows(SystemTable::Permissions) {
@@ -110,6 +111,9 @@ impl ControlPlane {
         }
         st.sync_configs = configs_in(&self.system, SystemTable::SyncConfigs)?;
         st.archive_configs = configs_in(&self.system, SystemTable::ArchiveConfigs)?;
+        for l in self.system.rows(SystemTable::Locks) {
+            st.locks.insert(identity_in(SystemTable::Locks, &l[0])?, identity_in(SystemTable::Locks, &l[1])?);
+        }
         for n in self.system.rows(SystemTable::Names) {
             st.names.insert(n[0].clone(), identity_in(SystemTable::Names, &n[1])?);
             st.name_owners.insert(n[0].clone(), identity_in(SystemTable::Names, &n[2])?);

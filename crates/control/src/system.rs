@@ -34,16 +34,20 @@ pub enum SystemTable {
     /// database (key), archive configuration JSON (where and how the database is archived, or
     /// that it is not).
     ArchiveConfigs,
+    /// database (key), who locked it: a locked database is neither deleted nor reset (2.x's
+    /// `spacetime lock`).
+    Locks,
 }
 
 /// Every system table, in id order.
-pub const ALL: [SystemTable; 6] = [
+pub const ALL: [SystemTable; 7] = [
     SystemTable::Databases,
     SystemTable::Names,
     SystemTable::Permissions,
     SystemTable::SyncConfigs,
     SystemTable::Workflows,
     SystemTable::ArchiveConfigs,
+    SystemTable::Locks,
 ];
 
 impl SystemTable {
@@ -55,6 +59,7 @@ impl SystemTable {
             Self::SyncConfigs => "st_sync_config",
             Self::Workflows => "st_workflow",
             Self::ArchiveConfigs => "st_archive_config",
+            Self::Locks => "st_database_lock",
         }
     }
 
@@ -66,6 +71,7 @@ impl SystemTable {
             Self::SyncConfigs => &["database", "config"],
             Self::Workflows => &["id", "database", "kind", "status", "state"],
             Self::ArchiveConfigs => &["database", "config"],
+            Self::Locks => &["database", "locked_by"],
         }
     }
 

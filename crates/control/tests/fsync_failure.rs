@@ -88,7 +88,7 @@ fn bank(dir: &std::path::Path, faults: &Arc<FailNextSync>) -> Arc<ControlPlane> 
     let persist = PersistConfig { faults: Some(faults.clone()), ..PersistConfig::default() };
     let cp = Arc::new(ControlPlane::open(dir, HostConfig::default(), persist).unwrap());
     cp.watch_logs();
-    cp.publish(DB, OWNER, &fixture("bank"), false).unwrap();
+    cp.publish(DB, OWNER, &fixture("bank"), false, Default::default()).unwrap();
     cp.add_name("bank", DB, OWNER).unwrap();
     let args = ReducerArgs::Json(format!("[0, {ACCOUNTS}, {START}]"));
     let opened = cp.get(&DB).unwrap().handle.with(move |d| d.call("open_accounts", args, Caller::identity(OWNER)));

@@ -19,7 +19,7 @@ fn the_control_plane_survives_reopening_and_legacy_files_are_imported_once() {
     let db = Identity([3u8; 32]);
     {
         let cp = ControlPlane::open(&dir, HostConfig::default(), PersistConfig::default()).unwrap();
-        cp.publish(db, OWNER, &fixture("projections"), false).unwrap();
+        cp.publish(db, OWNER, &fixture("projections"), false, Default::default()).unwrap();
         cp.add_name("proj", db, OWNER).unwrap();
         cp.set_permission(db, OWNER, Identity([5; 32]), "sync", true).unwrap();
         cp.set_sync_config(db, serde_json::json!({"objectStore": {"url": "file:///x"}})).unwrap();

@@ -11,6 +11,7 @@ use epoch_store::TxDelta;
 pub use crate::caller::Caller;
 use crate::clients::{ClientId, ClientSink, Clients, ConnectError, FrameCache, SubscriptionRequest, TxEvent, TxStatus};
 pub use crate::clock::now_micros;
+use crate::migrate_policy::MigrationPolicy;
 use crate::persist::{LoggedTx, PersistConfig, PersistError, Persistence, RecoveryReport};
 use crate::scheduler::Scheduler;
 use crate::steps::StepLedger;
@@ -1122,15 +1123,26 @@ impl Database {
         Some(table.iter().filter_map(|(_, row)| bsatn::decode(ts, &ty, row).ok()).collect())
     }
 
+    /// The running module's wasm.
+    pub fn program(&self) -> std::sync::Arc<[u8]> {
+        self.program.clone()
+    }
+
     /// Replaces the module with `wasm`, keeping every row, when 1.3 would migrate automatically
     /// (see [`crate::migrate`]): new tables are created after the existing ones, so every table
     /// keeps its id and the log written before the update replays after it; indexes are built
     /// for the new definition; `init` does not run again. A refused update changes nothing.
-    pub fn update_module(&mut self, wasm: &[u8]) -> Result<(), UpdateError> {
+    pub fn update_module(&mut self, wasm: &[u8], policy: MigrationPolicy) -> Result<(), UpdateError> {
         let config = self.host.config().clone();
         let mut new = ModuleHost::load_with_logs(wasm, self.identity, config, self.host.logs().clone())?;
         epoch_query::check_filters(new.db()).map_err(UpdateError::Failed)?;
         let steps = crate::migrate::plan(self.def(), new.def()).map_err(UpdateError::rejected)?;
+        let hashes = (crate::program::program_hash(&self.program), crate::program::program_hash(wasm));
+        if hashes.0 != hashes.1 {
+            let breaking = crate::migrate_policy::breaks_clients(self.def(), new.def(), &steps);
+            crate::migrate_policy::check(policy, &self.identity.to_hex(), (&hashes.0, &hashes.1), new.def(), breaking)
+                .map_err(|e| UpdateError::Failed(e.to_string()))?;
+        }
         // 2.x disconnects every client when a table gains columns (their row types change),
         // before the rows move, so their `client_disconnected` changes move with them.
         if steps.iter().any(|s| matches!(s, crate::migrate::Step::AddColumns { .. })) {

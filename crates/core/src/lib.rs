@@ -9,7 +9,8 @@
 //! snapshots, recovery; `client_journal`: who was connected).
 //!
 //! Modules depend one way: `caller`, `clock`, `atomic_file`, `steps`, `export`, `migrate` use
-//! nothing of the crate; `clients`, `catalog`, `scheduler`, `client_journal` → `persist` build
+//! nothing of the crate; `migrate_policy` and `migrate_text` (2.x's consent to a breaking update
+//! and its printed plan) only `migrate`; `clients`, `catalog`, `scheduler`, `client_journal` → `persist` build
 //! on those; `database` on all of them; `executor` and `bench` on `database`; `procedure` (2.x
 //! procedures, run off the writer) on `database` and `executor`.
 //!
@@ -28,6 +29,8 @@ pub mod executor;
 pub mod export;
 pub mod limits;
 pub mod migrate;
+pub mod migrate_policy;
+pub mod migrate_text;
 pub mod persist;
 pub mod procedure;
 pub mod program;

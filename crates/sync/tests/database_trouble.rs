@@ -72,7 +72,7 @@ fn a_workflow_waits_out_a_failed_fsync_and_applies_each_item_once() {
     let persist = PersistConfig { faults: Some(faults.clone()), ..PersistConfig::default() };
     let control = Arc::new(ControlPlane::open(&dir, HostConfig::default(), persist).unwrap());
     control.watch_logs();
-    control.publish(DB, OWNER, &fixture("bank"), false).unwrap();
+    control.publish(DB, OWNER, &fixture("bank"), false, Default::default()).unwrap();
     let opened = control
         .get(&DB)
         .unwrap()
