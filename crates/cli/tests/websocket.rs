@@ -743,7 +743,9 @@ fn clients_that_never_read_are_cut_off_by_the_servers_output_budget() {
     // frame got through at all).
     for c in &mut offenders {
         c.sock.get_mut().set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        let drained_by = std::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {
+            assert!(std::time::Instant::now() < drained_by, "an offender is still being sent data");
             match c.sock.read() {
                 Ok(tungstenite::Message::Close(Some(f))) => {
                     assert_eq!(u16::from(f.code), 1008, "{}", f.reason);

@@ -528,7 +528,9 @@ impl Connection {
         rx: &mut tokio::sync::mpsc::UnboundedReceiver<(Outgoing, usize)>,
         queue: &Arc<Queue>,
     ) -> End {
-        let in_flight = Arc::new(AtomicUsize::new(0));
+        let in_flight = Arc::new(InFlight::default());
+        // Whatever way the connection ends, the reads it queued are no longer worth doing.
+        let _closing = CloseOnDrop(in_flight.clone());
         let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + PING_INTERVAL, PING_INTERVAL);
         let mut last_heard = Instant::now();
         loop {
@@ -566,7 +568,7 @@ impl Connection {
         &self,
         incoming: Option<Result<Message, axum::Error>>,
         id: u64,
-        in_flight: &Arc<AtomicUsize>,
+        in_flight: &Arc<InFlight>,
     ) -> Option<End> {
         let msg = match incoming {
             None => return Some(End::Dropped("the connection ended".into())),
@@ -583,7 +585,7 @@ impl Connection {
             Ok(m) => m,
             Err(e) => return Some(End::Server(1011, e.to_string())),
         };
-        if in_flight.load(Ordering::Relaxed) >= MAX_REQUESTS_IN_FLIGHT {
+        if in_flight.count.load(Ordering::Relaxed) >= MAX_REQUESTS_IN_FLIGHT {
             return Some(End::Server(1013, "too many requests".into()));
         }
         match self.dispatch(id, decoded, in_flight) {
@@ -659,9 +661,12 @@ impl Connection {
     }
 
     /// Hands a client message to the database.
-    fn dispatch(&self, id: u64, msg: ClientMessage, in_flight: &Arc<AtomicUsize>) -> Dispatched {
+    fn dispatch(&self, id: u64, msg: ClientMessage, in_flight: &Arc<InFlight>) -> Dispatched {
         let Some(db) = self.state.control.get(&self.database) else { return Dispatched::Gone };
         let started = Instant::now();
+        // A reducer call is done even if its caller left meanwhile (it asked for a change); a
+        // subscription or query of a connection that ended is not (nobody reads its answer).
+        let reads_only = !matches!(msg, ClientMessage::CallReducer { .. });
         let job: Box<dyn FnOnce(&mut epoch_core::Database) + Send> = match msg {
             ClientMessage::CallReducer { reducer, args, request_id, notify_success } => {
                 let args = match args {
@@ -689,20 +694,41 @@ impl Connection {
                 request(id, SubscriptionRequest::UnsubscribeMulti { request_id, query_id }, started)
             }
         };
-        in_flight.fetch_add(1, Ordering::Relaxed);
-        let counter = in_flight.clone();
+        in_flight.count.fetch_add(1, Ordering::Relaxed);
+        let pending = in_flight.clone();
         // Never block the runtime on a full writer queue: the client is told to slow down.
         match db.handle.try_execute(move |d| {
-            counter.fetch_sub(1, Ordering::Relaxed);
+            pending.count.fetch_sub(1, Ordering::Relaxed);
+            if reads_only && pending.closed.load(Ordering::Relaxed) {
+                return;
+            }
             job(d)
         }) {
             Ok(()) => Dispatched::Queued,
             Err(epoch_core::executor::Busy::Full) => {
-                in_flight.fetch_sub(1, Ordering::Relaxed);
+                in_flight.count.fetch_sub(1, Ordering::Relaxed);
                 Dispatched::Busy
             }
             Err(epoch_core::executor::Busy::ShutDown) => Dispatched::Gone,
         }
+    }
+}
+
+/// A connection's requests waiting for the database's writer: how many, and whether the
+/// connection has ended (a client cut off for never reading may have queued thousands of
+/// subscriptions; the writer skips them instead of computing answers nobody will read).
+#[derive(Default)]
+struct InFlight {
+    count: AtomicUsize,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// Marks the connection's queued requests as orphaned when the connection's loop ends.
+struct CloseOnDrop(Arc<InFlight>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.closed.store(true, Ordering::Relaxed);
     }
 }
 

@@ -52,6 +52,9 @@ pub fn connect(
     Ok(Ws { sock, protocol, headers: resp.headers().clone() })
 }
 
+/// How long [`Ws::recv`] waits for a data message, pings or not.
+pub const DATA_DEADLINE: Duration = Duration::from_secs(90);
+
 impl Ws {
     pub fn send_json(&mut self, v: Value) {
         self.sock.send(Message::Text(v.to_string().into())).unwrap();
@@ -61,9 +64,13 @@ impl Ws {
         self.sock.send(Message::Binary(b.into())).unwrap();
     }
 
-    /// The next data message, as JSON (binary ones decoded); pings are skipped.
+    /// The next data message, as JSON (binary ones decoded); pings are skipped, but only for
+    /// [`DATA_DEADLINE`]: the server pings every 15 s, so a reply that never comes would
+    /// otherwise keep a test waiting for ever.
     pub fn recv(&mut self) -> Value {
+        let deadline = std::time::Instant::now() + DATA_DEADLINE;
         loop {
+            assert!(std::time::Instant::now() < deadline, "no data message within {DATA_DEADLINE:?} (pings only)");
             match self.sock.read().expect("a message within the read timeout") {
                 Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
                 Message::Binary(b) => return decode_server_message(&decompress(&b)),
