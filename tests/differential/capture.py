@@ -2,7 +2,10 @@
 """Differential test harness: capture a server's answers to tests/differential/sequences.json.
 
 Usage:
-    python3 tests/differential/capture.py http://127.0.0.1:3900 [OUT_DIR]
+    python3 tests/differential/capture.py http://127.0.0.1:3900 [OUT_DIR] [SEQUENCES]
+
+SEQUENCES defaults to sequences.json (SpacetimeDB 1.3); sequences-2x.json holds the scenarios of
+2.x modules, captured against SpacetimeDB 2.8.3 into reference-2x/ (see README-2x.md).
 
 Runs every scenario of sequences.json, in file order, against the server at argv[1] and writes
 OUT_DIR/<scenario>.json (default OUT_DIR: tests/differential/reference/). The Rust test
@@ -32,13 +35,19 @@ Scenario format (sequences.json): a list of {"name", "actors", "steps"}.
       "record_headers": extra response header names to record for this step (e.g. CORS headers,
                     checked on a few steps only so one missing header does not flood the report);
       "ignore_body": record the body as "<ignored>" (e.g. the server's public key);
+      "sort_json": parse the body as JSON and sort every array in it, at any depth, by its
+                 elements' compact JSON text, then write it compactly again (2.8.3 builds
+                 /schema?version=10 from hash maps: its order changes from one run to the next);
+      "save_plan": label under which to remember the migration token of this step's
+                 pre_publish answer (`"token":"0x…"`), for {plan:X} in later steps;
       "note": free text, ignored.
   * "as": an actor name, or "anon" for no Authorization header. For an actor the runner sends
     `Authorization: Bearer <token>`.
   * "body": a string or null; "body_file": a fixture module name (tests/fixtures/modules/<name>.wasm)
     or null, sent as the raw body.
   * In "path", header values and "body", the runner substitutes {token:X} and {identity:X} (actor X's
-    token and bare-hex identity) and {db:X} (the bare-hex identity of the database labelled X).
+    token and bare-hex identity), {db:X} (the bare-hex identity of the database labelled X) and
+    {plan:X} (the migration token saved under X).
 
 Requests: raw HTTP/1.1 over a socket (urllib would add a Content-Type to every POST, which would
 defeat the "missing content-type" cases). Exactly these lines, in this order:
@@ -73,7 +82,8 @@ Normalisation (function normalise_body / normalise_text), in this order:
   4. 16-hex-digit words (same boundaries) equal to the first 16 digits of a known identity become
      <identity-prefix:X> (the permission-denied messages abbreviate database identities).
   5. `"F":<-?digits>` becomes `"F":0` for F in ts, total_duration_micros,
-     __timestamp_micros_since_unix_epoch__, iat, exp.
+     __timestamp_micros_since_unix_epoch__, iat, exp; `"token":"0x<hex>"` (a migration token,
+     which hashes the database's random identity) becomes `"token":"<migration-token>"`.
   6. If the step has sort_array KEY: the elements of the first `"KEY":[` array are sorted (as text,
      by code point); an empty array stays empty.
 Body bytes are decoded as UTF-8, invalid sequences replaced (U+FFFD).
@@ -107,7 +117,8 @@ JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
 ID_RE = re.compile(r"(?<![0-9A-Za-z_])(0x)?([0-9a-fA-F]{64})(?![0-9A-Za-z_])")
 PREFIX_RE = re.compile(r"(?<![0-9A-Za-z_])([0-9a-fA-F]{16})(?![0-9A-Za-z_])")
 ZERO_RE = re.compile(r'"(' + "|".join(ZEROED_FIELDS) + r')":-?[0-9]+')
-SUBST_RE = re.compile(r"\{(token|identity|db):([A-Za-z0-9_-]+)\}")
+SUBST_RE = re.compile(r"\{(token|identity|db|plan):([A-Za-z0-9_-]+)\}")
+PLAN_TOKEN_RE = re.compile(r'"token":"(0x[0-9a-fA-F]+)"')
 INITIAL_PROGRAM = '"initial_program":"'
 
 
@@ -137,6 +148,7 @@ def normalise_text(text, known):
 
     text = PREFIX_RE.sub(prefix, text)
     text = ZERO_RE.sub(lambda m: f'"{m.group(1)}":0', text)
+    text = PLAN_TOKEN_RE.sub('"token":"<migration-token>"', text)
     return text
 
 
@@ -192,7 +204,22 @@ def normalise_body(body, content_type, step, known):
     text = normalise_text(text, known)
     if step.get("sort_array"):
         text = sort_array(text, step["sort_array"])
+    if step.get("sort_json"):
+        text = compact(sort_json(json.loads(text)))
     return text
+
+
+def compact(value):
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def sort_json(value):
+    """Every array in `value`, at any depth, sorted by its elements' compact JSON text."""
+    if isinstance(value, list):
+        return sorted((sort_json(v) for v in value), key=compact)
+    if isinstance(value, dict):
+        return {k: sort_json(v) for k, v in value.items()}
+    return value
 
 
 # ------------------------------------------------------------------------------------------------
@@ -244,9 +271,13 @@ def dechunk(data):
 # ------------------------------------------------------------------------------------------------
 # Runner
 
-def substitute(text, actors, dbs):
+def substitute(text, actors, dbs, plans):
     def repl(m):
         kind, name = m.group(1), m.group(2)
+        if kind == "plan":
+            if name not in plans:
+                raise KeyError(f"unknown plan label {name!r}")
+            return plans[name]
         if kind == "db":
             if name not in dbs:
                 raise KeyError(f"unknown database label {name!r}")
@@ -259,7 +290,7 @@ def substitute(text, actors, dbs):
 
 
 def run_scenario(host, port, scenario):
-    actors, dbs = {}, {}  # name -> {"identity","token"}; label -> hex
+    actors, dbs, plans = {}, {}, {}  # name -> {"identity","token"}; label -> hex; label -> token
     for name in scenario["actors"]:
         status, _, body = http(host, port, "POST", "/v1/identity", [], None)
         if status != 200:
@@ -271,12 +302,12 @@ def run_scenario(host, port, scenario):
         known = {a["identity"]: name for name, a in actors.items()}
         known.update({hex_id: label for label, hex_id in dbs.items()})
         method = step["method"]
-        path = substitute(step["path"], actors, dbs)
+        path = substitute(step["path"], actors, dbs, plans)
         headers = []
         if step["as"] != "anon":
             headers.append(("Authorization", "Bearer " + actors[step["as"]]["token"]))
         for k in sorted(step.get("headers") or {}):
-            headers.append((k, substitute(step["headers"][k], actors, dbs)))
+            headers.append((k, substitute(step["headers"][k], actors, dbs, plans)))
         body = None
         if step.get("body_file"):
             name = step["body_file"]
@@ -284,8 +315,12 @@ def run_scenario(host, port, scenario):
             with open(os.path.join(MODULES, name), "rb") as f:
                 body = f.read()
         elif step.get("body") is not None:
-            body = substitute(step["body"], actors, dbs).encode()
+            body = substitute(step["body"], actors, dbs, plans).encode()
         status, resp_headers, resp_body = http(host, port, method, path, headers, body)
+        if step.get("save_plan"):
+            m = PLAN_TOKEN_RE.search(resp_body.decode("utf-8", "replace"))
+            if m:
+                plans[step["save_plan"]] = m.group(1)
         # remember published databases
         if status == 200 and path.startswith("/v1/database") and method in ("PUT", "POST") \
                 and "/names" not in path and "/call/" not in path and "/sql" not in path:
@@ -316,8 +351,9 @@ def main():
     url = urlsplit(sys.argv[1])
     host, port = url.hostname, url.port or 80
     out_dir = sys.argv[2] if len(sys.argv) > 2 else os.path.join(HERE, "reference")
+    sequences = sys.argv[3] if len(sys.argv) > 3 else os.path.join(HERE, "sequences.json")
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(HERE, "sequences.json")) as f:
+    with open(sequences) as f:
         scenarios = json.load(f)
     for scenario in scenarios:
         steps = run_scenario(host, port, scenario)

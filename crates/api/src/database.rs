@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -19,7 +19,7 @@ use serde_json::json;
 
 use crate::auth::CallerAuth;
 use crate::error::ApiError;
-use crate::limits::{FOLLOW_POLL, MAX_ERROR_TEXT};
+use crate::limits::MAX_ERROR_TEXT;
 use crate::AppState;
 
 const TEXT: (header::HeaderName, &str) = (header::CONTENT_TYPE, "text/plain; charset=utf-8");
@@ -107,7 +107,7 @@ pub(crate) fn query_error(msg: &str) -> ApiError {
     text(StatusCode::BAD_REQUEST, format!("Failed to deserialize query string: {msg}"))
 }
 
-fn bool_param(q: &std::collections::HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
+pub(crate) fn bool_param(q: &std::collections::HashMap<String, String>, name: &str) -> Result<bool, ApiError> {
     match q.get(name).map(String::as_str) {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
@@ -115,7 +115,10 @@ fn bool_param(q: &std::collections::HashMap<String, String>, name: &str) -> Resu
     }
 }
 
-fn usize_param(q: &std::collections::HashMap<String, String>, name: &str) -> Result<Option<usize>, ApiError> {
+pub(crate) fn usize_param(
+    q: &std::collections::HashMap<String, String>,
+    name: &str,
+) -> Result<Option<usize>, ApiError> {
     q.get(name).map(|v| v.parse::<usize>().map_err(|e| query_error(&e.to_string()))).transpose()
 }
 
@@ -208,6 +211,37 @@ pub(crate) fn control_error(e: ControlError) -> ApiError {
         }
     };
     text(status, one_line(&e.to_string()))
+}
+
+/// What a 2.x owner-only route was asked to do, for its refusal of anyone else.
+#[derive(Clone, Copy)]
+pub(crate) enum Action {
+    Update,
+    Reset,
+    Delete,
+}
+
+/// [`control_error`], except that a caller who does not own the database gets 2.x's words,
+/// naming the `action` refused.
+pub(crate) fn control_error_2x(e: ControlError, caller: Identity, database: Identity, action: Action) -> ApiError {
+    match e {
+        ControlError::NotOwner { .. } => {
+            let action = match action {
+                Action::Update => "update database",
+                Action::Reset => "reset database",
+                Action::Delete => "delete database",
+            };
+            text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "{} is not authorized to perform action on database {}: {action}",
+                    caller.to_hex(),
+                    database.to_hex()
+                ),
+            )
+        }
+        other => control_error(other),
+    }
 }
 
 /// An error as one readable line: the first line of a multi-line text (the rest of wasmtime's
@@ -312,7 +346,11 @@ pub async fn delete(
     Path(segment): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = resolve(&state, &segment)?;
-    state.control.delete(id, caller.identity).map_err(control_error)?;
+    let is_2x = state.control.get(&id).is_some_and(|d| d.def.version == epoch_schema::DefVersion::V10);
+    state.control.delete(id, caller.identity).map_err(|e| match is_2x {
+        true => control_error_2x(e, caller.identity, id, Action::Delete),
+        false => control_error(e),
+    })?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -445,8 +483,8 @@ pub async fn call(
     let name = reducer.clone();
     let is_owner = db.owner == caller.identity;
     let jwt = epoch_auth::jwt_payload(&caller.token);
-    // A 2.x module's `/call` runs a procedure when no reducer has the name.
-    if db.def.version == epoch_schema::DefVersion::V10 && db.def.reducer_id(&reducer).is_none() {
+    // A 2.x module's `/call` runs a procedure when no reducer the caller may call has the name.
+    if db.def.version == epoch_schema::DefVersion::V10 && !callable_reducer(&db.def, &reducer, is_owner) {
         return call_procedure(&db, name, args, who, is_owner, jwt).await;
     }
     let answer = on_db(&db, move |d| call_on_writer(d, &name, args, who, is_owner, jwt)).await?;
@@ -467,6 +505,15 @@ pub async fn call(
     }
 }
 
+/// Whether `name` is a reducer `caller` may call from outside (any but a private one, for
+/// anyone but the owner; lifecycle reducers are refused later, with their own answer).
+fn callable_reducer(def: &epoch_schema::ModuleDef, name: &str, is_owner: bool) -> bool {
+    def.reducer_id(name).is_some_and(|id| {
+        let r = &def.reducers[id];
+        is_owner || r.lifecycle.is_some() || r.visibility != epoch_schema::FunctionVisibility::Private
+    })
+}
+
 /// `/call` of a procedure (2.x): `client_connected`, the procedure on a thread that may wait
 /// (never the writer), `client_disconnected`; its value as SATS-JSON with 200, as 2.x answers.
 async fn call_procedure(
@@ -477,7 +524,9 @@ async fn call_procedure(
     is_owner: bool,
     jwt: Option<String>,
 ) -> Result<Response, ApiError> {
+    let fallback = name.clone();
     let connected = on_db(db, move |d| {
+        d.log_call_fallback(&fallback);
         d.set_connection_jwt(who.connection_id, jwt);
         d.client_connected(who).map(|r| r.outcome)
     })
@@ -597,74 +646,6 @@ pub async fn schema(
             format!("Failed to deserialize query string: unknown variant `{v}`, expected `9`"),
         )),
     }
-}
-
-pub async fn logs(
-    State(state): State<AppState>,
-    Extension(caller): Extension<CallerAuth>,
-    Path(segment): Path<String>,
-    Query(q): Params,
-) -> Result<Response, ApiError> {
-    let (num_lines, follow) = match (usize_param(&q, "num_lines"), bool_param(&q, "follow")) {
-        (Ok(n), Ok(f)) => (n, f),
-        (Err(e), _) | (_, Err(e)) => return Err(e),
-    };
-    let db = lookup(&state, &segment)?;
-    if db.owner != caller.identity {
-        return Err(text(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "Identity does not own database, expected: {} got: {}",
-                db.owner.to_hex(),
-                caller.identity.to_hex()
-            ),
-        ));
-    }
-    let lines = |records: Vec<epoch_host::LogRecord>| -> String {
-        records.iter().map(|r| format!("{}\n", log_json(r))).collect()
-    };
-    let headers = [(header::CONTENT_TYPE, "application/x-ndjson"), (header::CACHE_CONTROL, "no-cache")];
-    let seen = db.logs.total();
-    let first = lines(db.logs.tail(num_lines));
-    if !follow {
-        return Ok((headers, first).into_response());
-    }
-    let logs = db.logs.clone();
-    let stream = futures::stream::unfold((Some(first), seen, logs), |(first, seen, logs)| async move {
-        if let Some(first) = first {
-            return Some((Ok::<_, std::io::Error>(first), (None, seen, logs)));
-        }
-        loop {
-            tokio::time::sleep(FOLLOW_POLL).await;
-            let (new, total) = logs.since(seen);
-            if !new.is_empty() {
-                let chunk: String = new.iter().map(|r| format!("{}\n", log_json(r))).collect();
-                return Some((Ok(chunk), (None, total, logs)));
-            }
-        }
-    });
-    Ok((headers, Body::from_stream(stream)).into_response())
-}
-
-/// A log line as 1.3 writes it: absent fields are left out.
-fn log_json(r: &epoch_host::LogRecord) -> String {
-    let mut m = serde_json::Map::new();
-    m.insert("level".into(), json!(r.level.as_str()));
-    m.insert("ts".into(), json!(r.ts_micros));
-    if let Some(t) = &r.target {
-        m.insert("target".into(), json!(t));
-    }
-    if let Some(f) = &r.filename {
-        m.insert("filename".into(), json!(f));
-    }
-    if let Some(l) = r.line_number {
-        m.insert("line_number".into(), json!(l));
-    }
-    m.insert("message".into(), json!(r.message));
-    if let Some(trace) = &r.trace {
-        m.insert("trace".into(), trace.iter().map(|f| json!({ "func_name": f })).collect());
-    }
-    serde_json::Value::Object(m).to_string()
 }
 
 /// `POST /v1/database/:n/sql`: the body is the query text.

@@ -14,6 +14,7 @@ mod error;
 mod identity;
 mod lifecycle;
 pub mod limits;
+mod logs;
 mod metrics;
 mod pre_publish;
 mod sql_json;
@@ -136,7 +137,7 @@ fn database_routes(state: &AppState) -> Router<AppState> {
         .route("/{name_or_identity}/subscribe", get(ws::subscribe))
         .route("/{name_or_identity}/call/{reducer}", post(database::call))
         .route("/{name_or_identity}/schema", get(database::schema))
-        .route("/{name_or_identity}/logs", get(database::logs))
+        .route("/{name_or_identity}/logs", get(logs::logs))
         .route("/{name_or_identity}/export/{table}", get(database::export))
         .route(
             "/{name_or_identity}/import/{table}",

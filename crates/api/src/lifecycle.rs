@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Extension;
 
 use crate::auth::CallerAuth;
-use crate::database::{control_error, host_type_param, lookup, publish_result, text, Params};
+use crate::database::{control_error_2x, host_type_param, lookup, publish_result, text, Action, Params};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -31,7 +31,10 @@ pub async fn unlock(
 
 fn set(state: AppState, caller: CallerAuth, segment: &str, locked: bool) -> Result<Response, ApiError> {
     let db = lookup(&state, segment)?;
-    state.control.set_lock(db.identity, caller.identity, locked).map_err(control_error)?;
+    state
+        .control
+        .set_lock(db.identity, caller.identity, locked)
+        .map_err(|e| control_error_2x(e, caller.identity, db.identity, Action::Delete))?;
     Ok(StatusCode::OK.into_response())
 }
 
@@ -60,7 +63,7 @@ pub async fn reset(
     })
     .await
     .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-    .map_err(control_error)?;
+    .map_err(|e| control_error_2x(e, caller.identity, identity, Action::Reset))?;
     tracing::info!(database = %identity, "reset");
     let hex = segment.strip_prefix("0x").unwrap_or(&segment);
     let is_identity = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit());

@@ -15,7 +15,7 @@ use epoch_schema::DefVersion;
 use serde_json::json;
 
 use crate::auth::CallerAuth;
-use crate::database::{control_error, host_type_param, lookup, query_error, text, Params};
+use crate::database::{control_error_2x, host_type_param, lookup, query_error, text, Action, Params};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -37,10 +37,11 @@ pub async fn pre_publish(
     };
     let db = lookup(&state, &segment)?;
     let control = state.control.clone();
-    let proposed = tokio::task::spawn_blocking(move || control.propose_update(db.identity, caller.identity, &wasm))
+    let (identity, who) = (db.identity, caller.identity);
+    let proposed = tokio::task::spawn_blocking(move || control.propose_update(identity, who, &wasm))
         .await
         .map_err(|e| text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(control_error)?;
+        .map_err(|e| control_error_2x(e, who, identity, Action::Update))?;
     let major_version_upgrade = proposed.old.version == DefVersion::V9 && proposed.new.version == DefVersion::V10;
     let answer = match epoch_core::migrate::plan(&proposed.old, &proposed.new) {
         Ok(steps) => {

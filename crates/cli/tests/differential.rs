@@ -1,4 +1,7 @@
-//! Differential test against SpacetimeDB 1.3.0's recorded HTTP answers.
+//! Differential tests against SpacetimeDB 1.3.0's and 2.8.3's recorded HTTP answers.
+//!
+//! (The 2.8.3 suite is the same machinery with its own files: `sequences-2x.json`,
+//! `reference-2x/`, `known-differences-2x.json`; see `tests/differential/README-2x.md`.)
 //!
 //! `tests/differential/sequences.json` lists scenarios of HTTP requests; `tests/differential/capture.py`
 //! ran them once against the reference server and stored the normalised answers in
@@ -322,11 +325,37 @@ fn zero_fields(text: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
+const PLAN_TOKEN_KEY: &str = "\"token\":\"";
+
+/// The migration token at the start of `text` (`0x` and hex digits, then a closing quote).
+fn plan_token_at(text: &str) -> Option<&str> {
+    let digits = text.strip_prefix("0x")?;
+    let n = digits.bytes().take_while(u8::is_ascii_hexdigit).count();
+    (n > 0 && digits.as_bytes().get(n) == Some(&b'"')).then(|| &text[..n + 2])
+}
+
+/// `"token":"0x<hex>"` → `"token":"<migration-token>"` (it hashes a random database identity).
+fn replace_plan_tokens(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(PLAN_TOKEN_KEY) {
+        let value_start = at + PLAN_TOKEN_KEY.len();
+        out.push_str(&rest[..value_start]);
+        rest = &rest[value_start..];
+        if let Some(token) = plan_token_at(rest) {
+            out.push_str("<migration-token>");
+            rest = &rest[token.len()..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 fn normalise_text(text: &str, known: &Known) -> String {
     let text = replace_jwts(text);
     let text = replace_identities(&text, known);
     let text = replace_prefixes(&text, known);
-    zero_fields(&text)
+    replace_plan_tokens(&zero_fields(&text))
 }
 
 /// `text[start]` is '['; the element texts and the index just past the closing ']'.
@@ -388,7 +417,26 @@ fn normalise_body(body: &[u8], content_type: &str, step: &Value, known: &Known) 
     if let Some(name) = step.get("sort_array").and_then(Value::as_str).filter(|s| !s.is_empty()) {
         text = sort_array(&text, name);
     }
+    if step.get("sort_json").and_then(Value::as_bool).unwrap_or(false) {
+        if let Ok(v) = serde_json::from_str::<Value>(&text) {
+            text = sort_json(v).to_string();
+        }
+    }
     text
+}
+
+/// Every array in `v`, at any depth, sorted by its elements' compact JSON text (capture.py's
+/// `sort_json`).
+fn sort_json(v: Value) -> Value {
+    match v {
+        Value::Array(items) => {
+            let mut items: Vec<Value> = items.into_iter().map(sort_json).collect();
+            items.sort_by_cached_key(|i| i.to_string());
+            Value::Array(items)
+        }
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, sort_json(v))).collect()),
+        other => other,
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -402,7 +450,8 @@ struct Actor {
 
 struct Ctx {
     actors: Vec<Actor>,
-    dbs: Vec<(String, String)>, // (label, hex), in first-insertion order
+    dbs: Vec<(String, String)>,   // (label, hex), in first-insertion order
+    plans: Vec<(String, String)>, // (label, migration token)
 }
 
 impl Ctx {
@@ -412,7 +461,7 @@ impl Ctx {
         k
     }
 
-    /// `{token:X}`, `{identity:X}`, `{db:X}`.
+    /// `{token:X}`, `{identity:X}`, `{db:X}`, `{plan:X}`.
     fn substitute(&self, text: &str) -> Result<String, String> {
         let mut out = String::new();
         let mut rest = text;
@@ -420,7 +469,7 @@ impl Ctx {
             out.push_str(&rest[..open]);
             let after = &rest[open + 1..];
             let parsed = after.split_once(':').and_then(|(kind, tail)| {
-                if !matches!(kind, "token" | "identity" | "db") {
+                if !matches!(kind, "token" | "identity" | "db" | "plan") {
                     return None;
                 }
                 let n = tail.bytes().take_while(|&c| is_jwt_char(c)).count();
@@ -430,6 +479,7 @@ impl Ctx {
                 Some((kind, name, tail)) => {
                     let value = match kind {
                         "db" => self.dbs.iter().find(|(l, _)| l == name).map(|(_, h)| h.clone()),
+                        "plan" => self.plans.iter().find(|(l, _)| l == name).map(|(_, t)| t.clone()),
                         _ => self.actors.iter().find(|a| a.name == name).map(|a| {
                             if kind == "token" {
                                 a.token.clone()
@@ -499,6 +549,14 @@ fn run_step(server: &Server, ctx: &mut Ctx, step: &Value) -> Result<Recorded, St
             None
         };
     let resp = http(&server.host, server.port, method, &path, &headers, body.as_deref())?;
+    if let Some(label) = step.get("save_plan").and_then(Value::as_str) {
+        let text = String::from_utf8_lossy(&resp.body);
+        let token = text.find(PLAN_TOKEN_KEY).and_then(|at| plan_token_at(&text[at + PLAN_TOKEN_KEY.len()..]));
+        if let Some(token) = token {
+            ctx.plans.retain(|(l, _)| l != label);
+            ctx.plans.push((label.to_string(), token.to_string()));
+        }
+    }
     if resp.status == 200
         && path.starts_with("/v1/database")
         && matches!(method, "PUT" | "POST")
@@ -617,8 +675,8 @@ fn body_diff(expected: &str, actual: &str) -> String {
 /// Steps where Epoch knowingly answers differently, each with its reason:
 /// `tests/differential/known-differences.json`. A listed step that starts matching fails the
 /// test, so the list only shrinks.
-fn load_known_differences() -> BTreeMap<(String, usize), String> {
-    let path = repo_root().join("tests/differential/known-differences.json");
+fn load_known_differences(file: &str) -> BTreeMap<(String, usize), String> {
+    let path = repo_root().join("tests/differential").join(file);
     let v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap_or_else(|_| b"[]".to_vec())).unwrap();
     v.as_array()
         .unwrap()
@@ -630,23 +688,58 @@ fn load_known_differences() -> BTreeMap<(String, usize), String> {
         .collect()
 }
 
+/// One recorded reference: its scenarios, answers and known differences, under
+/// `tests/differential/`.
+struct Suite {
+    /// The reference server, for messages.
+    reference: &'static str,
+    sequences: &'static str,
+    answers: &'static str,
+    known_differences: &'static str,
+    /// Where Epoch's answers are written, under `$CARGO_TARGET_TMPDIR`.
+    actual: &'static str,
+}
+
 #[test]
 fn http_answers_match_spacetimedb_1_3() {
+    compare(Suite {
+        reference: "SpacetimeDB 1.3",
+        sequences: "sequences.json",
+        answers: "reference",
+        known_differences: "known-differences.json",
+        actual: "differential-actual",
+    });
+}
+
+/// 2.x modules (the fixtures built against the `spacetimedb` 2.8.3 crate, `*_28.wasm`) against
+/// SpacetimeDB 2.8.3's answers (`tests/differential/README-2x.md` says how they were taken).
+#[test]
+fn http_answers_match_spacetimedb_2_8() {
+    compare(Suite {
+        reference: "SpacetimeDB 2.8.3",
+        sequences: "sequences-2x.json",
+        answers: "reference-2x",
+        known_differences: "known-differences-2x.json",
+        actual: "differential-actual-2x",
+    });
+}
+
+fn compare(suite: Suite) {
     let dir = repo_root().join("tests/differential");
-    let scenarios: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sequences.json")).unwrap()).unwrap();
-    let actual_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("differential-actual");
+    let scenarios: Value = serde_json::from_str(&std::fs::read_to_string(dir.join(suite.sequences)).unwrap()).unwrap();
+    let actual_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(suite.actual);
     std::fs::create_dir_all(&actual_dir).unwrap();
 
     let server = start_epoch();
     let mut mismatches: Vec<String> = Vec::new();
-    let mut known_differences = load_known_differences();
+    let mut known_differences = load_known_differences(suite.known_differences);
     let mut total_steps = 0;
 
     for scenario in scenarios.as_array().unwrap() {
         let name = scenario["name"].as_str().unwrap();
         let steps = scenario["steps"].as_array().unwrap();
         total_steps += steps.len();
-        let reference: Value = match std::fs::read_to_string(dir.join("reference").join(format!("{name}.json"))) {
+        let reference: Value = match std::fs::read_to_string(dir.join(suite.answers).join(format!("{name}.json"))) {
             Ok(text) => serde_json::from_str(&text).unwrap(),
             Err(e) => {
                 mismatches.push(format!("[{name}] no reference file: {e}"));
@@ -662,7 +755,7 @@ fn http_answers_match_spacetimedb_1_3() {
             ));
             continue;
         }
-        let mut ctx = Ctx { actors: Vec::new(), dbs: Vec::new() };
+        let mut ctx = Ctx { actors: Vec::new(), dbs: Vec::new(), plans: Vec::new() };
         let mut setup_ok = true;
         for actor in scenario["actors"].as_array().unwrap() {
             match create_actor(&server, actor.as_str().unwrap()) {
@@ -730,8 +823,9 @@ fn http_answers_match_spacetimedb_1_3() {
 
     if !mismatches.is_empty() {
         panic!(
-            "{} of {total_steps} steps differ from SpacetimeDB 1.3 (Epoch's answers: {}):\n\n{}\n",
+            "{} of {total_steps} steps differ from {} (Epoch's answers: {}):\n\n{}\n",
             mismatches.len(),
+            suite.reference,
             actual_dir.display(),
             mismatches.join("\n\n")
         );

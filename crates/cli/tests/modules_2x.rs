@@ -81,10 +81,11 @@ fn a_v10_module_is_served_under_canonical_names_with_event_tables_and_private_re
     assert_eq!(server.call(&other, "feat", "hit", "[1, 5]").0, 200);
     assert!(rows(&server, &owner, "feat", "SELECT * FROM damage").is_empty());
 
-    // `tick` is scheduled, so private: only the owner may call it; others are told it does not exist.
+    // `tick` is scheduled, so private: only the owner may call it; to others `/call` finds no
+    // reducer and then no procedure of that name (2.x's answer).
     let tick_row = r#"[{"scheduled_id": 9, "scheduled_at": {"Time": {"__timestamp_micros_since_unix_epoch__": 0}}, "label": "by hand"}]"#;
     let (status, body) = server.call(&other, "feat", "tick", tick_row);
-    assert_eq!((status, body.as_str()), (404, "no such reducer"));
+    assert_eq!((status, body.as_str()), (404, "No such procedure"));
     assert_eq!(server.call(&owner, "feat", "tick", tick_row).0, 200);
 
     // `/sql` runs `client_connected` (and `client_disconnected`) around the query, as 2.x does.
@@ -395,7 +396,10 @@ fn schema_version_10_describes_a_2x_database_and_a_1_3_one_keeps_1_3s_answer() {
     assert!(section("Procedures").as_array().unwrap().iter().any(|p| p["source_name"] == "fetch_twice"));
     assert!(section("Views").as_array().unwrap().iter().any(|p| p["source_name"] == "mySecrets"));
     let lifecycle = section("LifeCycleReducers").as_array().unwrap();
-    assert!(lifecycle.contains(&serde_json::json!({"lifecycle_spec": {"OnConnect": []}, "function_name": "onConnect"})));
+    // Lifecycle reducers are listed under their canonical names, as 2.x lists them.
+    assert!(
+        lifecycle.contains(&serde_json::json!({"lifecycle_spec": {"OnConnect": []}, "function_name": "on_connect"}))
+    );
     assert_eq!(get("feat", "9").0, 200, "version 9 is still answered");
     // A JavaScript module (2.x's `host_type=Js`) is refused with a reason.
     let wasm = std::fs::read(common::fixture("bank_2x")).unwrap();

@@ -244,6 +244,29 @@ pub struct Database {
     row_limit: Option<u64>,
 }
 
+/// The log line of a call of a function that does not exist (or that the caller may not see).
+pub(crate) fn nonexistent_line(kind: &str, name: &str) -> String {
+    format!("External attempt to call nonexistent {kind} {name:?} failed. Have you run `spacetime generate` recently?")
+}
+
+/// The log line of a call whose arguments do not fit the function's parameters.
+pub(crate) fn invalid_arguments_line(kind: &str, name: &str) -> String {
+    format!(
+        "External attempt to call {kind} {name:?} failed, invalid arguments.\n\
+         This is likely due to a mismatched client schema, have you run `spacetime generate` recently?"
+    )
+}
+
+/// What a line the server writes to a module's log is about.
+enum ServerLine<'a> {
+    /// The database itself (creation, updates).
+    System,
+    /// A failed call of this function from outside.
+    External(&'a str),
+    /// How a call of this function ended (its error).
+    Outcome(&'a str),
+}
+
 /// A committed transaction held back to be told to clients with the next ones.
 struct Deferred {
     event: TxEvent,
@@ -383,11 +406,28 @@ impl Database {
         Some((p.log().clone(), p.last_offset()?))
     }
 
-    /// Runs `init` (if any) as `owner`, with the system log lines 1.3 writes at creation.
+    /// The lines a new database's log opens with, as its version writes them: 1.3 names each
+    /// table in the module's order; 2.x each table by name, then each view and filter.
+    fn creation_lines(def: &ModuleDef) -> Vec<String> {
+        if def.version != epoch_schema::DefVersion::V10 {
+            return def.tables.iter().map(|t| format!("Creating table `{}`", t.name)).collect();
+        }
+        let mut tables: Vec<&str> = def.tables.iter().map(|t| t.name.as_str()).collect();
+        tables.sort_unstable();
+        let mut views: Vec<&str> = def.views.iter().map(|v| v.name.as_str()).collect();
+        views.sort_unstable();
+        let tables = tables.into_iter().map(|t| format!("Creating table `{t}`"));
+        let views = views.into_iter().map(|v| format!("Creating table for view `{v}`"));
+        let filters = def.row_level_security.iter().map(|f| format!("Creating row level security `{f}`"));
+        tables.chain(views).chain(filters).collect()
+    }
+
+    /// Runs `init` (if any) as `owner`, with the system log lines 1.3 (or 2.x) writes at
+    /// creation.
     fn initialize(&mut self, owner: Caller) -> Result<(), CreateError> {
         let db = self;
-        for t in &db.host.def().tables {
-            db.system_log(format!("Creating table `{}`", t.name));
+        for line in Self::creation_lines(db.host.def()) {
+            db.system_log(line);
         }
         if let Some(init) = db.host.def().lifecycle_reducer(Lifecycle::Init) {
             db.system_log("Invoking `init` reducer".to_string());
@@ -407,8 +447,14 @@ impl Database {
         Ok(())
     }
 
-    /// Writes a line to the module log on the server's behalf.
-    fn server_log(&self, level: epoch_host::LogLevel, target: Option<String>, filename: Option<&str>, message: String) {
+    /// Writes a line to the module log on the server's behalf, about `function` if it names
+    /// one (the log's edge renders it as the database's version writes such lines).
+    fn server_log(&self, level: epoch_host::LogLevel, line: ServerLine<'_>, message: String) {
+        let (target, filename, function) = match line {
+            ServerLine::System => (None, Some("spacetimedb"), None),
+            ServerLine::External(function) => (None, Some("external"), Some(function)),
+            ServerLine::Outcome(function) => (Some(function.to_string()), None, Some(function)),
+        };
         self.host.logs().push(epoch_host::LogRecord {
             level,
             ts_micros: now_micros(),
@@ -417,17 +463,26 @@ impl Database {
             line_number: None,
             message,
             trace: None,
+            function: function.map(str::to_string),
+            system: true,
         });
     }
 
-    /// A failed outside call, logged as 1.3 logs it (so module authors see bad clients).
-    pub(crate) fn external_error(&self, message: String) {
-        self.server_log(epoch_host::LogLevel::Error, None, Some("external"), message);
+    /// 2.x's `/call` looks for a reducer first and logs that none has the name before it runs
+    /// the procedure of that name; this writes that line.
+    pub fn log_call_fallback(&self, name: &str) {
+        self.external_error(name, nonexistent_line("reducer", name));
+    }
+
+    /// A failed outside call of `function`, logged as 1.3 logs it (so module authors see bad
+    /// clients).
+    pub(crate) fn external_error(&self, function: &str, message: String) {
+        self.server_log(epoch_host::LogLevel::Error, ServerLine::External(function), message);
     }
 
     /// A line in the module log written by the server itself, as 1.3 writes them.
     fn system_log(&self, message: String) {
-        self.server_log(epoch_host::LogLevel::Info, None, Some("spacetimedb"), message);
+        self.server_log(epoch_host::LogLevel::Info, ServerLine::System, message);
     }
 
     pub fn def(&self) -> &ModuleDef {
@@ -470,7 +525,14 @@ impl Database {
         let invalid = |message: String| CallError::InvalidArguments { reducer: name.to_string(), message };
         match args {
             ReducerArgs::Json(text) => {
-                let v = json::reducer_args_from_str(&def.typespace, name, params, text).map_err(invalid)?;
+                let v = json::reducer_args_from_str(&def.typespace, name, params, text).map_err(|message| {
+                    // 2.x names the function again after the first step of the path.
+                    if def.version != epoch_schema::DefVersion::V10 {
+                        return invalid(message);
+                    }
+                    let first = message.split(": ").next().unwrap_or_default();
+                    invalid(format!("{first}: invalid arguments for function {name}: {message}"))
+                })?;
                 Ok(bsatn::to_vec(&v))
             }
             ReducerArgs::Bsatn(bytes) => {
@@ -512,9 +574,7 @@ impl Database {
             return Err(CallError::StorageUnavailable(why));
         }
         let Some(id) = self.host.def().reducer_id(name) else {
-            self.external_error(format!(
-                "External attempt to call nonexistent reducer {name:?} failed. Have you run `spacetime generate` recently?"
-            ));
+            self.external_error(name, nonexistent_line("reducer", name));
             return Err(CallError::NoSuchReducer(name.to_string()));
         };
         if self.host.def().reducers[id].lifecycle.is_some() {
@@ -523,10 +583,7 @@ impl Database {
         let args = match self.encode_args(id, &args) {
             Ok(a) => a,
             Err(e) => {
-                self.external_error(format!(
-                    "External attempt to call reducer {name:?} failed, invalid arguments.\n\
-                     This is likely due to a mismatched client schema, have you run `spacetime generate` recently?"
-                ));
+                self.external_error(name, invalid_arguments_line("reducer", name));
                 return Err(e);
             }
         };
@@ -608,13 +665,14 @@ impl Database {
         // A reducer stopped at the time limit logs nothing, as 1.3 logs nothing when energy runs
         // out (the caller gets 402); running out of memory is worth a line.
         if let ReducerOutcome::OutOfMemory = &r.outcome {
-            let target = Some(self.host.def().reducers[id].name.clone());
-            self.server_log(epoch_host::LogLevel::Error, target, None, r.outcome.error_message().unwrap_or_default());
+            let def = self.host.def().clone();
+            let line = ServerLine::Outcome(&def.reducers[id].name);
+            self.server_log(epoch_host::LogLevel::Error, line, r.outcome.error_message().unwrap_or_default());
         }
         if let ReducerOutcome::Failed(msg) = &r.outcome {
             // 1.3 records a reducer's own error in the module log, targeted at the reducer.
-            let target = Some(self.host.def().reducers[id].name.clone());
-            self.server_log(epoch_host::LogLevel::Error, target, None, msg.clone());
+            let def = self.host.def().clone();
+            self.server_log(epoch_host::LogLevel::Error, ServerLine::Outcome(&def.reducers[id].name), msg.clone());
         }
         self.after_commit(&mut r);
         r
@@ -840,7 +898,8 @@ impl Database {
             .any(|p| p.name == name && p.visibility == epoch_schema::FunctionVisibility::Private);
         let private = private_reducer || private_procedure;
         if private && !is_owner {
-            self.external_error(format!("External attempt to call private reducer {name:?} failed."));
+            // As 2.x: a reducer the caller may not see is one that is not there.
+            self.external_error(name, nonexistent_line("reducer", name));
             return Err(CallError::NoSuchReducer(name.to_string()));
         }
         Ok(())
@@ -1152,12 +1211,7 @@ impl Database {
         let mut store = match self.migrated_store(new.def(), &steps) {
             Ok(store) => store,
             Err(e) => {
-                self.server_log(
-                    epoch_host::LogLevel::Warn,
-                    None,
-                    Some("spacetimedb"),
-                    format!("Database update failed: {e}"),
-                );
+                self.server_log(epoch_host::LogLevel::Warn, ServerLine::System, format!("Database update failed: {e}"));
                 return Err(UpdateError::Failed(e));
             }
         };

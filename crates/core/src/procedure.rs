@@ -12,8 +12,9 @@ use epoch_store::Store;
 
 use crate::caller::Caller;
 use crate::clock::now_micros;
-use crate::database::{CallError, Database, ReducerArgs};
+use crate::database::{invalid_arguments_line, nonexistent_line, CallError, Database, ReducerArgs};
 use crate::executor::DatabaseHandle;
+use epoch_schema::FunctionVisibility;
 
 /// Why a procedure call gave no value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +36,7 @@ pub struct PreparedProcedure {
     factory: ProcedureFactory,
     handle: DatabaseHandle,
     id: u32,
+    name: String,
     args: Vec<u8>,
     ctx: CallContext,
     typespace: Typespace,
@@ -52,15 +54,17 @@ impl Database {
         is_owner: bool,
         handle: DatabaseHandle,
     ) -> Result<PreparedProcedure, ProcedureError> {
-        let Some(id) = self.def().procedure_id(name) else {
+        let visible = |p: &epoch_schema::ProcedureDef| is_owner || p.visibility != FunctionVisibility::Private;
+        let Some(id) = self.def().procedure_id(name).filter(|id| visible(&self.def().procedures[*id])) else {
+            self.external_error(name, nonexistent_line("procedure", name));
             return Err(ProcedureError::NoSuchProcedure);
         };
-        self.check_visible(name, is_owner).map_err(|_| ProcedureError::NoSuchProcedure)?;
         // The shared definition (an `Arc`), not a copy of it.
         let def = self.host().def().clone();
         let procedure = &def.procedures[id];
         let args = self.encode_function_args(name, &procedure.params, args).map_err(|e| match e {
             CallError::InvalidArguments { message, .. } => {
+                self.external_error(name, invalid_arguments_line("procedure", name));
                 ProcedureError::InvalidArguments { procedure: name.to_string(), message }
             }
             other => ProcedureError::Failed(other.to_string()),
@@ -75,6 +79,7 @@ impl Database {
             factory,
             handle,
             id: id as u32,
+            name: name.to_string(),
             args,
             ctx,
             typespace: def.typespace.clone(),
@@ -89,7 +94,7 @@ impl PreparedProcedure {
     pub fn run(self) -> Result<(AlgebraicValue, AlgebraicType, Typespace), ProcedureError> {
         let tx = Box::new(WriterTx { handle: self.handle, back: None, done: None });
         let instance = self.factory.instance(tx).map_err(|e| ProcedureError::Failed(e.to_string()))?;
-        let bytes = instance.call(self.id, self.args, self.ctx).map_err(|outcome| {
+        let bytes = instance.call(self.id, &self.name, self.args, self.ctx).map_err(|outcome| {
             ProcedureError::Failed(match outcome {
                 ReducerOutcome::Failed(msg) => msg,
                 other => other.error_message().unwrap_or_default(),

@@ -57,6 +57,12 @@ pub struct LogRecord {
     pub message: String,
     /// For panics: the wasm call stack, innermost first, as function names.
     pub trace: Option<Vec<String>>,
+    /// The module's function that was running (a module's line), or the one a server line is
+    /// about (a failed call): 2.x's `function` field.
+    pub function: Option<String>,
+    /// Written by the server, not the module (2.x marks these lines with its `__spacetimedb__`
+    /// sentinels; 1.3 with the file names `spacetimedb` and `external`).
+    pub system: bool,
 }
 
 impl LogRecord {
@@ -112,6 +118,7 @@ impl LogRecord {
             t.capacity() * std::mem::size_of::<String>() + t.iter().map(String::capacity).sum::<usize>()
         });
         self.message.capacity()
+            + self.function.as_ref().map_or(0, String::capacity)
             + self.target.as_ref().map_or(0, String::capacity)
             + self.filename.as_ref().map_or(0, String::capacity)
             + trace
@@ -121,7 +128,7 @@ impl LogRecord {
     /// Cuts every text of the record to [`MAX_LOG_LINE_BYTES`] (on a character boundary) and
     /// drops spare capacity, so the ring's byte bound is the memory it holds.
     fn bound(&mut self) {
-        let texts = [Some(&mut self.message), self.target.as_mut(), self.filename.as_mut()];
+        let texts = [Some(&mut self.message), self.target.as_mut(), self.filename.as_mut(), self.function.as_mut()];
         for text in texts.into_iter().flatten() {
             cut(text, 0);
             text.shrink_to_fit();
@@ -235,6 +242,8 @@ mod tests {
             line_number: Some(1),
             message,
             trace: None,
+            function: None,
+            system: false,
         }
     }
 

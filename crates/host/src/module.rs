@@ -158,6 +158,8 @@ pub struct ModuleHost {
     instance: Instance,
     call_reducer: CallReducerFn,
     def: Arc<ModuleDef>,
+    /// Each reducer's name, shared, so a call names its function for the log without copying.
+    reducer_names: Vec<Arc<str>>,
     config: HostConfig,
     logs: ModuleLogs,
     /// Set after a trap: the instance's memory may be inconsistent, so the next call starts afresh.
@@ -222,6 +224,7 @@ impl ModuleHost {
             store: Some(store),
             instance,
             call_reducer,
+            reducer_names: def.reducers.iter().map(|r| Arc::from(r.name.as_str())).collect(),
             def: Arc::new(def),
             config,
             logs,
@@ -332,6 +335,7 @@ impl ModuleHost {
         }
         let timeout = self.config.reducer_timeout;
         let call = self.call_reducer.clone();
+        let function = self.reducer_names.get(reducer_id as usize).cloned();
         let store = self.store_mut();
         let db = store.data_mut().db.as_mut().expect("the database is set at load");
         db.begin();
@@ -339,7 +343,7 @@ impl ModuleHost {
             db.rollback();
             return not_run(format!("could not prepare the call: {e}"), start);
         }
-        let (source, sink) = store.data_mut().start_call(args);
+        let (source, sink) = store.data_mut().start_call(args, function);
         store.set_epoch_deadline(deadline_ticks(timeout));
         let (s, c) = caller_words(&ctx);
         let res = call.call(
@@ -421,7 +425,7 @@ pub(crate) fn describe(store: &mut Store<Env>, instance: &Instance, config: &Hos
     let describe = instance
         .get_typed_func::<u32, ()>(&mut *store, "__describe_module__")
         .map_err(|_| HostError::MissingExport("__describe_module__"))?;
-    let (_, sink) = store.data_mut().start_call(Vec::new());
+    let (_, sink) = store.data_mut().start_call(Vec::new(), None);
     store.set_epoch_deadline(deadline_ticks(config.reducer_timeout));
     let res = describe.call(&mut *store, sink);
     let bytes = store.data_mut().finish_call();
@@ -450,7 +454,7 @@ pub(crate) fn instantiate(
         f.call(&mut store, ()).map_err(|e| HostError::Instantiate(format!("{name} failed: {e:#}")))?;
     }
     if let Ok(setup) = instance.get_typed_func::<u32, i32>(&mut store, "__setup__") {
-        let (_, sink) = store.data_mut().start_call(Vec::new());
+        let (_, sink) = store.data_mut().start_call(Vec::new(), None);
         let res = setup.call(&mut store, sink);
         let msg = store.data_mut().finish_call();
         match res {

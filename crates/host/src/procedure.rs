@@ -120,8 +120,8 @@ impl ProcedureFactory {
 impl ProcedureInstance {
     /// Runs procedure `id` with BSATN `args`; returns the BSATN of its return value, or why it
     /// failed. A transaction the procedure left open is rolled back, as 2.x does.
-    pub fn call(mut self, id: u32, args: Vec<u8>, ctx: CallContext) -> Result<Vec<u8>, ReducerOutcome> {
-        let (source, sink) = self.store.data_mut().start_call(args);
+    pub fn call(mut self, id: u32, name: &str, args: Vec<u8>, ctx: CallContext) -> Result<Vec<u8>, ReducerOutcome> {
+        let (source, sink) = self.store.data_mut().start_call(args, Some(std::sync::Arc::from(name)));
         self.store.set_epoch_deadline(PROCEDURE_CHECK_TICKS);
         let (s, c) = caller_words(&ctx);
         let res = self
@@ -138,6 +138,8 @@ impl ProcedureInstance {
                 filename: None,
                 line_number: None,
                 message: "the procedure returned with a transaction still open; it was rolled back".into(),
+                function: env.function.as_deref().map(str::to_string),
+                system: true,
                 trace: None,
             });
         }

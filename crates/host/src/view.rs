@@ -49,7 +49,7 @@ impl ModuleHost {
         let (store, instance, config, poisoned) = self.parts_mut();
         let timeout = config.reducer_timeout;
         store.data_mut().db.as_mut().expect("the database is set at load").begin();
-        let (source, sink) = store.data_mut().start_call(Vec::new());
+        let (source, sink) = store.data_mut().start_call(Vec::new(), Some(std::sync::Arc::from(view.name.as_str())));
         store.set_epoch_deadline(deadline_ticks(timeout));
         let res = if view.is_anonymous {
             instance

@@ -122,6 +122,9 @@ pub struct ReducerDef {
     /// The module's own name for it when it differs from `name` (2.x).
     pub source_name: Option<String>,
     pub params: ProductType,
+    /// The parameters under the module's own names, when case conversion changed them (2.x
+    /// describes a reducer with these).
+    pub source_params: Option<ProductType>,
     pub lifecycle: Option<Lifecycle>,
     /// Private reducers (2.x: scheduled and lifecycle ones) answer only to the database owner.
     pub visibility: FunctionVisibility,
@@ -435,6 +438,7 @@ impl Validator<'_> {
                 source_name: None,
                 name: r.name.clone(),
                 params: r.params.clone(),
+                source_params: None,
                 lifecycle: r.lifecycle,
                 visibility: FunctionVisibility::ClientCallable,
             });

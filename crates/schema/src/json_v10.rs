@@ -50,7 +50,7 @@ fn functions(def: &ModuleDef) -> Vec<Value> {
         .map(|r| {
             json!({
                 "source_name": source(&r.source_name, &r.name),
-                "params": product_type(&r.params),
+                "params": product_type(r.source_params.as_ref().unwrap_or(&r.params)),
                 "visibility": visibility(r.visibility),
                 "ok_return_type": algebraic_type(&epoch_sats::AlgebraicType::unit()),
                 "err_return_type": algebraic_type(&epoch_sats::AlgebraicType::String),
@@ -121,7 +121,7 @@ fn schedules_and_lifecycles(def: &ModuleDef) -> Vec<Value> {
                 Lifecycle::OnConnect => "OnConnect",
                 Lifecycle::OnDisconnect => "OnDisconnect",
             };
-            json!({ "lifecycle_spec": { spec: unit() }, "function_name": source(&r.source_name, &r.name) })
+            json!({ "lifecycle_spec": { spec: unit() }, "function_name": r.name })
         })
         .collect();
     if !lifecycles.is_empty() {

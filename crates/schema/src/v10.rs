@@ -336,6 +336,7 @@ fn attach_reducers(def: &mut ModuleDef, raw: &RawModuleDefV10, names: &Names, er
     for (r, rr) in def.reducers.iter_mut().zip(&raw.reducers) {
         check_reducer_return(rr, errors);
         r.source_name = names.alias(&rr.source_name, &r.name);
+        r.source_params = (rr.params != r.params).then(|| rr.params.clone());
         let forced = r.lifecycle.is_some() || scheduled.contains(&r.name);
         r.visibility = if forced { FunctionVisibility::Private } else { rr.visibility };
     }

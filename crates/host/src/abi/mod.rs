@@ -124,6 +124,8 @@ pub struct Env {
     pub max_open_iters: usize,
     /// Set on a procedure's instance: how its transactions, sleeps and requests are served.
     pub procedure: Option<crate::procedure::ProcedureEnv>,
+    /// The module's function being run (reducer, procedure or view), named in its log lines.
+    pub function: Option<std::sync::Arc<str>>,
 }
 
 impl Env {
@@ -143,11 +145,13 @@ impl Env {
             scheduled_immediate: Vec::new(),
             max_open_iters: 4096,
             procedure: None,
+            function: None,
         }
     }
 
     /// Prepares a call: installs the argument source (handle 0 when empty) and a fresh sink.
-    pub fn start_call(&mut self, args: Vec<u8>) -> (u32, u32) {
+    pub fn start_call(&mut self, args: Vec<u8>, function: Option<std::sync::Arc<str>>) -> (u32, u32) {
+        self.function = function;
         self.sink = Some(Vec::new());
         self.panic_message = None;
         self.limiter.denied = false;
@@ -201,6 +205,8 @@ impl Env {
             line_number: line,
             message,
             trace: None,
+            function: self.function.as_deref().map(str::to_string),
+            system: false,
         });
     }
 }

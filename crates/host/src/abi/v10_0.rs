@@ -369,6 +369,8 @@ fn link_console_log(linker: &mut Linker<Env>) -> Result<()> {
                     line_number: line,
                     message,
                     trace: Some(trace),
+                    function: env.function.as_deref().map(str::to_string),
+                    system: false,
                 });
                 return Ok(());
             }
