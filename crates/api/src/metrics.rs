@@ -34,6 +34,7 @@ pub struct Metrics {
     ws_bytes_sent: AtomicU64,
     ws_queued_bytes: AtomicI64,
     ws_budget_cuts: AtomicU64,
+    ws_orphaned_requests: AtomicU64,
 }
 
 /// One series of the archive metrics: name, help, type and how to read it from a status.
@@ -94,6 +95,11 @@ impl Metrics {
         self.ws_budget_cuts.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A request of a WebSocket connection that had ended was skipped instead of answered.
+    pub fn ws_orphaned_request(&self) {
+        self.ws_orphaned_requests.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Bytes waiting for WebSocket clients grew (or shrank, when negative).
     pub fn ws_queued(&self, delta: i64) {
         self.ws_queued_bytes.fetch_add(delta, Ordering::Relaxed);
@@ -151,6 +157,13 @@ impl Metrics {
             "WebSocket clients cut off because all clients together held more than --max-ws-total-queued-bytes.",
             "counter",
             self.ws_budget_cuts.load(Ordering::Relaxed).to_string(),
+        );
+        gauge(
+            out,
+            "epoch_ws_orphaned_requests_total",
+            "Subscriptions and queries skipped because their WebSocket connection had ended before the database reached them.",
+            "counter",
+            self.ws_orphaned_requests.load(Ordering::Relaxed).to_string(),
         );
     }
 

@@ -696,10 +696,12 @@ impl Connection {
         };
         in_flight.count.fetch_add(1, Ordering::Relaxed);
         let pending = in_flight.clone();
+        let metrics = self.state.metrics.clone();
         // Never block the runtime on a full writer queue: the client is told to slow down.
         match db.handle.try_execute(move |d| {
             pending.count.fetch_sub(1, Ordering::Relaxed);
             if reads_only && pending.closed.load(Ordering::Relaxed) {
+                metrics.ws_orphaned_request();
                 return;
             }
             job(d)
