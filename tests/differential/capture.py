@@ -75,15 +75,16 @@ Normalisation (function normalise_body / normalise_text), in this order:
      small num_lines tails are compared too, and are picked so that they hold no host lines.
      Scenarios that panic have their own database so their traces do not hide other log
      differences.
-  2. JWTs (`eyJ[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]*`) become <token>.
+  2. JWTs (`eyJ[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]*\\.[A-Za-z0-9_-]*`) become <token>, then
+     `"token":"0x<hex>"` (a migration token, which hashes the database's random identity)
+     becomes `"token":"<migration-token>"`.
   3. 64-hex-digit identities, optionally prefixed by 0x, not touching [0-9A-Za-z_] on either side,
      become <identity:X> for a known actor or database X, else <identity>. Exception: the value of
      "initial_program" (a module hash, deterministic) is kept as is.
   4. 16-hex-digit words (same boundaries) equal to the first 16 digits of a known identity become
      <identity-prefix:X> (the permission-denied messages abbreviate database identities).
   5. `"F":<-?digits>` becomes `"F":0` for F in ts, total_duration_micros,
-     __timestamp_micros_since_unix_epoch__, iat, exp; `"token":"0x<hex>"` (a migration token,
-     which hashes the database's random identity) becomes `"token":"<migration-token>"`.
+     __timestamp_micros_since_unix_epoch__, iat, exp.
   6. If the step has sort_array KEY: the elements of the first `"KEY":[` array are sorted (as text,
      by code point); an empty array stays empty.
 Body bytes are decoded as UTF-8, invalid sequences replaced (U+FFFD).
@@ -128,6 +129,7 @@ INITIAL_PROGRAM = '"initial_program":"'
 def normalise_text(text, known):
     """Steps 2-5. `known` maps lowercase bare-hex identities to labels."""
     text = JWT_RE.sub("<token>", text)
+    text = PLAN_TOKEN_RE.sub('"token":"<migration-token>"', text)
 
     def identity(m):
         start = m.start()
@@ -148,7 +150,6 @@ def normalise_text(text, known):
 
     text = PREFIX_RE.sub(prefix, text)
     text = ZERO_RE.sub(lambda m: f'"{m.group(1)}":0', text)
-    text = PLAN_TOKEN_RE.sub('"token":"<migration-token>"', text)
     return text
 
 

@@ -131,6 +131,14 @@ pub struct PublishQuery {
 impl PublishQuery {
     fn parse(Query(q): Params) -> Result<Self, ApiError> {
         host_type_param(&q)?;
+        // 2.x's hosted service nests databases under a parent or an organisation; a server of
+        // its own has neither, so asking for one is refused rather than ignored.
+        if let Some(param) = ["parent", "organization", "org"].into_iter().find(|p| q.contains_key(*p)) {
+            return Err(text(
+                StatusCode::BAD_REQUEST,
+                format!("`{param}` is not supported by this server: databases here have no parent or organization"),
+            ));
+        }
         Ok(Self {
             clear: bool_param(&q, "clear")?,
             num_replicas: usize_param(&q, "num_replicas")?,

@@ -352,10 +352,10 @@ fn replace_plan_tokens(text: &str) -> String {
 }
 
 fn normalise_text(text: &str, known: &Known) -> String {
-    let text = replace_jwts(text);
+    let text = replace_plan_tokens(&replace_jwts(text));
     let text = replace_identities(&text, known);
     let text = replace_prefixes(&text, known);
-    replace_plan_tokens(&zero_fields(&text))
+    zero_fields(&text)
 }
 
 /// `text[start]` is '['; the element texts and the index just past the closing ']'.

@@ -412,6 +412,16 @@ fn schema_version_10_describes_a_2x_database_and_a_1_3_one_keeps_1_3s_answer() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.text().unwrap().contains("JavaScript modules (host_type=Js) are not supported"));
+    // A parent database (2.x's hosted nesting) is refused, not ignored.
+    let r = server
+        .http()
+        .put(format!("{}/v1/database/child?parent=feat", server.url))
+        .bearer_auth(&owner)
+        .body(std::fs::read(common::fixture("bank_2x")).unwrap())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().unwrap().contains("`parent` is not supported by this server"));
     let (status, body) = get("old", "10");
     assert_eq!(
         (status, body.as_str()),

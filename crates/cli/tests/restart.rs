@@ -114,20 +114,6 @@ fn a_corrupt_log_makes_its_database_unavailable_with_its_location_unless_told_to
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Copies a directory tree (the fixture data directory) to `to`.
-fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 fn balances(s: &Server, db: &str) -> Vec<(u64, i64)> {
     let (status, body) = s.sql(None, db, "SELECT id, balance FROM account");
     assert_eq!(status, 200, "{db}: {body}");
@@ -144,7 +130,7 @@ fn balances(s: &Server, db: &str) -> Vec<(u64, i64)> {
 #[test]
 fn a_data_directory_of_an_earlier_server_keeps_working_after_the_upgrade() {
     let dir = std::env::temp_dir().join(format!("epoch-upgrade-{}-{}", std::process::id(), rand_suffix()));
-    copy_tree(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/upgrade/data"), &dir);
+    copy_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/upgrade/data"), &dir);
     let s = Server::start_in(dir.clone(), &[]);
     let bank_1_3 = vec![
         (1, 750),

@@ -3,17 +3,14 @@
 //! `st_scheduled`, `st_row_level_security`): built on demand from the module's definition, the
 //! store and the database's state, so they are always true. The system tables describe
 //! themselves too, with the ids and names 1.3 gives them; a module's tables, indexes,
-//! constraints, sequences and schedules are numbered from 4097, as in 1.3.
+//! constraints, sequences and schedules are numbered from 4097, as in 1.3 (from 4096 for a 2.x
+//! module, as in 2.x).
 
 use epoch_sats::{bsatn, AlgebraicType, AlgebraicValue, Identity, ProductType, SumType, Typespace, U256};
 use epoch_schema::{DefVersion, ModuleDef, TableAccess, TableDef};
 use epoch_store::Store;
 
-use crate::clients::WIRE_TABLE_ID_BASE;
-
-/// The first id 1.3 gives a module's own objects (tables, indexes, constraints, sequences,
-/// schedules).
-const FIRST_USER_ID: u32 = WIRE_TABLE_ID_BASE;
+use crate::clients::first_user_id;
 /// How many ids 1.3's system sequences hand out at a time.
 const SEQUENCE_ALLOCATION_STEP: i128 = 4096;
 
@@ -265,8 +262,9 @@ pub fn build(inputs: &CatalogInputs<'_>) -> Store {
 
 /// Every user table with its id (by the store's numbering, which keeps ids across updates).
 fn user_tables<'a>(inputs: &'a CatalogInputs<'_>) -> Vec<(u32, &'a TableDef)> {
+    let first = first_user_id(inputs.def.version);
     let mut out: Vec<(u32, &TableDef)> =
-        inputs.def.tables.iter().filter_map(|t| Some((FIRST_USER_ID + inputs.store.table_id(&t.name)?, t))).collect();
+        inputs.def.tables.iter().filter_map(|t| Some((first + inputs.store.table_id(&t.name)?, t))).collect();
     out.sort_by_key(|(id, _)| *id);
     out
 }
@@ -285,7 +283,7 @@ fn btree(cols: &[u16]) -> AlgebraicValue {
 fn catalog_rows(inputs: &CatalogInputs<'_>, system: &[SystemTableDef]) -> Vec<(&'static str, Rows)> {
     let user = user_tables(inputs);
     let (st_table, st_column) = table_rows(inputs, system, &user);
-    let objects = object_rows(&user);
+    let objects = object_rows(&user, first_user_id(inputs.def.version));
     let st_sequence = sequence_rows(inputs, &objects);
     let (st_module, st_client, st_var, st_rls) = server_rows(inputs);
     vec![
@@ -353,7 +351,7 @@ impl ObjectRows<'_> {
     }
 }
 
-fn object_rows<'a>(user: &[(u32, &'a TableDef)]) -> ObjectRows<'a> {
+fn object_rows<'a>(user: &[(u32, &'a TableDef)], first: u32) -> ObjectRows<'a> {
     let u32v = AlgebraicValue::U32;
     let mut o = ObjectRows {
         st_index: SYSTEM_INDEXES
@@ -368,7 +366,7 @@ fn object_rows<'a>(user: &[(u32, &'a TableDef)]) -> ObjectRows<'a> {
         sequences: Vec::new(),
         user_tables: user.len(),
     };
-    let next = |rows: &Rows, system: usize| u32v(FIRST_USER_ID + (rows.len() - system) as u32);
+    let next = |rows: &Rows, system: usize| u32v(first + (rows.len() - system) as u32);
     for (id, t) in user {
         for idx in &t.indexes {
             let algo = match &idx.algorithm {
@@ -421,7 +419,9 @@ fn sequence_row(
 
 /// `st_sequence`: the system sequences, then the module's with what they handed out so far.
 fn sequence_rows(inputs: &CatalogInputs<'_>, objects: &ObjectRows<'_>) -> Rows {
-    let first = FIRST_USER_ID as i128;
+    // System sequences start where 1.3's user ids do, in 2.x too.
+    let first = first_user_id(epoch_schema::DefVersion::V9) as i128;
+    let user_base = first_user_id(inputs.def.version);
     let mut rows: Rows = SYSTEM_SEQUENCES
         .iter()
         .map(|(id, name, table, numbers)| {
@@ -432,7 +432,7 @@ fn sequence_rows(inputs: &CatalogInputs<'_>, objects: &ObjectRows<'_>) -> Rows {
         })
         .collect();
     for (k, (table, q)) in objects.sequences.iter().enumerate() {
-        let store_table = inputs.store.table(table - FIRST_USER_ID).ok();
+        let store_table = inputs.store.table(table - user_base).ok();
         let next = store_table
             .and_then(|t| t.sequences.iter().find(|s| s.column == q.column))
             .map(|s| s.next)
@@ -446,13 +446,14 @@ fn sequence_rows(inputs: &CatalogInputs<'_>, objects: &ObjectRows<'_>) -> Rows {
             start - 1 + ((used + SEQUENCE_ALLOCATION_STEP - 1) / SEQUENCE_ALLOCATION_STEP) * SEQUENCE_ALLOCATION_STEP
         };
         let (min, max) = (q.min_value.unwrap_or(1), q.max_value.unwrap_or(i128::MAX));
-        rows.push(sequence_row(FIRST_USER_ID + k as u32, &q.name, *table, q.column, start, min, max, allocated));
+        rows.push(sequence_row(user_base + k as u32, &q.name, *table, q.column, start, min, max, allocated));
     }
     rows
 }
 
 /// `st_module`, `st_client`, `st_var` and `st_row_level_security`.
 fn server_rows(inputs: &CatalogInputs<'_>) -> (Rows, Rows, Rows, Rows) {
+    let first = first_user_id(inputs.def.version);
     let owner_ctx =
         epoch_query::QueryContext { is_owner: true, sender: Some(Identity::default()), ..Default::default() };
     // In the order the database has held them (see `migrate::filter_order`), not the module's.
@@ -462,7 +463,7 @@ fn server_rows(inputs: &CatalogInputs<'_>) -> (Rows, Rows, Rows, Rows) {
         .iter()
         .filter_map(|sql| {
             let table = epoch_query::Filter::compile(inputs.store, sql, owner_ctx).ok()?.table_id();
-            Some(row(vec![AlgebraicValue::U32(FIRST_USER_ID + table), s(sql)]))
+            Some(row(vec![AlgebraicValue::U32(first + table), s(sql)]))
         })
         .collect();
     let mut hash_le = crate::program::program_hash(inputs.program);

@@ -24,10 +24,16 @@ use epoch_sats::le_bytes_hex;
 
 pub use epoch_subscription::{ClientId, QueryUpdate};
 
-/// 1.3 numbers a module's tables from 4097 (the ids below are its system tables'; checked
-/// against the reference); clients see table ids in updates, so Epoch's store ids are shifted
-/// by this on the wire.
-pub const WIRE_TABLE_ID_BASE: u32 = 4097;
+/// The id of a module's first table (and index, constraint, sequence): 1.3 numbers them from
+/// 4097, 2.x from 4096 (the ids below are their system tables'; checked against both
+/// references). Clients see table ids in updates, so Epoch's store ids are shifted by this on
+/// the wire and in the system tables.
+pub fn first_user_id(version: epoch_schema::DefVersion) -> u32 {
+    match version {
+        epoch_schema::DefVersion::V10 => 4096,
+        _ => 4097,
+    }
+}
 
 /// Limits on what clients may hold; each exceeded limit is a clear error to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +94,7 @@ impl WireSchema {
             .map(|st| {
                 let row_type = AlgebraicType::Product(st.schema.row_type().clone());
                 WireTable {
-                    wire_id: WIRE_TABLE_ID_BASE + st.id,
+                    wire_id: first_user_id(def.version) + st.id,
                     name: Arc::from(st.schema.name()),
                     fixed_row_len: static_len(&def.typespace, &row_type),
                     row_type,

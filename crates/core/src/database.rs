@@ -1259,6 +1259,16 @@ impl Database {
                 _ => {}
             }
         }
+        for step in steps {
+            // 2.x checks a new unique constraint against the rows first, naming what repeats.
+            let Step::AddConstraint { table, constraint } = step else { continue };
+            let found = def.table(table).and_then(|d| d.constraints.iter().find(|c| &c.name == constraint));
+            let (Some(t), Some(c)) = (old.table_by_name(table), found) else {
+                continue;
+            };
+            let catalog_id = crate::clients::first_user_id(def.version) + t.id;
+            crate::migrate::duplicate_values(t, catalog_id, &c.unique_columns)?;
+        }
         for t in old.tables() {
             let id = store.table_id(t.schema.name()).ok_or_else(|| format!("table `{}` is gone", t.schema.name()))?;
             let rows: Vec<Box<[u8]>> = t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect();

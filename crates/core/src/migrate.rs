@@ -41,6 +41,12 @@ pub enum Step {
         table: String,
         index: String,
     },
+    /// A unique constraint on a table that has rows (2.x modules only): applied when no two
+    /// rows share its columns' values.
+    AddConstraint {
+        table: String,
+        constraint: String,
+    },
     AddSequence {
         table: String,
         sequence: String,
@@ -53,6 +59,11 @@ pub enum Step {
     },
     AddRowLevelSecurity(String),
     ChangeAccess {
+        table: String,
+    },
+    /// Another column, or none, is the primary key (2.x modules only): a change of the schema
+    /// alone; the unique index it needs comes with its own steps.
+    ChangePrimaryKey {
         table: String,
     },
 }
@@ -74,6 +85,10 @@ impl Step {
             }
             Step::AddTable(table) => format!("Creating table `{table}`"),
             Step::AddIndex { table, index } => format!("Creating index `{index}` on table `{table}`"),
+            Step::AddConstraint { table, constraint } => {
+                format!("Adding constraint `{constraint}` on table `{table}`")
+            }
+            Step::ChangePrimaryKey { table } => format!("Changing primary key for table `{table}`"),
             Step::AddSequence { table, sequence, .. } => format!("Adding sequence `{sequence}` to table `{table}`"),
             Step::AddRowLevelSecurity(sql) => format!("Adding row-level security `{sql}`"),
         })
@@ -156,8 +171,16 @@ fn table_changes(
             Some(_) => {}
         }
     }
+    let v10 = new_def.version == epoch_schema::DefVersion::V10;
     for n in new.constraints.iter().filter(|n| !old.constraints.iter().any(|c| c.name == n.name)) {
-        errors.push(format!("Adding a unique constraint {} requires a manual migration", n.name));
+        if v10 {
+            steps.push(Step::AddConstraint { table: table.clone(), constraint: n.name.clone() });
+        } else {
+            errors.push(format!("Adding a unique constraint {} requires a manual migration", n.name));
+        }
+    }
+    if v10 && old.primary_key != new.primary_key {
+        steps.push(Step::ChangePrimaryKey { table: table.clone() });
     }
     match (&old.schedule, &new.schedule) {
         (a, b) if a == b => {}
@@ -286,6 +309,37 @@ pub(crate) fn resolve(ts: &Typespace, ty: &AlgebraicType, depth: u32) -> Algebra
         AlgebraicType::Array(e) => AlgebraicType::Array(Box::new(resolve(ts, e, depth + 1))),
         other => other.clone(),
     }
+}
+
+/// The refusal of a unique constraint that rows of the table `table_id` (its id as the system
+/// tables show it) break, in 2.x's words: each value held more than once (ten at most).
+pub(crate) fn duplicate_values(table: &epoch_store::Table, table_id: u32, columns: &[u16]) -> Result<(), String> {
+    let mut counts: std::collections::BTreeMap<Vec<epoch_sats::AlgebraicValue>, usize> = Default::default();
+    for (_, row) in table.iter() {
+        let key = columns.iter().map(|c| table.schema.column_value(row, *c)).collect::<Result<Vec<_>, _>>();
+        *counts.entry(key.map_err(|e| e.to_string())?).or_default() += 1;
+    }
+    let groups: Vec<(Vec<epoch_sats::AlgebraicValue>, usize)> = counts.into_iter().filter(|(_, n)| *n > 1).collect();
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let cols: Vec<String> = columns.iter().map(|c| format!("ColId({c})")).collect();
+    let mut text = format!(
+        "DatastoreError: Cannot add unique constraint on table {table_id} column(s) [{}] (committed state):\n{} duplicate group(s) found.",
+        cols.join(", "),
+        groups.len()
+    );
+    for (key, n) in groups.iter().take(10) {
+        let value = match key.as_slice() {
+            [one] => crate::migrate_text::value_text(one),
+            many => format!("[{}]", many.iter().map(crate::migrate_text::value_text).collect::<Vec<_>>().join(", ")),
+        };
+        text.push_str(&format!("\n  - {value} appears {n} times"));
+    }
+    if groups.len() > 10 {
+        text.push_str("\n  ... and more");
+    }
+    Err(text)
 }
 
 /// Whether `new` is the enum `old` with variants added at its end (every stored value still

@@ -118,6 +118,8 @@ fn step_text(t: &mut Text, old: &ModuleDef, new: &ModuleDef, step: &Step) {
                 added_table_text(t, new, def);
             }
         }
+        Step::AddConstraint { table, constraint } => constraint_text(t, new, table, constraint, "Created"),
+        Step::ChangePrimaryKey { table } => primary_key_text(t, old, new, table),
         Step::ChangeAccess { table } => {
             let to_public = new.table(table).is_some_and(|d| d.table_access == TableAccess::Public);
             t.action("Changed");
@@ -138,37 +140,45 @@ fn column_names(def: Option<&TableDef>, columns: &[u16]) -> String {
 }
 
 fn index_text(t: &mut Text, def: &ModuleDef, table: &str, index: &str, action: &str) {
-    let table_def = def.table(table);
-    let columns = table_def
-        .and_then(|d| d.indexes.iter().find(|i| i.name == index))
-        .map(|i| column_names(table_def, &i.algorithm.columns()))
-        .unwrap_or_default();
-    t.action(action);
-    let _ = write!(t.out, " index {index} on [{columns}] of table ");
-    t.name(table);
-    t.out.push('\n');
+    let columns = of_table(def, table, |d| d.indexes.iter().find(|i| i.name == index).map(|i| i.algorithm.columns()));
+    object_line(t, action, &format!("index {index} on [{columns}]"), table);
 }
 
 fn constraint_text(t: &mut Text, def: &ModuleDef, table: &str, constraint: &str, action: &str) {
-    let table_def = def.table(table);
-    let columns = table_def
-        .and_then(|d| d.constraints.iter().find(|c| c.name == constraint))
-        .map(|c| column_names(table_def, &c.unique_columns))
-        .unwrap_or_default();
-    t.action(action);
-    let _ = write!(t.out, " unique constraint {constraint} on [{columns}] of table ");
+    let find = |d: &TableDef| d.constraints.iter().find(|c| c.name == constraint).map(|c| c.unique_columns.clone());
+    let columns = of_table(def, table, find);
+    object_line(t, action, &format!("unique constraint {constraint} on [{columns}]"), table);
+}
+
+fn primary_key_text(t: &mut Text, old: &ModuleDef, new: &ModuleDef, table: &str) {
+    let key = |def: &ModuleDef| def.table(table).and_then(|d| d.primary_key);
+    let what = match (key(old), key(new)) {
+        (Some(_), None) => "removed".to_string(),
+        (None, Some(c)) => format!("added on column {c}"),
+        (Some(_), Some(c)) => format!("changed to column {c}"),
+        (None, None) => return,
+    };
+    t.action("Changed");
+    t.out.push_str(" primary key on table ");
     t.name(table);
-    t.out.push('\n');
+    let _ = writeln!(t.out, " ({what})");
 }
 
 fn sequence_text(t: &mut Text, def: &ModuleDef, table: &str, sequence: &str, action: &str) {
+    let column = of_table(def, table, |d| d.sequences.iter().find(|s| s.name == sequence).map(|s| vec![s.column]));
+    object_line(t, action, &format!("auto-increment constraint {sequence} on column {column}"), table);
+}
+
+/// The names of the columns `find` picks out of table `table` of `def`, comma-separated.
+fn of_table(def: &ModuleDef, table: &str, find: impl Fn(&TableDef) -> Option<Vec<u16>>) -> String {
     let table_def = def.table(table);
-    let column = table_def
-        .and_then(|d| d.sequences.iter().find(|s| s.name == sequence))
-        .map(|s| column_names(table_def, &[s.column]))
-        .unwrap_or_default();
+    table_def.and_then(&find).map(|cols| column_names(table_def, &cols)).unwrap_or_default()
+}
+
+/// `▸ <action> <what> of table <table>`: an index, constraint or sequence step.
+fn object_line(t: &mut Text, action: &str, what: &str, table: &str) {
     t.action(action);
-    let _ = write!(t.out, " auto-increment constraint {sequence} on column {column} of table ");
+    let _ = write!(t.out, " {what} of table ");
     t.name(table);
     t.out.push('\n');
 }
@@ -293,6 +303,11 @@ pub fn type_text(ty: &AlgebraicType) -> String {
         AlgebraicType::Array(e) => format!("Array<{}>", type_text(e)),
         other => format!("{other:?}"),
     }
+}
+
+/// A value the way 2.x names it in one line: its variant and value, e.g. `U16(0)`.
+pub fn value_text(v: &AlgebraicValue) -> String {
+    value_debug(v).replace("(\n    ", "(").replace(",\n)", ")")
 }
 
 /// A default value the way 2.x prints it: its variant and value on lines of their own (Rust's
