@@ -587,7 +587,14 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
     }
     let refs: Vec<&Account> = accounts.iter().collect();
     let epoch = full_sync_killed_twice(&pds, &refs);
-    firehose_batches_killed(epoch, &pds, &accounts, 450);
+    // One live record per repo first, so the live consumer has a position in the stream (the
+    // phase where it is killed while records arrive is the ignored test below).
+    for (n, a) in accounts.iter().enumerate() {
+        create_many(&pds, a, 900 + n..901 + n);
+    }
+    epoch.wait_equal(&pds, &refs);
+    assert_eq!(epoch.records_ingested(), 453, "each live create once");
+    firehose_batches_killed(epoch, &pds, &accounts, 453);
 }
 
 /// The live consumer killed twice while records are being created, after a full_sync that was
