@@ -581,12 +581,8 @@ fn change_repos_during_a_full_sync(pds: &Pds, first: &Account, later: &Account) 
 fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
     let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
-    let accounts: Vec<Account> = ["gus", "hal", "ivy"].iter().map(|n| create_account(&pds, n)).collect();
-    for a in &accounts {
-        create_many(&pds, a, 0..150);
-    }
+    let (accounts, epoch) = synced_through_kills(&pds);
     let refs: Vec<&Account> = accounts.iter().collect();
-    let epoch = full_sync_killed_twice(&pds, &refs);
     // One live record per repo first, so the live consumer has a position in the stream (the
     // phase where it is killed while records arrive is the ignored test below).
     for (n, a) in accounts.iter().enumerate() {
@@ -611,13 +607,18 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
 fn killed_full_sync_then_killed_live_consumer_lose_no_record() {
     let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
-    let accounts: Vec<Account> = ["gus", "hal", "ivy"].iter().map(|n| create_account(&pds, n)).collect();
-    for a in &accounts {
-        create_many(&pds, a, 0..150);
-    }
-    let refs: Vec<&Account> = accounts.iter().collect();
-    let epoch = full_sync_killed_twice(&pds, &refs);
+    let (accounts, epoch) = synced_through_kills(&pds);
     live_consumer_killed_twice(epoch, &pds, &accounts);
+}
+
+/// Three repos of 150 records each, read by a full_sync killed twice (see below).
+fn synced_through_kills(pds: &Pds) -> (Vec<Account>, Epoch) {
+    let accounts: Vec<Account> = ["gus", "hal", "ivy"].iter().map(|n| create_account(pds, n)).collect();
+    for a in &accounts {
+        create_many(pds, a, 0..150);
+    }
+    let epoch = full_sync_killed_twice(pds, &accounts.iter().collect::<Vec<_>>());
+    (accounts, epoch)
 }
 
 /// A slow full_sync killed twice resumes and ingests each record once.

@@ -162,23 +162,8 @@ fn table_changes(
             max: n.max_value.unwrap_or(i128::MAX),
         });
     }
-    for c in &old.constraints {
-        match new.constraints.iter().find(|n| n.name == c.name) {
-            None => steps.push(Step::RemoveConstraint { table: table.clone(), constraint: c.name.clone() }),
-            Some(n) if n != c => {
-                errors.push(format!("Changing a unique constraint {} requires a manual migration", c.name))
-            }
-            Some(_) => {}
-        }
-    }
     let v10 = new_def.version == epoch_schema::DefVersion::V10;
-    for n in new.constraints.iter().filter(|n| !old.constraints.iter().any(|c| c.name == n.name)) {
-        if v10 {
-            steps.push(Step::AddConstraint { table: table.clone(), constraint: n.name.clone() });
-        } else {
-            errors.push(format!("Adding a unique constraint {} requires a manual migration", n.name));
-        }
-    }
+    constraint_changes(old, new, v10, steps, errors);
     if v10 && old.primary_key != new.primary_key {
         steps.push(Step::ChangePrimaryKey { table: table.clone() });
     }
@@ -191,6 +176,28 @@ fn table_changes(
         (Some(_), None) => steps.push(Step::RemoveSchedule { table: table.clone() }),
         (None, Some(_)) => steps.push(Step::AddSchedule { table: table.clone() }),
         (None, None) => {}
+    }
+}
+
+/// The unique-constraint steps of one table's update: removals; additions for a 2.x module
+/// (checked against the rows when applied); 1.3's refusals otherwise.
+fn constraint_changes(old: &TableDef, new: &TableDef, v10: bool, steps: &mut Vec<Step>, errors: &mut Vec<String>) {
+    let table = &old.name;
+    for c in &old.constraints {
+        match new.constraints.iter().find(|n| n.name == c.name) {
+            None => steps.push(Step::RemoveConstraint { table: table.clone(), constraint: c.name.clone() }),
+            Some(n) if n != c => {
+                errors.push(format!("Changing a unique constraint {} requires a manual migration", c.name))
+            }
+            Some(_) => {}
+        }
+    }
+    for n in new.constraints.iter().filter(|n| !old.constraints.iter().any(|c| c.name == n.name)) {
+        if v10 {
+            steps.push(Step::AddConstraint { table: table.clone(), constraint: n.name.clone() });
+        } else {
+            errors.push(format!("Adding a unique constraint {} requires a manual migration", n.name));
+        }
     }
 }
 
