@@ -440,6 +440,18 @@ fn create_many(pds: &Pds, a: &Account, range: std::ops::Range<usize>) {
 
 impl Epoch {
     /// How many times `ingest_record` has run (the fixture counts each call).
+    /// How many repos the running live consumer has read again whole (its saved cursor's count).
+    fn rereads(&self) -> usize {
+        let (_, list) = self.admin("GET", "/v1/database/forum/sync/workflows", None);
+        let live = list["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["kind"] == "atproto-firehose" && i["status"] == "running")
+            .cloned();
+        live.map_or(0, |i| i["cursor"]["rereads"].as_u64().unwrap_or(0) as usize)
+    }
+
     fn records_ingested(&self) -> u64 {
         let q = "SELECT applied FROM ingest_stats WHERE source = 'record'";
         let (status, body) = self.server.sql(Some(&self.owner), "forum", q);
@@ -584,7 +596,7 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
     let (accounts, epoch) = synced_through_kills(&pds);
     let refs: Vec<&Account> = accounts.iter().collect();
     // One live record per repo first, so the live consumer has a position in the stream (the
-    // phase where it is killed while records arrive is the ignored test below).
+    // phase where it is killed while records arrive is the test below).
     for (n, a) in accounts.iter().enumerate() {
         create_many(&pds, a, 900 + n..901 + n);
     }
@@ -594,16 +606,11 @@ fn killed_mid_backfill_and_mid_firehose_each_record_is_applied_once() {
 }
 
 /// The live consumer killed twice while records are being created, after a full_sync that was
-/// killed twice: each create is applied once and none is lost.
-///
-/// KNOWN BUG, so not in the default run: about one run in four (seen on a quiet machine too),
-/// the first live records of the repo the interrupted full_sync finished first are missing
-/// after the kills (`q000`, `q003` … `q018` of `gus`). The likely cause, not yet confirmed: that
-/// repo is handed to the live consumer without its snapshot's rev (a resumed full_sync has none
-/// for repos finished before the kill), so no gap is seen. Run with
-/// `cargo test --test atproto -- --ignored`.
+/// killed twice: each create is applied once and none is lost. It once lost the first live
+/// records of the repo the interrupted full_sync finished first (about one run in four): a
+/// resumed full_sync did not hand over the revs of the repos it finished before the kill, and a
+/// consumer restarted with no place in the stream had nothing to compare its commits with.
 #[test]
-#[ignore = "known bug: a repo finished before a full_sync's kill can lose its first live records after later kills"]
 fn killed_full_sync_then_killed_live_consumer_lose_no_record() {
     let _one_at_a_time = serial();
     let Some(pds) = Pds::require() else { return };
@@ -643,9 +650,11 @@ fn full_sync_killed_twice(pds: &Pds, refs: &[&Account]) -> Epoch {
     epoch
 }
 
-/// The live consumer, killed twice while records are being created, applies each create once.
+/// The live consumer, killed twice while records are being created, applies each create once,
+/// or, when a kill came before it had a place in the stream, reads again the repos that moved.
 fn live_consumer_killed_twice(mut epoch: Epoch, pds: &Pds, accounts: &[Account]) -> Epoch {
     let refs: Vec<&Account> = accounts.iter().collect();
+    let rereads_before = epoch.rereads();
     let writer = {
         let (url, jwts): (String, Vec<(String, String)>) =
             (pds.url.clone(), accounts.iter().map(|a| (a.did.clone(), a.jwt.clone())).collect());
@@ -669,7 +678,15 @@ fn live_consumer_killed_twice(mut epoch: Epoch, pds: &Pds, accounts: &[Account])
     }
     writer.join().unwrap();
     epoch.wait_equal(pds, &refs);
-    assert_eq!(epoch.records_ingested(), 600, "each live create once");
+    // A restart with no place in the stream reads the repos that moved again whole (a reset,
+    // then each of its 150 to 200 records); otherwise each live create is applied once.
+    let (rereads, ingested) = (epoch.rereads() - rereads_before, epoch.records_ingested() as usize);
+    let once = 450 + 150;
+    eprintln!("live phase: {ingested} records applied, {rereads} repos read again");
+    assert!(
+        (once + 150 * rereads..=once + 200 * rereads).contains(&ingested),
+        "{ingested} records applied with {rereads} repos read again"
+    );
 
     epoch
 }

@@ -6,8 +6,13 @@
 //! crashes by the runner; the cursor is the last item done (`{"did", "key"}`), so a resumed run
 //! reads the current repo again and goes on after it. A member whose repo cannot be read fails
 //! on its reset item alone.
+//!
+//! The saved cursor also carries the snapshot `rev` of every repo finished before it (`done`):
+//! the live consumer needs each repo's rev to see events it missed (Sync 1.1's `since`), and a
+//! run resumed after a crash must still hand over the revs of the repos it finished before.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 
@@ -21,6 +26,7 @@ use serde_json::{json, Map, Value};
 use crate::config::AtprotoConfig;
 use crate::holds::{HoldGuard, Holds};
 use crate::identity::Keys;
+use crate::limits::MAX_TRACKED_REPOS;
 use crate::xrpc::{Xrpc, XrpcError};
 use crate::RESET;
 use epoch_atproto::Repo;
@@ -65,16 +71,7 @@ impl KindSpec for FullSyncSpec {
         // The repos not yet done (from the cursor's, on a resumed run) hold their live events.
         let from = i.cursor.as_ref().and_then(|c| c["did"].as_str()).unwrap_or_default();
         let guard = self.holds.begin(&i.database, members.iter().filter(|m| m.as_str() >= from).cloned());
-        Ok(Arc::new(FullSync {
-            reader: Arc::new(RepoReader { xrpc, keys }),
-            ahead: Mutex::new(HashMap::new()),
-            config,
-            members,
-            current: Mutex::new(None),
-            database: i.database.clone(),
-            snapshot_revs: Mutex::new(BTreeMap::new()),
-            _holds: guard,
-        }))
+        Ok(Arc::new(FullSync::new(i, config, RepoReader { xrpc, keys }, members, guard)))
     }
 }
 
@@ -117,13 +114,28 @@ struct FullSync {
     ahead: Mutex<HashMap<String, Receiver<RepoRead>>>,
     /// The database (hex), for [`Holds`].
     database: String,
-    /// The `rev` of each repo as read, until the firehose is told it is done.
-    snapshot_revs: Mutex<BTreeMap<String, String>>,
+    /// The snapshot `rev` of each repo read by this run, and of those a resumed run finished
+    /// before (from its cursor's `done`).
+    revs: Mutex<BTreeMap<String, String>>,
     /// Keeps the members' live events held until each is done, or this run ends.
     _holds: HoldGuard,
 }
 
 impl FullSync {
+    /// Instance `i` of the kind, resumed from its cursor, if any.
+    fn new(i: &Instance, config: AtprotoConfig, reader: RepoReader, members: Vec<String>, holds: HoldGuard) -> Self {
+        Self {
+            reader: Arc::new(reader),
+            ahead: Mutex::new(HashMap::new()),
+            config,
+            members,
+            current: Mutex::new(None),
+            database: i.database.clone(),
+            revs: Mutex::new(finished_revs(i.cursor.as_ref())),
+            _holds: holds,
+        }
+    }
+
     /// The repo of `did`, read once while its items are listed and applied (its read may have
     /// begun ahead); the reads of the next repos begin.
     fn repo(&self, did: &str) -> Result<Arc<Repo>, ItemError> {
@@ -140,7 +152,7 @@ impl FullSync {
         };
         self.read_ahead(did);
         if let Ok(repo) = &read {
-            self.snapshot_revs.lock().insert(did.to_string(), repo.rev.clone());
+            self.revs.lock().insert(did.to_string(), repo.rev.clone());
         }
         *current = Some((did.to_string(), read.clone()));
         read
@@ -168,8 +180,22 @@ impl FullSync {
 
     /// Every item of `did` is applied: its held live events may go, newer than its snapshot.
     fn finished(&self, did: &str) {
-        let rev = self.snapshot_revs.lock().remove(did);
+        let rev = self.revs.lock().get(did).cloned();
         self.holds().finish_repo(&self.database, did, rev.as_deref());
+    }
+
+    /// The last item's cursor (the one the runner saves) gets the revs of the repos before its
+    /// own, which are finished once it is applied.
+    fn note_finished(&self, items: &mut [Item]) {
+        let Some(last) = items.last_mut() else { return };
+        let did = last.cursor["did"].as_str().unwrap_or_default().to_string();
+        let revs = self.revs.lock();
+        let done: Map<String, Value> = revs
+            .range::<str, _>((Unbounded, Excluded(did.as_str())))
+            .take(MAX_TRACKED_REPOS)
+            .map(|(d, rev)| (d.clone(), json!(rev)))
+            .collect();
+        last.cursor["done"] = Value::Object(done);
     }
 
     fn holds(&self) -> &Holds {
@@ -191,8 +217,9 @@ fn item(did: &str, key: &str, rev: Option<&str>, pass: Option<&str>) -> Item {
     }
 }
 
-impl Kind for FullSync {
-    fn next_batch(&self, i: &Instance) -> Result<Vec<Item>, ListError> {
+impl FullSync {
+    /// The next items: the rest of the cursor's repo, then the next repos', up to a batch.
+    fn list(&self, i: &Instance) -> Result<Vec<Item>, ListError> {
         let size = i.params.batch_size.max(1) as usize;
         let (mut did_at, mut after, mut pass) = match &i.cursor {
             Some(c) => {
@@ -251,6 +278,14 @@ impl Kind for FullSync {
             pass = None;
         }
         Ok(out)
+    }
+}
+
+impl Kind for FullSync {
+    fn next_batch(&self, i: &Instance) -> Result<Vec<Item>, ListError> {
+        let mut items = self.list(i)?;
+        self.note_finished(&mut items);
+        Ok(items)
     }
 
     fn arguments(&self, _: &Instance, items: &[Item]) -> Vec<Result<ReducerArgs, ItemError>> {
@@ -345,4 +380,63 @@ pub fn start_full_sync(
     instance.counts = BTreeMap::from([("repos".to_string(), members.len() as u64)]);
     instance.detail.insert("members".into(), json!(members));
     runner.start(instance)
+}
+
+/// The snapshot revs of the repos finished before `cursor` (its `done`).
+fn finished_revs(cursor: Option<&Value>) -> BTreeMap<String, String> {
+    let Some(c) = cursor else { return BTreeMap::new() };
+    serde_json::from_value(c["done"].clone()).unwrap_or_default()
+}
+
+/// The snapshot revs the newest ended full_sync of `database` handed to the live consumer: the
+/// repos finished before its last item, and that item's repo too when the run completed.
+pub(crate) fn handed_over_revs(runner: &Runner, database: &Identity) -> BTreeMap<String, String> {
+    let latest = runner
+        .list(database)
+        .into_iter()
+        .filter(|i| i.kind == KIND && i.status.is_finished())
+        .max_by_key(|i| i.started_at);
+    let Some(i) = latest else { return BTreeMap::new() };
+    let mut revs = finished_revs(i.cursor.as_ref());
+    if let (Some(c), epoch_sync::Status::Complete) = (&i.cursor, i.status) {
+        if let (Some(did), Some(rev)) = (c["did"].as_str(), c["rev"].as_str()) {
+            revs.insert(did.to_string(), rev.to_string());
+        }
+    }
+    revs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full_sync of `members` resumed from `cursor`, whose repos cannot be read (nothing
+    /// listens on port 9): what it hands over comes from its cursor alone.
+    fn resumed(members: &[&str], cursor: Value, holds: &Arc<Holds>) -> (FullSync, Instance) {
+        let config =
+            AtprotoConfig::parse(&json!({"service": "http://127.0.0.1:9", "collections": ["app.forum.post"]})).unwrap();
+        let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
+        let mut i = crate::firehose::tests::live(&config);
+        i.cursor = Some(cursor);
+        let xrpc = Xrpc::new(&config.service, 1000.0).unwrap();
+        let guard = holds.begin(&i.database, members.iter().cloned());
+        (FullSync::new(&i, config, RepoReader { xrpc, keys: None }, members, guard), i)
+    }
+
+    /// A run resumed after a crash still hands the live consumer the snapshot revs of the repos
+    /// it finished before the crash (without them the consumer cannot see events it missed),
+    /// and keeps them in the cursor it saves next.
+    #[test]
+    fn a_resumed_full_sync_hands_over_the_revs_of_repos_finished_before_the_crash() {
+        let holds = Arc::new(Holds::default());
+        let cursor =
+            json!({"did": "did:plc:b", "key": "app.forum.post/p1", "rev": "3kb", "done": {"did:plc:a": "3ka"}});
+        let (sync, i) = resumed(&["did:plc:a", "did:plc:b", "did:plc:c"], cursor, &holds);
+        let batch = sync.next_batch(&i).unwrap();
+        let finished = holds.take_finished(&i.database);
+        assert_eq!(finished.get("did:plc:a").map(String::as_str), Some("3ka"), "{finished:?}");
+        let last = batch.last().expect("the reset item of did:plc:c, which cannot be read");
+        assert_eq!(last.cursor["did"], "did:plc:c");
+        assert_eq!(last.cursor["done"]["did:plc:a"], "3ka", "{}", last.cursor);
+    }
 }

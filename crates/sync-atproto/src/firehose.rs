@@ -93,7 +93,13 @@ impl KindSpec for FirehoseSpec {
 
     fn open(&self, control: &Arc<ControlPlane>, i: &Instance) -> Result<Arc<dyn Kind>, RunnerError> {
         let (config, xrpc, keys) = crate::open_source(control, i, &self.allowed_hosts)?;
-        Ok(Arc::new(Firehose::new(i, config, xrpc, keys, self.runner.get().cloned(), self.holds.clone())))
+        let runner = self.runner.get().cloned();
+        let firehose = Firehose::new(i, config, xrpc, keys, runner.clone(), self.holds.clone());
+        // The revs the last full_sync handed over may not have been saved before a crash.
+        if let (Some(runner), Some(database)) = (runner.and_then(|r| r.upgrade()), Identity::from_hex(&i.database)) {
+            firehose.adopt(crate::backfill::handed_over_revs(&runner, &database));
+        }
+        Ok(Arc::new(firehose))
     }
 }
 
@@ -104,6 +110,8 @@ struct Cursor {
     revs: BTreeMap<String, String>,
     /// Repos still to be read again whole.
     refetch: BTreeSet<String>,
+    /// Repos read again whole so far (gaps, `#sync` events, moves seen after a restart).
+    rereads: u64,
 }
 
 impl Cursor {
@@ -113,6 +121,7 @@ impl Cursor {
             seq: c["seq"].as_i64(),
             revs: serde_json::from_value(c["revs"].clone()).unwrap_or_default(),
             refetch: serde_json::from_value(c["refetch"].clone()).unwrap_or_default(),
+            rereads: c["rereads"].as_u64().unwrap_or(0),
         }
     }
 }
@@ -245,6 +254,14 @@ struct Firehose {
     refetch_pending: Mutex<BTreeSet<String>>,
     /// When the pending repos may be tried again.
     refetch_retry_at: Mutex<Instant>,
+    /// A live consumer started with no place in the stream reads from its head: the repos it
+    /// knows a rev of are compared once with the service's (`listRepos`), and those that moved
+    /// meanwhile are read again, so records made while it was down are not left for the
+    /// repo's next commit to reveal.
+    heads_unchecked: AtomicBool,
+    /// Repos read again whole by this instance, as its saved cursor counts them: what a
+    /// restart with no place in the stream, or a gap, cost.
+    rereads: std::sync::atomic::AtomicU64,
 }
 
 /// Events held back while their repo is re-read by a full_sync, in order per repo.
@@ -290,6 +307,56 @@ impl Firehose {
             listed_seq: Mutex::new(cursor.seq),
             refetch_pending: Mutex::new(cursor.refetch),
             refetch_retry_at: Mutex::new(Instant::now()),
+            heads_unchecked: AtomicBool::new(cursor.seq.is_none()),
+            rereads: std::sync::atomic::AtomicU64::new(cursor.rereads),
+        }
+    }
+
+    /// Takes the snapshot revs a full_sync handed over, where newer than those known.
+    fn adopt(&self, revs: BTreeMap<String, String>) {
+        for (did, rev) in revs {
+            let newer = self.revs.lock().get(&did).is_none_or(|old| old.as_str() < rev.as_str());
+            if newer {
+                self.set_rev(&did, &rev);
+            }
+        }
+    }
+
+    /// Once connected from the head with revs known (see `heads_unchecked`): the repos whose
+    /// rev on the service is newer than the one known become pending re-reads.
+    fn check_heads(&self) {
+        let connected = self.reader.last_frame.lock().1;
+        if !connected || !self.heads_unchecked.load(Ordering::Acquire) || Instant::now() < *self.refetch_retry_at.lock()
+        {
+            return;
+        }
+        if self.revs.lock().is_empty() {
+            self.heads_unchecked.store(false, Ordering::Release);
+            return;
+        }
+        let listed = match self.xrpc.list_repos() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(
+                    "firehose: cannot compare the repos' heads after a start from the head ({e}); trying again"
+                );
+                *self.refetch_retry_at.lock() = Instant::now() + REFETCH_RETRY_INTERVAL;
+                return;
+            }
+        };
+        self.heads_unchecked.store(false, Ordering::Release);
+        let moved: Vec<String> = {
+            let revs = self.revs.lock();
+            let moved =
+                |r: &&crate::xrpc::ListedRepo| revs.get(&r.did).zip(r.rev.as_ref()).is_some_and(|(old, now)| old < now);
+            listed.iter().filter(moved).map(|r| r.did.clone()).collect()
+        };
+        if !moved.is_empty() {
+            tracing::info!(
+                repos = moved.len(),
+                "firehose: repos changed while the consumer had no place in the stream; reading them again"
+            );
+            self.refetch_pending.lock().extend(moved);
         }
     }
 
@@ -320,6 +387,10 @@ impl Firehose {
     /// batch's last item's, or a position) carries them, not every item's.
     fn with_revs(&self, mut cursor: Value) -> Value {
         cursor["revs"] = json!(*self.revs.lock());
+        let rereads = self.rereads.load(Ordering::Relaxed);
+        if rereads > 0 {
+            cursor["rereads"] = json!(rereads);
+        }
         let pending = self.refetch_pending.lock();
         if !pending.is_empty() {
             cursor["refetch"] = json!(*pending);
@@ -412,6 +483,7 @@ impl Firehose {
             }
         }
         self.set_rev(did, &repo.rev);
+        self.rereads.fetch_add(1, Ordering::Relaxed);
         let cursor = self.cursor(None);
         out.push(Item { key: format!("{seq}/{did}{RESET}"), cursor: with_args(&cursor, json!([did])) });
         for r in repo.records.iter().filter(|r| self.config.keeps(&r.collection)) {
@@ -623,6 +695,9 @@ impl Kind for Firehose {
         let size = i.params.batch_size.max(1) as usize;
         let mut out = Vec::new();
         self.release(&mut out)?;
+        if !self.catch_up {
+            self.check_heads();
+        }
         self.retry_refetches(&mut out)?;
         let rx = self.reader.rx.lock();
         let deadline = Instant::now() + Duration::from_millis(200);
@@ -820,8 +895,13 @@ pub fn start_catch_up(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A live instance of `config`'s source, from now.
+    pub(crate) fn live(config: &AtprotoConfig) -> Instance {
+        live_instance(&"ab".repeat(32), &"cd".repeat(32), config, None)
+    }
 
     /// A live consumer of `service` whose instance starts from `from`.
     fn consumer(service: &str, from: Value) -> Firehose {
@@ -829,6 +909,53 @@ mod tests {
         let xrpc = Xrpc::new(&config.service, 1000.0).unwrap();
         let i = live_instance(&"ab".repeat(32), &"cd".repeat(32), &config, Some(from));
         Firehose::new(&i, config, xrpc, None, None, Arc::new(Holds::default()))
+    }
+
+    /// A service whose `listRepos` first page is `body` (its next page is empty); any other
+    /// request (the firehose's) gets an empty list too, so it never connects.
+    fn list_repos_service(body: Value) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let mut stream = stream.unwrap();
+                let mut request = [0u8; 4096];
+                let n = std::io::Read::read(&mut stream, &mut request).unwrap_or(0);
+                let line = String::from_utf8_lossy(&request[..n]).lines().next().unwrap_or_default().to_string();
+                let first_page = line.contains("listRepos") && !line.contains("cursor=");
+                let page = if first_page { body.clone() } else { json!({"repos": []}) };
+                let text = page.to_string();
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", text.len());
+                let _ = std::io::Write::write_all(&mut stream, format!("{head}{text}").as_bytes());
+            }
+        });
+        url
+    }
+
+    /// A consumer restarted with revs but no place in the stream reads from the head: the
+    /// repos that moved meanwhile (newer rev on the service) are read again, the others not.
+    #[test]
+    fn a_consumer_with_no_place_in_the_stream_rereads_the_repos_that_moved() {
+        let service = list_repos_service(json!({"cursor": "x", "repos": [
+            {"did": "did:plc:moved", "rev": "3kb"},
+            {"did": "did:plc:same", "rev": "3ka"},
+            {"did": "did:plc:unknown", "rev": "3kz"},
+        ]}));
+        let f = consumer(&service, json!({"revs": {"did:plc:moved": "3ka", "did:plc:same": "3ka"}}));
+        f.check_heads();
+        assert!(f.refetch_pending.lock().is_empty(), "not before the stream is connected");
+        f.reader.last_frame.lock().1 = true;
+        f.check_heads();
+        assert_eq!(f.refetch_pending.lock().iter().collect::<Vec<_>>(), ["did:plc:moved"]);
+        // Once only.
+        f.refetch_pending.lock().clear();
+        f.check_heads();
+        assert!(f.refetch_pending.lock().is_empty());
+        // A consumer with a place in the stream does not compare.
+        let placed = consumer(&service, json!({"seq": 7, "revs": {"did:plc:moved": "3ka"}}));
+        placed.reader.last_frame.lock().1 = true;
+        placed.check_heads();
+        assert!(placed.refetch_pending.lock().is_empty());
     }
 
     /// A repo that must be read again while its PDS does not answer is never passed over: it
