@@ -243,6 +243,14 @@ fn render_subscriptions(out: &mut String, clients: &[(String, epoch_core::client
     for (db, c) in clients {
         let _ = writeln!(out, "epoch_subscription_evaluations_total{{database=\"{db}\"}} {}", c.evaluations);
     }
+    out.push_str("# HELP epoch_views_materialized 2.x view instances (a view for one caller) kept materialized.\n# TYPE epoch_views_materialized gauge\n");
+    for (db, c) in clients {
+        let _ = writeln!(out, "epoch_views_materialized{{database=\"{db}\"}} {}", c.views_kept);
+    }
+    out.push_str("# HELP epoch_view_runs_total Times a 2.x view ran (to materialize it, or again after a change to what it read).\n# TYPE epoch_view_runs_total counter\n");
+    for (db, c) in clients {
+        let _ = writeln!(out, "epoch_view_runs_total{{database=\"{db}\"}} {}", c.view_runs);
+    }
 }
 
 /// Rows per table, as (database, table, rows).

@@ -361,6 +361,35 @@ fn views_are_read_with_sql_per_caller_or_anonymously() {
     let (status, body) = server.sql(Some(&ann), "views", "SELECT * FROM scores_at_level");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("takes parameters"), "{body}");
+    views_run_again_only_when_what_they_read_changes(&server, &ann, &bob, &texts);
+}
+
+/// Materialized views: a view's rows are kept per caller until a transaction changes what it
+/// read. `mySecrets` reads `secret` by its `owner` index, so Bob's new secret makes Bob's view
+/// run again and leaves Ann's alone; `top_score` reads a range, so any new score does.
+fn views_run_again_only_when_what_they_read_changes(
+    server: &Server,
+    ann: &str,
+    bob: &str,
+    texts: &dyn Fn(&str) -> Vec<String>,
+) {
+    let runs = || -> u64 {
+        let text = server.http().get(format!("{}/v1/metrics", server.url)).send().unwrap().text().unwrap();
+        let line = text.lines().find(|l| l.starts_with("epoch_view_runs_total{")).expect("a view runs line");
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    };
+    let before = runs();
+    assert_eq!((texts(ann), texts(bob)), (vec!["ann's".to_string()], vec!["bob's".to_string()]));
+    assert_eq!(runs(), before, "kept rows are read again without running the view");
+    assert_eq!(server.call(bob, "views", "put_secret", r#"[3, "bob's too"]"#).0, 200);
+    assert_eq!(texts(ann), ["ann's"]);
+    assert_eq!(runs(), before, "Ann's rows did not change");
+    assert_eq!(texts(bob), ["bob's", "bob's too"]);
+    assert_eq!(runs(), before + 1, "Bob's view ran again");
+    assert_eq!(rows(server, ann, "views", "SELECT player_name FROM top_score"), [serde_json::json!(["bo"])]);
+    assert_eq!(server.call(ann, "views", "add_score", r#"["cy", 11, {"redApple": []}]"#).0, 200);
+    assert_eq!(rows(server, ann, "views", "SELECT player_name FROM top_score"), [serde_json::json!(["cy"])]);
+    assert_eq!(runs(), before + 2, "a new score changed what top_score read");
 }
 
 #[test]

@@ -379,6 +379,9 @@ pub struct ClientStats {
     /// Transactions evaluated against subscriptions, and the time that took.
     pub evaluations: u64,
     pub eval_micros: u64,
+    /// 2.x views materialized now (a view for one caller), and how many times views have run.
+    pub views_kept: usize,
+    pub view_runs: u64,
 }
 
 /// Every connected client of a database and its subscriptions.
@@ -453,6 +456,7 @@ impl Clients {
             queries: self.manager.query_count(),
             evaluations: self.evaluations,
             eval_micros: self.eval_micros,
+            ..ClientStats::default()
         }
     }
 

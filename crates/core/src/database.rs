@@ -242,6 +242,8 @@ pub struct Database {
     program: std::sync::Arc<[u8]>,
     /// `SET row_limit = N` (1.3's `st_var`), kept in the database's directory when durable.
     row_limit: Option<u64>,
+    /// 2.x views' rows, kept until a transaction changes what they read.
+    views: crate::views::Views,
 }
 
 /// The log line of a call of a function that does not exist (or that the caller may not see).
@@ -302,6 +304,7 @@ impl Database {
             deferred: None,
             program: std::sync::Arc::from(&[][..]),
             row_limit: None,
+            views: Default::default(),
         }
     }
 
@@ -375,6 +378,7 @@ impl Database {
             deferred: None,
             program: std::sync::Arc::from(wasm),
             row_limit: read_row_limit(dir),
+            views: Default::default(),
         };
         db.disconnect_stale_clients();
         Ok((db, report))
@@ -709,6 +713,7 @@ impl Database {
         }
         if !delta.is_empty() {
             self.scheduler.observe(self.host.db(), delta, now_micros());
+            self.views.committed(self.host.db(), delta);
         }
         if has_clients && (!delta.is_empty() || from.is_some()) {
             let request_id = from.as_ref().map_or(0, |f| f.request_id);
@@ -963,7 +968,8 @@ impl Database {
 
     /// How many clients are connected, the queries they hold, and the time spent on them.
     pub fn client_stats(&self) -> crate::clients::ClientStats {
-        self.clients.stats()
+        let (views_kept, view_runs) = self.views.stats();
+        crate::clients::ClientStats { views_kept, view_runs, ..self.clients.stats() }
     }
 
     /// Sets the limits on clients (from the server's configuration).
@@ -1240,6 +1246,7 @@ impl Database {
         scheduler.observe(self.host.db(), &all_rows(self.host.db()), now_micros());
         self.scheduler = scheduler;
         self.clients.module_updated(self.host.def(), self.host.db());
+        self.views.clear();
         Ok(())
     }
 
@@ -1320,7 +1327,7 @@ impl Database {
             None => ctx,
         };
         if let Some(view_id) = self.view_read(sql, ctx, caller == owner) {
-            let mut views = crate::views::view_store(&mut self.host, view_id, caller)?;
+            let mut views = self.views.store(&mut self.host, view_id, caller)?;
             let ctx = epoch_query::QueryContext { is_owner: true, ..ctx };
             return epoch_query::run_with_catalog(&mut views, |_| None, sql, ctx);
         }

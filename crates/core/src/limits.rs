@@ -70,3 +70,10 @@ pub const QUEUE_CAPACITY: usize = 4096;
 /// The most scheduled reducer runs one database makes in one second, so a schedule that is
 /// always due cannot starve the database's clients (later runs wait, never dropped).
 pub const MAX_SCHEDULED_RUNS_PER_SECOND: u32 = 1_000;
+
+/// Materialized view instances (a view for one caller) kept per database; past it, the one
+/// read longest ago is dropped (it runs again when next read).
+pub const MAX_MATERIALIZED_VIEWS: usize = 10_000;
+
+/// How long a materialized view instance nobody reads is kept (2.x: ten minutes).
+pub const VIEW_IDLE_EXPIRY: Duration = Duration::from_secs(600);

@@ -17,7 +17,9 @@ pub mod limits;
 pub mod logs;
 mod module;
 pub mod procedure;
+pub mod read_set;
 pub mod view;
 
 pub use logs::{LogLevel, LogRecord, ModuleLogs};
 pub use module::{CallContext, HostConfig, HostError, ModuleHost, ReducerOutcome, ReducerResult};
+pub use read_set::ReadSet;

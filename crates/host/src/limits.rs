@@ -74,3 +74,8 @@ pub const DEFAULT_PROCEDURE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often (in epoch ticks: 50 ms) a running procedure is checked against its deadline and
 /// its open transaction against the reducer limit.
 pub const PROCEDURE_CHECK_TICKS: u64 = 10;
+
+/// Index keys one run of a view may read by point and still be tracked key by key; past it,
+/// the tables it read by point count as read whole (it then runs again after any change to
+/// them, which is correct, only slower).
+pub const MAX_POINT_READS: usize = 4_096;

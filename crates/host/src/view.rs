@@ -8,7 +8,7 @@ use epoch_sats::{AlgebraicType, ProductType, Typespace};
 use epoch_schema::ViewDef;
 
 use crate::module::{deadline_ticks, identity_words, trap_outcome};
-use crate::{ModuleHost, ReducerOutcome};
+use crate::{ModuleHost, ReadSet, ReducerOutcome};
 
 /// What a view answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,8 +40,12 @@ pub fn view_row_type(typespace: &Typespace, view: &ViewDef) -> Option<ProductTyp
 
 impl ModuleHost {
     /// Runs view `view_id` (its position in the module's views) for `sender` with no
-    /// arguments, in a transaction rolled back afterwards.
-    pub fn call_view(&mut self, view_id: usize, sender: epoch_sats::Identity) -> Result<ViewOutput, ReducerOutcome> {
+    /// arguments, in a transaction rolled back afterwards; answers its output and what it read.
+    pub fn call_view(
+        &mut self,
+        view_id: usize,
+        sender: epoch_sats::Identity,
+    ) -> Result<(ViewOutput, ReadSet), ReducerOutcome> {
         let def = self.def().clone();
         let view = &def.views[view_id];
         let row_type = view_row_type(&def.typespace, view)
@@ -50,6 +54,7 @@ impl ModuleHost {
         let timeout = config.reducer_timeout;
         store.data_mut().db.as_mut().expect("the database is set at load").begin();
         let (source, sink) = store.data_mut().start_call(Vec::new(), Some(std::sync::Arc::from(view.name.as_str())));
+        store.data_mut().reads = Some(ReadSet::default());
         store.set_epoch_deadline(deadline_ticks(timeout));
         let res = if view.is_anonymous {
             instance
@@ -63,8 +68,9 @@ impl ModuleHost {
         };
         let env = store.data_mut();
         let output = env.finish_call();
+        let reads = env.reads.take().unwrap_or_default();
         env.db.as_mut().expect("the database is set at load").rollback();
-        match res {
+        let answer = match res {
             Ok(0) => split_rows(&def.typespace, &row_type, &output).map(ViewOutput::Rows),
             Ok(2) => read_with_header(&def.typespace, &row_type, &output),
             Ok(_) => Err(ReducerOutcome::Failed(String::from_utf8_lossy(&output).into_owned())),
@@ -72,7 +78,8 @@ impl ModuleHost {
                 *poisoned = true;
                 Err(trap_outcome(&err, env.limiter.denied, &mut env.panic_message, timeout))
             }
-        }
+        };
+        answer.map(|output| (output, reads))
     }
 }
 

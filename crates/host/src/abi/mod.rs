@@ -126,6 +126,8 @@ pub struct Env {
     pub procedure: Option<crate::procedure::ProcedureEnv>,
     /// The module's function being run (reducer, procedure or view), named in its log lines.
     pub function: Option<std::sync::Arc<str>>,
+    /// Set while a view runs: what it reads (see [`crate::ReadSet`]).
+    pub reads: Option<crate::ReadSet>,
 }
 
 impl Env {
@@ -146,6 +148,14 @@ impl Env {
             max_open_iters: 4096,
             procedure: None,
             function: None,
+            reads: None,
+        }
+    }
+
+    /// Notes that the running view read table `table` whole (or by a range).
+    fn read_table(&mut self, table: u32) {
+        if let Some(reads) = self.reads.as_mut() {
+            reads.table(table);
         }
     }
 

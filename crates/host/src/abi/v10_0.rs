@@ -96,6 +96,7 @@ fn link_lookups(linker: &mut Linker<Env>) -> Result<()> {
         "datastore_table_row_count",
         |mut c: Caller<'_, Env>, table: u32, out: u32| -> Result<u32> {
             let (mem, env) = mem_env(&mut c)?;
+            env.read_table(table);
             let n = match db(env).and_then(|db| db.table(table).map(|t| t.len() as u64)) {
                 Ok(n) => n,
                 Err(e) => return store_errno(e),
@@ -114,6 +115,7 @@ fn link_scans(linker: &mut Linker<Env>) -> Result<()> {
         "datastore_table_scan_bsatn",
         |mut c: Caller<'_, Env>, table: u32, out: u32| -> Result<u32> {
             let (mem, env) = mem_env(&mut c)?;
+            env.read_table(table);
             let (data, ends) = match db(env).and_then(|db| db.table(table)) {
                 Ok(t) => collect_rows(t.iter().map(|(_, row)| row)),
                 Err(e) => return store_errno(e),
@@ -146,6 +148,9 @@ fn link_scans(linker: &mut Linker<Env>) -> Result<()> {
                     (rend_ptr, rend_len),
                 )?;
                 let found = db(env).and_then(|db| db.index_scan(index, prefix, prefix_elems, rstart, rend));
+                if let Ok((table, _)) = &found {
+                    env.read_table(*table);
+                }
                 answer_rows(mem, env, out, found)
             },
         )?;

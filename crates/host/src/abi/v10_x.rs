@@ -168,6 +168,9 @@ fn link_point_scans(linker: &mut Linker<Env>) -> Result<()> {
             let (mem, env) = mem_env(&mut c)?;
             let point = slice(mem, point_ptr, point_len)?;
             let found = db(env).and_then(|db| db.index_point_scan(index, point));
+            if let (Ok((table, _)), Some(reads)) = (&found, env.reads.as_mut()) {
+                reads.point(*table, index, point);
+            }
             answer_rows(mem, env, out, found)
         },
     )?;
