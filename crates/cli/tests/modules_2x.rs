@@ -585,3 +585,48 @@ fn pre_publish_names_a_manual_migration_and_a_major_version_upgrade() {
     assert_eq!(pre_publish(&other, "later", "bank_2x").0, 403);
     assert_eq!(column_names(&server, &owner, "later", "SELECT * FROM account").last().unwrap(), "tier");
 }
+
+/// A v1 client subscribes to a view like a table: its own rows first, then each change of
+/// them; another caller's changes do not reach it; only `SELECT * FROM view` is taken.
+#[test]
+fn a_v1_client_subscribes_to_a_view_and_hears_of_its_own_rows_only() {
+    let server = Server::start(&[]);
+    let (_, owner) = server.identity();
+    let (_, ann) = server.identity();
+    let (_, bob) = server.identity();
+    assert!(server.publish(&owner, "vs", "features_2x").status().is_success());
+    assert_eq!(server.call(&ann, "vs", "put_secret", r#"[1, "ann's"]"#).0, 200);
+    let subscribe = |token: &str| {
+        let mut ws = common::ws::connect(&server.url, "vs", common::ws::JSON, "", Some(token)).unwrap();
+        ws.recv_variant("IdentityToken");
+        let q = "SELECT * FROM my_secrets";
+        ws.send_json(serde_json::json!({"SubscribeSingle": {"query": q, "request_id": 1, "query_id": {"id": 1}}}));
+        let applied = ws.recv_variant("SubscribeApplied");
+        assert_eq!(applied["rows"]["table_name"], "my_secrets", "{applied}");
+        (ws, applied["rows"]["table_rows"]["updates"][0]["inserts"].clone())
+    };
+    let (mut ann_ws, ann_rows) = subscribe(&ann);
+    assert_eq!(ann_rows.as_array().map(Vec::len), Some(1), "{ann_rows}");
+    assert!(ann_rows[0].as_str().unwrap().contains("ann's"), "{ann_rows}");
+    let (mut bob_ws, bob_rows) = subscribe(&bob);
+    assert!(bob_rows.as_array().is_none_or(Vec::is_empty), "{bob_rows}");
+    // Bob's new secret reaches Bob's view; Ann's next update is her own.
+    assert_eq!(server.call(&bob, "vs", "put_secret", r#"[2, "bob's"]"#).0, 200);
+    let tx = bob_ws.recv_variant("TransactionUpdate");
+    let table = &tx["status"]["Committed"]["tables"][0];
+    assert_eq!(table["table_name"], "my_secrets", "{tx}");
+    assert!(table["updates"][0]["inserts"][0].as_str().unwrap().contains("bob's"), "{tx}");
+    assert_eq!(server.call(&ann, "vs", "put_secret", r#"[3, "ann's too"]"#).0, 200);
+    let tx = ann_ws.recv_variant("TransactionUpdate");
+    let inserts = &tx["status"]["Committed"]["tables"][0]["updates"][0]["inserts"];
+    assert_eq!(inserts.as_array().unwrap().len(), 1, "only Ann's new row: {tx}");
+    assert!(inserts[0].as_str().unwrap().contains("ann's too"), "{tx}");
+    // Unsubscribing hands back the rows held; a filtered view query is refused.
+    ann_ws.send_json(serde_json::json!({"Unsubscribe": {"request_id": 2, "query_id": {"id": 1}}}));
+    let gone = ann_ws.recv_variant("UnsubscribeApplied");
+    assert_eq!(gone["rows"]["table_rows"]["updates"][0]["deletes"].as_array().map(Vec::len), Some(2), "{gone}");
+    let q = "SELECT * FROM my_secrets WHERE id = 1";
+    ann_ws.send_json(serde_json::json!({"SubscribeSingle": {"query": q, "request_id": 3, "query_id": {"id": 2}}}));
+    let err = ann_ws.recv_variant("SubscriptionError");
+    assert!(err["error"].as_str().unwrap().contains("SELECT * FROM my_secrets"), "{err}");
+}

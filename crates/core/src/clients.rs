@@ -20,6 +20,7 @@ use crate::limits::{
     DEFAULT_MAX_CLIENTS_PER_DATABASE, DEFAULT_MAX_INITIAL_ROWS, DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT,
     OUTBOX_KEPT_CAPACITY,
 };
+use crate::view_subs::{ReadyView, ViewSubs};
 use epoch_sats::le_bytes_hex;
 
 pub use epoch_subscription::{ClientId, QueryUpdate};
@@ -72,6 +73,9 @@ pub struct WireSchema {
     pub tables: Vec<WireTable>,
     /// By reducer id: name and parameters.
     pub reducers: Vec<(Arc<str>, ProductType)>,
+    /// Where the 2.x views start in `tables`: view `v` is table `first_view + v`, after the
+    /// store's tables, as 2.x numbers view tables after the module's.
+    pub first_view: u32,
 }
 
 /// One table as clients see it.
@@ -100,9 +104,21 @@ impl WireSchema {
                     row_type,
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let first_view = tables.len() as u32;
+        let views = def.views.iter().enumerate().map(|(v, view)| {
+            let row = epoch_host::view::view_row_type(&def.typespace, view).unwrap_or_default();
+            let row_type = AlgebraicType::Product(row);
+            WireTable {
+                wire_id: first_user_id(def.version) + first_view + v as u32,
+                name: Arc::from(view.name.as_str()),
+                fixed_row_len: static_len(&def.typespace, &row_type),
+                row_type,
+            }
+        });
+        let tables = tables.into_iter().chain(views).collect();
         let reducers = def.reducers.iter().map(|r| (Arc::from(r.name.as_str()), r.params.clone())).collect();
-        Self { typespace: def.typespace.clone(), tables, reducers }
+        Self { typespace: def.typespace.clone(), tables, reducers, first_view }
     }
 }
 
@@ -389,6 +405,11 @@ pub struct Clients {
     evaluations: u64,
     eval_micros: u64,
     manager: Manager,
+    /// Subscriptions to 2.x views.
+    pub(crate) views: ViewSubs,
+    /// The view instances the request being applied reads, by query text, run by the database
+    /// beforehand (running a view needs the module), or why they could not be.
+    pub(crate) ready_views: HashMap<String, Result<ReadyView, String>>,
     clients: HashMap<ClientId, Client>,
     pub(crate) outbox: Arc<Outbox>,
     pub(crate) schema: Arc<WireSchema>,
@@ -438,6 +459,8 @@ impl Clients {
             evaluations: 0,
             eval_micros: 0,
             manager: Manager::default(),
+            views: ViewSubs::default(),
+            ready_views: HashMap::new(),
             clients: HashMap::new(),
             outbox: Outbox::new(log),
             schema: Arc::new(WireSchema::new(def, store)),
@@ -453,7 +476,7 @@ impl Clients {
     pub fn stats(&self) -> ClientStats {
         ClientStats {
             clients: self.clients.len(),
-            queries: self.manager.query_count(),
+            queries: self.manager.query_count() + self.views.len(),
             evaluations: self.evaluations,
             eval_micros: self.eval_micros,
             ..ClientStats::default()
@@ -493,6 +516,7 @@ impl Clients {
     /// Forgets client `id` and its subscriptions; returns who it was.
     pub(crate) fn remove(&mut self, id: ClientId) -> Option<Caller> {
         self.manager.disconnect(id);
+        self.views.disconnect(id);
         self.clients.remove(&id).map(|c| c.caller)
     }
 
@@ -587,16 +611,21 @@ impl Clients {
         ctx: epoch_query::QueryContext,
     ) -> Result<Vec<TableRows>, RequestError> {
         let old = self.clients.get_mut(&id).and_then(|c| c.sets.remove(&SetKey::Legacy)).unwrap_or_default();
-        for q in &old {
+        // Old view queries are let go only once the new set holds (they cannot be put back).
+        let (old_views, old_tables): (Vec<_>, Vec<_>) = old.iter().partition(|q| self.views.holds(id, q));
+        for q in &old_tables {
             self.manager.unsubscribe(id, q, ctx);
         }
         match self.subscribe_all(store, id, &queries, ctx, true) {
             Ok(tables) => {
+                for q in old_views {
+                    self.views.unsubscribe(id, q);
+                }
                 self.set(id, SetKey::Legacy, queries);
                 Ok(tables)
             }
             Err(message) => {
-                for q in &old {
+                for q in &old_tables {
                     // Held before this request: put back whatever they cost.
                     let _ = self.manager.subscribe(store, id, q, ctx, &mut EvalBudget::unlimited());
                 }
@@ -642,7 +671,8 @@ impl Clients {
             let mut seen = std::collections::HashSet::new();
             queries = queries.into_iter().map(|q| q.trim().to_string()).filter(|q| seen.insert(q.clone())).collect();
         }
-        let held: Vec<bool> = queries.iter().map(|q| multi && self.manager.holds(id, q, ctx)).collect();
+        let held: Vec<bool> =
+            queries.iter().map(|q| multi && (self.manager.holds(id, q, ctx) || self.views.holds(id, q))).collect();
         let mut tables = self.subscribe_all(store, id, &queries, ctx, multi).map_err(RequestError::Subscription)?;
         if multi {
             // Rows of queries the client held already are on its side.
@@ -667,6 +697,21 @@ impl Clients {
         // long, and return at most `max_initial_rows` rows.
         let mut budget = EvalBudget::with_row_limit(self.limits.max_initial_rows);
         for (i, q) in queries.iter().enumerate() {
+            if let Some(ready) = self.ready_views.get(q.as_str()).cloned() {
+                let view = match ready {
+                    Ok(view) => view,
+                    Err(message) => {
+                        self.undo(id, &queries[..i], ctx);
+                        return Err(message);
+                    }
+                };
+                let table = self.schema.first_view + view.key.0 as u32;
+                let rows = self.views.subscribe(id, q, view.key, view.rows, view.reads);
+                if !skip_empty || !rows.is_empty() {
+                    tables.push(TableRows { table, query: i, rows: RowBlock::from_rows(rows.iter().map(|r| &r[..])) });
+                }
+                continue;
+            }
             let (table, rows) = match self.manager.subscribe(store, id, q, ctx, &mut budget) {
                 Ok(r) => r,
                 Err(e) => {
@@ -683,7 +728,11 @@ impl Clients {
 
     fn undo(&mut self, id: ClientId, queries: &[String], ctx: epoch_query::QueryContext) {
         for q in queries {
-            self.manager.unsubscribe(id, q, ctx);
+            if self.ready_views.contains_key(q.as_str()) {
+                self.views.unsubscribe(id, q);
+            } else {
+                self.manager.unsubscribe(id, q, ctx);
+            }
         }
     }
 
@@ -706,6 +755,15 @@ impl Clients {
         };
         let mut tables: Vec<TableRows> = Vec::new();
         for (i, q) in queries.iter().enumerate() {
+            if let Some((key, rows)) = self.views.current(id, q) {
+                self.views.unsubscribe(id, q);
+                if multi && (self.views.holds(id, q) || rows.is_empty()) {
+                    continue;
+                }
+                let table = self.schema.first_view + key.0 as u32;
+                tables.push(TableRows { table, query: i, rows: RowBlock::from_rows(rows.iter().map(|r| &r[..])) });
+                continue;
+            }
             let current = self.manager.current_rows(store, q, ctx);
             self.manager.unsubscribe(id, q, ctx);
             let Ok((table, rows)) = current else { continue };
@@ -720,10 +778,12 @@ impl Clients {
     /// Sends `event` (a committed transaction whose changes are `delta`, or a failed one with
     /// none) to its caller and to every client whose queries it changed, once `offset` is
     /// durable. `caller` is the calling client and whether it asked to hear of success.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn broadcast(
         &mut self,
         store: &Store,
         delta: &TxDelta,
+        view_updates: Vec<(ClientId, Arc<QueryUpdate>)>,
         event: TxEvent,
         caller: Option<(ClientId, bool)>,
         offset: Option<u64>,
@@ -744,6 +804,9 @@ impl Clients {
         } else {
             BTreeMap::new()
         };
+        for (client, update) in view_updates {
+            per_client.entry(client).or_default().push(update);
+        }
         let event = Arc::new(event);
         let mut batch: Vec<(Arc<dyn ClientSink>, Outgoing)> = Vec::with_capacity(per_client.len() + 1);
         if let Some((cid, notify)) = caller {
@@ -771,6 +834,7 @@ impl Clients {
         let mut batch: Vec<(Arc<dyn ClientSink>, Outgoing)> = Vec::new();
         for id in ids {
             self.manager.disconnect(id);
+            self.views.disconnect(id);
             if let Some(c) = self.clients.get_mut(&id) {
                 c.sets.clear();
                 let err = Outgoing::SubscriptionError {
@@ -799,6 +863,7 @@ impl Clients {
             }
             c.sets.clear();
             self.manager.disconnect(*id);
+            self.views.disconnect(*id);
             let err =
                 Outgoing::SubscriptionError { request_id: None, query_id: None, micros: 0, message: message.clone() };
             batch.push((c.sink.clone(), err));

@@ -664,7 +664,8 @@ impl Database {
             let mut event = self.event(status, &By::Reducer(id), caller, args, 0, r.duration, timestamp_micros);
             event.json_args = from.json_args.clone();
             let offset = self.persist.as_ref().and_then(Persistence::last_offset);
-            self.clients.broadcast(self.host.db(), &TxDelta::default(), event, Some((from.client, true)), offset);
+            let to = Some((from.client, true));
+            self.clients.broadcast(self.host.db(), &TxDelta::default(), Vec::new(), event, to, offset);
         }
         // A reducer stopped at the time limit logs nothing, as 1.3 logs nothing when energy runs
         // out (the caller gets 402); running out of memory is worth a line.
@@ -726,7 +727,10 @@ impl Database {
             let to = from.map(|f| (f.client, f.notify_success));
             match self.deferred.as_mut() {
                 Some(held) => held.push(Deferred { event, delta: delta.clone(), caller: to, offset }),
-                None => self.clients.broadcast(self.host.db(), delta, event, to, offset),
+                None => {
+                    let views = self.view_updates(delta);
+                    self.clients.broadcast(self.host.db(), delta, views, event, to, offset)
+                }
             }
         }
     }
@@ -742,7 +746,31 @@ impl Database {
             merge_delta(&mut delta, later.delta);
             offset = later.offset.or(offset);
         }
-        self.clients.broadcast(self.host.db(), &delta, event, caller, offset);
+        let views = self.view_updates(&delta);
+        self.clients.broadcast(self.host.db(), &delta, views, event, caller, offset);
+    }
+
+    /// The subscribed views `delta` changed what they read of run again; what each subscriber
+    /// must now remove and add. A view that fails keeps the rows its subscribers have (2.x
+    /// would have failed the transaction; here it committed already) and says why in the log.
+    fn view_updates(&mut self, delta: &TxDelta) -> Vec<(ClientId, std::sync::Arc<epoch_subscription::QueryUpdate>)> {
+        let mut updates = Vec::new();
+        for key in self.clients.views.stale(self.host.db(), delta) {
+            let caller = key.1.unwrap_or_default();
+            match self.views.instance(&mut self.host, key.0, caller) {
+                Ok((_, rows, reads)) => {
+                    let schema = self.clients.schema.clone();
+                    let table = schema.first_view + key.0 as u32;
+                    let query: std::sync::Arc<str> =
+                        std::sync::Arc::from(format!("SELECT * FROM {}", self.def().views[key.0].name));
+                    updates.extend(self.clients.views.refresh(key, rows, reads, table, &query));
+                }
+                Err(e) => {
+                    tracing::warn!(view = %self.def().views[key.0].name, "a subscribed view failed to run again: {e}")
+                }
+            }
+        }
+        updates
     }
 
     /// A transaction as clients hear of it.
@@ -947,7 +975,41 @@ impl Database {
     /// queued for it.
     pub fn client_subscription(&mut self, id: ClientId, req: SubscriptionRequest, started: std::time::Instant) {
         let offset = self.persist.as_ref().and_then(Persistence::last_offset);
+        self.clients.ready_views = self.run_subscribed_views(id, &req);
         self.clients.request(self.host.db(), id, req, offset, started);
+        self.clients.ready_views.clear();
+    }
+
+    /// Runs (or finds kept) the view instances the queries of `req` read, for client `id`.
+    fn run_subscribed_views(
+        &mut self,
+        id: ClientId,
+        req: &SubscriptionRequest,
+    ) -> std::collections::HashMap<String, Result<crate::view_subs::ReadyView, String>> {
+        let queries: &[String] = match req {
+            SubscriptionRequest::Legacy { queries, .. } | SubscriptionRequest::Multi { queries, .. } => queries,
+            SubscriptionRequest::Single { query, .. } => std::slice::from_ref(query),
+            _ => &[],
+        };
+        let (Some(ctx), Some(caller)) = (self.clients.query_context(id), self.clients.caller_of(id)) else {
+            return Default::default();
+        };
+        let mut ready = std::collections::HashMap::new();
+        for q in queries {
+            let Some(view_id) = self.view_read(q, ctx, self.clients.is_owner(id)) else { continue };
+            let name = &self.def().views[view_id].name;
+            let view = if !epoch_query::selects_whole_table(q, ctx) {
+                Err(format!("a subscription to view `{name}` reads it whole: `SELECT * FROM {name}`"))
+            } else {
+                self.views
+                    .instance(&mut self.host, view_id, caller.identity)
+                    .map(|(key, rows, reads)| crate::view_subs::ReadyView { key, rows, reads })
+                    .map_err(|e| e.to_string())
+            };
+            ready.insert(q.trim().to_string(), view);
+            ready.insert(q.clone(), ready[q.trim()].clone());
+        }
+        ready
     }
 
     /// Runs a one-off query for client `id`, with its rights.

@@ -36,6 +36,7 @@ pub mod procedure;
 pub mod program;
 pub mod scheduler;
 pub mod steps;
+pub(crate) mod view_subs;
 pub(crate) mod views;
 
 pub use caller::Caller;

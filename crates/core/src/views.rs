@@ -4,7 +4,8 @@
 //! or other keys of a table the view reads by point (`.find()`), leaves it alone, so a view
 //! runs again only for the callers whose rows may have changed. Kept rows nobody reads for
 //! [`VIEW_IDLE_EXPIRY`] are dropped (as 2.x drops unsubscribed views), and at most
-//! [`MAX_MATERIALIZED_VIEWS`] are kept per database. SQL reads them; subscriptions come next.
+//! [`MAX_MATERIALIZED_VIEWS`] are kept per database. SQL reads them, and subscriptions start
+//! from them (`view_subs`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,11 +21,14 @@ use epoch_store::{Store, TxDelta};
 use crate::limits::{MAX_MATERIALIZED_VIEWS, VIEW_IDLE_EXPIRY};
 
 /// A view and whose rows: the caller's, or `None` for an anonymous view.
-type Key = (usize, Option<Identity>);
+pub(crate) type ViewKey = (usize, Option<Identity>);
+
+/// Rows of a view instance, each the BSATN of the view's row type.
+pub(crate) type ViewRows = Arc<[Box<[u8]>]>;
 
 /// One view's rows for one caller, and what computing them read.
 struct Materialized {
-    rows: Arc<[Box<[u8]>]>,
+    rows: ViewRows,
     reads: ReadSet,
     last_read: Instant,
 }
@@ -32,7 +36,7 @@ struct Materialized {
 /// The materialized views of one database.
 #[derive(Default)]
 pub(crate) struct Views {
-    kept: HashMap<Key, Materialized>,
+    kept: HashMap<ViewKey, Materialized>,
     /// Times a view ran (the cost the read sets save).
     runs: u64,
 }
@@ -43,14 +47,20 @@ impl Views {
         (self.kept.len(), self.runs)
     }
 
-    /// The rows view `view_id` answers `caller`: the kept ones, or those of a new run.
-    fn rows(&mut self, host: &mut ModuleHost, view_id: usize, caller: Identity) -> Result<Arc<[Box<[u8]>]>, SqlError> {
+    /// The instance of view `view_id` for `caller`, its rows and what they read: the kept
+    /// ones, or those of a new run.
+    pub(crate) fn instance(
+        &mut self,
+        host: &mut ModuleHost,
+        view_id: usize,
+        caller: Identity,
+    ) -> Result<(ViewKey, ViewRows, ReadSet), SqlError> {
         let def = host.def().clone();
         let view = &def.views[view_id];
         let key = (view_id, (!view.is_anonymous).then_some(caller));
         if let Some(kept) = self.kept.get_mut(&key) {
             kept.last_read = Instant::now();
-            return Ok(kept.rows.clone());
+            return Ok((key, kept.rows.clone(), kept.reads.clone()));
         }
         self.runs += 1;
         let (rows, reads) = match host.call_view(view_id, caller) {
@@ -64,9 +74,9 @@ impl Views {
             }
         };
         self.make_room();
-        let kept = Materialized { rows: Arc::clone(&rows), reads, last_read: Instant::now() };
+        let kept = Materialized { rows: Arc::clone(&rows), reads: reads.clone(), last_read: Instant::now() };
         self.kept.insert(key, kept);
-        Ok(rows)
+        Ok((key, rows, reads))
     }
 
     /// Drops the instances nobody read for [`VIEW_IDLE_EXPIRY`], then, when still full, the
@@ -104,7 +114,7 @@ impl Views {
         }
         let row_type = view_row_type(&def.typespace, view)
             .ok_or_else(|| SqlError::Unsupported(format!("view `{}` has a return type SQL cannot read", view.name)))?;
-        let rows = self.rows(host, view_id, caller)?;
+        let (_, rows, _) = self.instance(host, view_id, caller)?;
         let mut typespace = def.typespace.clone();
         typespace.types.push(epoch_sats::AlgebraicType::Product(row_type.clone()));
         let table = TableDef::plain(view.name.clone(), typespace.types.len() as u32 - 1, row_type);

@@ -232,6 +232,17 @@ pub fn single_table_read(sql: &str, ctx: QueryContext) -> Option<String> {
     }
 }
 
+/// Whether `sql` reads every row and column of one table and nothing else (`SELECT * FROM t`:
+/// no filter, join, order or limit): what a subscription to a 2.x view may ask for.
+pub fn selects_whole_table(sql: &str, ctx: QueryContext) -> bool {
+    let Ok(Statement::Query(q)) = parse_one(sql, ctx) else { return false };
+    let sqlparser::ast::SetExpr::Select(select) = q.body.as_ref() else { return false };
+    let star = matches!(select.projection.as_slice(), [sqlparser::ast::SelectItem::Wildcard(_)]);
+    let plain = q.order_by.is_none() && q.limit_clause.is_none() && q.fetch.is_none() && q.with.is_none();
+    let one_table = select.from.len() == 1 && select.from[0].joins.is_empty();
+    star && plain && one_table && select.selection.is_none() && select.distinct.is_none()
+}
+
 /// The first table a `SELECT` reads, and whether it joins others.
 fn first_table_of(statement: &Statement) -> Option<(String, bool)> {
     let Statement::Query(q) = statement else { return None };
