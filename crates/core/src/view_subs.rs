@@ -137,9 +137,12 @@ impl ViewSubs {
     }
 }
 
+/// Rows handed out, each the BSATN of a row.
+type RowList = Vec<Box<[u8]>>;
+
 /// The rows of `old` not in `new` (as many times as they are missing) and those of `new` not
 /// in `old`: a view answers a list, which may repeat a row.
-fn row_changes(old: &[Box<[u8]>], new: &[Box<[u8]>]) -> (Vec<Box<[u8]>>, Vec<Box<[u8]>>) {
+fn row_changes(old: &[Box<[u8]>], new: &[Box<[u8]>]) -> (RowList, RowList) {
     let mut counts: HashMap<&[u8], i64> = HashMap::with_capacity(old.len());
     for row in old {
         *counts.entry(row).or_default() += 1;
