@@ -18,8 +18,9 @@ import http.server
 import json
 import threading
 import time
-import urllib.request
 import uuid
+
+from benchlib import percentile, request
 
 
 class SlowHandler(http.server.BaseHTTPRequestHandler):
@@ -35,21 +36,6 @@ class SlowHandler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
-
-
-def request(method, url, token=None, body=None, content_type=None, timeout=600):
-    req = urllib.request.Request(url, data=body, method=method)
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    if content_type:
-        req.add_header("Content-Type", content_type)
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return resp.status, resp.read()
-
-
-def percentile(samples, p):
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
 def reducer_latencies(base, db, token, calls):

@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use epoch_host::ReadSet;
+use epoch_host::{ReadIndex, ReadSet};
 use epoch_store::{Store, TxDelta};
 use epoch_subscription::{ClientId, QueryUpdate};
 
@@ -32,6 +32,8 @@ struct Subscribed {
 #[derive(Default)]
 pub(crate) struct ViewSubs {
     instances: HashMap<ViewKey, Subscribed>,
+    /// The subscribed instances by what they read.
+    index: ReadIndex<ViewKey>,
     /// Each client's view queries (by text): the instance, and how many of its subscriptions
     /// hold the query.
     clients: HashMap<ClientId, HashMap<Arc<str>, (ViewKey, usize)>>,
@@ -58,8 +60,11 @@ impl ViewSubs {
         rows: ViewRows,
         reads: ReadSet,
     ) -> ViewRows {
-        let instance =
-            self.instances.entry(key).or_insert_with(|| Subscribed { rows, reads, subscribers: BTreeSet::new() });
+        let index = &mut self.index;
+        let instance = self.instances.entry(key).or_insert_with(|| {
+            index.insert(key, &reads);
+            Subscribed { rows, reads, subscribers: BTreeSet::new() }
+        });
         instance.subscribers.insert(client);
         let rows = instance.rows.clone();
         self.clients.entry(client).or_default().entry(Arc::from(sql)).or_insert((key, 0)).1 += 1;
@@ -102,7 +107,9 @@ impl ViewSubs {
         if let Some(instance) = self.instances.get_mut(&key) {
             instance.subscribers.remove(&client);
             if instance.subscribers.is_empty() {
-                self.instances.remove(&key);
+                if let Some(gone) = self.instances.remove(&key) {
+                    self.index.remove(key, &gone.reads);
+                }
             }
         }
     }
@@ -112,7 +119,7 @@ impl ViewSubs {
         if delta.is_empty() {
             return Vec::new();
         }
-        self.instances.iter().filter(|(_, i)| i.reads.meets(store, delta)).map(|(k, _)| *k).collect()
+        self.index.met(store, delta).into_iter().collect()
     }
 
     /// Instance `key` ran again, answering `rows` having read `reads`: the update of table
@@ -128,7 +135,11 @@ impl ViewSubs {
         let Some(instance) = self.instances.get_mut(&key) else { return Vec::new() };
         let (deletes, inserts) = row_changes(&instance.rows, &rows);
         instance.rows = rows;
-        instance.reads = reads;
+        if instance.reads != reads {
+            self.index.remove(key, &instance.reads);
+            self.index.insert(key, &reads);
+            instance.reads = reads;
+        }
         if deletes.is_empty() && inserts.is_empty() {
             return Vec::new();
         }

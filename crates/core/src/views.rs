@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use epoch_host::view::{view_row_type, ViewOutput};
-use epoch_host::{ModuleHost, ReadSet};
+use epoch_host::{ModuleHost, ReadIndex, ReadSet};
 use epoch_query::SqlError;
 use epoch_sats::Identity;
 use epoch_schema::{ModuleDef, TableDef};
@@ -37,6 +37,8 @@ struct Materialized {
 #[derive(Default)]
 pub(crate) struct Views {
     kept: HashMap<ViewKey, Materialized>,
+    /// The kept instances by what they read.
+    index: ReadIndex<ViewKey>,
     /// Times a view ran (the cost the read sets save).
     runs: u64,
 }
@@ -74,6 +76,7 @@ impl Views {
             }
         };
         self.make_room();
+        self.index.insert(key, &reads);
         let kept = Materialized { rows: Arc::clone(&rows), reads: reads.clone(), last_read: Instant::now() };
         self.kept.insert(key, kept);
         Ok((key, rows, reads))
@@ -82,26 +85,40 @@ impl Views {
     /// Drops the instances nobody read for [`VIEW_IDLE_EXPIRY`], then, when still full, the
     /// one read longest ago.
     fn make_room(&mut self) {
-        self.kept.retain(|_, m| m.last_read.elapsed() < VIEW_IDLE_EXPIRY);
+        let idle: Vec<ViewKey> =
+            self.kept.iter().filter(|(_, m)| m.last_read.elapsed() >= VIEW_IDLE_EXPIRY).map(|(k, _)| *k).collect();
+        for key in idle {
+            self.drop_instance(key);
+        }
         if self.kept.len() >= MAX_MATERIALIZED_VIEWS {
             if let Some(oldest) = self.kept.iter().min_by_key(|(_, m)| m.last_read).map(|(k, _)| *k) {
-                self.kept.remove(&oldest);
+                self.drop_instance(oldest);
             }
         }
         assert!(self.kept.len() < MAX_MATERIALIZED_VIEWS, "room for one more materialized view");
     }
 
+    fn drop_instance(&mut self, key: ViewKey) {
+        if let Some(m) = self.kept.remove(&key) {
+            self.index.remove(key, &m.reads);
+        }
+    }
+
     /// `delta` was committed to `store`: the instances that read something it changed go
-    /// (they run again when next read).
+    /// (they run again when next read). Found through the read index, at the delta's cost.
     pub(crate) fn committed(&mut self, store: &Store, delta: &TxDelta) {
-        if !self.kept.is_empty() && !delta.is_empty() {
-            self.kept.retain(|_, m| !m.reads.meets(store, delta));
+        if self.kept.is_empty() || delta.is_empty() {
+            return;
+        }
+        for key in self.index.met(store, delta) {
+            self.drop_instance(key);
         }
     }
 
     /// The module changed: every kept row may be wrong.
     pub(crate) fn clear(&mut self) {
         self.kept.clear();
+        self.index = ReadIndex::default();
     }
 
     /// A store holding one table, named as view `view_id`, with the rows the view answers

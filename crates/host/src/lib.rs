@@ -22,4 +22,4 @@ pub mod view;
 
 pub use logs::{LogLevel, LogRecord, ModuleLogs};
 pub use module::{CallContext, HostConfig, HostError, ModuleHost, ReducerOutcome, ReducerResult};
-pub use read_set::ReadSet;
+pub use read_set::{ReadIndex, ReadSet};

@@ -3,7 +3,8 @@
 //! (`.find()` and filters on an index, ABI 10.4) reads only the rows with that key, so a
 //! transaction that changes other rows of the table leaves the view alone.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
 
 use epoch_store::{Store, TxDelta};
 
@@ -51,37 +52,152 @@ impl ReadSet {
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty() && self.points.is_empty()
     }
+}
 
-    /// Whether `delta` (just committed to `store`) changed anything this set read: a row of a
-    /// table read whole, or a row (inserted or deleted) whose key is one read by point.
-    pub fn meets(&self, store: &Store, delta: &TxDelta) -> bool {
-        delta.tables.iter().any(|changed| {
-            if self.tables.contains(&changed.table_id) {
-                return true;
+/// The BSATN of `row`'s key in index `index`, as a point scan names it; `None` when the index
+/// or the row cannot be read (then every reader of the index must be told).
+fn row_key(store: &Store, index: u32, row: &[u8]) -> Option<Vec<u8>> {
+    let (table, idx) = store.index(index).ok()?;
+    let mut key = Vec::new();
+    for &col in &idx.columns {
+        epoch_sats::bsatn::encode(&table.schema.column_value(row, col).ok()?, &mut key);
+    }
+    Some(key)
+}
+
+/// The read sets of many views (kept by key `K`), indexed by what they read, so a committed
+/// delta finds the views it meets by looking up its changed tables and its changed rows' keys:
+/// its cost follows the size of the delta, not the number of views.
+#[derive(Debug)]
+pub struct ReadIndex<K> {
+    /// Views reading a table whole.
+    tables: HashMap<u32, HashSet<K>>,
+    /// Per index read by point: its table, and the views reading each key.
+    points: HashMap<u32, (u32, HashMap<Box<[u8]>, HashSet<K>>)>,
+}
+
+impl<K> Default for ReadIndex<K> {
+    fn default() -> Self {
+        Self { tables: HashMap::new(), points: HashMap::new() }
+    }
+}
+
+impl<K: Hash + Eq + Copy> ReadIndex<K> {
+    /// View `key` read `reads`.
+    pub fn insert(&mut self, key: K, reads: &ReadSet) {
+        for table in &reads.tables {
+            self.tables.entry(*table).or_default().insert(key);
+        }
+        for (index, keys) in &reads.points {
+            let table = reads.point_tables[index];
+            let (_, by_key) = self.points.entry(*index).or_insert_with(|| (table, HashMap::new()));
+            for k in keys {
+                by_key.entry(k.clone()).or_default().insert(key);
             }
-            self.points.iter().any(|(&index, keys)| {
-                if self.point_tables.get(&index) != Some(&changed.table_id) {
-                    return false;
+        }
+    }
+
+    /// View `key`, which had read `reads`, is gone.
+    pub fn remove(&mut self, key: K, reads: &ReadSet) {
+        for table in &reads.tables {
+            if let Some(views) = self.tables.get_mut(table) {
+                views.remove(&key);
+                if views.is_empty() {
+                    self.tables.remove(table);
                 }
-                let Ok((table, idx)) = store.index(index) else { return true };
-                changed.inserts.iter().chain(&changed.deletes).any(|row| {
-                    let mut key = Vec::new();
-                    for &col in &idx.columns {
-                        match table.schema.column_value(row, col) {
-                            Ok(v) => epoch_sats::bsatn::encode(&v, &mut key),
-                            Err(_) => return true,
-                        }
+            }
+        }
+        for (index, keys) in &reads.points {
+            let Some((_, by_key)) = self.points.get_mut(index) else { continue };
+            for k in keys {
+                if let Some(views) = by_key.get_mut(k) {
+                    views.remove(&key);
+                    if views.is_empty() {
+                        by_key.remove(k);
                     }
-                    keys.contains(key.as_slice())
-                })
-            })
-        })
+                }
+            }
+            if by_key.is_empty() {
+                self.points.remove(index);
+            }
+        }
+    }
+
+    /// The views whose reads `delta` (just committed to `store`) meets.
+    pub fn met(&self, store: &Store, delta: &TxDelta) -> HashSet<K> {
+        let mut out = HashSet::new();
+        for changed in &delta.tables {
+            if let Some(views) = self.tables.get(&changed.table_id) {
+                out.extend(views.iter().copied());
+            }
+            for (index, (table, by_key)) in &self.points {
+                if *table != changed.table_id {
+                    continue;
+                }
+                for row in changed.inserts.iter().chain(&changed.deletes) {
+                    match row_key(store, *index, row) {
+                        Some(k) => out.extend(by_key.get(k.as_slice()).into_iter().flatten().copied()),
+                        None => out.extend(by_key.values().flatten().copied()),
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use epoch_sats::{AlgebraicType, ProductType, Typespace};
+    use epoch_schema::{IndexAlgorithm, IndexDef, ModuleDef, TableDef};
+    use epoch_store::TableDelta;
+
+    /// A store with table 0 `t(owner: u32, n: u32)` indexed on `owner` (index 0), and table 1.
+    fn store() -> (Store, u32) {
+        let row = ProductType::new([("owner", AlgebraicType::U32), ("n", AlgebraicType::U32)]);
+        let mut t = TableDef::plain("t", 0, row.clone());
+        let algorithm = IndexAlgorithm::BTree(vec![0]);
+        t.indexes.push(IndexDef {
+            name: "t_owner_idx_btree".into(),
+            source_name: None,
+            accessor_name: None,
+            algorithm,
+        });
+        let other = TableDef::plain("u", 0, row.clone());
+        let typespace = Typespace { types: vec![AlgebraicType::Product(row)] };
+        let store = Store::new(&ModuleDef { typespace, tables: vec![t, other], ..Default::default() });
+        let index = store.index_id("t_owner_idx_btree").unwrap();
+        (store, index)
+    }
+
+    fn delta(table: u32, owner: u32) -> TxDelta {
+        let row: Box<[u8]> = [owner.to_le_bytes(), 9u32.to_le_bytes()].concat().into();
+        TxDelta { tables: vec![TableDelta { table_id: table, inserts: vec![row], deletes: Vec::new() }] }
+    }
+
+    /// A delta finds the views that read its rows' keys or its table, and no others; a view
+    /// removed from the index is found no more.
+    #[test]
+    fn the_index_finds_the_views_a_delta_meets() {
+        let (store, index) = store();
+        let (mut by_owner_1, mut by_owner_2, mut whole) = (ReadSet::default(), ReadSet::default(), ReadSet::default());
+        by_owner_1.point(0, index, &1u32.to_le_bytes());
+        by_owner_2.point(0, index, &2u32.to_le_bytes());
+        whole.table(1);
+        let mut views = ReadIndex::default();
+        views.insert('a', &by_owner_1);
+        views.insert('b', &by_owner_2);
+        views.insert('c', &whole);
+        assert_eq!(views.met(&store, &delta(0, 2)), HashSet::from(['b']));
+        assert_eq!(views.met(&store, &delta(0, 3)), HashSet::new());
+        assert_eq!(views.met(&store, &delta(1, 1)), HashSet::from(['c']));
+        views.remove('b', &by_owner_2);
+        assert_eq!(views.met(&store, &delta(0, 2)), HashSet::new());
+        assert_eq!(views.met(&store, &delta(0, 1)), HashSet::from(['a']));
+        views.remove('a', &by_owner_1);
+        assert!(views.points.is_empty(), "an index nobody reads is forgotten");
+    }
 
     /// Keys are tracked one by one up to the cap; past it, their tables count as read whole.
     #[test]
