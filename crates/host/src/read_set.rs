@@ -73,8 +73,11 @@ pub struct ReadIndex<K> {
     /// Views reading a table whole.
     tables: HashMap<u32, HashSet<K>>,
     /// Per index read by point: its table, and the views reading each key.
-    points: HashMap<u32, (u32, HashMap<Box<[u8]>, HashSet<K>>)>,
+    points: HashMap<u32, (u32, ViewsByKey<K>)>,
 }
+
+/// The views reading each key of one index.
+type ViewsByKey<K> = HashMap<Box<[u8]>, HashSet<K>>;
 
 impl<K> Default for ReadIndex<K> {
     fn default() -> Self {
