@@ -688,7 +688,8 @@ pub async fn sql(
     })
     .await?
     .map_err(|rejected| text(StatusCode::FORBIDDEN, rejected))?;
-    let (outcome, ts) = result.map_err(|e| text(StatusCode::BAD_REQUEST, e.to_string()))?;
+    let v10 = db.def.version == epoch_schema::DefVersion::V10;
+    let (outcome, ts) = result.map_err(|e| text(StatusCode::BAD_REQUEST, sql_error_text(&e, v10)))?;
     let micros = started.elapsed().as_micros() as u64;
     let result = match outcome {
         epoch_query::Outcome::Rows(r) => crate::sql_json::result_json(&ts, &r, micros),
@@ -711,6 +712,16 @@ pub async fn sql(
         format!("[{result}]"),
     )
         .into_response())
+}
+
+/// A failed query's text: 1.3's, or 2.x's for a 2.x database where they differ.
+fn sql_error_text(e: &epoch_query::SqlError, v10: bool) -> String {
+    match e {
+        epoch_query::SqlError::UnknownTable(name) if v10 => {
+            format!("no such table: `{name}`. If the table exists, it may be marked private.")
+        }
+        e => e.to_string(),
+    }
 }
 
 /// A random connection id for a connection of one request.

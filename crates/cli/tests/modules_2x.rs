@@ -630,3 +630,36 @@ fn a_v1_client_subscribes_to_a_view_and_hears_of_its_own_rows_only() {
     let err = ann_ws.recv_variant("SubscriptionError");
     assert!(err["error"].as_str().unwrap().contains("SELECT * FROM my_secrets"), "{err}");
 }
+
+/// The system tables 2.x added answer a 2.x database only: its connections' token payloads to
+/// its owner alone, its views, event tables and accessor names; a 1.3 database has none.
+#[test]
+fn the_system_tables_2x_added_describe_a_2x_database_only() {
+    let server = Server::start(&[]);
+    let (owner_hex, owner) = server.identity();
+    let (_, other) = server.identity();
+    assert!(server.publish(&owner, "sys2", "features_2x").status().is_success());
+    assert!(server.publish(&owner, "sys13", "bank").status().is_success());
+    // `/sql` runs in a connection of its own, whose token payload the owner sees.
+    let creds = rows(&server, &owner, "sys2", "SELECT jwt_payload FROM st_connection_credentials");
+    assert_eq!(creds.len(), 1, "{creds:?}");
+    assert!(creds[0][0].as_str().unwrap().contains(&owner_hex), "{creds:?}");
+    let (status, body) = server.sql(Some(&other), "sys2", "SELECT * FROM st_connection_credentials");
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "no such table: `st_connection_credentials`. If the table exists, it may be marked private.")
+    );
+    let views = rows(&server, &other, "sys2", "SELECT view_name, is_anonymous FROM st_view");
+    let mut views: Vec<String> = views.iter().map(|v| v.to_string()).collect();
+    views.sort();
+    assert_eq!(views, [r#"["my_secrets",false]"#, r#"["scores_at_level",true]"#, r#"["top_score",true]"#]);
+    let params = rows(&server, &other, "sys2", "SELECT param_pos, param_name FROM st_view_param");
+    assert_eq!(params, [serde_json::json!([0, "level"])]);
+    let q = "SELECT table_name, accessor_name FROM st_column_accessor WHERE col_name = 'player_name'";
+    let mut accessors: Vec<String> = rows(&server, &other, "sys2", q).iter().map(|v| v.to_string()).collect();
+    accessors.sort();
+    let expected = ["high_score", "scores_at_level", "top_score"].map(|t| format!(r#"["{t}","playerName"]"#));
+    assert_eq!(accessors, expected, "the table's and its views' column, under the module's own name");
+    let (status, body) = server.sql(Some(&owner), "sys13", "SELECT * FROM st_view");
+    assert_eq!((status, body.as_str()), (400, "`st_view` is not a valid table"));
+}

@@ -23,6 +23,9 @@ pub struct CatalogInputs<'a> {
     pub program: &'a [u8],
     /// Connected clients: (identity, connection id).
     pub clients: Vec<crate::client_journal::ClientKey>,
+    /// The token payload of each connection that presented one (2.x's
+    /// `st_connection_credentials`), by connection id.
+    pub credentials: Vec<([u8; 16], std::sync::Arc<str>)>,
     pub row_limit: Option<u64>,
 }
 
@@ -41,14 +44,14 @@ fn u16_array(cols: &[u16]) -> AlgebraicValue {
     AlgebraicValue::Array(cols.iter().map(|c| AlgebraicValue::U16(*c)).collect())
 }
 
-fn s(v: &str) -> AlgebraicValue {
+pub(crate) fn s(v: &str) -> AlgebraicValue {
     AlgebraicValue::string(v)
 }
 
 /// A system table: its id, name, row type (1.3's columns, in 1.3's order) and primary key.
-type SystemTableDef = (u32, &'static str, ProductType, Option<Vec<u16>>);
+pub(crate) type SystemTableDef = (u32, &'static str, ProductType, Option<Vec<u16>>);
 
-fn product(cols: &[(&str, AlgebraicType)]) -> ProductType {
+pub(crate) fn product(cols: &[(&str, AlgebraicType)]) -> ProductType {
     ProductType::new(cols.iter().map(|(n, t)| (*n, t.clone())))
 }
 
@@ -56,6 +59,9 @@ fn product(cols: &[(&str, AlgebraicType)]) -> ProductType {
 fn system_tables(version: DefVersion) -> Vec<SystemTableDef> {
     let mut tables = schema_tables(version);
     tables.extend(server_tables());
+    if version == DefVersion::V10 {
+        tables.extend(crate::catalog_v10::tables());
+    }
     tables
 }
 
@@ -198,12 +204,16 @@ const SYSTEM_SEQUENCES: [(u32, &str, u32, Numbers); 5] = [
 ];
 
 #[derive(Clone, Copy)]
-enum Numbers {
+pub(crate) enum Numbers {
     Tables,
     Indexes,
     Constraints,
     Schedules,
     Sequences,
+    /// 2.x views.
+    Views,
+    /// 2.x view arguments (2.8.3 numbers none).
+    ViewArgs,
 }
 
 fn type_bytes(ts: &Typespace, ty: &AlgebraicType) -> AlgebraicValue {
@@ -220,6 +230,7 @@ pub fn build_lazily(inputs: &CatalogInputs<'_>) -> impl FnOnce(&Store) -> Option
     let (identity, owner) = (inputs.database_identity, inputs.owner);
     let program: Vec<u8> = inputs.program.to_vec();
     let clients = inputs.clients.clone();
+    let credentials = inputs.credentials.clone();
     let row_limit = inputs.row_limit;
     move |store: &Store| {
         Some(build(&CatalogInputs {
@@ -229,6 +240,7 @@ pub fn build_lazily(inputs: &CatalogInputs<'_>) -> impl FnOnce(&Store) -> Option
             owner,
             program: &program,
             clients,
+            credentials,
             row_limit,
         }))
     }
@@ -239,7 +251,7 @@ pub fn build(inputs: &CatalogInputs<'_>) -> Store {
     let system = system_tables(inputs.def.version);
     let def = ModuleDef {
         typespace: Typespace { types: Vec::new() },
-        tables: system.iter().map(|(_, name, ty, _)| TableDef::plain(*name, 0, ty.clone())).collect(),
+        tables: system.iter().map(|(_, name, ty, _)| system_table_def(name, ty)).collect(),
         reducers: Vec::new(),
         types: Vec::new(),
         row_level_security: Vec::new(),
@@ -260,6 +272,15 @@ pub fn build(inputs: &CatalogInputs<'_>) -> Store {
     store
 }
 
+/// The catalog's table for system table `name`: public, but for the one 2.x keeps private.
+fn system_table_def(name: &str, ty: &ProductType) -> TableDef {
+    let mut table = TableDef::plain(name, 0, ty.clone());
+    if name == crate::catalog_v10::PRIVATE_SYSTEM_TABLE {
+        table.table_access = TableAccess::Private;
+    }
+    table
+}
+
 /// Every user table with its id (by the store's numbering, which keeps ids across updates).
 fn user_tables<'a>(inputs: &'a CatalogInputs<'_>) -> Vec<(u32, &'a TableDef)> {
     let first = first_user_id(inputs.def.version);
@@ -269,9 +290,9 @@ fn user_tables<'a>(inputs: &'a CatalogInputs<'_>) -> Vec<(u32, &'a TableDef)> {
     out
 }
 
-type Rows = Vec<AlgebraicValue>;
+pub(crate) type Rows = Vec<AlgebraicValue>;
 
-fn row(values: Vec<AlgebraicValue>) -> AlgebraicValue {
+pub(crate) fn row(values: Vec<AlgebraicValue>) -> AlgebraicValue {
     AlgebraicValue::product(values)
 }
 
@@ -281,12 +302,20 @@ fn btree(cols: &[u16]) -> AlgebraicValue {
 
 /// Every system table's rows, by table name.
 fn catalog_rows(inputs: &CatalogInputs<'_>, system: &[SystemTableDef]) -> Vec<(&'static str, Rows)> {
+    let version = inputs.def.version;
+    let first = first_user_id(version);
     let user = user_tables(inputs);
-    let (st_table, st_column) = table_rows(inputs, system, &user);
-    let objects = object_rows(&user, first_user_id(inputs.def.version));
+    // 2.x's view tables follow the module's.
+    let next_id = user.last().map_or(first, |(id, _)| id + 1);
+    let views = crate::catalog_v10::view_tables(inputs.def, next_id);
+    let with_views: Vec<(u32, &TableDef)> =
+        user.iter().copied().chain(views.iter().map(|(id, _, t)| (*id, t))).collect();
+    let (st_table, st_column) = table_rows(inputs, system, &with_views);
+    let mut objects = object_rows(&with_views, first, version);
+    objects.views = views.len();
     let st_sequence = sequence_rows(inputs, &objects);
     let (st_module, st_client, st_var, st_rls) = server_rows(inputs);
-    vec![
+    let mut out = vec![
         ("st_table", st_table),
         ("st_column", st_column),
         ("st_sequence", st_sequence),
@@ -297,7 +326,11 @@ fn catalog_rows(inputs: &CatalogInputs<'_>, system: &[SystemTableDef]) -> Vec<(&
         ("st_var", st_var),
         ("st_scheduled", objects.st_scheduled),
         ("st_row_level_security", st_rls),
-    ]
+    ];
+    if version == DefVersion::V10 {
+        out.extend(crate::catalog_v10::rows(inputs, &user, &views, first));
+    }
+    out
 }
 
 /// `st_table` and `st_column`: the system tables first, then the module's.
@@ -315,7 +348,8 @@ fn table_rows(inputs: &CatalogInputs<'_>, system: &[SystemTableDef], user: &[(u3
         }
     };
     for (id, name, ty, pk) in system {
-        st_table.push(row(vec![AlgebraicValue::U32(*id), s(name), s("system"), s("public"), opt_cols(pk.clone())]));
+        let access = if *name == crate::catalog_v10::PRIVATE_SYSTEM_TABLE { "private" } else { "public" };
+        st_table.push(row(vec![AlgebraicValue::U32(*id), s(name), s("system"), s(access), opt_cols(pk.clone())]));
         columns(*id, &no_types, ty);
     }
     for (id, t) in user {
@@ -335,6 +369,11 @@ struct ObjectRows<'a> {
     st_scheduled: Rows,
     sequences: Vec<(u32, &'a epoch_schema::SequenceDef)>,
     user_tables: usize,
+    /// 2.x views.
+    views: usize,
+    /// How many of the rows above are the system tables' own.
+    system_indexes: usize,
+    system_constraints: usize,
 }
 
 impl ObjectRows<'_> {
@@ -343,29 +382,35 @@ impl ObjectRows<'_> {
         let user = |rows: &Rows, system: usize| rows.len() - system;
         match n {
             Numbers::Tables => self.user_tables,
-            Numbers::Indexes => user(&self.st_index, SYSTEM_INDEXES.len()),
-            Numbers::Constraints => user(&self.st_constraint, SYSTEM_CONSTRAINTS.len()),
+            Numbers::Indexes => user(&self.st_index, self.system_indexes),
+            Numbers::Constraints => user(&self.st_constraint, self.system_constraints),
             Numbers::Schedules => self.st_scheduled.len(),
             Numbers::Sequences => self.sequences.len(),
+            Numbers::Views => self.views,
+            Numbers::ViewArgs => 0,
         }
     }
 }
 
-fn object_rows<'a>(user: &[(u32, &'a TableDef)], first: u32) -> ObjectRows<'a> {
+fn object_rows<'a>(user: &[(u32, &'a TableDef)], first: u32, version: DefVersion) -> ObjectRows<'a> {
     let u32v = AlgebraicValue::U32;
+    let v10 = version == DefVersion::V10;
+    let indexes = SYSTEM_INDEXES.iter().chain(crate::catalog_v10::INDEXES.iter().filter(|_| v10));
+    let constraints = SYSTEM_CONSTRAINTS.iter().chain(crate::catalog_v10::CONSTRAINTS.iter().filter(|_| v10));
     let mut o = ObjectRows {
-        st_index: SYSTEM_INDEXES
-            .iter()
-            .map(|(id, t, name, cols)| row(vec![u32v(*id), u32v(*t), s(name), btree(cols)]))
-            .collect(),
-        st_constraint: SYSTEM_CONSTRAINTS
-            .iter()
+        st_index: indexes.map(|(id, t, name, cols)| row(vec![u32v(*id), u32v(*t), s(name), btree(cols)])).collect(),
+        st_constraint: constraints
             .map(|(id, name, t, cols)| row(vec![u32v(*id), s(name), u32v(*t), btree(cols)]))
             .collect(),
         st_scheduled: Vec::new(),
         sequences: Vec::new(),
         user_tables: user.len(),
+        views: 0,
+        system_indexes: 0,
+        system_constraints: 0,
     };
+    (o.system_indexes, o.system_constraints) = (o.st_index.len(), o.st_constraint.len());
+    let (system_indexes, system_constraints) = (o.system_indexes, o.system_constraints);
     let next = |rows: &Rows, system: usize| u32v(first + (rows.len() - system) as u32);
     for (id, t) in user {
         for idx in &t.indexes {
@@ -374,11 +419,11 @@ fn object_rows<'a>(user: &[(u32, &'a TableDef)], first: u32) -> ObjectRows<'a> {
                 epoch_schema::IndexAlgorithm::Hash(cols) => AlgebraicValue::sum(3, u16_array(cols)),
                 epoch_schema::IndexAlgorithm::Direct(c) => AlgebraicValue::sum(2, AlgebraicValue::U16(*c)),
             };
-            let n = next(&o.st_index, SYSTEM_INDEXES.len());
+            let n = next(&o.st_index, system_indexes);
             o.st_index.push(row(vec![n, u32v(*id), s(&idx.name), algo]));
         }
         for c in &t.constraints {
-            let n = next(&o.st_constraint, SYSTEM_CONSTRAINTS.len());
+            let n = next(&o.st_constraint, system_constraints);
             o.st_constraint.push(row(vec![n, s(&c.name), u32v(*id), btree(&c.unique_columns)]));
         }
         if let Some(sch) = &t.schedule {
@@ -419,15 +464,22 @@ fn sequence_row(
 
 /// `st_sequence`: the system sequences, then the module's with what they handed out so far.
 fn sequence_rows(inputs: &CatalogInputs<'_>, objects: &ObjectRows<'_>) -> Rows {
+    let version = inputs.def.version;
     // System sequences start where 1.3's user ids do, in 2.x too.
     let first = first_user_id(epoch_schema::DefVersion::V9) as i128;
-    let user_base = first_user_id(inputs.def.version);
+    let user_base = first_user_id(version);
+    let v10 = crate::catalog_v10::SEQUENCES.iter().filter(|_| version == DefVersion::V10);
     let mut rows: Rows = SYSTEM_SEQUENCES
         .iter()
+        .chain(v10)
         .map(|(id, name, table, numbers)| {
-            // 1.3 reserves a block of ids when the first object of the kind is created.
-            let allocated =
-                if objects.count(*numbers) > 0 { first + SEQUENCE_ALLOCATION_STEP } else { SEQUENCE_ALLOCATION_STEP };
+            // A block of ids is reserved when the first object of the kind is created, from
+            // the first user id (4097 in 1.3, 4096 in 2.x).
+            let allocated = if objects.count(*numbers) > 0 {
+                user_base as i128 + SEQUENCE_ALLOCATION_STEP
+            } else {
+                SEQUENCE_ALLOCATION_STEP
+            };
             sequence_row(*id, name, *table, 0, first, 1, i128::MAX, allocated)
         })
         .collect();
@@ -438,17 +490,23 @@ fn sequence_rows(inputs: &CatalogInputs<'_>, objects: &ObjectRows<'_>) -> Rows {
             .map(|s| s.next)
             .unwrap_or(q.start.unwrap_or(1));
         let start = q.start.unwrap_or(1);
-        // Values handed out so far, in 1.3's blocks.
-        let used = next - start;
-        let allocated = if used <= 0 {
-            0
-        } else {
-            start - 1 + ((used + SEQUENCE_ALLOCATION_STEP - 1) / SEQUENCE_ALLOCATION_STEP) * SEQUENCE_ALLOCATION_STEP
-        };
+        let allocated = user_sequence_allocated(version, start, next - start);
         let (min, max) = (q.min_value.unwrap_or(1), q.max_value.unwrap_or(i128::MAX));
         rows.push(sequence_row(user_base + k as u32, &q.name, *table, q.column, start, min, max, allocated));
     }
     rows
+}
+
+/// What a module's sequence that started at `start` and handed out `used` values shows as
+/// allocated: whole blocks of ids, counted from `start - 1` in 1.3 (0 before the first) and
+/// from `start` in 2.x.
+fn user_sequence_allocated(version: DefVersion, start: i128, used: i128) -> i128 {
+    let blocks = if used <= 0 { 0 } else { (used + SEQUENCE_ALLOCATION_STEP - 1) / SEQUENCE_ALLOCATION_STEP };
+    match version {
+        DefVersion::V10 => start + blocks * SEQUENCE_ALLOCATION_STEP,
+        _ if blocks == 0 => 0,
+        _ => start - 1 + blocks * SEQUENCE_ALLOCATION_STEP,
+    }
 }
 
 /// `st_module`, `st_client`, `st_var` and `st_row_level_security`.

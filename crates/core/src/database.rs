@@ -1400,6 +1400,7 @@ impl Database {
             owner,
             program: &self.program,
             clients: self.clients.connected(),
+            credentials: self.host.connection_jwts().entries(),
             row_limit: self.row_limit,
         };
         let catalog = crate::catalog::build_lazily(&inputs);

@@ -21,6 +21,7 @@ pub mod atomic_file;
 pub mod bench;
 pub mod caller;
 pub mod catalog;
+pub(crate) mod catalog_v10;
 pub mod client_journal;
 pub mod clients;
 pub mod clock;

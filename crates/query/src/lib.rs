@@ -133,8 +133,9 @@ pub fn run(store: &mut Store, sql: &str, ctx: QueryContext) -> Result<Outcome, S
     run_with_catalog(store, |_| None, sql, ctx)
 }
 
-/// The system tables 1.3 lets `/sql` read.
-pub const SYSTEM_TABLES: [&str; 10] = [
+/// The system tables `/sql` may read: 1.3's ten, then those 2.x added (a catalog answers only
+/// those of its database's version; the others are unknown tables).
+pub const SYSTEM_TABLES: [&str; 20] = [
     "st_table",
     "st_column",
     "st_sequence",
@@ -145,6 +146,16 @@ pub const SYSTEM_TABLES: [&str; 10] = [
     "st_var",
     "st_scheduled",
     "st_row_level_security",
+    "st_connection_credentials",
+    "st_view",
+    "st_view_param",
+    "st_view_column",
+    "st_view_sub",
+    "st_view_arg",
+    "st_event_table",
+    "st_table_accessor",
+    "st_index_accessor",
+    "st_column_accessor",
 ];
 
 /// The one `SET`/`SHOW` variable 1.3 has.
@@ -163,7 +174,8 @@ pub fn run_with_catalog(
     if let Some(table) = system_table_read(store, &statement) {
         let Some(cat) = catalog(store) else { return Err(SqlError::UnknownTable(table)) };
         let Statement::Query(q) = statement else { unreachable!("only queries read tables") };
-        return select(&cat, q, QueryContext { is_owner: true, ..ctx }).map(Outcome::Rows);
+        // The catalog's tables are public but for 2.x's connection credentials.
+        return select(&cat, q, ctx).map(Outcome::Rows);
     }
     match statement {
         Statement::ShowVariable { variable } => {

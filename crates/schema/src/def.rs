@@ -34,6 +34,9 @@ pub struct ModuleDef {
     pub procedures: Vec<ProcedureDef>,
     /// Views in declaration order (2.x modules only).
     pub views: Vec<ViewDef>,
+    /// The typespace with the module's own field names, before case conversion (2.x modules
+    /// only; empty otherwise): a column's accessor name, as `st_column_accessor` shows it.
+    pub source_typespace: Typespace,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -156,6 +159,15 @@ pub struct ViewDef {
 }
 
 impl ModuleDef {
+    /// The module's own name of column `col` of the row type at `product_type_ref` (2.x), or
+    /// `canonical` when it has none.
+    pub fn column_accessor<'a>(&'a self, product_type_ref: u32, col: usize, canonical: &'a str) -> &'a str {
+        match self.source_typespace.types.get(product_type_ref as usize) {
+            Some(AlgebraicType::Product(p)) => p.elements.get(col).and_then(|e| e.name.as_deref()).unwrap_or(canonical),
+            _ => canonical,
+        }
+    }
+
     pub fn table(&self, name: &str) -> Option<&TableDef> {
         self.tables.iter().find(|t| t.name == name)
     }
@@ -401,6 +413,7 @@ pub(crate) fn validate_with(
         row_level_security: raw.row_level_security.clone(),
         procedures: Vec::new(),
         views: Vec::new(),
+        source_typespace: Typespace::default(),
     })
 }
 

@@ -47,6 +47,7 @@ pub fn validate_v10(raw: RawModuleDefV10) -> Result<ModuleDef, ValidationErrors>
         }
     };
     def.procedures = procedures;
+    def.source_typespace = raw.typespace.clone();
     attach_tables(&mut def, &raw, &names, &mut errors);
     attach_reducers(&mut def, &raw, &names, &mut errors);
     def.views = raw

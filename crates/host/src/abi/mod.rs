@@ -246,4 +246,10 @@ impl ConnectionJwts {
     pub fn get(&self, connection_id: &[u8; 16]) -> Option<std::sync::Arc<str>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).get(connection_id).cloned()
     }
+
+    /// Every connection's payload, by connection id (2.x's `st_connection_credentials`).
+    pub fn entries(&self) -> Vec<([u8; 16], std::sync::Arc<str>)> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(id, payload)| (*id, payload.clone())).collect()
+    }
 }
