@@ -603,6 +603,8 @@ fn a_v1_client_subscribes_to_a_view_and_hears_of_its_own_rows_only() {
         ws.send_json(serde_json::json!({"SubscribeSingle": {"query": q, "request_id": 1, "query_id": {"id": 1}}}));
         let applied = ws.recv_variant("SubscribeApplied");
         assert_eq!(applied["rows"]["table_name"], "my_secrets", "{applied}");
+        let id = rows(&server, token, "vs", "SELECT table_id FROM st_table WHERE table_name = 'my_secrets'");
+        assert_eq!(applied["rows"]["table_id"], id[0][0], "the view's table id, as st_table shows it");
         (ws, applied["rows"]["table_rows"]["updates"][0]["inserts"].clone())
     };
     let (mut ann_ws, ann_rows) = subscribe(&ann);

@@ -106,11 +106,13 @@ impl WireSchema {
             })
             .collect::<Vec<_>>();
         let first_view = tables.len() as u32;
-        let views = def.views.iter().enumerate().map(|(v, view)| {
+        // 2.x numbers view tables in name order (as `st_table` shows them).
+        let rank = |name: &str| def.views.iter().filter(|v| v.name.as_str() < name).count() as u32;
+        let views = def.views.iter().map(|view| {
             let row = epoch_host::view::view_row_type(&def.typespace, view).unwrap_or_default();
             let row_type = AlgebraicType::Product(row);
             WireTable {
-                wire_id: first_user_id(def.version) + first_view + v as u32,
+                wire_id: first_user_id(def.version) + first_view + rank(&view.name),
                 name: Arc::from(view.name.as_str()),
                 fixed_row_len: static_len(&def.typespace, &row_type),
                 row_type,
