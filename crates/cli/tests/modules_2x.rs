@@ -623,6 +623,12 @@ fn a_v1_client_subscribes_to_a_view_and_hears_of_its_own_rows_only() {
     let inserts = &tx["status"]["Committed"]["tables"][0]["updates"][0]["inserts"];
     assert_eq!(inserts.as_array().unwrap().len(), 1, "only Ann's new row: {tx}");
     assert!(inserts[0].as_str().unwrap().contains("ann's too"), "{tx}");
+    // A one-off query reads the caller's rows of a view too, with a filter.
+    let q = "SELECT * FROM my_secrets WHERE id = 3";
+    ann_ws.send_json(serde_json::json!({"OneOffQuery": {"message_id": "01", "query_string": q}}));
+    let one_off = ann_ws.recv_variant("OneOffQueryResponse");
+    let found = &one_off["tables"][0]["rows"];
+    assert!(found.as_array().map(Vec::len) == Some(1) && found[0].as_str().unwrap().contains("ann's too"), "{one_off}");
     // Unsubscribing hands back the rows held; a filtered view query is refused.
     ann_ws.send_json(serde_json::json!({"Unsubscribe": {"request_id": 2, "query_id": {"id": 1}}}));
     let gone = ann_ws.recv_variant("UnsubscribeApplied");

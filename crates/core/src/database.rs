@@ -1014,8 +1014,15 @@ impl Database {
 
     /// Runs a one-off query for client `id`, with its rights.
     pub fn client_one_off(&mut self, id: ClientId, message_id: Vec<u8>, sql: &str, started: std::time::Instant) {
-        let Some(ctx) = self.clients.query_context(id) else { return };
-        let result = epoch_query::select_only(self.host.db(), sql, ctx)
+        let (Some(ctx), Some(caller)) = (self.clients.query_context(id), self.clients.caller_of(id)) else { return };
+        // A 2.x view is read from the caller's materialized rows, as `/sql` reads it.
+        let selected = match self.view_read(sql, ctx, self.clients.is_owner(id)) {
+            Some(view_id) => self.views.store(&mut self.host, view_id, caller.identity).and_then(|rows| {
+                epoch_query::select_only(&rows, sql, epoch_query::QueryContext { is_owner: true, ..ctx })
+            }),
+            None => epoch_query::select_only(self.host.db(), sql, ctx),
+        };
+        let result = selected
             .map(|(table_name, r)| crate::clients::OneOffRows { table_name, row_type: r.schema, rows: r.rows })
             .map_err(|e| e.to_string());
         let msg = crate::clients::Outgoing::OneOff {
