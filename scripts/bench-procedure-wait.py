@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 
-from benchlib import percentile, request
+from benchlib import latencies_ms, percentile, request
 
 
 class SlowHandler(http.server.BaseHTTPRequestHandler):
@@ -39,12 +39,8 @@ class SlowHandler(http.server.BaseHTTPRequestHandler):
 
 
 def reducer_latencies(base, db, token, calls):
-    out = []
-    for i in range(calls):
-        start = time.perf_counter()
-        request("POST", f"{base}/v1/database/{db}/call/hit", token, json.dumps([i, 1]).encode(), "application/json")
-        out.append((time.perf_counter() - start) * 1000)
-    return out
+    url = f"{base}/v1/database/{db}/call/hit"
+    return latencies_ms(calls, lambda i: request("POST", url, token, json.dumps([i, 1]).encode(), "application/json"))
 
 
 def main():

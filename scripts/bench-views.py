@@ -14,10 +14,9 @@ only; nothing is asserted, this only prints.
 """
 import argparse
 import json
-import time
 import uuid
 
-from benchlib import percentile, request
+from benchlib import latencies_ms, percentile, request
 
 
 def identity(base):
@@ -36,12 +35,7 @@ def call(base, db, token, reducer, args):
 
 
 def put_latencies(base, db, token, first_id, calls):
-    out = []
-    for i in range(calls):
-        start = time.perf_counter()
-        call(base, db, token, "put_secret", [first_id + i, f"more {i}"])
-        out.append((time.perf_counter() - start) * 1000)
-    return out
+    return latencies_ms(calls, lambda i: call(base, db, token, "put_secret", [first_id + i, f"more {i}"]))
 
 
 def main():
