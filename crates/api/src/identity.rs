@@ -101,7 +101,7 @@ fn metrics_text(state: &AppState) -> String {
     for db in state.control.all() {
         let name = db.identity.to_hex();
         let read = db.handle.read(|d| {
-            let sizes = d.store().tables().iter().map(|t| (t.schema.name().to_string(), t.len())).collect::<Vec<_>>();
+            let sizes = d.store().present_tables().map(|t| (t.schema.name().to_string(), t.len())).collect::<Vec<_>>();
             (sizes, d.client_stats())
         });
         let Ok((sizes, stats)) = read else { continue };

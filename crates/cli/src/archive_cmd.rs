@@ -162,7 +162,7 @@ pub fn verify(url: &str, endpoint: Option<String>, region: Option<String>) -> Re
                     epoch_core::PersistConfig::default(),
                 )
                 .map_err(|e| anyhow::anyhow!("replaying the backup failed: {e}"))?;
-                let rows = db.store().tables().iter().map(|t| format!("{} {}", t.schema.name(), t.len())).collect();
+                let rows = db.store().present_tables().map(|t| format!("{} {}", t.schema.name(), t.len())).collect();
                 (recovered.replayed.to_string(), rows)
             }
             // No module: the archive of a server's system database.

@@ -671,3 +671,74 @@ fn the_system_tables_2x_added_describe_a_2x_database_only() {
     let (status, body) = server.sql(Some(&owner), "sys13", "SELECT * FROM st_view");
     assert_eq!((status, body.as_str()), (400, "`st_view` is not a valid table"));
 }
+
+/// A 2.x update may remove a table once it is empty (checked when applied, as 2.x does): the
+/// other tables keep their ids and rows, the log written before replays after a restart, and
+/// the removed table's id is never given again.
+#[test]
+fn a_2x_update_removes_an_empty_table_and_the_others_keep_their_ids() {
+    let data = std::env::temp_dir().join(format!("epoch-2x-remove-{}", common::rand_suffix()));
+    let server = Server::start_in(data.clone(), &[]);
+    let (_, owner) = server.identity();
+    assert!(server.publish(&owner, "bank", "bank_2x_v3").status().is_success());
+    assert_eq!(server.call(&owner, "bank", "open_accounts", "[0, 3, 100]").0, 200);
+    assert_eq!(server.call(&owner, "bank", "transfer", "[0, 1, 30]").0, 200);
+    let table_id = |server: &Server, name: &str| {
+        let q = format!("SELECT table_id FROM st_table WHERE table_name = '{name}'");
+        rows(server, &owner, "bank", &q).first().map(|r| r[0].as_u64().unwrap())
+    };
+    let ledger_id = table_id(&server, "ledger").unwrap();
+    assert!(table_id(&server, "account").unwrap() < ledger_id, "the removed table comes first");
+    let publish = |server: &Server, token: &str| {
+        let url = format!("{}/v1/database/bank?policy=BreakClients&token={token}", server.url);
+        let body = std::fs::read(common::fixture("bank_2x_v4")).unwrap();
+        server.http().put(url).bearer_auth(&owner).body(body).send().unwrap()
+    };
+    let ask = server
+        .http()
+        .post(format!("{}/v1/database/bank/pre_publish?style=NoColor", server.url))
+        .bearer_auth(&owner)
+        .body(std::fs::read(common::fixture("bank_2x_v4")).unwrap())
+        .send()
+        .unwrap();
+    let plan: Value = ask.json().unwrap();
+    let text = plan["AutoMigrate"]["migrate_plan"].as_str().unwrap();
+    assert!(text.contains("▸ Removed table: account\n"), "{text}");
+    assert_eq!(plan["AutoMigrate"]["break_clients"], true, "{plan}");
+    let token = plan["AutoMigrate"]["token"].as_str().unwrap().to_string();
+    // Refused while the table holds rows; nothing changes.
+    let r = publish(&server, &token);
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.text().unwrap(),
+        "Failed to create or update the database: Cannot remove table `account`: table contains data. Clear the table's rows (e.g. via a reducer) before removing it from your schema."
+    );
+    assert_eq!(server.call(&owner, "bank", "transfer", "[1, 0, 5]").0, 200, "the old module still runs");
+    let (status, body) = server.sql(Some(&owner), "bank", "DELETE FROM account");
+    assert_eq!(status, 200, "{body}");
+    let r = publish(&server, &token);
+    assert!(r.status().is_success(), "{}", r.text().unwrap());
+    assert_eq!(server.call(&owner, "bank", "record", "[7, 8, 9]").0, 200);
+    let check = |server: &Server| {
+        assert_eq!(table_id(server, "account"), None);
+        assert_eq!(table_id(server, "ledger"), Some(ledger_id), "the ledger keeps its id");
+        let amounts = rows(server, &owner, "bank", "SELECT amount FROM ledger");
+        let mut amounts: Vec<i64> = amounts.iter().map(|r| r[0].as_i64().unwrap()).collect();
+        amounts.sort();
+        assert_eq!(amounts, [5, 9, 30]);
+        let (status, body) = server.sql(Some(&owner), "bank", "SELECT * FROM account");
+        assert_eq!(
+            (status, body.as_str()),
+            (400, "no such table: `account`. If the table exists, it may be marked private.")
+        );
+    };
+    check(&server);
+    let logs = server.http().get(format!("{}/v1/database/bank/logs", server.url)).bearer_auth(&owner).send().unwrap();
+    assert!(logs.text().unwrap().contains("Dropping table `account`"));
+    drop(server);
+    // The log holds the removed table's rows; a restart replays past them.
+    let server = Server::start_in(data.clone(), &[]);
+    check(&server);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+}

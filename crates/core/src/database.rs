@@ -1277,9 +1277,12 @@ impl Database {
             crate::migrate_policy::check(policy, &self.identity.to_hex(), (&hashes.0, &hashes.1), new.def(), breaking)
                 .map_err(|e| UpdateError::Failed(e.to_string()))?;
         }
-        // 2.x disconnects every client when a table gains columns (their row types change),
-        // before the rows move, so their `client_disconnected` changes move with them.
-        if steps.iter().any(|s| matches!(s, crate::migrate::Step::AddColumns { .. })) {
+        // 2.x disconnects every client when a table gains columns or goes (their row types
+        // change), before the rows move, so their `client_disconnected` changes move with them.
+        let reshaped = |s: &crate::migrate::Step| {
+            matches!(s, crate::migrate::Step::AddColumns { .. } | crate::migrate::Step::RemoveTable(_))
+        };
+        if steps.iter().any(reshaped) {
             self.disconnect_all_clients();
         }
         let hash: String = crate::program::program_hash(wasm).iter().map(|b| format!("{b:02x}")).collect();
@@ -1325,6 +1328,16 @@ impl Database {
         use crate::migrate::Step;
         let old = self.store();
         let mut order = old.table_order();
+        for step in steps {
+            let Step::RemoveTable(table) = step else { continue };
+            // As 2.x, checked only now: the table must be empty; its id stays taken.
+            if old.table_by_name(table).is_some_and(|t| !t.is_empty()) {
+                return Err(format!("Cannot remove table `{table}`: table contains data. Clear the table's rows (e.g. via a reducer) before removing it from your schema."));
+            }
+            if let Some(place) = order.iter_mut().find(|n| *n == table) {
+                *place = format!("{}{table}", epoch_store::REMOVED_TABLE_PREFIX);
+            }
+        }
         let added: Vec<String> = def.tables.iter().map(|t| t.name.clone()).filter(|n| !order.contains(n)).collect();
         order.extend(added);
         let mut store = epoch_store::Store::with_order(def, &order)?;
@@ -1345,7 +1358,7 @@ impl Database {
             let catalog_id = crate::clients::first_user_id(def.version) + t.id;
             crate::migrate::duplicate_values(t, catalog_id, &c.unique_columns)?;
         }
-        for t in old.tables() {
+        for t in old.tables().iter().filter(|t| !t.schema.is_removed() && def.table(t.schema.name()).is_some()) {
             let id = store.table_id(t.schema.name()).ok_or_else(|| format!("table `{}` is gone", t.schema.name()))?;
             let rows: Vec<Box<[u8]>> = t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect();
             store.load_snapshot_rows(id, &rows).map_err(|e| e.to_string())?;

@@ -27,6 +27,9 @@ pub enum Step {
         table: String,
     },
     RemoveRowLevelSecurity(String),
+    /// A table the new module lacks (2.x modules only): applied when it holds no row; its id
+    /// is never given again.
+    RemoveTable(String),
     ChangeColumns {
         table: String,
     },
@@ -84,6 +87,7 @@ impl Step {
                 format!("Adding columns {} to table `{table}`", columns.join(", "))
             }
             Step::AddTable(table) => format!("Creating table `{table}`"),
+            Step::RemoveTable(table) => format!("Dropping table `{table}`"),
             Step::AddIndex { table, index } => format!("Creating index `{index}` on table `{table}`"),
             Step::AddConstraint { table, constraint } => {
                 format!("Adding constraint `{constraint}` on table `{table}`")
@@ -102,6 +106,7 @@ pub fn plan(old: &ModuleDef, new: &ModuleDef) -> Result<Vec<Step>, Vec<String>> 
     let mut errors = Vec::new();
     for t in &old.tables {
         match new.table(&t.name) {
+            None if new.version == epoch_schema::DefVersion::V10 => steps.push(Step::RemoveTable(t.name.clone())),
             None => errors.push(format!("Removing the table {} requires a manual migration", t.name)),
             Some(n) => table_changes(old, new, t, n, &mut steps, &mut errors),
         }

@@ -25,12 +25,12 @@ pub const BREAKING_CHANGE_REFUSED: &str =
 pub const TOKEN_MISMATCH: &str = "Token provided is invalid or does not match expected hash";
 
 /// Whether the update disconnects every client, as 2.x decides it: columns added to a table,
-/// or a different set of row-level security filters.
+/// a table removed, or a different set of row-level security filters.
 pub fn breaks_clients(old: &ModuleDef, new: &ModuleDef, steps: &[Step]) -> bool {
-    let added_columns = steps.iter().any(|s| matches!(s, Step::AddColumns { .. }));
+    let reshaped = steps.iter().any(|s| matches!(s, Step::AddColumns { .. } | Step::RemoveTable(_)));
     let same_filters = old.row_level_security.iter().all(|f| new.row_level_security.contains(f))
         && new.row_level_security.iter().all(|f| old.row_level_security.contains(f));
-    added_columns || !same_filters
+    reshaped || !same_filters
 }
 
 /// The token consenting to the update of database `identity` from program `old` to `new`

@@ -118,6 +118,12 @@ fn step_text(t: &mut Text, old: &ModuleDef, new: &ModuleDef, step: &Step) {
                 added_table_text(t, new, def);
             }
         }
+        Step::RemoveTable(table) => {
+            t.action("Removed");
+            t.out.push_str(" table: ");
+            t.name(table);
+            t.out.push_str("\n\n");
+        }
         Step::AddConstraint { table, constraint } => constraint_text(t, new, table, constraint, "Created"),
         Step::ChangePrimaryKey { table } => primary_key_text(t, old, new, table),
         Step::ChangeAccess { table } => {

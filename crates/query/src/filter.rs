@@ -37,8 +37,7 @@ pub fn is_all_tables(sql: &str) -> bool {
 /// any query; tables a later module update adds are not included.
 pub fn all_tables_queries(store: &Store, ctx: QueryContext) -> Vec<String> {
     store
-        .tables()
-        .iter()
+        .present_tables()
         .filter(|t| ctx.is_owner || t.schema.def.table_access == TableAccess::Public)
         // An event table (2.x) holds no rows to subscribe to; 2.x leaves it out too.
         .filter(|t| !t.schema.def.is_event)

@@ -34,6 +34,11 @@ use epoch_schema::ModuleDef;
 
 pub use table::{Index, RowId, Sequence, Table, TableSchema};
 
+/// What the name of a table a module update removed becomes in the store's numbering (and in
+/// the table order kept on disk): its id stays taken, since the log written before the update
+/// still names it, while no name reaches it.
+pub const REMOVED_TABLE_PREFIX: &str = "\u{1}removed:";
+
 /// Why a store operation failed. Each maps to one errno of the module ABI.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -126,9 +131,14 @@ impl Store {
     /// follow, in the module's order. Names in `order` the module lacks may only come last (a
     /// module update that did not finish): a gap before a kept table is refused.
     pub fn with_order(def: &ModuleDef, order: &[String]) -> Result<Self, String> {
-        let mut ordered: Vec<&epoch_schema::TableDef> = Vec::with_capacity(def.tables.len());
+        let mut ordered: Vec<epoch_schema::TableDef> = Vec::with_capacity(def.tables.len());
         let mut missing: Option<&str> = None;
         for name in order {
+            if name.starts_with(REMOVED_TABLE_PREFIX) {
+                // A table a module update removed keeps its id, empty and out of reach.
+                ordered.push(epoch_schema::TableDef::plain(name.clone(), 0, Default::default()));
+                continue;
+            }
             match def.tables.iter().find(|t| &t.name == name) {
                 Some(t) => {
                     if let Some(gap) = missing {
@@ -136,14 +146,14 @@ impl Store {
                             "table `{gap}` is listed before `{name}` but the module has no such table"
                         ));
                     }
-                    ordered.push(t);
+                    ordered.push(t.clone());
                 }
                 None => missing = missing.or(Some(name)),
             }
         }
         for t in &def.tables {
             if !order.contains(&t.name) {
-                ordered.push(t);
+                ordered.push(t.clone());
             }
         }
         let typespace = Arc::new(def.typespace.clone());
@@ -155,6 +165,7 @@ impl Store {
         for (i, t) in ordered.into_iter().enumerate() {
             let id = i as u32;
             let schema = Arc::new(TableSchema::new(t.clone(), typespace.clone()));
+            let removed = schema.is_removed();
             let table = Table::new(id, schema, next_index);
             for (pos, idx) in table.indexes.iter().enumerate() {
                 index_names.insert(idx.name.clone(), (id, pos));
@@ -167,7 +178,9 @@ impl Store {
                 }
             }
             next_index += table.indexes.len() as u32;
-            table_ids.insert(t.name.clone(), id);
+            if !removed {
+                table_ids.insert(t.name.clone(), id);
+            }
             if let Some(alias) = &t.source_name {
                 table_ids.entry(alias.clone()).or_insert(id);
             }
@@ -207,6 +220,11 @@ impl Store {
 
     pub fn tables(&self) -> &[Table] {
         &self.tables
+    }
+
+    /// The tables of the module, leaving out the places of removed ones.
+    pub fn present_tables(&self) -> impl Iterator<Item = &Table> + '_ {
+        self.tables.iter().filter(|t| !t.schema.is_removed())
     }
 
     pub fn table(&self, id: u32) -> Result<&Table, StoreError> {
@@ -591,8 +609,9 @@ impl Store {
         deletes: &[Box<[u8]>],
     ) -> Result<(), StoreError> {
         let schema = self.table(table_id)?.schema.clone();
-        if schema.def.is_event {
-            // Logged event rows were never part of the state.
+        if schema.def.is_event || schema.is_removed() {
+            // Logged event rows were never part of the state; a removed table was empty when
+            // it went, and nothing can reach it since.
             return Ok(());
         }
         if !schema.def.default_values.is_empty() {

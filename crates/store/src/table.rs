@@ -34,6 +34,12 @@ impl TableSchema {
         &self.def.name
     }
 
+    /// Whether this is the place of a table a module update removed (see
+    /// [`crate::REMOVED_TABLE_PREFIX`]).
+    pub fn is_removed(&self) -> bool {
+        self.def.name.starts_with(crate::REMOVED_TABLE_PREFIX)
+    }
+
     pub fn row_type(&self) -> &ProductType {
         &self.def.row_type
     }

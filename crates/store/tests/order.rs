@@ -34,3 +34,19 @@ fn listed_tables_keep_their_ids_and_new_ones_follow() {
     // No list: the module's order.
     assert_eq!(Store::new(&def(&["b", "a"])).table_order(), ["b", "a"]);
 }
+
+/// A removed table keeps its place: the tables after it keep their ids, no name reaches it, the
+/// order written to disk still lists it, and rows the log replays into it are dropped.
+#[test]
+fn a_removed_table_keeps_its_id_out_of_reach() {
+    let removed = format!("{}account", epoch_store::REMOVED_TABLE_PREFIX);
+    let mut store = Store::with_order(&def(&["ledger"]), &[removed.clone(), "ledger".into()]).unwrap();
+    assert_eq!(store.table_id("ledger"), Some(1));
+    assert_eq!(store.table_id("account"), None);
+    assert_eq!(store.table_id(&removed), None, "not even by its marked name");
+    assert_eq!(store.table_order(), [removed.as_str(), "ledger"]);
+    let present: Vec<&str> = store.present_tables().map(|t| t.schema.name()).collect();
+    assert_eq!(present, ["ledger"]);
+    store.apply_recovered(0, [&[1u8, 2, 3][..]], &[]).unwrap();
+    assert!(store.table(0).unwrap().is_empty(), "a removed table takes no row");
+}
