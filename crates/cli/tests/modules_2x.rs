@@ -742,3 +742,45 @@ fn a_2x_update_removes_an_empty_table_and_the_others_keep_their_ids() {
     drop(server);
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// Views in updates, as 2.x plans them: a view added keeps clients connected and needs no
+/// consent; a view removed disconnects them and needs it. Both print their view.
+#[test]
+fn an_update_that_adds_a_view_keeps_clients_and_one_that_removes_it_breaks_them() {
+    let server = Server::start(&[]);
+    let (_, owner) = server.identity();
+    assert!(server.publish(&owner, "vm", "bank_2x_v4").status().is_success());
+    assert_eq!(server.call(&owner, "vm", "record", "[7, 1, 12]").0, 200);
+    let plan_of = |module: &str| -> Value {
+        let url = format!("{}/v1/database/vm/pre_publish?style=NoColor", server.url);
+        let body = std::fs::read(common::fixture(module)).unwrap();
+        let r = server.http().post(url).bearer_auth(&owner).body(body).send().unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().unwrap()["AutoMigrate"].clone()
+    };
+    let added = plan_of("bank_2x_v5");
+    assert_eq!(added["break_clients"], false, "{added}");
+    let text = added["migrate_plan"].as_str().unwrap();
+    assert!(
+        text.contains(
+            "▸ ▸ Created anonymous view: from_seven\n    Columns:\n        • seq: U64\n        • from: U32\n"
+        ),
+        "{text}"
+    );
+    let mut client = common::ws::connect(&server.url, "vm", common::ws::JSON, "", Some(&owner)).unwrap();
+    client.recv_variant("IdentityToken");
+    assert!(server.publish(&owner, "vm", "bank_2x_v5").status().is_success(), "no consent needed");
+    assert_eq!(rows(&server, &owner, "vm", "SELECT amount FROM from_seven"), [serde_json::json!([12])]);
+    client.send_json(serde_json::json!({"OneOffQuery": {"message_id": "01", "query_string": "SELECT * FROM ledger"}}));
+    client.recv_variant("OneOffQueryResponse");
+    // Removing it breaks clients: refused without consent.
+    let removed = plan_of("bank_2x_v4");
+    assert_eq!(removed["break_clients"], true, "{removed}");
+    assert!(
+        removed["migrate_plan"].as_str().unwrap().contains("▸ ▸ Removed anonymous view: from_seven\n"),
+        "{removed}"
+    );
+    let r = server.publish(&owner, "vm", "bank_2x_v4");
+    assert_eq!(r.status(), 400);
+    assert!(r.text().unwrap().contains("client-breaking change"));
+}

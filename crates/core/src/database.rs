@@ -1272,20 +1272,27 @@ impl Database {
         epoch_query::check_filters(new.db()).map_err(UpdateError::Failed)?;
         let steps = crate::migrate::plan(self.def(), new.def()).map_err(UpdateError::rejected)?;
         let hashes = (crate::program::program_hash(&self.program), crate::program::program_hash(wasm));
+        let breaking = crate::migrate_policy::breaks_clients(self.def(), new.def(), &steps);
         if hashes.0 != hashes.1 {
-            let breaking = crate::migrate_policy::breaks_clients(self.def(), new.def(), &steps);
             crate::migrate_policy::check(policy, &self.identity.to_hex(), (&hashes.0, &hashes.1), new.def(), breaking)
                 .map_err(|e| UpdateError::Failed(e.to_string()))?;
         }
-        // 2.x disconnects every client when a table gains columns or goes (their row types
-        // change), before the rows move, so their `client_disconnected` changes move with them.
+        let hash: String = hashes.1.iter().map(|b| format!("{b:02x}")).collect();
+        let v10 = new.def().version == epoch_schema::DefVersion::V10;
+        if v10 {
+            // 2.x names the new program before applying the plan, whether or not it then fails.
+            self.system_log(format!("Updated program to {hash}"));
+        }
+        // 2.x disconnects every client when a table gains columns or goes, or a view goes or
+        // changes shape (what they hold no longer fits), before the rows move, so their
+        // `client_disconnected` changes move with them.
         let reshaped = |s: &crate::migrate::Step| {
-            matches!(s, crate::migrate::Step::AddColumns { .. } | crate::migrate::Step::RemoveTable(_))
+            use crate::migrate::Step::{AddColumns, RemoveTable, RemoveView};
+            matches!(s, AddColumns { .. } | RemoveTable(_) | RemoveView(_))
         };
-        if steps.iter().any(reshaped) {
+        if steps.iter().any(reshaped) && self.removed_tables_are_empty(&steps).is_ok() {
             self.disconnect_all_clients();
         }
-        let hash: String = crate::program::program_hash(wasm).iter().map(|b| format!("{b:02x}")).collect();
         let mut store = match self.migrated_store(new.def(), &steps) {
             Ok(store) => store,
             Err(e) => {
@@ -1304,11 +1311,16 @@ impl Database {
         if let Some(p) = self.persist.as_ref() {
             write_filter_order(p.dir(), &store.row_level_security).map_err(|e| UpdateError::Failed(e.to_string()))?;
         }
-        self.system_log(format!("Updated program to {hash}"));
+        if !v10 {
+            self.system_log(format!("Updated program to {hash}"));
+        }
         for step in &steps {
             if let Some(line) = step.log_line() {
                 self.system_log(line);
             }
+        }
+        if v10 && breaking {
+            self.system_log("Disconnecting all users".to_string());
         }
         self.system_log("Database updated".to_string());
         new.replace_db(store);
@@ -1322,18 +1334,27 @@ impl Database {
         Ok(())
     }
 
+    /// A table an update removes must be empty, as 2.x checks it: when the update is applied.
+    fn removed_tables_are_empty(&self, steps: &[crate::migrate::Step]) -> Result<(), String> {
+        for step in steps {
+            let crate::migrate::Step::RemoveTable(table) = step else { continue };
+            if self.store().table_by_name(table).is_some_and(|t| !t.is_empty()) {
+                return Err(format!("Cannot remove table `{table}`: table contains data. Clear the table's rows (e.g. via a reducer) before removing it from your schema."));
+            }
+        }
+        Ok(())
+    }
+
     /// The tables of the running module moved into a store for `def`: the same ids for the
     /// tables kept, new ones after them, every row and sequence carried over, indexes built.
     fn migrated_store(&self, def: &ModuleDef, steps: &[crate::migrate::Step]) -> Result<epoch_store::Store, String> {
         use crate::migrate::Step;
         let old = self.store();
         let mut order = old.table_order();
+        self.removed_tables_are_empty(steps)?;
         for step in steps {
             let Step::RemoveTable(table) = step else { continue };
-            // As 2.x, checked only now: the table must be empty; its id stays taken.
-            if old.table_by_name(table).is_some_and(|t| !t.is_empty()) {
-                return Err(format!("Cannot remove table `{table}`: table contains data. Clear the table's rows (e.g. via a reducer) before removing it from your schema."));
-            }
+            // Its id stays taken.
             if let Some(place) = order.iter_mut().find(|n| *n == table) {
                 *place = format!("{}{table}", epoch_store::REMOVED_TABLE_PREFIX);
             }

@@ -26,6 +26,9 @@ pub enum Step {
     RemoveSchedule {
         table: String,
     },
+    /// A view the new module lacks, or whose shape changed (2.x modules only): every client
+    /// is disconnected, as 2.x does.
+    RemoveView(String),
     RemoveRowLevelSecurity(String),
     /// A table the new module lacks (2.x modules only): applied when it holds no row; its id
     /// is never given again.
@@ -60,6 +63,8 @@ pub enum Step {
     AddSchedule {
         table: String,
     },
+    /// A view new in the module, or whose shape changed (after its `RemoveView`).
+    AddView(String),
     AddRowLevelSecurity(String),
     ChangeAccess {
         table: String,
@@ -81,6 +86,7 @@ impl Step {
             }
             Step::RemoveSequence { table, sequence } => format!("Dropping sequence `{sequence}` from table `{table}`"),
             Step::RemoveSchedule { .. } | Step::AddSchedule { .. } | Step::ChangeAccess { .. } => return None,
+            Step::RemoveView(_) | Step::AddView(_) => return None,
             Step::RemoveRowLevelSecurity(sql) => format!("Removing-row level security `{sql}`"),
             Step::ChangeColumns { table } => format!("Changing columns of table `{table}`"),
             Step::AddColumns { table, columns } => {
@@ -114,6 +120,7 @@ pub fn plan(old: &ModuleDef, new: &ModuleDef) -> Result<Vec<Step>, Vec<String>> 
     for n in new.tables.iter().filter(|n| old.table(&n.name).is_none()) {
         steps.push(Step::AddTable(n.name.clone()));
     }
+    view_changes(old, new, &mut steps);
     // 1.3 replaces every filter on every update.
     steps.extend(old.row_level_security.iter().cloned().map(Step::RemoveRowLevelSecurity));
     steps.extend(new.row_level_security.iter().cloned().map(Step::AddRowLevelSecurity));
@@ -122,6 +129,34 @@ pub fn plan(old: &ModuleDef, new: &ModuleDef) -> Result<Vec<Step>, Vec<String>> 
     }
     steps.sort();
     Ok(steps)
+}
+
+/// The views removed, added, or changed in shape (whether anonymous, the parameters or the
+/// columns, by name, position and type): removed and added again, as 2.x plans it. A view that
+/// kept its shape needs no step (its subscriptions end with the update, as every one does).
+fn view_changes(old: &ModuleDef, new: &ModuleDef, steps: &mut Vec<Step>) {
+    let shape = |def: &ModuleDef, v: &epoch_schema::ViewDef| {
+        let columns = epoch_host::view::view_row_type(&def.typespace, v).map(|p| {
+            let resolved = p.elements.iter().map(|e| (e.name.clone(), resolve(&def.typespace, &e.ty, 0)));
+            resolved.collect::<Vec<_>>()
+        });
+        let params: Vec<_> =
+            v.params.elements.iter().map(|e| (e.name.clone(), resolve(&def.typespace, &e.ty, 0))).collect();
+        (v.is_anonymous, params, columns)
+    };
+    for v in &old.views {
+        match new.views.iter().find(|n| n.name == v.name) {
+            None => steps.push(Step::RemoveView(v.name.clone())),
+            Some(n) if shape(old, v) != shape(new, n) => {
+                steps.push(Step::RemoveView(v.name.clone()));
+                steps.push(Step::AddView(v.name.clone()));
+            }
+            Some(_) => {}
+        }
+    }
+    for n in new.views.iter().filter(|n| !old.views.iter().any(|v| v.name == n.name)) {
+        steps.push(Step::AddView(n.name.clone()));
+    }
 }
 
 fn table_changes(

@@ -118,6 +118,8 @@ fn step_text(t: &mut Text, old: &ModuleDef, new: &ModuleDef, step: &Step) {
                 added_table_text(t, new, def);
             }
         }
+        Step::RemoveView(view) => view_text(t, old, view, "Removed"),
+        Step::AddView(view) => view_text(t, new, view, "Created"),
         Step::RemoveTable(table) => {
             t.action("Removed");
             t.out.push_str(" table: ");
@@ -250,6 +252,30 @@ fn added_columns_text(t: &mut Text, old: &ModuleDef, new: &ModuleDef, table: &st
         }
         t.out.push('\n');
     }
+}
+
+/// A view created or removed, as 2.x prints it: its line starts with two arrows, then its
+/// parameters and columns, and an empty line.
+fn view_text(t: &mut Text, def: &ModuleDef, name: &str, action: &str) {
+    let Some(view) = def.views.iter().find(|v| v.name == name) else { return };
+    t.out.push_str("▸ ");
+    t.action(action);
+    t.out.push_str(if view.is_anonymous { " anonymous view: " } else { " view: " });
+    t.name(name);
+    t.out.push('\n');
+    let columns = epoch_host::view::view_row_type(&def.typespace, view).unwrap_or_default();
+    for (title, elements) in [("Parameters:", &view.params), ("Columns:", &columns)] {
+        if elements.elements.is_empty() {
+            continue;
+        }
+        t.section(1, title);
+        for e in elements.elements.iter() {
+            let _ = write!(t.out, "{INDENT}{INDENT}• {}: ", e.name.as_deref().unwrap_or_default());
+            t.ty(&def.typespace, &e.ty);
+            t.out.push('\n');
+        }
+    }
+    t.out.push('\n');
 }
 
 fn added_table_text(t: &mut Text, def: &ModuleDef, table: &TableDef) {
