@@ -7,7 +7,8 @@
 //! query text.
 #![no_main]
 
-use epoch_query::{QueryContext, MAX_SQL_LEN};
+use epoch_query::limits::MAX_SQL_LEN;
+use epoch_query::QueryContext;
 use epoch_sats::{AlgebraicType, ProductType, Typespace};
 use epoch_schema::{ModuleDef, TableAccess, TableDef};
 use epoch_store::Store;
@@ -62,7 +63,7 @@ fn store() -> Store {
 fuzz_target!(|data: &[u8]| {
     let Some((&who, text)) = data.split_first() else { return };
     let Ok(sql) = std::str::from_utf8(text) else { return };
-    let ctx = QueryContext { is_owner: who % 2 == 1, row_limit: 1_000, max_sql_len: MAX_SQL_LEN };
+    let ctx = QueryContext { is_owner: who % 2 == 1, row_limit: 1_000, max_sql_len: MAX_SQL_LEN, sender: None };
     let mut store = store();
     let _ = epoch_query::execute(&store, sql, ctx);
     let _ = epoch_query::run(&mut store, sql, ctx);
