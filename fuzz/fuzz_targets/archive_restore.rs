@@ -61,7 +61,7 @@ fn def() -> ModuleDef {
         reducers: Vec::new(),
         types: Vec::new(),
         row_level_security: Vec::new(),
-    ..Default::default()
+        ..Default::default()
     }
 }
 

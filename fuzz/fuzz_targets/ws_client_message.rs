@@ -56,7 +56,8 @@ fn encode(m: &ClientMessage) -> Option<Vec<u8>> {
             b.extend_from_slice(&request_id.to_le_bytes());
             b.extend_from_slice(&query_id.to_le_bytes());
         }
-        ClientMessage::Unsubscribe { request_id, query_id } | ClientMessage::UnsubscribeMulti { request_id, query_id } => {
+        ClientMessage::Unsubscribe { request_id, query_id }
+        | ClientMessage::UnsubscribeMulti { request_id, query_id } => {
             b.push(if matches!(m, ClientMessage::Unsubscribe { .. }) { 5 } else { 6 });
             b.extend_from_slice(&request_id.to_le_bytes());
             b.extend_from_slice(&query_id.to_le_bytes());
