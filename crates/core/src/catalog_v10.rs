@@ -201,12 +201,7 @@ fn raw_type(ty: &AlgebraicType) -> AlgebraicValue {
 
 /// The row type reference a view's rows are written with, when it names one.
 fn view_row_ref(view: &epoch_schema::ViewDef) -> Option<u32> {
-    let elem = match &view.return_type {
-        AlgebraicType::Array(e) => e.as_ref(),
-        AlgebraicType::Sum(s) if s.variants.len() == 2 => &s.variants[0].ty,
-        _ => return None,
-    };
-    match elem {
+    match epoch_host::view::view_row_element(view)? {
         AlgebraicType::Ref(r) => Some(*r),
         _ => None,
     }

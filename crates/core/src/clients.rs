@@ -409,7 +409,7 @@ pub struct Clients {
     manager: Manager,
     /// Subscriptions to 2.x views.
     pub(crate) views: ViewSubs,
-    /// The view instances the request being applied reads, by query text, run by the database
+    /// The view instances the request being applied reads, by query text (trimmed), run by the database
     /// beforehand (running a view needs the module), or why they could not be.
     pub(crate) ready_views: HashMap<String, Result<ReadyView, String>>,
     clients: HashMap<ClientId, Client>,
@@ -699,7 +699,7 @@ impl Clients {
         // long, and return at most `max_initial_rows` rows.
         let mut budget = EvalBudget::with_row_limit(self.limits.max_initial_rows);
         for (i, q) in queries.iter().enumerate() {
-            if let Some(ready) = self.ready_views.get(q.as_str()).cloned() {
+            if let Some(ready) = self.ready_views.get(q.trim()).cloned() {
                 let view = match ready {
                     Ok(view) => view,
                     Err(message) => {
@@ -730,7 +730,7 @@ impl Clients {
 
     fn undo(&mut self, id: ClientId, queries: &[String], ctx: epoch_query::QueryContext) {
         for q in queries {
-            if self.ready_views.contains_key(q.as_str()) {
+            if self.ready_views.contains_key(q.trim()) {
                 self.views.unsubscribe(id, q);
             } else {
                 self.manager.unsubscribe(id, q, ctx);

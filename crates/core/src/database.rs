@@ -1007,7 +1007,6 @@ impl Database {
                     .map_err(|e| e.to_string())
             };
             ready.insert(q.trim().to_string(), view);
-            ready.insert(q.clone(), ready[q.trim()].clone());
         }
         ready
     }
@@ -1283,17 +1282,14 @@ impl Database {
             // 2.x names the new program before applying the plan, whether or not it then fails.
             self.system_log(format!("Updated program to {hash}"));
         }
-        // 2.x disconnects every client when a table gains columns or goes, or a view goes or
-        // changes shape (what they hold no longer fits), before the rows move, so their
-        // `client_disconnected` changes move with them.
-        let reshaped = |s: &crate::migrate::Step| {
-            use crate::migrate::Step::{AddColumns, RemoveTable, RemoveView};
-            matches!(s, AddColumns { .. } | RemoveTable(_) | RemoveView(_))
-        };
-        if steps.iter().any(reshaped) && self.removed_tables_are_empty(&steps).is_ok() {
+        // 2.x disconnects every client when what they hold no longer fits, before the rows
+        // move, so their `client_disconnected` changes move with them; an update that cannot
+        // apply (a removed table holds rows) keeps them.
+        let checked = self.removed_tables_are_empty(&steps);
+        if checked.is_ok() && steps.iter().any(crate::migrate::Step::reshapes_rows) {
             self.disconnect_all_clients();
         }
-        let mut store = match self.migrated_store(new.def(), &steps) {
+        let mut store = match checked.and_then(|()| self.migrated_store(new.def(), &steps)) {
             Ok(store) => store,
             Err(e) => {
                 self.server_log(epoch_host::LogLevel::Warn, ServerLine::System, format!("Database update failed: {e}"));
@@ -1351,7 +1347,6 @@ impl Database {
         use crate::migrate::Step;
         let old = self.store();
         let mut order = old.table_order();
-        self.removed_tables_are_empty(steps)?;
         for step in steps {
             let Step::RemoveTable(table) = step else { continue };
             // Its id stays taken.
@@ -1379,7 +1374,8 @@ impl Database {
             let catalog_id = crate::clients::first_user_id(def.version) + t.id;
             crate::migrate::duplicate_values(t, catalog_id, &c.unique_columns)?;
         }
-        for t in old.tables().iter().filter(|t| !t.schema.is_removed() && def.table(t.schema.name()).is_some()) {
+        // Removed tables (and earlier ones' tombstones) are not in the new module.
+        for t in old.tables().iter().filter(|t| def.table(t.schema.name()).is_some()) {
             let id = store.table_id(t.schema.name()).ok_or_else(|| format!("table `{}` is gone", t.schema.name()))?;
             let rows: Vec<Box<[u8]>> = t.iter().map(|(_, r)| Box::<[u8]>::from(r)).collect();
             store.load_snapshot_rows(id, &rows).map_err(|e| e.to_string())?;

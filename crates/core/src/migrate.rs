@@ -77,6 +77,12 @@ pub enum Step {
 }
 
 impl Step {
+    /// Whether the step changes what clients hold so they must reconnect (2.x disconnects
+    /// everyone): columns added to a table, or a table or a view gone or reshaped.
+    pub fn reshapes_rows(&self) -> bool {
+        matches!(self, Step::AddColumns { .. } | Step::RemoveTable(_) | Step::RemoveView(_))
+    }
+
     /// The module log's line for this step, as 1.3 writes it (access changes write none).
     pub fn log_line(&self) -> Option<String> {
         Some(match self {

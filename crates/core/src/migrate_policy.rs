@@ -28,8 +28,7 @@ pub const TOKEN_MISMATCH: &str = "Token provided is invalid or does not match ex
 /// a table or a view removed (or a view reshaped), or a different set of row-level security
 /// filters.
 pub fn breaks_clients(old: &ModuleDef, new: &ModuleDef, steps: &[Step]) -> bool {
-    let reshaped =
-        steps.iter().any(|s| matches!(s, Step::AddColumns { .. } | Step::RemoveTable(_) | Step::RemoveView(_)));
+    let reshaped = steps.iter().any(Step::reshapes_rows);
     let same_filters = old.row_level_security.iter().all(|f| new.row_level_security.contains(f))
         && new.row_level_security.iter().all(|f| old.row_level_security.contains(f));
     reshaped || !same_filters

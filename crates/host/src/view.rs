@@ -19,16 +19,20 @@ pub enum ViewOutput {
     Sql(String),
 }
 
+/// The type of a view's rows as the module wrote it: `T` of `Vec<T>` or `Option<T>`.
+pub fn view_row_element(view: &ViewDef) -> Option<&AlgebraicType> {
+    match &view.return_type {
+        AlgebraicType::Array(e) => Some(e.as_ref()),
+        AlgebraicType::Sum(s) if s.variants.len() == 2 && s.variants[0].name.as_deref() == Some("some") => {
+            Some(&s.variants[0].ty)
+        }
+        _ => None,
+    }
+}
+
 /// The product type of a view's rows: `T` of `Vec<T>` or `Option<T>`, resolved.
 pub fn view_row_type(typespace: &Typespace, view: &ViewDef) -> Option<ProductType> {
-    let elem = match &view.return_type {
-        AlgebraicType::Array(e) => e.as_ref(),
-        AlgebraicType::Sum(s) if s.variants.len() == 2 && s.variants[0].name.as_deref() == Some("some") => {
-            &s.variants[0].ty
-        }
-        _ => return None,
-    };
-    match elem {
+    match view_row_element(view)? {
         AlgebraicType::Ref(r) => match typespace.types.get(*r as usize) {
             Some(AlgebraicType::Product(p)) => Some(p.clone()),
             _ => None,
